@@ -1,0 +1,206 @@
+//! The validated configuration: every value here has passed its checks, so
+//! the rest of sluice never re-validates.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Routing weights are integer percentages; they always sum to this.
+pub const WEIGHT_TOTAL: u32 = 100;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub proxy: ProxyConfig,
+    pub admin: AdminConfig,
+    pub store: StoreConfig,
+    pub health: HealthConfig,
+    pub sticky: Option<Sticky>,
+    pub rollback: RollbackConfig,
+    /// Pools in a stable order (sorted by name), which is also the order of
+    /// their slices in the cumulative weight ranges.
+    pub pools: Vec<PoolConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProxyConfig {
+    pub listen: SocketAddr,
+    /// Runtime worker threads; defaults to the number of cores.
+    pub workers: Option<usize>,
+    /// Honour the `x-sluice-pool` header (testers reaching a pool directly).
+    pub allow_pool_override: bool,
+    /// How long in-flight requests get to finish on SIGTERM.
+    pub drain_timeout: Duration,
+    pub timeouts: Timeouts,
+    pub limits: Limits,
+    pub tls: Option<TlsConfig>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// TCP connect to a backend.
+    pub connect: Duration,
+    /// Reading a client's request head (slowloris guard).
+    pub request_header: Duration,
+    /// From sending the request upstream to receiving the response head.
+    pub upstream_response: Duration,
+    /// Idle keep-alive connections (client side and pooled upstream side).
+    pub keep_alive_idle: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            connect: Duration::from_secs(2),
+            request_header: Duration::from_secs(10),
+            upstream_response: Duration::from_secs(30),
+            keep_alive_idle: Duration::from_secs(60),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest request head (request line + headers) in bytes → 431 beyond.
+    pub max_header_bytes: usize,
+    /// Most request header fields → 431 beyond.
+    pub max_headers: usize,
+    /// Largest request body in bytes → 413 beyond.
+    pub max_request_body_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_header_bytes: 64 * 1024,
+            max_headers: 100,
+            max_request_body_bytes: 100 * 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TlsConfig {
+    pub listen: SocketAddr,
+    /// The first certificate is the default when no SNI name matches.
+    pub certificates: Vec<CertificateConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CertificateConfig {
+    pub cert: SecretRef,
+    pub key: SecretRef,
+}
+
+/// Where a secret lives; the value itself never appears in config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretRef {
+    File(PathBuf),
+    Env(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+    pub tokens: Vec<TokenConfig>,
+    /// Put `/metrics` behind a token too.
+    pub metrics_require_token: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Viewer,
+    Operator,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenConfig {
+    pub name: String,
+    pub role: Role,
+    pub secret: SecretRef,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoreConfig {
+    pub url: String,
+    /// Apply pending migrations at start; `None` means the engine's default.
+    pub auto_migrate: Option<bool>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthConfig {
+    pub method: String,
+    pub path: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub healthy_threshold: u32,
+    pub unhealthy_threshold: u32,
+    /// Accepted probe statuses, inclusive.
+    pub expected_status: (u16, u16),
+    pub host: Option<String>,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        Self {
+            method: "GET".into(),
+            path: "/health/ready".into(),
+            interval: Duration::from_secs(10),
+            timeout: Duration::from_secs(5),
+            healthy_threshold: 2,
+            unhealthy_threshold: 3,
+            expected_status: (200, 299),
+            host: None,
+        }
+    }
+}
+
+/// What places a client in a stable cohort.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sticky {
+    Cookie(String),
+    /// Header name, lower-cased.
+    Header(String),
+    ClientIp,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RollbackConfig {
+    pub enabled: bool,
+    pub window: Duration,
+    pub max_error_ratio: f64,
+    pub max_p95: Duration,
+    pub min_requests: u64,
+}
+
+impl Default for RollbackConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            window: Duration::from_secs(30),
+            max_error_ratio: 0.01,
+            max_p95: Duration::from_millis(1000),
+            min_requests: 20,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UpstreamProtocol {
+    #[default]
+    Http1,
+    /// HTTP/2 with prior knowledge (h2c) to the backends.
+    Http2,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoolConfig {
+    pub name: String,
+    pub version: String,
+    /// Integer percentage; all pools sum to [`WEIGHT_TOTAL`].
+    pub weight: u32,
+    /// `host:port` of each backend, unique within the pool.
+    pub backends: Vec<String>,
+    pub protocol: UpstreamProtocol,
+    /// The pool's health check: `[health]` with this pool's overrides applied.
+    pub health: HealthConfig,
+}

@@ -1,0 +1,160 @@
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::*;
+
+fn example(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples").join(name)
+}
+
+fn problems(text: &str) -> Vec<String> {
+    match Config::from_toml(text) {
+        Ok(c) => panic!("expected errors, got {c:?}"),
+        Err(e) => e.problems(),
+    }
+}
+
+#[test]
+fn every_example_validates() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            Config::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            seen += 1;
+        }
+    }
+    assert!(seen >= 3, "expected the minimal, blue-green and canary examples");
+}
+
+#[test]
+fn minimal_example_gets_defaults() {
+    let c = Config::load(&example("minimal.toml")).unwrap();
+    assert_eq!(c.proxy.timeouts, Timeouts::default());
+    assert_eq!(c.proxy.limits.max_header_bytes, 64 * 1024);
+    assert_eq!(c.proxy.limits.max_headers, 100);
+    assert_eq!(c.admin.listen.to_string(), "127.0.0.1:9901");
+    assert_eq!(c.store.url, "sqlite://sluice.db");
+    assert_eq!(c.health.interval, Duration::from_secs(10));
+    assert_eq!(c.sticky, None);
+    assert_eq!(c.pools.len(), 1);
+    assert_eq!(c.pools[0].weight, 100);
+}
+
+#[test]
+fn canary_example_reads_overrides() {
+    let c = Config::load(&example("canary.toml")).unwrap();
+    assert_eq!(c.sticky, Some(Sticky::Cookie("sluice_cohort".into())));
+    assert!(c.proxy.allow_pool_override);
+    let canary = c.pool("canary").unwrap();
+    assert_eq!(canary.protocol, UpstreamProtocol::Http2);
+    assert_eq!(canary.health.path, "/healthz");
+    assert_eq!(canary.health.interval, Duration::from_secs(5));
+    // Unset keys inherit from [health], then the built-in defaults.
+    assert_eq!(canary.health.unhealthy_threshold, 3);
+    assert_eq!(c.pool("stable").unwrap().health.path, "/health/ready");
+}
+
+#[test]
+fn broken_file_reports_one_error_per_bad_key_with_its_path() {
+    let text = r#"
+[proxy]
+listen = "not-an-address"
+lissen = "0.0.0.0:1"
+
+[proxy.timeouts]
+connect = "soon"
+
+[admin.tokens]
+oops = 1
+
+[[store.extra]]
+
+[sticky]
+cookie = "a"
+header = "b"
+
+[pools.blue]
+version = "v1"
+weight = 150
+backends = ["127.0.0.1:9001", "nope"]
+
+[pools.green]
+weight = 10
+"#;
+    let got = problems(text);
+    let expect = [
+        "proxy.listen:",
+        "proxy.lissen: unknown key",
+        "proxy.timeouts.connect:",
+        "admin.tokens: expected an array of tables",
+        "store.extra: unknown key",
+        "sticky: set exactly one of",
+        "pools.blue.weight: must be an integer between 0 and 100",
+        "pools.blue.backends[1]:",
+        "pools.green.version: is required",
+        "pools.green.backends: a pool with weight above 0 needs at least one backend",
+    ];
+    for e in expect {
+        assert!(got.iter().any(|g| g.starts_with(e)), "missing {e:?} in {got:#?}");
+    }
+    assert_eq!(got.len(), expect.len(), "one error per bad key: {got:#?}");
+}
+
+#[test]
+fn weights_must_sum_to_100() {
+    let got = problems(
+        r#"
+[pools.blue]
+version = "v1"
+weight = 60
+backends = ["127.0.0.1:1"]
+[pools.green]
+version = "v2"
+weight = 30
+backends = ["127.0.0.1:2"]
+"#,
+    );
+    assert_eq!(got, vec!["pools: weights must sum to 100, they sum to 90"]);
+}
+
+#[test]
+fn secrets_must_be_references_and_are_never_echoed() {
+    let got = problems(
+        r#"
+[[admin.tokens]]
+name = "ci"
+role = "admin"
+secret = "hunter2-super-secret"
+[pools.blue]
+version = "v1"
+weight = 100
+backends = ["127.0.0.1:1"]
+"#,
+    );
+    assert_eq!(got.len(), 2, "{got:#?}");
+    assert!(got[0].starts_with("admin.tokens[0].role:"));
+    assert!(got[1].starts_with("admin.tokens[0].secret: must be a reference"));
+    assert!(got.iter().all(|g| !g.contains("hunter2")));
+}
+
+#[test]
+fn syntax_errors_are_reported_not_panicked() {
+    let err = Config::from_toml("[pools.blue\nversion=").unwrap_err();
+    assert!(matches!(err, ConfigError::Syntax(_)), "{err}");
+}
+
+#[test]
+fn missing_file_is_a_read_error() {
+    let err = Config::load(&example("does-not-exist.toml")).unwrap_err();
+    assert!(err.to_string().contains("does-not-exist.toml"));
+}
+
+#[test]
+fn no_pools_is_an_error() {
+    assert_eq!(
+        problems("[proxy]\n"),
+        vec!["pools: at least one pool is required, e.g. [pools.blue] with version, weight and backends"]
+    );
+}

@@ -1,0 +1,148 @@
+//! Errors of the data plane. Each request failure knows its status, a short
+//! machine-readable code (sent as `x-sluice-error`) and a message for people;
+//! the mapping lives here and nowhere else.
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode};
+
+use crate::body::ProxyBody;
+
+/// The header naming why sluice, not the backend, produced a response.
+pub const ERROR_HEADER: &str = "x-sluice-error";
+
+/// Why a request could not be proxied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ProxyError {
+    #[error("request has no Host header")]
+    MissingHost,
+    #[error("request has more than one Host header")]
+    DuplicateHost,
+    #[error("request has both Content-Length and Transfer-Encoding")]
+    ContentLengthWithTransferEncoding,
+    #[error("request target is not valid")]
+    BadTarget,
+    #[error("request body is larger than the limit")]
+    BodyTooLarge,
+    #[error("the client's request body could not be read")]
+    ClientBodyFailed,
+    #[error("x-sluice-pool names no pool")]
+    UnknownPoolOverride,
+    #[error("no pool is taking traffic")]
+    NoPool,
+    #[error("the chosen pool has no available backend")]
+    NoBackend,
+    #[error("could not connect to the backend")]
+    ConnectFailed,
+    #[error("connecting to the backend timed out")]
+    ConnectTimeout,
+    #[error("the backend did not answer in time")]
+    UpstreamTimeout,
+    #[error("the backend closed or reset the connection")]
+    UpstreamReset,
+    #[error("the backend sent a malformed response")]
+    UpstreamMalformed,
+    #[error("the backend refused the protocol upgrade")]
+    UpgradeFailed,
+}
+
+impl ProxyError {
+    pub fn status(self) -> StatusCode {
+        use ProxyError::*;
+        match self {
+            MissingHost
+            | DuplicateHost
+            | ContentLengthWithTransferEncoding
+            | BadTarget
+            | UnknownPoolOverride
+            | ClientBodyFailed => StatusCode::BAD_REQUEST,
+            BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            NoPool | NoBackend => StatusCode::SERVICE_UNAVAILABLE,
+            ConnectFailed | UpstreamReset | UpstreamMalformed | UpgradeFailed => StatusCode::BAD_GATEWAY,
+            ConnectTimeout | UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// Stable short code for `x-sluice-error` and logs.
+    pub fn code(self) -> &'static str {
+        use ProxyError::*;
+        match self {
+            MissingHost => "missing-host",
+            DuplicateHost => "duplicate-host",
+            ContentLengthWithTransferEncoding => "content-length-with-transfer-encoding",
+            BadTarget => "bad-target",
+            BodyTooLarge => "body-too-large",
+            ClientBodyFailed => "client-body-failed",
+            UnknownPoolOverride => "unknown-pool",
+            NoPool => "no-pool",
+            NoBackend => "no-backend",
+            ConnectFailed => "upstream-connect-failed",
+            ConnectTimeout => "upstream-connect-timeout",
+            UpstreamTimeout => "upstream-timeout",
+            UpstreamReset => "upstream-reset",
+            UpstreamMalformed => "upstream-malformed",
+            UpgradeFailed => "upgrade-failed",
+        }
+    }
+
+    /// Whether the failure lies with the upstream (counts against a pool).
+    pub fn is_upstream(self) -> bool {
+        self.status().is_server_error()
+    }
+
+    /// A short plain-text response; client errors also close the connection,
+    /// since the rest of the byte stream can no longer be trusted.
+    pub fn into_response(self) -> Response<ProxyBody> {
+        let body = Bytes::from(format!("sluice: {self}\n"));
+        let mut res = Response::new(ProxyBody::full(body));
+        *res.status_mut() = self.status();
+        let h = res.headers_mut();
+        h.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        h.insert(ERROR_HEADER, HeaderValue::from_static(self.code()));
+        if self.status().is_client_error() {
+            h.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        res
+    }
+}
+
+/// Why a routing change was refused; the table stays as it was.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TableError {
+    #[error("at least one pool is required")]
+    NoPools,
+    #[error("weights must sum to 100, they sum to {0}")]
+    WeightSum(u32),
+    #[error("pool {0:?} has weight above 0 but no backends")]
+    NoBackends(String),
+    #[error("pool {0:?} is listed twice")]
+    DuplicatePool(String),
+    #[error("pool {0:?} lists backend {1:?} twice")]
+    DuplicateBackend(String, String),
+    #[error("backend {0:?} is not host:port")]
+    BadBackend(String),
+    #[error("no pool named {0:?}")]
+    UnknownPool(String),
+    #[error("pool {0:?} is missing from the weights; give every pool a weight")]
+    MissingPool(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_follow_the_cause() {
+        assert_eq!(ProxyError::ConnectFailed.status(), 502);
+        assert_eq!(ProxyError::UpstreamReset.status(), 502);
+        assert_eq!(ProxyError::UpstreamMalformed.status(), 502);
+        assert_eq!(ProxyError::NoBackend.status(), 503);
+        assert_eq!(ProxyError::UpstreamTimeout.status(), 504);
+        assert_eq!(ProxyError::BodyTooLarge.status(), 413);
+        assert_eq!(ProxyError::DuplicateHost.status(), 400);
+        assert!(ProxyError::UpstreamReset.is_upstream());
+        assert!(!ProxyError::BodyTooLarge.is_upstream());
+    }
+}

@@ -1,0 +1,218 @@
+//! Header rules between client and backend: request checks that hyper does
+//! not make, hop-by-hop removal (RFC 9110 §7.6.1), and the forwarding headers.
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Version};
+
+use crate::error::ProxyError;
+
+/// Headers that describe one connection and never cross the proxy.
+const HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    HeaderName::from_static("http2-settings"),
+];
+
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub const FORWARDED: HeaderName = header::FORWARDED;
+
+/// Rejects requests whose framing or addressing is ambiguous, and bodies
+/// declared larger than the limit, before anything is sent upstream.
+pub fn check_request<B>(req: &Request<B>, max_body: u64) -> Result<(), ProxyError> {
+    let headers = req.headers();
+    if req.version() <= Version::HTTP_11 {
+        let mut hosts = headers.get_all(header::HOST).iter();
+        match (hosts.next(), hosts.next()) {
+            (None, _) if req.version() == Version::HTTP_11 => return Err(ProxyError::MissingHost),
+            (Some(_), Some(_)) => return Err(ProxyError::DuplicateHost),
+            _ => {}
+        }
+        // Both framings at once is the classic smuggling vector: refuse it
+        // rather than guess which one a backend would believe.
+        if headers.contains_key(header::TRANSFER_ENCODING) && headers.contains_key(header::CONTENT_LENGTH) {
+            return Err(ProxyError::ContentLengthWithTransferEncoding);
+        }
+    }
+    if req.uri().path_and_query().is_none() && req.method() != http::Method::OPTIONS {
+        return Err(ProxyError::BadTarget);
+    }
+    if let Some(len) = headers.get(header::CONTENT_LENGTH) {
+        // hyper has already refused malformed or conflicting values.
+        let len: u64 = len
+            .to_str()
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or(ProxyError::BadTarget)?;
+        if len > max_body {
+            return Err(ProxyError::BodyTooLarge);
+        }
+    }
+    Ok(())
+}
+
+/// The `Upgrade` value of a genuine HTTP/1.1 protocol upgrade (e.g.
+/// WebSocket). `h2c` is never honoured: sluice speaks h2c itself, by prior
+/// knowledge, and must not hand a backend a half-negotiated connection.
+pub fn upgrade_request<B>(req: &Request<B>) -> Option<HeaderValue> {
+    if req.version() != Version::HTTP_11 {
+        return None;
+    }
+    let upgrade = req.headers().get(header::UPGRADE)?;
+    if upgrade.as_bytes().eq_ignore_ascii_case(b"h2c") || !connection_has(req.headers(), "upgrade") {
+        return None;
+    }
+    Some(upgrade.clone())
+}
+
+fn connection_has(headers: &HeaderMap, token: &str) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// Removes hop-by-hop headers: the fixed list, every header named in
+/// `Connection`, and every `Proxy-*` header.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Collected first because the names borrow from `headers`; the Vec only
+    // allocates when a client actually names extra headers in `Connection`.
+    let mut named: Vec<HeaderName> = Vec::new();
+    for value in headers.get_all(header::CONNECTION) {
+        let Ok(value) = value.to_str() else { continue };
+        for token in value.split(',') {
+            let token = token.trim();
+            if token.is_empty()
+                || ["close", "keep-alive", "upgrade"]
+                    .iter()
+                    .any(|k| token.eq_ignore_ascii_case(k))
+            {
+                continue;
+            }
+            if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
+                named.push(name);
+            }
+        }
+    }
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+    if headers.keys().any(|k| k.as_str().starts_with("proxy-")) {
+        let proxy: Vec<HeaderName> = headers
+            .keys()
+            .filter(|k| k.as_str().starts_with("proxy-"))
+            .cloned()
+            .collect();
+        for name in proxy {
+            headers.remove(name);
+        }
+    }
+}
+
+/// Per-connection forwarding values, computed once when the connection is
+/// accepted so requests only clone them (a reference-count bump).
+#[derive(Debug, Clone)]
+pub struct ForwardedFor {
+    /// The client's IP as text, for `X-Forwarded-For`.
+    pub client_ip: HeaderValue,
+    /// `for=...;proto=...` for `Forwarded`.
+    pub forwarded: HeaderValue,
+    /// `http` or `https`.
+    pub proto: HeaderValue,
+}
+
+impl ForwardedFor {
+    pub fn new(peer: std::net::IpAddr, tls: bool) -> Self {
+        let proto = if tls { "https" } else { "http" };
+        let ip = peer.to_string();
+        let node = match peer {
+            std::net::IpAddr::V4(_) => ip.clone(),
+            std::net::IpAddr::V6(_) => format!("\"[{ip}]\""),
+        };
+        Self {
+            // An IP's text is always a valid header value.
+            client_ip: HeaderValue::from_str(&ip).unwrap_or(HeaderValue::from_static("unknown")),
+            forwarded: HeaderValue::from_str(&format!("for={node};proto={proto}"))
+                .unwrap_or(HeaderValue::from_static("for=unknown")),
+            proto: HeaderValue::from_static(proto),
+        }
+    }
+}
+
+/// Sets `X-Forwarded-For` (appended to what earlier proxies said),
+/// `X-Forwarded-Proto`, `X-Forwarded-Host` and `Forwarded`.
+pub fn add_forwarding(headers: &mut HeaderMap, fwd: &ForwardedFor, host: Option<&HeaderValue>) {
+    let merged = headers.get(X_FORWARDED_FOR).and_then(|prior| {
+        let mut v = Vec::with_capacity(prior.len() + 2 + fwd.client_ip.len());
+        v.extend_from_slice(prior.as_bytes());
+        v.extend_from_slice(b", ");
+        v.extend_from_slice(fwd.client_ip.as_bytes());
+        HeaderValue::from_bytes(&v).ok()
+    });
+    headers.insert(X_FORWARDED_FOR, merged.unwrap_or_else(|| fwd.client_ip.clone()));
+    headers.insert(X_FORWARDED_PROTO, fwd.proto.clone());
+    if let Some(host) = host {
+        headers.insert(X_FORWARDED_HOST, host.clone());
+    }
+    headers.append(FORWARDED, fwd.forwarded.clone());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_connection_named_and_proxy_headers() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-secret"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("proxy-authorization", HeaderValue::from_static("x"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("h2c"));
+        h.insert("http2-settings", HeaderValue::from_static("AAA"));
+        h.insert("x-kept", HeaderValue::from_static("yes"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn forwarded_for_appends_to_prior_hops() {
+        let fwd = ForwardedFor::new("10.1.2.3".parse().unwrap(), false);
+        let mut h = HeaderMap::new();
+        h.insert(X_FORWARDED_FOR, HeaderValue::from_static("203.0.113.9"));
+        add_forwarding(&mut h, &fwd, Some(&HeaderValue::from_static("example.com")));
+        assert_eq!(h[X_FORWARDED_FOR], "203.0.113.9, 10.1.2.3");
+        assert_eq!(h[X_FORWARDED_PROTO], "http");
+        assert_eq!(h[X_FORWARDED_HOST], "example.com");
+        assert_eq!(h[FORWARDED], "for=10.1.2.3;proto=http");
+    }
+
+    #[test]
+    fn h2c_upgrade_is_not_an_upgrade() {
+        let req = Request::builder()
+            .header(header::CONNECTION, "Upgrade, HTTP2-Settings")
+            .header(header::UPGRADE, "h2c")
+            .body(())
+            .unwrap();
+        assert!(upgrade_request(&req).is_none());
+        let ws = Request::builder()
+            .header(header::CONNECTION, "keep-alive, Upgrade")
+            .header(header::UPGRADE, "websocket")
+            .body(())
+            .unwrap();
+        assert_eq!(upgrade_request(&ws).unwrap(), "websocket");
+    }
+}

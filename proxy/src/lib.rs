@@ -1,0 +1,55 @@
+//! sluice's data plane.
+//!
+//! A request flows listener ([`server`]) → [`forward::Proxy::handle`] →
+//! one load of the [`RoutingTable`] → pool choice (weights or sticky hash)
+//! and backend choice (power of two choices) in [`select`] → header rewrite
+//! ([`headers`]) → a pooled upstream client ([`upstream`]) → the response
+//! streamed back ([`body`]). The table is changed only through
+//! [`RoutingHandle`], which swaps whole snapshots atomically.
+
+pub mod body;
+pub mod error;
+pub mod forward;
+pub mod handle;
+pub mod headers;
+pub mod select;
+pub mod server;
+pub mod table;
+pub mod upstream;
+
+use std::sync::Arc;
+
+pub use error::{ProxyError, TableError};
+pub use forward::{ForwardSettings, Proxy};
+pub use handle::RoutingHandle;
+pub use server::{ListenerOptions, serve};
+pub use table::{PoolSpec, RoutingPolicy, RoutingTable};
+pub use upstream::Upstreams;
+
+use sluice_config::Config;
+
+/// The routing specs and policy a config describes.
+pub fn routing_from_config(config: &Config) -> (Vec<PoolSpec>, RoutingPolicy) {
+    let specs = config.pools.iter().map(PoolSpec::from).collect();
+    let policy = RoutingPolicy {
+        sticky: config.sticky.clone(),
+        allow_pool_override: config.proxy.allow_pool_override,
+    };
+    (specs, policy)
+}
+
+/// Builds the routing handle and proxy service a config describes.
+pub fn build(config: &Config) -> Result<(Arc<RoutingHandle>, Arc<Proxy>), TableError> {
+    let (specs, policy) = routing_from_config(config);
+    let routing = Arc::new(RoutingHandle::new(&specs, policy)?);
+    let settings = ForwardSettings {
+        upstream_response_timeout: config.proxy.timeouts.upstream_response,
+        max_request_body_bytes: config.proxy.limits.max_request_body_bytes,
+    };
+    let proxy = Arc::new(Proxy::new(
+        Arc::clone(&routing),
+        Upstreams::new(&config.proxy.timeouts),
+        settings,
+    ));
+    Ok((routing, proxy))
+}

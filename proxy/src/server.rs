@@ -1,0 +1,120 @@
+//! Listeners: accept connections, serve HTTP/1.1 and HTTP/2 (h2c by prior
+//! knowledge) with sluice's limits, and drain gracefully on shutdown.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use sluice_config::ProxyConfig;
+use tokio::net::TcpListener;
+use tracing::{debug, info, warn};
+
+use crate::forward::{ClientConn, Proxy};
+
+/// Connection-level settings of a listener.
+#[derive(Debug, Clone, Copy)]
+pub struct ListenerOptions {
+    pub header_read_timeout: Duration,
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+    pub drain_timeout: Duration,
+}
+
+impl From<&ProxyConfig> for ListenerOptions {
+    fn from(c: &ProxyConfig) -> Self {
+        Self {
+            header_read_timeout: c.timeouts.request_header,
+            max_header_bytes: c.limits.max_header_bytes,
+            max_headers: c.limits.max_headers,
+            drain_timeout: c.drain_timeout,
+        }
+    }
+}
+
+/// hyper leaves header limits and the header timeout unset; sluice sets them.
+fn http_builder(opts: &ListenerOptions) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(opts.header_read_timeout)
+        .max_buf_size(opts.max_header_bytes)
+        .max_headers(opts.max_headers)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(opts.max_header_bytes).unwrap_or(u32::MAX))
+        .max_concurrent_streams(256)
+        .max_pending_accept_reset_streams(64)
+        .keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(10));
+    builder
+}
+
+/// Serves `listener` until `shutdown` resolves, then stops accepting (new
+/// connections are refused), asks open connections to finish (`Connection:
+/// close` after the current response on HTTP/1, GOAWAY on HTTP/2) and waits
+/// up to the drain timeout for in-flight requests. Returns whether every
+/// connection finished in time.
+pub async fn serve(
+    listener: TcpListener,
+    proxy: Arc<Proxy>,
+    opts: ListenerOptions,
+    shutdown: impl Future<Output = ()>,
+) -> bool {
+    let builder = http_builder(&opts);
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(pair) => pair,
+                    Err(e) => {
+                        // Usually out of file descriptors: back off briefly
+                        // instead of spinning.
+                        warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        continue;
+                    }
+                };
+                if let Err(e) = stream.set_nodelay(true) {
+                    debug!(error = %e, "set_nodelay failed");
+                }
+                let conn = Arc::new(ClientConn::new(peer, false));
+                let proxy = Arc::clone(&proxy);
+                let service = service_fn(move |req| {
+                    let proxy = Arc::clone(&proxy);
+                    let conn = Arc::clone(&conn);
+                    async move { Ok::<_, std::convert::Infallible>(proxy.handle(req, &conn).await) }
+                });
+                let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
+                let watched = graceful.watch(connection);
+                tokio::spawn(async move {
+                    if let Err(e) = watched.await {
+                        debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                });
+            }
+        }
+    }
+    drop(listener);
+    info!(connections = graceful.count(), "draining");
+    match tokio::time::timeout(opts.drain_timeout, graceful.shutdown()).await {
+        Ok(()) => {
+            info!("drained");
+            true
+        }
+        Err(_) => {
+            warn!("drain timeout passed with requests still in flight");
+            false
+        }
+    }
+}

@@ -1,0 +1,229 @@
+//! The routing table: one immutable snapshot of every pool, its weight and
+//! its routable backends, plus the routing policy (stickiness, override).
+//!
+//! A request loads the snapshot once and uses nothing else; a change builds
+//! a complete new snapshot and publishes it in one store (see
+//! [`crate::RoutingHandle`]). Backends are `Arc`s carried from one snapshot
+//! to the next, so their in-flight counters survive a swap.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use http::uri::Authority;
+use sluice_config::{Sticky, UpstreamProtocol, WEIGHT_TOTAL};
+
+use crate::error::TableError;
+
+/// Resolution of the cumulative weight ranges: a weight of 1% is 100 slots.
+pub const SLOTS: u32 = 10_000;
+const SLOTS_PER_WEIGHT: u32 = SLOTS / WEIGHT_TOTAL;
+
+/// One upstream server. Shared between snapshots; its counters are atomics.
+#[derive(Debug)]
+pub struct Backend {
+    addr: Box<str>,
+    authority: Authority,
+    in_flight: AtomicU64,
+    requests: AtomicU64,
+}
+
+impl Backend {
+    pub fn new(addr: &str) -> Result<Self, TableError> {
+        let authority = addr
+            .parse::<Authority>()
+            .ok()
+            .filter(|a| a.port_u16().is_some())
+            .ok_or_else(|| TableError::BadBackend(addr.to_owned()))?;
+        Ok(Self {
+            addr: addr.into(),
+            authority,
+            in_flight: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
+        })
+    }
+
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    pub(crate) fn authority(&self) -> &Authority {
+        &self.authority
+    }
+
+    /// Requests currently being served (response body not yet finished).
+    pub fn in_flight(&self) -> u64 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Requests sent to this backend since it was added.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+}
+
+/// Counts a request against its backend until dropped (when the response
+/// body ends or the request fails), which is what power-of-two-choices reads.
+#[derive(Debug)]
+pub struct InFlight(Arc<Backend>);
+
+impl InFlight {
+    pub fn start(backend: &Arc<Backend>) -> Self {
+        backend.in_flight.fetch_add(1, Ordering::Relaxed);
+        backend.requests.fetch_add(1, Ordering::Relaxed);
+        Self(Arc::clone(backend))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A pool as published in one snapshot.
+#[derive(Debug, Clone)]
+pub struct Pool {
+    pub name: Arc<str>,
+    pub version: Arc<str>,
+    /// Integer percentage of traffic.
+    pub weight: u32,
+    pub protocol: UpstreamProtocol,
+    /// Backends that may receive traffic now.
+    pub backends: Vec<Arc<Backend>>,
+}
+
+/// What a caller asks for; [`RoutingTable::build`] turns it into a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolSpec {
+    pub name: String,
+    pub version: String,
+    pub weight: u32,
+    pub protocol: UpstreamProtocol,
+    pub backends: Vec<String>,
+}
+
+impl From<&sluice_config::PoolConfig> for PoolSpec {
+    fn from(p: &sluice_config::PoolConfig) -> Self {
+        Self {
+            name: p.name.clone(),
+            version: p.version.clone(),
+            weight: p.weight,
+            protocol: p.protocol,
+            backends: p.backends.clone(),
+        }
+    }
+}
+
+/// How pools are chosen, apart from their weights.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RoutingPolicy {
+    pub sticky: Option<Sticky>,
+    /// Honour `x-sluice-pool`.
+    pub allow_pool_override: bool,
+}
+
+/// One immutable, complete view of routing.
+#[derive(Debug)]
+pub struct RoutingTable {
+    generation: u64,
+    pools: Vec<Pool>,
+    /// `upper[i]` is the exclusive end of pool `i`'s slot range in `[0, SLOTS)`.
+    upper: Vec<u32>,
+    policy: RoutingPolicy,
+}
+
+impl RoutingTable {
+    /// Builds a snapshot, validating weights and backends. Backends already
+    /// present in `previous` (same pool, same address) are reused.
+    pub fn build(
+        generation: u64,
+        specs: &[PoolSpec],
+        policy: RoutingPolicy,
+        previous: Option<&RoutingTable>,
+    ) -> Result<Self, TableError> {
+        if specs.is_empty() {
+            return Err(TableError::NoPools);
+        }
+        let total: u32 = specs.iter().map(|p| p.weight).sum();
+        if total != WEIGHT_TOTAL {
+            return Err(TableError::WeightSum(total));
+        }
+        let mut pools = Vec::with_capacity(specs.len());
+        let mut upper = Vec::with_capacity(specs.len());
+        let mut end = 0;
+        for spec in specs {
+            if pools.iter().any(|p: &Pool| *p.name == *spec.name) {
+                return Err(TableError::DuplicatePool(spec.name.clone()));
+            }
+            if spec.weight > 0 && spec.backends.is_empty() {
+                return Err(TableError::NoBackends(spec.name.clone()));
+            }
+            let old = previous.and_then(|t| t.pool(&spec.name));
+            let mut backends: Vec<Arc<Backend>> = Vec::with_capacity(spec.backends.len());
+            for addr in &spec.backends {
+                if backends.iter().any(|b| b.addr() == addr) {
+                    return Err(TableError::DuplicateBackend(spec.name.clone(), addr.clone()));
+                }
+                let reused = old.and_then(|p| p.backends.iter().find(|b| b.addr() == addr));
+                backends.push(match reused {
+                    Some(b) => Arc::clone(b),
+                    None => Arc::new(Backend::new(addr)?),
+                });
+            }
+            end += spec.weight * SLOTS_PER_WEIGHT;
+            upper.push(end);
+            pools.push(Pool {
+                name: spec.name.as_str().into(),
+                version: spec.version.as_str().into(),
+                weight: spec.weight,
+                protocol: spec.protocol,
+                backends,
+            });
+        }
+        Ok(Self {
+            generation,
+            pools,
+            upper,
+            policy,
+        })
+    }
+
+    /// Monotonic number of this snapshot; every published change adds one.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    pub fn pools(&self) -> &[Pool] {
+        &self.pools
+    }
+
+    pub fn pool(&self, name: &str) -> Option<&Pool> {
+        self.pools.iter().find(|p| &*p.name == name)
+    }
+
+    pub fn policy(&self) -> &RoutingPolicy {
+        &self.policy
+    }
+
+    /// The pool whose slot range holds `slot` (`slot < SLOTS`). Pools with
+    /// weight 0 have empty ranges and are never returned.
+    pub fn pool_for_slot(&self, slot: u32) -> Option<&Pool> {
+        // Few pools in practice: a linear scan beats a binary search here.
+        let i = self.upper.iter().position(|&end| slot < end)?;
+        self.pools.get(i)
+    }
+
+    /// The specs this snapshot was built from, for read-modify-write changes.
+    pub fn specs(&self) -> Vec<PoolSpec> {
+        self.pools
+            .iter()
+            .map(|p| PoolSpec {
+                name: p.name.to_string(),
+                version: p.version.to_string(),
+                weight: p.weight,
+                protocol: p.protocol,
+                backends: p.backends.iter().map(|b| b.addr().to_owned()).collect(),
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,205 @@
+//! `sluice demo`: two in-process demo backends (blue `v1`, green `v2`) behind
+//! the proxy at 100/0, so a newcomer can see routing work in one command.
+//!
+//! Each demo backend answers JSON naming its pool and version, serves
+//! `/health/ready`, and has knobs for an error rate and added latency
+//! (`POST /_demo/knobs?error_rate=0.2&latency_ms=300` on the backend).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use rand::Rng;
+use sluice_config::Config;
+use tokio::net::TcpListener;
+use tracing::debug;
+
+use crate::app::{self, AppError};
+
+/// Live-adjustable behaviour of a demo backend.
+#[derive(Debug, Default)]
+pub struct Knobs {
+    /// Share of requests answered with 500, in parts per million.
+    error_ppm: AtomicU32,
+    latency_ms: AtomicU64,
+}
+
+impl Knobs {
+    pub fn set_error_rate(&self, rate: f64) {
+        self.error_ppm
+            .store((rate.clamp(0.0, 1.0) * 1_000_000.0) as u32, Ordering::Relaxed);
+    }
+
+    pub fn set_latency(&self, latency: Duration) {
+        self.latency_ms.store(
+            u64::try_from(latency.as_millis()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+}
+
+/// A running demo backend.
+#[derive(Debug, Clone)]
+pub struct DemoBackend {
+    pub addr: SocketAddr,
+    pub knobs: Arc<Knobs>,
+}
+
+/// Starts a demo backend for `pool`/`version` on `bind` (port 0 for any).
+pub async fn spawn_backend(pool: &str, version: &str, bind: SocketAddr) -> std::io::Result<DemoBackend> {
+    let listener = TcpListener::bind(bind).await?;
+    let addr = listener.local_addr()?;
+    let knobs = Arc::new(Knobs::default());
+    let identity: Arc<(String, String, String)> = Arc::new((pool.to_owned(), version.to_owned(), addr.to_string()));
+    let served_knobs = Arc::clone(&knobs);
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let knobs = Arc::clone(&served_knobs);
+            let identity = Arc::clone(&identity);
+            tokio::spawn(async move {
+                let service = service_fn(move |req| {
+                    let knobs = Arc::clone(&knobs);
+                    let identity = Arc::clone(&identity);
+                    async move { Ok::<_, Infallible>(answer(req, &knobs, &identity).await) }
+                });
+                if let Err(e) = auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await
+                {
+                    debug!(error = %e, "demo backend connection ended");
+                }
+            });
+        }
+    });
+    Ok(DemoBackend { addr, knobs })
+}
+
+async fn answer(req: Request<Incoming>, knobs: &Knobs, identity: &(String, String, String)) -> Response<Full<Bytes>> {
+    let (pool, version, backend) = identity;
+    let path = req.uri().path().to_owned();
+    if path == "/health/ready" || path == "/health/live" {
+        return text(StatusCode::OK, "ok\n");
+    }
+    if path == "/_demo/knobs" {
+        for (key, value) in req
+            .uri()
+            .query()
+            .unwrap_or("")
+            .split('&')
+            .filter_map(|kv| kv.split_once('='))
+        {
+            match (key, value.parse::<f64>()) {
+                ("error_rate", Ok(v)) => knobs.set_error_rate(v),
+                ("latency_ms", Ok(v)) => knobs.set_latency(Duration::from_millis(v.max(0.0) as u64)),
+                _ => return text(StatusCode::BAD_REQUEST, "knobs: error_rate=0..1, latency_ms=N\n"),
+            }
+        }
+    }
+    let method = req.method().to_string();
+    // Drain the request body so keep-alive connections stay usable.
+    let received = req.into_body().collect().await.map(|b| b.to_bytes().len()).unwrap_or(0);
+    let latency = knobs.latency_ms.load(Ordering::Relaxed);
+    if latency > 0 {
+        tokio::time::sleep(Duration::from_millis(latency)).await;
+    }
+    let fail = rand::rng().random_range(0..1_000_000) < knobs.error_ppm.load(Ordering::Relaxed);
+    let status = if fail {
+        StatusCode::INTERNAL_SERVER_ERROR
+    } else {
+        StatusCode::OK
+    };
+    let body = serde_json::json!({
+        "pool": pool, "version": version, "backend": backend,
+        "method": method, "path": path, "received_bytes": received, "ok": !fail,
+    });
+    let mut res = Response::new(Full::new(Bytes::from(format!("{body}\n"))));
+    *res.status_mut() = status;
+    res.headers_mut()
+        .insert(header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    res
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+    let mut res = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *res.status_mut() = status;
+    res
+}
+
+/// The demo's config: blue at 100, green at 0, override header allowed.
+pub fn demo_config(listen: SocketAddr, blue: SocketAddr, green: SocketAddr) -> String {
+    format!(
+        r#"# Written by `sluice demo`. Edit the weights and send SIGHUP to apply.
+[proxy]
+listen = "{listen}"
+allow_pool_override = true
+
+[pools.blue]
+version = "v1"
+weight = 100
+backends = ["{blue}"]
+
+[pools.green]
+version = "v2"
+weight = 0
+backends = ["{green}"]
+"#
+    )
+}
+
+/// `sluice demo --listen ADDR`.
+pub fn run(listen: SocketAddr) -> Result<(), AppError> {
+    app::runtime(None)?.block_on(async move {
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        let io = |e: std::io::Error| AppError::Other(format!("cannot start a demo backend: {e}"));
+        let blue = spawn_backend("blue", "v1", any).await.map_err(io)?;
+        let green = spawn_backend("green", "v2", any).await.map_err(io)?;
+        let text = demo_config(listen, blue.addr, green.addr);
+        let config = Config::from_toml(&text)?;
+        let path = std::env::temp_dir().join(format!("sluice-demo-{}.toml", std::process::id()));
+        std::fs::write(&path, &text).map_err(|e| AppError::Other(format!("cannot write {}: {e}", path.display())))?;
+        print_banner(listen, &blue, &green, &path);
+        app::serve_config(config, Some(path)).await
+    })
+}
+
+fn print_banner(listen: SocketAddr, blue: &DemoBackend, green: &DemoBackend, config: &PathBuf) {
+    let pid = std::process::id();
+    println!(
+        r#"
+sluice demo is running.
+
+  proxy          http://{listen}/            (blue v1 at 100%, green v2 at 0%)
+  blue backend   http://{blue}/
+  green backend  http://{green}/
+  config         {config}
+
+Try:
+  curl -s http://{listen}/hello
+  curl -s -H 'x-sluice-pool: green' http://{listen}/hello     # reach green directly
+  # shift traffic: set blue = 20, green = 80 in the config file, then
+  kill -HUP {pid}
+  for i in $(seq 20); do curl -s http://{listen}/ | grep -o '"pool":"[a-z]*"'; done | sort | uniq -c
+  # make green fail 50% of the time, or slow:
+  curl -s -X POST 'http://{green}/_demo/knobs?error_rate=0.5&latency_ms=200'
+
+Ctrl-C drains in-flight requests and stops.
+"#,
+        blue = blue.addr,
+        green = green.addr,
+        config = config.display(),
+    );
+}

@@ -1,0 +1,6 @@
+//! The `sluice` binary's library half: the commands it runs, shared with the
+//! end-to-end tests so they can start the same pieces in-process.
+
+pub mod app;
+pub mod demo;
+pub mod logging;

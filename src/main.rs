@@ -1,0 +1,79 @@
+//! The `sluice` command line.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use sluice::logging::{self, LogFormat};
+use sluice_config::Config;
+
+#[derive(Debug, Parser)]
+#[command(name = "sluice", version, about = "A production ingress that owns your deployments")]
+struct Cli {
+    /// Log line format.
+    #[arg(long, value_enum, default_value = "text", global = true)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the proxy.
+    Run {
+        /// Config file (TOML).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Validate a config file; exit non-zero with every problem found.
+    CheckConfig {
+        /// Config file (TOML).
+        file: PathBuf,
+    },
+    /// The proxy with two built-in demo backends (blue v1, green v2).
+    Demo {
+        /// Proxy listen address.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    logging::init(cli.log_format);
+    let result = match cli.command {
+        Command::Run { config } => sluice::app::run(&config),
+        Command::CheckConfig { file } => return check_config(&file),
+        Command::Demo { listen } => sluice::demo::run(listen),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sluice: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check_config(file: &std::path::Path) -> ExitCode {
+    match Config::load(file) {
+        Ok(config) => {
+            println!("{}: ok", file.display());
+            println!("  proxy.listen = {}", config.proxy.listen);
+            println!("  admin.listen = {}", config.admin.listen);
+            println!("  store.url    = {}", config.store.url);
+            for pool in &config.pools {
+                println!(
+                    "  pools.{:<8} version={} weight={} backends={:?}",
+                    pool.name, pool.version, pool.weight, pool.backends
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{}: {e}", file.display());
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -52,7 +52,9 @@ pub async fn serve_config(config: Config, config_path: Option<PathBuf>) -> Resul
             addr: config.proxy.listen,
             source,
         })?;
-    info!(listen = %config.proxy.listen, generation = routing.snapshot().generation(), "sluice proxy listening");
+    // The bound address, not the configured one: port 0 picks a free port.
+    let bound = listener.local_addr().unwrap_or(config.proxy.listen);
+    info!(listen = %bound, generation = routing.snapshot().generation(), "sluice proxy listening");
     if let Some(path) = config_path {
         tokio::spawn(reload_on_sighup(path, Arc::clone(&routing)));
     }
@@ -103,7 +105,7 @@ async fn reload_on_sighup(path: PathBuf, routing: Arc<RoutingHandle>) {
             match reload(&path, &routing) {
                 Ok(generation) => info!(path = %path.display(), generation, "config reloaded"),
                 Err(e) => {
-                    error!(path = %path.display(), error = %e, "config reload failed; keeping the running config")
+                    error!(path = %path.display(), error = %one_line(&e), "config reload failed; keeping the running config")
                 }
             }
         }
@@ -115,4 +117,9 @@ pub fn reload(path: &Path, routing: &RoutingHandle) -> Result<u64, AppError> {
     let config = Config::load(path)?;
     let (specs, policy) = sluice_proxy::routing_from_config(&config);
     Ok(routing.replace(specs, policy)?.generation())
+}
+
+/// Multi-problem errors on one log line, so log pipelines keep them whole.
+fn one_line(e: &AppError) -> String {
+    e.to_string().replace(":\n  - ", ": ").replace("\n  - ", "; ")
 }

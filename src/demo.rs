@@ -7,7 +7,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
@@ -32,9 +32,15 @@ pub struct Knobs {
     /// Share of requests answered with 500, in parts per million.
     error_ppm: AtomicU32,
     latency_ms: AtomicU64,
+    /// Requests received (counted on arrival), for demos and tests.
+    received: AtomicU64,
 }
 
 impl Knobs {
+    pub fn received(&self) -> u64 {
+        self.received.load(Ordering::Relaxed)
+    }
+
     pub fn set_error_rate(&self, rate: f64) {
         self.error_ppm
             .store((rate.clamp(0.0, 1.0) * 1_000_000.0) as u32, Ordering::Relaxed);
@@ -90,6 +96,7 @@ pub async fn spawn_backend(pool: &str, version: &str, bind: SocketAddr) -> std::
 
 async fn answer(req: Request<Incoming>, knobs: &Knobs, identity: &(String, String, String)) -> Response<Full<Bytes>> {
     let (pool, version, backend) = identity;
+    knobs.received.fetch_add(1, Ordering::Relaxed);
     let path = req.uri().path().to_owned();
     if path == "/health/ready" || path == "/health/live" {
         return text(StatusCode::OK, "ok\n");
@@ -176,7 +183,7 @@ pub fn run(listen: SocketAddr) -> Result<(), AppError> {
     })
 }
 
-fn print_banner(listen: SocketAddr, blue: &DemoBackend, green: &DemoBackend, config: &PathBuf) {
+fn print_banner(listen: SocketAddr, blue: &DemoBackend, green: &DemoBackend, config: &std::path::Path) {
     let pid = std::process::id();
     println!(
         r#"

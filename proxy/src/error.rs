@@ -17,8 +17,6 @@ pub enum ProxyError {
     MissingHost,
     #[error("request has more than one Host header")]
     DuplicateHost,
-    #[error("request has both Content-Length and Transfer-Encoding")]
-    ContentLengthWithTransferEncoding,
     #[error("request target is not valid")]
     BadTarget,
     #[error("request body is larger than the limit")]
@@ -41,23 +39,16 @@ pub enum ProxyError {
     UpstreamReset,
     #[error("the backend sent a malformed response")]
     UpstreamMalformed,
-    #[error("the backend refused the protocol upgrade")]
-    UpgradeFailed,
 }
 
 impl ProxyError {
     pub fn status(self) -> StatusCode {
         use ProxyError::*;
         match self {
-            MissingHost
-            | DuplicateHost
-            | ContentLengthWithTransferEncoding
-            | BadTarget
-            | UnknownPoolOverride
-            | ClientBodyFailed => StatusCode::BAD_REQUEST,
+            MissingHost | DuplicateHost | BadTarget | UnknownPoolOverride | ClientBodyFailed => StatusCode::BAD_REQUEST,
             BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             NoPool | NoBackend => StatusCode::SERVICE_UNAVAILABLE,
-            ConnectFailed | UpstreamReset | UpstreamMalformed | UpgradeFailed => StatusCode::BAD_GATEWAY,
+            ConnectFailed | UpstreamReset | UpstreamMalformed => StatusCode::BAD_GATEWAY,
             ConnectTimeout | UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
         }
     }
@@ -68,7 +59,6 @@ impl ProxyError {
         match self {
             MissingHost => "missing-host",
             DuplicateHost => "duplicate-host",
-            ContentLengthWithTransferEncoding => "content-length-with-transfer-encoding",
             BadTarget => "bad-target",
             BodyTooLarge => "body-too-large",
             ClientBodyFailed => "client-body-failed",
@@ -80,7 +70,6 @@ impl ProxyError {
             UpstreamTimeout => "upstream-timeout",
             UpstreamReset => "upstream-reset",
             UpstreamMalformed => "upstream-malformed",
-            UpgradeFailed => "upgrade-failed",
         }
     }
 

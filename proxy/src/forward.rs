@@ -108,10 +108,10 @@ impl Proxy {
 
         // An HTTP/2 client names the host in :authority; HTTP/1 backends
         // need it as Host.
-        if !parts.headers.contains_key(header::HOST) {
-            if let Some(host) = original_authority(&parts) {
-                parts.headers.insert(header::HOST, host);
-            }
+        if !parts.headers.contains_key(header::HOST)
+            && let Some(host) = original_authority(&parts)
+        {
+            parts.headers.insert(header::HOST, host);
         }
         let host = parts.headers.get(header::HOST).cloned();
         headers::strip_hop_by_hop(&mut parts.headers);
@@ -137,13 +137,13 @@ impl Proxy {
             Ok(Ok(res)) => res,
         };
 
-        if let Some(client_upgrade) = client_upgrade {
-            if res.status() == StatusCode::SWITCHING_PROTOCOLS {
-                let upstream_upgrade = hyper::upgrade::on(&mut res);
-                tokio::spawn(tunnel(client_upgrade, upstream_upgrade, in_flight));
-                let (parts, _) = res.into_parts();
-                return Ok(Response::from_parts(parts, ProxyBody::empty()));
-            }
+        if let Some(client_upgrade) = client_upgrade
+            && res.status() == StatusCode::SWITCHING_PROTOCOLS
+        {
+            let upstream_upgrade = hyper::upgrade::on(&mut res);
+            tokio::spawn(tunnel(client_upgrade, upstream_upgrade, in_flight));
+            let (parts, _) = res.into_parts();
+            return Ok(Response::from_parts(parts, ProxyBody::empty()));
         }
 
         let (mut parts, body) = res.into_parts();

@@ -33,11 +33,9 @@ pub fn check_request<B>(req: &Request<B>, max_body: u64) -> Result<(), ProxyErro
             (Some(_), Some(_)) => return Err(ProxyError::DuplicateHost),
             _ => {}
         }
-        // Both framings at once is the classic smuggling vector: refuse it
-        // rather than guess which one a backend would believe.
-        if headers.contains_key(header::TRANSFER_ENCODING) && headers.contains_key(header::CONTENT_LENGTH) {
-            return Err(ProxyError::ContentLengthWithTransferEncoding);
-        }
+        // Content-Length with Transfer-Encoding (the classic smuggling
+        // pair) never gets here with both: hyper drops the length, reads the
+        // body as chunked and closes the connection after the response.
     }
     if req.uri().path_and_query().is_none() && req.method() != http::Method::OPTIONS {
         return Err(ProxyError::BadTarget);

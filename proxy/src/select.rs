@@ -34,24 +34,21 @@ pub fn choose_pool<'t>(
     peer: IpAddr,
 ) -> Result<PoolChoice<'t>, ProxyError> {
     let policy = table.policy();
-    if policy.allow_pool_override {
-        if let Some(wanted) = headers.get(&POOL_OVERRIDE_HEADER) {
-            let pool = wanted
-                .to_str()
-                .ok()
-                .and_then(|name| table.pool(name))
-                .ok_or(ProxyError::UnknownPoolOverride)?;
-            return Ok(PoolChoice { pool, set_cookie: None });
-        }
+    if policy.allow_pool_override
+        && let Some(wanted) = headers.get(&POOL_OVERRIDE_HEADER)
+    {
+        let pool = wanted
+            .to_str()
+            .ok()
+            .and_then(|name| table.pool(name))
+            .ok_or(ProxyError::UnknownPoolOverride)?;
+        return Ok(PoolChoice { pool, set_cookie: None });
     }
     let (slot, set_cookie) = match &policy.sticky {
         None => (random_slot(), None),
         Some(Sticky::Cookie(name)) => match cookie_value(headers, name) {
             Some(value) => (slot_of(value.as_bytes()), None),
-            None => {
-                let (slot, cookie) = new_cohort_cookie(name);
-                (slot, cookie)
-            }
+            None => new_cohort_cookie(name),
         },
         Some(Sticky::Header(name)) => match headers.get(name.as_str()) {
             Some(v) => (slot_of(v.as_bytes()), None),

@@ -1,0 +1,363 @@
+//! Shared pieces of the end-to-end tests: an in-process proxy on an
+//! ephemeral port, demo and fault backends, raw-socket helpers and a pooled
+//! client. Everything binds 127.0.0.1 port 0; waits poll with deadlines.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Body, Frame};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use sluice_config::Config;
+use sluice_proxy::{ListenerOptions, RoutingHandle};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+pub use sluice::demo::{DemoBackend, spawn_backend};
+
+pub const ANY: &str = "127.0.0.1:0";
+
+pub fn any_addr() -> SocketAddr {
+    ANY.parse().unwrap()
+}
+
+/// A proxy running in this process.
+pub struct TestProxy {
+    pub addr: SocketAddr,
+    pub routing: Arc<RoutingHandle>,
+    shutdown: Option<oneshot::Sender<()>>,
+    pub done: Option<JoinHandle<bool>>,
+}
+
+impl TestProxy {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Triggers the graceful drain and returns whether it completed in time.
+    pub async fn shutdown(mut self) -> bool {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        self.done.take().unwrap().await.unwrap()
+    }
+}
+
+impl Drop for TestProxy {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Starts a proxy from TOML text (its `proxy.listen` is ignored).
+pub async fn start_proxy(toml: &str) -> TestProxy {
+    let config = Config::from_toml(toml).unwrap_or_else(|e| panic!("test config invalid: {e}\n{toml}"));
+    let (routing, proxy) = sluice_proxy::build(&config).unwrap();
+    let listener = TcpListener::bind(ANY).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = oneshot::channel();
+    let opts = ListenerOptions::from(&config.proxy);
+    let done = tokio::spawn(sluice_proxy::serve(listener, proxy, opts, async {
+        let _ = rx.await;
+    }));
+    TestProxy {
+        addr,
+        routing,
+        shutdown: Some(tx),
+        done: Some(done),
+    }
+}
+
+/// `[pools.NAME]` TOML for a pool.
+pub fn pool_toml(name: &str, weight: u32, backends: &[SocketAddr]) -> String {
+    let list: Vec<String> = backends.iter().map(|b| format!("\"{b}\"")).collect();
+    format!(
+        "[pools.{name}]\nversion = \"{name}-v\"\nweight = {weight}\nbackends = [{}]\n",
+        list.join(", ")
+    )
+}
+
+/// Blue and green demo backends behind a proxy at the given weights.
+pub async fn blue_green(blue_weight: u32, extra: &str) -> (TestProxy, DemoBackend, DemoBackend) {
+    let blue = spawn_backend("blue", "v1", any_addr()).await.unwrap();
+    let green = spawn_backend("green", "v2", any_addr()).await.unwrap();
+    let toml = format!(
+        "{extra}\n{}{}",
+        pool_toml("blue", blue_weight, &[blue.addr]),
+        pool_toml("green", 100 - blue_weight, &[green.addr])
+    );
+    (start_proxy(&toml).await, blue, green)
+}
+
+pub type TestClient = Client<HttpConnector, Full<Bytes>>;
+
+pub fn client() -> TestClient {
+    Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(256)
+        .build_http()
+}
+
+pub fn h2_client() -> TestClient {
+    Client::builder(TokioExecutor::new()).http2_only(true).build_http()
+}
+
+/// A GET; returns status, headers and body text.
+pub async fn get(client: &TestClient, url: &str, headers: &[(&str, &str)]) -> (u16, http::HeaderMap, String) {
+    let mut req = http::Request::get(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let res = client
+        .request(req.body(Full::new(Bytes::new())).unwrap())
+        .await
+        .unwrap();
+    let status = res.status().as_u16();
+    let (parts, body) = res.into_parts();
+    let body = body.collect().await.unwrap().to_bytes();
+    (status, parts.headers, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// The `pool` field of a demo backend's JSON answer.
+pub fn pool_of(body: &str) -> String {
+    let v: serde_json::Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"));
+    v["pool"].as_str().unwrap_or_default().to_owned()
+}
+
+/// Polls `check` every 10 ms until it is true or `deadline` passes.
+pub async fn wait_until(deadline: Duration, what: &str, mut check: impl FnMut() -> bool) {
+    let end = Instant::now() + deadline;
+    while !check() {
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Sends raw bytes and reads until the peer closes or `timeout` passes.
+pub async fn raw_exchange(addr: SocketAddr, request: &[u8], timeout: Duration) -> String {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(timeout, async {
+        let mut buf = [0u8; 16384];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The status code on the first line of a raw HTTP/1 response.
+pub fn raw_status(response: &str) -> u16 {
+    response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {response:?}"))
+}
+
+/// How a fault backend misbehaves.
+#[derive(Debug, Clone, Copy)]
+pub enum Fault {
+    /// Reads the request, then resets the connection without answering.
+    ResetBeforeHeaders,
+    /// Sends headers promising 100000 bytes, 1000 of them, then resets.
+    ResetMidBody,
+    /// Reads the request and never answers.
+    Hang,
+    /// Answers with bytes that are not HTTP.
+    Malformed,
+}
+
+/// A raw-TCP backend that misbehaves as told on every connection.
+pub async fn fault_backend(fault: Fault) -> SocketAddr {
+    let listener = TcpListener::bind(ANY).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let _ = read_head(&mut stream).await;
+                match fault {
+                    Fault::ResetBeforeHeaders => {
+                        let _ = stream.set_zero_linger();
+                    }
+                    Fault::ResetMidBody => {
+                        let _ = stream
+                            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100000\r\n\r\n")
+                            .await;
+                        let _ = stream.write_all(&[b'x'; 1000]).await;
+                        let _ = stream.flush().await;
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        let _ = stream.set_zero_linger();
+                    }
+                    Fault::Hang => {
+                        tokio::time::sleep(Duration::from_secs(60)).await;
+                    }
+                    Fault::Malformed => {
+                        let _ = stream
+                            .write_all(b"HTTP/1.1 twohundred OK\r\n\x00\x01garbage\r\n\r\n")
+                            .await;
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// A backend that answers a POST with the number of bytes it received and
+/// a GET with `chunks` × `size_per_chunk` bytes, streamed.
+pub async fn bulk_backend(size_per_chunk: usize, chunks: usize) -> std::net::SocketAddr {
+    use hyper::service::service_fn;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let listener = TcpListener::bind(ANY).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = listener.accept().await else { return };
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| async move {
+                    if req.method() == http::Method::POST {
+                        let mut body = req.into_body();
+                        let mut n = 0usize;
+                        while let Some(frame) = body.frame().await {
+                            if let Ok(d) = frame.unwrap().into_data() {
+                                n += d.len();
+                            }
+                        }
+                        let b: http_body_util::Either<RepeatBody, http_body_util::Full<Bytes>> =
+                            http_body_util::Either::Right(http_body_util::Full::new(Bytes::from(n.to_string())));
+                        Ok::<_, std::convert::Infallible>(http::Response::new(b))
+                    } else {
+                        Ok(http::Response::new(http_body_util::Either::Left(RepeatBody::new(
+                            size_per_chunk,
+                            chunks,
+                        ))))
+                    }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// An address where nothing listens (bound, then released).
+pub async fn closed_port() -> SocketAddr {
+    let listener = TcpListener::bind(ANY).await.unwrap();
+    listener.local_addr().unwrap()
+}
+
+/// Reads up to the end of an HTTP/1 head.
+pub async fn read_head(stream: &mut TcpStream) -> Option<String> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte).await {
+            Ok(1) => head.push(byte[0]),
+            _ => return None,
+        }
+    }
+    Some(String::from_utf8_lossy(&head).into_owned())
+}
+
+/// A backend that records each request head it receives and answers
+/// `200 ok` (closing the connection, so each head is one request).
+#[derive(Clone, Default)]
+pub struct Recorder {
+    pub heads: Arc<Mutex<Vec<String>>>,
+}
+
+impl Recorder {
+    pub async fn start() -> (SocketAddr, Recorder) {
+        let listener = TcpListener::bind(ANY).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let recorder = Recorder::default();
+        let heads = Arc::clone(&recorder.heads);
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let heads = Arc::clone(&heads);
+                tokio::spawn(async move {
+                    if let Some(head) = read_head(&mut stream).await {
+                        heads.lock().unwrap().push(head);
+                        let _ = stream
+                            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
+                            .await;
+                    }
+                });
+            }
+        });
+        (addr, recorder)
+    }
+
+    pub fn heads(&self) -> Vec<String> {
+        self.heads.lock().unwrap().clone()
+    }
+
+    /// Header names (lower-cased) of the `i`th recorded request.
+    pub fn header_map(&self, i: usize) -> HashMap<String, Vec<String>> {
+        let heads = self.heads();
+        let mut map: HashMap<String, Vec<String>> = HashMap::new();
+        for line in heads[i].lines().skip(1) {
+            if let Some((k, v)) = line.split_once(':') {
+                map.entry(k.trim().to_ascii_lowercase())
+                    .or_default()
+                    .push(v.trim().to_owned());
+            }
+        }
+        map
+    }
+}
+
+/// A body of `chunks` × `chunk` bytes produced on the fly, never held whole.
+pub struct RepeatBody {
+    chunk: Bytes,
+    left: usize,
+}
+
+impl RepeatBody {
+    pub fn new(chunk_size: usize, chunks: usize) -> Self {
+        Self {
+            chunk: Bytes::from(vec![b'z'; chunk_size]),
+            left: chunks,
+        }
+    }
+}
+
+impl Body for RepeatBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        if self.left == 0 {
+            return Poll::Ready(None);
+        }
+        self.left -= 1;
+        Poll::Ready(Some(Ok(Frame::data(self.chunk.clone()))))
+    }
+}

@@ -1,0 +1,285 @@
+//! The real `sluice` binary: config checking, bounded memory while
+//! streaming, SIGHUP reload and graceful SIGTERM drain.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::*;
+use http_body_util::BodyExt;
+
+const SLUICE: &str = env!("CARGO_BIN_EXE_sluice");
+
+fn examples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("config/examples")
+}
+
+#[test]
+fn check_config_accepts_every_example() {
+    for name in ["minimal.toml", "blue-green.toml", "canary.toml"] {
+        let out = Command::new(SLUICE)
+            .arg("check-config")
+            .arg(examples().join(name))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(String::from_utf8_lossy(&out.stdout).contains("ok"));
+    }
+}
+
+#[test]
+fn check_config_lists_every_problem_and_fails() {
+    let dir = tempdir();
+    let file = dir.join("broken.toml");
+    std::fs::write(
+        &file,
+        "[proxy]\nlisten = \"nowhere\"\ntimeout = \"1s\"\n[pools.blue]\nversion = \"v1\"\nweight = 90\nbackends = [\"127.0.0.1:1\"]\n",
+    )
+    .unwrap();
+    let out = Command::new(SLUICE).arg("check-config").arg(&file).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for expected in [
+        "proxy.listen:",
+        "proxy.timeout: unknown key",
+        "pools: weights must sum to 100, they sum to 90",
+    ] {
+        assert!(err.contains(expected), "missing {expected:?} in {err}");
+    }
+}
+
+fn tempdir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("sluice-test-{}-{}", std::process::id(), rand_suffix()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn rand_suffix() -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    RandomState::new().hash_one(0u8)
+}
+
+/// A running `sluice run` process and the address it bound.
+struct Running {
+    child: Child,
+    addr: SocketAddr,
+    config: PathBuf,
+    logs: mpsc::Receiver<String>,
+}
+
+impl Running {
+    fn start(config_text: &str) -> Running {
+        let config = tempdir().join("sluice.toml");
+        std::fs::write(&config, config_text).unwrap();
+        let mut child = Command::new(SLUICE)
+            .args(["run", "--config"])
+            .arg(&config)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let addr = loop {
+            let line = rx
+                .recv_timeout(Duration::from_secs(20))
+                .expect("sluice did not report its listen address");
+            if let Some(rest) = line.split("listen=").nth(1).filter(|_| line.contains("listening")) {
+                let text: String = rest.chars().take_while(|c| !c.is_whitespace()).collect();
+                let text = text.trim_matches(|c: char| !c.is_ascii_digit() && c != '.' && c != ':');
+                break text.parse().unwrap_or_else(|e| panic!("{e}: {line}"));
+            }
+        };
+        Running {
+            child,
+            addr,
+            config,
+            logs: rx,
+        }
+    }
+
+    fn signal(&self, name: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+
+    /// Waits for a log line containing `needle`.
+    fn wait_log(&self, needle: &str, deadline: Duration) -> String {
+        let end = tokio::time::Instant::now() + deadline;
+        loop {
+            let left = end.saturating_duration_since(tokio::time::Instant::now());
+            match self.logs.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(_) => panic!("no log line with {needle:?} within {deadline:?}"),
+            }
+        }
+    }
+
+    fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap()
+    }
+
+    fn wait_exit(mut self, deadline: Duration) -> Option<i32> {
+        let end = tokio::time::Instant::now() + deadline;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            if tokio::time::Instant::now() > end {
+                let _ = self.child.kill();
+                panic!("sluice did not exit within {deadline:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
+fn config_for(blue: SocketAddr, green: SocketAddr, blue_weight: u32) -> String {
+    format!(
+        "[proxy]\nlisten = \"127.0.0.1:0\"\ndrain_timeout = \"20s\"\n{}{}",
+        pool_toml("blue", blue_weight, &[blue]),
+        pool_toml("green", 100 - blue_weight, &[green])
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_stays_bounded_while_streaming_50_mib_both_ways() {
+    let backend = bulk_backend(64 * 1024, 800).await;
+    let other = spawn_backend("green", "v2", any_addr()).await.unwrap();
+    let sluice = Running::start(&config_for(backend, other.addr, 100));
+    let idle = sluice.peak_rss_kib();
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+    // The demo backend reads the whole upload and reports its size.
+    let up = http::Request::post(format!("http://{}/up", sluice.addr))
+        .body(RepeatBody::new(256 * 1024, 200))
+        .unwrap();
+    let res = client.request(up).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body, "52428800");
+
+    let down = http::Request::get(format!("http://{}/down", sluice.addr))
+        .body(RepeatBody::new(0, 0))
+        .unwrap();
+    let mut body = client.request(down).await.unwrap().into_body();
+    let mut total = 0usize;
+    while let Some(frame) = body.frame().await {
+        total += frame.unwrap().into_data().map(|d| d.len()).unwrap_or(0);
+    }
+    assert_eq!(total, 50 * 1024 * 1024);
+
+    let peak = sluice.peak_rss_kib();
+    eprintln!("sluice RSS: idle peak {idle} KiB, peak after 50 MiB up + 50 MiB down {peak} KiB");
+    assert!(
+        peak < idle + 32 * 1024,
+        "RSS grew from {idle} KiB to {peak} KiB: bodies were buffered"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_weights_and_keeps_running_config_when_invalid() {
+    let blue = spawn_backend("blue", "v1", any_addr()).await.unwrap();
+    let green = spawn_backend("green", "v2", any_addr()).await.unwrap();
+    let sluice = Running::start(&config_for(blue.addr, green.addr, 100));
+    let c = client();
+    let url = format!("http://{}/", sluice.addr);
+    assert_eq!(pool_of(&get(&c, &url, &[]).await.2), "blue");
+
+    std::fs::write(&sluice.config, config_for(blue.addr, green.addr, 0)).unwrap();
+    sluice.signal("HUP");
+    let end = tokio::time::Instant::now() + Duration::from_secs(10);
+    while pool_of(&get(&c, &url, &[]).await.2) != "green" {
+        assert!(tokio::time::Instant::now() < end, "reload never took effect");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    std::fs::write(&sluice.config, "[pools.blue]\nweight = 7\n").unwrap();
+    sluice.signal("HUP");
+    let line = sluice.wait_log("config reload failed", Duration::from_secs(10));
+    assert!(line.contains("pools.blue.version"), "the error names the key: {line}");
+    // An invalid file changes nothing: green keeps all traffic.
+    for _ in 0..20 {
+        assert_eq!(pool_of(&get(&c, &url, &[]).await.2), "green");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_in_flight_requests_and_refuses_new_connections() {
+    let blue = spawn_backend("blue", "v1", any_addr()).await.unwrap();
+    let green = spawn_backend("green", "v2", any_addr()).await.unwrap();
+    blue.knobs.set_latency(Duration::from_secs(2));
+    let sluice = Running::start(&config_for(blue.addr, green.addr, 100));
+    let url = format!("http://{}/slow", sluice.addr);
+
+    let client = client();
+    let mut in_flight = Vec::new();
+    for _ in 0..100 {
+        let (client, url) = (client.clone(), url.clone());
+        in_flight.push(tokio::spawn(async move {
+            let req = http::Request::get(url).body(Default::default()).unwrap();
+            let res = client.request(req).await.map_err(|e| e.to_string())?;
+            let status = res.status().as_u16();
+            res.into_body().collect().await.map_err(|e| e.to_string())?;
+            Ok::<u16, String>(status)
+        }));
+    }
+    wait_until(Duration::from_secs(10), "100 requests at the backend", || {
+        blue.knobs.received() >= 100
+    })
+    .await;
+
+    sluice.signal("TERM");
+    let addr = sluice.addr;
+    let end = tokio::time::Instant::now() + Duration::from_secs(2);
+    loop {
+        if tokio::net::TcpStream::connect(addr).await.is_err() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < end,
+            "new connections still accepted after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    let mut ok = 0;
+    for t in in_flight {
+        match t.await.unwrap() {
+            Ok(200) => ok += 1,
+            other => panic!("in-flight request failed during drain: {other:?}"),
+        }
+    }
+    assert_eq!(ok, 100);
+    let code = tokio::task::spawn_blocking(move || sluice.wait_exit(Duration::from_secs(15)))
+        .await
+        .unwrap();
+    assert_eq!(code, Some(0));
+}

@@ -1,0 +1,141 @@
+//! Protocols through the proxy: h2c in, h2 to backends, WebSocket upgrades,
+//! chunked and large bodies streamed both ways.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use http_body_util::BodyExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+#[tokio::test]
+async fn h2c_prior_knowledge_from_the_client() {
+    let (proxy, _blue, _green) = blue_green(100, "").await;
+    let res = h2_client()
+        .request(http::Request::get(proxy.url("/h2")).body(Default::default()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(res.version(), http::Version::HTTP_2);
+    assert_eq!(res.status(), 200);
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["pool"], "blue");
+    assert_eq!(v["path"], "/h2");
+}
+
+#[tokio::test]
+async fn h2_to_backends_when_the_pool_asks_for_it() {
+    let backend = spawn_backend("blue", "v1", any_addr()).await.unwrap();
+    let toml = format!("{}protocol = \"http2\"\n", pool_toml("blue", 100, &[backend.addr]));
+    let proxy = start_proxy(&toml).await;
+    let c = client();
+    for _ in 0..20 {
+        let (status, _, body) = get(&c, &proxy.url("/"), &[]).await;
+        assert_eq!(status, 200);
+        assert_eq!(pool_of(&body), "blue");
+    }
+    assert_eq!(backend.knobs.received(), 20);
+}
+
+/// A backend that accepts a WebSocket upgrade and then echoes raw bytes.
+async fn echo_upgrade_backend() -> std::net::SocketAddr {
+    let listener = TcpListener::bind(ANY).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let Some(head) = read_head(&mut s).await else { return };
+                assert!(head.to_ascii_lowercase().contains("upgrade: websocket"), "{head}");
+                s.write_all(b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\n\r\n")
+                    .await
+                    .unwrap();
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn websocket_upgrade_is_tunnelled_both_ways() {
+    let backend = echo_upgrade_backend().await;
+    let proxy = start_proxy(&pool_toml("blue", 100, &[backend])).await;
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    s.write_all(
+        b"GET /ws HTTP/1.1\r\nhost: x\r\nconnection: Upgrade\r\nupgrade: websocket\r\nsec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let head = read_head(&mut s).await.unwrap();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert!(head.to_ascii_lowercase().contains("upgrade: websocket"), "{head}");
+    for msg in [&b"ping"[..], &b"a longer frame of bytes"[..], &[0u8, 1, 2, 255][..]] {
+        s.write_all(msg).await.unwrap();
+        let mut back = vec![0u8; msg.len()];
+        tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut back))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(back, msg);
+    }
+}
+
+#[tokio::test]
+async fn h2c_upgrade_request_is_served_as_plain_http11() {
+    let (addr, rec) = Recorder::start().await;
+    let proxy = start_proxy(&pool_toml("blue", 100, &[addr])).await;
+    let res = raw_exchange(
+        proxy.addr,
+        b"GET / HTTP/1.1\r\nhost: x\r\nconnection: Upgrade, HTTP2-Settings\r\nupgrade: h2c\r\nhttp2-settings: AAMAAABkAAQAAP__\r\n\r\n",
+        Duration::from_secs(3),
+    )
+    .await;
+    assert_eq!(raw_status(&res), 200, "{res}");
+    let h = rec.header_map(0);
+    assert!(!h.contains_key("upgrade") && !h.contains_key("http2-settings"), "{h:?}");
+}
+
+#[tokio::test]
+async fn chunked_request_body_is_streamed_to_the_backend() {
+    let (proxy, _blue, _green) = blue_green(100, "").await;
+    let req = b"POST /upload HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n";
+    let res = raw_exchange(proxy.addr, req, Duration::from_secs(3)).await;
+    assert_eq!(raw_status(&res), 200, "{res}");
+    assert!(res.contains("\"received_bytes\":11"), "{res}");
+}
+
+const MIB: usize = 1024 * 1024;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_mib_up_and_down_are_streamed() {
+    let backend = bulk_backend(64 * 1024, 50 * 16).await;
+    let proxy = start_proxy(&pool_toml("blue", 100, &[backend])).await;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+
+    let up = http::Request::post(proxy.url("/up"))
+        .body(RepeatBody::new(64 * 1024, 50 * 16))
+        .unwrap();
+    let res = client.request(up).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let got = res.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(got, (50 * MIB).to_string().as_bytes());
+
+    let down = http::Request::get(proxy.url("/down"))
+        .body(RepeatBody::new(0, 0))
+        .unwrap();
+    let res = client.request(down).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let mut body = res.into_body();
+    let mut total = 0usize;
+    while let Some(frame) = body.frame().await {
+        total += frame.unwrap().into_data().map(|d| d.len()).unwrap_or(0);
+    }
+    assert_eq!(total, 50 * MIB);
+}

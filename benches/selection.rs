@@ -33,7 +33,10 @@ fn handle(backends: usize, sticky: Option<Sticky>) -> RoutingHandle {
 fn selection(c: &mut Criterion) {
     let peer: IpAddr = "192.0.2.10".parse().unwrap();
     let mut cookie = HeaderMap::new();
-    cookie.insert(http::header::COOKIE, "session=abc; cohort=0123456789abcdef".parse().unwrap());
+    cookie.insert(
+        http::header::COOKIE,
+        "session=abc; cohort=0123456789abcdef".parse().unwrap(),
+    );
     let mut group = c.benchmark_group("select");
     for n in [2usize, 10, 1000] {
         let random = handle(n, None);

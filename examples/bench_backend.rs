@@ -13,19 +13,25 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
-const BODY: &[u8; 100] = b"0123456789012345678901234567890123456789012345678901234567890123456789012345678901234567890123456\n\n\n";
+const BODY: &[u8; 100] =
+    b"0123456789012345678901234567890123456789012345678901234567890123456789012345678901234567890123456\n\n\n";
 
 fn main() {
     let ports: Vec<u16> = std::env::args().skip(1).map(|p| p.parse().expect("port")).collect();
     assert!(!ports.is_empty(), "usage: bench_backend PORT...");
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async move {
         let mut tasks = Vec::new();
         for port in ports {
             let listener = TcpListener::bind(("127.0.0.1", port)).await.expect("bind");
             tasks.push(tokio::spawn(async move {
                 loop {
-                    let Ok((stream, _)) = listener.accept().await else { continue };
+                    let Ok((stream, _)) = listener.accept().await else {
+                        continue;
+                    };
                     let _ = stream.set_nodelay(true);
                     tokio::spawn(async move {
                         let svc = service_fn(|_req| async {

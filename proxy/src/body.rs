@@ -9,6 +9,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
 use crate::table::InFlight;
+use crate::upstream::Lease;
 
 /// A response body: either the backend's, streamed, or a short one of our own.
 #[derive(Debug)]
@@ -21,8 +22,10 @@ enum Kind {
     Full(Option<Bytes>),
     Upstream {
         body: Incoming,
+        /// Hands the connection back once `body` has been read to its end.
+        lease: Lease,
         /// Released when the body ends or the client goes away.
-        _in_flight: Option<InFlight>,
+        _in_flight: InFlight,
     },
 }
 
@@ -38,10 +41,11 @@ impl ProxyBody {
         Self { kind: Kind::Full(None) }
     }
 
-    pub fn upstream(body: Incoming, in_flight: Option<InFlight>) -> Self {
+    pub fn upstream(body: Incoming, lease: Lease, in_flight: InFlight) -> Self {
         Self {
             kind: Kind::Upstream {
                 body,
+                lease,
                 _in_flight: in_flight,
             },
         }
@@ -55,7 +59,13 @@ impl Body for ProxyBody {
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match &mut self.kind {
             Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            Kind::Upstream { body, .. } => Pin::new(body).poll_frame(cx),
+            Kind::Upstream { body, lease, .. } => {
+                let frame = Pin::new(body).poll_frame(cx);
+                if let Poll::Ready(None) = frame {
+                    lease.release();
+                }
+                frame
+            }
         }
     }
 
@@ -70,6 +80,18 @@ impl Body for ProxyBody {
         match &self.kind {
             Kind::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
             Kind::Upstream { body, .. } => body.size_hint(),
+        }
+    }
+}
+
+impl Drop for ProxyBody {
+    fn drop(&mut self) {
+        // hyper stops polling once `is_end_stream` says so, so the end of a
+        // body is often seen here rather than as a final `None` frame.
+        if let Kind::Upstream { body, lease, .. } = &mut self.kind
+            && body.is_end_stream()
+        {
+            lease.release();
         }
     }
 }

@@ -2,7 +2,6 @@
 //! rewrite headers → send on a pooled connection → stream the response back.
 
 use std::error::Error as StdError;
-use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,9 +18,10 @@ use crate::body::{ProxyBody, RequestBody, RequestBodyError};
 use crate::error::ProxyError;
 use crate::handle::RoutingHandle;
 use crate::headers::{self, ForwardedFor};
-use crate::select::{self, POOL_OVERRIDE_HEADER};
+use crate::select;
+use crate::table::Backend;
 use crate::table::InFlight;
-use crate::upstream::Upstreams;
+use crate::upstream::{UpstreamError, Upstreams};
 
 /// Request-path settings that do not change per request.
 #[derive(Debug, Clone, Copy)]
@@ -94,17 +94,7 @@ impl Proxy {
         let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
 
         let (mut parts, body) = req.into_parts();
-        // Route by backend, keep the path and query the client sent.
-        let path = parts
-            .uri
-            .path_and_query()
-            .cloned()
-            .unwrap_or(PathAndQuery::from_static("/"));
-        let mut uri = Uri::builder()
-            .scheme(Scheme::HTTP)
-            .authority(backend.authority().clone());
-        uri = uri.path_and_query(path);
-        parts.uri = uri.build().map_err(|_| ProxyError::BadTarget)?;
+        parts.uri = upstream_uri(&parts.uri, protocol, &backend)?;
 
         // An HTTP/2 client names the host in :authority; HTTP/1 backends
         // need it as Host.
@@ -115,7 +105,6 @@ impl Proxy {
         }
         let host = parts.headers.get(header::HOST).cloned();
         headers::strip_hop_by_hop(&mut parts.headers);
-        parts.headers.remove(POOL_OVERRIDE_HEADER);
         headers::add_forwarding(&mut parts.headers, &conn.forwarded, host.as_ref());
         if let Some(proto) = &upgrade {
             parts
@@ -130,16 +119,17 @@ impl Proxy {
         parts.extensions = http::Extensions::new();
 
         let upstream_req = Request::from_parts(parts, RequestBody::new(body, self.settings.max_request_body_bytes));
-        let sent = self.upstreams.for_protocol(protocol).request(upstream_req);
-        let mut res = match tokio::time::timeout(self.settings.upstream_response_timeout, sent).await {
+        let sent = self.upstreams.send(&backend, protocol, upstream_req);
+        let (mut res, mut lease) = match tokio::time::timeout(self.settings.upstream_response_timeout, sent).await {
             Err(_) => return Err(ProxyError::UpstreamTimeout),
             Ok(Err(e)) => return Err(classify(&e)),
-            Ok(Ok(res)) => res,
+            Ok(Ok(pair)) => pair,
         };
 
         if let Some(client_upgrade) = client_upgrade
             && res.status() == StatusCode::SWITCHING_PROTOCOLS
         {
+            lease.forget();
             let upstream_upgrade = hyper::upgrade::on(&mut res);
             tokio::spawn(tunnel(client_upgrade, upstream_upgrade, in_flight));
             let (parts, _) = res.into_parts();
@@ -151,7 +141,7 @@ impl Proxy {
         if let Some(cookie) = set_cookie {
             parts.headers.append(header::SET_COOKIE, cookie);
         }
-        Ok(Response::from_parts(parts, ProxyBody::upstream(body, Some(in_flight))))
+        Ok(Response::from_parts(parts, ProxyBody::upstream(body, lease, in_flight)))
     }
 }
 
@@ -178,11 +168,39 @@ async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnU
     }
 }
 
-/// Maps a client error to its cause by walking the error's sources.
-fn classify(err: &hyper_util::client::legacy::Error) -> ProxyError {
-    let mut source: Option<&(dyn StdError + 'static)> = err.source();
-    let mut timed_out = false;
-    let mut hyper_err: Option<&hyper::Error> = None;
+/// The request target sent upstream: origin-form (`/path?query`) for
+/// HTTP/1.1, whatever form the client used; absolute with the backend's
+/// authority for HTTP/2, which needs `:scheme` and `:authority`.
+fn upstream_uri(client_uri: &Uri, protocol: UpstreamProtocol, backend: &Backend) -> Result<Uri, ProxyError> {
+    let path = client_uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or(PathAndQuery::from_static("/"));
+    match protocol {
+        // Origin-form already (the usual case): reuse it as is.
+        UpstreamProtocol::Http1 if client_uri.scheme().is_none() && client_uri.authority().is_none() => {
+            Ok(client_uri.clone())
+        }
+        UpstreamProtocol::Http1 => Ok(Uri::from(path)),
+        UpstreamProtocol::Http2 => Uri::builder()
+            .scheme(Scheme::HTTP)
+            .authority(backend.authority().clone())
+            .path_and_query(path)
+            .build()
+            .map_err(|_| ProxyError::BadTarget),
+    }
+}
+
+/// Maps an upstream failure to its cause; request-body failures travel
+/// inside hyper's error as its source.
+fn classify(err: &UpstreamError) -> ProxyError {
+    let hyper_err = match err {
+        UpstreamError::ConnectTimeout => return ProxyError::ConnectTimeout,
+        UpstreamError::Connect(_) => return ProxyError::ConnectFailed,
+        UpstreamError::Handshake(_) => return ProxyError::UpstreamReset,
+        UpstreamError::Exchange(e) => e,
+    };
+    let mut source: Option<&(dyn StdError + 'static)> = hyper_err.source();
     while let Some(e) = source {
         if let Some(body) = e.downcast_ref::<RequestBodyError>() {
             return match body {
@@ -190,23 +208,11 @@ fn classify(err: &hyper_util::client::legacy::Error) -> ProxyError {
                 RequestBodyError::Client(_) => ProxyError::ClientBodyFailed,
             };
         }
-        if let Some(io) = e.downcast_ref::<io::Error>() {
-            timed_out |= io.kind() == io::ErrorKind::TimedOut;
-        }
-        if hyper_err.is_none() {
-            hyper_err = e.downcast_ref::<hyper::Error>();
-        }
         source = e.source();
     }
-    if err.is_connect() {
-        return if timed_out {
-            ProxyError::ConnectTimeout
-        } else {
-            ProxyError::ConnectFailed
-        };
-    }
-    match hyper_err {
-        Some(h) if h.is_parse() || h.is_parse_status() || h.is_parse_too_large() => ProxyError::UpstreamMalformed,
-        _ => ProxyError::UpstreamReset,
+    if hyper_err.is_parse() || hyper_err.is_parse_status() || hyper_err.is_parse_too_large() {
+        ProxyError::UpstreamMalformed
+    } else {
+        ProxyError::UpstreamReset
     }
 }

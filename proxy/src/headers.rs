@@ -77,43 +77,36 @@ fn connection_has(headers: &HeaderMap, token: &str) -> bool {
         .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
+/// Whether a header is hop-by-hop (or sluice's own routing header), by a
+/// cheap comparison rather than a map lookup.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(name) || name == crate::select::POOL_OVERRIDE_HEADER || name.as_str().starts_with("proxy-")
+}
+
 /// Removes hop-by-hop headers: the fixed list, every header named in
-/// `Connection`, and every `Proxy-*` header.
+/// `Connection`, every `Proxy-*` header, and `x-sluice-pool`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Collected first because the names borrow from `headers`; the Vec only
-    // allocates when a client actually names extra headers in `Connection`.
-    let mut named: Vec<HeaderName> = Vec::new();
+    // Most messages carry none of these: one scan over the names, no hashing.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
+    // Collected first because the names borrow from `headers`.
+    let mut doomed: Vec<HeaderName> = Vec::new();
     for value in headers.get_all(header::CONNECTION) {
         let Ok(value) = value.to_str() else { continue };
         for token in value.split(',') {
             let token = token.trim();
-            if token.is_empty()
-                || ["close", "keep-alive", "upgrade"]
-                    .iter()
-                    .any(|k| token.eq_ignore_ascii_case(k))
-            {
+            if token.is_empty() {
                 continue;
             }
             if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
-                named.push(name);
+                doomed.push(name);
             }
         }
     }
-    for name in named {
+    doomed.extend(headers.keys().filter(|k| is_hop_by_hop(k)).cloned());
+    for name in doomed {
         headers.remove(name);
-    }
-    for name in HOP_BY_HOP {
-        headers.remove(name);
-    }
-    if headers.keys().any(|k| k.as_str().starts_with("proxy-")) {
-        let proxy: Vec<HeaderName> = headers
-            .keys()
-            .filter(|k| k.as_str().starts_with("proxy-"))
-            .cloned()
-            .collect();
-        for name in proxy {
-            headers.remove(name);
-        }
     }
 }
 
@@ -150,14 +143,22 @@ impl ForwardedFor {
 /// Sets `X-Forwarded-For` (appended to what earlier proxies said),
 /// `X-Forwarded-Proto`, `X-Forwarded-Host` and `Forwarded`.
 pub fn add_forwarding(headers: &mut HeaderMap, fwd: &ForwardedFor, host: Option<&HeaderValue>) {
-    let merged = headers.get(X_FORWARDED_FOR).and_then(|prior| {
-        let mut v = Vec::with_capacity(prior.len() + 2 + fwd.client_ip.len());
-        v.extend_from_slice(prior.as_bytes());
-        v.extend_from_slice(b", ");
-        v.extend_from_slice(fwd.client_ip.as_bytes());
-        HeaderValue::from_bytes(&v).ok()
-    });
-    headers.insert(X_FORWARDED_FOR, merged.unwrap_or_else(|| fwd.client_ip.clone()));
+    match headers.entry(X_FORWARDED_FOR) {
+        header::Entry::Vacant(e) => {
+            e.insert(fwd.client_ip.clone());
+        }
+        header::Entry::Occupied(mut e) => {
+            let prior = e.get();
+            let mut v = Vec::with_capacity(prior.len() + 2 + fwd.client_ip.len());
+            v.extend_from_slice(prior.as_bytes());
+            v.extend_from_slice(b", ");
+            v.extend_from_slice(fwd.client_ip.as_bytes());
+            // Made of two valid values and ", ": always valid.
+            if let Ok(merged) = HeaderValue::from_bytes(&v) {
+                e.insert(merged);
+            }
+        }
+    }
     headers.insert(X_FORWARDED_PROTO, fwd.proto.clone());
     if let Some(host) = host {
         headers.insert(X_FORWARDED_HOST, host.clone());

@@ -13,6 +13,7 @@ use http::uri::Authority;
 use sluice_config::{Sticky, UpstreamProtocol, WEIGHT_TOTAL};
 
 use crate::error::TableError;
+use crate::upstream::ConnPool;
 
 /// Resolution of the cumulative weight ranges: a weight of 1% is 100 slots.
 pub const SLOTS: u32 = 10_000;
@@ -25,6 +26,7 @@ pub struct Backend {
     authority: Authority,
     in_flight: AtomicU64,
     requests: AtomicU64,
+    pool: ConnPool,
 }
 
 impl Backend {
@@ -39,6 +41,7 @@ impl Backend {
             authority,
             in_flight: AtomicU64::new(0),
             requests: AtomicU64::new(0),
+            pool: ConnPool::default(),
         })
     }
 
@@ -48,6 +51,11 @@ impl Backend {
 
     pub(crate) fn authority(&self) -> &Authority {
         &self.authority
+    }
+
+    /// This backend's keep-alive connections.
+    pub fn pool(&self) -> &ConnPool {
+        &self.pool
     }
 
     /// Requests currently being served (response body not yet finished).

@@ -30,6 +30,13 @@ fi
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
 
+for port in 19101 19102 19180 19181 19182; do
+  if (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null; then
+    echo "port $port is already in use; stop whatever listens there first" >&2
+    exit 1
+  fi
+done
+
 cargo build --release --quiet --bin sluice --example bench_backend
 BIN=target/release
 

@@ -34,11 +34,17 @@ pub struct Knobs {
     latency_ms: AtomicU64,
     /// Requests received (counted on arrival), for demos and tests.
     received: AtomicU64,
+    /// Connections accepted, to show that keep-alive connections are reused.
+    connections: AtomicU64,
 }
 
 impl Knobs {
     pub fn received(&self) -> u64 {
         self.received.load(Ordering::Relaxed)
+    }
+
+    pub fn connections(&self) -> u64 {
+        self.connections.load(Ordering::Relaxed)
     }
 
     pub fn set_error_rate(&self, rate: f64) {
@@ -74,6 +80,7 @@ pub async fn spawn_backend(pool: &str, version: &str, bind: SocketAddr) -> std::
                 continue;
             };
             let _ = stream.set_nodelay(true);
+            served_knobs.connections.fetch_add(1, Ordering::Relaxed);
             let knobs = Arc::clone(&served_knobs);
             let identity = Arc::clone(&identity);
             tokio::spawn(async move {

@@ -205,3 +205,52 @@ async fn hop_by_hop_headers_are_removed_and_forwarding_headers_set() {
     assert_eq!(h["x-forwarded-host"], ["shop.example"]);
     assert_eq!(h["forwarded"], ["for=127.0.0.1;proto=http"]);
 }
+
+/// A keep-alive backend that closes each connection 50 ms after answering,
+/// without saying so: the proxy must notice, or retry the unsent request,
+/// rather than fail it.
+async fn closes_idle_connections() -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use tokio::io::AsyncWriteExt;
+    let listener = tokio::net::TcpListener::bind(ANY).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let closed = std::sync::Arc::new(AtomicU64::new(0));
+    let counter = closed.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                while read_head(&mut s).await.is_some() {
+                    let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
+                    let next = tokio::time::timeout(Duration::from_millis(50), s.peek(&mut [0u8; 1])).await;
+                    if next.is_err() {
+                        break;
+                    }
+                }
+                drop(s);
+                counter.fetch_add(1, Ordering::SeqCst);
+            });
+        }
+    });
+    (addr, closed)
+}
+
+#[tokio::test]
+async fn backend_closing_idle_keepalive_connections_fails_no_request() {
+    use std::sync::atomic::Ordering;
+    let (addr, closed) = closes_idle_connections().await;
+    let proxy = proxy_to(addr).await;
+    let c = client();
+    for round in 0..5u64 {
+        let (status, _, body) = get(&c, &proxy.url("/"), &[]).await;
+        assert_eq!(status, 200, "round {round}: {body}");
+        // Wait until the backend has dropped the pooled connection.
+        wait_until(Duration::from_secs(5), "backend to close the idle connection", || {
+            closed.load(Ordering::SeqCst) > round
+        })
+        .await;
+    }
+}

@@ -214,3 +214,39 @@ async fn atomic_swap_under_load_fails_no_request() {
     );
     assert_eq!(proxy.routing.snapshot().generation(), 1 + flipped);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_connections_are_kept_alive_and_reused() {
+    let (proxy, blue, _green) = blue_green(100, "").await;
+    let c = client();
+    for _ in 0..200 {
+        let (status, _, _) = get(&c, &proxy.url("/"), &[]).await;
+        assert_eq!(status, 200);
+    }
+    assert_eq!(blue.knobs.received(), 200);
+    assert_eq!(
+        blue.knobs.connections(),
+        1,
+        "sequential requests must share one upstream connection"
+    );
+
+    let counts = {
+        let mut tasks = Vec::new();
+        for _ in 0..8 {
+            let (c, url) = (c.clone(), proxy.url("/"));
+            tasks.push(tokio::spawn(async move {
+                for _ in 0..100 {
+                    assert_eq!(get(&c, &url, &[]).await.0, 200);
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        blue.knobs.connections()
+    };
+    assert!(
+        counts <= 9,
+        "8 concurrent clients opened {counts} upstream connections for 800 requests"
+    );
+}

@@ -139,3 +139,18 @@ async fn fifty_mib_up_and_down_are_streamed() {
     }
     assert_eq!(total, 50 * MIB);
 }
+
+#[tokio::test]
+async fn host_reaches_http1_backends_from_h2_and_http10_clients() {
+    let (addr, rec) = Recorder::start().await;
+    let proxy = start_proxy(&pool_toml("blue", 100, &[addr])).await;
+    // HTTP/2 carries the host as :authority; the backend must see it as Host
+    // (the proxy's address here, not the backend's).
+    let req = http::Request::get(proxy.url("/a")).body(Default::default()).unwrap();
+    assert_eq!(h2_client().request(req).await.unwrap().status(), 200);
+    assert_eq!(rec.header_map(0)["host"], [proxy.addr.to_string()]);
+    // HTTP/1.0 may send no Host at all: the backend's address stands in.
+    let res = raw_exchange(proxy.addr, b"GET /b HTTP/1.0\r\n\r\n", Duration::from_secs(3)).await;
+    assert_eq!(raw_status(&res), 200, "{res}");
+    assert_eq!(rec.header_map(1)["host"], [addr.to_string()]);
+}

@@ -94,18 +94,19 @@ impl Proxy {
         let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
 
         let (mut parts, body) = req.into_parts();
+        // An HTTP/2 client names the host in :authority, an HTTP/1.0 client
+        // may name none; HTTP/1.1 backends need a Host.
+        let host = match parts.headers.get(header::HOST) {
+            Some(host) => host.clone(),
+            None => {
+                let host = original_authority(&parts.uri).unwrap_or_else(|| authority_value(&backend));
+                parts.headers.insert(header::HOST, host.clone());
+                host
+            }
+        };
         parts.uri = upstream_uri(&parts.uri, protocol, &backend)?;
-
-        // An HTTP/2 client names the host in :authority; HTTP/1 backends
-        // need it as Host.
-        if !parts.headers.contains_key(header::HOST)
-            && let Some(host) = original_authority(&parts)
-        {
-            parts.headers.insert(header::HOST, host);
-        }
-        let host = parts.headers.get(header::HOST).cloned();
         headers::strip_hop_by_hop(&mut parts.headers);
-        headers::add_forwarding(&mut parts.headers, &conn.forwarded, host.as_ref());
+        headers::add_forwarding(&mut parts.headers, &conn.forwarded, &host);
         if let Some(proto) = &upgrade {
             parts
                 .headers
@@ -145,10 +146,14 @@ impl Proxy {
     }
 }
 
-/// The authority an HTTP/2 client addressed, as a Host value.
-fn original_authority(parts: &http::request::Parts) -> Option<HeaderValue> {
-    let authority = parts.uri.authority()?;
-    HeaderValue::from_str(authority.as_str()).ok()
+/// The authority an HTTP/2 (or absolute-form) request addressed, as a Host value.
+fn original_authority(uri: &Uri) -> Option<HeaderValue> {
+    HeaderValue::from_str(uri.authority()?.as_str()).ok()
+}
+
+fn authority_value(backend: &Backend) -> HeaderValue {
+    // host:port text is always a valid header value.
+    HeaderValue::from_str(backend.authority().as_str()).unwrap_or(HeaderValue::from_static("localhost"))
 }
 
 /// Copies bytes both ways between an upgraded client and backend connection

@@ -142,7 +142,7 @@ impl ForwardedFor {
 
 /// Sets `X-Forwarded-For` (appended to what earlier proxies said),
 /// `X-Forwarded-Proto`, `X-Forwarded-Host` and `Forwarded`.
-pub fn add_forwarding(headers: &mut HeaderMap, fwd: &ForwardedFor, host: Option<&HeaderValue>) {
+pub fn add_forwarding(headers: &mut HeaderMap, fwd: &ForwardedFor, host: &HeaderValue) {
     match headers.entry(X_FORWARDED_FOR) {
         header::Entry::Vacant(e) => {
             e.insert(fwd.client_ip.clone());
@@ -160,9 +160,7 @@ pub fn add_forwarding(headers: &mut HeaderMap, fwd: &ForwardedFor, host: Option<
         }
     }
     headers.insert(X_FORWARDED_PROTO, fwd.proto.clone());
-    if let Some(host) = host {
-        headers.insert(X_FORWARDED_HOST, host.clone());
-    }
+    headers.insert(X_FORWARDED_HOST, host.clone());
     headers.append(FORWARDED, fwd.forwarded.clone());
 }
 
@@ -192,7 +190,7 @@ mod tests {
         let fwd = ForwardedFor::new("10.1.2.3".parse().unwrap(), false);
         let mut h = HeaderMap::new();
         h.insert(X_FORWARDED_FOR, HeaderValue::from_static("203.0.113.9"));
-        add_forwarding(&mut h, &fwd, Some(&HeaderValue::from_static("example.com")));
+        add_forwarding(&mut h, &fwd, &HeaderValue::from_static("example.com"));
         assert_eq!(h[X_FORWARDED_FOR], "203.0.113.9, 10.1.2.3");
         assert_eq!(h[X_FORWARDED_PROTO], "http");
         assert_eq!(h[X_FORWARDED_HOST], "example.com");

@@ -99,7 +99,7 @@ pub struct Lease {
 impl Lease {
     pub fn release(&mut self) {
         if let Some(sender) = self.sender.take() {
-            self.backend.pool().put(sender);
+            repool(&self.backend, sender);
         }
     }
 
@@ -146,9 +146,9 @@ impl Upstreams {
             if sender.is_closed() || since.elapsed() > self.idle_timeout {
                 continue;
             }
-            // Normally ready at once; briefly not, while hyper finishes the
-            // previous exchange's bookkeeping.
-            if sender.ready().await.is_err() {
+            if !sender.is_ready() {
+                // Still finishing its last exchange: no request waits on it.
+                repool(backend, sender);
                 continue;
             }
             match sender.try_send_request(req).await {
@@ -216,6 +216,25 @@ impl Upstreams {
             debug!(error = %e, "set_nodelay failed");
         }
         Ok(stream)
+    }
+}
+
+/// Returns a connection to its backend's idle queue as soon as hyper is done
+/// with its previous exchange: at once when it is (the usual case), else
+/// from a small task, so that a request never waits on a connection that is,
+/// say, still streaming an earlier upload the backend answered early.
+fn repool(backend: &Arc<Backend>, mut sender: http1::SendRequest<RequestBody>) {
+    if sender.is_ready() {
+        backend.pool().put(sender);
+    } else if !sender.is_closed()
+        && let Ok(runtime) = tokio::runtime::Handle::try_current()
+    {
+        let backend = Arc::clone(backend);
+        runtime.spawn(async move {
+            if sender.ready().await.is_ok() {
+                backend.pool().put(sender);
+            }
+        });
     }
 }
 

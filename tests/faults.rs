@@ -254,3 +254,49 @@ async fn backend_closing_idle_keepalive_connections_fails_no_request() {
         .await;
     }
 }
+
+#[tokio::test]
+async fn slow_request_head_is_cut_off_and_others_are_served() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let backend = spawn_backend("blue", "v1", any_addr()).await.unwrap();
+    let proxy = start_proxy(&format!(
+        "[proxy.timeouts]\nrequest_header = \"300ms\"\n{}",
+        pool_toml("blue", 100, &[backend.addr])
+    ))
+    .await;
+    let slow = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let (mut reader, mut writer) = slow.into_split();
+    let started = tokio::time::Instant::now();
+    // Headers at 10 bytes/s, never finished.
+    let drip = tokio::spawn(async move {
+        for b in b"GET / HTTP/1.1\r\nhost: x\r\nx-slow: aaaaaaaaaaaaaaaaaaaa" {
+            if writer.write_all(&[*b]).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    // Meanwhile an ordinary client is served at once.
+    let (c, url) = (client(), proxy.url("/"));
+    assert_eq!(get(&c, &url, &[]).await.0, 200);
+    let mut buf = [0u8; 1024];
+    let read = tokio::time::timeout(Duration::from_secs(5), reader.read(&mut buf))
+        .await
+        .expect("the slow connection was never closed");
+    let closed_at = started.elapsed();
+    let answer = String::from_utf8_lossy(&buf);
+    assert!(
+        matches!(read, Ok(0) | Err(_)) || answer.starts_with("HTTP/1.1 408"),
+        "unexpected answer: {answer}"
+    );
+    assert!(
+        closed_at < Duration::from_secs(2),
+        "slow client held on for {closed_at:?}"
+    );
+    drip.abort();
+    assert_eq!(
+        backend.knobs.received(),
+        1,
+        "the slow request must never reach the backend"
+    );
+}

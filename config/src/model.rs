@@ -39,11 +39,13 @@ pub struct ProxyConfig {
 pub struct Timeouts {
     /// TCP connect to a backend.
     pub connect: Duration,
-    /// Reading a client's request head (slowloris guard).
+    /// Reading a client's request head (slowloris guard). hyper also runs
+    /// it while a keep-alive client connection waits for its next request,
+    /// so it is the client-side idle limit too.
     pub request_header: Duration,
     /// From sending the request upstream to receiving the response head.
     pub upstream_response: Duration,
-    /// Idle keep-alive connections (client side and pooled upstream side).
+    /// How long an idle pooled backend connection may be reused.
     pub keep_alive_idle: Duration,
 }
 

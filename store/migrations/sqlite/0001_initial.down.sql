@@ -1,0 +1,11 @@
+DROP INDEX audit_log_action_at;
+DROP INDEX audit_log_actor_at;
+DROP INDEX audit_log_at;
+DROP TABLE audit_log;
+DROP INDEX deployments_pool_started;
+DROP TABLE deployments;
+DROP INDEX rollouts_started_at;
+DROP TABLE rollouts;
+DROP TABLE pool_backends;
+DROP TABLE pools;
+DROP TABLE routing_generation;

@@ -1,0 +1,188 @@
+//! The routing state (pools, versions, backends, weights, generation) and
+//! deployment history, written in one transaction with the audit row of the
+//! change that produced them.
+
+use sqlx::Row;
+
+use crate::{AuditEntry, Store, StoreError, now};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolRecord {
+    pub name: String,
+    pub version: String,
+    pub weight: i64,
+    /// `http1` or `http2`.
+    pub protocol: String,
+    pub backends: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoutingRecord {
+    pub generation: i64,
+    /// In routing order.
+    pub pools: Vec<PoolRecord>,
+    pub updated_by: String,
+    pub updated_at: String,
+}
+
+/// A version moving into a pool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeploymentRecord {
+    pub pool: String,
+    pub from_version: Option<String>,
+    pub to_version: String,
+    pub result: String,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+}
+
+impl Store {
+    /// The last stored routing state, if any was ever stored.
+    pub async fn load_routing(&self) -> Result<Option<RoutingRecord>, StoreError> {
+        let Some(head) = sqlx::query("SELECT generation, updated_by, updated_at FROM routing_generation WHERE id = 1")
+            .fetch_optional(self.pool())
+            .await?
+        else {
+            return Ok(None);
+        };
+        let pools = sqlx::query("SELECT name, version, weight, protocol FROM pools ORDER BY position")
+            .fetch_all(self.pool())
+            .await?;
+        let backends = sqlx::query("SELECT pool, addr FROM pool_backends ORDER BY pool, position")
+            .fetch_all(self.pool())
+            .await?;
+        let mut records = Vec::with_capacity(pools.len());
+        for p in &pools {
+            let name: String = p.try_get("name")?;
+            let pool_backends = backends
+                .iter()
+                .filter(|b| b.try_get::<String, _>("pool").is_ok_and(|n| n == name))
+                .map(|b| b.try_get::<String, _>("addr"))
+                .collect::<Result<Vec<_>, _>>()?;
+            records.push(PoolRecord {
+                version: p.try_get("version")?,
+                weight: p.try_get("weight")?,
+                protocol: p.try_get("protocol")?,
+                backends: pool_backends,
+                name,
+            });
+        }
+        Ok(Some(RoutingRecord {
+            generation: head.try_get("generation")?,
+            pools: records,
+            updated_by: head.try_get("updated_by")?,
+            updated_at: head.try_get("updated_at")?,
+        }))
+    }
+
+    /// Replaces the stored routing state with `record`, appends `audit` and
+    /// any `deployments`, all in one transaction. `expected_generation` is
+    /// the generation the change was computed from (`None`: nothing stored
+    /// yet is expected); a different stored generation is a conflict and
+    /// nothing is written.
+    pub async fn save_routing(
+        &self,
+        expected_generation: Option<i64>,
+        record: &RoutingRecord,
+        audit: &AuditEntry,
+        deployments: &[DeploymentRecord],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool().begin().await?;
+        let stored: Option<i64> = sqlx::query_scalar("SELECT generation FROM routing_generation WHERE id = 1")
+            .fetch_optional(&mut *tx)
+            .await?;
+        if let (Some(stored), Some(expected)) = (stored, expected_generation)
+            && stored != expected
+        {
+            return Err(StoreError::Conflict { stored, expected });
+        }
+        sqlx::query(
+            "INSERT INTO routing_generation (id, generation, updated_by, updated_at) VALUES (1, $1, $2, $3)
+             ON CONFLICT (id) DO UPDATE SET generation = excluded.generation,
+                 updated_by = excluded.updated_by, updated_at = excluded.updated_at",
+        )
+        .bind(record.generation)
+        .bind(&record.updated_by)
+        .bind(&record.updated_at)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM pool_backends").execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM pools").execute(&mut *tx).await?;
+        for (position, pool) in record.pools.iter().enumerate() {
+            sqlx::query(
+                "INSERT INTO pools (name, version, weight, protocol, position, updated_at) VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(&pool.name)
+            .bind(&pool.version)
+            .bind(pool.weight)
+            .bind(&pool.protocol)
+            .bind(position as i64)
+            .bind(&record.updated_at)
+            .execute(&mut *tx)
+            .await?;
+            for (i, addr) in pool.backends.iter().enumerate() {
+                sqlx::query("INSERT INTO pool_backends (pool, addr, position) VALUES ($1, $2, $3)")
+                    .bind(&pool.name)
+                    .bind(addr)
+                    .bind(i as i64)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        crate::audit::insert(&mut tx, audit).await?;
+        for d in deployments {
+            sqlx::query(
+                "INSERT INTO deployments (pool, from_version, to_version, started_at, finished_at, result)
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(&d.pool)
+            .bind(&d.from_version)
+            .bind(&d.to_version)
+            .bind(&d.started_at)
+            .bind(&d.finished_at)
+            .bind(&d.result)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Deployment history, newest first.
+    pub async fn deployments(&self, limit: i64) -> Result<Vec<DeploymentRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT pool, from_version, to_version, result, started_at, finished_at
+             FROM deployments ORDER BY id DESC LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(DeploymentRecord {
+                    pool: r.try_get("pool")?,
+                    from_version: r.try_get("from_version")?,
+                    to_version: r.try_get("to_version")?,
+                    result: r.try_get("result")?,
+                    started_at: r.try_get("started_at")?,
+                    finished_at: r.try_get("finished_at")?,
+                })
+            })
+            .collect()
+    }
+}
+
+impl DeploymentRecord {
+    /// A version switch that took effect at once.
+    pub fn immediate(pool: &str, from: Option<&str>, to: &str) -> Self {
+        let at = now();
+        Self {
+            pool: pool.to_owned(),
+            from_version: from.map(str::to_owned),
+            to_version: to.to_owned(),
+            result: "applied".to_owned(),
+            started_at: at.clone(),
+            finished_at: Some(at),
+        }
+    }
+}

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use sluice_config::{Config, ConfigError};
 use sluice_proxy::{ListenerOptions, RoutingHandle, TableError};
+use sluice_store::{Engine, Store, StoreError};
 use tokio::net::TcpListener;
 use tracing::{error, info};
 
@@ -15,6 +16,8 @@ pub enum AppError {
     Config(#[from] ConfigError),
     #[error("routing table: {0}")]
     Table(#[from] TableError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: std::net::SocketAddr,
@@ -36,16 +39,47 @@ pub fn runtime(workers: Option<usize>) -> Result<tokio::runtime::Runtime, AppErr
     builder.enable_all().build().map_err(AppError::Runtime)
 }
 
-/// `sluice run --config FILE`.
-pub fn run(config_path: &Path) -> Result<(), AppError> {
+/// How `sluice run` starts.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Re-read on SIGHUP.
+    pub config_path: Option<PathBuf>,
+    /// Take the config's routing state over the stored one.
+    pub reset_state: bool,
+}
+
+/// `sluice run --config FILE [--reset-state]`.
+pub fn run(config_path: &Path, reset_state: bool) -> Result<(), AppError> {
     let config = Config::load(config_path)?;
-    runtime(config.proxy.workers)?.block_on(serve_config(config, Some(config_path.to_owned())))
+    let options = RunOptions {
+        config_path: Some(config_path.to_owned()),
+        reset_state,
+    };
+    runtime(config.proxy.workers)?.block_on(serve_config(config, options))
+}
+
+/// Opens the store and brings its schema to this binary's version: applied
+/// automatically when `store.auto_migrate` (default for SQLite), else
+/// checked, refusing a schema that is behind or newer.
+pub async fn open_store(config: &Config) -> Result<Store, AppError> {
+    let store = Store::connect(&config.store.url).await?;
+    let auto = config.store.auto_migrate.unwrap_or(store.engine() == Engine::Sqlite);
+    if auto {
+        let applied = store.migrate_up().await?;
+        if !applied.is_empty() {
+            info!(?applied, "store migrations applied");
+        }
+    }
+    store.check_schema().await?;
+    Ok(store)
 }
 
 /// Serves the proxy described by `config` until a shutdown signal, then
-/// drains. With `config_path`, SIGHUP re-reads that file.
-pub async fn serve_config(config: Config, config_path: Option<PathBuf>) -> Result<(), AppError> {
-    let (routing, proxy) = sluice_proxy::build(&config)?;
+/// drains.
+pub async fn serve_config(config: Config, options: RunOptions) -> Result<(), AppError> {
+    let store = open_store(&config).await?;
+    let routing = crate::state::open_routing(&config, &store, options.reset_state).await?;
+    let proxy = sluice_proxy::proxy_for(&config, Arc::clone(&routing));
     let listener = TcpListener::bind(config.proxy.listen)
         .await
         .map_err(|source| AppError::Bind {
@@ -55,10 +89,11 @@ pub async fn serve_config(config: Config, config_path: Option<PathBuf>) -> Resul
     // The bound address, not the configured one: port 0 picks a free port.
     let bound = listener.local_addr().unwrap_or(config.proxy.listen);
     info!(listen = %bound, generation = routing.snapshot().generation(), "sluice proxy listening");
-    if let Some(path) = config_path {
+    if let Some(path) = options.config_path {
         tokio::spawn(reload_on_sighup(path, Arc::clone(&routing)));
     }
     let drained = sluice_proxy::serve(listener, proxy, ListenerOptions::from(&config.proxy), shutdown_signal()).await;
+    store.close().await;
     if drained {
         Ok(())
     } else {
@@ -102,7 +137,7 @@ async fn reload_on_sighup(path: PathBuf, routing: Arc<RoutingHandle>) {
             return;
         };
         while hup.recv().await.is_some() {
-            match reload(&path, &routing) {
+            match reload(&path, &routing).await {
                 Ok(generation) => info!(path = %path.display(), generation, "config reloaded"),
                 Err(e) => {
                     error!(path = %path.display(), error = %one_line(&e), "config reload failed; keeping the running config")
@@ -113,10 +148,13 @@ async fn reload_on_sighup(path: PathBuf, routing: Arc<RoutingHandle>) {
 }
 
 /// Re-reads the config file and swaps in its routing table.
-pub fn reload(path: &Path, routing: &RoutingHandle) -> Result<u64, AppError> {
+pub async fn reload(path: &Path, routing: &RoutingHandle) -> Result<u64, AppError> {
     let config = Config::load(path)?;
     let (specs, policy) = sluice_proxy::routing_from_config(&config);
-    Ok(routing.replace(specs, policy)?.generation())
+    let table = routing
+        .replace(specs, policy, crate::state::CONFIG_ACTOR, "config.reload")
+        .await?;
+    Ok(table.generation())
 }
 
 /// Multi-problem errors on one log line, so log pipelines keep them whole.

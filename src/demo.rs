@@ -154,12 +154,16 @@ fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
 }
 
 /// The demo's config: blue at 100, green at 0, override header allowed.
-pub fn demo_config(listen: SocketAddr, blue: SocketAddr, green: SocketAddr) -> String {
+pub fn demo_config(listen: SocketAddr, blue: SocketAddr, green: SocketAddr, store: &std::path::Path) -> String {
+    let store = store.display();
     format!(
         r#"# Written by `sluice demo`. Edit the weights and send SIGHUP to apply.
 [proxy]
 listen = "{listen}"
 allow_pool_override = true
+
+[store]
+url = "sqlite://{store}"
 
 [pools.blue]
 version = "v1"
@@ -181,16 +185,31 @@ pub fn run(listen: SocketAddr) -> Result<(), AppError> {
         let io = |e: std::io::Error| AppError::Other(format!("cannot start a demo backend: {e}"));
         let blue = spawn_backend("blue", "v1", any).await.map_err(io)?;
         let green = spawn_backend("green", "v2", any).await.map_err(io)?;
-        let text = demo_config(listen, blue.addr, green.addr);
+        let dir = std::env::temp_dir();
+        let pid = std::process::id();
+        let store = dir.join(format!("sluice-demo-{pid}.db"));
+        let text = demo_config(listen, blue.addr, green.addr, &store);
         let config = Config::from_toml(&text)?;
-        let path = std::env::temp_dir().join(format!("sluice-demo-{}.toml", std::process::id()));
+        let path = dir.join(format!("sluice-demo-{pid}.toml"));
         std::fs::write(&path, &text).map_err(|e| AppError::Other(format!("cannot write {}: {e}", path.display())))?;
-        print_banner(listen, &blue, &green, &path);
-        app::serve_config(config, Some(path)).await
+        print_banner(listen, &blue, &green, &path, &store);
+        // The demo backends listen on new ports every run: start from the
+        // config, never from an earlier demo's stored state.
+        let options = app::RunOptions {
+            config_path: Some(path),
+            reset_state: true,
+        };
+        app::serve_config(config, options).await
     })
 }
 
-fn print_banner(listen: SocketAddr, blue: &DemoBackend, green: &DemoBackend, config: &std::path::Path) {
+fn print_banner(
+    listen: SocketAddr,
+    blue: &DemoBackend,
+    green: &DemoBackend,
+    config: &std::path::Path,
+    store: &std::path::Path,
+) {
     let pid = std::process::id();
     println!(
         r#"
@@ -200,6 +219,7 @@ sluice demo is running.
   blue backend   http://{blue}/
   green backend  http://{green}/
   config         {config}
+  store          {store} (SQLite: routing state, deployment history, audit trail)
 
 Try:
   curl -s http://{listen}/hello
@@ -215,5 +235,6 @@ Ctrl-C drains in-flight requests and stops.
         blue = blue.addr,
         green = green.addr,
         config = config.display(),
+        store = store.display(),
     );
 }

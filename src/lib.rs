@@ -4,3 +4,5 @@
 pub mod app;
 pub mod demo;
 pub mod logging;
+pub mod migrate_cmd;
+pub mod state;

@@ -25,12 +25,17 @@ enum Command {
         /// Config file (TOML).
         #[arg(long, short)]
         config: PathBuf,
+        /// Start from the config's pools and weights instead of the stored state.
+        #[arg(long)]
+        reset_state: bool,
     },
     /// Validate a config file; exit non-zero with every problem found.
     CheckConfig {
         /// Config file (TOML).
         file: PathBuf,
     },
+    /// Manage the store's schema (or a directory of migrations with --dir).
+    Migrate(sluice::migrate_cmd::MigrateArgs),
     /// The proxy with two built-in demo backends (blue v1, green v2).
     Demo {
         /// Proxy listen address.
@@ -43,7 +48,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init(cli.log_format);
     let result = match cli.command {
-        Command::Run { config } => sluice::app::run(&config),
+        Command::Run { config, reset_state } => sluice::app::run(&config, reset_state),
+        Command::Migrate(args) => sluice::migrate_cmd::run(args).map(|out| print!("{out}")),
         Command::CheckConfig { file } => return check_config(&file),
         Command::Demo { listen } => sluice::demo::run(listen),
     };

@@ -69,7 +69,11 @@ async fn backend_resets_mid_body_aborts_the_client_response() {
 #[tokio::test]
 async fn pool_without_backends_is_503() {
     let (proxy, _b, _g) = blue_green(100, "[proxy]\nallow_pool_override = true\n").await;
-    proxy.routing.set_pool("green", None, Some(vec![])).unwrap();
+    proxy
+        .routing
+        .set_pool("green", None, Some(vec![]), "test")
+        .await
+        .unwrap();
     let (status, headers, _) = get(&client(), &proxy.url("/"), &[("x-sluice-pool", "green")]).await;
     assert_eq!(status, 503);
     assert_eq!(headers["x-sluice-error"], "no-backend");

@@ -7,6 +7,7 @@ mod common;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -35,8 +36,8 @@ fn check_config_accepts_every_example() {
 
 #[test]
 fn check_config_lists_every_problem_and_fails() {
-    let dir = tempdir();
-    let file = dir.join("broken.toml");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("broken.toml");
     std::fs::write(
         &file,
         "[proxy]\nlisten = \"nowhere\"\ntimeout = \"1s\"\n[pools.blue]\nversion = \"v1\"\nweight = 90\nbackends = [\"127.0.0.1:1\"]\n",
@@ -54,17 +55,6 @@ fn check_config_lists_every_problem_and_fails() {
     }
 }
 
-fn tempdir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("sluice-test-{}-{}", std::process::id(), rand_suffix()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn rand_suffix() -> u64 {
-    use std::hash::{BuildHasher, RandomState};
-    RandomState::new().hash_one(0u8)
-}
-
 /// A running `sluice run` process and the address it bound.
 struct Running {
     child: Child,
@@ -74,12 +64,14 @@ struct Running {
 }
 
 impl Running {
-    fn start(config_text: &str) -> Running {
-        let config = tempdir().join("sluice.toml");
+    /// Starts `sluice run` on `config_text`, written to `dir/sluice.toml`.
+    fn start(dir: &Path, config_text: &str, extra_args: &[&str]) -> Running {
+        let config = dir.join("sluice.toml");
         std::fs::write(&config, config_text).unwrap();
         let mut child = Command::new(SLUICE)
             .args(["run", "--config"])
             .arg(&config)
+            .args(extra_args)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -162,9 +154,11 @@ impl Drop for Running {
     }
 }
 
-fn config_for(blue: SocketAddr, green: SocketAddr, blue_weight: u32) -> String {
+/// A config with its SQLite store in `dir`.
+fn config_for(dir: &Path, blue: SocketAddr, green: SocketAddr, blue_weight: u32) -> String {
     format!(
-        "[proxy]\nlisten = \"127.0.0.1:0\"\ndrain_timeout = \"20s\"\n{}{}",
+        "[proxy]\nlisten = \"127.0.0.1:0\"\ndrain_timeout = \"20s\"\n[store]\nurl = \"sqlite://{}\"\n{}{}",
+        dir.join("sluice.db").display(),
         pool_toml("blue", blue_weight, &[blue]),
         pool_toml("green", 100 - blue_weight, &[green])
     )
@@ -174,7 +168,8 @@ fn config_for(blue: SocketAddr, green: SocketAddr, blue_weight: u32) -> String {
 async fn memory_stays_bounded_while_streaming_50_mib_both_ways() {
     let backend = bulk_backend(64 * 1024, 800).await;
     let other = spawn_backend("green", "v2", any_addr()).await.unwrap();
-    let sluice = Running::start(&config_for(backend, other.addr, 100));
+    let dir = tempfile::tempdir().unwrap();
+    let sluice = Running::start(dir.path(), &config_for(dir.path(), backend, other.addr, 100), &[]);
     let idle = sluice.peak_rss_kib();
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
     // The demo backend reads the whole upload and reports its size.
@@ -208,12 +203,13 @@ async fn memory_stays_bounded_while_streaming_50_mib_both_ways() {
 async fn sighup_reloads_weights_and_keeps_running_config_when_invalid() {
     let blue = spawn_backend("blue", "v1", any_addr()).await.unwrap();
     let green = spawn_backend("green", "v2", any_addr()).await.unwrap();
-    let sluice = Running::start(&config_for(blue.addr, green.addr, 100));
+    let dir = tempfile::tempdir().unwrap();
+    let sluice = Running::start(dir.path(), &config_for(dir.path(), blue.addr, green.addr, 100), &[]);
     let c = client();
     let url = format!("http://{}/", sluice.addr);
     assert_eq!(pool_of(&get(&c, &url, &[]).await.2), "blue");
 
-    std::fs::write(&sluice.config, config_for(blue.addr, green.addr, 0)).unwrap();
+    std::fs::write(&sluice.config, config_for(dir.path(), blue.addr, green.addr, 0)).unwrap();
     sluice.signal("HUP");
     let end = tokio::time::Instant::now() + Duration::from_secs(10);
     while pool_of(&get(&c, &url, &[]).await.2) != "green" {
@@ -236,7 +232,8 @@ async fn sigterm_drains_in_flight_requests_and_refuses_new_connections() {
     let blue = spawn_backend("blue", "v1", any_addr()).await.unwrap();
     let green = spawn_backend("green", "v2", any_addr()).await.unwrap();
     blue.knobs.set_latency(Duration::from_secs(2));
-    let sluice = Running::start(&config_for(blue.addr, green.addr, 100));
+    let dir = tempfile::tempdir().unwrap();
+    let sluice = Running::start(dir.path(), &config_for(dir.path(), blue.addr, green.addr, 100), &[]);
     let url = format!("http://{}/slow", sluice.addr);
 
     let client = client();

@@ -116,6 +116,8 @@ pub enum TableError {
     UnknownPool(String),
     #[error("pool {0:?} is missing from the weights; give every pool a weight")]
     MissingPool(String),
+    #[error("the change could not be stored, so it was not applied: {0}")]
+    Persist(String),
 }
 
 #[cfg(test)]

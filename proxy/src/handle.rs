@@ -2,35 +2,77 @@
 //! [`RoutingTable`], and the only way to change it.
 //!
 //! Readers (every request) do a lock-free `load`. Writers (admin API, config
-//! reload, later health and rollouts) are serialised by a mutex that is held
-//! only while a new snapshot is built, never across an await; each write
-//! builds a complete snapshot with the next generation and stores it once.
+//! reload, health, rollouts) take turns on an async mutex: each builds a
+//! complete snapshot with the next generation, hands it to the
+//! [`RoutingStore`] (if any) and only when that succeeded stores it in one
+//! step. A change the store refuses is never served.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 
 use arc_swap::{ArcSwap, Guard};
-use tokio::sync::watch;
+use tokio::sync::{Mutex, watch};
 
 use crate::error::TableError;
 use crate::table::{PoolSpec, RoutingPolicy, RoutingTable};
 
-#[derive(Debug)]
+/// One routing change, as the store and the audit trail see it.
+#[derive(Debug, Clone, Copy)]
+pub struct Change<'a> {
+    /// Who asked: a token name, `config-file`, `rollback-guard`, …
+    pub actor: &'a str,
+    /// What was asked, e.g. `weights.set`, `pool.update`, `config.reload`.
+    pub action: &'a str,
+    pub before: &'a RoutingTable,
+    pub after: &'a RoutingTable,
+}
+
+/// Durable storage for routing changes. `persist` must succeed before a
+/// change is served; its error text is shown to whoever asked.
+pub trait RoutingStore: Send + Sync {
+    fn persist<'a>(&'a self, change: Change<'a>) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>;
+}
+
 pub struct RoutingHandle {
     current: ArcSwap<RoutingTable>,
     writer: Mutex<()>,
+    store: Option<Arc<dyn RoutingStore>>,
     /// Publishes each new generation to whoever watches (events, metrics).
     changes: watch::Sender<u64>,
 }
 
+impl fmt::Debug for RoutingHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RoutingHandle")
+            .field("generation", &self.current.load().generation())
+            .field("persistent", &self.store.is_some())
+            .finish()
+    }
+}
+
 impl RoutingHandle {
-    /// Starts at generation 1 with `specs`.
+    /// Starts at generation 1 with `specs`, without a store.
     pub fn new(specs: &[PoolSpec], policy: RoutingPolicy) -> Result<Self, TableError> {
-        let table = RoutingTable::build(1, specs, policy, None)?;
+        Self::restore(1, specs, policy, None)
+    }
+
+    /// Starts at `generation` (e.g. the one last stored) with `specs`; later
+    /// changes go through `store` before they are served.
+    pub fn restore(
+        generation: u64,
+        specs: &[PoolSpec],
+        policy: RoutingPolicy,
+        store: Option<Arc<dyn RoutingStore>>,
+    ) -> Result<Self, TableError> {
+        let table = RoutingTable::build(generation, specs, policy, None)?;
         Ok(Self {
             current: ArcSwap::from_pointee(table),
             writer: Mutex::new(()),
-            changes: watch::Sender::new(1),
+            store,
+            changes: watch::Sender::new(generation),
         })
     }
 
@@ -52,8 +94,12 @@ impl RoutingHandle {
 
     /// Sets every pool's weight at once. Every pool must be named, no unknown
     /// pool may be, and the weights must sum to 100.
-    pub fn set_weights(&self, weights: &HashMap<String, u32>) -> Result<Arc<RoutingTable>, TableError> {
-        self.update(|current| {
+    pub async fn set_weights(
+        &self,
+        weights: &HashMap<String, u32>,
+        actor: &str,
+    ) -> Result<Arc<RoutingTable>, TableError> {
+        self.update(actor, "weights.set", |current| {
             if let Some(unknown) = weights.keys().find(|name| current.pool(name).is_none()) {
                 return Err(TableError::UnknownPool(unknown.clone()));
             }
@@ -65,16 +111,18 @@ impl RoutingHandle {
             }
             Ok((specs, current.policy().clone()))
         })
+        .await
     }
 
     /// Replaces a pool's version label and/or backends.
-    pub fn set_pool(
+    pub async fn set_pool(
         &self,
         pool: &str,
         version: Option<String>,
         backends: Option<Vec<String>>,
+        actor: &str,
     ) -> Result<Arc<RoutingTable>, TableError> {
-        self.update(|current| {
+        self.update(actor, "pool.update", |current| {
             let mut specs = current.specs();
             let spec = specs
                 .iter_mut()
@@ -88,20 +136,34 @@ impl RoutingHandle {
             }
             Ok((specs, current.policy().clone()))
         })
+        .await
     }
 
     /// Replaces everything, e.g. after a config reload.
-    pub fn replace(&self, specs: Vec<PoolSpec>, policy: RoutingPolicy) -> Result<Arc<RoutingTable>, TableError> {
-        self.update(|_| Ok((specs, policy)))
+    pub async fn replace(
+        &self,
+        specs: Vec<PoolSpec>,
+        policy: RoutingPolicy,
+        actor: &str,
+        action: &str,
+    ) -> Result<Arc<RoutingTable>, TableError> {
+        self.update(actor, action, |_| Ok((specs, policy))).await
     }
 
-    fn update(
+    /// Stores the current table as it is (e.g. the first state of a fresh
+    /// store) under the next generation.
+    pub async fn persist_current(&self, actor: &str, action: &str) -> Result<Arc<RoutingTable>, TableError> {
+        self.update(actor, action, |current| Ok((current.specs(), current.policy().clone())))
+            .await
+    }
+
+    async fn update(
         &self,
+        actor: &str,
+        action: &str,
         change: impl FnOnce(&RoutingTable) -> Result<(Vec<PoolSpec>, RoutingPolicy), TableError>,
     ) -> Result<Arc<RoutingTable>, TableError> {
-        // A poisoned lock only means an earlier writer panicked between
-        // building and storing; the stored table is still whole.
-        let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let _writer = self.writer.lock().await;
         let current = self.current.load_full();
         let (specs, policy) = change(&current)?;
         let next = Arc::new(RoutingTable::build(
@@ -110,6 +172,17 @@ impl RoutingHandle {
             policy,
             Some(&current),
         )?);
+        if let Some(store) = &self.store {
+            store
+                .persist(Change {
+                    actor,
+                    action,
+                    before: &current,
+                    after: &next,
+                })
+                .await
+                .map_err(TableError::Persist)?;
+        }
         self.current.store(Arc::clone(&next));
         self.changes.send_replace(next.generation());
         Ok(next)
@@ -120,8 +193,9 @@ impl RoutingHandle {
 mod tests {
     use super::*;
     use sluice_config::UpstreamProtocol;
+    use std::sync::Mutex as StdMutex;
 
-    fn handle() -> RoutingHandle {
+    fn specs() -> Vec<PoolSpec> {
         let spec = |name: &str, weight, port| PoolSpec {
             name: name.into(),
             version: "v1".into(),
@@ -129,30 +203,57 @@ mod tests {
             protocol: UpstreamProtocol::Http1,
             backends: vec![format!("127.0.0.1:{port}")],
         };
-        RoutingHandle::new(&[spec("blue", 100, 1), spec("green", 0, 2)], RoutingPolicy::default()).unwrap()
+        vec![spec("blue", 100, 1), spec("green", 0, 2)]
     }
 
     fn weights(pairs: &[(&str, u32)]) -> HashMap<String, u32> {
         pairs.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect()
     }
 
-    #[test]
-    fn weight_change_bumps_generation_and_keeps_backends() {
-        let h = handle();
+    /// Records what it is asked to persist; fails while `fail` is set.
+    #[derive(Default)]
+    struct FakeStore {
+        seen: StdMutex<Vec<(String, String, u64, u64)>>,
+        fail: StdMutex<bool>,
+    }
+
+    impl RoutingStore for FakeStore {
+        fn persist<'a>(&'a self, c: Change<'a>) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>> {
+            let result = if *self.fail.lock().unwrap() {
+                Err("disk full".to_owned())
+            } else {
+                self.seen.lock().unwrap().push((
+                    c.actor.to_owned(),
+                    c.action.to_owned(),
+                    c.before.generation(),
+                    c.after.generation(),
+                ));
+                Ok(())
+            };
+            Box::pin(async move { result })
+        }
+    }
+
+    #[tokio::test]
+    async fn weight_change_bumps_generation_and_keeps_backends() {
+        let h = RoutingHandle::new(&specs(), RoutingPolicy::default()).unwrap();
         let before = h.snapshot();
-        let after = h.set_weights(&weights(&[("blue", 20), ("green", 80)])).unwrap();
+        let after = h
+            .set_weights(&weights(&[("blue", 20), ("green", 80)]), "t")
+            .await
+            .unwrap();
         assert_eq!(after.generation(), before.generation() + 1);
         assert_eq!(after.pool("green").unwrap().weight, 80);
-        // Same backend objects: in-flight counts carry over the swap.
+        // Same backend objects: in-flight counts and pools carry over.
         assert!(Arc::ptr_eq(
             &before.pools()[0].backends[0],
             &after.pools()[0].backends[0]
         ));
     }
 
-    #[test]
-    fn rejected_changes_leave_the_table_alone() {
-        let h = handle();
+    #[tokio::test]
+    async fn rejected_changes_leave_the_table_alone() {
+        let h = RoutingHandle::new(&specs(), RoutingPolicy::default()).unwrap();
         let cases = [
             (weights(&[("blue", 50), ("green", 40)]), TableError::WeightSum(90)),
             (
@@ -162,15 +263,68 @@ mod tests {
             (weights(&[("blue", 100)]), TableError::MissingPool("green".into())),
         ];
         for (w, expected) in cases {
-            assert_eq!(h.set_weights(&w).unwrap_err(), expected);
+            assert_eq!(h.set_weights(&w, "t").await.unwrap_err(), expected);
             assert_eq!(h.snapshot().generation(), 1);
         }
+        h.set_pool("green", None, Some(vec![]), "t").await.unwrap();
         assert_eq!(
-            h.set_pool("green", None, Some(vec![]))
-                .and_then(|_| h.set_weights(&weights(&[("blue", 0), ("green", 100)])))
+            h.set_weights(&weights(&[("blue", 0), ("green", 100)]), "t")
+                .await
                 .unwrap_err(),
             TableError::NoBackends("green".into())
         );
         assert_eq!(h.snapshot().pool("blue").unwrap().weight, 100);
+    }
+
+    #[tokio::test]
+    async fn changes_are_persisted_before_they_are_served() {
+        let store = Arc::new(FakeStore::default());
+        let h = RoutingHandle::restore(7, &specs(), RoutingPolicy::default(), Some(store.clone())).unwrap();
+        h.set_weights(&weights(&[("blue", 90), ("green", 10)]), "ci")
+            .await
+            .unwrap();
+        assert_eq!(
+            store.seen.lock().unwrap().as_slice(),
+            [("ci".to_owned(), "weights.set".to_owned(), 7, 8)]
+        );
+
+        *store.fail.lock().unwrap() = true;
+        let err = h
+            .set_weights(&weights(&[("blue", 0), ("green", 100)]), "ci")
+            .await
+            .unwrap_err();
+        assert_eq!(err, TableError::Persist("disk full".into()));
+        let served = h.snapshot();
+        assert_eq!(served.generation(), 8, "a change the store refused was served");
+        assert_eq!(served.pool("green").unwrap().weight, 10);
+    }
+
+    #[tokio::test]
+    async fn concurrent_writers_never_lose_an_update() {
+        let h = Arc::new(RoutingHandle::new(&specs(), RoutingPolicy::default()).unwrap());
+        let mut tasks = Vec::new();
+        for t in 0..2u32 {
+            let h = h.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut generations = Vec::new();
+                for i in 0..50u32 {
+                    let green = (t * 50 + i) % 101;
+                    let table = h
+                        .set_weights(&weights(&[("blue", 100 - green), ("green", green)]), "t")
+                        .await
+                        .unwrap();
+                    generations.push(table.generation());
+                }
+                generations
+            }));
+        }
+        for t in tasks {
+            let gens = t.await.unwrap();
+            assert!(
+                gens.windows(2).all(|w| w[0] < w[1]),
+                "generations went backwards: {gens:?}"
+            );
+        }
+        assert_eq!(h.snapshot().generation(), 101);
     }
 }

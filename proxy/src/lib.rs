@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 pub use error::{ProxyError, TableError};
 pub use forward::{ForwardSettings, Proxy};
-pub use handle::RoutingHandle;
+pub use handle::{Change, RoutingHandle, RoutingStore};
 pub use server::{ListenerOptions, serve};
 pub use table::{PoolSpec, RoutingPolicy, RoutingTable};
 pub use upstream::Upstreams;
@@ -38,18 +38,19 @@ pub fn routing_from_config(config: &Config) -> (Vec<PoolSpec>, RoutingPolicy) {
     (specs, policy)
 }
 
-/// Builds the routing handle and proxy service a config describes.
+/// Builds the routing handle (without a store) and proxy service a config
+/// describes.
 pub fn build(config: &Config) -> Result<(Arc<RoutingHandle>, Arc<Proxy>), TableError> {
     let (specs, policy) = routing_from_config(config);
     let routing = Arc::new(RoutingHandle::new(&specs, policy)?);
+    Ok((Arc::clone(&routing), proxy_for(config, routing)))
+}
+
+/// The proxy service for `config`, routing through `routing`.
+pub fn proxy_for(config: &Config, routing: Arc<RoutingHandle>) -> Arc<Proxy> {
     let settings = ForwardSettings {
         upstream_response_timeout: config.proxy.timeouts.upstream_response,
         max_request_body_bytes: config.proxy.limits.max_request_body_bytes,
     };
-    let proxy = Arc::new(Proxy::new(
-        Arc::clone(&routing),
-        Upstreams::new(&config.proxy.timeouts),
-        settings,
-    ));
-    Ok((routing, proxy))
+    Arc::new(Proxy::new(routing, Upstreams::new(&config.proxy.timeouts), settings))
 }

@@ -308,6 +308,7 @@ impl<'a> Migrator<'a> {
         self.ensure_table().await?;
         let mut done = Vec::new();
         for m in self.plan_up(to).await? {
+            tracing::info!(version = m.version, description = %m.description, "applying migration");
             let started = Instant::now();
             let mut tx = self.store.pool().begin().await?;
             sqlx::raw_sql(AssertSqlSafe(m.up.clone()))

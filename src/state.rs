@@ -1,0 +1,183 @@
+//! Routing state between the proxy and the store: every change is written
+//! (with its audit row and any version switch) before it is served, and at
+//! start the last stored state is loaded unless `--reset-state` asks for the
+//! config's.
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use serde_json::json;
+use sluice_config::{Config, UpstreamProtocol};
+use sluice_proxy::{Change, PoolSpec, RoutingHandle, RoutingStore, RoutingTable};
+use sluice_store::{AuditEntry, DeploymentRecord, PoolRecord, RoutingRecord, Store};
+use tracing::{info, warn};
+
+use crate::app::AppError;
+
+/// The actor recorded for changes that come from the config file.
+pub const CONFIG_ACTOR: &str = "config-file";
+
+/// Writes routing changes to the store.
+#[derive(Debug, Clone)]
+pub struct StoreAdapter {
+    store: Store,
+    environment: Option<String>,
+}
+
+impl StoreAdapter {
+    pub fn new(store: Store) -> Self {
+        Self {
+            store,
+            environment: std::env::var("DEPLOYMENT_ENV").ok().filter(|v| !v.is_empty()),
+        }
+    }
+}
+
+impl RoutingStore for StoreAdapter {
+    fn persist<'a>(&'a self, change: Change<'a>) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>> {
+        Box::pin(async move {
+            let audit = AuditEntry {
+                actor: change.actor.to_owned(),
+                action: change.action.to_owned(),
+                target: "routing".to_owned(),
+                before: Some(table_json(change.before).to_string()),
+                after: Some(table_json(change.after).to_string()),
+                result: "ok".to_owned(),
+                request_id: None,
+                environment: self.environment.clone(),
+            };
+            let expected = i64::try_from(change.before.generation()).map_err(|e| e.to_string())?;
+            self.store
+                .save_routing(
+                    Some(expected),
+                    &record(change.after, change.actor),
+                    &audit,
+                    &version_switches(change.before, change.after),
+                )
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+}
+
+/// A table as the audit trail shows it.
+pub fn table_json(table: &RoutingTable) -> serde_json::Value {
+    json!({
+        "generation": table.generation(),
+        "pools": table.pools().iter().map(|p| json!({
+            "name": &*p.name,
+            "version": &*p.version,
+            "weight": p.weight,
+            "backends": p.backends.iter().map(|b| b.addr()).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn protocol_name(p: UpstreamProtocol) -> &'static str {
+    match p {
+        UpstreamProtocol::Http1 => "http1",
+        UpstreamProtocol::Http2 => "http2",
+    }
+}
+
+fn record(table: &RoutingTable, actor: &str) -> RoutingRecord {
+    RoutingRecord {
+        generation: i64::try_from(table.generation()).unwrap_or(i64::MAX),
+        pools: table
+            .specs()
+            .into_iter()
+            .map(|s| PoolRecord {
+                name: s.name,
+                version: s.version,
+                weight: i64::from(s.weight),
+                protocol: protocol_name(s.protocol).to_owned(),
+                backends: s.backends,
+            })
+            .collect(),
+        updated_by: actor.to_owned(),
+        updated_at: sluice_store::now(),
+    }
+}
+
+/// Pools whose version label changed: the deployment history.
+fn version_switches(before: &RoutingTable, after: &RoutingTable) -> Vec<DeploymentRecord> {
+    after
+        .pools()
+        .iter()
+        .filter_map(|p| {
+            let old = before.pool(&p.name).map(|o| &*o.version);
+            (old != Some(&*p.version)).then(|| DeploymentRecord::immediate(&p.name, old, &p.version))
+        })
+        .collect()
+}
+
+fn specs_from_record(record: &RoutingRecord) -> Result<Vec<PoolSpec>, AppError> {
+    record
+        .pools
+        .iter()
+        .map(|p| {
+            Ok(PoolSpec {
+                name: p.name.clone(),
+                version: p.version.clone(),
+                weight: u32::try_from(p.weight)
+                    .map_err(|_| AppError::Other(format!("stored weight of pool {:?} is invalid", p.name)))?,
+                protocol: match p.protocol.as_str() {
+                    "http2" => UpstreamProtocol::Http2,
+                    _ => UpstreamProtocol::Http1,
+                },
+                backends: p.backends.clone(),
+            })
+        })
+        .collect()
+}
+
+/// Builds the routing handle for `config` on `store`: the stored state when
+/// there is one (and `reset` is false), else the config's, which is then
+/// stored.
+pub async fn open_routing(config: &Config, store: &Store, reset: bool) -> Result<Arc<RoutingHandle>, AppError> {
+    let (config_specs, policy) = sluice_proxy::routing_from_config(config);
+    let adapter: Arc<dyn RoutingStore> = Arc::new(StoreAdapter::new(store.clone()));
+    let stored = store.load_routing().await?;
+    let Some(stored) = stored else {
+        let handle = RoutingHandle::restore(0, &config_specs, policy, Some(adapter))?;
+        handle.persist_current(CONFIG_ACTOR, "routing.init").await?;
+        info!("no stored routing state: starting from the config file and storing it");
+        return Ok(Arc::new(handle));
+    };
+    let generation = u64::try_from(stored.generation).unwrap_or(0);
+    let stored_specs = specs_from_record(&stored)?;
+    let handle = RoutingHandle::restore(generation, &stored_specs, policy.clone(), Some(adapter))?;
+    if reset {
+        handle
+            .replace(config_specs, policy, CONFIG_ACTOR, "routing.reset")
+            .await?;
+        warn!(
+            stored_generation = generation,
+            "--reset-state: replaced the stored routing state with the config file's"
+        );
+        return Ok(Arc::new(handle));
+    }
+    let in_config: BTreeSet<&str> = config.pools.iter().map(|p| p.name.as_str()).collect();
+    let in_store: BTreeSet<&str> = stored.pools.iter().map(|p| p.name.as_str()).collect();
+    if in_config != in_store {
+        return Err(AppError::Other(format!(
+            "the stored routing state has pools {in_store:?} but the config has {in_config:?}; \
+             start with --reset-state to take the config's pools and weights"
+        )));
+    }
+    let weights: Vec<String> = stored
+        .pools
+        .iter()
+        .map(|p| format!("{}={}", p.name, p.weight))
+        .collect();
+    info!(
+        generation,
+        updated_by = %stored.updated_by,
+        updated_at = %stored.updated_at,
+        weights = %weights.join(" "),
+        "using the stored routing state; the config file's weights and backends are not applied (--reset-state applies them)"
+    );
+    Ok(Arc::new(handle))
+}

@@ -47,12 +47,12 @@ pub struct MigrationSet {
 }
 
 macro_rules! builtin {
-    ($engine:literal, $($version:literal $name:literal),+ $(,)?) => {
+    ($engine:literal, $($version:literal => $stem:literal),+ $(,)?) => {
         vec![$(Migration {
             version: $version,
-            description: $name.replace('_', " "),
-            up: include_str!(concat!("../migrations/", $engine, "/", stringify!($version), "_", $name, ".up.sql")).to_owned(),
-            down: include_str!(concat!("../migrations/", $engine, "/", stringify!($version), "_", $name, ".down.sql")).to_owned(),
+            description: $stem.split_once('_').map_or($stem, |(_, d)| d).replace('_', " "),
+            up: include_str!(concat!("../migrations/", $engine, "/", $stem, ".up.sql")).to_owned(),
+            down: include_str!(concat!("../migrations/", $engine, "/", $stem, ".down.sql")).to_owned(),
         }),+]
     };
 }
@@ -63,8 +63,8 @@ impl MigrationSet {
         // A new migration is a new pair of files in both engine folders and
         // a new entry in both lists here.
         let migrations = match engine {
-            Engine::Sqlite => builtin!("sqlite", 0001 "initial", 0002 "audit_environment"),
-            Engine::Postgres => builtin!("postgres", 0001 "initial", 0002 "audit_environment"),
+            Engine::Sqlite => builtin!("sqlite", 1 => "0001_initial", 2 => "0002_audit_environment"),
+            Engine::Postgres => builtin!("postgres", 1 => "0001_initial", 2 => "0002_audit_environment"),
         };
         Self {
             migrations,

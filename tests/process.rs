@@ -4,18 +4,13 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::Duration;
 
+use common::running::{Running, SLUICE, config_for};
 use common::*;
 use http_body_util::BodyExt;
-
-const SLUICE: &str = env!("CARGO_BIN_EXE_sluice");
 
 fn examples() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("config/examples")
@@ -53,115 +48,6 @@ fn check_config_lists_every_problem_and_fails() {
     ] {
         assert!(err.contains(expected), "missing {expected:?} in {err}");
     }
-}
-
-/// A running `sluice run` process and the address it bound.
-struct Running {
-    child: Child,
-    addr: SocketAddr,
-    config: PathBuf,
-    logs: mpsc::Receiver<String>,
-}
-
-impl Running {
-    /// Starts `sluice run` on `config_text`, written to `dir/sluice.toml`.
-    fn start(dir: &Path, config_text: &str, extra_args: &[&str]) -> Running {
-        let config = dir.join("sluice.toml");
-        std::fs::write(&config, config_text).unwrap();
-        let mut child = Command::new(SLUICE)
-            .args(["run", "--config"])
-            .arg(&config)
-            .args(extra_args)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let addr = loop {
-            let line = rx
-                .recv_timeout(Duration::from_secs(20))
-                .expect("sluice did not report its listen address");
-            if let Some(rest) = line.split("listen=").nth(1).filter(|_| line.contains("listening")) {
-                let text: String = rest.chars().take_while(|c| !c.is_whitespace()).collect();
-                let text = text.trim_matches(|c: char| !c.is_ascii_digit() && c != '.' && c != ':');
-                break text.parse().unwrap_or_else(|e| panic!("{e}: {line}"));
-            }
-        };
-        Running {
-            child,
-            addr,
-            config,
-            logs: rx,
-        }
-    }
-
-    fn signal(&self, name: &str) {
-        let ok = Command::new("kill")
-            .args([&format!("-{name}"), &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(ok.success());
-    }
-
-    /// Waits for a log line containing `needle`.
-    fn wait_log(&self, needle: &str, deadline: Duration) -> String {
-        let end = tokio::time::Instant::now() + deadline;
-        loop {
-            let left = end.saturating_duration_since(tokio::time::Instant::now());
-            match self.logs.recv_timeout(left) {
-                Ok(line) if line.contains(needle) => return line,
-                Ok(_) => {}
-                Err(_) => panic!("no log line with {needle:?} within {deadline:?}"),
-            }
-        }
-    }
-
-    fn peak_rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        status
-            .lines()
-            .find(|l| l.starts_with("VmHWM:"))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap()
-    }
-
-    fn wait_exit(mut self, deadline: Duration) -> Option<i32> {
-        let end = tokio::time::Instant::now() + deadline;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code();
-            }
-            if tokio::time::Instant::now() > end {
-                let _ = self.child.kill();
-                panic!("sluice did not exit within {deadline:?}");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-    }
-}
-
-/// A config with its SQLite store in `dir`.
-fn config_for(dir: &Path, blue: SocketAddr, green: SocketAddr, blue_weight: u32) -> String {
-    format!(
-        "[proxy]\nlisten = \"127.0.0.1:0\"\ndrain_timeout = \"20s\"\n[store]\nurl = \"sqlite://{}\"\n{}{}",
-        dir.join("sluice.db").display(),
-        pool_toml("blue", blue_weight, &[blue]),
-        pool_toml("green", 100 - blue_weight, &[green])
-    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -26,6 +26,8 @@ use tokio::time::Instant;
 
 pub use sluice::demo::{DemoBackend, spawn_backend};
 
+pub mod running;
+
 pub const ANY: &str = "127.0.0.1:0";
 
 pub fn any_addr() -> SocketAddr {

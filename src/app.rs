@@ -4,9 +4,10 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use sluice_admin_api::{AdminState, Metrics, TokenSet};
 use sluice_config::{Config, ConfigError};
 use sluice_proxy::{ListenerOptions, RoutingHandle, TableError};
-use sluice_store::{Engine, Store, StoreError};
+use sluice_store::{AuditEntry, Engine, Store, StoreError};
 use tokio::net::TcpListener;
 use tracing::{error, info};
 
@@ -18,6 +19,8 @@ pub enum AppError {
     Table(#[from] TableError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("admin tokens: {0}")]
+    Tokens(#[from] sluice_admin_api::TokenError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: std::net::SocketAddr,
@@ -80,17 +83,42 @@ pub async fn serve_config(config: Config, options: RunOptions) -> Result<(), App
     let store = open_store(&config).await?;
     let routing = crate::state::open_routing(&config, &store, options.reset_state).await?;
     let proxy = sluice_proxy::proxy_for(&config, Arc::clone(&routing));
-    let listener = TcpListener::bind(config.proxy.listen)
-        .await
-        .map_err(|source| AppError::Bind {
-            addr: config.proxy.listen,
-            source,
-        })?;
-    // The bound address, not the configured one: port 0 picks a free port.
+    let metrics = Arc::new(Metrics::new());
+    let tokens = Arc::new(TokenSet::load(&config.admin.tokens)?);
+    let environment = std::env::var("DEPLOYMENT_ENV").ok().filter(|v| !v.is_empty());
+    let admin_state = AdminState {
+        routing: Arc::clone(&routing),
+        store: store.clone(),
+        tokens: Arc::clone(&tokens),
+        metrics: Arc::clone(&metrics),
+        environment: environment.clone(),
+        drain_timeout: config.proxy.drain_timeout,
+        metrics_require_token: config.admin.metrics_require_token,
+        started: tokio::time::Instant::now(),
+    };
+    let admin_listener = bind(config.admin.listen).await?;
+    let listener = bind(config.proxy.listen).await?;
+    // Bound addresses, not the configured ones: port 0 picks a free port.
+    let admin_bound = admin_listener.local_addr().unwrap_or(config.admin.listen);
     let bound = listener.local_addr().unwrap_or(config.proxy.listen);
+    info!(listen = %admin_bound, tokens = config.admin.tokens.len(), "sluice admin API listening");
     info!(listen = %bound, generation = routing.snapshot().generation(), "sluice proxy listening");
+    // The admin API stops with the process; its event streams never end
+    // by themselves, so it is not part of the drain.
+    tokio::spawn(sluice_admin_api::serve(
+        admin_listener,
+        admin_state,
+        std::future::pending(),
+    ));
+    let _token_watcher = sluice_admin_api::watch_token_files(Arc::clone(&tokens), store.clone(), environment)
+        .map_err(|e| AppError::Other(format!("cannot watch the admin token files: {e}")))?;
     if let Some(path) = options.config_path {
-        tokio::spawn(reload_on_sighup(path, Arc::clone(&routing)));
+        tokio::spawn(reload_on_sighup(
+            path,
+            Arc::clone(&routing),
+            Arc::clone(&metrics),
+            store.clone(),
+        ));
     }
     let drained = sluice_proxy::serve(listener, proxy, ListenerOptions::from(&config.proxy), shutdown_signal()).await;
     store.close().await;
@@ -128,7 +156,13 @@ pub async fn shutdown_signal() {
 }
 
 /// On SIGHUP, re-reads the file; an invalid file keeps the running table.
-async fn reload_on_sighup(path: PathBuf, routing: Arc<RoutingHandle>) {
+async fn bind(addr: std::net::SocketAddr) -> Result<TcpListener, AppError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| AppError::Bind { addr, source })
+}
+
+async fn reload_on_sighup(path: PathBuf, routing: Arc<RoutingHandle>, metrics: Arc<Metrics>, store: Store) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
@@ -138,9 +172,24 @@ async fn reload_on_sighup(path: PathBuf, routing: Arc<RoutingHandle>) {
         };
         while hup.recv().await.is_some() {
             match reload(&path, &routing).await {
-                Ok(generation) => info!(path = %path.display(), generation, "config reloaded"),
+                Ok(generation) => {
+                    metrics.config_reload(true);
+                    info!(path = %path.display(), generation, "config reloaded");
+                }
                 Err(e) => {
-                    error!(path = %path.display(), error = %one_line(&e), "config reload failed; keeping the running config")
+                    metrics.config_reload(false);
+                    let message = one_line(&e);
+                    error!(path = %path.display(), error = %message, "config reload failed; keeping the running config");
+                    let entry = AuditEntry {
+                        actor: crate::state::CONFIG_ACTOR.into(),
+                        action: "config.reload".into(),
+                        target: path.display().to_string(),
+                        result: format!("rejected: {message}"),
+                        ..Default::default()
+                    };
+                    if let Err(e) = store.append_audit(&entry).await {
+                        error!(error = %e, "could not audit the failed reload");
+                    }
                 }
             }
         }

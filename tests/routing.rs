@@ -98,7 +98,7 @@ async fn sticky_cookie_keeps_clients_and_raising_a_pool_only_adds() {
 
     proxy
         .routing
-        .set_weights(&weights(&[("blue", 75), ("green", 25)]), "test")
+        .set_weights(&weights(&[("blue", 75), ("green", 25)]), "test", false)
         .await
         .unwrap();
     let mut moved_out = 0;
@@ -191,7 +191,7 @@ async fn atomic_swap_under_load_fails_no_request() {
                 } else {
                     [("blue", 100), ("green", 0)]
                 };
-                routing.set_weights(&weights(&w), "test").await.unwrap();
+                routing.set_weights(&weights(&w), "test", false).await.unwrap();
                 to_green = !to_green;
                 n += 1;
             }

@@ -106,6 +106,8 @@ pub struct AdminConfig {
     pub tokens: Vec<TokenConfig>,
     /// Put `/metrics` behind a token too.
     pub metrics_require_token: bool,
+    /// Allow the admin API on a non-loopback address without tokens.
+    pub insecure: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -186,6 +186,7 @@ fn admin(section: Option<Section>, problems: &mut Problems) -> AdminConfig {
     let mut s = section.unwrap_or_else(|| Section::root(toml::Table::new()));
     let listen = socket_addr(&mut s, "listen", "127.0.0.1:9901", problems);
     let metrics_require_token = s.take("metrics_require_token", problems).unwrap_or(false);
+    let insecure = s.take("insecure", problems).unwrap_or(false);
     let mut tokens = Vec::new();
     let mut names = HashSet::new();
     for mut t in s.sections("tokens", problems) {
@@ -218,11 +219,21 @@ fn admin(section: Option<Section>, problems: &mut Problems) -> AdminConfig {
         }
         t.finish(problems);
     }
+    if !listen.ip().is_loopback() && tokens.is_empty() && !insecure {
+        problems.push(
+            s.key_path("listen"),
+            format!(
+                "the admin API on {listen} is reachable from other machines but no [[admin.tokens]] are configured; \
+                 add a token, listen on 127.0.0.1, or set admin.insecure = true"
+            ),
+        );
+    }
     s.finish(problems);
     AdminConfig {
         listen,
         tokens,
         metrics_require_token,
+        insecure,
     }
 }
 

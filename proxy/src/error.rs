@@ -118,6 +118,16 @@ pub enum TableError {
     MissingPool(String),
     #[error("the change could not be stored, so it was not applied: {0}")]
     Persist(String),
+    #[error("pool {pool:?} carries {weight}% of traffic; shift its weight away first, or force the change")]
+    PoolCarriesTraffic { pool: String, weight: u32 },
+    #[error("pool {0:?} already has backend {1:?}")]
+    BackendExists(String, String),
+    #[error("pool {0:?} has no backend {1:?}")]
+    UnknownBackend(String, String),
+    #[error(
+        "{1:?} is the last backend of pool {0:?}, which carries traffic; shift its weight away first, or force the change"
+    )]
+    LastBackend(String, String),
 }
 
 #[cfg(test)]

@@ -6,6 +6,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use http::header::{self, HeaderValue};
 use http::uri::{PathAndQuery, Scheme};
 use http::{Request, Response, StatusCode, Uri, Version};
@@ -19,6 +21,7 @@ use crate::error::ProxyError;
 use crate::handle::RoutingHandle;
 use crate::headers::{self, ForwardedFor};
 use crate::select;
+use crate::stats::{PoolStats, UpstreamErrorKind};
 use crate::table::Backend;
 use crate::table::InFlight;
 use crate::upstream::{UpstreamError, Upstreams};
@@ -69,22 +72,36 @@ impl Proxy {
 
     /// Serves one request; failures become short plain-text responses.
     pub async fn handle(&self, req: Request<Incoming>, conn: &ClientConn) -> Response<ProxyBody> {
-        match self.forward(req, conn).await {
+        let started = Instant::now();
+        let mut pool_stats = None;
+        let res = match self.forward(req, conn, &mut pool_stats).await {
             Ok(res) => res,
             Err(err) => {
                 debug!(peer = %conn.peer, error = err.code(), "request failed");
                 err.into_response()
             }
+        };
+        if let Some(stats) = pool_stats {
+            stats.record(res.status().as_u16(), started.elapsed());
         }
+        res
     }
 
-    async fn forward(&self, mut req: Request<Incoming>, conn: &ClientConn) -> Result<Response<ProxyBody>, ProxyError> {
+    /// Forwards one request; `pool_stats` is set once a pool is chosen, so
+    /// the caller can count the outcome against it.
+    async fn forward(
+        &self,
+        mut req: Request<Incoming>,
+        conn: &ClientConn,
+        pool_stats: &mut Option<Arc<PoolStats>>,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
         headers::check_request(&req, self.settings.max_request_body_bytes)?;
 
         // The table is loaded once, and released before any await.
         let (backend, protocol, set_cookie) = {
             let table = self.routing.load();
             let choice = select::choose_pool(&table, req.headers(), conn.peer.ip())?;
+            *pool_stats = Some(Arc::clone(&choice.pool.stats));
             let backend = select::choose_backend(choice.pool).ok_or(ProxyError::NoBackend)?;
             (Arc::clone(backend), choice.pool.protocol, choice.set_cookie)
         };
@@ -121,10 +138,18 @@ impl Proxy {
 
         let upstream_req = Request::from_parts(parts, RequestBody::new(body, self.settings.max_request_body_bytes));
         let sent = self.upstreams.send(&backend, protocol, upstream_req);
-        let (mut res, mut lease) = match tokio::time::timeout(self.settings.upstream_response_timeout, sent).await {
-            Err(_) => return Err(ProxyError::UpstreamTimeout),
-            Ok(Err(e)) => return Err(classify(&e)),
-            Ok(Ok(pair)) => pair,
+        let outcome = match tokio::time::timeout(self.settings.upstream_response_timeout, sent).await {
+            Err(_) => Err(ProxyError::UpstreamTimeout),
+            Ok(sent) => sent.map_err(|e| classify(&e)),
+        };
+        let (mut res, mut lease) = match outcome {
+            Ok(pair) => pair,
+            Err(err) => {
+                if let Some(kind) = UpstreamErrorKind::of(err) {
+                    backend.errors().record(kind);
+                }
+                return Err(err);
+            }
         };
 
         if let Some(client_upgrade) = client_upgrade

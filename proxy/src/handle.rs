@@ -14,7 +14,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use arc_swap::{ArcSwap, Guard};
-use tokio::sync::{Mutex, watch};
+use tokio::sync::{Mutex, broadcast};
 
 use crate::error::TableError;
 use crate::table::{PoolSpec, RoutingPolicy, RoutingTable};
@@ -36,12 +36,20 @@ pub trait RoutingStore: Send + Sync {
     fn persist<'a>(&'a self, change: Change<'a>) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>;
 }
 
+/// Published after every change is served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoutingEvent {
+    pub generation: u64,
+    pub actor: Arc<str>,
+    pub action: Arc<str>,
+}
+
 pub struct RoutingHandle {
     current: ArcSwap<RoutingTable>,
     writer: Mutex<()>,
     store: Option<Arc<dyn RoutingStore>>,
-    /// Publishes each new generation to whoever watches (events, metrics).
-    changes: watch::Sender<u64>,
+    /// Tells whoever listens (event stream, dashboards) about each change.
+    changes: broadcast::Sender<RoutingEvent>,
 }
 
 impl fmt::Debug for RoutingHandle {
@@ -72,7 +80,7 @@ impl RoutingHandle {
             current: ArcSwap::from_pointee(table),
             writer: Mutex::new(()),
             store,
-            changes: watch::Sender::new(generation),
+            changes: broadcast::Sender::new(256),
         })
     }
 
@@ -87,19 +95,33 @@ impl RoutingHandle {
         self.current.load_full()
     }
 
-    /// Notified with the generation after every published change.
-    pub fn subscribe(&self) -> watch::Receiver<u64> {
+    /// Every change from now on, in order (a slow listener may lag and
+    /// miss some; the current table is always `snapshot()`).
+    pub fn subscribe(&self) -> broadcast::Receiver<RoutingEvent> {
         self.changes.subscribe()
     }
 
     /// Sets every pool's weight at once. Every pool must be named, no unknown
-    /// pool may be, and the weights must sum to 100.
+    /// pool may be, and the weights must sum to 100. Weight on a pool without
+    /// backends (its share would get 503s) needs `force`.
     pub async fn set_weights(
         &self,
         weights: &HashMap<String, u32>,
         actor: &str,
+        force: bool,
     ) -> Result<Arc<RoutingTable>, TableError> {
-        self.update(actor, "weights.set", |current| {
+        self.apply_weights(weights, actor, "weights.set", force).await
+    }
+
+    /// [`Self::set_weights`] recorded as `action` (e.g. `rollback`).
+    pub async fn apply_weights(
+        &self,
+        weights: &HashMap<String, u32>,
+        actor: &str,
+        action: &str,
+        force: bool,
+    ) -> Result<Arc<RoutingTable>, TableError> {
+        self.update(actor, action, |current| {
             if let Some(unknown) = weights.keys().find(|name| current.pool(name).is_none()) {
                 return Err(TableError::UnknownPool(unknown.clone()));
             }
@@ -108,6 +130,9 @@ impl RoutingHandle {
                 spec.weight = *weights
                     .get(&spec.name)
                     .ok_or_else(|| TableError::MissingPool(spec.name.clone()))?;
+                if spec.weight > 0 && spec.backends.is_empty() && !force {
+                    return Err(TableError::NoBackends(spec.name.clone()));
+                }
             }
             Ok((specs, current.policy().clone()))
         })
@@ -157,7 +182,9 @@ impl RoutingHandle {
             .await
     }
 
-    async fn update(
+    /// Applies `change` to the current table as one routing change by
+    /// `actor`: built, stored, then served — or refused whole.
+    pub async fn update(
         &self,
         actor: &str,
         action: &str,
@@ -184,7 +211,12 @@ impl RoutingHandle {
                 .map_err(TableError::Persist)?;
         }
         self.current.store(Arc::clone(&next));
-        self.changes.send_replace(next.generation());
+        // No listener is fine.
+        let _ = self.changes.send(RoutingEvent {
+            generation: next.generation(),
+            actor: actor.into(),
+            action: action.into(),
+        });
         Ok(next)
     }
 }
@@ -239,7 +271,7 @@ mod tests {
         let h = RoutingHandle::new(&specs(), RoutingPolicy::default()).unwrap();
         let before = h.snapshot();
         let after = h
-            .set_weights(&weights(&[("blue", 20), ("green", 80)]), "t")
+            .set_weights(&weights(&[("blue", 20), ("green", 80)]), "t", false)
             .await
             .unwrap();
         assert_eq!(after.generation(), before.generation() + 1);
@@ -263,24 +295,30 @@ mod tests {
             (weights(&[("blue", 100)]), TableError::MissingPool("green".into())),
         ];
         for (w, expected) in cases {
-            assert_eq!(h.set_weights(&w, "t").await.unwrap_err(), expected);
+            assert_eq!(h.set_weights(&w, "t", false).await.unwrap_err(), expected);
             assert_eq!(h.snapshot().generation(), 1);
         }
         h.set_pool("green", None, Some(vec![]), "t").await.unwrap();
         assert_eq!(
-            h.set_weights(&weights(&[("blue", 0), ("green", 100)]), "t")
+            h.set_weights(&weights(&[("blue", 0), ("green", 100)]), "t", false)
                 .await
                 .unwrap_err(),
             TableError::NoBackends("green".into())
         );
-        assert_eq!(h.snapshot().pool("blue").unwrap().weight, 100);
+        // Forced, the weight is taken (and the pool answers 503 until it has backends).
+        let forced = h
+            .set_weights(&weights(&[("blue", 50), ("green", 50)]), "t", true)
+            .await
+            .unwrap();
+        assert_eq!(forced.pool("green").unwrap().weight, 50);
+        assert_eq!(h.snapshot().pool("blue").unwrap().weight, 50);
     }
 
     #[tokio::test]
     async fn changes_are_persisted_before_they_are_served() {
         let store = Arc::new(FakeStore::default());
         let h = RoutingHandle::restore(7, &specs(), RoutingPolicy::default(), Some(store.clone())).unwrap();
-        h.set_weights(&weights(&[("blue", 90), ("green", 10)]), "ci")
+        h.set_weights(&weights(&[("blue", 90), ("green", 10)]), "ci", false)
             .await
             .unwrap();
         assert_eq!(
@@ -290,7 +328,7 @@ mod tests {
 
         *store.fail.lock().unwrap() = true;
         let err = h
-            .set_weights(&weights(&[("blue", 0), ("green", 100)]), "ci")
+            .set_weights(&weights(&[("blue", 0), ("green", 100)]), "ci", false)
             .await
             .unwrap_err();
         assert_eq!(err, TableError::Persist("disk full".into()));
@@ -310,7 +348,7 @@ mod tests {
                 for i in 0..50u32 {
                     let green = (t * 50 + i) % 101;
                     let table = h
-                        .set_weights(&weights(&[("blue", 100 - green), ("green", green)]), "t")
+                        .set_weights(&weights(&[("blue", 100 - green), ("green", green)]), "t", false)
                         .await
                         .unwrap();
                     generations.push(table.generation());

@@ -14,6 +14,7 @@ pub mod handle;
 pub mod headers;
 pub mod select;
 pub mod server;
+pub mod stats;
 pub mod table;
 pub mod upstream;
 
@@ -21,7 +22,7 @@ use std::sync::Arc;
 
 pub use error::{ProxyError, TableError};
 pub use forward::{ForwardSettings, Proxy};
-pub use handle::{Change, RoutingHandle, RoutingStore};
+pub use handle::{Change, RoutingEvent, RoutingHandle, RoutingStore};
 pub use server::{ListenerOptions, serve};
 pub use table::{PoolSpec, RoutingPolicy, RoutingTable};
 pub use upstream::Upstreams;

@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use hyper::service::service_fn;
@@ -14,6 +15,7 @@ use tokio::net::TcpListener;
 use tracing::{debug, info, warn};
 
 use crate::forward::{ClientConn, Proxy};
+use crate::stats::OPEN_CONNECTIONS;
 
 /// Connection-level settings of a listener.
 #[derive(Debug, Clone, Copy)]
@@ -97,10 +99,12 @@ pub async fn serve(
                 });
                 let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
                 let watched = graceful.watch(connection);
+                OPEN_CONNECTIONS.fetch_add(1, Ordering::Relaxed);
                 tokio::spawn(async move {
                     if let Err(e) = watched.await {
                         debug!(%peer, error = %e, "connection ended with an error");
                     }
+                    OPEN_CONNECTIONS.fetch_sub(1, Ordering::Relaxed);
                 });
             }
         }

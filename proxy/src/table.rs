@@ -13,6 +13,7 @@ use http::uri::Authority;
 use sluice_config::{Sticky, UpstreamProtocol, WEIGHT_TOTAL};
 
 use crate::error::TableError;
+use crate::stats::{BackendErrors, PoolStats};
 use crate::upstream::ConnPool;
 
 /// Resolution of the cumulative weight ranges: a weight of 1% is 100 slots.
@@ -27,6 +28,7 @@ pub struct Backend {
     in_flight: AtomicU64,
     requests: AtomicU64,
     pool: ConnPool,
+    errors: BackendErrors,
 }
 
 impl Backend {
@@ -42,6 +44,7 @@ impl Backend {
             in_flight: AtomicU64::new(0),
             requests: AtomicU64::new(0),
             pool: ConnPool::default(),
+            errors: BackendErrors::default(),
         })
     }
 
@@ -51,6 +54,11 @@ impl Backend {
 
     pub(crate) fn authority(&self) -> &Authority {
         &self.authority
+    }
+
+    /// Upstream failures of this backend, by kind.
+    pub fn errors(&self) -> &BackendErrors {
+        &self.errors
     }
 
     /// This backend's keep-alive connections.
@@ -98,6 +106,8 @@ pub struct Pool {
     pub protocol: UpstreamProtocol,
     /// Backends that may receive traffic now.
     pub backends: Vec<Arc<Backend>>,
+    /// Traffic counters, kept across snapshots.
+    pub stats: Arc<PoolStats>,
 }
 
 /// What a caller asks for; [`RoutingTable::build`] turns it into a snapshot.
@@ -163,9 +173,6 @@ impl RoutingTable {
             if pools.iter().any(|p: &Pool| *p.name == *spec.name) {
                 return Err(TableError::DuplicatePool(spec.name.clone()));
             }
-            if spec.weight > 0 && spec.backends.is_empty() {
-                return Err(TableError::NoBackends(spec.name.clone()));
-            }
             let old = previous.and_then(|t| t.pool(&spec.name));
             let mut backends: Vec<Arc<Backend>> = Vec::with_capacity(spec.backends.len());
             for addr in &spec.backends {
@@ -186,6 +193,7 @@ impl RoutingTable {
                 weight: spec.weight,
                 protocol: spec.protocol,
                 backends,
+                stats: old.map_or_else(Default::default, |p| Arc::clone(&p.stats)),
             });
         }
         Ok(Self {

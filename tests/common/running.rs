@@ -16,6 +16,7 @@ pub const SLUICE: &str = env!("CARGO_BIN_EXE_sluice");
 pub struct Running {
     pub child: Child,
     pub addr: SocketAddr,
+    pub admin: SocketAddr,
     pub config: PathBuf,
     logs: mpsc::Receiver<String>,
 }
@@ -41,19 +42,27 @@ impl Running {
                 let _ = tx.send(line);
             }
         });
-        let addr = loop {
+        let listen_of = |line: &str| -> SocketAddr {
+            let rest = line.split("listen=").nth(1).unwrap_or_default();
+            let text: String = rest.chars().take_while(|c| !c.is_whitespace()).collect();
+            let text = text.trim_matches(|c: char| !c.is_ascii_digit() && c != '.' && c != ':');
+            text.parse().unwrap_or_else(|e| panic!("{e}: {line}"))
+        };
+        let (mut addr, mut admin) = (None, None);
+        while addr.is_none() || admin.is_none() {
             let line = rx
                 .recv_timeout(Duration::from_secs(20))
-                .expect("sluice did not report its listen address");
-            if let Some(rest) = line.split("listen=").nth(1).filter(|_| line.contains("listening")) {
-                let text: String = rest.chars().take_while(|c| !c.is_whitespace()).collect();
-                let text = text.trim_matches(|c: char| !c.is_ascii_digit() && c != '.' && c != ':');
-                break text.parse().unwrap_or_else(|e| panic!("{e}: {line}"));
+                .expect("sluice did not report its listen addresses");
+            if line.contains("sluice proxy listening") {
+                addr = Some(listen_of(&line));
+            } else if line.contains("sluice admin API listening") {
+                admin = Some(listen_of(&line));
             }
-        };
+        }
         Running {
             child,
-            addr,
+            addr: addr.unwrap(),
+            admin: admin.unwrap(),
             config,
             logs: rx,
         }
@@ -114,7 +123,7 @@ impl Drop for Running {
 /// A config with its SQLite store in `dir`.
 pub fn config_for(dir: &Path, blue: SocketAddr, green: SocketAddr, blue_weight: u32) -> String {
     format!(
-        "[proxy]\nlisten = \"127.0.0.1:0\"\ndrain_timeout = \"20s\"\n[store]\nurl = \"sqlite://{}\"\n{}{}",
+        "[proxy]\nlisten = \"127.0.0.1:0\"\ndrain_timeout = \"20s\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[store]\nurl = \"sqlite://{}\"\n{}{}",
         dir.join("sluice.db").display(),
         pool_toml("blue", blue_weight, &[blue]),
         pool_toml("green", 100 - blue_weight, &[green])

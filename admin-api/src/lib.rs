@@ -1,0 +1,147 @@
+//! sluice's admin HTTP API (axum) on its own listener: health, Prometheus
+//! metrics, and the authenticated `/api/v1` routes through which operators
+//! and pipelines read and change routing.
+//!
+//! Every change goes through the routing handle, so it is validated, stored
+//! with its audit row and only then served; a refused change is audited as
+//! a rejection and changes nothing.
+
+pub mod auth;
+pub mod error;
+mod events;
+mod health;
+pub mod metrics;
+mod read;
+mod watch;
+mod write;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post, put};
+use http::Method;
+use sluice_config::Role;
+use sluice_proxy::RoutingHandle;
+use sluice_store::{AuditEntry, Store};
+use tokio::net::TcpListener;
+use tokio::time::Instant;
+
+pub use auth::{Caller, TokenError, TokenSet};
+pub use error::ApiError;
+pub use metrics::Metrics;
+pub use watch::watch_token_files;
+
+/// Everything the handlers share.
+#[derive(Debug, Clone)]
+pub struct AdminState {
+    pub routing: Arc<RoutingHandle>,
+    pub store: Store,
+    pub tokens: Arc<TokenSet>,
+    pub metrics: Arc<Metrics>,
+    /// `DEPLOYMENT_ENV`, recorded with audit rows.
+    pub environment: Option<String>,
+    /// How long a backend drain waits for in-flight requests.
+    pub drain_timeout: Duration,
+    /// Put `/metrics` behind a token too.
+    pub metrics_require_token: bool,
+    pub started: Instant,
+}
+
+impl AdminState {
+    /// Records a refused change (the only trace a rejected request leaves).
+    pub(crate) async fn audit_rejection(&self, caller: &Caller, action: &str, target: &str, err: &ApiError) {
+        let entry = AuditEntry {
+            actor: caller.name.to_string(),
+            action: action.to_owned(),
+            target: target.to_owned(),
+            before: None,
+            after: None,
+            result: format!("rejected {}: {}", err.status.as_u16(), err.message),
+            request_id: None,
+            environment: self.environment.clone(),
+        };
+        if let Err(e) = self.store.append_audit(&entry).await {
+            tracing::warn!(error = %e, "could not audit a rejected change");
+        }
+    }
+}
+
+/// The whole admin router.
+pub fn router(state: AdminState) -> Router {
+    let api = Router::new()
+        .route("/status", get(read::status))
+        .route("/pools", get(read::pools))
+        .route("/pools/{pool}", get(read::pool).put(write::put_pool))
+        .route("/pools/{pool}/backends", post(write::add_backend))
+        .route("/pools/{pool}/backends/{addr}", delete(write::remove_backend))
+        .route("/pools/{pool}/backends/{addr}/drain", post(write::drain_backend))
+        .route("/weights", put(write::put_weights))
+        .route("/rollback", post(write::rollback))
+        .route("/audit", get(read::audit))
+        .route("/events", get(events::events))
+        .route_layer(middleware::from_fn_with_state(state.clone(), authorize));
+    Router::new()
+        .route("/health/live", get(health::live))
+        .route("/health/ready", get(health::ready))
+        .route("/metrics", get(metrics::scrape))
+        .nest("/api/v1", api)
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), count_requests))
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such endpoint; the API lives under /api/v1 (see docs/admin-api.yaml)")
+}
+
+/// Authenticates `/api/v1` calls: viewers may read, operators may also
+/// change. With no tokens configured (allowed on loopback only) every caller
+/// is an anonymous operator.
+async fn authorize(State(state): State<AdminState>, mut req: Request, next: Next) -> Response {
+    let caller = match caller_of(&state, &req) {
+        Ok(c) => c,
+        Err(e) => return e.into_response(),
+    };
+    let reads = req.method() == Method::GET || req.method() == Method::HEAD;
+    if !reads && caller.role != Role::Operator {
+        return ApiError::forbidden("viewer").into_response();
+    }
+    req.extensions_mut().insert(caller);
+    next.run(req).await
+}
+
+pub(crate) fn caller_of(state: &AdminState, req: &Request) -> Result<Caller, ApiError> {
+    if !state.tokens.required() {
+        return Ok(Caller {
+            name: "anonymous".into(),
+            role: Role::Operator,
+        });
+    }
+    let presented = req
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+        .ok_or_else(ApiError::unauthorized)?;
+    state.tokens.authenticate(presented).ok_or_else(ApiError::unauthorized)
+}
+
+async fn count_requests(State(state): State<AdminState>, req: Request, next: Next) -> Response {
+    let res = next.run(req).await;
+    state.metrics.admin_request(res.status().as_u16());
+    res
+}
+
+/// Serves the admin API on `listener` until `shutdown` resolves.
+pub async fn serve(listener: TcpListener, state: AdminState, shutdown: impl Future<Output = ()> + Send + 'static) {
+    if let Err(e) = axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+    {
+        tracing::error!(error = %e, "admin listener failed");
+    }
+}

@@ -1,0 +1,253 @@
+//! `/metrics` in the Prometheus text format.
+//!
+//! Request-path numbers are atomics owned by the data plane (see
+//! `sluice_proxy::stats`); they are turned into metric families here at
+//! scrape time from the current routing snapshot, so recording a request
+//! never touches a label map or a lock. Control-plane counters (admin
+//! requests, reloads, rollbacks) live in an ordinary `prometheus` registry.
+//! Labels are bounded: pools, backends, status codes, error kinds.
+
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use http::header::CONTENT_TYPE;
+use prometheus::proto::{Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType};
+use prometheus::{Encoder, IntCounterVec, Opts, Registry, TextEncoder};
+use sluice_proxy::RoutingTable;
+use sluice_proxy::stats::{LATENCY_BOUNDS, OPEN_CONNECTIONS, UpstreamErrorKind};
+
+use crate::AdminState;
+
+/// Control-plane counters.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    admin_requests: IntCounterVec,
+    config_reloads: IntCounterVec,
+    rollbacks: IntCounterVec,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+// Names and labels are constants of this file, valid and registered once:
+// a failure here is a programming error caught by the tests.
+#[allow(clippy::expect_used)]
+fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let vec = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric definition");
+    registry
+        .register(Box::new(vec.clone()))
+        .expect("metric registered once");
+    vec
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let admin_requests = counter_vec(
+            &registry,
+            "sluice_admin_requests_total",
+            "Admin API requests by response status.",
+            &["code"],
+        );
+        let config_reloads = counter_vec(
+            &registry,
+            "sluice_config_reloads_total",
+            "Config reloads by result (ok, error).",
+            &["result"],
+        );
+        let rollbacks = counter_vec(
+            &registry,
+            "sluice_rollbacks_total",
+            "Weight rollbacks by trigger (manual, automatic).",
+            &["trigger"],
+        );
+        Self {
+            registry,
+            admin_requests,
+            config_reloads,
+            rollbacks,
+        }
+    }
+
+    pub fn admin_request(&self, status: u16) {
+        self.admin_requests.with_label_values(&[status.to_string()]).inc();
+    }
+
+    pub fn config_reload(&self, ok: bool) {
+        self.config_reloads
+            .with_label_values(&[if ok { "ok" } else { "error" }])
+            .inc();
+    }
+
+    pub fn rollback(&self, trigger: &str) {
+        self.rollbacks.with_label_values(&[trigger]).inc();
+    }
+
+    /// Every family, as exposition text.
+    pub fn render(&self, table: &RoutingTable) -> Vec<u8> {
+        let mut families = traffic_families(table);
+        families.extend(self.registry.gather());
+        families.sort_by(|a, b| a.name().cmp(b.name()));
+        let mut out = Vec::new();
+        // Encoding into a Vec cannot fail on I/O; a malformed family would
+        // be a bug in this file, shown as an empty scrape in the log.
+        if let Err(e) = TextEncoder::new().encode(&families, &mut out) {
+            tracing::error!(error = %e, "metrics encoding failed");
+        }
+        out
+    }
+}
+
+pub(crate) async fn scrape(State(state): State<AdminState>, req: Request) -> Response {
+    if state.metrics_require_token
+        && let Err(e) = crate::caller_of(&state, &req)
+    {
+        return e.into_response();
+    }
+    let body = state.metrics.render(&state.routing.snapshot());
+    ([(CONTENT_TYPE, prometheus::TEXT_FORMAT)], body).into_response()
+}
+
+fn labels(pairs: &[(&str, &str)]) -> Vec<LabelPair> {
+    pairs
+        .iter()
+        .map(|(k, v)| {
+            let mut l = LabelPair::default();
+            l.set_name((*k).to_owned());
+            l.set_value((*v).to_owned());
+            l
+        })
+        .collect()
+}
+
+fn family(name: &str, help: &str, kind: MetricType, metrics: Vec<Metric>) -> MetricFamily {
+    let mut f = MetricFamily::default();
+    f.set_name(name.to_owned());
+    f.set_help(help.to_owned());
+    f.set_field_type(kind);
+    f.set_metric(metrics);
+    f
+}
+
+fn counter(pairs: &[(&str, &str)], value: f64) -> Metric {
+    let mut c = Counter::default();
+    c.set_value(value);
+    let mut m = Metric::default();
+    m.set_label(labels(pairs));
+    m.set_counter(c);
+    m
+}
+
+fn gauge(pairs: &[(&str, &str)], value: f64) -> Metric {
+    let mut g = Gauge::default();
+    g.set_value(value);
+    let mut m = Metric::default();
+    m.set_label(labels(pairs));
+    m.set_gauge(g);
+    m
+}
+
+fn traffic_families(table: &RoutingTable) -> Vec<MetricFamily> {
+    let mut requests = Vec::new();
+    let mut durations = Vec::new();
+    let mut weights = Vec::new();
+    let mut errors = Vec::new();
+    let mut in_flight = Vec::new();
+    for pool in table.pools() {
+        let name = &*pool.name;
+        for (code, n) in pool.stats.statuses() {
+            requests.push(counter(&[("pool", name), ("code", &code.to_string())], n as f64));
+        }
+        let (cumulative, total, sum) = pool.stats.latency();
+        let mut h = Histogram::default();
+        h.set_sample_count(total);
+        h.set_sample_sum(sum);
+        h.set_bucket(
+            LATENCY_BOUNDS
+                .iter()
+                .zip(cumulative)
+                .map(|(bound, count)| {
+                    let mut b = Bucket::default();
+                    b.set_upper_bound(*bound);
+                    b.set_cumulative_count(count);
+                    b
+                })
+                .collect(),
+        );
+        let mut m = Metric::default();
+        m.set_label(labels(&[("pool", name)]));
+        m.set_histogram(h);
+        durations.push(m);
+        weights.push(gauge(&[("pool", name)], f64::from(pool.weight)));
+        for backend in &pool.backends {
+            in_flight.push(gauge(
+                &[("pool", name), ("backend", backend.addr())],
+                backend.in_flight() as f64,
+            ));
+            for kind in UpstreamErrorKind::ALL {
+                let n = backend.errors().count(kind);
+                if n > 0 {
+                    errors.push(counter(
+                        &[("pool", name), ("backend", backend.addr()), ("kind", kind.label())],
+                        n as f64,
+                    ));
+                }
+            }
+        }
+    }
+    let mut families = vec![
+        family(
+            "sluice_requests_total",
+            "Requests answered, by pool and status code.",
+            MetricType::COUNTER,
+            requests,
+        ),
+        family(
+            "sluice_request_duration_seconds",
+            "Time from request to response head, by pool.",
+            MetricType::HISTOGRAM,
+            durations,
+        ),
+        family(
+            "sluice_pool_weight",
+            "Share of traffic (percent) each pool is configured to receive.",
+            MetricType::GAUGE,
+            weights,
+        ),
+        family(
+            "sluice_backend_in_flight",
+            "Requests in flight per backend.",
+            MetricType::GAUGE,
+            in_flight,
+        ),
+        family(
+            "sluice_routing_generation",
+            "Generation of the routing table being served.",
+            MetricType::GAUGE,
+            vec![gauge(&[], table.generation() as f64)],
+        ),
+        family(
+            "sluice_open_connections",
+            "Client connections open on the proxy listeners.",
+            MetricType::GAUGE,
+            vec![gauge(
+                &[],
+                OPEN_CONNECTIONS.load(std::sync::atomic::Ordering::Relaxed) as f64,
+            )],
+        ),
+    ];
+    if !errors.is_empty() {
+        families.push(family(
+            "sluice_upstream_errors_total",
+            "Failed exchanges with a backend, by pool, backend and kind.",
+            MetricType::COUNTER,
+            errors,
+        ));
+    }
+    // Families without samples are not valid exposition.
+    families.retain(|f| !f.get_metric().is_empty());
+    families
+}

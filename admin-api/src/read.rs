@@ -1,0 +1,132 @@
+//! Read-only routes: status, pools, one pool, the audit trail.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sluice_proxy::table::Pool;
+use sluice_store::AuditQuery;
+
+use crate::{AdminState, ApiError};
+
+/// A pool as the API shows it.
+pub(crate) fn pool_json(p: &Pool) -> Value {
+    let statuses = p.stats.statuses();
+    let requests: u64 = statuses.iter().map(|(_, n)| n).sum();
+    let errors: u64 = statuses.iter().filter(|(c, _)| *c >= 500).map(|(_, n)| n).sum();
+    json!({
+        "name": &*p.name,
+        "version": &*p.version,
+        "weight": p.weight,
+        "protocol": match p.protocol {
+            sluice_config::UpstreamProtocol::Http1 => "http1",
+            sluice_config::UpstreamProtocol::Http2 => "http2",
+        },
+        "requests": requests,
+        "server_errors": errors,
+        "backends": p.backends.iter().map(|b| json!({
+            "addr": b.addr(),
+            "in_flight": b.in_flight(),
+            "requests": b.requests(),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+pub(crate) async fn status(State(state): State<AdminState>) -> Json<Value> {
+    let table = state.routing.snapshot();
+    Json(json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "generation": table.generation(),
+        "uptime_seconds": state.started.elapsed().as_secs(),
+        "environment": state.environment,
+        "store": {
+            "engine": format!("{:?}", state.store.engine()).to_lowercase(),
+            "reachable": state.store.ping().await,
+        },
+        "pools": table.pools().iter().map(pool_json).collect::<Vec<_>>(),
+    }))
+}
+
+pub(crate) async fn pools(State(state): State<AdminState>) -> Json<Value> {
+    let table = state.routing.snapshot();
+    Json(json!({
+        "generation": table.generation(),
+        "pools": table.pools().iter().map(pool_json).collect::<Vec<_>>(),
+    }))
+}
+
+pub(crate) async fn pool(State(state): State<AdminState>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+    let table = state.routing.snapshot();
+    let pool = table
+        .pool(&name)
+        .ok_or_else(|| ApiError::not_found(format!("no pool named {name:?}")))?;
+    let mut body = pool_json(pool);
+    body["generation"] = json!(table.generation());
+    Ok(Json(body))
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct AuditParams {
+    since: Option<String>,
+    until: Option<String>,
+    actor: Option<String>,
+    action: Option<String>,
+    limit: Option<i64>,
+}
+
+pub(crate) async fn audit(
+    State(state): State<AdminState>,
+    params: Result<Query<AuditParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(p) = params.map_err(|e| ApiError::bad_request("bad-query", e.body_text()))?;
+    // Stored times are RFC 3339 with milliseconds and compared as text:
+    // bring the filters to the same form.
+    let normalize = |name: &str, value: Option<String>| -> Result<Option<String>, ApiError> {
+        value
+            .map(|v| {
+                humantime::parse_rfc3339_weak(&v)
+                    .map(|t| humantime::format_rfc3339_millis(t).to_string())
+                    .map_err(|_| {
+                        ApiError::bad_request(
+                            "bad-query",
+                            format!("{name}={v:?} is not a time; use RFC 3339, e.g. 2026-11-26T15:00:00Z"),
+                        )
+                    })
+            })
+            .transpose()
+    };
+    let since = normalize("since", p.since)?;
+    let until = normalize("until", p.until)?;
+    if p.limit.is_some_and(|l| !(1..=10_000).contains(&l)) {
+        return Err(ApiError::bad_request("bad-query", "limit must be between 1 and 10000"));
+    }
+    let rows = state
+        .store
+        .audit(&AuditQuery {
+            since,
+            until,
+            actor: p.actor,
+            action: p.action,
+            limit: p.limit,
+        })
+        .await
+        .map_err(|e| ApiError::unavailable(e.to_string()))?;
+    let entries: Vec<Value> = rows
+        .into_iter()
+        .map(|r| {
+            let parse = |s: Option<String>| s.map(|t| serde_json::from_str::<Value>(&t).unwrap_or(Value::String(t)));
+            json!({
+                "id": r.id,
+                "at": r.at,
+                "actor": r.entry.actor,
+                "action": r.entry.action,
+                "target": r.entry.target,
+                "before": parse(r.entry.before),
+                "after": parse(r.entry.after),
+                "result": r.entry.result,
+                "environment": r.entry.environment,
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "entries": entries })))
+}

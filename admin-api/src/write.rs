@@ -1,0 +1,335 @@
+//! Routes that change routing: weights, a pool's version and backends,
+//! adding, removing and draining a backend, and rollback. Each validates
+//! before anything changes; a refusal is audited and leaves the table,
+//! its generation and the store as they were.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Extension, Path, Query, State};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use sluice_proxy::{RoutingTable, TableError};
+use sluice_store::AuditQuery;
+use tokio::time::Instant;
+
+use crate::read::pool_json;
+use crate::{AdminState, ApiError, Caller};
+
+fn body<T: DeserializeOwned>(parsed: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+    parsed
+        .map(|Json(v)| v)
+        .map_err(|e| ApiError::bad_request("bad-json", format!("request body: {}", e.body_text())))
+}
+
+fn changed(table: &RoutingTable) -> Json<Value> {
+    Json(json!({
+        "generation": table.generation(),
+        "pools": table.pools().iter().map(pool_json).collect::<Vec<_>>(),
+    }))
+}
+
+/// Runs a change; a refusal is audited before it is returned.
+async fn audited<T>(
+    state: &AdminState,
+    caller: &Caller,
+    action: &str,
+    target: &str,
+    result: Result<T, ApiError>,
+) -> Result<T, ApiError> {
+    if let Err(e) = &result {
+        state.audit_rejection(caller, action, target, e).await;
+    }
+    result
+}
+
+/// `UnknownPool` names a path segment here: 404, not 400.
+fn in_path(e: TableError) -> ApiError {
+    match e {
+        TableError::UnknownPool(p) => ApiError::not_found(format!("no pool named {p:?}")),
+        other => other.into(),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct WeightsBody {
+    weights: HashMap<String, Value>,
+    #[serde(default)]
+    force: bool,
+}
+
+/// Integer percentages 0–100, or a 422 naming the pool.
+fn weights_of(raw: &HashMap<String, Value>) -> Result<HashMap<String, u32>, ApiError> {
+    raw.iter()
+        .map(|(pool, v)| {
+            v.as_u64()
+                .filter(|w| *w <= 100)
+                .map(|w| (pool.clone(), w as u32))
+                .ok_or_else(|| {
+                    ApiError::invalid(
+                        "invalid-weights",
+                        format!("weight of pool {pool:?} must be an integer from 0 to 100, got {v}"),
+                    )
+                })
+        })
+        .collect()
+}
+
+pub(crate) async fn put_weights(
+    State(state): State<AdminState>,
+    Extension(caller): Extension<Caller>,
+    parsed: Result<Json<WeightsBody>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let result = async {
+        let req = body(parsed)?;
+        let weights = weights_of(&req.weights)?;
+        let table = state.routing.set_weights(&weights, &caller.name, req.force).await?;
+        Ok(changed(&table))
+    }
+    .await;
+    audited(&state, &caller, "weights.set", "routing", result).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PoolBody {
+    version: Option<String>,
+    backends: Option<Vec<String>>,
+    #[serde(default)]
+    force: bool,
+}
+
+pub(crate) async fn put_pool(
+    State(state): State<AdminState>,
+    Extension(caller): Extension<Caller>,
+    Path(pool): Path<String>,
+    parsed: Result<Json<PoolBody>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let result = async {
+        let req = body(parsed)?;
+        if req.version.is_none() && req.backends.is_none() {
+            return Err(ApiError::invalid(
+                "nothing-to-change",
+                "give a version, backends, or both",
+            ));
+        }
+        if req.version.as_deref().is_some_and(|v| v.trim().is_empty()) {
+            return Err(ApiError::invalid("invalid-version", "version must not be empty"));
+        }
+        let table = state
+            .routing
+            .update(&caller.name, "pool.update", |current| {
+                let mut specs = current.specs();
+                let spec = specs
+                    .iter_mut()
+                    .find(|s| s.name == pool)
+                    .ok_or_else(|| TableError::UnknownPool(pool.clone()))?;
+                let changes_version = req.version.as_ref().is_some_and(|v| *v != spec.version);
+                let changes_backends = req.backends.as_ref().is_some_and(|b| *b != spec.backends);
+                if spec.weight > 0 && (changes_version || changes_backends) && !req.force {
+                    return Err(TableError::PoolCarriesTraffic {
+                        pool: pool.clone(),
+                        weight: spec.weight,
+                    });
+                }
+                if let Some(v) = &req.version {
+                    spec.version = v.clone();
+                }
+                if let Some(b) = &req.backends {
+                    spec.backends = b.clone();
+                }
+                Ok((specs, current.policy().clone()))
+            })
+            .await
+            .map_err(in_path)?;
+        Ok(changed(&table))
+    }
+    .await;
+    audited(&state, &caller, "pool.update", &format!("pools/{pool}"), result).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct BackendBody {
+    addr: String,
+}
+
+pub(crate) async fn add_backend(
+    State(state): State<AdminState>,
+    Extension(caller): Extension<Caller>,
+    Path(pool): Path<String>,
+    parsed: Result<Json<BackendBody>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let result = async {
+        let req = body(parsed)?;
+        let table = state
+            .routing
+            .update(&caller.name, "backend.add", |current| {
+                let mut specs = current.specs();
+                let spec = specs
+                    .iter_mut()
+                    .find(|s| s.name == pool)
+                    .ok_or_else(|| TableError::UnknownPool(pool.clone()))?;
+                if spec.backends.contains(&req.addr) {
+                    return Err(TableError::BackendExists(pool.clone(), req.addr.clone()));
+                }
+                spec.backends.push(req.addr.clone());
+                Ok((specs, current.policy().clone()))
+            })
+            .await
+            .map_err(in_path)?;
+        Ok(changed(&table))
+    }
+    .await;
+    audited(&state, &caller, "backend.add", &format!("pools/{pool}"), result).await
+}
+
+#[derive(Debug, Deserialize, Default)]
+pub(crate) struct ForceParam {
+    #[serde(default)]
+    force: bool,
+}
+
+/// Takes `addr` out of `pool` as one change; returns the new table.
+async fn take_out(
+    state: &AdminState,
+    caller: &Caller,
+    action: &str,
+    pool: &str,
+    addr: &str,
+    force: bool,
+) -> Result<Arc<RoutingTable>, ApiError> {
+    state
+        .routing
+        .update(&caller.name, action, |current| {
+            let mut specs = current.specs();
+            let spec = specs
+                .iter_mut()
+                .find(|s| s.name == pool)
+                .ok_or_else(|| TableError::UnknownPool(pool.to_owned()))?;
+            let before = spec.backends.len();
+            spec.backends.retain(|b| b != addr);
+            if spec.backends.len() == before {
+                return Err(TableError::UnknownBackend(pool.to_owned(), addr.to_owned()));
+            }
+            if spec.backends.is_empty() && spec.weight > 0 && !force {
+                return Err(TableError::LastBackend(pool.to_owned(), addr.to_owned()));
+            }
+            Ok((specs, current.policy().clone()))
+        })
+        .await
+        .map_err(in_path)
+}
+
+pub(crate) async fn remove_backend(
+    State(state): State<AdminState>,
+    Extension(caller): Extension<Caller>,
+    Path((pool, addr)): Path<(String, String)>,
+    Query(ForceParam { force }): Query<ForceParam>,
+) -> Result<Json<Value>, ApiError> {
+    let result = take_out(&state, &caller, "backend.remove", &pool, &addr, force)
+        .await
+        .map(|t| changed(&t));
+    audited(
+        &state,
+        &caller,
+        "backend.remove",
+        &format!("pools/{pool}/backends/{addr}"),
+        result,
+    )
+    .await
+}
+
+/// Stops new requests to a backend, waits (up to the drain timeout) for its
+/// in-flight ones, and reports how many there were.
+pub(crate) async fn drain_backend(
+    State(state): State<AdminState>,
+    Extension(caller): Extension<Caller>,
+    Path((pool, addr)): Path<(String, String)>,
+    Query(ForceParam { force }): Query<ForceParam>,
+) -> Result<Json<Value>, ApiError> {
+    // Keep the backend object: requests already on it hold it too.
+    let backend = state
+        .routing
+        .snapshot()
+        .pool(&pool)
+        .and_then(|p| p.backends.iter().find(|b| b.addr() == addr).cloned());
+    let result = take_out(&state, &caller, "backend.drain", &pool, &addr, force).await;
+    let table = audited(
+        &state,
+        &caller,
+        "backend.drain",
+        &format!("pools/{pool}/backends/{addr}"),
+        result,
+    )
+    .await?;
+    let at_start = backend.as_ref().map_or(0, |b| b.in_flight());
+    let deadline = Instant::now() + state.drain_timeout;
+    let mut now_in_flight = at_start;
+    if let Some(b) = &backend {
+        while b.in_flight() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        now_in_flight = b.in_flight();
+    }
+    Ok(Json(json!({
+        "generation": table.generation(),
+        "pool": pool,
+        "backend": addr,
+        "in_flight_at_start": at_start,
+        "in_flight_now": now_in_flight,
+        "drained": now_in_flight == 0,
+    })))
+}
+
+/// Restores the weights in force before the latest weight change.
+pub(crate) async fn rollback(
+    State(state): State<AdminState>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Json<Value>, ApiError> {
+    let result = async {
+        let last = state
+            .store
+            .audit(&AuditQuery {
+                action: Some("weights.set".into()),
+                limit: Some(50),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| ApiError::unavailable(e.to_string()))?;
+        let before = last
+            .iter()
+            .find(|r| r.entry.result == "ok")
+            .and_then(|r| r.entry.before.as_deref())
+            .and_then(|b| serde_json::from_str::<Value>(b).ok())
+            .ok_or_else(|| {
+                ApiError::conflict(
+                    "nothing-to-roll-back",
+                    "no earlier weights are recorded to roll back to",
+                )
+            })?;
+        let weights: HashMap<String, u32> = before["pools"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| {
+                Some((
+                    p["name"].as_str()?.to_owned(),
+                    u32::try_from(p["weight"].as_u64()?).ok()?,
+                ))
+            })
+            .collect();
+        let table = state
+            .routing
+            .apply_weights(&weights, &caller.name, "rollback", false)
+            .await?;
+        Ok(changed(&table))
+    }
+    .await;
+    audited(&state, &caller, "rollback", "routing", result).await
+}

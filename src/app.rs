@@ -81,11 +81,11 @@ pub async fn open_store(config: &Config) -> Result<Store, AppError> {
 /// drains.
 pub async fn serve_config(config: Config, options: RunOptions) -> Result<(), AppError> {
     let store = open_store(&config).await?;
-    let routing = crate::state::open_routing(&config, &store, options.reset_state).await?;
+    let environment = std::env::var("DEPLOYMENT_ENV").ok().filter(|v| !v.is_empty());
+    let routing = crate::state::open_routing(&config, &store, options.reset_state, environment.clone()).await?;
     let proxy = sluice_proxy::proxy_for(&config, Arc::clone(&routing));
     let metrics = Arc::new(Metrics::new());
     let tokens = Arc::new(TokenSet::load(&config.admin.tokens)?);
-    let environment = std::env::var("DEPLOYMENT_ENV").ok().filter(|v| !v.is_empty());
     let admin_state = AdminState {
         routing: Arc::clone(&routing),
         store: store.clone(),

@@ -27,11 +27,9 @@ pub struct StoreAdapter {
 }
 
 impl StoreAdapter {
-    pub fn new(store: Store) -> Self {
-        Self {
-            store,
-            environment: std::env::var("DEPLOYMENT_ENV").ok().filter(|v| !v.is_empty()),
-        }
+    /// `environment` (`DEPLOYMENT_ENV`) is recorded with every audit row.
+    pub fn new(store: Store, environment: Option<String>) -> Self {
+        Self { store, environment }
     }
 }
 
@@ -136,9 +134,14 @@ fn specs_from_record(record: &RoutingRecord) -> Result<Vec<PoolSpec>, AppError> 
 /// Builds the routing handle for `config` on `store`: the stored state when
 /// there is one (and `reset` is false), else the config's, which is then
 /// stored.
-pub async fn open_routing(config: &Config, store: &Store, reset: bool) -> Result<Arc<RoutingHandle>, AppError> {
+pub async fn open_routing(
+    config: &Config,
+    store: &Store,
+    reset: bool,
+    environment: Option<String>,
+) -> Result<Arc<RoutingHandle>, AppError> {
     let (config_specs, policy) = sluice_proxy::routing_from_config(config);
-    let adapter: Arc<dyn RoutingStore> = Arc::new(StoreAdapter::new(store.clone()));
+    let adapter: Arc<dyn RoutingStore> = Arc::new(StoreAdapter::new(store.clone(), environment));
     let stored = store.load_routing().await?;
     let Some(stored) = stored else {
         let handle = RoutingHandle::restore(0, &config_specs, policy, Some(adapter))?;

@@ -241,7 +241,9 @@ async fn a_failed_store_write_refuses_the_change_and_serves_the_old_table() {
     ))
     .unwrap();
     let store = sluice::app::open_store(&config).await.unwrap();
-    let routing = sluice::state::open_routing(&config, &store, false).await.unwrap();
+    let routing = sluice::state::open_routing(&config, &store, false, Some("test".into()))
+        .await
+        .unwrap();
     let before = routing.snapshot().generation();
     // Break the store underneath: the audit row of the change cannot be written.
     sqlx::query("DROP TABLE audit_log").execute(store.pool()).await.unwrap();

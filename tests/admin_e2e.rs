@@ -1,0 +1,206 @@
+//! The admin API of the real binary: token rotation by rewriting the file,
+//! a Prometheus scrape that `promtool` accepts and whose numbers match the
+//! traffic, and weight changes under load that fail no request.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::running::Running;
+use common::*;
+use http_body_util::{BodyExt, Full};
+
+const TOKEN: &str = "first-secret";
+
+fn config(dir: &Path, blue: SocketAddr, green: SocketAddr) -> String {
+    std::fs::write(dir.join("ci-token"), format!("{TOKEN}\n")).unwrap();
+    format!(
+        r#"[proxy]
+listen = "127.0.0.1:0"
+[admin]
+listen = "127.0.0.1:0"
+[[admin.tokens]]
+name = "ci"
+role = "operator"
+secret = "file:{d}/ci-token"
+[store]
+url = "sqlite://{d}/sluice.db"
+{}{}"#,
+        pool_toml("blue", 100, &[blue]),
+        pool_toml("green", 0, &[green]),
+        d = dir.display()
+    )
+}
+
+async fn admin(c: &TestClient, method: &str, url: String, token: &str, body: Option<String>) -> (u16, String) {
+    let req = http::Request::builder()
+        .method(method)
+        .uri(url)
+        .header("authorization", format!("Bearer {token}"))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body.unwrap_or_default())))
+        .unwrap();
+    let res = c.request(req).await.unwrap();
+    let status = res.status().as_u16();
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_rotation_takes_effect_within_a_second() {
+    let blue = spawn_backend("blue", "v1", any_addr()).await.unwrap();
+    let green = spawn_backend("green", "v2", any_addr()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let sluice = Running::start(dir.path(), &config(dir.path(), blue.addr, green.addr), &[]);
+    let c = client();
+    let status_url = format!("http://{}/api/v1/status", sluice.admin);
+    assert_eq!(admin(&c, "GET", status_url.clone(), TOKEN, None).await.0, 200);
+    assert_eq!(admin(&c, "GET", status_url.clone(), "second-secret", None).await.0, 401);
+
+    // Kubernetes-style: the new secret is written elsewhere and renamed in.
+    std::fs::write(dir.path().join("ci-token.new"), "second-secret\n").unwrap();
+    std::fs::rename(dir.path().join("ci-token.new"), dir.path().join("ci-token")).unwrap();
+    let changed = tokio::time::Instant::now();
+    loop {
+        if admin(&c, "GET", status_url.clone(), TOKEN, None).await.0 == 401 {
+            break;
+        }
+        assert!(
+            changed.elapsed() < Duration::from_secs(1),
+            "old token still accepted after 1 s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(admin(&c, "GET", status_url.clone(), "second-secret", None).await.0, 200);
+    let (_, audit) = admin(
+        &c,
+        "GET",
+        format!("http://{}/api/v1/audit?action=token.rotate", sluice.admin),
+        "second-secret",
+        None,
+    )
+    .await;
+    assert!(audit.contains("tokens/ci"), "{audit}");
+    assert!(
+        !audit.contains("second-secret") && !audit.contains(TOKEN),
+        "a token value reached the audit trail"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_pass_promtool_and_count_the_traffic() {
+    let blue = spawn_backend("blue", "v1", any_addr()).await.unwrap();
+    let green = spawn_backend("green", "v2", any_addr()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let sluice = Running::start(dir.path(), &config(dir.path(), blue.addr, green.addr), &[]);
+    let c = client();
+    let (status, body) = admin(
+        &c,
+        "PUT",
+        format!("http://{}/api/v1/weights", sluice.admin),
+        TOKEN,
+        Some(r#"{"weights": {"blue": 0, "green": 100}}"#.into()),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    for _ in 0..300 {
+        assert_eq!(get(&c, &format!("http://{}/", sluice.addr), &[]).await.0, 200);
+    }
+    let (_, _, scrape) = get(&c, &format!("http://{}/metrics", sluice.admin), &[]).await;
+    let value = |prefix: &str| -> f64 {
+        scrape
+            .lines()
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    assert_eq!(
+        value("sluice_requests_total{pool=\"green\",code=\"200\"}"),
+        300.0,
+        "{scrape}"
+    );
+    assert_eq!(value("sluice_requests_total{pool=\"blue\",code=\"200\"}"), 0.0);
+    assert_eq!(value("sluice_request_duration_seconds_count{pool=\"green\"}"), 300.0);
+    assert_eq!(value("sluice_pool_weight{pool=\"green\"}"), 100.0);
+    assert!(value("sluice_routing_generation") >= 2.0);
+    assert!(value("sluice_admin_requests_total") >= 1.0);
+
+    let promtool = ["/usr/bin/promtool", "/usr/local/bin/promtool"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("promtool not found: install Debian's `prometheus` package (the test never skips the check)");
+    let mut child = std::process::Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(scrape.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weights_changed_through_the_api_under_load_fail_no_request() {
+    let blue = spawn_backend("blue", "v1", any_addr()).await.unwrap();
+    let green = spawn_backend("green", "v2", any_addr()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let sluice = Running::start(dir.path(), &config(dir.path(), blue.addr, green.addr), &[]);
+    let url = format!("http://{}/", sluice.addr);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let c = client();
+    let mut tasks = Vec::new();
+    for _ in 0..100 {
+        let (c, url, stop, ok, failed) = (c.clone(), url.clone(), stop.clone(), ok.clone(), failed.clone());
+        tasks.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let req = http::Request::get(&url).body(Full::new(Bytes::new())).unwrap();
+                let good = match c.request(req).await {
+                    Ok(res) if res.status() == 200 => res.into_body().collect().await.is_ok(),
+                    _ => false,
+                };
+                if good { &ok } else { &failed }.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    let admin_client = client();
+    let weights_url = format!("http://{}/api/v1/weights", sluice.admin);
+    for i in 0..20 {
+        let (blue_w, green_w) = if i % 2 == 0 { (0, 100) } else { (100, 0) };
+        let body = format!(r#"{{"weights": {{"blue": {blue_w}, "green": {green_w}}}}}"#);
+        let (status, text) = admin(&admin_client, "PUT", weights_url.clone(), TOKEN, Some(body)).await;
+        assert_eq!(status, 200, "{text}");
+        // The change is served from the very next request on.
+        let expect = if green_w == 100 { "green" } else { "blue" };
+        for _ in 0..5 {
+            assert_eq!(pool_of(&get(&admin_client, &url, &[]).await.2), expect);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    assert!(ok > 500, "only {ok} requests were made");
+    assert_eq!(
+        failed,
+        0,
+        "{failed} of {} requests failed while weights changed",
+        ok + failed
+    );
+}

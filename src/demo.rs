@@ -153,14 +153,39 @@ fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
     res
 }
 
-/// The demo's config: blue at 100, green at 0, override header allowed.
-pub fn demo_config(listen: SocketAddr, blue: SocketAddr, green: SocketAddr, store: &std::path::Path) -> String {
-    let store = store.display();
+/// Where the demo proxy listens and how its admin API is reached.
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    pub listen: SocketAddr,
+    pub admin: SocketAddr,
+    /// The operator token; generated when not given.
+    pub token: Option<String>,
+}
+
+/// The demo's config: blue at 100, green at 0, override header allowed, one
+/// operator token read from `token_file`.
+pub fn demo_config(
+    options: &DemoOptions,
+    blue: SocketAddr,
+    green: SocketAddr,
+    store: &std::path::Path,
+    token_file: &std::path::Path,
+) -> String {
+    let (listen, admin) = (options.listen, options.admin);
+    let (store, token_file) = (store.display(), token_file.display());
     format!(
         r#"# Written by `sluice demo`. Edit the weights and send SIGHUP to apply.
 [proxy]
 listen = "{listen}"
 allow_pool_override = true
+
+[admin]
+listen = "{admin}"
+
+[[admin.tokens]]
+name = "demo"
+role = "operator"
+secret = "file:{token_file}"
 
 [store]
 url = "sqlite://{store}"
@@ -178,8 +203,18 @@ backends = ["{green}"]
     )
 }
 
-/// `sluice demo --listen ADDR`.
-pub fn run(listen: SocketAddr) -> Result<(), AppError> {
+/// Writes `token` readable by this user only.
+fn write_secret(path: &std::path::Path, token: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)?.write_all(token.as_bytes())
+}
+
+/// `sluice demo [--listen ADDR] [--admin ADDR] [--token VALUE]`.
+pub fn run(options: DemoOptions) -> Result<(), AppError> {
     app::runtime(None)?.block_on(async move {
         let any = SocketAddr::from(([127, 0, 0, 1], 0));
         let io = |e: std::io::Error| AppError::Other(format!("cannot start a demo backend: {e}"));
@@ -187,46 +222,62 @@ pub fn run(listen: SocketAddr) -> Result<(), AppError> {
         let green = spawn_backend("green", "v2", any).await.map_err(io)?;
         let dir = std::env::temp_dir();
         let pid = std::process::id();
+        let token = options
+            .token
+            .clone()
+            .unwrap_or_else(|| format!("{:032x}", rand::rng().random::<u128>()));
+        let token_file = dir.join(format!("sluice-demo-{pid}.token"));
+        write_secret(&token_file, &token)
+            .map_err(|e| AppError::Other(format!("cannot write {}: {e}", token_file.display())))?;
         let store = dir.join(format!("sluice-demo-{pid}.db"));
-        let text = demo_config(listen, blue.addr, green.addr, &store);
+        let text = demo_config(&options, blue.addr, green.addr, &store, &token_file);
         let config = Config::from_toml(&text)?;
         let path = dir.join(format!("sluice-demo-{pid}.toml"));
         std::fs::write(&path, &text).map_err(|e| AppError::Other(format!("cannot write {}: {e}", path.display())))?;
-        print_banner(listen, &blue, &green, &path, &store);
+        print_banner(&options, &token, &blue, &green, &path, &store);
         // The demo backends listen on new ports every run: start from the
         // config, never from an earlier demo's stored state.
-        let options = app::RunOptions {
+        let run = app::RunOptions {
             config_path: Some(path),
             reset_state: true,
         };
-        app::serve_config(config, options).await
+        app::serve_config(config, run).await
     })
 }
 
 fn print_banner(
-    listen: SocketAddr,
+    options: &DemoOptions,
+    token: &str,
     blue: &DemoBackend,
     green: &DemoBackend,
     config: &std::path::Path,
     store: &std::path::Path,
 ) {
-    let pid = std::process::id();
+    let (listen, admin) = (options.listen, options.admin);
     println!(
         r#"
 sluice demo is running.
 
   proxy          http://{listen}/            (blue v1 at 100%, green v2 at 0%)
+  admin API      http://{admin}/api/v1/status   (token below)
+  metrics        http://{admin}/metrics
   blue backend   http://{blue}/
   green backend  http://{green}/
   config         {config}
   store          {store} (SQLite: routing state, deployment history, audit trail)
 
+  token          {token}
+
 Try:
   curl -s http://{listen}/hello
   curl -s -H 'x-sluice-pool: green' http://{listen}/hello     # reach green directly
-  # shift traffic: set blue = 20, green = 80 in the config file, then
-  kill -HUP {pid}
+  export SLUICE_ADMIN=http://{admin} SLUICE_TOKEN={token}
+  sluice ctl status                                       # (cargo run --release -- ctl status)
+  sluice ctl weights blue=90 green=10
   for i in $(seq 20); do curl -s http://{listen}/ | grep -o '"pool":"[a-z]*"'; done | sort | uniq -c
+  sluice ctl rollback
+  sluice ctl audit
+  sluice ctl watch                                        # live routing changes
   # make green fail 50% of the time, or slow:
   curl -s -X POST 'http://{green}/_demo/knobs?error_rate=0.5&latency_ms=200'
 

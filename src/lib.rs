@@ -2,6 +2,7 @@
 //! end-to-end tests so they can start the same pieces in-process.
 
 pub mod app;
+pub mod ctl;
 pub mod demo;
 pub mod logging;
 pub mod migrate_cmd;

@@ -34,6 +34,8 @@ enum Command {
         /// Config file (TOML).
         file: PathBuf,
     },
+    /// Drive a running sluice through its admin API.
+    Ctl(sluice::ctl::CtlArgs),
     /// Manage the store's schema (or a directory of migrations with --dir).
     Migrate(sluice::migrate_cmd::MigrateArgs),
     /// The proxy with two built-in demo backends (blue v1, green v2).
@@ -41,6 +43,12 @@ enum Command {
         /// Proxy listen address.
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
+        /// Admin API listen address.
+        #[arg(long, default_value = "127.0.0.1:9901")]
+        admin: SocketAddr,
+        /// Operator token for the admin API (default: a generated one, printed).
+        #[arg(long)]
+        token: Option<String>,
     },
 }
 
@@ -49,9 +57,10 @@ fn main() -> ExitCode {
     logging::init(cli.log_format);
     let result = match cli.command {
         Command::Run { config, reset_state } => sluice::app::run(&config, reset_state),
+        Command::Ctl(args) => sluice::ctl::run(args).map(|out| print!("{out}")),
         Command::Migrate(args) => sluice::migrate_cmd::run(args).map(|out| print!("{out}")),
         Command::CheckConfig { file } => return check_config(&file),
-        Command::Demo { listen } => sluice::demo::run(listen),
+        Command::Demo { listen, admin, token } => sluice::demo::run(sluice::demo::DemoOptions { listen, admin, token }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

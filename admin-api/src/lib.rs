@@ -83,6 +83,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/weights", put(write::put_weights))
         .route("/rollback", post(write::rollback))
         .route("/audit", get(read::audit))
+        .route("/history", get(read::history))
         .route("/events", get(events::events))
         .route_layer(middleware::from_fn_with_state(state.clone(), authorize));
     Router::new()

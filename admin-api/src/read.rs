@@ -130,3 +130,35 @@ pub(crate) async fn audit(
         .collect();
     Ok(Json(json!({ "entries": entries })))
 }
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct HistoryParams {
+    limit: Option<i64>,
+}
+
+/// Deployment history: which version moved into which pool, newest first.
+pub(crate) async fn history(
+    State(state): State<AdminState>,
+    params: Result<Query<HistoryParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(p) = params.map_err(|e| ApiError::bad_request("bad-query", e.body_text()))?;
+    let limit = p.limit.unwrap_or(50);
+    if !(1..=10_000).contains(&limit) {
+        return Err(ApiError::bad_request("bad-query", "limit must be between 1 and 10000"));
+    }
+    let rows = state
+        .store
+        .deployments(limit)
+        .await
+        .map_err(|e| ApiError::unavailable(e.to_string()))?;
+    Ok(Json(json!({
+        "deployments": rows.iter().map(|d| json!({
+            "pool": d.pool,
+            "from_version": d.from_version,
+            "to_version": d.to_version,
+            "result": d.result,
+            "started_at": d.started_at,
+            "finished_at": d.finished_at,
+        })).collect::<Vec<_>>(),
+    })))
+}

@@ -1,0 +1,340 @@
+//! `sluice ctl`: the admin API from the command line. Every command is one
+//! or two API calls; errors print the server's message and exit non-zero.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use bytes::Bytes;
+use http::{Method, Request};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde_json::{Value, json};
+
+use crate::app::{self, AppError};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct CtlArgs {
+    /// Admin API base URL.
+    #[arg(long, env = "SLUICE_ADMIN", default_value = "http://127.0.0.1:9901", global = true)]
+    pub admin: String,
+    /// File holding the bearer token (else SLUICE_TOKEN).
+    #[arg(long, global = true)]
+    pub token_file: Option<PathBuf>,
+    /// Output: a table for people, or the API's JSON for scripts.
+    #[arg(long, value_enum, default_value = "table", global = true)]
+    pub output: Output,
+    #[command(subcommand)]
+    pub command: CtlCommand,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum CtlCommand {
+    /// Pools, versions, weights, backends and traffic.
+    Status,
+    /// The pools as the API returns them.
+    Pools,
+    /// Set every pool's weight: `weights blue=90 green=10`.
+    Weights {
+        #[arg(required = true)]
+        weights: Vec<String>,
+        /// Accept weight on a pool without backends.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Put a new version and its backends into a pool.
+    Deploy {
+        pool: String,
+        #[arg(long)]
+        version: String,
+        #[arg(long = "backend", required = true)]
+        backends: Vec<String>,
+        /// Replace even though the pool carries traffic.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Restore the weights in force before the last weight change.
+    Rollback,
+    /// Deployment history (which version ran where, when).
+    History,
+    /// The audit trail, newest first.
+    Audit {
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long)]
+        actor: Option<String>,
+        #[arg(long)]
+        action: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+    /// Follow routing changes live.
+    Watch {
+        /// Stop after this many events (default: until interrupted).
+        #[arg(long)]
+        count: Option<usize>,
+    },
+}
+
+struct Api {
+    base: String,
+    token: Option<String>,
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl Api {
+    fn request(&self, method: Method, path: &str, body: Option<Value>) -> Result<Request<Full<Bytes>>, AppError> {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base.trim_end_matches('/')));
+        if let Some(t) = &self.token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let body = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
+        req.header("content-type", "application/json")
+            .body(Full::new(body))
+            .map_err(|e| AppError::Other(format!("bad admin URL {:?}: {e}", self.base)))
+    }
+
+    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Result<Value, AppError> {
+        let req = self.request(method, path, body)?;
+        let res = self
+            .client
+            .request(req)
+            .await
+            .map_err(|e| AppError::Other(format!("cannot reach the admin API at {}: {e}", self.base)))?;
+        let status = res.status();
+        let bytes = res
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| AppError::Other(format!("admin API answer cut off: {e}")))?
+            .to_bytes();
+        let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        if status.is_success() {
+            Ok(value)
+        } else {
+            let message = value["error"]["message"]
+                .as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
+            Err(AppError::Other(format!("{} {message}", status.as_u16())))
+        }
+    }
+}
+
+fn token(args: &CtlArgs) -> Result<Option<String>, AppError> {
+    if let Some(path) = &args.token_file {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| AppError::Other(format!("cannot read token file {}: {e}", path.display())))?;
+        return Ok(Some(text.trim().to_owned()));
+    }
+    Ok(std::env::var("SLUICE_TOKEN").ok().filter(|t| !t.is_empty()))
+}
+
+/// Runs one command; returns what to print.
+pub fn run(args: CtlArgs) -> Result<String, AppError> {
+    let api = Api {
+        base: args.admin.clone(),
+        token: token(&args)?,
+        client: Client::builder(TokioExecutor::new()).build_http(),
+    };
+    app::runtime(Some(1))?.block_on(execute(&api, &args))
+}
+
+fn parse_weights(pairs: &[String]) -> Result<Value, AppError> {
+    let mut weights = serde_json::Map::new();
+    for pair in pairs {
+        let (pool, weight) = pair
+            .split_once('=')
+            .ok_or_else(|| AppError::Other(format!("{pair:?}: write weights as POOL=PERCENT, e.g. blue=90")))?;
+        let weight: u32 = weight
+            .parse()
+            .map_err(|_| AppError::Other(format!("{pair:?}: the weight must be a whole number from 0 to 100")))?;
+        weights.insert(pool.to_owned(), json!(weight));
+    }
+    Ok(Value::Object(weights))
+}
+
+async fn execute(api: &Api, args: &CtlArgs) -> Result<String, AppError> {
+    let json_out = args.output == Output::Json;
+    let value = match &args.command {
+        CtlCommand::Status => api.call(Method::GET, "/api/v1/status", None).await?,
+        CtlCommand::Pools => api.call(Method::GET, "/api/v1/pools", None).await?,
+        CtlCommand::Weights { weights, force } => {
+            let body = json!({"weights": parse_weights(weights)?, "force": force});
+            api.call(Method::PUT, "/api/v1/weights", Some(body)).await?
+        }
+        CtlCommand::Deploy {
+            pool,
+            version,
+            backends,
+            force,
+        } => {
+            let body = json!({"version": version, "backends": backends, "force": force});
+            api.call(Method::PUT, &format!("/api/v1/pools/{pool}"), Some(body))
+                .await?
+        }
+        CtlCommand::Rollback => api.call(Method::POST, "/api/v1/rollback", None).await?,
+        CtlCommand::History => api.call(Method::GET, "/api/v1/history", None).await?,
+        CtlCommand::Audit {
+            since,
+            actor,
+            action,
+            limit,
+        } => {
+            let mut query = format!("?limit={limit}");
+            for (k, v) in [("since", since), ("actor", actor), ("action", action)] {
+                if let Some(v) = v {
+                    let _ = write!(query, "&{k}={}", encode(v));
+                }
+            }
+            api.call(Method::GET, &format!("/api/v1/audit{query}"), None).await?
+        }
+        CtlCommand::Watch { count } => return watch(api, *count, json_out).await,
+    };
+    if json_out {
+        return Ok(format!("{value:#}\n"));
+    }
+    Ok(match &args.command {
+        CtlCommand::Status | CtlCommand::Pools | CtlCommand::Weights { .. } | CtlCommand::Deploy { .. } => {
+            pools_table(&value)
+        }
+        CtlCommand::Rollback => format!("rolled back\n{}", pools_table(&value)),
+        CtlCommand::History => history_table(&value),
+        CtlCommand::Audit { .. } => audit_table(&value),
+        CtlCommand::Watch { .. } => String::new(),
+    })
+}
+
+/// Percent-encodes a query value (times carry `:` and `+`).
+fn encode(v: &str) -> String {
+    v.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn pools_table(v: &Value) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "generation {}", v["generation"]);
+    let _ = writeln!(
+        out,
+        "{:<12} {:<12} {:>6} {:>9} {:>10} {:>8}",
+        "POOL", "VERSION", "WEIGHT", "BACKENDS", "REQUESTS", "5XX %"
+    );
+    for p in v["pools"].as_array().into_iter().flatten() {
+        let requests = p["requests"].as_u64().unwrap_or(0);
+        let errors = p["server_errors"].as_u64().unwrap_or(0);
+        let ratio = if requests == 0 {
+            0.0
+        } else {
+            errors as f64 * 100.0 / requests as f64
+        };
+        let _ = writeln!(
+            out,
+            "{:<12} {:<12} {:>5}% {:>9} {:>10} {:>7.2}%",
+            p["name"].as_str().unwrap_or("?"),
+            p["version"].as_str().unwrap_or("?"),
+            p["weight"].as_u64().unwrap_or(0),
+            p["backends"].as_array().map_or(0, Vec::len),
+            requests,
+            ratio
+        );
+    }
+    out
+}
+
+fn history_table(v: &Value) -> String {
+    let mut out = format!("{:<26} {:<12} {:<12} {:<12} RESULT\n", "STARTED", "POOL", "FROM", "TO");
+    for d in v["deployments"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            out,
+            "{:<26} {:<12} {:<12} {:<12} {}",
+            d["started_at"].as_str().unwrap_or("?"),
+            d["pool"].as_str().unwrap_or("?"),
+            d["from_version"].as_str().unwrap_or("-"),
+            d["to_version"].as_str().unwrap_or("?"),
+            d["result"].as_str().unwrap_or("?"),
+        );
+    }
+    out
+}
+
+fn audit_table(v: &Value) -> String {
+    let mut out = format!(
+        "{:<26} {:<14} {:<16} {:<28} RESULT\n",
+        "AT", "ACTOR", "ACTION", "TARGET"
+    );
+    for e in v["entries"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            out,
+            "{:<26} {:<14} {:<16} {:<28} {}",
+            e["at"].as_str().unwrap_or("?"),
+            e["actor"].as_str().unwrap_or("?"),
+            e["action"].as_str().unwrap_or("?"),
+            e["target"].as_str().unwrap_or("?"),
+            e["result"].as_str().unwrap_or("?"),
+        );
+    }
+    out
+}
+
+/// Prints each event as it arrives (to stdout directly: a watch has no end).
+async fn watch(api: &Api, count: Option<usize>, json_out: bool) -> Result<String, AppError> {
+    let req = api.request(Method::GET, "/api/v1/events", None)?;
+    let res = api
+        .client
+        .request(req)
+        .await
+        .map_err(|e| AppError::Other(format!("cannot reach the admin API at {}: {e}", api.base)))?;
+    if !res.status().is_success() {
+        return Err(AppError::Other(format!("{} from /api/v1/events", res.status())));
+    }
+    let mut body = res.into_body();
+    let mut buffer = String::new();
+    let mut seen = 0;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| AppError::Other(format!("event stream ended: {e}")))?;
+        let Ok(data) = frame.into_data() else { continue };
+        buffer.push_str(&String::from_utf8_lossy(&data));
+        while let Some(end) = buffer.find("\n\n") {
+            let event: String = buffer.drain(..end + 2).collect();
+            let Some(payload) = event.lines().find_map(|l| l.strip_prefix("data:")) else {
+                continue;
+            };
+            let payload = payload.trim();
+            if json_out {
+                println!("{payload}");
+            } else if let Ok(v) = serde_json::from_str::<Value>(payload) {
+                let weights: Vec<String> = v["pools"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|p| format!("{}={}", p["name"].as_str().unwrap_or("?"), p["weight"]))
+                    .collect();
+                println!(
+                    "[generation {}] {} {} {}",
+                    v["generation"],
+                    v["type"].as_str().unwrap_or("?"),
+                    v["actor"].as_str().map(|a| format!("by {a}")).unwrap_or_default(),
+                    weights.join(" ")
+                );
+            }
+            seen += 1;
+            if count.is_some_and(|c| seen >= c) {
+                return Ok(String::new());
+            }
+        }
+    }
+    Ok(String::new())
+}

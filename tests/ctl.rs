@@ -1,0 +1,112 @@
+//! `sluice ctl` against a running sluice: every command's output and exit
+//! code, including the server's error messages.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::process::Command;
+
+use common::running::{Running, SLUICE};
+use common::*;
+
+fn ctl(admin: SocketAddr, token: &str, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(SLUICE)
+        .arg("ctl")
+        .args(args)
+        .env("SLUICE_ADMIN", format!("http://{admin}"))
+        .env("SLUICE_TOKEN", token)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctl_drives_a_running_sluice() {
+    let blue = spawn_backend("blue", "v1", any_addr()).await.unwrap();
+    let green = spawn_backend("green", "v2", any_addr()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("token"), "ctl-secret").unwrap();
+    let config = format!(
+        "[proxy]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[[admin.tokens]]\nname = \"ops\"\nrole = \"operator\"\nsecret = \"file:{d}/token\"\n[store]\nurl = \"sqlite://{d}/sluice.db\"\n{}{}",
+        pool_toml("blue", 100, &[blue.addr]),
+        pool_toml("green", 0, &[green.addr]),
+        d = dir.path().display()
+    );
+    let sluice = Running::start(dir.path(), &config, &[]);
+    let t = "ctl-secret";
+
+    let (code, out, _) = ctl(sluice.admin, t, &["status"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("blue") && out.contains("100%"), "{out}");
+
+    let (code, out, err) = ctl(sluice.admin, t, &["weights", "blue=90", "green=10"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("generation 2"), "{out}");
+
+    let (code, _, err) = ctl(sluice.admin, t, &["weights", "blue=90", "green=20"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("422") && err.contains("sum to 110"), "{err}");
+    let (code, _, err) = ctl(sluice.admin, t, &["weights", "blue:90"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("POOL=PERCENT"), "{err}");
+
+    let (code, _, err) = ctl(
+        sluice.admin,
+        t,
+        &["deploy", "blue", "--version", "v9", "--backend", "127.0.0.1:1"],
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("409") && err.contains("carries 90%"), "{err}");
+    assert_eq!(ctl(sluice.admin, t, &["weights", "blue=100", "green=0"]).0, 0);
+    let (code, out, err) = ctl(
+        sluice.admin,
+        t,
+        &[
+            "deploy",
+            "green",
+            "--version",
+            "v3",
+            "--backend",
+            &green.addr.to_string(),
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("v3"), "{out}");
+
+    let (code, out, _) = ctl(sluice.admin, t, &["rollback"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("rolled back"), "{out}");
+    let (_, out, _) = ctl(sluice.admin, t, &["--output", "json", "pools"]);
+    let pools: serde_json::Value = serde_json::from_str(&out).unwrap();
+    // Back to what was in force before the last weight change.
+    assert_eq!(pools["pools"][0]["weight"], 90);
+
+    let (code, out, _) = ctl(sluice.admin, t, &["audit", "--actor", "ops", "--limit", "10"]);
+    assert_eq!(code, 0);
+    for action in ["rollback", "pool.update", "weights.set"] {
+        assert!(out.contains(action), "missing {action} in {out}");
+    }
+    let (code, out, _) = ctl(sluice.admin, t, &["history"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("green") && out.contains("v3"), "{out}");
+
+    let (code, _, err) = ctl(sluice.admin, "wrong", &["status"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("401"), "{err}");
+
+    // watch: one snapshot event, then stops.
+    let (code, out, err) = ctl(sluice.admin, t, &["watch", "--count", "1"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("snapshot") && out.contains("blue=90 green=10"), "{out}");
+
+    let admin = sluice.admin;
+    drop(sluice);
+    let (code, _, err) = ctl(admin, t, &["status"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("cannot reach the admin API"), "{err}");
+}

@@ -204,3 +204,48 @@ async fn weights_changed_through_the_api_under_load_fail_no_request() {
         ok + failed
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_lets_in_flight_requests_finish_and_reports_them() {
+    let blue = spawn_backend("blue", "v1", any_addr()).await.unwrap();
+    let blue2 = spawn_backend("blue", "v1", any_addr()).await.unwrap();
+    let green = spawn_backend("green", "v2", any_addr()).await.unwrap();
+    blue.knobs.set_latency(Duration::from_millis(800));
+    let dir = tempfile::tempdir().unwrap();
+    let text = config(dir.path(), blue.addr, green.addr).replace(
+        &format!("backends = [\"{}\"]", blue.addr),
+        &format!("backends = [\"{}\", \"{}\"]", blue.addr, blue2.addr),
+    );
+    let sluice = Running::start(dir.path(), &text, &[]);
+    let c = client();
+    // Park five slow requests on the first backend (the other is idle, so
+    // power-of-two-choices sends new ones there; pin them with a retry loop).
+    let mut slow = Vec::new();
+    while blue.knobs.received() < 5 {
+        let (c, url) = (c.clone(), format!("http://{}/slow", sluice.addr));
+        slow.push(tokio::spawn(async move { get(&c, &url, &[]).await.0 }));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let parked = blue.knobs.received();
+    let (status, body) = admin(
+        &c,
+        "POST",
+        format!("http://{}/api/v1/pools/blue/backends/{}/drain", sluice.admin, blue.addr),
+        TOKEN,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let report: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(report["in_flight_at_start"].as_u64().unwrap() >= 1, "{report}");
+    assert_eq!(report["drained"], true, "{report}");
+    assert_eq!(report["in_flight_now"], 0);
+    for t in slow {
+        assert_eq!(t.await.unwrap(), 200, "a request on the drained backend failed");
+    }
+    // No new request reaches the drained backend.
+    for _ in 0..20 {
+        assert_eq!(get(&c, &format!("http://{}/", sluice.addr), &[]).await.0, 200);
+    }
+    assert_eq!(blue.knobs.received(), parked);
+}

@@ -158,3 +158,16 @@ fn no_pools_is_an_error() {
         vec!["pools: at least one pool is required, e.g. [pools.blue] with version, weight and backends"]
     );
 }
+
+#[test]
+fn admin_on_a_public_address_needs_tokens_or_insecure() {
+    let pools = "[pools.blue]\nversion = \"v1\"\nweight = 100\nbackends = [\"127.0.0.1:1\"]\n";
+    let got = problems(&format!("[admin]\nlisten = \"0.0.0.0:9901\"\n{pools}"));
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert!(
+        got[0].starts_with("admin.listen: the admin API on 0.0.0.0:9901"),
+        "{got:#?}"
+    );
+    Config::from_toml(&format!("[admin]\nlisten = \"0.0.0.0:9901\"\ninsecure = true\n{pools}")).unwrap();
+    Config::from_toml(&format!("[admin]\nlisten = \"127.0.0.1:9901\"\n{pools}")).unwrap();
+}

@@ -6,6 +6,8 @@ use std::sync::Arc;
 
 use sluice_admin_api::{AdminState, Metrics, TokenSet};
 use sluice_config::{Config, ConfigError};
+use sluice_control::alerts::Alerter;
+use sluice_control::guard::RollbackCounter;
 use sluice_proxy::{ListenerOptions, RoutingHandle, TableError};
 use sluice_store::{AuditEntry, Engine, Store, StoreError};
 use tokio::net::TcpListener;
@@ -53,7 +55,8 @@ pub struct RunOptions {
 
 /// `sluice run --config FILE [--reset-state]`.
 pub fn run(config_path: &Path, reset_state: bool) -> Result<(), AppError> {
-    let config = Config::load(config_path)?;
+    let mut config = Config::load(config_path)?;
+    config.apply_env(|name| std::env::var(name).ok())?;
     let options = RunOptions {
         config_path: Some(config_path.to_owned()),
         reset_state,
@@ -94,8 +97,16 @@ pub async fn serve_config(config: Config, options: RunOptions) -> Result<(), App
         environment: environment.clone(),
         drain_timeout: config.proxy.drain_timeout,
         metrics_require_token: config.admin.metrics_require_token,
+        window: config.rollback.window,
         started: tokio::time::Instant::now(),
     };
+    let alerter = Alerter::start(config.alerts.webhooks.clone(), environment.clone());
+    tokio::spawn(sluice_control::guard::run(
+        Arc::clone(&routing),
+        config.rollback.clone(),
+        alerter,
+        Arc::new(GuardMetrics(Arc::clone(&metrics))),
+    ));
     let admin_listener = bind(config.admin.listen).await?;
     let listener = bind(config.proxy.listen).await?;
     // Bound addresses, not the configured ones: port 0 picks a free port.
@@ -156,6 +167,15 @@ pub async fn shutdown_signal() {
 }
 
 /// On SIGHUP, re-reads the file; an invalid file keeps the running table.
+/// The guard's rollbacks, counted in the admin metrics.
+struct GuardMetrics(Arc<Metrics>);
+
+impl RollbackCounter for GuardMetrics {
+    fn rollback(&self, pool: &str, reason: &str) {
+        self.0.rollback(pool, reason);
+    }
+}
+
 async fn bind(addr: std::net::SocketAddr) -> Result<TcpListener, AppError> {
     TcpListener::bind(addr)
         .await

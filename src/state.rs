@@ -42,7 +42,7 @@ impl RoutingStore for StoreAdapter {
                 target: "routing".to_owned(),
                 before: Some(table_json(change.before).to_string()),
                 after: Some(table_json(change.after).to_string()),
-                result: "ok".to_owned(),
+                result: change.reason.map_or_else(|| "ok".to_owned(), |r| format!("ok: {r}")),
                 request_id: None,
                 environment: self.environment.clone(),
             };

@@ -68,6 +68,7 @@ backends = ["127.0.0.1:9011"]
         environment: Some("test".into()),
         drain_timeout: Duration::from_secs(5),
         metrics_require_token: false,
+        window: Duration::from_secs(30),
         started: tokio::time::Instant::now(),
     };
     Api {

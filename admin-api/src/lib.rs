@@ -49,6 +49,8 @@ pub struct AdminState {
     pub drain_timeout: Duration,
     /// Put `/metrics` behind a token too.
     pub metrics_require_token: bool,
+    /// Span of the live-window numbers shown (the rollback window).
+    pub window: Duration,
     pub started: Instant,
 }
 

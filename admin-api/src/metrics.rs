@@ -61,8 +61,8 @@ impl Metrics {
         let rollbacks = counter_vec(
             &registry,
             "sluice_rollbacks_total",
-            "Weight rollbacks by trigger (manual, automatic).",
-            &["trigger"],
+            "Weight rollbacks by pool and reason (manual, error_ratio, latency).",
+            &["pool", "reason"],
         );
         Self {
             registry,
@@ -82,13 +82,13 @@ impl Metrics {
             .inc();
     }
 
-    pub fn rollback(&self, trigger: &str) {
-        self.rollbacks.with_label_values(&[trigger]).inc();
+    pub fn rollback(&self, pool: &str, reason: &str) {
+        self.rollbacks.with_label_values(&[pool, reason]).inc();
     }
 
-    /// Every family, as exposition text.
-    pub fn render(&self, table: &RoutingTable) -> Vec<u8> {
-        let mut families = traffic_families(table);
+    /// Every family, as exposition text; window gauges cover `window`.
+    pub fn render(&self, table: &RoutingTable, window: std::time::Duration) -> Vec<u8> {
+        let mut families = traffic_families(table, window);
         families.extend(self.registry.gather());
         families.sort_by(|a, b| a.name().cmp(b.name()));
         let mut out = Vec::new();
@@ -107,7 +107,7 @@ pub(crate) async fn scrape(State(state): State<AdminState>, req: Request) -> Res
     {
         return e.into_response();
     }
-    let body = state.metrics.render(&state.routing.snapshot());
+    let body = state.metrics.render(&state.routing.snapshot(), state.window);
     ([(CONTENT_TYPE, prometheus::TEXT_FORMAT)], body).into_response()
 }
 
@@ -150,7 +150,10 @@ fn gauge(pairs: &[(&str, &str)], value: f64) -> Metric {
     m
 }
 
-fn traffic_families(table: &RoutingTable) -> Vec<MetricFamily> {
+fn traffic_families(table: &RoutingTable, window: std::time::Duration) -> Vec<MetricFamily> {
+    let now = tokio::time::Instant::now();
+    let mut error_ratio = Vec::new();
+    let mut quantiles = Vec::new();
     let mut requests = Vec::new();
     let mut durations = Vec::new();
     let mut weights = Vec::new();
@@ -182,6 +185,12 @@ fn traffic_families(table: &RoutingTable) -> Vec<MetricFamily> {
         m.set_histogram(h);
         durations.push(m);
         weights.push(gauge(&[("pool", name)], f64::from(pool.weight)));
+        let snap = pool.stats.window.snapshot(now, window);
+        error_ratio.push(gauge(&[("pool", name)], snap.error_ratio()));
+        for (label, q) in [("0.5", 0.5), ("0.95", 0.95), ("0.99", 0.99)] {
+            let secs = snap.quantile(q).map_or(0.0, |d| d.as_secs_f64());
+            quantiles.push(gauge(&[("pool", name), ("quantile", label)], secs));
+        }
         for backend in &pool.backends {
             in_flight.push(gauge(
                 &[("pool", name), ("backend", backend.addr())],
@@ -210,6 +219,18 @@ fn traffic_families(table: &RoutingTable) -> Vec<MetricFamily> {
             "Time from request to response head, by pool.",
             MetricType::HISTOGRAM,
             durations,
+        ),
+        family(
+            "sluice_pool_error_ratio",
+            "Errors over requests in the live window, by pool.",
+            MetricType::GAUGE,
+            error_ratio,
+        ),
+        family(
+            "sluice_pool_latency_seconds",
+            "Latency quantiles over the live window, by pool.",
+            MetricType::GAUGE,
+            quantiles,
         ),
         family(
             "sluice_pool_weight",

@@ -32,6 +32,23 @@ pub(crate) fn pool_json(p: &Pool) -> Value {
     })
 }
 
+/// A pool with its live window over `span`: rate, error ratio, quantiles.
+fn pool_with_window(p: &Pool, span: std::time::Duration) -> Value {
+    let snap = p.stats.window.snapshot(tokio::time::Instant::now(), span);
+    let ms = |q: f64| snap.quantile(q).map(|d| d.as_secs_f64() * 1000.0);
+    let mut v = pool_json(p);
+    v["window"] = json!({
+        "seconds": snap.span.as_secs(),
+        "requests": snap.requests,
+        "rate": snap.rate(),
+        "error_ratio": snap.error_ratio(),
+        "p50_ms": ms(0.5),
+        "p95_ms": ms(0.95),
+        "p99_ms": ms(0.99),
+    });
+    v
+}
+
 pub(crate) async fn status(State(state): State<AdminState>) -> Json<Value> {
     let table = state.routing.snapshot();
     Json(json!({
@@ -43,7 +60,7 @@ pub(crate) async fn status(State(state): State<AdminState>) -> Json<Value> {
             "engine": format!("{:?}", state.store.engine()).to_lowercase(),
             "reachable": state.store.ping().await,
         },
-        "pools": table.pools().iter().map(pool_json).collect::<Vec<_>>(),
+        "pools": table.pools().iter().map(|p| pool_with_window(p, state.window)).collect::<Vec<_>>(),
     }))
 }
 
@@ -51,7 +68,7 @@ pub(crate) async fn pools(State(state): State<AdminState>) -> Json<Value> {
     let table = state.routing.snapshot();
     Json(json!({
         "generation": table.generation(),
-        "pools": table.pools().iter().map(pool_json).collect::<Vec<_>>(),
+        "pools": table.pools().iter().map(|p| pool_with_window(p, state.window)).collect::<Vec<_>>(),
     }))
 }
 
@@ -60,7 +77,7 @@ pub(crate) async fn pool(State(state): State<AdminState>, Path(name): Path<Strin
     let pool = table
         .pool(&name)
         .ok_or_else(|| ApiError::not_found(format!("no pool named {name:?}")))?;
-    let mut body = pool_json(pool);
+    let mut body = pool_with_window(pool, state.window);
     body["generation"] = json!(table.generation());
     Ok(Json(body))
 }

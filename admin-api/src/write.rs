@@ -328,7 +328,7 @@ pub(crate) async fn rollback(
             .routing
             .apply_weights(&weights, &caller.name, "rollback", false)
             .await?;
-        state.metrics.rollback("manual");
+        state.metrics.rollback("all", "manual");
         Ok(changed(&table))
     }
     .await;

@@ -30,6 +30,49 @@ impl Config {
         Self::from_toml(&text)
     }
 
+    /// Applies the story's environment overrides (`HEALTH_CHECK_INTERVAL`,
+    /// `HEALTH_CHECK_TIMEOUT`, `AUTOMATIC_ROLLBACK_ON_ERROR`) read through
+    /// `env`; a bad value is an error naming the variable.
+    pub fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        let duration = |name: &str, problems: &mut Vec<FieldError>| {
+            let text = env(name)?;
+            match humantime::parse_duration(text.trim()) {
+                Ok(d) if !d.is_zero() => Some(d),
+                _ => {
+                    problems.push(FieldError {
+                        path: name.to_owned(),
+                        reason: format!("{text:?} is not a duration like \"10s\""),
+                    });
+                    None
+                }
+            }
+        };
+        if let Some(d) = duration("HEALTH_CHECK_INTERVAL", &mut problems) {
+            self.health.interval = d;
+            self.pools.iter_mut().for_each(|p| p.health.interval = d);
+        }
+        if let Some(d) = duration("HEALTH_CHECK_TIMEOUT", &mut problems) {
+            self.health.timeout = d;
+            self.pools.iter_mut().for_each(|p| p.health.timeout = d);
+        }
+        if let Some(v) = env("AUTOMATIC_ROLLBACK_ON_ERROR") {
+            match v.trim().to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" | "on" => self.rollback.enabled = true,
+                "false" | "0" | "no" | "off" => self.rollback.enabled = false,
+                _ => problems.push(FieldError {
+                    path: "AUTOMATIC_ROLLBACK_ON_ERROR".into(),
+                    reason: format!("{v:?} is not true or false"),
+                }),
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
+    }
+
     pub fn pool(&self, name: &str) -> Option<&PoolConfig> {
         self.pools.iter().find(|p| p.name == name)
     }

@@ -16,6 +16,7 @@ pub struct Config {
     pub health: HealthConfig,
     pub sticky: Option<Sticky>,
     pub rollback: RollbackConfig,
+    pub alerts: AlertsConfig,
     /// Pools in a stable order (sorted by name), which is also the order of
     /// their slices in the cumulative weight ranges.
     pub pools: Vec<PoolConfig>,
@@ -169,11 +170,17 @@ pub enum Sticky {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct RollbackConfig {
+    /// Act on a breach (`AUTOMATIC_ROLLBACK_ON_ERROR`); when off, alert only.
     pub enabled: bool,
     pub window: Duration,
     pub max_error_ratio: f64,
     pub max_p95: Duration,
     pub min_requests: u64,
+    /// Breaching evaluations in a row before acting.
+    pub consecutive_breaches: u32,
+    pub evaluation_interval: Duration,
+    /// How long after a change the pool that gained traffic is watched.
+    pub protection: Duration,
 }
 
 impl Default for RollbackConfig {
@@ -184,8 +191,32 @@ impl Default for RollbackConfig {
             max_error_ratio: 0.01,
             max_p95: Duration::from_millis(1000),
             min_requests: 20,
+            consecutive_breaches: 2,
+            evaluation_interval: Duration::from_secs(1),
+            protection: Duration::from_secs(30 * 60),
         }
     }
+}
+
+/// Where notifications go.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AlertsConfig {
+    pub webhooks: Vec<WebhookConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookConfig {
+    /// `http://host:port/path`.
+    pub url: String,
+    pub format: WebhookFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebhookFormat {
+    /// `{"event", "pool", "message", "at", ...}`.
+    Json,
+    /// `{"text": "..."}`.
+    Slack,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -29,6 +29,7 @@ pub(crate) fn parse(text: &str) -> Result<Config, ConfigError> {
         .section("sticky", &mut problems)
         .and_then(|s| sticky(s, &mut problems));
     let rollback = rollback(root.section("rollback", &mut problems), &mut problems);
+    let alerts = alerts(root.section("alerts", &mut problems), &mut problems);
     let pools = match root.section("pools", &mut problems) {
         Some(section) => pools(section, &health, &mut problems),
         None => {
@@ -49,6 +50,7 @@ pub(crate) fn parse(text: &str) -> Result<Config, ConfigError> {
             health,
             sticky,
             rollback,
+            alerts,
             pools,
         })
     } else {
@@ -368,8 +370,50 @@ fn rollback(section: Option<Section>, problems: &mut Problems) -> RollbackConfig
     if let Some(v) = s.take("min_requests", problems) {
         r.min_requests = v;
     }
+    if let Some(v) = s.take::<u32>("consecutive_breaches", problems) {
+        if v == 0 {
+            problems.push(s.key_path("consecutive_breaches"), "must be at least 1");
+        } else {
+            r.consecutive_breaches = v;
+        }
+    }
+    if let Some(d) = s.duration("evaluation_interval", problems) {
+        r.evaluation_interval = d;
+    }
+    if let Some(d) = s.duration("protection", problems) {
+        r.protection = d;
+    }
     s.finish(problems);
     r
+}
+
+fn alerts(section: Option<Section>, problems: &mut Problems) -> AlertsConfig {
+    let Some(mut s) = section else {
+        return AlertsConfig::default();
+    };
+    let mut webhooks = Vec::new();
+    for mut w in s.sections("webhooks", problems) {
+        let url: Option<String> = w.take("url", problems);
+        let format = match w.take::<String>("format", problems).as_deref() {
+            None | Some("json") => WebhookFormat::Json,
+            Some("slack") => WebhookFormat::Slack,
+            Some(other) => {
+                problems.push(
+                    w.key_path("format"),
+                    format!("{other:?} is not a format; use \"json\" or \"slack\""),
+                );
+                WebhookFormat::Json
+            }
+        };
+        match url {
+            Some(u) if u.starts_with("http://") => webhooks.push(WebhookConfig { url: u, format }),
+            Some(_) => problems.push(w.key_path("url"), "must be an http:// URL"),
+            None => problems.push(w.key_path("url"), "is required"),
+        }
+        w.finish(problems);
+    }
+    s.finish(problems);
+    AlertsConfig { webhooks }
 }
 
 fn pools(section: Section, default_health: &HealthConfig, problems: &mut Problems) -> Vec<PoolConfig> {

@@ -171,3 +171,21 @@ fn admin_on_a_public_address_needs_tokens_or_insecure() {
     Config::from_toml(&format!("[admin]\nlisten = \"0.0.0.0:9901\"\ninsecure = true\n{pools}")).unwrap();
     Config::from_toml(&format!("[admin]\nlisten = \"127.0.0.1:9901\"\n{pools}")).unwrap();
 }
+
+#[test]
+fn story_environment_overrides_apply_and_bad_values_are_named() {
+    let mut c = Config::load(&example("canary.toml")).unwrap();
+    let env = |k: &str| match k {
+        "HEALTH_CHECK_INTERVAL" => Some("3s".to_owned()),
+        "AUTOMATIC_ROLLBACK_ON_ERROR" => Some("false".to_owned()),
+        _ => None,
+    };
+    c.apply_env(env).unwrap();
+    assert_eq!(c.health.interval, Duration::from_secs(3));
+    assert!(c.pools.iter().all(|p| p.health.interval == Duration::from_secs(3)));
+    assert!(!c.rollback.enabled);
+    let err = c
+        .apply_env(|k| (k == "HEALTH_CHECK_TIMEOUT").then(|| "soon".to_owned()))
+        .unwrap_err();
+    assert!(err.to_string().contains("HEALTH_CHECK_TIMEOUT"), "{err}");
+}

@@ -25,6 +25,7 @@ use crate::stats::{PoolStats, UpstreamErrorKind};
 use crate::table::Backend;
 use crate::table::InFlight;
 use crate::upstream::{UpstreamError, Upstreams};
+use crate::window::Outcome;
 
 /// Request-path settings that do not change per request.
 #[derive(Debug, Clone, Copy)]
@@ -74,15 +75,32 @@ impl Proxy {
     pub async fn handle(&self, req: Request<Incoming>, conn: &ClientConn) -> Response<ProxyBody> {
         let started = Instant::now();
         let mut pool_stats = None;
-        let res = match self.forward(req, conn, &mut pool_stats).await {
-            Ok(res) => res,
+        let (res, outcome) = match self.forward(req, conn, &mut pool_stats).await {
+            Ok(res) => {
+                let outcome = if res.status().is_server_error() {
+                    Outcome::Error
+                } else {
+                    Outcome::Success
+                };
+                (res, outcome)
+            }
             Err(err) => {
                 debug!(peer = %conn.peer, error = err.code(), "request failed");
-                err.into_response()
+                let outcome = if UpstreamErrorKind::of(err).is_some() {
+                    Outcome::UpstreamFailure
+                } else if err.status().is_server_error() {
+                    Outcome::Error
+                } else {
+                    Outcome::Success
+                };
+                (err.into_response(), outcome)
             }
         };
         if let Some(stats) = pool_stats {
-            stats.record(res.status().as_u16(), started.elapsed());
+            let now = Instant::now();
+            let elapsed = now.saturating_duration_since(started);
+            stats.record(res.status().as_u16(), elapsed);
+            stats.window.record(now, elapsed, outcome);
         }
         res
     }

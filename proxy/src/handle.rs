@@ -28,6 +28,8 @@ pub struct Change<'a> {
     pub action: &'a str,
     pub before: &'a RoutingTable,
     pub after: &'a RoutingTable,
+    /// Why, when the change was decided rather than asked for (a rollback).
+    pub reason: Option<&'a str>,
 }
 
 /// Durable storage for routing changes. `persist` must succeed before a
@@ -42,6 +44,7 @@ pub struct RoutingEvent {
     pub generation: u64,
     pub actor: Arc<str>,
     pub action: Arc<str>,
+    pub reason: Option<Arc<str>>,
 }
 
 pub struct RoutingHandle {
@@ -121,7 +124,19 @@ impl RoutingHandle {
         action: &str,
         force: bool,
     ) -> Result<Arc<RoutingTable>, TableError> {
-        self.update(actor, action, |current| {
+        self.apply_weights_because(weights, actor, action, None, force).await
+    }
+
+    /// [`Self::apply_weights`] with the reason recorded in the audit trail.
+    pub async fn apply_weights_because(
+        &self,
+        weights: &HashMap<String, u32>,
+        actor: &str,
+        action: &str,
+        reason: Option<&str>,
+        force: bool,
+    ) -> Result<Arc<RoutingTable>, TableError> {
+        self.update_because(actor, action, reason, |current| {
             if let Some(unknown) = weights.keys().find(|name| current.pool(name).is_none()) {
                 return Err(TableError::UnknownPool(unknown.clone()));
             }
@@ -190,6 +205,17 @@ impl RoutingHandle {
         action: &str,
         change: impl FnOnce(&RoutingTable) -> Result<(Vec<PoolSpec>, RoutingPolicy), TableError>,
     ) -> Result<Arc<RoutingTable>, TableError> {
+        self.update_because(actor, action, None, change).await
+    }
+
+    /// [`Self::update`] with the reason for the change recorded.
+    pub async fn update_because(
+        &self,
+        actor: &str,
+        action: &str,
+        reason: Option<&str>,
+        change: impl FnOnce(&RoutingTable) -> Result<(Vec<PoolSpec>, RoutingPolicy), TableError>,
+    ) -> Result<Arc<RoutingTable>, TableError> {
         let _writer = self.writer.lock().await;
         let current = self.current.load_full();
         let (specs, policy) = change(&current)?;
@@ -206,6 +232,7 @@ impl RoutingHandle {
                     action,
                     before: &current,
                     after: &next,
+                    reason,
                 })
                 .await
                 .map_err(TableError::Persist)?;
@@ -216,6 +243,7 @@ impl RoutingHandle {
             generation: next.generation(),
             actor: actor.into(),
             action: action.into(),
+            reason: reason.map(Into::into),
         });
         Ok(next)
     }

@@ -17,6 +17,7 @@ pub mod server;
 pub mod stats;
 pub mod table;
 pub mod upstream;
+pub mod window;
 
 use std::sync::Arc;
 

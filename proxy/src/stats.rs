@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::error::ProxyError;
+use crate::window::Window;
 
 /// Upper bounds (seconds) of the latency histogram: 1 ms to 10 s.
 pub const LATENCY_BOUNDS: [f64; 13] = [
@@ -26,6 +27,8 @@ pub struct PoolStats {
     /// Non-cumulative counts per bucket of [`LATENCY_BOUNDS`], then +Inf.
     latency: [AtomicU64; LATENCY_BOUNDS.len() + 1],
     latency_sum_micros: AtomicU64,
+    /// The last minute of traffic, second by second.
+    pub window: Window,
 }
 
 impl Default for PoolStats {
@@ -34,6 +37,7 @@ impl Default for PoolStats {
             by_status: (0..STATUS_SLOTS).map(|_| AtomicU64::new(0)).collect(),
             latency: Default::default(),
             latency_sum_micros: AtomicU64::new(0),
+            window: Window::default(),
         }
     }
 }

@@ -6,10 +6,12 @@ use std::sync::Arc;
 
 use sluice_admin_api::{AdminState, Metrics, TokenSet};
 use sluice_config::{Config, ConfigError};
-use sluice_control::alerts::Alerter;
+use sluice_control::alerts::{Alert, Alerter};
 use sluice_control::guard::RollbackCounter;
+use sluice_control::health::HealthSink;
 use sluice_proxy::{ListenerOptions, RoutingHandle, TableError};
 use sluice_store::{AuditEntry, Engine, Store, StoreError};
+use std::sync::atomic::AtomicBool;
 use tokio::net::TcpListener;
 use tracing::{error, info};
 
@@ -89,6 +91,7 @@ pub async fn serve_config(config: Config, options: RunOptions) -> Result<(), App
     let proxy = sluice_proxy::proxy_for(&config, Arc::clone(&routing));
     let metrics = Arc::new(Metrics::new());
     let tokens = Arc::new(TokenSet::load(&config.admin.tokens)?);
+    let health_ready = Arc::new(AtomicBool::new(false));
     let admin_state = AdminState {
         routing: Arc::clone(&routing),
         store: store.clone(),
@@ -98,14 +101,32 @@ pub async fn serve_config(config: Config, options: RunOptions) -> Result<(), App
         drain_timeout: config.proxy.drain_timeout,
         metrics_require_token: config.admin.metrics_require_token,
         window: config.rollback.window,
+        health_ready: Arc::clone(&health_ready),
         started: tokio::time::Instant::now(),
     };
     let alerter = Alerter::start(config.alerts.webhooks.clone(), environment.clone());
     tokio::spawn(sluice_control::guard::run(
         Arc::clone(&routing),
         config.rollback.clone(),
-        alerter,
+        alerter.clone(),
         Arc::new(GuardMetrics(Arc::clone(&metrics))),
+    ));
+    let health_configs = config
+        .pools
+        .iter()
+        .map(|p| (p.name.clone(), p.health.clone()))
+        .collect();
+    let sink = Arc::new(HealthAudit {
+        store: store.clone(),
+        alerter,
+        environment: environment.clone(),
+    });
+    tokio::spawn(sluice_control::health::run(
+        Arc::clone(&routing),
+        health_configs,
+        config.health.clone(),
+        sink,
+        Arc::clone(&health_ready),
     ));
     let admin_listener = bind(config.admin.listen).await?;
     let listener = bind(config.proxy.listen).await?;
@@ -167,6 +188,47 @@ pub async fn shutdown_signal() {
 }
 
 /// On SIGHUP, re-reads the file; an invalid file keeps the running table.
+/// Health changes go to the audit trail and, when they hurt, to the alerts.
+struct HealthAudit {
+    store: Store,
+    alerter: Alerter,
+    environment: Option<String>,
+}
+
+impl HealthSink for HealthAudit {
+    fn changed(&self, pool: &str, backend: &str, healthy: bool, detail: &str) {
+        if !healthy {
+            self.alerter.raise(Alert {
+                kind: if backend == "*" {
+                    "pool-unhealthy"
+                } else {
+                    "backend-down"
+                },
+                pool: pool.to_owned(),
+                message: detail.to_owned(),
+            });
+        }
+        let entry = AuditEntry {
+            actor: "health".into(),
+            action: if healthy {
+                "backend.up".into()
+            } else {
+                "backend.down".into()
+            },
+            target: format!("pools/{pool}/backends/{backend}"),
+            result: detail.to_owned(),
+            environment: self.environment.clone(),
+            ..Default::default()
+        };
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            if let Err(e) = store.append_audit(&entry).await {
+                error!(error = %e, "could not audit a health change");
+            }
+        });
+    }
+}
+
 /// The guard's rollbacks, counted in the admin metrics.
 struct GuardMetrics(Arc<Metrics>);
 
@@ -219,7 +281,8 @@ async fn reload_on_sighup(path: PathBuf, routing: Arc<RoutingHandle>, metrics: A
 /// Re-reads the config file and swaps in its routing table.
 pub async fn reload(path: &Path, routing: &RoutingHandle) -> Result<u64, AppError> {
     let config = Config::load(path)?;
-    let (specs, policy) = sluice_proxy::routing_from_config(&config);
+    let (specs, mut policy) = sluice_proxy::routing_from_config(&config);
+    policy.probe_new_backends = true;
     let table = routing
         .replace(specs, policy, crate::state::CONFIG_ACTOR, "config.reload")
         .await?;

@@ -140,7 +140,10 @@ pub async fn open_routing(
     reset: bool,
     environment: Option<String>,
 ) -> Result<Arc<RoutingHandle>, AppError> {
-    let (config_specs, policy) = sluice_proxy::routing_from_config(config);
+    let (config_specs, mut policy) = sluice_proxy::routing_from_config(config);
+    // A health checker runs beside this routing handle: backends added
+    // later wait for their first passing probe.
+    policy.probe_new_backends = true;
     let adapter: Arc<dyn RoutingStore> = Arc::new(StoreAdapter::new(store.clone(), environment));
     let stored = store.load_routing().await?;
     let Some(stored) = stored else {

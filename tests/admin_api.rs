@@ -69,6 +69,7 @@ backends = ["127.0.0.1:9011"]
         drain_timeout: Duration::from_secs(5),
         metrics_require_token: false,
         window: Duration::from_secs(30),
+        health_ready: Arc::new(std::sync::atomic::AtomicBool::new(true)),
         started: tokio::time::Instant::now(),
     };
     Api {

@@ -16,7 +16,8 @@ pub(crate) async fn ready(State(state): State<AdminState>) -> (StatusCode, Json<
     let table = state.routing.snapshot();
     let routable = table.pools().iter().any(|p| p.weight > 0 && !p.backends.is_empty());
     let store = state.store.ping().await;
-    let ready = routable && store;
+    let probed = state.health_ready.load(std::sync::atomic::Ordering::Acquire);
+    let ready = routable && store && probed;
     let status = if ready {
         StatusCode::OK
     } else {
@@ -28,6 +29,7 @@ pub(crate) async fn ready(State(state): State<AdminState>) -> (StatusCode, Json<
             "status": if ready { "ready" } else { "not-ready" },
             "routing_table": routable,
             "store": store,
+            "first_health_round": probed,
             "generation": table.generation(),
         })),
     )

@@ -51,6 +51,8 @@ pub struct AdminState {
     pub metrics_require_token: bool,
     /// Span of the live-window numbers shown (the rollback window).
     pub window: Duration,
+    /// Set once the first round of health checks is done.
+    pub health_ready: Arc<std::sync::atomic::AtomicBool>,
     pub started: Instant,
 }
 

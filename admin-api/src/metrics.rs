@@ -10,7 +10,9 @@
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use http::header::CONTENT_TYPE;
-use prometheus::proto::{Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType};
+use prometheus::proto::{
+    Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType, Quantile, Summary,
+};
 use prometheus::{Encoder, IntCounterVec, Opts, Registry, TextEncoder};
 use sluice_proxy::RoutingTable;
 use sluice_proxy::stats::{LATENCY_BOUNDS, OPEN_CONNECTIONS, UpstreamErrorKind};
@@ -159,6 +161,7 @@ fn traffic_families(table: &RoutingTable, window: std::time::Duration) -> Vec<Me
     let mut weights = Vec::new();
     let mut errors = Vec::new();
     let mut in_flight = Vec::new();
+    let mut healthy = Vec::new();
     for pool in table.pools() {
         let name = &*pool.name;
         for (code, n) in pool.stats.statuses() {
@@ -187,14 +190,32 @@ fn traffic_families(table: &RoutingTable, window: std::time::Duration) -> Vec<Me
         weights.push(gauge(&[("pool", name)], f64::from(pool.weight)));
         let snap = pool.stats.window.snapshot(now, window);
         error_ratio.push(gauge(&[("pool", name)], snap.error_ratio()));
-        for (label, q) in [("0.5", 0.5), ("0.95", 0.95), ("0.99", 0.99)] {
-            let secs = snap.quantile(q).map_or(0.0, |d| d.as_secs_f64());
-            quantiles.push(gauge(&[("pool", name), ("quantile", label)], secs));
-        }
+        let mut summary = Summary::default();
+        summary.set_sample_count(snap.requests);
+        summary.set_sample_sum(snap.latency_sum().as_secs_f64());
+        summary.set_quantile(
+            [0.5, 0.95, 0.99]
+                .into_iter()
+                .map(|q| {
+                    let mut quantile = Quantile::default();
+                    quantile.set_quantile(q);
+                    quantile.set_value(snap.quantile(q).map_or(0.0, |d| d.as_secs_f64()));
+                    quantile
+                })
+                .collect(),
+        );
+        let mut m = Metric::default();
+        m.set_label(labels(&[("pool", name)]));
+        m.set_summary(summary);
+        quantiles.push(m);
         for backend in &pool.backends {
             in_flight.push(gauge(
                 &[("pool", name), ("backend", backend.addr())],
                 backend.in_flight() as f64,
+            ));
+            healthy.push(gauge(
+                &[("pool", name), ("backend", backend.addr())],
+                if backend.is_healthy() { 1.0 } else { 0.0 },
             ));
             for kind in UpstreamErrorKind::ALL {
                 let n = backend.errors().count(kind);
@@ -229,7 +250,7 @@ fn traffic_families(table: &RoutingTable, window: std::time::Duration) -> Vec<Me
         family(
             "sluice_pool_latency_seconds",
             "Latency quantiles over the live window, by pool.",
-            MetricType::GAUGE,
+            MetricType::SUMMARY,
             quantiles,
         ),
         family(
@@ -237,6 +258,12 @@ fn traffic_families(table: &RoutingTable, window: std::time::Duration) -> Vec<Me
             "Share of traffic (percent) each pool is configured to receive.",
             MetricType::GAUGE,
             weights,
+        ),
+        family(
+            "sluice_backend_healthy",
+            "1 when the backend passes its health checks, else 0.",
+            MetricType::GAUGE,
+            healthy,
         ),
         family(
             "sluice_backend_in_flight",

@@ -18,6 +18,7 @@ pub(crate) fn pool_json(p: &Pool) -> Value {
         "name": &*p.name,
         "version": &*p.version,
         "weight": p.weight,
+        "effective_weight": p.effective_weight,
         "protocol": match p.protocol {
             sluice_config::UpstreamProtocol::Http1 => "http1",
             sluice_config::UpstreamProtocol::Http2 => "http2",
@@ -26,6 +27,7 @@ pub(crate) fn pool_json(p: &Pool) -> Value {
         "server_errors": errors,
         "backends": p.backends.iter().map(|b| json!({
             "addr": b.addr(),
+            "healthy": b.is_healthy(),
             "in_flight": b.in_flight(),
             "requests": b.requests(),
         })).collect::<Vec<_>>(),

@@ -1,7 +1,8 @@
 //! sluice's control loops, each a task beside the data plane that reads
 //! the routing snapshot and the live windows and changes routing only
 //! through the routing handle: the rollback guard ([`guard`]) and alert
-//! notifications ([`alerts`]).
+//! notifications ([`alerts`]) and active health checks ([`health`]).
 
 pub mod alerts;
 pub mod guard;
+pub mod health;

@@ -25,7 +25,7 @@ pub enum ProxyError {
     ClientBodyFailed,
     #[error("x-sluice-pool names no pool")]
     UnknownPoolOverride,
-    #[error("no pool is taking traffic")]
+    #[error("no healthy backend in any pool")]
     NoPool,
     #[error("the chosen pool has no available backend")]
     NoBackend,

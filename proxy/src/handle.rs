@@ -190,6 +190,34 @@ impl RoutingHandle {
         self.update(actor, action, |_| Ok((specs, policy))).await
     }
 
+    /// Rebuilds the snapshot after backends' health changed: same pools,
+    /// weights and generation (nothing to store), new routable sets and
+    /// failover shares. `reason` is published with the event.
+    pub async fn refresh_health(&self, reason: &str) -> Arc<RoutingTable> {
+        let _writer = self.writer.lock().await;
+        let current = self.current.load_full();
+        match RoutingTable::build(
+            current.generation(),
+            &current.specs(),
+            current.policy().clone(),
+            Some(&current),
+        ) {
+            Ok(next) => {
+                let next = Arc::new(next);
+                self.current.store(Arc::clone(&next));
+                let _ = self.changes.send(RoutingEvent {
+                    generation: next.generation(),
+                    actor: "health".into(),
+                    action: "health".into(),
+                    reason: Some(reason.into()),
+                });
+                next
+            }
+            // The specs were valid a moment ago and only health changed.
+            Err(_) => current,
+        }
+    }
+
     /// Stores the current table as it is (e.g. the first state of a fresh
     /// store) under the next generation.
     pub async fn persist_current(&self, actor: &str, action: &str) -> Result<Arc<RoutingTable>, TableError> {

@@ -36,6 +36,7 @@ pub fn routing_from_config(config: &Config) -> (Vec<PoolSpec>, RoutingPolicy) {
     let policy = RoutingPolicy {
         sticky: config.sticky.clone(),
         allow_pool_override: config.proxy.allow_pool_override,
+        probe_new_backends: false,
     };
     (specs, policy)
 }

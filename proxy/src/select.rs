@@ -66,7 +66,7 @@ pub fn choose_pool<'t>(
 /// Power-of-two-choices: two distinct random backends, the one with fewer
 /// requests in flight wins.
 pub fn choose_backend(pool: &Pool) -> Option<&Arc<Backend>> {
-    let backends = &pool.backends;
+    let backends = &pool.routable;
     match backends.len() {
         0 => None,
         1 => backends.first(),
@@ -148,6 +148,7 @@ mod tests {
         let policy = RoutingPolicy {
             sticky,
             allow_pool_override: true,
+            probe_new_backends: false,
         };
         RoutingTable::build(1, &specs, policy, None).unwrap()
     }
@@ -228,5 +229,54 @@ mod tests {
         let spread: std::collections::HashSet<u32> =
             (0..1000).map(|i| slot_of(format!("k{i}").as_bytes()) / 1000).collect();
         assert_eq!(spread.len(), 10, "keys should reach every tenth of the slot range");
+    }
+}
+
+#[cfg(test)]
+mod failover_tests {
+    use super::*;
+    use crate::table::{PoolSpec, RoutingPolicy};
+    use sluice_config::UpstreamProtocol;
+
+    fn table(weights: &[(&str, u32)]) -> RoutingTable {
+        let specs: Vec<PoolSpec> = weights
+            .iter()
+            .enumerate()
+            .map(|(i, (name, w))| PoolSpec {
+                name: (*name).into(),
+                version: "v".into(),
+                weight: *w,
+                protocol: UpstreamProtocol::Http1,
+                backends: vec![format!("127.0.0.1:{}", 2000 + i)],
+            })
+            .collect();
+        RoutingTable::build(1, &specs, RoutingPolicy::default(), None).unwrap()
+    }
+
+    fn share(t: &RoutingTable, pool: &str) -> u32 {
+        (0..SLOTS)
+            .filter(|s| t.pool_for_slot(*s).is_some_and(|p| &*p.name == pool))
+            .count() as u32
+    }
+
+    #[test]
+    fn a_pool_without_healthy_backends_hands_its_share_to_the_others_in_proportion() {
+        let t = table(&[("a", 20), ("b", 30), ("c", 50)]);
+        t.pool("c").unwrap().backends[0].set_healthy(false);
+        let rebuilt = RoutingTable::build(1, &t.specs(), RoutingPolicy::default(), Some(&t)).unwrap();
+        assert_eq!(rebuilt.pool("c").unwrap().weight, 50, "configured weight stays");
+        assert_eq!(rebuilt.pool("c").unwrap().effective_weight, 0);
+        assert_eq!(share(&rebuilt, "a"), 4000);
+        assert_eq!(share(&rebuilt, "b"), 6000);
+        assert_eq!(share(&rebuilt, "c"), 0);
+
+        for p in rebuilt.pools() {
+            p.backends[0].set_healthy(false);
+        }
+        let none = RoutingTable::build(1, &t.specs(), RoutingPolicy::default(), Some(&rebuilt)).unwrap();
+        assert!(matches!(
+            choose_pool(&none, &HeaderMap::new(), IpAddr::from([127, 0, 0, 1])),
+            Err(ProxyError::NoPool)
+        ));
     }
 }

@@ -7,7 +7,7 @@
 //! to the next, so their in-flight counters survive a swap.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use http::uri::Authority;
 use sluice_config::{Sticky, UpstreamProtocol, WEIGHT_TOTAL};
@@ -18,7 +18,6 @@ use crate::upstream::ConnPool;
 
 /// Resolution of the cumulative weight ranges: a weight of 1% is 100 slots.
 pub const SLOTS: u32 = 10_000;
-const SLOTS_PER_WEIGHT: u32 = SLOTS / WEIGHT_TOTAL;
 
 /// One upstream server. Shared between snapshots; its counters are atomics.
 #[derive(Debug)]
@@ -29,10 +28,19 @@ pub struct Backend {
     requests: AtomicU64,
     pool: ConnPool,
     errors: BackendErrors,
+    /// The health checker's verdict; read when snapshots are built, never
+    /// per request.
+    healthy: AtomicBool,
 }
 
 impl Backend {
     pub fn new(addr: &str) -> Result<Self, TableError> {
+        Self::with_health(addr, true)
+    }
+
+    /// A backend that starts healthy or, when it must pass a probe before
+    /// it gets traffic, not.
+    pub fn with_health(addr: &str, healthy: bool) -> Result<Self, TableError> {
         let authority = addr
             .parse::<Authority>()
             .ok()
@@ -45,7 +53,18 @@ impl Backend {
             requests: AtomicU64::new(0),
             pool: ConnPool::default(),
             errors: BackendErrors::default(),
+            healthy: AtomicBool::new(healthy),
         })
+    }
+
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Acquire)
+    }
+
+    /// Sets the health verdict; takes effect with the next snapshot
+    /// ([`crate::RoutingHandle::refresh_health`]). Returns the previous one.
+    pub fn set_healthy(&self, healthy: bool) -> bool {
+        self.healthy.swap(healthy, Ordering::AcqRel)
     }
 
     pub fn addr(&self) -> &str {
@@ -104,8 +123,13 @@ pub struct Pool {
     /// Integer percentage of traffic.
     pub weight: u32,
     pub protocol: UpstreamProtocol,
-    /// Backends that may receive traffic now.
+    /// Every configured backend.
     pub backends: Vec<Arc<Backend>>,
+    /// The healthy ones: what requests are sent to.
+    pub routable: Vec<Arc<Backend>>,
+    /// Share of traffic actually served: the weight, or 0 while the pool has
+    /// no healthy backend (its share then goes to the others).
+    pub effective_weight: u32,
     /// Traffic counters, kept across snapshots.
     pub stats: Arc<PoolStats>,
 }
@@ -138,6 +162,9 @@ pub struct RoutingPolicy {
     pub sticky: Option<Sticky>,
     /// Honour `x-sluice-pool`.
     pub allow_pool_override: bool,
+    /// Backends added after start must pass a health probe before they get
+    /// traffic (set when a health checker runs).
+    pub probe_new_backends: bool,
 }
 
 /// One immutable, complete view of routing.
@@ -167,8 +194,6 @@ impl RoutingTable {
             return Err(TableError::WeightSum(total));
         }
         let mut pools = Vec::with_capacity(specs.len());
-        let mut upper = Vec::with_capacity(specs.len());
-        let mut end = 0;
         for spec in specs {
             if pools.iter().any(|p: &Pool| *p.name == *spec.name) {
                 return Err(TableError::DuplicatePool(spec.name.clone()));
@@ -180,21 +205,42 @@ impl RoutingTable {
                     return Err(TableError::DuplicateBackend(spec.name.clone(), addr.clone()));
                 }
                 let reused = old.and_then(|p| p.backends.iter().find(|b| b.addr() == addr));
+                // At start every backend is presumed healthy until probed;
+                // one added later waits for its first passing probe.
+                let starts_healthy = previous.is_none() || !policy.probe_new_backends;
                 backends.push(match reused {
                     Some(b) => Arc::clone(b),
-                    None => Arc::new(Backend::new(addr)?),
+                    None => Arc::new(Backend::with_health(addr, starts_healthy)?),
                 });
             }
-            end += spec.weight * SLOTS_PER_WEIGHT;
-            upper.push(end);
+            let routable: Vec<Arc<Backend>> = backends.iter().filter(|b| b.is_healthy()).cloned().collect();
+            let effective_weight = if routable.is_empty() { 0 } else { spec.weight };
             pools.push(Pool {
                 name: spec.name.as_str().into(),
                 version: spec.version.as_str().into(),
                 weight: spec.weight,
                 protocol: spec.protocol,
                 backends,
+                routable,
+                effective_weight,
                 stats: old.map_or_else(Default::default, |p| Arc::clone(&p.stats)),
             });
+        }
+        // Slot ranges follow effective weights, scaled back to the whole
+        // range: a pool without healthy backends hands its share to the
+        // others in proportion to their weights.
+        let effective_total: u32 = pools.iter().map(|p| p.effective_weight).sum();
+        let mut upper = Vec::with_capacity(pools.len());
+        let mut end: u64 = 0;
+        for p in &pools {
+            if effective_total > 0 {
+                end += u64::from(p.effective_weight) * u64::from(SLOTS) / u64::from(effective_total);
+            }
+            upper.push(u32::try_from(end).unwrap_or(SLOTS));
+        }
+        // Rounding: the last pool with a share ends exactly at SLOTS.
+        if let Some(last) = pools.iter().rposition(|p| p.effective_weight > 0) {
+            upper[last..].iter_mut().for_each(|u| *u = SLOTS);
         }
         Ok(Self {
             generation,

@@ -197,6 +197,17 @@ impl WindowSnapshot {
         self.requests as f64 / self.span.as_secs_f64().max(1.0)
     }
 
+    /// Sum of latencies (estimated from the histogram).
+    pub fn latency_sum(&self) -> Duration {
+        let micros: f64 = self
+            .latency
+            .iter()
+            .enumerate()
+            .map(|(slot, n)| slot_value(slot) * *n as f64)
+            .sum();
+        Duration::from_secs_f64(micros / 1e6)
+    }
+
     /// The latency at quantile `q` (0..=1), `None` without requests.
     pub fn quantile(&self, q: f64) -> Option<Duration> {
         let total: u64 = self.latency.iter().sum();

@@ -65,6 +65,15 @@ impl Knobs {
 pub struct DemoBackend {
     pub addr: SocketAddr,
     pub knobs: Arc<Knobs>,
+    task: Arc<tokio::task::AbortHandle>,
+}
+
+impl DemoBackend {
+    /// Stops the backend as if it died: the port closes and every open
+    /// connection is dropped.
+    pub fn stop(&self) {
+        self.task.abort();
+    }
 }
 
 /// Starts a demo backend for `pool`/`version` on `bind` (port 0 for any).
@@ -74,16 +83,19 @@ pub async fn spawn_backend(pool: &str, version: &str, bind: SocketAddr) -> std::
     let knobs = Arc::new(Knobs::default());
     let identity: Arc<(String, String, String)> = Arc::new((pool.to_owned(), version.to_owned(), addr.to_string()));
     let served_knobs = Arc::clone(&knobs);
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
+        // Connections live in this set, so stopping the backend closes them too.
+        let mut connections = tokio::task::JoinSet::new();
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
             };
+            while connections.try_join_next().is_some() {}
             let _ = stream.set_nodelay(true);
             served_knobs.connections.fetch_add(1, Ordering::Relaxed);
             let knobs = Arc::clone(&served_knobs);
             let identity = Arc::clone(&identity);
-            tokio::spawn(async move {
+            connections.spawn(async move {
                 let service = service_fn(move |req| {
                     let knobs = Arc::clone(&knobs);
                     let identity = Arc::clone(&identity);
@@ -98,16 +110,21 @@ pub async fn spawn_backend(pool: &str, version: &str, bind: SocketAddr) -> std::
             });
         }
     });
-    Ok(DemoBackend { addr, knobs })
+    Ok(DemoBackend {
+        addr,
+        knobs,
+        task: Arc::new(task.abort_handle()),
+    })
 }
 
 async fn answer(req: Request<Incoming>, knobs: &Knobs, identity: &(String, String, String)) -> Response<Full<Bytes>> {
     let (pool, version, backend) = identity;
-    knobs.received.fetch_add(1, Ordering::Relaxed);
     let path = req.uri().path().to_owned();
     if path == "/health/ready" || path == "/health/live" {
         return text(StatusCode::OK, "ok\n");
     }
+    // Health probes are not traffic: only other requests are counted.
+    knobs.received.fetch_add(1, Ordering::Relaxed);
     if path == "/_demo/knobs" {
         for (key, value) in req
             .uri()

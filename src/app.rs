@@ -88,7 +88,12 @@ pub async fn serve_config(config: Config, options: RunOptions) -> Result<(), App
     let store = open_store(&config).await?;
     let environment = std::env::var("DEPLOYMENT_ENV").ok().filter(|v| !v.is_empty());
     let routing = crate::state::open_routing(&config, &store, options.reset_state, environment.clone()).await?;
-    let proxy = sluice_proxy::proxy_for(&config, Arc::clone(&routing));
+    let (outlier_tx, outlier_rx) = tokio::sync::mpsc::channel(256);
+    let mut proxy = sluice_proxy::proxy_for(&config, Arc::clone(&routing));
+    if config.outlier.enabled {
+        proxy = proxy.with_outlier_reports(outlier_tx, config.outlier.consecutive_failures);
+    }
+    let proxy = Arc::new(proxy);
     let metrics = Arc::new(Metrics::new());
     let tokens = Arc::new(TokenSet::load(&config.admin.tokens)?);
     let health_ready = Arc::new(AtomicBool::new(false));
@@ -125,8 +130,14 @@ pub async fn serve_config(config: Config, options: RunOptions) -> Result<(), App
         Arc::clone(&routing),
         health_configs,
         config.health.clone(),
-        sink,
+        sink.clone(),
         Arc::clone(&health_ready),
+    ));
+    tokio::spawn(sluice_control::outlier::run(
+        Arc::clone(&routing),
+        config.outlier.clone(),
+        outlier_rx,
+        sink,
     ));
     let admin_listener = bind(config.admin.listen).await?;
     let listener = bind(config.proxy.listen).await?;

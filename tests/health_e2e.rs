@@ -258,3 +258,45 @@ async fn a_backend_added_at_runtime_gets_traffic_only_after_a_probe() {
     .await;
     load.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_failing_in_a_row_is_ejected_but_never_half_the_pool() {
+    let bad = spawn_backend("blue", "v1", any_addr()).await.unwrap();
+    let good = spawn_backend("blue", "v1", any_addr()).await.unwrap();
+    let green = spawn_backend("green", "v2", any_addr()).await.unwrap();
+    // Health checks pass (the probe path answers 200); real requests fail.
+    bad.knobs.set_error_rate(1.0);
+    let dir = tempfile::tempdir().unwrap();
+    let sluice = Running::start(
+        dir.path(),
+        &config(dir.path(), &[bad.addr, good.addr], &[green.addr], 0),
+        &[],
+    );
+    let c = client();
+    let url = format!("http://{}/", sluice.addr);
+    let mut failures = 0;
+    for _ in 0..100 {
+        if get(&c, &url, &[]).await.0 != 200 {
+            failures += 1;
+        }
+    }
+    assert!(
+        failures <= 6,
+        "{failures} failures: the bad backend was not ejected after 5 in a row"
+    );
+    let p = pools(&c, &sluice).await;
+    assert_eq!(p["pools"][0]["backends"][0]["ejected"], true, "{p}");
+    for _ in 0..100 {
+        assert_eq!(get(&c, &url, &[]).await.0, 200, "a request reached the ejected backend");
+    }
+    // Now the good one fails too: ejecting it would empty the pool's half.
+    good.knobs.set_error_rate(1.0);
+    for _ in 0..30 {
+        get(&c, &url, &[]).await;
+    }
+    let p = pools(&c, &sluice).await;
+    assert_eq!(
+        p["pools"][0]["backends"][1]["ejected"], false,
+        "more than half the pool was ejected: {p}"
+    );
+}

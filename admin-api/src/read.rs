@@ -28,6 +28,7 @@ pub(crate) fn pool_json(p: &Pool) -> Value {
         "backends": p.backends.iter().map(|b| json!({
             "addr": b.addr(),
             "healthy": b.is_healthy(),
+            "ejected": b.is_ejected(),
             "in_flight": b.in_flight(),
             "requests": b.requests(),
         })).collect::<Vec<_>>(),

@@ -17,6 +17,7 @@ pub struct Config {
     pub sticky: Option<Sticky>,
     pub rollback: RollbackConfig,
     pub alerts: AlertsConfig,
+    pub outlier: OutlierConfig,
     /// Pools in a stable order (sorted by name), which is also the order of
     /// their slices in the cumulative weight ranges.
     pub pools: Vec<PoolConfig>,
@@ -194,6 +195,30 @@ impl Default for RollbackConfig {
             consecutive_breaches: 2,
             evaluation_interval: Duration::from_secs(1),
             protection: Duration::from_secs(30 * 60),
+        }
+    }
+}
+
+/// Passive outlier detection: backends failing exchanges in a row are
+/// taken out of rotation for a while.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutlierConfig {
+    pub enabled: bool,
+    /// Upstream failures (5xx or failed exchanges) in a row that eject.
+    pub consecutive_failures: u32,
+    /// Ejection time is this times the number of ejections so far…
+    pub base_ejection: Duration,
+    /// …capped here.
+    pub max_ejection: Duration,
+}
+
+impl Default for OutlierConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            consecutive_failures: 5,
+            base_ejection: Duration::from_secs(30),
+            max_ejection: Duration::from_secs(300),
         }
     }
 }

@@ -30,6 +30,7 @@ pub(crate) fn parse(text: &str) -> Result<Config, ConfigError> {
         .and_then(|s| sticky(s, &mut problems));
     let rollback = rollback(root.section("rollback", &mut problems), &mut problems);
     let alerts = alerts(root.section("alerts", &mut problems), &mut problems);
+    let outlier = outlier(root.section("outlier", &mut problems), &mut problems);
     let pools = match root.section("pools", &mut problems) {
         Some(section) => pools(section, &health, &mut problems),
         None => {
@@ -51,6 +52,7 @@ pub(crate) fn parse(text: &str) -> Result<Config, ConfigError> {
             sticky,
             rollback,
             alerts,
+            outlier,
             pools,
         })
     } else {
@@ -385,6 +387,29 @@ fn rollback(section: Option<Section>, problems: &mut Problems) -> RollbackConfig
     }
     s.finish(problems);
     r
+}
+
+fn outlier(section: Option<Section>, problems: &mut Problems) -> OutlierConfig {
+    let mut o = OutlierConfig::default();
+    let Some(mut s) = section else { return o };
+    if let Some(v) = s.take("enabled", problems) {
+        o.enabled = v;
+    }
+    if let Some(v) = s.take::<u32>("consecutive_failures", problems) {
+        if v == 0 {
+            problems.push(s.key_path("consecutive_failures"), "must be at least 1");
+        } else {
+            o.consecutive_failures = v;
+        }
+    }
+    if let Some(d) = s.duration("base_ejection", problems) {
+        o.base_ejection = d;
+    }
+    if let Some(d) = s.duration("max_ejection", problems) {
+        o.max_ejection = d;
+    }
+    s.finish(problems);
+    o
 }
 
 fn alerts(section: Option<Section>, problems: &mut Problems) -> AlertsConfig {

@@ -207,6 +207,10 @@ async fn prober(
             if healthy {
                 // A backend past its first probe needs the usual rise next time.
                 thresholds = Thresholds::new(true, cfg.healthy_threshold, cfg.unhealthy_threshold);
+                // It was down and has recovered: an outlier ejection from
+                // while it was failing no longer applies.
+                backend.set_ejected(false);
+                backend.record_exchange(false);
             }
             backend.set_healthy(healthy);
             let detail = match &result {

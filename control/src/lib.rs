@@ -6,3 +6,4 @@
 pub mod alerts;
 pub mod guard;
 pub mod health;
+pub mod outlier;

@@ -22,8 +22,7 @@ use crate::handle::RoutingHandle;
 use crate::headers::{self, ForwardedFor};
 use crate::select;
 use crate::stats::{PoolStats, UpstreamErrorKind};
-use crate::table::Backend;
-use crate::table::InFlight;
+use crate::table::{Backend, InFlight};
 use crate::upstream::{UpstreamError, Upstreams};
 use crate::window::Outcome;
 
@@ -50,12 +49,22 @@ impl ClientConn {
     }
 }
 
+/// A backend that just reached its threshold of failures in a row.
+#[derive(Debug, Clone)]
+pub struct OutlierReport {
+    pub pool: Arc<str>,
+    pub backend: Arc<Backend>,
+    pub failures: u32,
+}
+
 /// The proxy service shared by every connection.
 #[derive(Debug)]
 pub struct Proxy {
     routing: Arc<RoutingHandle>,
     upstreams: Upstreams,
     settings: ForwardSettings,
+    /// Where backends failing `threshold` times in a row are reported.
+    outliers: Option<(tokio::sync::mpsc::Sender<OutlierReport>, u32)>,
 }
 
 impl Proxy {
@@ -64,6 +73,27 @@ impl Proxy {
             routing,
             upstreams,
             settings,
+            outliers: None,
+        }
+    }
+
+    /// Reports backends that fail `threshold` exchanges in a row to `tx`
+    /// (never blocking: a full channel drops the report).
+    pub fn with_outlier_reports(mut self, tx: tokio::sync::mpsc::Sender<OutlierReport>, threshold: u32) -> Self {
+        self.outliers = Some((tx, threshold.max(1)));
+        self
+    }
+
+    fn count_exchange(&self, pool: &Arc<str>, backend: &Arc<Backend>, failed: bool) {
+        let failures = backend.record_exchange(failed);
+        if let Some((tx, threshold)) = &self.outliers
+            && failures == *threshold
+        {
+            let _ = tx.try_send(OutlierReport {
+                pool: Arc::clone(pool),
+                backend: Arc::clone(backend),
+                failures,
+            });
         }
     }
 
@@ -116,12 +146,17 @@ impl Proxy {
         headers::check_request(&req, self.settings.max_request_body_bytes)?;
 
         // The table is loaded once, and released before any await.
-        let (backend, protocol, set_cookie) = {
+        let (backend, protocol, set_cookie, pool_name) = {
             let table = self.routing.load();
             let choice = select::choose_pool(&table, req.headers(), conn.peer.ip())?;
             *pool_stats = Some(Arc::clone(&choice.pool.stats));
             let backend = select::choose_backend(choice.pool).ok_or(ProxyError::NoBackend)?;
-            (Arc::clone(backend), choice.pool.protocol, choice.set_cookie)
+            (
+                Arc::clone(backend),
+                choice.pool.protocol,
+                choice.set_cookie,
+                Arc::clone(&choice.pool.name),
+            )
         };
         let in_flight = InFlight::start(&backend);
 
@@ -165,10 +200,12 @@ impl Proxy {
             Err(err) => {
                 if let Some(kind) = UpstreamErrorKind::of(err) {
                     backend.errors().record(kind);
+                    self.count_exchange(&pool_name, &backend, true);
                 }
                 return Err(err);
             }
         };
+        self.count_exchange(&pool_name, &backend, res.status().is_server_error());
 
         if let Some(client_upgrade) = client_upgrade
             && res.status() == StatusCode::SWITCHING_PROTOCOLS

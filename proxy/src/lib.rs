@@ -46,14 +46,14 @@ pub fn routing_from_config(config: &Config) -> (Vec<PoolSpec>, RoutingPolicy) {
 pub fn build(config: &Config) -> Result<(Arc<RoutingHandle>, Arc<Proxy>), TableError> {
     let (specs, policy) = routing_from_config(config);
     let routing = Arc::new(RoutingHandle::new(&specs, policy)?);
-    Ok((Arc::clone(&routing), proxy_for(config, routing)))
+    Ok((Arc::clone(&routing), Arc::new(proxy_for(config, routing))))
 }
 
 /// The proxy service for `config`, routing through `routing`.
-pub fn proxy_for(config: &Config, routing: Arc<RoutingHandle>) -> Arc<Proxy> {
+pub fn proxy_for(config: &Config, routing: Arc<RoutingHandle>) -> Proxy {
     let settings = ForwardSettings {
         upstream_response_timeout: config.proxy.timeouts.upstream_response,
         max_request_body_bytes: config.proxy.limits.max_request_body_bytes,
     };
-    Arc::new(Proxy::new(routing, Upstreams::new(&config.proxy.timeouts), settings))
+    Proxy::new(routing, Upstreams::new(&config.proxy.timeouts), settings)
 }

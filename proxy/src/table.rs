@@ -7,7 +7,7 @@
 //! to the next, so their in-flight counters survive a swap.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use http::uri::Authority;
 use sluice_config::{Sticky, UpstreamProtocol, WEIGHT_TOTAL};
@@ -31,6 +31,10 @@ pub struct Backend {
     /// The health checker's verdict; read when snapshots are built, never
     /// per request.
     healthy: AtomicBool,
+    /// Ejected by passive outlier detection (see `sluice_control::outlier`).
+    ejected: AtomicBool,
+    /// Upstream failures in a row, reset by any success.
+    consecutive_failures: AtomicU32,
 }
 
 impl Backend {
@@ -54,7 +58,38 @@ impl Backend {
             pool: ConnPool::default(),
             errors: BackendErrors::default(),
             healthy: AtomicBool::new(healthy),
+            ejected: AtomicBool::new(false),
+            consecutive_failures: AtomicU32::new(0),
         })
+    }
+
+    /// Whether requests may be sent here (healthy and not ejected).
+    pub fn is_routable(&self) -> bool {
+        self.is_healthy() && !self.is_ejected()
+    }
+
+    pub fn is_ejected(&self) -> bool {
+        self.ejected.load(Ordering::Acquire)
+    }
+
+    /// Sets the ejection flag; takes effect with the next snapshot.
+    pub fn set_ejected(&self, ejected: bool) {
+        self.ejected.store(ejected, Ordering::Release);
+    }
+
+    /// Counts one exchange for outlier detection; returns the number of
+    /// failures in a row (0 after a success).
+    #[inline]
+    pub fn record_exchange(&self, failed: bool) -> u32 {
+        if failed {
+            self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1
+        } else {
+            // Avoid a write (and cache-line traffic) when already zero.
+            if self.consecutive_failures.load(Ordering::Relaxed) != 0 {
+                self.consecutive_failures.store(0, Ordering::Relaxed);
+            }
+            0
+        }
     }
 
     pub fn is_healthy(&self) -> bool {
@@ -125,7 +160,7 @@ pub struct Pool {
     pub protocol: UpstreamProtocol,
     /// Every configured backend.
     pub backends: Vec<Arc<Backend>>,
-    /// The healthy ones: what requests are sent to.
+    /// The healthy, not ejected ones: what requests are sent to.
     pub routable: Vec<Arc<Backend>>,
     /// Share of traffic actually served: the weight, or 0 while the pool has
     /// no healthy backend (its share then goes to the others).
@@ -213,7 +248,7 @@ impl RoutingTable {
                     None => Arc::new(Backend::with_health(addr, starts_healthy)?),
                 });
             }
-            let routable: Vec<Arc<Backend>> = backends.iter().filter(|b| b.is_healthy()).cloned().collect();
+            let routable: Vec<Arc<Backend>> = backends.iter().filter(|b| b.is_routable()).cloned().collect();
             let effective_weight = if routable.is_empty() { 0 } else { spec.weight };
             pools.push(Pool {
                 name: spec.name.as_str().into(),

@@ -191,7 +191,12 @@ async fn routing_and_audit_round_trip(url: &str) {
         .await
         .unwrap();
     store
-        .save_routing(Some(1), &record(2, 90), &audit("ci", "weights.set"), &[deploy.clone()])
+        .save_routing(
+            Some(1),
+            &record(2, 90),
+            &audit("ci", "weights.set"),
+            std::slice::from_ref(&deploy),
+        )
         .await
         .unwrap();
     let loaded = store.load_routing().await.unwrap().unwrap();

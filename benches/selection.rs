@@ -62,4 +62,26 @@ fn selection(c: &mut Criterion) {
 }
 
 criterion_group!(benches, selection);
-criterion_main!(benches);
+
+/// What the request path pays to record one outcome: pool counters plus
+/// the live window (target: under 100 ns).
+fn recording(c: &mut Criterion) {
+    use sluice_proxy::stats::PoolStats;
+    use sluice_proxy::window::Outcome;
+    use std::time::Duration;
+    let stats = PoolStats::default();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+    let _guard = rt.enter();
+    c.bench_function("record/stats+window", |b| {
+        b.iter(|| {
+            let now = tokio::time::Instant::now();
+            stats.record(black_box(200), black_box(Duration::from_micros(850)));
+            stats
+                .window
+                .record(now, black_box(Duration::from_micros(850)), black_box(Outcome::Success));
+        })
+    });
+}
+
+criterion_group!(recording_benches, recording);
+criterion_main!(benches, recording_benches);

@@ -70,7 +70,10 @@ fn recording(c: &mut Criterion) {
     use sluice_proxy::window::Outcome;
     use std::time::Duration;
     let stats = PoolStats::default();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
     let _guard = rt.enter();
     c.bench_function("record/stats+window", |b| {
         b.iter(|| {

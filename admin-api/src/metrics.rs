@@ -162,6 +162,7 @@ fn traffic_families(table: &RoutingTable, window: std::time::Duration) -> Vec<Me
     let mut errors = Vec::new();
     let mut in_flight = Vec::new();
     let mut healthy = Vec::new();
+    let mut effective = Vec::new();
     for pool in table.pools() {
         let name = &*pool.name;
         for (code, n) in pool.stats.statuses() {
@@ -188,6 +189,7 @@ fn traffic_families(table: &RoutingTable, window: std::time::Duration) -> Vec<Me
         m.set_histogram(h);
         durations.push(m);
         weights.push(gauge(&[("pool", name)], f64::from(pool.weight)));
+        effective.push(gauge(&[("pool", name)], f64::from(pool.effective_weight)));
         let snap = pool.stats.window.snapshot(now, window);
         error_ratio.push(gauge(&[("pool", name)], snap.error_ratio()));
         let mut summary = Summary::default();
@@ -258,6 +260,12 @@ fn traffic_families(table: &RoutingTable, window: std::time::Duration) -> Vec<Me
             "Share of traffic (percent) each pool is configured to receive.",
             MetricType::GAUGE,
             weights,
+        ),
+        family(
+            "sluice_pool_effective_weight",
+            "Share of traffic (percent) each pool serves now: 0 while it has no healthy backend.",
+            MetricType::GAUGE,
+            effective,
         ),
         family(
             "sluice_backend_healthy",

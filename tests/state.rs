@@ -10,10 +10,10 @@ mod pg;
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use common::running::{Running, SLUICE, config_for};
+use common::running::{Running, SLUICE, config_for, spawn_logging};
 use common::*;
 use sluice_store::{AuditQuery, Store};
 
@@ -104,21 +104,7 @@ fn a_migration_killed_halfway_leaves_the_previous_version() {
     let url = sqlite_url(dir.path());
     let dir_arg = migrations.to_str().unwrap();
 
-    let mut child = Command::new(SLUICE)
-        .args(["migrate", "up", "--store", &url, "--dir", dir_arg])
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
+    let (mut child, rx) = spawn_logging(&["migrate", "up", "--store", &url, "--dir", dir_arg]);
     loop {
         let line = rx
             .recv_timeout(Duration::from_secs(20))

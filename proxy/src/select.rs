@@ -230,28 +230,6 @@ mod tests {
             (0..1000).map(|i| slot_of(format!("k{i}").as_bytes()) / 1000).collect();
         assert_eq!(spread.len(), 10, "keys should reach every tenth of the slot range");
     }
-}
-
-#[cfg(test)]
-mod failover_tests {
-    use super::*;
-    use crate::table::{PoolSpec, RoutingPolicy};
-    use sluice_config::UpstreamProtocol;
-
-    fn table(weights: &[(&str, u32)]) -> RoutingTable {
-        let specs: Vec<PoolSpec> = weights
-            .iter()
-            .enumerate()
-            .map(|(i, (name, w))| PoolSpec {
-                name: (*name).into(),
-                version: "v".into(),
-                weight: *w,
-                protocol: UpstreamProtocol::Http1,
-                backends: vec![format!("127.0.0.1:{}", 2000 + i)],
-            })
-            .collect();
-        RoutingTable::build(1, &specs, RoutingPolicy::default(), None).unwrap()
-    }
 
     fn share(t: &RoutingTable, pool: &str) -> u32 {
         (0..SLOTS)
@@ -261,9 +239,9 @@ mod failover_tests {
 
     #[test]
     fn a_pool_without_healthy_backends_hands_its_share_to_the_others_in_proportion() {
-        let t = table(&[("a", 20), ("b", 30), ("c", 50)]);
+        let t = table(&[("a", 20), ("b", 30), ("c", 50)], None);
         t.pool("c").unwrap().backends[0].set_healthy(false);
-        let rebuilt = RoutingTable::build(1, &t.specs(), RoutingPolicy::default(), Some(&t)).unwrap();
+        let rebuilt = RoutingTable::build(1, &t.specs(), t.policy().clone(), Some(&t)).unwrap();
         assert_eq!(rebuilt.pool("c").unwrap().weight, 50, "configured weight stays");
         assert_eq!(rebuilt.pool("c").unwrap().effective_weight, 0);
         assert_eq!(share(&rebuilt, "a"), 4000);
@@ -273,7 +251,7 @@ mod failover_tests {
         for p in rebuilt.pools() {
             p.backends[0].set_healthy(false);
         }
-        let none = RoutingTable::build(1, &t.specs(), RoutingPolicy::default(), Some(&rebuilt)).unwrap();
+        let none = RoutingTable::build(1, &t.specs(), t.policy().clone(), Some(&rebuilt)).unwrap();
         assert!(matches!(
             choose_pool(&none, &HeaderMap::new(), IpAddr::from([127, 0, 0, 1])),
             Err(ProxyError::NoPool)

@@ -311,13 +311,7 @@ impl<'a> Migrator<'a> {
             tracing::info!(version = m.version, description = %m.description, "applying migration");
             let started = Instant::now();
             let mut tx = self.store.pool().begin().await?;
-            sqlx::raw_sql(AssertSqlSafe(m.up.clone()))
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| StoreError::Step {
-                    version: m.version,
-                    source: e,
-                })?;
+            run_step(&mut tx, m.version, &m.up).await?;
             let insert = format!(
                 "INSERT INTO {} (version, description, checksum, applied_at, duration_ms) VALUES ($1, $2, $3, $4, $5)",
                 self.set.table
@@ -342,13 +336,7 @@ impl<'a> Migrator<'a> {
         let mut done = Vec::new();
         for m in self.plan_down(to).await? {
             let mut tx = self.store.pool().begin().await?;
-            sqlx::raw_sql(AssertSqlSafe(m.down.clone()))
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| StoreError::Step {
-                    version: m.version,
-                    source: e,
-                })?;
+            run_step(&mut tx, m.version, &m.down).await?;
             let delete = format!("DELETE FROM {} WHERE version = $1", self.set.table);
             sqlx::query(AssertSqlSafe(delete))
                 .bind(m.version)
@@ -360,4 +348,13 @@ impl<'a> Migrator<'a> {
         }
         Ok(done)
     }
+}
+
+/// Runs one step's SQL inside the step's transaction.
+async fn run_step(tx: &mut sqlx::Transaction<'_, sqlx::Any>, version: i64, sql: &str) -> Result<(), StoreError> {
+    sqlx::raw_sql(AssertSqlSafe(sql.to_owned()))
+        .execute(&mut **tx)
+        .await
+        .map(|_| ())
+        .map_err(|source| StoreError::Step { version, source })
 }

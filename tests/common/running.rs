@@ -26,22 +26,9 @@ impl Running {
     pub fn start(dir: &Path, config_text: &str, extra_args: &[&str]) -> Running {
         let config = dir.join("sluice.toml");
         std::fs::write(&config, config_text).unwrap();
-        let mut child = Command::new(SLUICE)
-            .args(["run", "--config"])
-            .arg(&config)
-            .args(extra_args)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
+        let mut args = vec!["run", "--config", config.to_str().unwrap()];
+        args.extend_from_slice(extra_args);
+        let (child, rx) = spawn_logging(&args);
         let listen_of = |line: &str| -> SocketAddr {
             let rest = line.split("listen=").nth(1).unwrap_or_default();
             let text: String = rest.chars().take_while(|c| !c.is_whitespace()).collect();
@@ -128,4 +115,24 @@ pub fn config_for(dir: &Path, blue: SocketAddr, green: SocketAddr, blue_weight: 
         pool_toml("blue", blue_weight, &[blue]),
         pool_toml("green", 100 - blue_weight, &[green])
     )
+}
+
+/// Starts `sluice ARGS` with info logs, returning the child and its log
+/// lines as they come.
+pub fn spawn_logging(args: &[&str]) -> (Child, mpsc::Receiver<String>) {
+    let mut child = Command::new(SLUICE)
+        .args(args)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    (child, rx)
 }

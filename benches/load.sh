@@ -48,6 +48,10 @@ cat > "$WORK/sluice.toml" <<TOML
 [proxy]
 listen = "127.0.0.1:$PS"
 workers = 1
+[admin]
+listen = "127.0.0.1:0"
+[store]
+url = "sqlite://$WORK/sluice.db"
 [pools.blue]
 version = "v1"
 weight = 100

@@ -9,7 +9,7 @@ use sluice_config::{Config, ConfigError};
 use sluice_control::alerts::{Alert, Alerter};
 use sluice_control::guard::RollbackCounter;
 use sluice_control::health::HealthSink;
-use sluice_proxy::{ListenerOptions, RoutingHandle, TableError};
+use sluice_proxy::{ListenerOptions, TableError};
 use sluice_store::{AuditEntry, Engine, Store, StoreError};
 use std::sync::atomic::AtomicBool;
 use tokio::net::TcpListener;
@@ -144,6 +144,16 @@ pub async fn serve_config(config: Config, options: RunOptions) -> Result<(), App
     // Bound addresses, not the configured ones: port 0 picks a free port.
     let admin_bound = admin_listener.local_addr().unwrap_or(config.admin.listen);
     let bound = listener.local_addr().unwrap_or(config.proxy.listen);
+    let _config_watcher = options.config_path.and_then(|path| {
+        crate::reload::Reloader {
+            path,
+            routing: Arc::clone(&routing),
+            metrics: Arc::clone(&metrics),
+            store: store.clone(),
+            baseline: config.clone(),
+        }
+        .spawn()
+    });
     info!(listen = %admin_bound, tokens = config.admin.tokens.len(), "sluice admin API listening");
     info!(listen = %bound, generation = routing.snapshot().generation(), "sluice proxy listening");
     // The admin API stops with the process; its event streams never end
@@ -155,14 +165,6 @@ pub async fn serve_config(config: Config, options: RunOptions) -> Result<(), App
     ));
     let _token_watcher = sluice_admin_api::watch_token_files(Arc::clone(&tokens), store.clone(), environment)
         .map_err(|e| AppError::Other(format!("cannot watch the admin token files: {e}")))?;
-    if let Some(path) = options.config_path {
-        tokio::spawn(reload_on_sighup(
-            path,
-            Arc::clone(&routing),
-            Arc::clone(&metrics),
-            store.clone(),
-        ));
-    }
     let drained = sluice_proxy::serve(listener, proxy, ListenerOptions::from(&config.proxy), shutdown_signal()).await;
     store.close().await;
     if drained {
@@ -253,54 +255,4 @@ async fn bind(addr: std::net::SocketAddr) -> Result<TcpListener, AppError> {
     TcpListener::bind(addr)
         .await
         .map_err(|source| AppError::Bind { addr, source })
-}
-
-async fn reload_on_sighup(path: PathBuf, routing: Arc<RoutingHandle>, metrics: Arc<Metrics>, store: Store) {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let Ok(mut hup) = signal(SignalKind::hangup()) else {
-            error!("cannot listen for SIGHUP; config reload on signal is off");
-            return;
-        };
-        while hup.recv().await.is_some() {
-            match reload(&path, &routing).await {
-                Ok(generation) => {
-                    metrics.config_reload(true);
-                    info!(path = %path.display(), generation, "config reloaded");
-                }
-                Err(e) => {
-                    metrics.config_reload(false);
-                    let message = one_line(&e);
-                    error!(path = %path.display(), error = %message, "config reload failed; keeping the running config");
-                    let entry = AuditEntry {
-                        actor: crate::state::CONFIG_ACTOR.into(),
-                        action: "config.reload".into(),
-                        target: path.display().to_string(),
-                        result: format!("rejected: {message}"),
-                        ..Default::default()
-                    };
-                    if let Err(e) = store.append_audit(&entry).await {
-                        error!(error = %e, "could not audit the failed reload");
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// Re-reads the config file and swaps in its routing table.
-pub async fn reload(path: &Path, routing: &RoutingHandle) -> Result<u64, AppError> {
-    let config = Config::load(path)?;
-    let (specs, mut policy) = sluice_proxy::routing_from_config(&config);
-    policy.probe_new_backends = true;
-    let table = routing
-        .replace(specs, policy, crate::state::CONFIG_ACTOR, "config.reload")
-        .await?;
-    Ok(table.generation())
-}
-
-/// Multi-problem errors on one log line, so log pipelines keep them whole.
-fn one_line(e: &AppError) -> String {
-    e.to_string().replace(":\n  - ", ": ").replace("\n  - ", "; ")
 }

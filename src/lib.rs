@@ -6,4 +6,5 @@ pub mod ctl;
 pub mod demo;
 pub mod logging;
 pub mod migrate_cmd;
+pub mod reload;
 pub mod state;

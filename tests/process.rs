@@ -166,3 +166,63 @@ async fn sigterm_drains_in_flight_requests_and_refuses_new_connections() {
         .unwrap();
     assert_eq!(code, Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_replaced_by_rename_is_picked_up_and_runtime_weights_follow_the_last_intent() {
+    let blue = spawn_backend("blue", "v1", any_addr()).await.unwrap();
+    let green = spawn_backend("green", "v2", any_addr()).await.unwrap();
+    let canary = spawn_backend("canary", "v3", any_addr()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let sluice = Running::start(dir.path(), &config_for(dir.path(), blue.addr, green.addr, 100), &[]);
+    let c = client();
+    let url = format!("http://{}/", sluice.addr);
+    let replace = |text: String| {
+        // Kubernetes ConfigMap style: write elsewhere, rename over the file.
+        let tmp = dir.path().join("sluice.toml.new");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, &sluice.config).unwrap();
+    };
+
+    // 1. The file moves all traffic to green: applied without a signal.
+    replace(config_for(dir.path(), blue.addr, green.addr, 0));
+    sluice.wait_log("config reloaded", Duration::from_secs(10));
+    assert_eq!(pool_of(&get(&c, &url, &[]).await.2), "green");
+
+    // 2. A runtime change (a rollback-like move back to blue) ...
+    let routing_url = format!("http://{}/api/v1/weights", sluice.admin);
+    let req = http::Request::put(&routing_url)
+        .header("content-type", "application/json")
+        .body(http_body_util::Full::new(bytes::Bytes::from(
+            r#"{"weights": {"blue": 100, "green": 0}}"#,
+        )))
+        .unwrap();
+    assert_eq!(c.request(req).await.unwrap().status(), 200);
+    // ... survives a reload that adds a pool but leaves the weights alone.
+    let with_canary = format!(
+        "{}{}",
+        config_for(dir.path(), blue.addr, green.addr, 0),
+        pool_toml("canary", 0, &[canary.addr])
+    );
+    replace(with_canary);
+    sluice.wait_log("config reloaded", Duration::from_secs(10));
+    for _ in 0..20 {
+        assert_eq!(
+            pool_of(&get(&c, &url, &[]).await.2),
+            "blue",
+            "a reload undid the runtime weights"
+        );
+    }
+    let (_, _, pools) = get(&c, &format!("http://{}/api/v1/pools", sluice.admin), &[]).await;
+    assert!(pools.contains("\"name\":\"canary\""), "{pools}");
+
+    // 3. A broken replacement keeps everything and is counted.
+    replace("[pools.blue]\nweight = 101\n".into());
+    let line = sluice.wait_log("config reload failed", Duration::from_secs(10));
+    assert!(line.contains("pools.blue.weight"), "{line}");
+    assert_eq!(pool_of(&get(&c, &url, &[]).await.2), "blue");
+    let (_, _, metrics) = get(&c, &format!("http://{}/metrics", sluice.admin), &[]).await;
+    assert!(
+        metrics.contains("sluice_config_reloads_total{result=\"error\"} 1"),
+        "{metrics}"
+    );
+}

@@ -70,7 +70,7 @@ impl Running {
             let left = end.saturating_duration_since(tokio::time::Instant::now());
             match self.logs.recv_timeout(left) {
                 Ok(line) if line.contains(needle) => return line,
-                Ok(_) => {}
+                Ok(line) => eprintln!("[sluice] {line}"),
                 Err(_) => panic!("no log line with {needle:?} within {deadline:?}"),
             }
         }

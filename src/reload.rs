@@ -1,0 +1,229 @@
+//! Config hot reload: on SIGHUP, and when the file changes (watched with
+//! `notify` through its directory, so a Kubernetes-style replacement by
+//! rename is seen; events are debounced and a content that did not change
+//! is ignored). The new file is parsed, validated and built completely
+//! before anything is swapped; a bad file keeps the running config, is
+//! logged on one line with its key paths, counted and audited.
+//!
+//! Routing follows the last intent: what the file changed since the last
+//! reload (a pool's weight, version or backends) is applied, as actor
+//! `config-file`; what it left as it was keeps the runtime value set
+//! through the API, a rollback or a rollout.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use notify::{RecursiveMode, Watcher};
+use sluice_admin_api::Metrics;
+use sluice_config::Config;
+use sluice_proxy::{PoolSpec, RoutingHandle, RoutingTable};
+use sluice_store::{AuditEntry, Store};
+use tokio::sync::mpsc;
+use tracing::{error, info, warn};
+
+use crate::app::AppError;
+use crate::state::CONFIG_ACTOR;
+
+/// Everything a reload needs.
+pub struct Reloader {
+    pub path: PathBuf,
+    pub routing: Arc<RoutingHandle>,
+    pub metrics: Arc<Metrics>,
+    pub store: Store,
+    /// The file as last loaded: the baseline for "what the file changed".
+    pub baseline: Config,
+}
+
+/// What to do with one pool's field: the file's new value when the file
+/// changed it, else the value being served.
+fn intent<T: PartialEq + Clone>(old_file: Option<&T>, new_file: &T, running: Option<&T>) -> T {
+    match (old_file, running) {
+        (Some(old), Some(run)) if old == new_file => run.clone(),
+        _ => new_file.clone(),
+    }
+}
+
+/// The routing specs a reload should apply: the new file, except where it
+/// left a pool's weight, version or backends as the old file had them.
+pub fn merge(old_file: &Config, new_file: &Config, running: &RoutingTable) -> Vec<PoolSpec> {
+    let (specs, _) = sluice_proxy::routing_from_config(new_file);
+    let run_specs = running.specs();
+    specs
+        .into_iter()
+        .map(|mut spec| {
+            let old = old_file.pool(&spec.name);
+            let run_spec = run_specs.iter().find(|s| s.name == spec.name);
+            spec.weight = intent(old.map(|p| &p.weight), &spec.weight, run_spec.map(|s| &s.weight));
+            spec.version = intent(old.map(|p| &p.version), &spec.version, run_spec.map(|s| &s.version));
+            spec.backends = intent(old.map(|p| &p.backends), &spec.backends, run_spec.map(|s| &s.backends));
+            spec
+        })
+        .collect()
+}
+
+impl Reloader {
+    /// Re-reads the file and applies it; returns the new generation.
+    pub async fn reload(&mut self) -> Result<u64, AppError> {
+        let mut config = Config::load(&self.path)?;
+        config.apply_env(|name| std::env::var(name).ok())?;
+        let specs = merge(&self.baseline, &config, &self.routing.snapshot());
+        let (_, mut policy) = sluice_proxy::routing_from_config(&config);
+        policy.probe_new_backends = true;
+        let table = self
+            .routing
+            .replace(specs, policy, CONFIG_ACTOR, "config.reload")
+            .await?;
+        self.baseline = config;
+        Ok(table.generation())
+    }
+
+    /// Starts watching now (so no change after this call is missed) and
+    /// reloads on SIGHUP and on file changes until the process ends. Keep
+    /// the returned watcher alive.
+    pub fn spawn(self) -> Option<notify::RecommendedWatcher> {
+        let (tx, rx) = mpsc::unbounded_channel::<&'static str>();
+        let watcher = watch(&self.path, tx.clone());
+        spawn_sighup(tx);
+        tokio::spawn(self.run(rx));
+        watcher
+    }
+
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<&'static str>) {
+        while let Some(trigger) = rx.recv().await {
+            if trigger == "file" {
+                // Writers and mounts change files in several steps: settle.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                while rx.try_recv().is_ok() {}
+                // A touch or a rewrite with the same content changes nothing.
+                if let Ok(mut same) = Config::load(&self.path) {
+                    let _ = same.apply_env(|name| std::env::var(name).ok());
+                    if same == self.baseline {
+                        continue;
+                    }
+                }
+            }
+            match self.reload().await {
+                Ok(generation) => {
+                    self.metrics.config_reload(true);
+                    info!(path = %self.path.display(), generation, trigger, "config reloaded");
+                }
+                Err(e) => {
+                    self.metrics.config_reload(false);
+                    let message = one_line(&e);
+                    error!(path = %self.path.display(), error = %message, trigger, "config reload failed; keeping the running config");
+                    let entry = AuditEntry {
+                        actor: CONFIG_ACTOR.into(),
+                        action: "config.reload".into(),
+                        target: self.path.display().to_string(),
+                        result: format!("rejected: {message}"),
+                        ..Default::default()
+                    };
+                    if let Err(e) = self.store.append_audit(&entry).await {
+                        error!(error = %e, "could not audit the failed reload");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Watches the file's directory; `None` (logged) when watching is impossible.
+fn watch(path: &Path, tx: mpsc::UnboundedSender<&'static str>) -> Option<notify::RecommendedWatcher> {
+    let name = path.file_name().map(|n| n.to_owned());
+    let dir = path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let dir = if dir.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        dir
+    };
+    let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        let Ok(event) = event else { return };
+        // Only events about the config file (or a rename into it).
+        let ours = event.paths.iter().any(|p| p.file_name() == name.as_deref());
+        if ours {
+            let _ = tx.send("file");
+        }
+    });
+    match watcher {
+        Ok(mut w) => match w.watch(&dir, RecursiveMode::NonRecursive) {
+            Ok(()) => Some(w),
+            Err(e) => {
+                warn!(dir = %dir.display(), error = %e, "cannot watch the config directory; reload on SIGHUP only");
+                None
+            }
+        },
+        Err(e) => {
+            warn!(error = %e, "cannot watch files; config reload on SIGHUP only");
+            None
+        }
+    }
+}
+
+fn spawn_sighup(tx: mpsc::UnboundedSender<&'static str>) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            error!("cannot listen for SIGHUP; config reload on signal is off");
+            return;
+        };
+        while hup.recv().await.is_some() {
+            if tx.send("sighup").is_err() {
+                return;
+            }
+        }
+    });
+}
+
+/// Multi-problem errors on one log line, so log pipelines keep them whole.
+pub fn one_line(e: &AppError) -> String {
+    e.to_string().replace(":\n  - ", ": ").replace("\n  - ", "; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_proxy::RoutingPolicy;
+
+    fn config(blue: u32, green_backends: &str) -> Config {
+        Config::from_toml(&format!(
+            "[pools.blue]\nversion = \"v1\"\nweight = {blue}\nbackends = [\"127.0.0.1:1\"]\n\
+             [pools.green]\nversion = \"v2\"\nweight = {}\nbackends = [{green_backends}]\n",
+            100 - blue
+        ))
+        .unwrap()
+    }
+
+    fn running(blue: u32) -> RoutingTable {
+        let (mut specs, _) = sluice_proxy::routing_from_config(&config(100, "\"127.0.0.1:2\""));
+        specs[0].weight = blue;
+        specs[1].weight = 100 - blue;
+        RoutingTable::build(5, &specs, RoutingPolicy::default(), None).unwrap()
+    }
+
+    #[test]
+    fn weights_the_file_did_not_touch_keep_their_runtime_values() {
+        // The API moved traffic to 30/70; the file only changed green's backends.
+        let merged = merge(
+            &config(100, "\"127.0.0.1:2\""),
+            &config(100, "\"127.0.0.1:3\""),
+            &running(30),
+        );
+        assert_eq!((merged[0].weight, merged[1].weight), (30, 70));
+        assert_eq!(merged[1].backends, ["127.0.0.1:3"]);
+    }
+
+    #[test]
+    fn weights_edited_in_the_file_win() {
+        let merged = merge(
+            &config(100, "\"127.0.0.1:2\""),
+            &config(80, "\"127.0.0.1:2\""),
+            &running(30),
+        );
+        assert_eq!((merged[0].weight, merged[1].weight), (80, 20));
+    }
+}

@@ -57,8 +57,7 @@ pub struct RunOptions {
 
 /// `sluice run --config FILE [--reset-state]`.
 pub fn run(config_path: &Path, reset_state: bool) -> Result<(), AppError> {
-    let mut config = Config::load(config_path)?;
-    config.apply_env(|name| std::env::var(name).ok())?;
+    let (config, _) = Config::load_with_env(config_path, &Config::process_env())?;
     let options = RunOptions {
         config_path: Some(config_path.to_owned()),
         reset_state,

@@ -72,17 +72,24 @@ fn main() -> ExitCode {
 }
 
 fn check_config(file: &std::path::Path) -> ExitCode {
-    match Config::load(file) {
-        Ok(config) => {
-            println!("{}: ok", file.display());
-            println!("  proxy.listen = {}", config.proxy.listen);
-            println!("  admin.listen = {}", config.admin.listen);
-            println!("  store.url    = {}", config.store.url);
-            for pool in &config.pools {
-                println!(
-                    "  pools.{:<8} version={} weight={} backends={:?}",
-                    pool.name, pool.version, pool.weight, pool.backends
-                );
+    match Config::load_with_env(file, &Config::process_env()) {
+        Ok((config, sources)) => {
+            use std::io::Write;
+            // A closed pipe (`| head`) ends the listing quietly.
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{}: ok", file.display());
+            for (key, value) in config.effective() {
+                // Pool health settings inherit [health]; say so when not set.
+                let source = match sources.of(&key) {
+                    sluice_config::Source::Default if key.starts_with("pools.") && key.contains(".health.") => {
+                        let global = key.split_once(".health.").map(|(_, k)| format!("health.{k}"));
+                        global.map_or("default".to_owned(), |g| format!("{} (via {g})", sources.of(&g)))
+                    }
+                    other => other.to_string(),
+                };
+                if writeln!(out, "  {key:<40} = {value:<32} [{source}]").is_err() {
+                    break;
+                }
             }
             ExitCode::SUCCESS
         }

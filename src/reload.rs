@@ -65,8 +65,7 @@ pub fn merge(old_file: &Config, new_file: &Config, running: &RoutingTable) -> Ve
 impl Reloader {
     /// Re-reads the file and applies it; returns the new generation.
     pub async fn reload(&mut self) -> Result<u64, AppError> {
-        let mut config = Config::load(&self.path)?;
-        config.apply_env(|name| std::env::var(name).ok())?;
+        let (config, _) = Config::load_with_env(&self.path, &Config::process_env())?;
         let specs = merge(&self.baseline, &config, &self.routing.snapshot());
         let (_, mut policy) = sluice_proxy::routing_from_config(&config);
         policy.probe_new_backends = true;
@@ -96,11 +95,10 @@ impl Reloader {
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 while rx.try_recv().is_ok() {}
                 // A touch or a rewrite with the same content changes nothing.
-                if let Ok(mut same) = Config::load(&self.path) {
-                    let _ = same.apply_env(|name| std::env::var(name).ok());
-                    if same == self.baseline {
-                        continue;
-                    }
+                if let Ok((same, _)) = Config::load_with_env(&self.path, &Config::process_env())
+                    && same == self.baseline
+                {
+                    continue;
                 }
             }
             match self.reload().await {

@@ -226,3 +226,30 @@ async fn a_config_replaced_by_rename_is_picked_up_and_runtime_weights_follow_the
         "{metrics}"
     );
 }
+
+#[test]
+fn check_config_shows_effective_values_and_where_they_came_from() {
+    let out = Command::new(SLUICE)
+        .arg("check-config")
+        .arg(examples().join("canary.toml"))
+        .env("SLUICE_PROXY__LISTEN", "127.0.0.1:7000")
+        .env("HEALTH_CHECK_INTERVAL", "3s")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = |key: &str| {
+        text.lines()
+            .find(|l| l.trim_start().starts_with(key))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(
+        line("proxy.listen").contains("127.0.0.1:7000") && line("proxy.listen").contains("[env SLUICE_PROXY__LISTEN]"),
+        "{text}"
+    );
+    assert!(line("health.interval").contains("3s") && line("health.interval").contains("[env HEALTH_CHECK_INTERVAL]"));
+    assert!(line("proxy.allow_pool_override").contains("[file]"));
+    assert!(line("proxy.drain_timeout").contains("[default]"));
+    assert!(!text.contains("hunter"), "no secret values");
+}

@@ -89,8 +89,20 @@ impl Metrics {
     }
 
     /// Every family, as exposition text; window gauges cover `window`.
-    pub fn render(&self, table: &RoutingTable, window: std::time::Duration) -> Vec<u8> {
+    pub fn render(&self, table: &RoutingTable, window: std::time::Duration, environment: Option<&str>) -> Vec<u8> {
         let mut families = traffic_families(table, window);
+        families.push(family(
+            "sluice_info",
+            "Always 1; labels name the version and the deployment environment (DEPLOYMENT_ENV).",
+            MetricType::GAUGE,
+            vec![gauge(
+                &[
+                    ("version", env!("CARGO_PKG_VERSION")),
+                    ("environment", environment.unwrap_or("")),
+                ],
+                1.0,
+            )],
+        ));
         families.extend(self.registry.gather());
         families.sort_by(|a, b| a.name().cmp(b.name()));
         let mut out = Vec::new();
@@ -109,7 +121,9 @@ pub(crate) async fn scrape(State(state): State<AdminState>, req: Request) -> Res
     {
         return e.into_response();
     }
-    let body = state.metrics.render(&state.routing.snapshot(), state.window);
+    let body = state
+        .metrics
+        .render(&state.routing.snapshot(), state.window, state.environment.as_deref());
     ([(CONTENT_TYPE, prometheus::TEXT_FORMAT)], body).into_response()
 }
 

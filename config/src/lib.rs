@@ -5,6 +5,8 @@
 //! Every problem names its key path, all problems are reported together, and
 //! unknown keys are rejected so a typo never silently falls back to a default.
 
+mod effective;
+mod env;
 mod error;
 mod model;
 mod parse;
@@ -12,6 +14,7 @@ mod reader;
 
 use std::path::Path;
 
+pub use env::{Source, Sources};
 pub use error::{ConfigError, FieldError};
 pub use model::*;
 
@@ -28,6 +31,57 @@ impl Config {
             source,
         })?;
         Self::from_toml(&text)
+    }
+
+    /// Reads a config file with the environment applied: `SLUICE_…__…`
+    /// overrides onto the file, then the story's variables. Returns where
+    /// each value set came from.
+    pub fn load_with_env(path: &Path, vars: &[(String, String)]) -> Result<(Config, Sources), ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut table = parse::parse_text(&text)?;
+        let mut sources = Sources::default();
+        env::file_sources(&table, "", &mut sources);
+        env::apply_overrides(&mut table, vars, &mut sources);
+        let mut config = parse::parse_table(table).map_err(|e| match e {
+            // Name the variable when the bad value came from one.
+            ConfigError::Invalid(mut list) => {
+                for problem in &mut list {
+                    if let Source::Env(var) = sources.of(&problem.path) {
+                        problem.reason.push_str(&format!(" (set by {var})"));
+                    }
+                }
+                ConfigError::Invalid(list)
+            }
+            other => other,
+        })?;
+        let get = |name: &str| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+        config.apply_env(get)?;
+        for (var, key) in [
+            ("HEALTH_CHECK_INTERVAL", "interval"),
+            ("HEALTH_CHECK_TIMEOUT", "timeout"),
+        ] {
+            if get(var).is_some() {
+                sources.set(&format!("health.{key}"), Source::Env(var.to_owned()));
+                for pool in &config.pools {
+                    sources.set(
+                        &format!("pools.{}.health.{key}", pool.name),
+                        Source::Env(var.to_owned()),
+                    );
+                }
+            }
+        }
+        if get("AUTOMATIC_ROLLBACK_ON_ERROR").is_some() {
+            sources.set("rollback.enabled", Source::Env("AUTOMATIC_ROLLBACK_ON_ERROR".into()));
+        }
+        Ok((config, sources))
+    }
+
+    /// The process environment, for [`Config::load_with_env`].
+    pub fn process_env() -> Vec<(String, String)> {
+        std::env::vars().collect()
     }
 
     /// Applies the story's environment overrides (`HEALTH_CHECK_INTERVAL`,

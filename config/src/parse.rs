@@ -11,9 +11,15 @@ use crate::model::*;
 use crate::reader::{Problems, Section};
 
 pub(crate) fn parse(text: &str) -> Result<Config, ConfigError> {
-    let table: toml::Table = text
-        .parse()
-        .map_err(|e: toml::de::Error| ConfigError::Syntax(e.to_string()))?;
+    parse_table(parse_text(text)?)
+}
+
+pub(crate) fn parse_text(text: &str) -> Result<toml::Table, ConfigError> {
+    text.parse()
+        .map_err(|e: toml::de::Error| ConfigError::Syntax(e.to_string()))
+}
+
+pub(crate) fn parse_table(table: toml::Table) -> Result<Config, ConfigError> {
     let mut problems = Problems::default();
     let mut root = Section::root(table);
 

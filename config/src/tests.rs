@@ -189,3 +189,32 @@ fn story_environment_overrides_apply_and_bad_values_are_named() {
         .unwrap_err();
     assert!(err.to_string().contains("HEALTH_CHECK_TIMEOUT"), "{err}");
 }
+
+#[test]
+fn sluice_variables_override_any_key_and_sources_say_where_values_came_from() {
+    let vars: Vec<(String, String)> = [
+        ("SLUICE_PROXY__LISTEN", "127.0.0.1:7000"),
+        ("SLUICE_POOLS__STABLE__WEIGHT", "90"),
+        ("SLUICE_POOLS__CANARY__WEIGHT", "10"),
+        ("SLUICE_TOKEN", "not-config"),
+        ("HEALTH_CHECK_TIMEOUT", "1s"),
+    ]
+    .iter()
+    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+    .collect();
+    let (c, sources) = Config::load_with_env(&example("canary.toml"), &vars).unwrap();
+    assert_eq!(c.proxy.listen.to_string(), "127.0.0.1:7000");
+    assert_eq!(c.pool("canary").unwrap().weight, 10);
+    assert_eq!(c.pool("canary").unwrap().health.timeout, Duration::from_secs(1));
+    assert_eq!(sources.of("proxy.listen"), Source::Env("SLUICE_PROXY__LISTEN".into()));
+    assert_eq!(sources.of("pools.canary.health.path"), Source::File);
+    assert_eq!(sources.of("proxy.drain_timeout"), Source::Default);
+    assert_eq!(sources.of("health.timeout"), Source::Env("HEALTH_CHECK_TIMEOUT".into()));
+
+    let bad = vec![("SLUICE_PROXY__WORKERS".to_owned(), "zero".to_owned())];
+    let err = Config::load_with_env(&example("canary.toml"), &bad).unwrap_err();
+    assert!(
+        err.to_string().contains("proxy.workers") && err.to_string().contains("SLUICE_PROXY__WORKERS"),
+        "{err}"
+    );
+}

@@ -25,6 +25,8 @@ pub enum AppError {
     Store(#[from] StoreError),
     #[error("admin tokens: {0}")]
     Tokens(#[from] sluice_admin_api::TokenError),
+    #[error("TLS: {0}")]
+    Tls(#[from] sluice_proxy::tls::TlsError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: std::net::SocketAddr,
@@ -140,6 +142,10 @@ pub async fn serve_config(config: Config, options: RunOptions) -> Result<(), App
     ));
     let admin_listener = bind(config.admin.listen).await?;
     let listener = bind(config.proxy.listen).await?;
+    let tls = match &config.proxy.tls {
+        Some(tls) => Some(crate::tls::start(tls, &store, environment.clone()).await?),
+        None => None,
+    };
     // Bound addresses, not the configured ones: port 0 picks a free port.
     let admin_bound = admin_listener.local_addr().unwrap_or(config.admin.listen);
     let bound = listener.local_addr().unwrap_or(config.proxy.listen);
@@ -164,7 +170,25 @@ pub async fn serve_config(config: Config, options: RunOptions) -> Result<(), App
     ));
     let _token_watcher = sluice_admin_api::watch_token_files(Arc::clone(&tokens), store.clone(), environment)
         .map_err(|e| AppError::Other(format!("cannot watch the admin token files: {e}")))?;
-    let drained = sluice_proxy::serve(listener, proxy, ListenerOptions::from(&config.proxy), shutdown_signal()).await;
+    // One signal stops every listener.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let opts = ListenerOptions::from(&config.proxy);
+    let plain = sluice_proxy::serve(listener, Arc::clone(&proxy), opts, stopped(stop_rx.clone()));
+    let secure = async {
+        match tls {
+            Some(t) => sluice_proxy::serve_with(t.listener, Some(t.acceptor), proxy, opts, stopped(stop_rx)).await,
+            None => true,
+        }
+    };
+    let (plain_drained, tls_drained) = tokio::join!(plain, secure);
+    let drained = plain_drained && tls_drained;
     store.close().await;
     if drained {
         Ok(())

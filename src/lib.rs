@@ -8,3 +8,4 @@ pub mod logging;
 pub mod migrate_cmd;
 pub mod reload;
 pub mod state;
+pub mod tls;

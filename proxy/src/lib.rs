@@ -16,6 +16,7 @@ pub mod select;
 pub mod server;
 pub mod stats;
 pub mod table;
+pub mod tls;
 pub mod upstream;
 pub mod window;
 
@@ -24,7 +25,7 @@ use std::sync::Arc;
 pub use error::{ProxyError, TableError};
 pub use forward::{ForwardSettings, Proxy};
 pub use handle::{Change, RoutingEvent, RoutingHandle, RoutingStore};
-pub use server::{ListenerOptions, serve};
+pub use server::{ListenerOptions, serve, serve_with};
 pub use table::{PoolSpec, RoutingPolicy, RoutingTable};
 pub use upstream::Upstreams;
 

@@ -12,6 +12,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use sluice_config::ProxyConfig;
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
 use crate::forward::{ClientConn, Proxy};
@@ -58,13 +59,25 @@ fn http_builder(opts: &ListenerOptions) -> auto::Builder<TokioExecutor> {
     builder
 }
 
-/// Serves `listener` until `shutdown` resolves, then stops accepting (new
-/// connections are refused), asks open connections to finish (`Connection:
-/// close` after the current response on HTTP/1, GOAWAY on HTTP/2) and waits
-/// up to the drain timeout for in-flight requests. Returns whether every
-/// connection finished in time.
+/// Serves `listener` (plain HTTP/1.1 and h2c) until `shutdown` resolves;
+/// see [`serve_with`].
 pub async fn serve(
     listener: TcpListener,
+    proxy: Arc<Proxy>,
+    opts: ListenerOptions,
+    shutdown: impl Future<Output = ()>,
+) -> bool {
+    serve_with(listener, None, proxy, opts, shutdown).await
+}
+
+/// Serves `listener` until `shutdown` resolves, over TLS when `tls` is
+/// given, then stops accepting (new connections are refused), asks open
+/// connections to finish (`Connection: close` after the current response
+/// on HTTP/1, GOAWAY on HTTP/2) and waits up to the drain timeout for
+/// in-flight requests. Returns whether every connection finished in time.
+pub async fn serve_with(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
     proxy: Arc<Proxy>,
     opts: ListenerOptions,
     shutdown: impl Future<Output = ()>,
@@ -90,19 +103,20 @@ pub async fn serve(
                 if let Err(e) = stream.set_nodelay(true) {
                     debug!(error = %e, "set_nodelay failed");
                 }
-                let conn = Arc::new(ClientConn::new(peer, false));
-                let proxy = Arc::clone(&proxy);
-                let service = service_fn(move |req| {
-                    let proxy = Arc::clone(&proxy);
-                    let conn = Arc::clone(&conn);
-                    async move { Ok::<_, std::convert::Infallible>(proxy.handle(req, &conn).await) }
-                });
-                let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
-                let watched = graceful.watch(connection);
+                let conn = Arc::new(ClientConn::new(peer, tls.is_some()));
+                let (builder, proxy, watcher) = (builder.clone(), Arc::clone(&proxy), graceful.watcher());
+                let (tls, handshake_timeout) = (tls.clone(), opts.header_read_timeout);
                 OPEN_CONNECTIONS.fetch_add(1, Ordering::Relaxed);
                 tokio::spawn(async move {
-                    if let Err(e) = watched.await {
-                        debug!(%peer, error = %e, "connection ended with an error");
+                    match tls {
+                        None => serve_io(&builder, TokioIo::new(stream), conn, proxy, watcher).await,
+                        Some(acceptor) => match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                            Ok(Ok(tls_stream)) => {
+                                serve_io(&builder, TokioIo::new(tls_stream), conn, proxy, watcher).await
+                            }
+                            Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
+                            Err(_) => debug!(%peer, "TLS handshake timed out"),
+                        },
                     }
                     OPEN_CONNECTIONS.fetch_sub(1, Ordering::Relaxed);
                 });
@@ -120,5 +134,27 @@ pub async fn serve(
             warn!("drain timeout passed with requests still in flight");
             false
         }
+    }
+}
+
+/// Serves one accepted connection (plain or TLS) until it ends.
+async fn serve_io<I>(
+    builder: &auto::Builder<TokioExecutor>,
+    io: I,
+    conn: Arc<ClientConn>,
+    proxy: Arc<Proxy>,
+    watcher: hyper_util::server::graceful::Watcher,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let peer = conn.peer;
+    let service = service_fn(move |req| {
+        let proxy = Arc::clone(&proxy);
+        let conn = Arc::clone(&conn);
+        async move { Ok::<_, std::convert::Infallible>(proxy.handle(req, &conn).await) }
+    });
+    let connection = builder.serve_connection_with_upgrades(io, service);
+    if let Err(e) = watcher.watch(connection.into_owned()).await {
+        debug!(%peer, error = %e, "connection ended with an error");
     }
 }

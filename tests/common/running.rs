@@ -17,6 +17,8 @@ pub struct Running {
     pub child: Child,
     pub addr: SocketAddr,
     pub admin: SocketAddr,
+    /// The TLS listener, when the config has one.
+    pub tls: Option<SocketAddr>,
     pub config: PathBuf,
     logs: mpsc::Receiver<String>,
 }
@@ -35,7 +37,7 @@ impl Running {
             let text = text.trim_matches(|c: char| !c.is_ascii_digit() && c != '.' && c != ':');
             text.parse().unwrap_or_else(|e| panic!("{e}: {line}"))
         };
-        let (mut addr, mut admin) = (None, None);
+        let (mut addr, mut admin, mut tls) = (None, None, None);
         while addr.is_none() || admin.is_none() {
             let line = rx
                 .recv_timeout(Duration::from_secs(20))
@@ -44,12 +46,15 @@ impl Running {
                 addr = Some(listen_of(&line));
             } else if line.contains("sluice admin API listening") {
                 admin = Some(listen_of(&line));
+            } else if line.contains("sluice TLS listening") {
+                tls = Some(listen_of(&line));
             }
         }
         Running {
             child,
             addr: addr.unwrap(),
             admin: admin.unwrap(),
+            tls,
             config,
             logs: rx,
         }

@@ -1,0 +1,189 @@
+//! TLS termination through the real binary: SNI picks the certificate, ALPN
+//! negotiates h2, a rotated pair is served to new connections within a
+//! second, a mismatched pair keeps the old one, and old protocol versions
+//! are refused.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::running::Running;
+use common::*;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::DigitallySignedStruct;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use tokio::time::Instant;
+
+/// Accepts any certificate: the tests look at which one was served.
+#[derive(Debug)]
+struct AnyCert;
+
+impl ServerCertVerifier for AnyCert {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        _: &[u8],
+        _: &CertificateDer<'_>,
+        _: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Ok(HandshakeSignatureValid::assertion())
+    }
+    fn verify_tls13_signature(
+        &self,
+        _: &[u8],
+        _: &CertificateDer<'_>,
+        _: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Ok(HandshakeSignatureValid::assertion())
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        rustls::crypto::ring::default_provider()
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// Writes a fresh self-signed pair for `name` as `dir/name.crt` / `.key`;
+/// returns the certificate's DER.
+fn write_pair(dir: &Path, file: &str, name: &str) -> Vec<u8> {
+    let cert = rcgen::generate_simple_self_signed(vec![name.to_owned()]).unwrap();
+    // Written beside and renamed in, the way mounted secrets change.
+    for (ext, pem) in [("crt", cert.cert.pem()), ("key", cert.signing_key.serialize_pem())] {
+        let tmp = dir.join(format!("{file}.{ext}.tmp"));
+        std::fs::write(&tmp, pem).unwrap();
+        std::fs::rename(&tmp, dir.join(format!("{file}.{ext}"))).unwrap();
+    }
+    cert.cert.der().to_vec()
+}
+
+/// Connects with SNI `name`; returns the served certificate and the ALPN protocol.
+async fn handshake(
+    addr: SocketAddr,
+    name: &str,
+) -> (
+    Vec<u8>,
+    Option<Vec<u8>>,
+    tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+) {
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyCert))
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let stream = connector
+        .connect(ServerName::try_from(name.to_owned()).unwrap(), tcp)
+        .await
+        .unwrap();
+    let (_, session) = stream.get_ref();
+    let served = session.peer_certificates().unwrap()[0].to_vec();
+    let alpn = session.alpn_protocol().map(<[u8]>::to_vec);
+    (served, alpn, stream)
+}
+
+fn config(dir: &Path, blue: SocketAddr) -> String {
+    format!(
+        r#"[proxy]
+listen = "127.0.0.1:0"
+[proxy.tls]
+listen = "127.0.0.1:0"
+[[proxy.tls.certificates]]
+cert = "file:{d}/a.crt"
+key = "file:{d}/a.key"
+[[proxy.tls.certificates]]
+cert = "file:{d}/b.crt"
+key = "file:{d}/b.key"
+[admin]
+listen = "127.0.0.1:0"
+[store]
+url = "sqlite://{d}/sluice.db"
+{}"#,
+        pool_toml("blue", 100, &[blue]),
+        d = dir.display()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sni_alpn_rotation_and_protocol_versions() {
+    let blue = spawn_backend("blue", "v1", any_addr()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let a = write_pair(dir.path(), "a", "a.test");
+    let b = write_pair(dir.path(), "b", "b.test");
+    let sluice = Running::start(dir.path(), &config(dir.path(), blue.addr), &[]);
+    let tls = sluice.tls.expect("no TLS listener reported");
+
+    // SNI picks the certificate; an unknown name gets the first (default).
+    assert_eq!(handshake(tls, "b.test").await.0, b);
+    assert_eq!(handshake(tls, "a.test").await.0, a);
+    assert_eq!(handshake(tls, "other.test").await.0, a);
+
+    // ALPN h2, and a request over it reaches the backend.
+    let (_, alpn, stream) = handshake(tls, "a.test").await;
+    assert_eq!(alpn.as_deref(), Some(&b"h2"[..]));
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::get("https://a.test/secure")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let res = sender.send_request(req).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(pool_of(&String::from_utf8_lossy(&body)), "blue");
+
+    // Rotation: a new pair for a.test is served to new connections within a second.
+    let rotated = write_pair(dir.path(), "a", "a.test");
+    let changed = Instant::now();
+    while handshake(tls, "a.test").await.0 != rotated {
+        assert!(
+            changed.elapsed() < Duration::from_secs(1),
+            "rotated certificate not served after 1 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // A key that does not fit its certificate keeps the previous pair.
+    let other = rcgen::generate_simple_self_signed(vec!["b.test".to_owned()]).unwrap();
+    std::fs::write(dir.path().join("b.key"), other.signing_key.serialize_pem()).unwrap();
+    sluice.wait_log("TLS certificate reload failed", Duration::from_secs(5));
+    assert_eq!(
+        handshake(tls, "b.test").await.0,
+        b,
+        "a mismatched pair replaced the served one"
+    );
+
+    // TLS 1.1 is refused (openssl ships with Debian; the check never skips).
+    let out = std::process::Command::new("openssl")
+        .args([
+            "s_client",
+            "-tls1_1",
+            "-connect",
+            &tls.to_string(),
+            "-servername",
+            "a.test",
+        ])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("openssl is needed for the protocol-version check");
+    assert!(!out.status.success(), "TLS 1.1 handshake succeeded");
+}

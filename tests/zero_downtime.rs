@@ -1,0 +1,210 @@
+//! The zero-downtime proof: constant load on the proxy (64 keep-alive
+//! clients plus clients that open a new connection per request) while an
+//! operator does everything at once — 100 weight flips, 20 config reloads,
+//! 10 backend add/drain/remove cycles — and every response is counted.
+//! Then the load stops and SIGTERM drains to exit 0.
+//!
+//! `ZERO_DOWNTIME_SECONDS` (default: as long as the operations take)
+//! stretches the run for longer soaks: `benches/zero_downtime.sh`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::running::Running;
+use common::*;
+use http_body_util::{BodyExt, Full};
+use tokio::time::Instant;
+
+#[derive(Default)]
+struct Tally {
+    ok: AtomicU64,
+    non_2xx: AtomicU64,
+    conn_errors: AtomicU64,
+    /// Latencies (µs) of successful requests, by phase (0 quiet, 1 busy).
+    latencies: [Mutex<Vec<u64>>; 2],
+}
+
+fn config(dir: &Path, blue: &[SocketAddr], green: &[SocketAddr], extra_timeout: &str) -> String {
+    format!(
+        r#"[proxy]
+listen = "127.0.0.1:0"
+drain_timeout = "20s"
+[proxy.timeouts]
+upstream_response = "{extra_timeout}"
+[admin]
+listen = "127.0.0.1:0"
+[store]
+url = "sqlite://{d}/sluice.db"
+[health]
+interval = "200ms"
+timeout = "150ms"
+{}{}"#,
+        pool_toml("blue", 100, blue),
+        pool_toml("green", 0, green),
+        d = dir.display()
+    )
+}
+
+async fn api(c: &TestClient, method: &str, url: String, body: &str) -> u16 {
+    let req = http::Request::builder()
+        .method(method)
+        .uri(url)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body.to_owned())))
+        .unwrap();
+    let res = c.request(req).await.unwrap();
+    let status = res.status().as_u16();
+    let _ = res.into_body().collect().await;
+    status
+}
+
+fn p99(samples: &Mutex<Vec<u64>>) -> Duration {
+    let mut v = samples.lock().unwrap().clone();
+    v.sort_unstable();
+    Duration::from_micros(v.get(v.len().saturating_sub(1) * 99 / 100).copied().unwrap_or(0))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_operation_under_load_fails_no_request() {
+    let b1 = spawn_backend("blue", "v1", any_addr()).await.unwrap();
+    let b2 = spawn_backend("blue", "v1", any_addr()).await.unwrap();
+    let b3 = spawn_backend("blue", "v1", any_addr()).await.unwrap();
+    let g1 = spawn_backend("green", "v2", any_addr()).await.unwrap();
+    let g2 = spawn_backend("green", "v2", any_addr()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let sluice = Running::start(
+        dir.path(),
+        &config(dir.path(), &[b1.addr, b2.addr], &[g1.addr], "30s"),
+        &[],
+    );
+    let url = format!("http://{}/", sluice.addr);
+    let tally = Arc::new(Tally::default());
+    let busy = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+
+    let keep_alive = client();
+    let mut load = Vec::new();
+    for i in 0..72 {
+        // 64 clients on pooled keep-alive connections, 8 on a new connection each time.
+        let fresh = i >= 64;
+        let (c, url, tally, busy, stop) = (
+            keep_alive.clone(),
+            url.clone(),
+            tally.clone(),
+            busy.clone(),
+            stop.clone(),
+        );
+        load.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let phase = usize::from(busy.load(Ordering::Relaxed));
+                let started = Instant::now();
+                let c = if fresh {
+                    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                        .pool_max_idle_per_host(0)
+                        .build_http()
+                } else {
+                    c.clone()
+                };
+                let req = http::Request::get(&url).body(Full::new(Bytes::new())).unwrap();
+                match c.request(req).await {
+                    Ok(res) if res.status().is_success() => match res.into_body().collect().await {
+                        Ok(_) => {
+                            tally.ok.fetch_add(1, Ordering::Relaxed);
+                            tally.latencies[phase]
+                                .lock()
+                                .unwrap()
+                                .push(started.elapsed().as_micros() as u64);
+                        }
+                        Err(_) => {
+                            tally.conn_errors.fetch_add(1, Ordering::Relaxed);
+                        }
+                    },
+                    Ok(_) => {
+                        tally.non_2xx.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(_) => {
+                        tally.conn_errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }));
+    }
+    // A quiet phase for the latency baseline.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    busy.store(true, Ordering::Relaxed);
+
+    let admin = client();
+    let base = format!("http://{}/api/v1", sluice.admin);
+    let soak = std::env::var("ZERO_DOWNTIME_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map(Duration::from_secs);
+    let ops_started = Instant::now();
+    let mut round = 0;
+    loop {
+        // 100 weight flips, interleaved with the rest.
+        for i in 0..5 {
+            let (b, g) = if (round * 5 + i) % 2 == 0 { (0, 100) } else { (100, 0) };
+            let body = format!(r#"{{"weights": {{"blue": {b}, "green": {g}}}}}"#);
+            assert_eq!(api(&admin, "PUT", format!("{base}/weights"), &body).await, 200);
+        }
+        // A config reload: blue's backends change in the file (so does a
+        // timeout, which is read at start only and must not disturb anything).
+        let blue: &[SocketAddr] = if round % 2 == 0 {
+            &[b1.addr, b2.addr, b3.addr]
+        } else {
+            &[b1.addr, b2.addr]
+        };
+        let timeout = if round % 2 == 0 { "25s" } else { "30s" };
+        let tmp = dir.path().join("sluice.toml.new");
+        std::fs::write(&tmp, config(dir.path(), blue, &[g1.addr], timeout)).unwrap();
+        std::fs::rename(&tmp, &sluice.config).unwrap();
+        sluice.wait_log("config reloaded", Duration::from_secs(10));
+        // Every other round, a green backend comes, is drained, and goes.
+        if round % 2 == 0 {
+            let add = format!(r#"{{"addr": "{}"}}"#, g2.addr);
+            assert_eq!(
+                api(&admin, "POST", format!("{base}/pools/green/backends"), &add).await,
+                200
+            );
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let drain = format!("{base}/pools/green/backends/{}/drain", g2.addr);
+            assert_eq!(api(&admin, "POST", drain, "").await, 200);
+        }
+        round += 1;
+        let done_ops = round >= 20;
+        if done_ops && soak.is_none_or(|s| ops_started.elapsed() >= s) {
+            break;
+        }
+    }
+    let ops_took = ops_started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    for t in load {
+        t.await.unwrap();
+    }
+
+    let ok = tally.ok.load(Ordering::Relaxed);
+    let non_2xx = tally.non_2xx.load(Ordering::Relaxed);
+    let conn_errors = tally.conn_errors.load(Ordering::Relaxed);
+    let (quiet, during) = (p99(&tally.latencies[0]), p99(&tally.latencies[1]));
+    eprintln!(
+        "zero-downtime: {} requests in {ops_took:?} of operations (100 weight flips, 20 reloads, 10 drain cycles): \
+         {non_2xx} non-2xx, {conn_errors} connection errors; p99 quiet {quiet:?}, during operations {during:?}",
+        ok + non_2xx + conn_errors
+    );
+    assert!(ok > 1000, "only {ok} requests");
+    assert_eq!((non_2xx, conn_errors), (0, 0), "requests failed during operations");
+
+    sluice.signal("TERM");
+    let code = tokio::task::spawn_blocking(move || sluice.wait_exit(Duration::from_secs(25)))
+        .await
+        .unwrap();
+    assert_eq!(code, Some(0));
+}

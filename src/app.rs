@@ -1,6 +1,7 @@
 //! `sluice run`: build everything from the config, serve until SIGTERM or
 //! SIGINT, re-read the config on SIGHUP.
 
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -55,15 +56,16 @@ pub struct RunOptions {
     pub config_path: Option<PathBuf>,
     /// Take the config's routing state over the stored one.
     pub reset_state: bool,
+    /// Take the listening sockets over from a running sluice.
+    pub upgrade: bool,
+    /// The Unix socket for upgrades (default: derived from the proxy port).
+    pub upgrade_socket: Option<PathBuf>,
 }
 
-/// `sluice run --config FILE [--reset-state]`.
-pub fn run(config_path: &Path, reset_state: bool) -> Result<(), AppError> {
+/// `sluice run --config FILE [--reset-state] [--upgrade]`.
+pub fn run(config_path: &Path, mut options: RunOptions) -> Result<(), AppError> {
     let (config, _) = Config::load_with_env(config_path, &Config::process_env())?;
-    let options = RunOptions {
-        config_path: Some(config_path.to_owned()),
-        reset_state,
-    };
+    options.config_path = Some(config_path.to_owned());
     runtime(config.proxy.workers)?.block_on(serve_config(config, options))
 }
 
@@ -140,12 +142,53 @@ pub async fn serve_config(config: Config, options: RunOptions) -> Result<(), App
         outlier_rx,
         sink,
     ));
-    let admin_listener = bind(config.admin.listen).await?;
-    let listener = bind(config.proxy.listen).await?;
+    // Taking over from a running sluice: its sockets, not new ones.
+    let upgrade_path = |port: u16| {
+        options
+            .upgrade_socket
+            .clone()
+            .unwrap_or_else(|| crate::upgrade::default_socket(port))
+    };
+    let mut inherited = if options.upgrade {
+        let path = upgrade_path(config.proxy.listen.port());
+        let (sockets, old) = crate::upgrade::take_over(&path)?;
+        info!(path = %path.display(), sockets = sockets.len(), "took the listening sockets over");
+        Some((sockets, old, path))
+    } else {
+        None
+    };
+    let mut take = |name: &str| inherited.as_mut().and_then(|(sockets, _, _)| sockets.remove(name));
+    let admin_listener = match take("admin") {
+        Some(l) => crate::upgrade::adopt(l)?,
+        None => bind(config.admin.listen).await?,
+    };
+    let listener = match take("proxy") {
+        Some(l) => crate::upgrade::adopt(l)?,
+        None => bind(config.proxy.listen).await?,
+    };
+    let inherited_tls = take("tls");
     let tls = match &config.proxy.tls {
-        Some(tls) => Some(crate::tls::start(tls, &store, environment.clone()).await?),
+        Some(tls) => Some(crate::tls::start(tls, &store, environment.clone(), inherited_tls).await?),
         None => None,
     };
+    // Copies of the listening sockets, to hand to a future upgrade.
+    let mut handoff = Vec::new();
+    for (name, fd) in [
+        ("proxy", listener.as_fd().try_clone_to_owned()),
+        ("admin", admin_listener.as_fd().try_clone_to_owned()),
+    ] {
+        handoff.push((
+            name,
+            fd.map_err(|e| AppError::Other(format!("cannot duplicate a socket: {e}")))?,
+        ));
+    }
+    if let Some(t) = &tls {
+        let fd = t.listener.as_fd().try_clone_to_owned();
+        handoff.push((
+            "tls",
+            fd.map_err(|e| AppError::Other(format!("cannot duplicate a socket: {e}")))?,
+        ));
+    }
     // Bound addresses, not the configured ones: port 0 picks a free port.
     let admin_bound = admin_listener.local_addr().unwrap_or(config.admin.listen);
     let bound = listener.local_addr().unwrap_or(config.proxy.listen);
@@ -170,8 +213,14 @@ pub async fn serve_config(config: Config, options: RunOptions) -> Result<(), App
     ));
     let _token_watcher = sluice_admin_api::watch_token_files(Arc::clone(&tokens), store.clone(), environment)
         .map_err(|e| AppError::Other(format!("cannot watch the admin token files: {e}")))?;
-    // One signal stops every listener.
+    // One signal, or a completed upgrade, stops every listener.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let path = upgrade_path(bound.port());
+    if let Some((_, old, old_path)) = inherited.take() {
+        crate::upgrade::ready(old);
+        crate::upgrade::replace_socket(&old_path);
+    }
+    crate::upgrade::serve(path, handoff, stop_tx.clone());
     tokio::spawn(async move {
         shutdown_signal().await;
         let _ = stop_tx.send(true);

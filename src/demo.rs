@@ -257,6 +257,7 @@ pub fn run(options: DemoOptions) -> Result<(), AppError> {
         let run = app::RunOptions {
             config_path: Some(path),
             reset_state: true,
+            ..app::RunOptions::default()
         };
         app::serve_config(config, run).await
     })

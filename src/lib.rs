@@ -9,3 +9,4 @@ pub mod migrate_cmd;
 pub mod reload;
 pub mod state;
 pub mod tls;
+pub mod upgrade;

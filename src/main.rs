@@ -28,6 +28,14 @@ enum Command {
         /// Start from the config's pools and weights instead of the stored state.
         #[arg(long)]
         reset_state: bool,
+        /// Take the listening sockets over from the running sluice, then
+        /// let it drain and exit (hot binary upgrade).
+        #[arg(long)]
+        upgrade: bool,
+        /// The Unix socket used for upgrades (default: in the temp dir,
+        /// named after the proxy port).
+        #[arg(long)]
+        upgrade_socket: Option<PathBuf>,
     },
     /// Validate a config file; exit non-zero with every problem found.
     CheckConfig {
@@ -56,7 +64,20 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init(cli.log_format);
     let result = match cli.command {
-        Command::Run { config, reset_state } => sluice::app::run(&config, reset_state),
+        Command::Run {
+            config,
+            reset_state,
+            upgrade,
+            upgrade_socket,
+        } => sluice::app::run(
+            &config,
+            sluice::app::RunOptions {
+                config_path: None,
+                reset_state,
+                upgrade,
+                upgrade_socket,
+            },
+        ),
         Command::Ctl(args) => sluice::ctl::run(args).map(|out| print!("{out}")),
         Command::Migrate(args) => sluice::migrate_cmd::run(args).map(|out| print!("{out}")),
         Command::CheckConfig { file } => return check_config(&file),

@@ -27,13 +27,21 @@ pub struct TlsListener {
 }
 
 /// Loads the certificates, binds the TLS listener and starts rotation.
-pub async fn start(cfg: &TlsConfig, store: &Store, environment: Option<String>) -> Result<TlsListener, AppError> {
+pub async fn start(
+    cfg: &TlsConfig,
+    store: &Store,
+    environment: Option<String>,
+    inherited: Option<std::net::TcpListener>,
+) -> Result<TlsListener, AppError> {
     let certs = Arc::new(CertStore::load(&cfg.certificates)?);
     let server = server_config(Arc::clone(&certs)).map_err(|e| AppError::Other(format!("TLS: {e}")))?;
-    let listener = TcpListener::bind(cfg.listen).await.map_err(|source| AppError::Bind {
-        addr: cfg.listen,
-        source,
-    })?;
+    let listener = match inherited {
+        Some(l) => crate::upgrade::adopt(l)?,
+        None => TcpListener::bind(cfg.listen).await.map_err(|source| AppError::Bind {
+            addr: cfg.listen,
+            source,
+        })?,
+    };
     let bound = listener.local_addr().unwrap_or(cfg.listen);
     info!(listen = %bound, certificates = cfg.certificates.len(), "sluice TLS listening");
     let watcher = watch(cfg.clone(), certs, store.clone(), environment);

@@ -208,3 +208,78 @@ async fn every_operation_under_load_fails_no_request() {
         .unwrap();
     assert_eq!(code, Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_binary_upgrade_under_load_fails_no_request() {
+    let b1 = spawn_backend("blue", "v1", any_addr()).await.unwrap();
+    let g1 = spawn_backend("green", "v2", any_addr()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("upgrade.sock");
+    let socket_arg = socket.to_str().unwrap().to_owned();
+    let text = config(dir.path(), &[b1.addr], &[g1.addr], "30s");
+    let old = Running::start(dir.path(), &text, &["--upgrade-socket", &socket_arg]);
+    old.wait_log("upgrade socket ready", Duration::from_secs(10));
+    let url = format!("http://{}/", old.addr);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let keep_alive = client();
+    let mut load = Vec::new();
+    for i in 0..40 {
+        let fresh = i >= 32;
+        let (c, url, stop, ok, failed) = (
+            keep_alive.clone(),
+            url.clone(),
+            stop.clone(),
+            ok.clone(),
+            failed.clone(),
+        );
+        load.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let c = if fresh {
+                    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                        .pool_max_idle_per_host(0)
+                        .build_http()
+                } else {
+                    c.clone()
+                };
+                let req = http::Request::get(&url).body(Full::new(Bytes::new())).unwrap();
+                let good = match c.request(req).await {
+                    Ok(res) if res.status().is_success() => res.into_body().collect().await.is_ok(),
+                    _ => false,
+                };
+                if good { &ok } else { &failed }.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // The new binary takes the sockets over; the old one drains and exits.
+    let new = Running::start(dir.path(), &text, &["--upgrade", "--upgrade-socket", &socket_arg]);
+    assert_eq!(new.addr, old.addr, "the new process serves the same socket");
+    let code = tokio::task::spawn_blocking(move || old.wait_exit(Duration::from_secs(25)))
+        .await
+        .unwrap();
+    assert_eq!(code, Some(0), "the old process did not drain and exit cleanly");
+    let before = ok.load(Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        ok.load(Ordering::Relaxed) > before,
+        "nothing served after the old process left"
+    );
+
+    stop.store(true, Ordering::Relaxed);
+    for t in load {
+        t.await.unwrap();
+    }
+    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    eprintln!("upgrade under load: {ok} requests ok, {failed} failed");
+    assert_eq!(
+        failed,
+        0,
+        "{failed} of {} requests failed during the upgrade",
+        ok + failed
+    );
+    // And the new process can be upgraded again.
+    new.wait_log("upgrade socket ready", Duration::from_secs(10));
+}

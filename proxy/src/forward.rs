@@ -65,6 +65,10 @@ pub struct Proxy {
     settings: ForwardSettings,
     /// Where backends failing `threshold` times in a row are reported.
     outliers: Option<(tokio::sync::mpsc::Sender<OutlierReport>, u32)>,
+    /// Set when this process stops: HTTP/1 responses then announce
+    /// `Connection: close`, so clients move to new connections in-band
+    /// instead of racing a close of an idle one.
+    draining: std::sync::atomic::AtomicBool,
 }
 
 impl Proxy {
@@ -74,7 +78,13 @@ impl Proxy {
             upstreams,
             settings,
             outliers: None,
+            draining: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// From now on, HTTP/1 responses close their connection.
+    pub fn begin_drain(&self) {
+        self.draining.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Reports backends that fail `threshold` exchanges in a row to `tx`
@@ -104,8 +114,9 @@ impl Proxy {
     /// Serves one request; failures become short plain-text responses.
     pub async fn handle(&self, req: Request<Incoming>, conn: &ClientConn) -> Response<ProxyBody> {
         let started = Instant::now();
+        let http1 = req.version() <= Version::HTTP_11;
         let mut pool_stats = None;
-        let (res, outcome) = match self.forward(req, conn, &mut pool_stats).await {
+        let (mut res, outcome) = match self.forward(req, conn, &mut pool_stats).await {
             Ok(res) => {
                 let outcome = if res.status().is_server_error() {
                     Outcome::Error
@@ -126,6 +137,10 @@ impl Proxy {
                 (err.into_response(), outcome)
             }
         };
+        if http1 && self.draining.load(std::sync::atomic::Ordering::Relaxed) {
+            res.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         if let Some(stats) = pool_stats {
             let now = Instant::now();
             let elapsed = now.saturating_duration_since(started);

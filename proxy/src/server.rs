@@ -125,6 +125,10 @@ pub async fn serve_with(
     }
     drop(listener);
     info!(connections = graceful.count(), "draining");
+    // First let busy keep-alive clients learn of the close in-band (their
+    // next response says `Connection: close`), then close what is idle.
+    proxy.begin_drain();
+    tokio::time::sleep(opts.drain_timeout.min(Duration::from_secs(1))).await;
     match tokio::time::timeout(opts.drain_timeout, graceful.shutdown()).await {
         Ok(()) => {
             info!("drained");

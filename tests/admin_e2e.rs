@@ -255,3 +255,48 @@ async fn drain_lets_in_flight_requests_finish_and_reports_them() {
     }
     assert_eq!(blue.knobs.received(), parked);
 }
+
+#[test]
+fn shipped_alert_rules_pass_promtool_and_use_real_metrics() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let rules = root.join("deploy/prometheus/alerts.yml");
+    let promtool = ["/usr/bin/promtool", "/usr/local/bin/promtool"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("promtool not found: install Debian's `prometheus` package");
+    let out = std::process::Command::new(promtool)
+        .args(["check", "rules"])
+        .arg(&rules)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Every sluice metric the rules use is one the exporter defines.
+    let exporter = std::fs::read_to_string(root.join("admin-api/src/metrics.rs")).unwrap();
+    let text = std::fs::read_to_string(&rules).unwrap();
+    for word in text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+        if word.starts_with("sluice_") && word != "sluice_" {
+            assert!(exporter.contains(&format!("\"{word}\"")), "alert rules use unknown metric {word}");
+        }
+    }
+}
+
+#[test]
+fn shipped_grafana_dashboard_is_valid_json_on_real_metrics() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(root.join("deploy/grafana/sluice.json")).unwrap();
+    let dashboard: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert!(dashboard["panels"].as_array().unwrap().len() >= 6);
+    let exporter = std::fs::read_to_string(root.join("admin-api/src/metrics.rs")).unwrap();
+    for word in text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+        if let Some(name) = word.strip_suffix("_bucket").or(Some(word))
+            && name.starts_with("sluice_")
+        {
+            assert!(exporter.contains(&format!("\"{name}\"")), "dashboard uses unknown metric {name}");
+        }
+    }
+}

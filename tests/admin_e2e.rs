@@ -280,7 +280,10 @@ fn shipped_alert_rules_pass_promtool_and_use_real_metrics() {
     let text = std::fs::read_to_string(&rules).unwrap();
     for word in text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
         if word.starts_with("sluice_") && word != "sluice_" {
-            assert!(exporter.contains(&format!("\"{word}\"")), "alert rules use unknown metric {word}");
+            assert!(
+                exporter.contains(&format!("\"{word}\"")),
+                "alert rules use unknown metric {word}"
+            );
         }
     }
 }
@@ -296,7 +299,10 @@ fn shipped_grafana_dashboard_is_valid_json_on_real_metrics() {
         if let Some(name) = word.strip_suffix("_bucket").or(Some(word))
             && name.starts_with("sluice_")
         {
-            assert!(exporter.contains(&format!("\"{name}\"")), "dashboard uses unknown metric {name}");
+            assert!(
+                exporter.contains(&format!("\"{name}\"")),
+                "dashboard uses unknown metric {name}"
+            );
         }
     }
 }

@@ -253,3 +253,18 @@ fn check_config_shows_effective_values_and_where_they_came_from() {
     assert!(line("proxy.drain_timeout").contains("[default]"));
     assert!(!text.contains("hunter"), "no secret values");
 }
+
+#[test]
+fn the_kubernetes_configmap_holds_a_valid_config() {
+    let manifest =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes/sluice.yaml")).unwrap();
+    let body: String = manifest
+        .lines()
+        .skip_while(|l| !l.contains("sluice.toml: |"))
+        .skip(1)
+        .take_while(|l| !l.starts_with("---"))
+        .map(|l| format!("{}\n", l.strip_prefix("    ").unwrap_or(l)))
+        .collect();
+    let config = sluice_config::Config::from_toml(&body).unwrap_or_else(|e| panic!("{e}\n{body}"));
+    assert_eq!(config.pools.len(), 2);
+}

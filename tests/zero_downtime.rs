@@ -71,6 +71,66 @@ fn p99(samples: &Mutex<Vec<u64>>) -> Duration {
     Duration::from_micros(v.get(v.len().saturating_sub(1) * 99 / 100).copied().unwrap_or(0))
 }
 
+/// Clients sending requests until `stop`: `keep_alive` of them on pooled
+/// connections, `fresh` opening a new connection for every request. Counts
+/// go to `tally`, latencies by phase (`busy` off: quiet, on: busy).
+fn start_load(
+    url: &str,
+    keep_alive: usize,
+    fresh: usize,
+    tally: &Arc<Tally>,
+    busy: &Arc<AtomicBool>,
+    stop: &Arc<AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let pooled = client();
+    (0..keep_alive + fresh)
+        .map(|i| {
+            let fresh = i >= keep_alive;
+            let (c, url, tally, busy, stop) = (
+                pooled.clone(),
+                url.to_owned(),
+                tally.clone(),
+                busy.clone(),
+                stop.clone(),
+            );
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let phase = usize::from(busy.load(Ordering::Relaxed));
+                    let started = Instant::now();
+                    let c = if fresh {
+                        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                            .pool_max_idle_per_host(0)
+                            .build_http()
+                    } else {
+                        c.clone()
+                    };
+                    let req = http::Request::get(&url).body(Full::new(Bytes::new())).unwrap();
+                    match c.request(req).await {
+                        Ok(res) if res.status().is_success() => match res.into_body().collect().await {
+                            Ok(_) => {
+                                tally.ok.fetch_add(1, Ordering::Relaxed);
+                                tally.latencies[phase]
+                                    .lock()
+                                    .unwrap()
+                                    .push(started.elapsed().as_micros() as u64);
+                            }
+                            Err(_) => {
+                                tally.conn_errors.fetch_add(1, Ordering::Relaxed);
+                            }
+                        },
+                        Ok(_) => {
+                            tally.non_2xx.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(_) => {
+                            tally.conn_errors.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            })
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_operation_under_load_fails_no_request() {
     let b1 = spawn_backend("blue", "v1", any_addr()).await.unwrap();
@@ -89,53 +149,7 @@ async fn every_operation_under_load_fails_no_request() {
     let busy = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
 
-    let keep_alive = client();
-    let mut load = Vec::new();
-    for i in 0..72 {
-        // 64 clients on pooled keep-alive connections, 8 on a new connection each time.
-        let fresh = i >= 64;
-        let (c, url, tally, busy, stop) = (
-            keep_alive.clone(),
-            url.clone(),
-            tally.clone(),
-            busy.clone(),
-            stop.clone(),
-        );
-        load.push(tokio::spawn(async move {
-            while !stop.load(Ordering::Relaxed) {
-                let phase = usize::from(busy.load(Ordering::Relaxed));
-                let started = Instant::now();
-                let c = if fresh {
-                    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                        .pool_max_idle_per_host(0)
-                        .build_http()
-                } else {
-                    c.clone()
-                };
-                let req = http::Request::get(&url).body(Full::new(Bytes::new())).unwrap();
-                match c.request(req).await {
-                    Ok(res) if res.status().is_success() => match res.into_body().collect().await {
-                        Ok(_) => {
-                            tally.ok.fetch_add(1, Ordering::Relaxed);
-                            tally.latencies[phase]
-                                .lock()
-                                .unwrap()
-                                .push(started.elapsed().as_micros() as u64);
-                        }
-                        Err(_) => {
-                            tally.conn_errors.fetch_add(1, Ordering::Relaxed);
-                        }
-                    },
-                    Ok(_) => {
-                        tally.non_2xx.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Err(_) => {
-                        tally.conn_errors.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            }
-        }));
-    }
+    let load = start_load(&url, 64, 8, &tally, &busy, &stop);
     // A quiet phase for the latency baseline.
     tokio::time::sleep(Duration::from_secs(2)).await;
     busy.store(true, Ordering::Relaxed);
@@ -222,36 +236,8 @@ async fn a_binary_upgrade_under_load_fails_no_request() {
     let url = format!("http://{}/", old.addr);
 
     let stop = Arc::new(AtomicBool::new(false));
-    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let keep_alive = client();
-    let mut load = Vec::new();
-    for i in 0..40 {
-        let fresh = i >= 32;
-        let (c, url, stop, ok, failed) = (
-            keep_alive.clone(),
-            url.clone(),
-            stop.clone(),
-            ok.clone(),
-            failed.clone(),
-        );
-        load.push(tokio::spawn(async move {
-            while !stop.load(Ordering::Relaxed) {
-                let c = if fresh {
-                    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                        .pool_max_idle_per_host(0)
-                        .build_http()
-                } else {
-                    c.clone()
-                };
-                let req = http::Request::get(&url).body(Full::new(Bytes::new())).unwrap();
-                let good = match c.request(req).await {
-                    Ok(res) if res.status().is_success() => res.into_body().collect().await.is_ok(),
-                    _ => false,
-                };
-                if good { &ok } else { &failed }.fetch_add(1, Ordering::Relaxed);
-            }
-        }));
-    }
+    let tally = Arc::new(Tally::default());
+    let load = start_load(&url, 32, 8, &tally, &Arc::new(AtomicBool::new(false)), &stop);
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     // The new binary takes the sockets over; the old one drains and exits.
@@ -261,10 +247,10 @@ async fn a_binary_upgrade_under_load_fails_no_request() {
         .await
         .unwrap();
     assert_eq!(code, Some(0), "the old process did not drain and exit cleanly");
-    let before = ok.load(Ordering::Relaxed);
+    let before = tally.ok.load(Ordering::Relaxed);
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(
-        ok.load(Ordering::Relaxed) > before,
+        tally.ok.load(Ordering::Relaxed) > before,
         "nothing served after the old process left"
     );
 
@@ -272,7 +258,8 @@ async fn a_binary_upgrade_under_load_fails_no_request() {
     for t in load {
         t.await.unwrap();
     }
-    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    let ok = tally.ok.load(Ordering::Relaxed);
+    let failed = tally.non_2xx.load(Ordering::Relaxed) + tally.conn_errors.load(Ordering::Relaxed);
     eprintln!("upgrade under load: {ok} requests ok, {failed} failed");
     assert_eq!(
         failed,

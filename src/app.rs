@@ -100,6 +100,12 @@ pub async fn serve_config(config: Config, options: RunOptions) -> Result<(), App
     let metrics = Arc::new(Metrics::new());
     let tokens = Arc::new(TokenSet::load(&config.admin.tokens)?);
     let health_ready = Arc::new(AtomicBool::new(false));
+    let alerter = Alerter::start(config.alerts.webhooks.clone(), environment.clone());
+    let recorder = crate::rollouts::Recorder::start(store.clone(), alerter.clone(), environment.clone());
+    let rollouts = Arc::new(sluice_control::rollout::Engine::new(
+        Arc::clone(&routing),
+        Arc::new(recorder),
+    ));
     let admin_state = AdminState {
         routing: Arc::clone(&routing),
         store: store.clone(),
@@ -110,9 +116,10 @@ pub async fn serve_config(config: Config, options: RunOptions) -> Result<(), App
         metrics_require_token: config.admin.metrics_require_token,
         window: config.rollback.window,
         health_ready: Arc::clone(&health_ready),
+        rollouts,
+        rollout_defaults: rollout_defaults(&config)?,
         started: tokio::time::Instant::now(),
     };
-    let alerter = Alerter::start(config.alerts.webhooks.clone(), environment.clone());
     tokio::spawn(sluice_control::guard::run(
         Arc::clone(&routing),
         config.rollback.clone(),
@@ -273,6 +280,30 @@ pub async fn shutdown_signal() {
 }
 
 /// On SIGHUP, re-reads the file; an invalid file keeps the running table.
+/// Rollout defaults: `[rollback]` for analysis, the story's
+/// `CANARY_PERCENTAGE` (5) and `CANARY_DURATION` (5m) for the first step.
+fn rollout_defaults(config: &Config) -> Result<sluice_admin_api::RolloutDefaults, AppError> {
+    let bad = |name: &str, v: &str| AppError::Other(format!("{name}={v:?} is not valid"));
+    let canary_percentage = match std::env::var("CANARY_PERCENTAGE") {
+        Ok(v) => v
+            .trim()
+            .parse::<u32>()
+            .ok()
+            .filter(|p| (1..=100).contains(p))
+            .ok_or_else(|| bad("CANARY_PERCENTAGE", &v))?,
+        Err(_) => 5,
+    };
+    let canary_duration = match std::env::var("CANARY_DURATION") {
+        Ok(v) => humantime::parse_duration(v.trim()).map_err(|_| bad("CANARY_DURATION", &v))?,
+        Err(_) => std::time::Duration::from_secs(300),
+    };
+    Ok(sluice_admin_api::RolloutDefaults {
+        analysis: config.rollback.clone(),
+        canary_percentage,
+        canary_duration,
+    })
+}
+
 /// Health changes go to the audit trail and, when they hurt, to the alerts.
 struct HealthAudit {
     store: Store,

@@ -7,6 +7,7 @@ pub mod demo;
 pub mod logging;
 pub mod migrate_cmd;
 pub mod reload;
+pub mod rollouts;
 pub mod state;
 pub mod tls;
 pub mod upgrade;

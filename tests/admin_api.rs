@@ -70,6 +70,19 @@ backends = ["127.0.0.1:9011"]
         metrics_require_token: false,
         window: Duration::from_secs(30),
         health_ready: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+        rollouts: Arc::new(sluice_control::rollout::Engine::new(
+            Arc::clone(&routing),
+            Arc::new(sluice::rollouts::Recorder::start(
+                store.clone(),
+                sluice_control::alerts::Alerter::start(vec![], None),
+                None,
+            )),
+        )),
+        rollout_defaults: sluice_admin_api::RolloutDefaults {
+            analysis: config.rollback.clone(),
+            canary_percentage: 5,
+            canary_duration: Duration::from_secs(300),
+        },
         started: tokio::time::Instant::now(),
     };
     Api {

@@ -12,6 +12,7 @@ mod events;
 mod health;
 pub mod metrics;
 mod read;
+mod rollouts;
 mod watch;
 mod write;
 
@@ -36,6 +37,17 @@ pub use error::ApiError;
 pub use metrics::Metrics;
 pub use watch::watch_token_files;
 
+/// What a rollout uses when its request leaves something out.
+#[derive(Debug, Clone)]
+pub struct RolloutDefaults {
+    /// The analysis policy (the `[rollback]` section).
+    pub analysis: sluice_config::RollbackConfig,
+    /// First canary step (`CANARY_PERCENTAGE`).
+    pub canary_percentage: u32,
+    /// Hold of each canary step (`CANARY_DURATION`).
+    pub canary_duration: Duration,
+}
+
 /// Everything the handlers share.
 #[derive(Debug, Clone)]
 pub struct AdminState {
@@ -53,6 +65,9 @@ pub struct AdminState {
     pub window: Duration,
     /// Set once the first round of health checks is done.
     pub health_ready: Arc<std::sync::atomic::AtomicBool>,
+    /// The rollout engine.
+    pub rollouts: Arc<sluice_control::rollout::Engine>,
+    pub rollout_defaults: RolloutDefaults,
     pub started: Instant,
 }
 
@@ -88,6 +103,9 @@ pub fn router(state: AdminState) -> Router {
         .route("/rollback", post(write::rollback))
         .route("/audit", get(read::audit))
         .route("/history", get(read::history))
+        .route("/rollouts", get(rollouts::list).post(rollouts::start))
+        .route("/rollouts/current", get(rollouts::current))
+        .route("/rollouts/current/{action}", post(rollouts::command))
         .route("/events", get(events::events))
         .route_layer(middleware::from_fn_with_state(state.clone(), authorize));
     Router::new()

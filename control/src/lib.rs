@@ -7,3 +7,5 @@ pub mod alerts;
 pub mod guard;
 pub mod health;
 pub mod outlier;
+pub mod rollout;
+pub mod smoke;

@@ -10,6 +10,7 @@
 
 pub mod audit;
 pub mod migrate;
+pub mod rollouts;
 pub mod routing;
 
 use std::sync::Once;
@@ -20,6 +21,7 @@ use sqlx::any::AnyPoolOptions;
 
 pub use audit::{AuditEntry, AuditQuery, AuditRecord};
 pub use migrate::{MigrationSet, Migrator, StatusLine, StepState};
+pub use rollouts::RolloutRecord;
 pub use routing::{DeploymentRecord, PoolRecord, RoutingRecord};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,8 +96,13 @@ impl Store {
             return Err(StoreError::UnsupportedUrl(redact(url)));
         };
         let pool = AnyPoolOptions::new()
+            // SQLite allows one writer: with several pooled connections, a
+            // transaction that reads then writes fails with SQLITE_BUSY
+            // when another connection wrote in between (busy_timeout does
+            // not help there). One connection serialises the writes; the
+            // store is never on the request path.
             .max_connections(match engine {
-                Engine::Sqlite => 4,
+                Engine::Sqlite => 1,
                 Engine::Postgres => 8,
             })
             .connect(&url)

@@ -1,0 +1,275 @@
+//! Rollout routes: start one, read the current one and the history, and
+//! pause, resume, promote or abort the one running.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Extension, Path, State};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sluice_control::rollout::{Command, RolloutError, RolloutSpec, SmokeCheck, Step};
+
+use crate::{AdminState, ApiError, Caller};
+
+fn duration(field: &str, text: &str) -> Result<Duration, ApiError> {
+    humantime::parse_duration(text).map_err(|_| {
+        ApiError::invalid(
+            "invalid-rollout",
+            format!("{field}: {text:?} is not a duration like \"30s\""),
+        )
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct StepBody {
+    weight: Option<u32>,
+    hold: Option<String>,
+    #[serde(default)]
+    pause: bool,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AnalysisBody {
+    interval: Option<String>,
+    window: Option<String>,
+    max_error_ratio: Option<f64>,
+    max_p95: Option<String>,
+    min_requests: Option<u64>,
+    max_failed_checks: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SmokeBody {
+    name: String,
+    path: String,
+    #[serde(default = "ok_status")]
+    expect_status: u16,
+    body_contains: Option<String>,
+    max_latency: Option<String>,
+}
+
+fn ok_status() -> u16 {
+    200
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RolloutBody {
+    from: String,
+    to: String,
+    #[serde(default = "canary")]
+    strategy: String,
+    steps: Option<Vec<StepBody>>,
+    #[serde(default)]
+    analysis: AnalysisBody,
+    #[serde(default)]
+    smoke: Vec<SmokeBody>,
+    post_promotion: Option<String>,
+    health_gate: Option<String>,
+}
+
+fn canary() -> String {
+    "canary".into()
+}
+
+fn spec(body: RolloutBody, state: &AdminState) -> Result<RolloutSpec, ApiError> {
+    let d = &state.rollout_defaults;
+    let steps = match (&body.steps, body.strategy.as_str()) {
+        (Some(steps), _) => steps
+            .iter()
+            .enumerate()
+            .map(|(i, s)| match (s.pause, s.weight) {
+                (true, None) => Ok(Step::Pause),
+                (false, Some(weight)) => Ok(Step::Weight {
+                    weight,
+                    hold: s
+                        .hold
+                        .as_deref()
+                        .map(|h| duration(&format!("steps[{i}].hold"), h))
+                        .transpose()?
+                        .unwrap_or_default(),
+                }),
+                _ => Err(ApiError::invalid(
+                    "invalid-rollout",
+                    format!("steps[{i}]: give a weight (and a hold) or \"pause\": true"),
+                )),
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+        (None, "blue-green") => vec![Step::Weight {
+            weight: 100,
+            hold: Duration::ZERO,
+        }],
+        (None, "canary") => vec![
+            Step::Weight {
+                weight: d.canary_percentage,
+                hold: d.canary_duration,
+            },
+            Step::Weight {
+                weight: 25,
+                hold: d.canary_duration,
+            },
+            Step::Weight {
+                weight: 100,
+                hold: Duration::ZERO,
+            },
+        ],
+        (None, other) => {
+            return Err(ApiError::invalid(
+                "invalid-rollout",
+                format!("strategy {other:?}: use \"canary\" or \"blue-green\""),
+            ));
+        }
+    };
+    if !matches!(body.strategy.as_str(), "canary" | "blue-green") {
+        return Err(ApiError::invalid(
+            "invalid-rollout",
+            format!("strategy {:?}: use \"canary\" or \"blue-green\"", body.strategy),
+        ));
+    }
+    let a = body.analysis;
+    let mut analysis = d.analysis.clone();
+    if let Some(w) = &a.window {
+        analysis.window = duration("analysis.window", w)?;
+    }
+    if let Some(r) = a.max_error_ratio {
+        analysis.max_error_ratio = r;
+    }
+    if let Some(p) = &a.max_p95 {
+        analysis.max_p95 = duration("analysis.max_p95", p)?;
+    }
+    if let Some(m) = a.min_requests {
+        analysis.min_requests = m;
+    }
+    let smoke = body
+        .smoke
+        .into_iter()
+        .map(|s| {
+            Ok(SmokeCheck {
+                max_latency: s
+                    .max_latency
+                    .as_deref()
+                    .map(|l| duration("smoke.max_latency", l))
+                    .transpose()?
+                    .unwrap_or(Duration::from_secs(5)),
+                name: s.name,
+                path: s.path,
+                expect_status: s.expect_status,
+                body_contains: s.body_contains,
+            })
+        })
+        .collect::<Result<Vec<_>, ApiError>>()?;
+    Ok(RolloutSpec {
+        from: body.from,
+        to: body.to,
+        strategy: body.strategy,
+        steps,
+        analysis,
+        analysis_interval: a
+            .interval
+            .as_deref()
+            .map(|i| duration("analysis.interval", i))
+            .transpose()?
+            .unwrap_or(Duration::from_secs(10)),
+        max_failed_checks: a.max_failed_checks.unwrap_or(2).max(1),
+        smoke,
+        post_promotion: body
+            .post_promotion
+            .as_deref()
+            .map(|p| duration("post_promotion", p))
+            .transpose()?
+            .unwrap_or(Duration::from_secs(30 * 60)),
+        health_gate: body
+            .health_gate
+            .as_deref()
+            .map(|g| duration("health_gate", g))
+            .transpose()?
+            .unwrap_or(Duration::from_secs(60)),
+    })
+}
+
+fn engine_error(e: RolloutError) -> ApiError {
+    match e {
+        RolloutError::Busy(_) => ApiError::conflict("rollout-running", e.to_string()),
+        RolloutError::NoneRunning => ApiError::not_found(e.to_string()),
+        RolloutError::Invalid(m) => ApiError::invalid("invalid-rollout", m),
+    }
+}
+
+pub(crate) async fn start(
+    State(state): State<AdminState>,
+    Extension(caller): Extension<Caller>,
+    parsed: Result<Json<RolloutBody>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let result = parsed
+        .map_err(|e| ApiError::bad_request("bad-json", format!("request body: {}", e.body_text())))
+        .and_then(|Json(body)| spec(body, &state))
+        .and_then(|spec| state.rollouts.start(spec).map_err(engine_error));
+    if let Err(e) = &result {
+        state.audit_rejection(&caller, "rollout.start", "rollouts", e).await;
+    }
+    Ok(Json(result?.json()))
+}
+
+pub(crate) async fn current(State(state): State<AdminState>) -> Result<Json<Value>, ApiError> {
+    state
+        .rollouts
+        .current()
+        .map(|s| Json(s.json()))
+        .ok_or_else(|| ApiError::not_found("no rollout has run since this sluice started"))
+}
+
+pub(crate) async fn list(State(state): State<AdminState>) -> Result<Json<Value>, ApiError> {
+    let rows = state
+        .store
+        .rollouts(50)
+        .await
+        .map_err(|e| ApiError::unavailable(e.to_string()))?;
+    Ok(Json(json!({
+        "rollouts": rows.iter().map(|r| json!({
+            "id": r.id,
+            "spec": serde_json::from_str::<Value>(&r.spec).unwrap_or(Value::Null),
+            "state": r.state,
+            "step": r.current_step,
+            "started_at": r.started_at,
+            "updated_at": r.updated_at,
+            "finished_at": r.finished_at,
+            "reason": r.reason,
+        })).collect::<Vec<_>>(),
+    })))
+}
+
+#[derive(Debug, Deserialize, Default)]
+pub(crate) struct PromoteParams {
+    #[serde(default)]
+    full: bool,
+}
+
+pub(crate) async fn command(
+    State(state): State<AdminState>,
+    Extension(caller): Extension<Caller>,
+    Path(action): Path<String>,
+    axum::extract::Query(PromoteParams { full }): axum::extract::Query<PromoteParams>,
+) -> Result<Json<Value>, ApiError> {
+    let command = match action.as_str() {
+        "pause" => Command::Pause,
+        "resume" => Command::Resume,
+        "promote" => Command::Promote { full },
+        "abort" => Command::Abort,
+        other => {
+            return Err(ApiError::not_found(format!(
+                "no rollout action {other:?}; use pause, resume, promote or abort"
+            )));
+        }
+    };
+    let result = state.rollouts.command(command).map_err(engine_error);
+    if let Err(e) = &result {
+        state
+            .audit_rejection(&caller, &format!("rollout.{action}"), "rollouts/current", e)
+            .await;
+    }
+    Ok(Json(result?.json()))
+}

@@ -1,0 +1,265 @@
+//! Rollouts through the real binary: a canary that promotes itself, one
+//! that fails its analysis and reverses, a smoke failure that never
+//! switches, a manual gate, and a blue-green switch under load that fails
+//! no request.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::running::Running;
+use common::*;
+use http_body_util::{BodyExt, Full};
+use serde_json::Value;
+use tokio::time::Instant;
+
+fn config(dir: &Path, blue: SocketAddr, green: SocketAddr) -> String {
+    format!(
+        r#"[proxy]
+listen = "127.0.0.1:0"
+[admin]
+listen = "127.0.0.1:0"
+[store]
+url = "sqlite://{d}/sluice.db"
+[health]
+interval = "1s"
+timeout = "500ms"
+{}{}"#,
+        pool_toml("blue", 100, &[blue]),
+        pool_toml("green", 0, &[green]),
+        d = dir.display()
+    )
+}
+
+async fn call(c: &TestClient, method: &str, url: String, body: &str) -> (u16, Value) {
+    let req = http::Request::builder()
+        .method(method)
+        .uri(url)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body.to_owned())))
+        .unwrap();
+    let res = c.request(req).await.unwrap();
+    let status = res.status().as_u16();
+    let bytes = res.into_body().collect().await.unwrap().to_bytes();
+    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+/// Waits for the current rollout to reach `state`, sending a request now
+/// and then so the windows have traffic.
+async fn wait_state(c: &TestClient, sluice: &Running, state: &str, within: Duration) -> Value {
+    let started = Instant::now();
+    loop {
+        let (_, current) = call(c, "GET", format!("http://{}/api/v1/rollouts/current", sluice.admin), "").await;
+        if current["state"] == state {
+            return current;
+        }
+        assert!(started.elapsed() < within, "rollout never reached {state}: {current}");
+        for _ in 0..10 {
+            get(c, &format!("http://{}/", sluice.addr), &[]).await;
+        }
+    }
+}
+
+async fn weights(c: &TestClient, sluice: &Running) -> (u64, u64) {
+    let (_, p) = call(c, "GET", format!("http://{}/api/v1/pools", sluice.admin), "").await;
+    (
+        p["pools"][0]["weight"].as_u64().unwrap(),
+        p["pools"][1]["weight"].as_u64().unwrap(),
+    )
+}
+
+const FAST: &str =
+    r#""analysis": {"interval": "200ms", "min_requests": 20, "max_failed_checks": 2}, "post_promotion": "1s""#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_healthy_canary_promotes_itself() {
+    let blue = spawn_backend("blue", "v1", any_addr()).await.unwrap();
+    let green = spawn_backend("green", "v2", any_addr()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let sluice = Running::start(dir.path(), &config(dir.path(), blue.addr, green.addr), &[]);
+    let c = client();
+    let body = format!(
+        r#"{{"from": "blue", "to": "green", "steps": [{{"weight": 5, "hold": "1s"}}, {{"weight": 25, "hold": "1s"}}, {{"weight": 100}}], {FAST}}}"#
+    );
+    let (status, started) = call(&c, "POST", format!("http://{}/api/v1/rollouts", sluice.admin), &body).await;
+    assert_eq!(status, 200, "{started}");
+    // A second one is refused while this one runs.
+    let (status, _) = call(&c, "POST", format!("http://{}/api/v1/rollouts", sluice.admin), &body).await;
+    assert_eq!(status, 409);
+    wait_state(&c, &sluice, "completed", Duration::from_secs(20)).await;
+    assert_eq!(weights(&c, &sluice).await, (0, 100));
+    for _ in 0..20 {
+        assert_eq!(
+            pool_of(&get(&c, &format!("http://{}/", sluice.addr), &[]).await.2),
+            "green"
+        );
+    }
+    let (_, list) = call(&c, "GET", format!("http://{}/api/v1/rollouts", sluice.admin), "").await;
+    assert_eq!(list["rollouts"][0]["state"], "completed", "{list}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_canary_aborts_and_restores_the_weights() {
+    let blue = spawn_backend("blue", "v1", any_addr()).await.unwrap();
+    let green = spawn_backend("green", "v2", any_addr()).await.unwrap();
+    green.knobs.set_error_rate(0.3);
+    let dir = tempfile::tempdir().unwrap();
+    let sluice = Running::start(dir.path(), &config(dir.path(), blue.addr, green.addr), &[]);
+    let c = client();
+    let body = format!(
+        r#"{{"from": "blue", "to": "green", "steps": [{{"weight": 50, "hold": "30s"}}, {{"weight": 100}}], {FAST}}}"#
+    );
+    assert_eq!(
+        call(&c, "POST", format!("http://{}/api/v1/rollouts", sluice.admin), &body)
+            .await
+            .0,
+        200
+    );
+    let aborted = wait_state(&c, &sluice, "aborted", Duration::from_secs(20)).await;
+    assert!(
+        aborted["reason"].as_str().unwrap().contains("green error ratio"),
+        "{aborted}"
+    );
+    assert_eq!(weights(&c, &sluice).await, (100, 0));
+    let reached = green.knobs.received();
+    for _ in 0..200 {
+        get(&c, &format!("http://{}/", sluice.addr), &[]).await;
+    }
+    assert_eq!(
+        green.knobs.received(),
+        reached,
+        "requests reached green after the abort"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_smoke_check_never_switches() {
+    let blue = spawn_backend("blue", "v1", any_addr()).await.unwrap();
+    let green = spawn_backend("green", "v2", any_addr()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let sluice = Running::start(dir.path(), &config(dir.path(), blue.addr, green.addr), &[]);
+    let c = client();
+    let body = r#"{"from": "blue", "to": "green", "strategy": "blue-green",
+        "smoke": [{"name": "version", "path": "/version", "body_contains": "\"version\":\"v9\""}]}"#;
+    assert_eq!(
+        call(&c, "POST", format!("http://{}/api/v1/rollouts", sluice.admin), body)
+            .await
+            .0,
+        200
+    );
+    let aborted = wait_state(&c, &sluice, "aborted", Duration::from_secs(10)).await;
+    let reason = aborted["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("smoke check failed: version") && reason.contains("v9"),
+        "{aborted}"
+    );
+    assert_eq!(weights(&c, &sluice).await, (100, 0));
+    assert_eq!(green.knobs.received(), 1, "only the smoke check reached green");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manual_gate_waits_for_promote() {
+    let blue = spawn_backend("blue", "v1", any_addr()).await.unwrap();
+    let green = spawn_backend("green", "v2", any_addr()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let sluice = Running::start(dir.path(), &config(dir.path(), blue.addr, green.addr), &[]);
+    let c = client();
+    let body = format!(
+        r#"{{"from": "blue", "to": "green", "steps": [{{"weight": 10, "hold": "0s"}}, {{"pause": true}}, {{"weight": 100}}], {FAST}}}"#
+    );
+    assert_eq!(
+        call(&c, "POST", format!("http://{}/api/v1/rollouts", sluice.admin), &body)
+            .await
+            .0,
+        200
+    );
+    let paused = wait_state(&c, &sluice, "paused", Duration::from_secs(10)).await;
+    assert_eq!(paused["step"], 2);
+    // It stays at the gate.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(weights(&c, &sluice).await, (90, 10));
+    let (status, _) = call(
+        &c,
+        "POST",
+        format!("http://{}/api/v1/rollouts/current/promote", sluice.admin),
+        "",
+    )
+    .await;
+    assert_eq!(status, 200);
+    wait_state(&c, &sluice, "completed", Duration::from_secs(10)).await;
+    assert_eq!(weights(&c, &sluice).await, (0, 100));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blue_green_switch_under_load_fails_no_request() {
+    let blue = spawn_backend("blue", "v1", any_addr()).await.unwrap();
+    let green = spawn_backend("green", "v2", any_addr()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let sluice = Running::start(dir.path(), &config(dir.path(), blue.addr, green.addr), &[]);
+    let c = client();
+    let (stop, ok, failed) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+    );
+    let mut load = Vec::new();
+    for _ in 0..50 {
+        let (c, url, stop, ok, failed) = (
+            c.clone(),
+            format!("http://{}/", sluice.addr),
+            stop.clone(),
+            ok.clone(),
+            failed.clone(),
+        );
+        load.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let req = http::Request::get(&url).body(Full::new(Bytes::new())).unwrap();
+                let good = match c.request(req).await {
+                    Ok(res) if res.status() == 200 => res.into_body().collect().await.is_ok(),
+                    _ => false,
+                };
+                if good { &ok } else { &failed }.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    let body = r#"{"from": "blue", "to": "green", "strategy": "blue-green", "post_promotion": "1s",
+        "smoke": [
+            {"name": "health", "path": "/health/ready"},
+            {"name": "home", "path": "/", "body_contains": "\"pool\":\"green\""},
+            {"name": "version", "path": "/version", "body_contains": "\"version\":\"v2\"", "max_latency": "500ms"}
+        ]}"#;
+    let began = Instant::now();
+    assert_eq!(
+        call(&c, "POST", format!("http://{}/api/v1/rollouts", sluice.admin), body)
+            .await
+            .0,
+        200
+    );
+    let done = wait_state(&c, &sluice, "monitoring", Duration::from_secs(30)).await;
+    let switched_in = began.elapsed();
+    assert_eq!(done["smoke"].as_array().unwrap().len(), 3, "{done}");
+    for _ in 0..50 {
+        assert_eq!(
+            pool_of(&get(&c, &format!("http://{}/", sluice.addr), &[]).await.2),
+            "green"
+        );
+    }
+    wait_state(&c, &sluice, "completed", Duration::from_secs(10)).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in load {
+        t.await.unwrap();
+    }
+    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    eprintln!(
+        "blue-green deployment (health gate + 3 smoke checks + switch) in {switched_in:?}; {ok} requests, {failed} failed"
+    );
+    assert!(ok > 500);
+    assert_eq!(failed, 0);
+    assert!(switched_in < Duration::from_secs(10), "took {switched_in:?}");
+}

@@ -75,12 +75,86 @@ pub enum CtlCommand {
         #[arg(long, default_value_t = 20)]
         limit: u32,
     },
+    /// Start, follow and steer rollouts.
+    #[command(subcommand)]
+    Rollout(RolloutCommand),
     /// Follow routing changes live.
     Watch {
         /// Stop after this many events (default: until interrupted).
         #[arg(long)]
         count: Option<usize>,
     },
+}
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum RolloutCommand {
+    /// Start a rollout from one pool to another.
+    Start {
+        #[arg(long)]
+        from: String,
+        #[arg(long)]
+        to: String,
+        /// canary or blue-green.
+        #[arg(long, default_value = "canary")]
+        strategy: String,
+        /// Steps as WEIGHT:HOLD or `pause`, e.g. `5:5m,25:5m,pause,100`.
+        #[arg(long)]
+        steps: Option<String>,
+        /// Smoke checks as NAME=PATH, sent to every new backend.
+        #[arg(long = "smoke")]
+        smoke: Vec<String>,
+    },
+    /// The current rollout.
+    Status,
+    /// Rollouts, newest first.
+    List,
+    Pause,
+    Resume,
+    /// Pass the gate or end the current hold (`--full`: straight to 100%).
+    Promote {
+        #[arg(long)]
+        full: bool,
+    },
+    /// Stop and put the weights back at once.
+    Abort,
+}
+
+fn rollout_body(
+    from: &str,
+    to: &str,
+    strategy: &str,
+    steps: Option<&str>,
+    smoke: &[String],
+) -> Result<Value, AppError> {
+    let mut body = json!({"from": from, "to": to, "strategy": strategy});
+    if let Some(steps) = steps {
+        let parsed: Result<Vec<Value>, AppError> = steps
+            .split(',')
+            .map(|s| {
+                let s = s.trim();
+                if s == "pause" {
+                    return Ok(json!({"pause": true}));
+                }
+                let (weight, hold) = s.split_once(':').unwrap_or((s, "0s"));
+                let weight: u32 = weight
+                    .parse()
+                    .map_err(|_| AppError::Other(format!("step {s:?}: write WEIGHT:HOLD (e.g. 25:5m) or pause")))?;
+                Ok(json!({"weight": weight, "hold": hold}))
+            })
+            .collect();
+        body["steps"] = Value::Array(parsed?);
+    }
+    let checks: Result<Vec<Value>, AppError> = smoke
+        .iter()
+        .map(|s| {
+            let (name, path) = s
+                .split_once('=')
+                .ok_or_else(|| AppError::Other(format!("smoke {s:?}: write NAME=PATH")))?;
+            Ok(json!({"name": name, "path": path}))
+        })
+        .collect();
+    body["smoke"] = Value::Array(checks?);
+    Ok(body)
 }
 
 struct Api {
@@ -198,6 +272,30 @@ async fn execute(api: &Api, args: &CtlArgs) -> Result<String, AppError> {
             }
             api.call(Method::GET, &format!("/api/v1/audit{query}"), None).await?
         }
+        CtlCommand::Rollout(r) => {
+            let base = "/api/v1/rollouts";
+            match r {
+                RolloutCommand::Start {
+                    from,
+                    to,
+                    strategy,
+                    steps,
+                    smoke,
+                } => {
+                    let body = rollout_body(from, to, strategy, steps.as_deref(), smoke)?;
+                    api.call(Method::POST, base, Some(body)).await?
+                }
+                RolloutCommand::Status => api.call(Method::GET, &format!("{base}/current"), None).await?,
+                RolloutCommand::List => api.call(Method::GET, base, None).await?,
+                RolloutCommand::Pause => api.call(Method::POST, &format!("{base}/current/pause"), None).await?,
+                RolloutCommand::Resume => api.call(Method::POST, &format!("{base}/current/resume"), None).await?,
+                RolloutCommand::Promote { full } => {
+                    api.call(Method::POST, &format!("{base}/current/promote?full={full}"), None)
+                        .await?
+                }
+                RolloutCommand::Abort => api.call(Method::POST, &format!("{base}/current/abort"), None).await?,
+            }
+        }
         CtlCommand::Watch { count } => return watch(api, *count, json_out).await,
     };
     if json_out {
@@ -210,6 +308,8 @@ async fn execute(api: &Api, args: &CtlArgs) -> Result<String, AppError> {
         CtlCommand::Rollback => format!("rolled back\n{}", pools_table(&value)),
         CtlCommand::History => history_table(&value),
         CtlCommand::Audit { .. } => audit_table(&value),
+        CtlCommand::Rollout(RolloutCommand::List) => rollouts_table(&value),
+        CtlCommand::Rollout(_) => rollout_line(&value),
         CtlCommand::Watch { .. } => String::new(),
     })
 }
@@ -265,6 +365,37 @@ fn history_table(v: &Value) -> String {
             d["from_version"].as_str().unwrap_or("-"),
             d["to_version"].as_str().unwrap_or("?"),
             d["result"].as_str().unwrap_or("?"),
+        );
+    }
+    out
+}
+
+fn rollout_line(v: &Value) -> String {
+    let step = v["step"]
+        .as_u64()
+        .map(|s| format!(" step {s}/{}", v["steps"]))
+        .unwrap_or_default();
+    format!(
+        "rollout {} {} → {} ({}): {}{step}\n  {}\n",
+        v["id"],
+        v["from"].as_str().unwrap_or("?"),
+        v["to"].as_str().unwrap_or("?"),
+        v["strategy"].as_str().unwrap_or("?"),
+        v["state"].as_str().unwrap_or("?"),
+        v["reason"].as_str().unwrap_or(""),
+    )
+}
+
+fn rollouts_table(v: &Value) -> String {
+    let mut out = format!("{:<5} {:<26} {:<12} {}\n", "ID", "STARTED", "STATE", "REASON");
+    for r in v["rollouts"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            out,
+            "{:<5} {:<26} {:<12} {}",
+            r["id"],
+            r["started_at"].as_str().unwrap_or("?"),
+            r["state"].as_str().unwrap_or("?"),
+            r["reason"].as_str().unwrap_or(""),
         );
     }
     out

@@ -110,3 +110,65 @@ async fn ctl_drives_a_running_sluice() {
     assert_eq!(code, 1);
     assert!(err.contains("cannot reach the admin API"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctl_runs_a_rollout_through_a_gate() {
+    let blue = spawn_backend("blue", "v1", any_addr()).await.unwrap();
+    let green = spawn_backend("green", "v2", any_addr()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "[proxy]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[store]\nurl = \"sqlite://{d}/sluice.db\"\n{}{}",
+        pool_toml("blue", 100, &[blue.addr]),
+        pool_toml("green", 0, &[green.addr]),
+        d = dir.path().display()
+    );
+    let sluice = Running::start(dir.path(), &config, &[]);
+    let (code, out, err) = ctl(
+        sluice.admin,
+        "",
+        &[
+            "rollout",
+            "start",
+            "--from",
+            "blue",
+            "--to",
+            "green",
+            "--steps",
+            "20:0s,pause,100",
+            "--smoke",
+            "home=/",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("blue → green"), "{out}");
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (_, out, _) = ctl(sluice.admin, "", &["rollout", "status"]);
+        if out.contains("paused") {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never paused: {out}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let (code, _, err) = ctl(
+        sluice.admin,
+        "",
+        &["rollout", "start", "--from", "blue", "--to", "green"],
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("409"), "{err}");
+    let (code, out, _) = ctl(sluice.admin, "", &["rollout", "abort"]);
+    assert_eq!(code, 0, "{out}");
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (_, out, _) = ctl(sluice.admin, "", &["rollout", "list"]);
+        if out.contains("aborted") {
+            assert!(out.contains("aborted by an operator"), "{out}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never aborted: {out}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let (_, out, _) = ctl(sluice.admin, "", &["status"]);
+    assert!(out.contains("100%"), "weights not restored: {out}");
+}

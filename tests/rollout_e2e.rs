@@ -102,6 +102,15 @@ async fn a_healthy_canary_promotes_itself() {
     }
     let (_, list) = call(&c, "GET", format!("http://{}/api/v1/rollouts", sluice.admin), "").await;
     assert_eq!(list["rollouts"][0]["state"], "completed", "{list}");
+    let (_, _, scrape) = get(&c, &format!("http://{}/metrics", sluice.admin), &[]).await;
+    assert!(
+        scrape.contains("sluice_rollout_state{state=\"completed\"} 1"),
+        "{scrape}"
+    );
+    assert!(
+        scrape.contains("sluice_rollout_step{from=\"blue\",to=\"green\"} 0"),
+        "{scrape}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

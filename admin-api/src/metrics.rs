@@ -121,10 +121,53 @@ pub(crate) async fn scrape(State(state): State<AdminState>, req: Request) -> Res
     {
         return e.into_response();
     }
-    let body = state
+    let mut body = state
         .metrics
         .render(&state.routing.snapshot(), state.window, state.environment.as_deref());
+    if let Some(rollout) = state.rollouts.current() {
+        body.extend_from_slice(rollout_families(&rollout).as_bytes());
+    }
     ([(CONTENT_TYPE, prometheus::TEXT_FORMAT)], body).into_response()
+}
+
+/// The current rollout: its step (0 outside the steps) and state.
+fn rollout_families(r: &sluice_control::rollout::Status) -> String {
+    use sluice_control::rollout::Phase;
+    let step = match r.phase {
+        Phase::Step(i) | Phase::Paused(i) => i + 1,
+        _ => 0,
+    };
+    let families = vec![
+        family(
+            "sluice_rollout_step",
+            "Step of the current rollout (1-based; 0 before and after its steps).",
+            MetricType::GAUGE,
+            vec![gauge(&[("from", &r.spec.from), ("to", &r.spec.to)], step as f64)],
+        ),
+        family(
+            "sluice_rollout_duration_seconds",
+            "Time since the current rollout started.",
+            MetricType::GAUGE,
+            vec![gauge(
+                &[("from", &r.spec.from), ("to", &r.spec.to)],
+                r.started.elapsed().as_secs_f64(),
+            )],
+        ),
+        family(
+            "sluice_rollout_state",
+            "1 for the state the current rollout is in.",
+            MetricType::GAUGE,
+            ["pre-checks", "step", "paused", "monitoring", "completed", "aborted"]
+                .iter()
+                .map(|s| gauge(&[("state", s)], if *s == r.phase.name() { 1.0 } else { 0.0 }))
+                .collect(),
+        ),
+    ];
+    let mut out = Vec::new();
+    if let Err(e) = TextEncoder::new().encode(&families, &mut out) {
+        tracing::error!(error = %e, "metrics encoding failed");
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn labels(pairs: &[(&str, &str)]) -> Vec<LabelPair> {

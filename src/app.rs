@@ -14,7 +14,7 @@ use sluice_proxy::{ListenerOptions, TableError};
 use sluice_store::{AuditEntry, Engine, Store, StoreError};
 use std::sync::atomic::AtomicBool;
 use tokio::net::TcpListener;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -106,6 +106,8 @@ pub async fn serve_config(config: Config, options: RunOptions) -> Result<(), App
         Arc::clone(&routing),
         Arc::new(recorder),
     ));
+    let defaults = rollout_defaults(&config)?;
+    resume_rollout(&store, &rollouts, &defaults).await;
     let admin_state = AdminState {
         routing: Arc::clone(&routing),
         store: store.clone(),
@@ -117,7 +119,7 @@ pub async fn serve_config(config: Config, options: RunOptions) -> Result<(), App
         window: config.rollback.window,
         health_ready: Arc::clone(&health_ready),
         rollouts,
-        rollout_defaults: rollout_defaults(&config)?,
+        rollout_defaults: defaults,
         started: tokio::time::Instant::now(),
     };
     tokio::spawn(sluice_control::guard::run(
@@ -280,6 +282,61 @@ pub async fn shutdown_signal() {
 }
 
 /// On SIGHUP, re-reads the file; an invalid file keeps the running table.
+/// Continues the rollout a previous process left unfinished: at its stored
+/// step (the stored weights are already being served), or from the start
+/// when it was still in its pre-checks. The old record is closed as
+/// `resumed`; the continuation is a new record.
+async fn resume_rollout(
+    store: &Store,
+    engine: &sluice_control::rollout::Engine,
+    defaults: &sluice_admin_api::RolloutDefaults,
+) {
+    let Ok(latest) = store.rollouts(1).await else { return };
+    let Some(stored) = latest.into_iter().next() else {
+        return;
+    };
+    if matches!(stored.state.as_str(), "completed" | "aborted" | "resumed") {
+        return;
+    }
+    let request: serde_json::Value = match serde_json::from_str(&stored.spec) {
+        Ok(v) => v,
+        Err(e) => {
+            warn!(id = stored.id, error = %e, "cannot resume a stored rollout");
+            return;
+        }
+    };
+    let spec = match sluice_admin_api::rollouts::parse_request(&request, defaults) {
+        Ok(spec) => spec,
+        Err(e) => {
+            warn!(id = stored.id, error = %e.message, "cannot resume a stored rollout");
+            return;
+        }
+    };
+    let steps = spec.steps.len();
+    let started = match stored.state.as_str() {
+        "pre-checks" => engine.start(spec, request),
+        "monitoring" => engine.resume(spec, request, steps),
+        _ => engine.resume(
+            spec,
+            request,
+            usize::try_from(stored.current_step.max(1) - 1).unwrap_or(0),
+        ),
+    };
+    match started {
+        Ok(status) => {
+            info!(id = stored.id, state = %stored.state, step = stored.current_step, "resuming the unfinished rollout");
+            let reason = format!("sluice restarted; continued as rollout {} of this process", status.id);
+            if let Err(e) = store
+                .update_rollout(stored.id, "resumed", stored.current_step, &reason, true)
+                .await
+            {
+                warn!(error = %e, "could not close the resumed rollout record");
+            }
+        }
+        Err(e) => warn!(id = stored.id, error = %e, "cannot resume a stored rollout"),
+    }
+}
+
 /// Rollout defaults: `[rollback]` for analysis, the story's
 /// `CANARY_PERCENTAGE` (5) and `CANARY_DURATION` (5m) for the first step.
 fn rollout_defaults(config: &Config) -> Result<sluice_admin_api::RolloutDefaults, AppError> {

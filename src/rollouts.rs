@@ -27,7 +27,7 @@ impl Recorder {
                 let state = status.phase.name();
                 let id = match ids.get(&status.id) {
                     Some(id) => *id,
-                    None => match store.insert_rollout(&status.json().to_string(), state).await {
+                    None => match store.insert_rollout(&status.request.to_string(), state).await {
                         Ok(id) => {
                             ids.insert(status.id, id);
                             id

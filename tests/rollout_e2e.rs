@@ -272,3 +272,71 @@ async fn a_blue_green_switch_under_load_fails_no_request() {
     assert_eq!(failed, 0);
     assert!(switched_in < Duration::from_secs(10), "took {switched_in:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_survives_kill_9_and_continues_after_restart() {
+    let blue = spawn_backend("blue", "v1", any_addr()).await.unwrap();
+    let green = spawn_backend("green", "v2", any_addr()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let text = config(dir.path(), blue.addr, green.addr);
+    let mut first = Running::start(dir.path(), &text, &[]);
+    let c = client();
+    let body = format!(
+        r#"{{"from": "blue", "to": "green", "steps": [{{"weight": 5, "hold": "0s"}}, {{"weight": 25, "hold": "60s"}}, {{"weight": 100}}], {FAST}}}"#
+    );
+    assert_eq!(
+        call(&c, "POST", format!("http://{}/api/v1/rollouts", first.admin), &body)
+            .await
+            .0,
+        200
+    );
+    loop {
+        let (_, current) = call(&c, "GET", format!("http://{}/api/v1/rollouts/current", first.admin), "").await;
+        if current["step"] == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Wait for the step to be stored, then die without any shutdown.
+    let store_url = format!("sqlite://{}/sluice.db", dir.path().display());
+    let store = sluice_store::Store::connect(&store_url).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while store.rollouts(1).await.unwrap()[0].current_step != 2 {
+        assert!(Instant::now() < deadline, "step 2 never stored");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    store.close().await;
+    first.child.kill().unwrap();
+    first.child.wait().unwrap();
+
+    let second = Running::start(dir.path(), &text, &[]);
+    // The stored weights are served at once, and the rollout is back at step 2.
+    assert_eq!(weights(&c, &second).await, (75, 25));
+    let (_, current) = call(
+        &c,
+        "GET",
+        format!("http://{}/api/v1/rollouts/current", second.admin),
+        "",
+    )
+    .await;
+    assert_eq!(
+        (current["state"].as_str(), current["step"].as_u64()),
+        (Some("step"), Some(2)),
+        "{current}"
+    );
+    assert_eq!(
+        call(
+            &c,
+            "POST",
+            format!("http://{}/api/v1/rollouts/current/promote", second.admin),
+            ""
+        )
+        .await
+        .0,
+        200
+    );
+    wait_state(&c, &second, "completed", Duration::from_secs(10)).await;
+    assert_eq!(weights(&c, &second).await, (0, 100));
+    let (_, list) = call(&c, "GET", format!("http://{}/api/v1/rollouts", second.admin), "").await;
+    assert_eq!(list["rollouts"][1]["state"], "resumed", "{list}");
+}

@@ -12,7 +12,7 @@ mod events;
 mod health;
 pub mod metrics;
 mod read;
-mod rollouts;
+pub mod rollouts;
 mod watch;
 mod write;
 

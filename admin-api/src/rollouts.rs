@@ -76,8 +76,15 @@ fn canary() -> String {
     "canary".into()
 }
 
-fn spec(body: RolloutBody, state: &AdminState) -> Result<RolloutSpec, ApiError> {
-    let d = &state.rollout_defaults;
+/// A rollout request (as sent to `POST /api/v1/rollouts`) as a spec, with
+/// `defaults` where it is silent. Also used to resume a stored rollout.
+pub fn parse_request(request: &Value, defaults: &crate::RolloutDefaults) -> Result<RolloutSpec, ApiError> {
+    let body: RolloutBody = serde_json::from_value(request.clone())
+        .map_err(|e| ApiError::bad_request("bad-json", format!("request body: {e}")))?;
+    spec(body, defaults)
+}
+
+fn spec(body: RolloutBody, d: &crate::RolloutDefaults) -> Result<RolloutSpec, ApiError> {
     let steps = match (&body.steps, body.strategy.as_str()) {
         (Some(steps), _) => steps
             .iter()
@@ -202,12 +209,14 @@ fn engine_error(e: RolloutError) -> ApiError {
 pub(crate) async fn start(
     State(state): State<AdminState>,
     Extension(caller): Extension<Caller>,
-    parsed: Result<Json<RolloutBody>, JsonRejection>,
+    parsed: Result<Json<Value>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let result = parsed
         .map_err(|e| ApiError::bad_request("bad-json", format!("request body: {}", e.body_text())))
-        .and_then(|Json(body)| spec(body, &state))
-        .and_then(|spec| state.rollouts.start(spec).map_err(engine_error));
+        .and_then(|Json(request)| {
+            let spec = parse_request(&request, &state.rollout_defaults)?;
+            state.rollouts.start(spec, request).map_err(engine_error)
+        });
     if let Err(e) = &result {
         state.audit_rejection(&caller, "rollout.start", "rollouts", e).await;
     }

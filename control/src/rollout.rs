@@ -94,6 +94,8 @@ pub struct Status {
     pub reason: String,
     pub smoke: Vec<String>,
     pub started: Instant,
+    /// The request that started it (stored, so a restart can resume it).
+    pub request: Value,
 }
 
 impl Status {
@@ -177,8 +179,18 @@ impl Engine {
         }
     }
 
-    /// Validates and starts a rollout.
-    pub fn start(&self, spec: RolloutSpec) -> Result<Status, RolloutError> {
+    /// Validates and starts a rollout; `request` is kept with it.
+    pub fn start(&self, spec: RolloutSpec, request: Value) -> Result<Status, RolloutError> {
+        self.launch(spec, request, None)
+    }
+
+    /// Continues a stored rollout after a restart from step `step` (0-based),
+    /// without pre-checks; an abort then restores all traffic to `from`.
+    pub fn resume(&self, spec: RolloutSpec, request: Value, step: usize) -> Result<Status, RolloutError> {
+        self.launch(spec, request, Some(step))
+    }
+
+    fn launch(&self, spec: RolloutSpec, request: Value, resume_at: Option<usize>) -> Result<Status, RolloutError> {
         let table = self.routing.snapshot();
         for pool in [&spec.from, &spec.to] {
             if table.pool(pool).is_none() {
@@ -226,6 +238,7 @@ impl Engine {
             reason: "started".into(),
             smoke: Vec::new(),
             started: Instant::now(),
+            request,
         }));
         let (tx, rx) = mpsc::unbounded_channel();
         let snapshot = lock(&status).clone();
@@ -235,6 +248,7 @@ impl Engine {
             Arc::clone(&self.sink),
             Arc::clone(&status),
             rx,
+            resume_at,
         ));
         *current = Some(Running { status, commands: tx });
         Ok(snapshot)
@@ -394,14 +408,21 @@ async fn drive(
     sink: Arc<dyn RolloutSink>,
     status: Arc<Mutex<Status>>,
     commands: mpsc::UnboundedReceiver<Command>,
+    resume_at: Option<usize>,
 ) {
     let spec = lock(&status).spec.clone();
-    let original = routing
+    let mut original: HashMap<String, u32> = routing
         .snapshot()
         .pools()
         .iter()
         .map(|p| (p.name.to_string(), p.weight))
         .collect();
+    if resume_at.is_some() {
+        // The weights before the rollout are gone with the old process:
+        // an abort sends everything back to `from`.
+        original.values_mut().for_each(|w| *w = 0);
+        original.insert(spec.from.clone(), 100);
+    }
     let mut run = Run {
         routing,
         sink,
@@ -410,12 +431,14 @@ async fn drive(
         spec,
         original,
     };
-    if let Err(reason) = pre_checks(&run).await {
+    if resume_at.is_none()
+        && let Err(reason) = pre_checks(&run).await
+    {
         run.abort(reason).await;
         return;
     }
     let steps = run.spec.steps.clone();
-    let mut i = 0;
+    let mut i = resume_at.unwrap_or(0).min(steps.len());
     while i < steps.len() {
         match &steps[i] {
             Step::Weight { weight, hold } => {

@@ -9,10 +9,11 @@ mod common;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::load::{Tally, start_load};
 use common::running::Running;
 use common::*;
 use http_body_util::{BodyExt, Full};
@@ -212,31 +213,15 @@ async fn a_blue_green_switch_under_load_fails_no_request() {
     let dir = tempfile::tempdir().unwrap();
     let sluice = Running::start(dir.path(), &config(dir.path(), blue.addr, green.addr), &[]);
     let c = client();
-    let (stop, ok, failed) = (
-        Arc::new(AtomicBool::new(false)),
-        Arc::new(AtomicU64::new(0)),
-        Arc::new(AtomicU64::new(0)),
+    let (stop, tally) = (Arc::new(AtomicBool::new(false)), Arc::new(Tally::default()));
+    let load = start_load(
+        &format!("http://{}/", sluice.addr),
+        50,
+        0,
+        &tally,
+        &Arc::new(AtomicBool::new(false)),
+        &stop,
     );
-    let mut load = Vec::new();
-    for _ in 0..50 {
-        let (c, url, stop, ok, failed) = (
-            c.clone(),
-            format!("http://{}/", sluice.addr),
-            stop.clone(),
-            ok.clone(),
-            failed.clone(),
-        );
-        load.push(tokio::spawn(async move {
-            while !stop.load(Ordering::Relaxed) {
-                let req = http::Request::get(&url).body(Full::new(Bytes::new())).unwrap();
-                let good = match c.request(req).await {
-                    Ok(res) if res.status() == 200 => res.into_body().collect().await.is_ok(),
-                    _ => false,
-                };
-                if good { &ok } else { &failed }.fetch_add(1, Ordering::Relaxed);
-            }
-        }));
-    }
     let body = r#"{"from": "blue", "to": "green", "strategy": "blue-green", "post_promotion": "1s",
         "smoke": [
             {"name": "health", "path": "/health/ready"},
@@ -264,7 +249,7 @@ async fn a_blue_green_switch_under_load_fails_no_request() {
     for t in load {
         t.await.unwrap();
     }
-    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    let (ok, failed) = (tally.ok(), tally.failed());
     eprintln!(
         "blue-green deployment (health gate + 3 smoke checks + switch) in {switched_in:?}; {ok} requests, {failed} failed"
     );

@@ -12,24 +12,16 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::load::{Tally, start_load};
 use common::running::Running;
 use common::*;
 use http_body_util::{BodyExt, Full};
 use tokio::time::Instant;
-
-#[derive(Default)]
-struct Tally {
-    ok: AtomicU64,
-    non_2xx: AtomicU64,
-    conn_errors: AtomicU64,
-    /// Latencies (µs) of successful requests, by phase (0 quiet, 1 busy).
-    latencies: [Mutex<Vec<u64>>; 2],
-}
 
 fn config(dir: &Path, blue: &[SocketAddr], green: &[SocketAddr], extra_timeout: &str) -> String {
     format!(
@@ -69,66 +61,6 @@ fn p99(samples: &Mutex<Vec<u64>>) -> Duration {
     let mut v = samples.lock().unwrap().clone();
     v.sort_unstable();
     Duration::from_micros(v.get(v.len().saturating_sub(1) * 99 / 100).copied().unwrap_or(0))
-}
-
-/// Clients sending requests until `stop`: `keep_alive` of them on pooled
-/// connections, `fresh` opening a new connection for every request. Counts
-/// go to `tally`, latencies by phase (`busy` off: quiet, on: busy).
-fn start_load(
-    url: &str,
-    keep_alive: usize,
-    fresh: usize,
-    tally: &Arc<Tally>,
-    busy: &Arc<AtomicBool>,
-    stop: &Arc<AtomicBool>,
-) -> Vec<tokio::task::JoinHandle<()>> {
-    let pooled = client();
-    (0..keep_alive + fresh)
-        .map(|i| {
-            let fresh = i >= keep_alive;
-            let (c, url, tally, busy, stop) = (
-                pooled.clone(),
-                url.to_owned(),
-                tally.clone(),
-                busy.clone(),
-                stop.clone(),
-            );
-            tokio::spawn(async move {
-                while !stop.load(Ordering::Relaxed) {
-                    let phase = usize::from(busy.load(Ordering::Relaxed));
-                    let started = Instant::now();
-                    let c = if fresh {
-                        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                            .pool_max_idle_per_host(0)
-                            .build_http()
-                    } else {
-                        c.clone()
-                    };
-                    let req = http::Request::get(&url).body(Full::new(Bytes::new())).unwrap();
-                    match c.request(req).await {
-                        Ok(res) if res.status().is_success() => match res.into_body().collect().await {
-                            Ok(_) => {
-                                tally.ok.fetch_add(1, Ordering::Relaxed);
-                                tally.latencies[phase]
-                                    .lock()
-                                    .unwrap()
-                                    .push(started.elapsed().as_micros() as u64);
-                            }
-                            Err(_) => {
-                                tally.conn_errors.fetch_add(1, Ordering::Relaxed);
-                            }
-                        },
-                        Ok(_) => {
-                            tally.non_2xx.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Err(_) => {
-                            tally.conn_errors.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                }
-            })
-        })
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -26,6 +26,7 @@ use tokio::time::Instant;
 
 pub use sluice::demo::{DemoBackend, spawn_backend};
 
+pub mod load;
 pub mod running;
 
 pub const ANY: &str = "127.0.0.1:0";

@@ -329,26 +329,32 @@ fn pools_table(v: &Value) -> String {
     let _ = writeln!(out, "generation {}", v["generation"]);
     let _ = writeln!(
         out,
-        "{:<12} {:<12} {:>6} {:>9} {:>10} {:>8}",
-        "POOL", "VERSION", "WEIGHT", "BACKENDS", "REQUESTS", "5XX %"
+        "{:<12} {:<12} {:>6} {:>8} {:>8} {:>8} {:>9}",
+        "POOL", "VERSION", "WEIGHT", "HEALTHY", "REQ/S", "ERROR %", "P95 MS"
     );
     for p in v["pools"].as_array().into_iter().flatten() {
-        let requests = p["requests"].as_u64().unwrap_or(0);
-        let errors = p["server_errors"].as_u64().unwrap_or(0);
-        let ratio = if requests == 0 {
-            0.0
-        } else {
-            errors as f64 * 100.0 / requests as f64
-        };
+        let backends = p["backends"].as_array().map_or(&[][..], Vec::as_slice);
+        let healthy = backends
+            .iter()
+            .filter(|b| b["healthy"] == true && b["ejected"] != true)
+            .count();
+        // Live-window numbers when the answer has them (status, pools).
+        let w = &p["window"];
+        let rate = w["rate"].as_f64().map_or("-".to_owned(), |r| format!("{r:.1}"));
+        let errors = w["error_ratio"]
+            .as_f64()
+            .map_or("-".to_owned(), |e| format!("{:.2}", e * 100.0));
+        let p95 = w["p95_ms"].as_f64().map_or("-".to_owned(), |ms| format!("{ms:.1}"));
         let _ = writeln!(
             out,
-            "{:<12} {:<12} {:>5}% {:>9} {:>10} {:>7.2}%",
+            "{:<12} {:<12} {:>5}% {:>8} {:>8} {:>8} {:>9}",
             p["name"].as_str().unwrap_or("?"),
             p["version"].as_str().unwrap_or("?"),
             p["weight"].as_u64().unwrap_or(0),
-            p["backends"].as_array().map_or(0, Vec::len),
-            requests,
-            ratio
+            format!("{healthy}/{}", backends.len()),
+            rate,
+            errors,
+            p95
         );
     }
     out

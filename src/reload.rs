@@ -12,11 +12,10 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
-use notify::{RecursiveMode, Watcher};
 use sluice_admin_api::Metrics;
 use sluice_config::Config;
+use sluice_control::files::{self, FileWatcher};
 use sluice_proxy::{PoolSpec, RoutingHandle, RoutingTable};
 use sluice_store::{AuditEntry, Store};
 use tokio::sync::mpsc;
@@ -80,7 +79,7 @@ impl Reloader {
     /// Starts watching now (so no change after this call is missed) and
     /// reloads on SIGHUP and on file changes until the process ends. Keep
     /// the returned watcher alive.
-    pub fn spawn(self) -> Option<notify::RecommendedWatcher> {
+    pub fn spawn(self) -> Option<FileWatcher> {
         let (tx, rx) = mpsc::unbounded_channel::<&'static str>();
         let watcher = watch(&self.path, tx.clone());
         spawn_sighup(tx);
@@ -91,9 +90,7 @@ impl Reloader {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<&'static str>) {
         while let Some(trigger) = rx.recv().await {
             if trigger == "file" {
-                // Writers and mounts change files in several steps: settle.
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                while rx.try_recv().is_ok() {}
+                files::settle(&mut rx).await;
                 // A touch or a rewrite with the same content changes nothing.
                 if let Ok((same, _)) = Config::load_with_env(&self.path, &Config::process_env())
                     && same == self.baseline
@@ -127,35 +124,11 @@ impl Reloader {
 }
 
 /// Watches the file's directory; `None` (logged) when watching is impossible.
-fn watch(path: &Path, tx: mpsc::UnboundedSender<&'static str>) -> Option<notify::RecommendedWatcher> {
-    let name = path.file_name().map(|n| n.to_owned());
-    let dir = path
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."));
-    let dir = if dir.as_os_str().is_empty() {
-        PathBuf::from(".")
-    } else {
-        dir
-    };
-    let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        let Ok(event) = event else { return };
-        // Only events about the config file (or a rename into it).
-        let ours = event.paths.iter().any(|p| p.file_name() == name.as_deref());
-        if ours {
-            let _ = tx.send("file");
-        }
-    });
-    match watcher {
-        Ok(mut w) => match w.watch(&dir, RecursiveMode::NonRecursive) {
-            Ok(()) => Some(w),
-            Err(e) => {
-                warn!(dir = %dir.display(), error = %e, "cannot watch the config directory; reload on SIGHUP only");
-                None
-            }
-        },
+fn watch(path: &Path, tx: mpsc::UnboundedSender<&'static str>) -> Option<FileWatcher> {
+    match files::watch(&[path.to_path_buf()], tx, "file") {
+        Ok(w) => Some(w),
         Err(e) => {
-            warn!(error = %e, "cannot watch files; config reload on SIGHUP only");
+            warn!(path = %path.display(), error = %e, "cannot watch the config file; reload on SIGHUP only");
             None
         }
     }

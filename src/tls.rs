@@ -3,13 +3,11 @@
 //! seen) and reloaded; a pair that does not load keeps the old set serving,
 //! and every attempt is logged and audited.
 
-use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
-use notify::{RecursiveMode, Watcher};
 use sluice_config::{SecretRef, TlsConfig};
+use sluice_control::files::{self, FileWatcher};
 use sluice_proxy::tls::{CertStore, server_config};
 use sluice_store::{AuditEntry, Store};
 use tokio::net::TcpListener;
@@ -23,7 +21,7 @@ pub struct TlsListener {
     pub listener: TcpListener,
     pub acceptor: TlsAcceptor,
     /// Keeps the certificate files watched.
-    pub _watcher: Option<notify::RecommendedWatcher>,
+    pub _watcher: Option<FileWatcher>,
 }
 
 /// Loads the certificates, binds the TLS listener and starts rotation.
@@ -52,46 +50,31 @@ pub async fn start(
     })
 }
 
-fn watch(
-    cfg: TlsConfig,
-    certs: Arc<CertStore>,
-    store: Store,
-    environment: Option<String>,
-) -> Option<notify::RecommendedWatcher> {
-    let dirs: BTreeSet<PathBuf> = cfg
+fn watch(cfg: TlsConfig, certs: Arc<CertStore>, store: Store, environment: Option<String>) -> Option<FileWatcher> {
+    let files: Vec<PathBuf> = cfg
         .certificates
         .iter()
         .flat_map(|c| [&c.cert, &c.key])
         .filter_map(|r| match r {
-            SecretRef::File(p) => p.parent().map(|d| d.to_path_buf()),
+            SecretRef::File(p) => Some(p.clone()),
             SecretRef::Env(_) => None,
         })
         .collect();
-    if dirs.is_empty() {
+    if files.is_empty() {
         return None;
     }
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
-    let mut watcher = match notify::recommended_watcher(move |e: notify::Result<notify::Event>| {
-        if e.is_ok() {
-            let _ = tx.send(());
-        }
-    }) {
+    let watcher = match files::watch(&files, tx, ()) {
         Ok(w) => w,
         Err(e) => {
             warn!(error = %e, "cannot watch certificate files; rotation needs a restart");
             return None;
         }
     };
-    for dir in &dirs {
-        if let Err(e) = watcher.watch(dir, RecursiveMode::NonRecursive) {
-            warn!(dir = %dir.display(), error = %e, "cannot watch a certificate directory");
-        }
-    }
     tokio::spawn(async move {
         while rx.recv().await.is_some() {
             // Certificate and key are usually written one after the other.
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            while rx.try_recv().is_ok() {}
+            files::settle(&mut rx).await;
             let (result, message) = match certs.reload(&cfg.certificates) {
                 Ok(()) => {
                     info!("TLS certificates reloaded");

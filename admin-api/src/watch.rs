@@ -1,12 +1,8 @@
 //! Token rotation: the secret files are watched (their directories, so a
 //! Kubernetes-style symlink swap is seen too) and re-read on any change.
 
-use std::collections::BTreeSet;
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
-use notify::{RecursiveMode, Watcher};
 use sluice_store::{AuditEntry, Store};
 use tracing::{info, warn};
 
@@ -19,29 +15,16 @@ pub fn watch_token_files(
     tokens: Arc<TokenSet>,
     store: Store,
     environment: Option<String>,
-) -> notify::Result<Option<notify::RecommendedWatcher>> {
+) -> notify::Result<Option<sluice_control::files::FileWatcher>> {
     let files = tokens.files();
     if files.is_empty() {
         return Ok(None);
     }
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
-    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if event.is_ok() {
-            let _ = tx.send(());
-        }
-    })?;
-    let dirs: BTreeSet<PathBuf> = files
-        .iter()
-        .filter_map(|f| f.parent().map(|p| p.to_path_buf()))
-        .collect();
-    for dir in &dirs {
-        watcher.watch(dir, RecursiveMode::NonRecursive)?;
-    }
+    let watcher = sluice_control::files::watch(&files, tx, ())?;
     tokio::spawn(async move {
         while rx.recv().await.is_some() {
-            // Editors and mounts write in several steps: let them settle.
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            while rx.try_recv().is_ok() {}
+            sluice_control::files::settle(&mut rx).await;
             match tokens.reload() {
                 Ok(changed) => {
                     for name in changed {

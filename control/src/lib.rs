@@ -4,6 +4,7 @@
 //! notifications ([`alerts`]) and active health checks ([`health`]).
 
 pub mod alerts;
+pub mod files;
 pub mod guard;
 pub mod health;
 pub mod outlier;

@@ -38,6 +38,15 @@ timeout = "500ms"
     )
 }
 
+/// Blue (100) and green (0) demo backends behind a running sluice.
+async fn blue_green_sluice() -> (DemoBackend, DemoBackend, tempfile::TempDir, Running) {
+    let blue = spawn_backend("blue", "v1", any_addr()).await.unwrap();
+    let green = spawn_backend("green", "v2", any_addr()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let sluice = Running::start(dir.path(), &config(dir.path(), blue.addr, green.addr), &[]);
+    (blue, green, dir, sluice)
+}
+
 async fn call(c: &TestClient, method: &str, url: String, body: &str) -> (u16, Value) {
     let req = http::Request::builder()
         .method(method)
@@ -80,10 +89,7 @@ const FAST: &str =
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_healthy_canary_promotes_itself() {
-    let blue = spawn_backend("blue", "v1", any_addr()).await.unwrap();
-    let green = spawn_backend("green", "v2", any_addr()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let sluice = Running::start(dir.path(), &config(dir.path(), blue.addr, green.addr), &[]);
+    let (_blue, _green, _dir, sluice) = blue_green_sluice().await;
     let c = client();
     let body = format!(
         r#"{{"from": "blue", "to": "green", "steps": [{{"weight": 5, "hold": "1s"}}, {{"weight": 25, "hold": "1s"}}, {{"weight": 100}}], {FAST}}}"#
@@ -116,11 +122,8 @@ async fn a_healthy_canary_promotes_itself() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_canary_aborts_and_restores_the_weights() {
-    let blue = spawn_backend("blue", "v1", any_addr()).await.unwrap();
-    let green = spawn_backend("green", "v2", any_addr()).await.unwrap();
+    let (_blue, green, _dir, sluice) = blue_green_sluice().await;
     green.knobs.set_error_rate(0.3);
-    let dir = tempfile::tempdir().unwrap();
-    let sluice = Running::start(dir.path(), &config(dir.path(), blue.addr, green.addr), &[]);
     let c = client();
     let body = format!(
         r#"{{"from": "blue", "to": "green", "steps": [{{"weight": 50, "hold": "30s"}}, {{"weight": 100}}], {FAST}}}"#
@@ -150,10 +153,7 @@ async fn a_failing_canary_aborts_and_restores_the_weights() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_smoke_check_never_switches() {
-    let blue = spawn_backend("blue", "v1", any_addr()).await.unwrap();
-    let green = spawn_backend("green", "v2", any_addr()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let sluice = Running::start(dir.path(), &config(dir.path(), blue.addr, green.addr), &[]);
+    let (_blue, green, _dir, sluice) = blue_green_sluice().await;
     let c = client();
     let body = r#"{"from": "blue", "to": "green", "strategy": "blue-green",
         "smoke": [{"name": "version", "path": "/version", "body_contains": "\"version\":\"v9\""}]}"#;
@@ -175,10 +175,7 @@ async fn a_failed_smoke_check_never_switches() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_manual_gate_waits_for_promote() {
-    let blue = spawn_backend("blue", "v1", any_addr()).await.unwrap();
-    let green = spawn_backend("green", "v2", any_addr()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let sluice = Running::start(dir.path(), &config(dir.path(), blue.addr, green.addr), &[]);
+    let (_blue, _green, _dir, sluice) = blue_green_sluice().await;
     let c = client();
     let body = format!(
         r#"{{"from": "blue", "to": "green", "steps": [{{"weight": 10, "hold": "0s"}}, {{"pause": true}}, {{"weight": 100}}], {FAST}}}"#
@@ -208,10 +205,7 @@ async fn a_manual_gate_waits_for_promote() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_blue_green_switch_under_load_fails_no_request() {
-    let blue = spawn_backend("blue", "v1", any_addr()).await.unwrap();
-    let green = spawn_backend("green", "v2", any_addr()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let sluice = Running::start(dir.path(), &config(dir.path(), blue.addr, green.addr), &[]);
+    let (_blue, _green, _dir, sluice) = blue_green_sluice().await;
     let c = client();
     let (stop, tally) = (Arc::new(AtomicBool::new(false)), Arc::new(Tally::default()));
     let load = start_load(

@@ -4,18 +4,16 @@
 //! no request.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use crate::common::load::{Tally, start_load};
+use crate::common::running::Running;
+use crate::common::*;
 use bytes::Bytes;
-use common::load::{Tally, start_load};
-use common::running::Running;
-use common::*;
 use http_body_util::{BodyExt, Full};
 use serde_json::Value;
 use tokio::time::Instant;

@@ -8,18 +8,16 @@
 //! stretches the run for longer soaks: `benches/zero_downtime.sh`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::common::load::{Tally, start_load};
+use crate::common::running::Running;
+use crate::common::*;
 use bytes::Bytes;
-use common::load::{Tally, start_load};
-use common::running::Running;
-use common::*;
 use http_body_util::{BodyExt, Full};
 use tokio::time::Instant;
 

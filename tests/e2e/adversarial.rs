@@ -3,11 +3,9 @@
 //! received nothing for a rejected request.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 /// Sends `request`; returns the status sluice answered (0: closed without
 /// an answer) and how many requests reached the backend.

@@ -2,14 +2,12 @@
 //! streaming, SIGHUP reload and graceful SIGTERM drain.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::running::{Running, SLUICE, config_for};
-use common::*;
+use crate::common::running::{Running, SLUICE, config_for};
+use crate::common::*;
 use http_body_util::BodyExt;
 
 fn examples() -> PathBuf {

@@ -4,16 +4,14 @@
 //! are refused.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::common::running::Running;
+use crate::common::*;
 use bytes::Bytes;
-use common::running::Running;
-use common::*;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::DigitallySignedStruct;

@@ -2,14 +2,12 @@
 //! the outside: which pool answered each request.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 fn weights(pairs: &[(&str, u32)]) -> HashMap<String, u32> {
     pairs.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect()

@@ -2,13 +2,11 @@
 //! code, including the server's error messages.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
 use std::net::SocketAddr;
 use std::process::Command;
 
-use common::running::{Running, SLUICE};
-use common::*;
+use crate::common::running::{Running, SLUICE};
+use crate::common::*;
 
 fn ctl(admin: SocketAddr, token: &str, args: &[&str]) -> (i32, String, String) {
     let out = Command::new(SLUICE)

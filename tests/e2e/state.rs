@@ -4,8 +4,7 @@
 //! serve, and a store that fails a write refuses the change.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-#[path = "../store/tests/pg/mod.rs"]
+#[path = "../../store/tests/pg/mod.rs"]
 mod pg;
 
 use std::collections::HashMap;
@@ -13,8 +12,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::running::{Running, SLUICE, config_for, spawn_logging};
-use common::*;
+use crate::common::running::{Running, SLUICE, config_for, spawn_logging};
+use crate::common::*;
 use sluice_store::{AuditQuery, Store};
 
 fn migrate(args: &[&str]) -> (bool, String, String) {

@@ -5,17 +5,15 @@
 //! webhook slows nothing.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::common::running::Running;
+use crate::common::*;
 use bytes::Bytes;
-use common::running::Running;
-use common::*;
 use http_body_util::{BodyExt, Full};
 use tokio::time::Instant;
 

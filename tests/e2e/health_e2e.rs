@@ -4,17 +4,15 @@
 //! added at runtime gets traffic only after it passes a probe.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::common::running::Running;
+use crate::common::*;
 use bytes::Bytes;
-use common::running::Running;
-use common::*;
 use http_body_util::{BodyExt, Full};
 use tokio::time::Instant;
 

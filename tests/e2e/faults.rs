@@ -3,12 +3,10 @@
 //! backend.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 const FAST_TIMEOUTS: &str = "[proxy.timeouts]\nupstream_response = \"500ms\"\nconnect = \"500ms\"\n";
 

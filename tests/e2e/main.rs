@@ -1,0 +1,22 @@
+//! sluice's end-to-end tests, in one test binary: each module was once its
+//! own binary, and fifteen links of the whole dependency graph cost minutes
+//! of CI time and gigabytes of disk. Run one group with
+//! `cargo test --test e2e routing::`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+mod admin_api;
+mod admin_e2e;
+mod adversarial;
+mod ctl;
+mod faults;
+mod guard_e2e;
+mod health_e2e;
+mod process;
+mod protocols;
+mod rollout_e2e;
+mod routing;
+mod state;
+mod tls_e2e;
+mod zero_downtime;

@@ -101,7 +101,15 @@ pub async fn serve_config(config: Config, options: RunOptions) -> Result<(), App
     let tokens = Arc::new(TokenSet::load(&config.admin.tokens)?);
     let health_ready = Arc::new(AtomicBool::new(false));
     let alerter = Alerter::start(config.alerts.webhooks.clone(), environment.clone());
-    let recorder = crate::rollouts::Recorder::start(store.clone(), alerter.clone(), environment.clone());
+    let recorder = crate::rollouts::Recorder::start(
+        store.clone(),
+        alerter.clone(),
+        crate::rollouts::RecorderSettings {
+            environment: environment.clone(),
+            rollouts_url: format!("http://{}/api/v1/rollouts", config.admin.listen),
+        },
+    );
+    load_fences(&store, &routing).await;
     let rollouts = Arc::new(sluice_control::rollout::Engine::new(
         Arc::clone(&routing),
         Arc::new(recorder),
@@ -286,6 +294,22 @@ pub async fn shutdown_signal() {
 /// step (the stored weights are already being served), or from the start
 /// when it was still in its pre-checks. The old record is closed as
 /// `resumed`; the continuation is a new record.
+/// Contract fences survive restarts: the old version stays refused.
+async fn load_fences(store: &Store, routing: &sluice_proxy::RoutingHandle) {
+    match store.fences().await {
+        Ok(fences) => {
+            for f in fences {
+                routing.add_fence(sluice_proxy::Fence {
+                    pool: f.pool,
+                    version: f.version,
+                    reason: f.reason,
+                });
+            }
+        }
+        Err(e) => warn!(error = %e, "could not read the contract fences"),
+    }
+}
+
 async fn resume_rollout(
     store: &Store,
     engine: &sluice_control::rollout::Engine,
@@ -313,13 +337,20 @@ async fn resume_rollout(
         }
     };
     let steps = spec.steps.len();
+    // The stored step began at the last transition: only the rest of its
+    // hold is left.
+    let elapsed = humantime::parse_rfc3339_weak(&stored.updated_at)
+        .ok()
+        .and_then(|at| std::time::SystemTime::now().duration_since(at).ok())
+        .unwrap_or_default();
     let started = match stored.state.as_str() {
         "pre-checks" => engine.start(spec, request),
-        "monitoring" => engine.resume(spec, request, steps),
+        "monitoring" => engine.resume(spec, request, steps, elapsed),
         _ => engine.resume(
             spec,
             request,
             usize::try_from(stored.current_step.max(1) - 1).unwrap_or(0),
+            elapsed,
         ),
     };
     match started {

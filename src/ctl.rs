@@ -2,7 +2,7 @@
 //! or two API calls; errors print the server's message and exit non-zero.
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use http::{Method, Request};
@@ -103,6 +103,15 @@ pub enum RolloutCommand {
         /// Smoke checks as NAME=PATH, sent to every new backend.
         #[arg(long = "smoke")]
         smoke: Vec<String>,
+        /// Check and run the hooks with SLUICE_DRY_RUN=1; change no weight.
+        #[arg(long)]
+        dry_run: bool,
+        /// instant or gradual (back down through the steps).
+        #[arg(long)]
+        rollback: Option<String>,
+        /// A JSON rollout body (hooks, analysis, …) the other flags add to.
+        #[arg(long)]
+        spec: Option<PathBuf>,
     },
     /// The current rollout.
     Status,
@@ -119,14 +128,56 @@ pub enum RolloutCommand {
     Abort,
 }
 
-fn rollout_body(
-    from: &str,
-    to: &str,
-    strategy: &str,
-    steps: Option<&str>,
-    smoke: &[String],
-) -> Result<Value, AppError> {
-    let mut body = json!({"from": from, "to": to, "strategy": strategy});
+/// The flags of `ctl rollout start`, on top of an optional `--spec` body.
+struct StartFlags<'a> {
+    from: &'a str,
+    to: &'a str,
+    strategy: &'a str,
+    steps: Option<&'a str>,
+    smoke: &'a [String],
+    dry_run: bool,
+    rollback: Option<&'a str>,
+    spec: Option<&'a Path>,
+}
+
+fn rollout_body(f: StartFlags<'_>) -> Result<Value, AppError> {
+    let StartFlags {
+        from,
+        to,
+        strategy,
+        steps,
+        smoke,
+        dry_run,
+        rollback,
+        spec,
+    } = f;
+    let mut body = match spec {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| AppError::Other(format!("--spec {}: {e}", path.display())))?;
+            let value: Value = serde_json::from_str(&text)
+                .map_err(|e| AppError::Other(format!("--spec {}: not JSON: {e}", path.display())))?;
+            if !value.is_object() {
+                return Err(AppError::Other(format!(
+                    "--spec {}: must be a JSON object",
+                    path.display()
+                )));
+            }
+            value
+        }
+        None => json!({}),
+    };
+    body["from"] = json!(from);
+    body["to"] = json!(to);
+    if spec.is_none() || strategy != "canary" {
+        body["strategy"] = json!(strategy);
+    }
+    if dry_run {
+        body["dry_run"] = json!(true);
+    }
+    if let Some(mode) = rollback {
+        body["rollback"] = json!(mode);
+    }
     if let Some(steps) = steps {
         let parsed: Result<Vec<Value>, AppError> = steps
             .split(',')
@@ -153,7 +204,10 @@ fn rollout_body(
             Ok(json!({"name": name, "path": path}))
         })
         .collect();
-    body["smoke"] = Value::Array(checks?);
+    let checks = checks?;
+    if !checks.is_empty() {
+        body["smoke"] = Value::Array(checks);
+    }
     Ok(body)
 }
 
@@ -281,8 +335,20 @@ async fn execute(api: &Api, args: &CtlArgs) -> Result<String, AppError> {
                     strategy,
                     steps,
                     smoke,
+                    dry_run,
+                    rollback,
+                    spec,
                 } => {
-                    let body = rollout_body(from, to, strategy, steps.as_deref(), smoke)?;
+                    let body = rollout_body(StartFlags {
+                        from,
+                        to,
+                        strategy,
+                        steps: steps.as_deref(),
+                        smoke,
+                        dry_run: *dry_run,
+                        rollback: rollback.as_deref(),
+                        spec: spec.as_deref(),
+                    })?;
                     api.call(Method::POST, base, Some(body)).await?
                 }
                 RolloutCommand::Status => api.call(Method::GET, &format!("{base}/current"), None).await?,
@@ -381,7 +447,7 @@ fn rollout_line(v: &Value) -> String {
         .as_u64()
         .map(|s| format!(" step {s}/{}", v["steps"]))
         .unwrap_or_default();
-    format!(
+    let mut out = format!(
         "rollout {} {} → {} ({}): {}{step}\n  {}\n",
         v["id"],
         v["from"].as_str().unwrap_or("?"),
@@ -389,7 +455,24 @@ fn rollout_line(v: &Value) -> String {
         v["strategy"].as_str().unwrap_or("?"),
         v["state"].as_str().unwrap_or("?"),
         v["reason"].as_str().unwrap_or(""),
-    )
+    );
+    if v["dry_run"] == true {
+        out.push_str("plan (dry run):\n");
+        for line in v["plan"].as_array().into_iter().flatten() {
+            let _ = writeln!(out, "  - {}", line.as_str().unwrap_or("?"));
+        }
+    }
+    for hook in v["hooks"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            out,
+            "  hook {} {}: {} in {} ms",
+            hook["point"].as_str().unwrap_or("?"),
+            hook["name"].as_str().unwrap_or("?"),
+            hook["error"].as_str().unwrap_or("ok"),
+            hook["duration_ms"],
+        );
+    }
+    out
 }
 
 fn rollouts_table(v: &Value) -> String {

@@ -105,6 +105,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/history", get(read::history))
         .route("/rollouts", get(rollouts::list).post(rollouts::start))
         .route("/rollouts/current", get(rollouts::current))
+        .route("/rollouts/{id}", get(rollouts::one))
         .route("/rollouts/current/{action}", post(rollouts::command))
         .route("/events", get(events::events))
         .route_layer(middleware::from_fn_with_state(state.clone(), authorize));

@@ -1,6 +1,7 @@
 //! Rollout routes: start one, read the current one and the history, and
 //! pause, resume, promote or abort the one running.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use axum::Json;
@@ -8,7 +9,8 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{Extension, Path, State};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use sluice_control::rollout::{Command, RolloutError, RolloutSpec, SmokeCheck, Step};
+use sluice_control::hooks::{Hook, HookAction, HookPoint, OnFailure};
+use sluice_control::rollout::{Command, Comparison, RollbackMode, RolloutError, RolloutSpec, SmokeCheck, Step};
 
 use crate::{AdminState, ApiError, Caller};
 
@@ -39,6 +41,34 @@ pub(crate) struct AnalysisBody {
     max_p95: Option<String>,
     min_requests: Option<u64>,
     max_failed_checks: Option<u32>,
+    max_error_ratio_increase: Option<f64>,
+    max_p95_ratio: Option<f64>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct HooksBody {
+    #[serde(default)]
+    pre_rollout: Vec<HookBody>,
+    #[serde(default)]
+    pre_switch: Vec<HookBody>,
+    #[serde(default)]
+    post_promotion: Vec<HookBody>,
+    #[serde(default)]
+    on_rollback: Vec<HookBody>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct HookBody {
+    name: Option<String>,
+    command: Option<Vec<String>>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    dir: Option<String>,
+    webhook: Option<String>,
+    timeout: Option<String>,
+    on_failure: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -70,6 +100,73 @@ pub(crate) struct RolloutBody {
     smoke: Vec<SmokeBody>,
     post_promotion: Option<String>,
     health_gate: Option<String>,
+    #[serde(default)]
+    hooks: HooksBody,
+    rollback: Option<String>,
+    #[serde(default)]
+    dry_run: bool,
+    #[serde(default)]
+    force: bool,
+}
+
+fn invalid(message: String) -> ApiError {
+    ApiError::invalid("invalid-rollout", message)
+}
+
+fn hooks(body: HooksBody) -> Result<Vec<(HookPoint, Hook)>, ApiError> {
+    let mut hooks = Vec::new();
+    let points = [
+        (HookPoint::PreRollout, body.pre_rollout),
+        (HookPoint::PreSwitch, body.pre_switch),
+        (HookPoint::PostPromotion, body.post_promotion),
+        (HookPoint::OnRollback, body.on_rollback),
+    ];
+    for (point, list) in points {
+        for (i, h) in list.into_iter().enumerate() {
+            let at = format!("hooks.{}[{i}]", point.name());
+            let action = match (h.command, h.webhook) {
+                (Some(argv), None) if !argv.is_empty() => HookAction::Command {
+                    argv,
+                    env: h.env,
+                    dir: h.dir,
+                },
+                (None, Some(url)) if url.starts_with("http://") => HookAction::Webhook { url },
+                (None, Some(url)) => {
+                    return Err(invalid(format!("{at}.webhook: {url:?} must be an http:// URL")));
+                }
+                _ => {
+                    return Err(invalid(format!(
+                        "{at}: give either \"command\" (a non-empty argv list) or \"webhook\" (a URL)"
+                    )));
+                }
+            };
+            let on_failure = match h.on_failure.as_deref() {
+                None | Some("abort") => OnFailure::Abort,
+                Some("warn") => OnFailure::Warn,
+                Some(other) => {
+                    return Err(invalid(format!(
+                        "{at}.on_failure: {other:?}: use \"abort\" or \"warn\""
+                    )));
+                }
+            };
+            let timeout = h
+                .timeout
+                .as_deref()
+                .map(|t| duration(&format!("{at}.timeout"), t))
+                .transpose()?
+                .unwrap_or(Duration::from_secs(60));
+            hooks.push((
+                point,
+                Hook {
+                    name: h.name.unwrap_or_else(|| format!("{}-{}", point.name(), i + 1)),
+                    action,
+                    timeout,
+                    on_failure,
+                },
+            ));
+        }
+    }
+    Ok(hooks)
 }
 
 fn canary() -> String {
@@ -169,7 +266,36 @@ fn spec(body: RolloutBody, d: &crate::RolloutDefaults) -> Result<RolloutSpec, Ap
             })
         })
         .collect::<Result<Vec<_>, ApiError>>()?;
+    let rollback = match body.rollback.as_deref() {
+        None | Some("instant") => RollbackMode::Instant,
+        Some("gradual") => RollbackMode::Gradual,
+        Some(other) => {
+            return Err(invalid(format!("rollback: {other:?}: use \"instant\" or \"gradual\"")));
+        }
+    };
+    let comparison = Comparison {
+        max_error_ratio_increase: a.max_error_ratio_increase,
+        max_p95_ratio: a.max_p95_ratio,
+    };
+    if comparison
+        .max_error_ratio_increase
+        .is_some_and(|v| !(0.0..=1.0).contains(&v))
+    {
+        return Err(invalid(
+            "analysis.max_error_ratio_increase: a ratio between 0 and 1".into(),
+        ));
+    }
+    if comparison.max_p95_ratio.is_some_and(|v| !(v >= 1.0 && v.is_finite())) {
+        return Err(invalid(
+            "analysis.max_p95_ratio: a factor of at least 1, e.g. 1.5".into(),
+        ));
+    }
     Ok(RolloutSpec {
+        comparison,
+        hooks: hooks(body.hooks)?,
+        rollback,
+        dry_run: body.dry_run,
+        force: body.force,
         from: body.from,
         to: body.to,
         strategy: body.strategy,
@@ -203,6 +329,7 @@ fn engine_error(e: RolloutError) -> ApiError {
         RolloutError::Busy(_) => ApiError::conflict("rollout-running", e.to_string()),
         RolloutError::NoneRunning => ApiError::not_found(e.to_string()),
         RolloutError::Invalid(m) => ApiError::invalid("invalid-rollout", m),
+        RolloutError::Fenced(m) => ApiError::conflict("contracted", m),
     }
 }
 
@@ -231,24 +358,39 @@ pub(crate) async fn current(State(state): State<AdminState>) -> Result<Json<Valu
         .ok_or_else(|| ApiError::not_found("no rollout has run since this sluice started"))
 }
 
+fn record_json(r: &sluice_store::RolloutRecord) -> Value {
+    json!({
+        "id": r.id,
+        "spec": serde_json::from_str::<Value>(&r.spec).unwrap_or(Value::Null),
+        "state": r.state,
+        "step": r.current_step,
+        "started_at": r.started_at,
+        "updated_at": r.updated_at,
+        "finished_at": r.finished_at,
+        "reason": r.reason,
+    })
+}
+
 pub(crate) async fn list(State(state): State<AdminState>) -> Result<Json<Value>, ApiError> {
     let rows = state
         .store
         .rollouts(50)
         .await
         .map_err(|e| ApiError::unavailable(e.to_string()))?;
-    Ok(Json(json!({
-        "rollouts": rows.iter().map(|r| json!({
-            "id": r.id,
-            "spec": serde_json::from_str::<Value>(&r.spec).unwrap_or(Value::Null),
-            "state": r.state,
-            "step": r.current_step,
-            "started_at": r.started_at,
-            "updated_at": r.updated_at,
-            "finished_at": r.finished_at,
-            "reason": r.reason,
-        })).collect::<Vec<_>>(),
-    })))
+    Ok(Json(
+        json!({ "rollouts": rows.iter().map(record_json).collect::<Vec<_>>() }),
+    ))
+}
+
+/// One stored rollout (the URL in rollout notifications).
+pub(crate) async fn one(State(state): State<AdminState>, Path(id): Path<i64>) -> Result<Json<Value>, ApiError> {
+    state
+        .store
+        .rollout(id)
+        .await
+        .map_err(|e| ApiError::unavailable(e.to_string()))?
+        .map(|r| Json(record_json(&r)))
+        .ok_or_else(|| ApiError::not_found(format!("no rollout {id}")))
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -291,6 +291,7 @@ pub(crate) async fn drain_backend(
 pub(crate) async fn rollback(
     State(state): State<AdminState>,
     Extension(caller): Extension<Caller>,
+    Query(ForceParam { force }): Query<ForceParam>,
 ) -> Result<Json<Value>, ApiError> {
     let result = async {
         let last = state
@@ -326,7 +327,7 @@ pub(crate) async fn rollback(
             .collect();
         let table = state
             .routing
-            .apply_weights(&weights, &caller.name, "rollback", false)
+            .apply_weights(&weights, &caller.name, "rollback", force)
             .await?;
         state.metrics.rollback("all", "manual");
         Ok(changed(&table))

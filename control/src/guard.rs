@@ -259,6 +259,18 @@ pub async fn run(
                     }
                     continue;
                 }
+                if let Some(fence) = routing.fenced(&w.known_good) {
+                    // A contract step ran: the old version may not work any
+                    // more, so putting it back could make things worse.
+                    warn!(pool = %w.candidate, %reason, "automatic rollback refused: {fence}");
+                    alerter.raise(Alert {
+                        kind: "rollback-refused",
+                        pool: w.candidate.clone(),
+                        message: format!("{reason}; not rolled back: {fence}"),
+                    });
+                    watch = None;
+                    continue;
+                }
                 match routing
                     .apply_weights_because(&w.known_good, GUARD_ACTOR, "rollback", Some(&reason), true)
                     .await

@@ -1,12 +1,14 @@
 //! sluice's control loops, each a task beside the data plane that reads
 //! the routing snapshot and the live windows and changes routing only
 //! through the routing handle: the rollback guard ([`guard`]) and alert
-//! notifications ([`alerts`]) and active health checks ([`health`]).
+//! notifications ([`alerts`]) active health checks ([`health`]) and rollouts ([`rollout`], with
+//! [`hooks`] and [`smoke`] checks).
 
 pub mod alerts;
 pub mod files;
 pub mod guard;
 pub mod health;
+pub mod hooks;
 pub mod outlier;
 pub mod rollout;
 pub mod smoke;

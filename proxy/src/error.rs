@@ -120,6 +120,9 @@ pub enum TableError {
     Persist(String),
     #[error("pool {pool:?} carries {weight}% of traffic; shift its weight away first, or force the change")]
     PoolCarriesTraffic { pool: String, weight: u32 },
+    /// The text says which version, what contracted it and how to override.
+    #[error("{0}")]
+    Fenced(String),
     #[error("pool {0:?} already has backend {1:?}")]
     BackendExists(String, String),
     #[error("pool {0:?} has no backend {1:?}")]

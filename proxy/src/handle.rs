@@ -38,6 +38,16 @@ pub trait RoutingStore: Send + Sync {
     fn persist<'a>(&'a self, change: Change<'a>) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>;
 }
 
+/// A version that must not get traffic back without `force`: a rollout's
+/// contract step changed something it depends on (e.g. dropped a column).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    pub pool: String,
+    pub version: String,
+    /// Why, for the person whose change is refused.
+    pub reason: String,
+}
+
 /// Published after every change is served.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoutingEvent {
@@ -53,6 +63,8 @@ pub struct RoutingHandle {
     store: Option<Arc<dyn RoutingStore>>,
     /// Tells whoever listens (event stream, dashboards) about each change.
     changes: broadcast::Sender<RoutingEvent>,
+    /// Written by rollouts, read by writers only: never on the request path.
+    fences: std::sync::Mutex<Vec<Fence>>,
 }
 
 impl fmt::Debug for RoutingHandle {
@@ -84,7 +96,30 @@ impl RoutingHandle {
             writer: Mutex::new(()),
             store,
             changes: broadcast::Sender::new(256),
+            fences: std::sync::Mutex::new(Vec::new()),
         })
+    }
+
+    /// Refuses traffic for `fence.version` in `fence.pool` from now on
+    /// (unless forced), replacing an earlier fence on that pool.
+    pub fn add_fence(&self, fence: Fence) {
+        let mut fences = self.fences.lock().unwrap_or_else(|e| e.into_inner());
+        fences.retain(|f| f.pool != fence.pool);
+        fences.push(fence);
+    }
+
+    /// Why `weights` would give traffic to a fenced version, if they would.
+    /// A fence holds only while its pool still runs the fenced version.
+    pub fn fenced(&self, weights: &HashMap<String, u32>) -> Option<String> {
+        let table = self.current.load();
+        let fences = self.fences.lock().unwrap_or_else(|e| e.into_inner());
+        fences
+            .iter()
+            .find(|f| {
+                weights.get(&f.pool).is_some_and(|w| *w > 0)
+                    && table.pool(&f.pool).is_some_and(|p| *p.version == *f.version)
+            })
+            .map(|f| f.reason.clone())
     }
 
     /// The current snapshot, for one request. Do not hold it across `.await`.
@@ -136,6 +171,9 @@ impl RoutingHandle {
         reason: Option<&str>,
         force: bool,
     ) -> Result<Arc<RoutingTable>, TableError> {
+        if !force && let Some(reason) = self.fenced(weights) {
+            return Err(TableError::Fenced(reason));
+        }
         self.update_because(actor, action, reason, |current| {
             if let Some(unknown) = weights.keys().find(|name| current.pool(name).is_none()) {
                 return Err(TableError::UnknownPool(unknown.clone()));

@@ -24,7 +24,7 @@ use std::sync::Arc;
 
 pub use error::{ProxyError, TableError};
 pub use forward::{ForwardSettings, Proxy};
-pub use handle::{Change, RoutingEvent, RoutingHandle, RoutingStore};
+pub use handle::{Change, Fence, RoutingEvent, RoutingHandle, RoutingStore};
 pub use server::{ListenerOptions, serve, serve_with};
 pub use table::{PoolSpec, RoutingPolicy, RoutingTable};
 pub use upstream::Upstreams;

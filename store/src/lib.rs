@@ -21,7 +21,7 @@ use sqlx::any::AnyPoolOptions;
 
 pub use audit::{AuditEntry, AuditQuery, AuditRecord};
 pub use migrate::{MigrationSet, Migrator, StatusLine, StepState};
-pub use rollouts::RolloutRecord;
+pub use rollouts::{FenceRecord, RolloutRecord};
 pub use routing::{DeploymentRecord, PoolRecord, RoutingRecord};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

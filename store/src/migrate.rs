@@ -63,8 +63,12 @@ impl MigrationSet {
         // A new migration is a new pair of files in both engine folders and
         // a new entry in both lists here.
         let migrations = match engine {
-            Engine::Sqlite => builtin!("sqlite", 1 => "0001_initial", 2 => "0002_audit_environment"),
-            Engine::Postgres => builtin!("postgres", 1 => "0001_initial", 2 => "0002_audit_environment"),
+            Engine::Sqlite => {
+                builtin!("sqlite", 1 => "0001_initial", 2 => "0002_audit_environment", 3 => "0003_contract_fences")
+            }
+            Engine::Postgres => {
+                builtin!("postgres", 1 => "0001_initial", 2 => "0002_audit_environment", 3 => "0003_contract_fences")
+            }
         };
         Self {
             migrations,

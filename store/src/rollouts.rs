@@ -62,12 +62,22 @@ impl Store {
         Ok(())
     }
 
+    /// One rollout by its id.
+    pub async fn rollout(&self, id: i64) -> Result<Option<RolloutRecord>, StoreError> {
+        Ok(self.rollouts_where(Some(id), 1).await?.into_iter().next())
+    }
+
     /// Rollouts, newest first.
     pub async fn rollouts(&self, limit: i64) -> Result<Vec<RolloutRecord>, StoreError> {
+        self.rollouts_where(None, limit).await
+    }
+
+    async fn rollouts_where(&self, id: Option<i64>, limit: i64) -> Result<Vec<RolloutRecord>, StoreError> {
         let rows = sqlx::query(
             "SELECT id, spec, state, current_step, started_at, updated_at, finished_at, outcome, reason
-             FROM rollouts ORDER BY id DESC LIMIT $1",
+             FROM rollouts WHERE ($1 = 0 OR id = $1) ORDER BY id DESC LIMIT $2",
         )
+        .bind(id.unwrap_or(0))
         .bind(limit)
         .fetch_all(self.pool())
         .await?;
@@ -83,6 +93,54 @@ impl Store {
                     finished_at: r.try_get("finished_at")?,
                     outcome: r.try_get("outcome")?,
                     reason: r.try_get("reason")?,
+                })
+            })
+            .collect()
+    }
+}
+
+/// A version fenced off by a rollout's contract step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FenceRecord {
+    pub pool: String,
+    pub version: String,
+    pub reason: String,
+    pub rollout_id: Option<i64>,
+    pub created_at: String,
+}
+
+impl Store {
+    /// Records a fence; the newest per pool is the one that holds.
+    pub async fn add_fence(&self, fence: &FenceRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO contract_fences (pool, version, reason, rollout_id, created_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&fence.pool)
+        .bind(&fence.version)
+        .bind(&fence.reason)
+        .bind(fence.rollout_id)
+        .bind(&fence.created_at)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// The newest fence of every pool.
+    pub async fn fences(&self) -> Result<Vec<FenceRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT pool, version, reason, rollout_id, created_at FROM contract_fences
+             WHERE id IN (SELECT MAX(id) FROM contract_fences GROUP BY pool) ORDER BY id",
+        )
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(FenceRecord {
+                    pool: r.try_get("pool")?,
+                    version: r.try_get("version")?,
+                    reason: r.try_get("reason")?,
+                    rollout_id: r.try_get("rollout_id")?,
+                    created_at: r.try_get("created_at")?,
                 })
             })
             .collect()

@@ -65,13 +65,14 @@ async fn migrations_round_trip(url: &str) {
 
     // Dry run: the plan lists every step and the database is untouched.
     let plan = m.plan_up(None).await.unwrap();
-    assert_eq!(plan.iter().map(|s| s.version).collect::<Vec<_>>(), vec![1, 2]);
+    let all: Vec<i64> = (1..=set.latest()).collect();
+    assert_eq!(plan.iter().map(|s| s.version).collect::<Vec<_>>(), all);
     assert_eq!(catalog(&store).await, empty, "a dry run changed the schema");
 
-    assert_eq!(m.up(None).await.unwrap(), vec![1, 2]);
+    assert_eq!(m.up(None).await.unwrap(), all);
     let first = catalog(&store).await;
     let applied = m.applied().await.unwrap();
-    assert_eq!(applied.iter().map(|a| a.version).collect::<Vec<_>>(), vec![1, 2]);
+    assert_eq!(applied.iter().map(|a| a.version).collect::<Vec<_>>(), all);
     assert!(
         applied
             .iter()
@@ -79,20 +80,21 @@ async fn migrations_round_trip(url: &str) {
     );
     assert!(m.up(None).await.unwrap().is_empty(), "up twice applies nothing");
 
-    // Data in a table the 2 → 1 → 2 pair does not drop survives it.
+    // Data in a table the latest → 1 → latest round trip does not drop survives it.
     store.append_audit(&audit("ci", "weights.set")).await.unwrap();
+    let above_one: Vec<i64> = all[1..].iter().rev().copied().collect();
     let plan_down = m.plan_down(1).await.unwrap();
-    assert_eq!(plan_down.iter().map(|s| s.version).collect::<Vec<_>>(), vec![2]);
+    assert_eq!(plan_down.iter().map(|s| s.version).collect::<Vec<_>>(), above_one);
     assert_eq!(catalog(&store).await, first, "a down dry run changed the schema");
-    assert_eq!(m.down(1).await.unwrap(), vec![2]);
-    assert_eq!(m.up(None).await.unwrap(), vec![2]);
+    assert_eq!(m.down(1).await.unwrap(), above_one);
+    assert_eq!(m.up(None).await.unwrap(), all[1..]);
     let rows = store.audit(&AuditQuery::default()).await.unwrap();
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].entry.actor, "ci");
     assert_eq!(catalog(&store).await, first);
 
     // All the way down leaves only the tracking table, and back up is identical.
-    assert_eq!(m.down(0).await.unwrap(), vec![2, 1]);
+    assert_eq!(m.down(0).await.unwrap(), all.iter().rev().copied().collect::<Vec<_>>());
     let left = tables(&store).await;
     assert!(
         left.iter().all(|t| t.contains("sluice_schema_migrations")),
@@ -124,13 +126,14 @@ async fn tampering_and_newer_schemas_are_refused(url: &str) {
     );
 
     let mut newer = MigrationSet::builtin(store.engine());
+    let latest = newer.latest();
     newer.migrations.push(Migration {
-        version: 3,
+        version: latest + 1,
         description: "future".into(),
         up: "CREATE TABLE future_thing (id BIGINT PRIMARY KEY);".into(),
         down: "DROP TABLE future_thing;".into(),
     });
-    assert_eq!(Migrator::new(&store, &newer).verified_version().await.unwrap(), 2);
+    assert_eq!(Migrator::new(&store, &newer).verified_version().await.unwrap(), latest);
     store.close().await;
 }
 
@@ -138,21 +141,25 @@ async fn failing_step_is_rolled_back(url: &str) {
     let store = Store::connect(url).await.unwrap();
     store.migrate_up().await.unwrap();
     let mut set = MigrationSet::builtin(store.engine());
+    let latest = set.latest();
     set.migrations.push(Migration {
-        version: 3,
+        version: latest + 1,
         description: "half broken".into(),
         up: "CREATE TABLE half_done (id BIGINT PRIMARY KEY); INSERT INTO no_such_table VALUES (1);".into(),
         down: "DROP TABLE half_done;".into(),
     });
     let before = catalog(&store).await;
     let err = Migrator::new(&store, &set).up(None).await.unwrap_err();
-    assert!(matches!(err, StoreError::Step { version: 3, .. }), "{err}");
+    assert!(
+        matches!(err, StoreError::Step { version, .. } if version == latest + 1),
+        "{err}"
+    );
     assert_eq!(
         catalog(&store).await,
         before,
         "a failed step left part of itself behind"
     );
-    assert_eq!(Migrator::new(&store, &set).verified_version().await.unwrap(), 2);
+    assert_eq!(Migrator::new(&store, &set).verified_version().await.unwrap(), latest);
     store.close().await;
 }
 

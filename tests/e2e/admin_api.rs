@@ -75,7 +75,10 @@ backends = ["127.0.0.1:9011"]
             Arc::new(sluice::rollouts::Recorder::start(
                 store.clone(),
                 sluice_control::alerts::Alerter::start(vec![], None),
-                None,
+                sluice::rollouts::RecorderSettings {
+                    environment: None,
+                    rollouts_url: "http://127.0.0.1:9901/api/v1/rollouts".into(),
+                },
             )),
         )),
         rollout_defaults: sluice_admin_api::RolloutDefaults {
@@ -592,7 +595,10 @@ async fn openapi_document_and_router_agree() {
             // A stream that never ends; covered by its own test above.
             continue;
         }
-        let concrete = path.replace("{pool}", "green").replace("{addr}", "127.0.0.1:9011");
+        let concrete = path
+            .replace("{pool}", "green")
+            .replace("{addr}", "127.0.0.1:9011")
+            .replace("{id}", "1");
         let body = (method != "GET").then_some("{}");
         let (status, value) = api.call(method.parse().unwrap(), &concrete, Some(OPERATOR), body).await;
         assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {concrete}");

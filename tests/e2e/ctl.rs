@@ -170,3 +170,74 @@ async fn ctl_runs_a_rollout_through_a_gate() {
     let (_, out, _) = ctl(sluice.admin, "", &["status"]);
     assert!(out.contains("100%"), "weights not restored: {out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctl_dry_runs_a_rollout_from_a_spec_file() {
+    let blue = spawn_backend("blue", "v1", any_addr()).await.unwrap();
+    let green = spawn_backend("green", "v2", any_addr()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "[proxy]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[store]\nurl = \"sqlite://{d}/sluice.db\"\n{}{}",
+        pool_toml("blue", 100, &[blue.addr]),
+        pool_toml("green", 0, &[green.addr]),
+        d = dir.path().display()
+    );
+    let sluice = Running::start(dir.path(), &config, &[]);
+    let spec = dir.path().join("rollout.json");
+    std::fs::write(
+        &spec,
+        r#"{"hooks": {"pre_switch": [{"name": "expand", "command": ["true"]}]}, "health_gate": "10s"}"#,
+    )
+    .unwrap();
+    let spec = spec.display().to_string();
+    let args = [
+        "rollout",
+        "start",
+        "--from",
+        "blue",
+        "--to",
+        "green",
+        "--strategy",
+        "blue-green",
+        "--dry-run",
+        "--spec",
+        &spec,
+    ];
+    let (code, out, err) = ctl(sluice.admin, "", &args);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("plan (dry run):") && out.contains("pre_switch hooks: expand"),
+        "{out}"
+    );
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (_, out, _) = ctl(sluice.admin, "", &["rollout", "status"]);
+        if out.contains("completed") {
+            assert!(
+                out.contains("dry run passed") && out.contains("hook pre_switch expand: ok"),
+                "{out}"
+            );
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{out}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let (_, out, _) = ctl(sluice.admin, "", &["status"]);
+    assert!(out.contains("100%"), "{out}");
+    let (code, _, err) = ctl(
+        sluice.admin,
+        "",
+        &[
+            "rollout",
+            "start",
+            "--from",
+            "blue",
+            "--to",
+            "green",
+            "--spec",
+            "/nonexistent.json",
+        ],
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("--spec /nonexistent.json"), "{err}");
+}

@@ -16,6 +16,7 @@ mod health_e2e;
 mod process;
 mod protocols;
 mod rollout_e2e;
+mod rollout_hooks;
 mod routing;
 mod state;
 mod tls_e2e;

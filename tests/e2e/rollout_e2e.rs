@@ -18,7 +18,7 @@ use http_body_util::{BodyExt, Full};
 use serde_json::Value;
 use tokio::time::Instant;
 
-fn config(dir: &Path, blue: SocketAddr, green: SocketAddr) -> String {
+pub(crate) fn config(dir: &Path, blue: SocketAddr, green: SocketAddr) -> String {
     format!(
         r#"[proxy]
 listen = "127.0.0.1:0"
@@ -37,7 +37,7 @@ timeout = "500ms"
 }
 
 /// Blue (100) and green (0) demo backends behind a running sluice.
-async fn blue_green_sluice() -> (DemoBackend, DemoBackend, tempfile::TempDir, Running) {
+pub(crate) async fn blue_green_sluice() -> (DemoBackend, DemoBackend, tempfile::TempDir, Running) {
     let blue = spawn_backend("blue", "v1", any_addr()).await.unwrap();
     let green = spawn_backend("green", "v2", any_addr()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -45,7 +45,7 @@ async fn blue_green_sluice() -> (DemoBackend, DemoBackend, tempfile::TempDir, Ru
     (blue, green, dir, sluice)
 }
 
-async fn call(c: &TestClient, method: &str, url: String, body: &str) -> (u16, Value) {
+pub(crate) async fn call(c: &TestClient, method: &str, url: String, body: &str) -> (u16, Value) {
     let req = http::Request::builder()
         .method(method)
         .uri(url)
@@ -60,7 +60,7 @@ async fn call(c: &TestClient, method: &str, url: String, body: &str) -> (u16, Va
 
 /// Waits for the current rollout to reach `state`, sending a request now
 /// and then so the windows have traffic.
-async fn wait_state(c: &TestClient, sluice: &Running, state: &str, within: Duration) -> Value {
+pub(crate) async fn wait_state(c: &TestClient, sluice: &Running, state: &str, within: Duration) -> Value {
     let started = Instant::now();
     loop {
         let (_, current) = call(c, "GET", format!("http://{}/api/v1/rollouts/current", sluice.admin), "").await;
@@ -74,7 +74,7 @@ async fn wait_state(c: &TestClient, sluice: &Running, state: &str, within: Durat
     }
 }
 
-async fn weights(c: &TestClient, sluice: &Running) -> (u64, u64) {
+pub(crate) async fn weights(c: &TestClient, sluice: &Running) -> (u64, u64) {
     let (_, p) = call(c, "GET", format!("http://{}/api/v1/pools", sluice.admin), "").await;
     (
         p["pools"][0]["weight"].as_u64().unwrap(),
@@ -82,7 +82,7 @@ async fn weights(c: &TestClient, sluice: &Running) -> (u64, u64) {
     )
 }
 
-const FAST: &str =
+pub(crate) const FAST: &str =
     r#""analysis": {"interval": "200ms", "min_requests": 20, "max_failed_checks": 2}, "post_promotion": "1s""#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

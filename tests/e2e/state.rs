@@ -132,6 +132,9 @@ fn a_migration_killed_halfway_leaves_the_previous_version() {
     });
 }
 
+/// sluice's own schema migrations (0001 …).
+const MIGRATIONS: usize = 3;
+
 #[test]
 fn migrate_cli_dry_runs_change_nothing_and_down_reverses() {
     let dir = tempfile::tempdir().unwrap();
@@ -142,23 +145,29 @@ fn migrate_cli_dry_runs_change_nothing_and_down_reverses() {
     let (_, status, _) = migrate(&["status", "--store", &url]);
     assert_eq!(
         status.matches("pending").count(),
-        2,
+        MIGRATIONS,
         "dry run applied something: {status}"
     );
 
     assert!(migrate(&["up", "--store", &url]).0);
     let (_, status, _) = migrate(&["status", "--store", &url]);
-    assert_eq!(status.matches("applied").count(), 2, "{status}");
+    assert_eq!(status.matches("applied").count(), MIGRATIONS, "{status}");
     let (ok, plan, _) = migrate(&["down", "--to", "0", "--dry-run", "--store", &url]);
     assert!(ok);
     assert!(
         plan.find("0002").unwrap() < plan.find("0001").unwrap(),
         "newest first: {plan}"
     );
-    assert_eq!(migrate(&["status", "--store", &url]).1.matches("applied").count(), 2);
+    assert_eq!(
+        migrate(&["status", "--store", &url]).1.matches("applied").count(),
+        MIGRATIONS
+    );
     let (ok, out, _) = migrate(&["down", "--to", "0", "--store", &url]);
     assert!(ok, "{out}");
-    assert_eq!(migrate(&["status", "--store", &url]).1.matches("pending").count(), 2);
+    assert_eq!(
+        migrate(&["status", "--store", &url]).1.matches("pending").count(),
+        MIGRATIONS
+    );
 
     let (ok, _, err) = migrate(&["status", "--store", "mysql://nope"]);
     assert!(!ok);

@@ -75,7 +75,14 @@ pub(crate) struct HookBody {
 #[serde(deny_unknown_fields)]
 pub(crate) struct SmokeBody {
     name: String,
+    #[serde(default)]
+    method: Option<String>,
     path: String,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+    body: Option<String>,
+    json_pointer: Option<String>,
+    json_equals: Option<Value>,
     #[serde(default = "ok_status")]
     expect_status: u16,
     body_contains: Option<String>,
@@ -251,8 +258,31 @@ fn spec(body: RolloutBody, d: &crate::RolloutDefaults) -> Result<RolloutSpec, Ap
     let smoke = body
         .smoke
         .into_iter()
-        .map(|s| {
+        .enumerate()
+        .map(|(i, s)| {
+            let method = s
+                .method
+                .as_deref()
+                .unwrap_or("GET")
+                .parse::<http::Method>()
+                .map_err(|_| invalid(format!("smoke[{i}].method: not an HTTP method")))?;
+            if !s.path.starts_with('/') {
+                return Err(invalid(format!("smoke[{i}].path: {:?} must start with /", s.path)));
+            }
+            let json_pointer = match (s.json_pointer, s.json_equals) {
+                (Some(p), Some(v)) if p.starts_with('/') => Some((p, v)),
+                (None, None) => None,
+                _ => {
+                    return Err(invalid(format!(
+                        "smoke[{i}]: json_pointer (starting with /) and json_equals go together"
+                    )));
+                }
+            };
             Ok(SmokeCheck {
+                method,
+                headers: s.headers.into_iter().collect(),
+                body: s.body,
+                json_pointer,
                 max_latency: s
                     .max_latency
                     .as_deref()

@@ -36,9 +36,15 @@ pub enum Step {
 #[derive(Debug, Clone, PartialEq)]
 pub struct SmokeCheck {
     pub name: String,
+    pub method: http::Method,
     pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Option<String>,
     pub expect_status: u16,
     pub body_contains: Option<String>,
+    /// The answer is JSON and the value at this pointer (RFC 6901) equals
+    /// `json_equals`.
+    pub json_pointer: Option<(String, Value)>,
     pub max_latency: Duration,
 }
 

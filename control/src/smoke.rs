@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::Request;
-use http_body_util::{BodyExt, Empty, Limited};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -29,11 +29,16 @@ pub async fn run(addr: &str, check: &SmokeCheck) -> Result<u128, String> {
         tokio::spawn(async move {
             let _ = conn.await;
         });
-        let req = Request::get(check.path.as_str())
+        let mut req = Request::builder()
+            .method(check.method.clone())
+            .uri(check.path.as_str())
             .header(http::header::HOST, addr)
-            .header(http::header::USER_AGENT, "sluice-smoke-check")
-            .body(Empty::<Bytes>::new())
-            .map_err(|e| format!("bad check: {e}"))?;
+            .header(http::header::USER_AGENT, "sluice-smoke-check");
+        for (name, value) in &check.headers {
+            req = req.header(name.as_str(), value.as_str());
+        }
+        let body = Full::new(Bytes::from(check.body.clone().unwrap_or_default()));
+        let req = req.body(body).map_err(|e| format!("bad check: {e}"))?;
         let res = sender
             .send_request(req)
             .await
@@ -56,6 +61,15 @@ pub async fn run(addr: &str, check: &SmokeCheck) -> Result<u128, String> {
         && !body.contains(needle.as_str())
     {
         return Err(format!("expected the body to contain {needle:?}"));
+    }
+    if let Some((pointer, expected)) = &check.json_pointer {
+        let json: serde_json::Value =
+            serde_json::from_str(&body).map_err(|_| format!("expected JSON at {pointer}, the body is not JSON"))?;
+        match json.pointer(pointer) {
+            Some(found) if found == expected => {}
+            Some(found) => return Err(format!("expected {pointer} = {expected}, got {found}")),
+            None => return Err(format!("expected {pointer} = {expected}, the answer has no {pointer}")),
+        }
     }
     Ok(started.elapsed().as_millis())
 }

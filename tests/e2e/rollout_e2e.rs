@@ -154,7 +154,7 @@ async fn a_failed_smoke_check_never_switches() {
     let (_blue, green, _dir, sluice) = blue_green_sluice().await;
     let c = client();
     let body = r#"{"from": "blue", "to": "green", "strategy": "blue-green",
-        "smoke": [{"name": "version", "path": "/version", "body_contains": "\"version\":\"v9\""}]}"#;
+        "smoke": [{"name": "version", "path": "/version", "json_pointer": "/version", "json_equals": "v9"}]}"#;
     assert_eq!(
         call(&c, "POST", format!("http://{}/api/v1/rollouts", sluice.admin), body)
             .await
@@ -217,8 +217,8 @@ async fn a_blue_green_switch_under_load_fails_no_request() {
     let body = r#"{"from": "blue", "to": "green", "strategy": "blue-green", "post_promotion": "1s",
         "smoke": [
             {"name": "health", "path": "/health/ready"},
-            {"name": "home", "path": "/", "body_contains": "\"pool\":\"green\""},
-            {"name": "version", "path": "/version", "body_contains": "\"version\":\"v2\"", "max_latency": "500ms"}
+            {"name": "home", "method": "POST", "path": "/", "headers": {"x-smoke": "1"}, "body": "{}", "body_contains": "\"pool\":\"green\""},
+            {"name": "version", "path": "/version", "json_pointer": "/version", "json_equals": "v2", "max_latency": "500ms"}
         ]}"#;
     let began = Instant::now();
     assert_eq!(

@@ -6,10 +6,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-10}
-cargo test --quiet --test guard_e2e --no-run >/dev/null 2>&1
+cargo test --quiet --test e2e --no-run >/dev/null 2>&1
 times=()
 for i in $(seq "$RUNS"); do
-  t=$(cargo test --quiet --test guard_e2e a_canary_answering_10_percent_errors -- --nocapture 2>&1 \
+  t=$(cargo test --quiet --test e2e guard_e2e::a_canary_answering_10_percent_errors -- --nocapture 2>&1 \
       | sed -n 's/.*rollback after errors began: \([0-9.]*\)s.*/\1/p')
   echo "run $i: ${t}s" >&2
   times+=("$t")

@@ -25,8 +25,7 @@ fn handle(backends: usize, sticky: Option<Sticky>) -> RoutingHandle {
     };
     let policy = RoutingPolicy {
         sticky,
-        allow_pool_override: false,
-        probe_new_backends: false,
+        ..RoutingPolicy::default()
     };
     RoutingHandle::new(&[pool("blue", 90, 1), pool("green", 10, 2)], policy).unwrap()
 }

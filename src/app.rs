@@ -209,6 +209,8 @@ pub async fn serve_config(config: Config, options: RunOptions) -> Result<(), App
     // Bound addresses, not the configured ones: port 0 picks a free port.
     let admin_bound = admin_listener.local_addr().unwrap_or(config.admin.listen);
     let bound = listener.local_addr().unwrap_or(config.proxy.listen);
+    let handoff: crate::upgrade::Handoff = Arc::new(std::sync::Mutex::new(handoff));
+    let (moves_tx, moves_rx) = tokio::sync::mpsc::unbounded_channel();
     let _config_watcher = options.config_path.and_then(|path| {
         crate::reload::Reloader {
             path,
@@ -216,6 +218,10 @@ pub async fn serve_config(config: Config, options: RunOptions) -> Result<(), App
             metrics: Arc::clone(&metrics),
             store: store.clone(),
             baseline: config.clone(),
+            listener: Some(crate::reload::ListenerMove {
+                moves: moves_tx,
+                handoff: Arc::clone(&handoff),
+            }),
         }
         .spawn()
     });
@@ -246,7 +252,14 @@ pub async fn serve_config(config: Config, options: RunOptions) -> Result<(), App
         let _ = rx.wait_for(|stop| *stop).await;
     };
     let opts = ListenerOptions::from(&config.proxy);
-    let plain = sluice_proxy::serve(listener, Arc::clone(&proxy), opts, stopped(stop_rx.clone()));
+    let plain = sluice_proxy::serve_moving(
+        listener,
+        None,
+        Arc::clone(&proxy),
+        opts,
+        stopped(stop_rx.clone()),
+        Some(moves_rx),
+    );
     let secure = async {
         match tls {
             Some(t) => sluice_proxy::serve_with(t.listener, Some(t.acceptor), proxy, opts, stopped(stop_rx)).await,
@@ -442,7 +455,7 @@ impl RollbackCounter for GuardMetrics {
     }
 }
 
-async fn bind(addr: std::net::SocketAddr) -> Result<TcpListener, AppError> {
+pub(crate) async fn bind(addr: std::net::SocketAddr) -> Result<TcpListener, AppError> {
     TcpListener::bind(addr)
         .await
         .map_err(|source| AppError::Bind { addr, source })

@@ -12,6 +12,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use sluice_admin_api::Metrics;
 use sluice_config::Config;
@@ -32,6 +33,52 @@ pub struct Reloader {
     pub store: Store,
     /// The file as last loaded: the baseline for "what the file changed".
     pub baseline: Config,
+    /// Where a changed `proxy.listen` goes (none: it needs a restart).
+    pub listener: Option<ListenerMove>,
+}
+
+/// Moves the proxy listener to a new address: bound here, served by the
+/// accept loop, and handed to a future binary upgrade instead of the old.
+pub struct ListenerMove {
+    pub moves: mpsc::UnboundedSender<tokio::net::TcpListener>,
+    pub handoff: crate::upgrade::Handoff,
+}
+
+/// Settings a reload cannot change in place, for the warning that says so.
+fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
+    let mut keys = Vec::new();
+    if old.admin.listen != new.admin.listen {
+        keys.push("admin.listen");
+    }
+    if old.proxy.tls != new.proxy.tls {
+        keys.push("proxy.tls (certificate files themselves reload on change)");
+    }
+    if old.proxy.workers != new.proxy.workers {
+        keys.push("proxy.workers");
+    }
+    if old.store != new.store {
+        keys.push("store");
+    }
+    if old.health != new.health || old.rollback != new.rollback || old.outlier != new.outlier {
+        keys.push("health / rollback / outlier");
+    }
+    let (mut a, mut b) = (old.proxy.timeouts, new.proxy.timeouts);
+    (a.upstream_response, b.upstream_response) = (Duration::ZERO, Duration::ZERO);
+    if a != b {
+        keys.push("proxy.timeouts other than upstream_response");
+    }
+    keys
+}
+
+/// Binds the new proxy address, with a copy of the socket for upgrades.
+async fn bind_moved(addr: std::net::SocketAddr) -> Result<(tokio::net::TcpListener, std::os::fd::OwnedFd), AppError> {
+    use std::os::fd::AsFd;
+    let listener = crate::app::bind(addr).await?;
+    let fd = listener
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|e| AppError::Other(format!("cannot duplicate a socket: {e}")))?;
+    Ok((listener, fd))
 }
 
 /// What to do with one pool's field: the file's new value when the file
@@ -68,10 +115,29 @@ impl Reloader {
         let specs = merge(&self.baseline, &config, &self.routing.snapshot());
         let (_, mut policy) = sluice_proxy::routing_from_config(&config);
         policy.probe_new_backends = true;
+        // The new socket is bound before anything changes: an address in
+        // use fails the reload as a whole.
+        let moved = match (&self.listener, config.proxy.listen != self.baseline.proxy.listen) {
+            (Some(_), true) => Some(bind_moved(config.proxy.listen).await?),
+            (None, true) => {
+                warn!("proxy.listen changed; it applies after a restart");
+                None
+            }
+            _ => None,
+        };
         let table = self
             .routing
             .replace(specs, policy, CONFIG_ACTOR, "config.reload")
             .await?;
+        if let (Some((listener, fd)), Some(mover)) = (moved, &self.listener) {
+            crate::upgrade::replace_handoff(&mover.handoff, "proxy", fd);
+            info!(listen = ?listener.local_addr().ok(), "proxy listener moving to the new address");
+            let _ = mover.moves.send(listener);
+        }
+        let later = needs_restart(&self.baseline, &config);
+        if !later.is_empty() {
+            warn!(settings = %later.join(", "), "changed settings apply after a restart (or `sluice run --upgrade`)");
+        }
         self.baseline = config;
         Ok(table.generation())
     }

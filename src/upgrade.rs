@@ -80,9 +80,20 @@ pub fn adopt(listener: std::net::TcpListener) -> Result<tokio::net::TcpListener,
         .map_err(|e| AppError::Other(format!("cannot adopt an inherited socket: {e}")))
 }
 
+/// Copies of the listening sockets, by name, for a future upgrade; a
+/// listener that moves (a reload changed its address) replaces its copy.
+pub type Handoff = std::sync::Arc<std::sync::Mutex<Vec<(&'static str, OwnedFd)>>>;
+
+/// Replaces the copy of socket `name` in `handoff`.
+pub fn replace_handoff(handoff: &Handoff, name: &'static str, fd: OwnedFd) {
+    let mut sockets = handoff.lock().unwrap_or_else(|e| e.into_inner());
+    sockets.retain(|(n, _)| *n != name);
+    sockets.push((name, fd));
+}
+
 /// Old side: serves handoffs at `path` for the named sockets; a completed
 /// handoff sets `stop`, which drains this process.
-pub fn serve(path: PathBuf, sockets: Vec<(&'static str, OwnedFd)>, stop: watch::Sender<bool>) {
+pub fn serve(path: PathBuf, sockets: Handoff, stop: watch::Sender<bool>) {
     let listener = match bind(&path) {
         Ok(l) => l,
         Err(e) => {
@@ -94,6 +105,7 @@ pub fn serve(path: PathBuf, sockets: Vec<(&'static str, OwnedFd)>, stop: watch::
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(stream) = stream else { continue };
+            let sockets = sockets.lock().unwrap_or_else(|e| e.into_inner());
             match hand_over(&stream, &sockets) {
                 Ok(()) => {
                     info!("sockets handed to the new process; draining");

@@ -76,6 +76,14 @@ impl Config {
         if get("AUTOMATIC_ROLLBACK_ON_ERROR").is_some() {
             sources.set("rollback.enabled", Source::Env("AUTOMATIC_ROLLBACK_ON_ERROR".into()));
         }
+        if get("BLUE_GREEN_MODE").is_some() {
+            for pool in &config.pools {
+                sources.set(
+                    &format!("pools.{}.weight", pool.name),
+                    Source::Env("BLUE_GREEN_MODE".into()),
+                );
+            }
+        }
         Ok((config, sources))
     }
 
@@ -85,7 +93,8 @@ impl Config {
     }
 
     /// Applies the story's environment overrides (`HEALTH_CHECK_INTERVAL`,
-    /// `HEALTH_CHECK_TIMEOUT`, `AUTOMATIC_ROLLBACK_ON_ERROR`) read through
+    /// `HEALTH_CHECK_TIMEOUT`, `AUTOMATIC_ROLLBACK_ON_ERROR`, and
+    /// `BLUE_GREEN_MODE=<pool>`: the active pool gets 100%) read through
     /// `env`; a bad value is an error naming the variable.
     pub fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
         let mut problems = Vec::new();
@@ -118,6 +127,21 @@ impl Config {
                     path: "AUTOMATIC_ROLLBACK_ON_ERROR".into(),
                     reason: format!("{v:?} is not true or false"),
                 }),
+            }
+        }
+        if let Some(v) = env("BLUE_GREEN_MODE") {
+            // Which pool is the active colour: it gets all the traffic.
+            let active = v.trim();
+            if self.pool(active).is_some() {
+                self.pools
+                    .iter_mut()
+                    .for_each(|p| p.weight = if p.name == active { 100 } else { 0 });
+            } else {
+                let names: Vec<&str> = self.pools.iter().map(|p| p.name.as_str()).collect();
+                problems.push(FieldError {
+                    path: "BLUE_GREEN_MODE".into(),
+                    reason: format!("{v:?} is not a pool; name the active one of {}", names.join(", ")),
+                });
             }
         }
         if problems.is_empty() {

@@ -188,6 +188,19 @@ fn story_environment_overrides_apply_and_bad_values_are_named() {
         .apply_env(|k| (k == "HEALTH_CHECK_TIMEOUT").then(|| "soon".to_owned()))
         .unwrap_err();
     assert!(err.to_string().contains("HEALTH_CHECK_TIMEOUT"), "{err}");
+
+    // BLUE_GREEN_MODE names the active pool: it gets all the traffic.
+    c.apply_env(|k| (k == "BLUE_GREEN_MODE").then(|| "canary".to_owned()))
+        .unwrap();
+    assert_eq!(c.pool("canary").unwrap().weight, 100);
+    assert_eq!(c.pool("stable").unwrap().weight, 0);
+    let err = c
+        .apply_env(|k| (k == "BLUE_GREEN_MODE").then(|| "purple".to_owned()))
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("BLUE_GREEN_MODE") && err.to_string().contains("stable"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -4,7 +4,6 @@
 use std::error::Error as StdError;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::time::Instant;
 
@@ -25,13 +24,6 @@ use crate::stats::{PoolStats, UpstreamErrorKind};
 use crate::table::{Backend, InFlight};
 use crate::upstream::{UpstreamError, Upstreams};
 use crate::window::Outcome;
-
-/// Request-path settings that do not change per request.
-#[derive(Debug, Clone, Copy)]
-pub struct ForwardSettings {
-    pub upstream_response_timeout: Duration,
-    pub max_request_body_bytes: u64,
-}
 
 /// What the request path knows about the client connection.
 #[derive(Debug, Clone)]
@@ -62,7 +54,6 @@ pub struct OutlierReport {
 pub struct Proxy {
     routing: Arc<RoutingHandle>,
     upstreams: Upstreams,
-    settings: ForwardSettings,
     /// Where backends failing `threshold` times in a row are reported.
     outliers: Option<(tokio::sync::mpsc::Sender<OutlierReport>, u32)>,
     /// Set when this process stops: HTTP/1 responses then announce
@@ -72,11 +63,10 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    pub fn new(routing: Arc<RoutingHandle>, upstreams: Upstreams, settings: ForwardSettings) -> Self {
+    pub fn new(routing: Arc<RoutingHandle>, upstreams: Upstreams) -> Self {
         Self {
             routing,
             upstreams,
-            settings,
             outliers: None,
             draining: std::sync::atomic::AtomicBool::new(false),
         }
@@ -158,11 +148,12 @@ impl Proxy {
         conn: &ClientConn,
         pool_stats: &mut Option<Arc<PoolStats>>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
-        headers::check_request(&req, self.settings.max_request_body_bytes)?;
-
-        // The table is loaded once, and released before any await.
-        let (backend, protocol, set_cookie, pool_name) = {
+        // The table is loaded once, and released before any await. Settings
+        // live in it, so a reload changes them for new requests only.
+        let (backend, protocol, set_cookie, pool_name, settings) = {
             let table = self.routing.load();
+            let settings = table.policy().forward;
+            headers::check_request(&req, settings.max_request_body_bytes)?;
             let choice = select::choose_pool(&table, req.headers(), conn.peer.ip())?;
             *pool_stats = Some(Arc::clone(&choice.pool.stats));
             let backend = select::choose_backend(choice.pool).ok_or(ProxyError::NoBackend)?;
@@ -171,6 +162,7 @@ impl Proxy {
                 choice.pool.protocol,
                 choice.set_cookie,
                 Arc::clone(&choice.pool.name),
+                settings,
             )
         };
         let in_flight = InFlight::start(&backend);
@@ -204,9 +196,9 @@ impl Proxy {
         };
         parts.extensions = http::Extensions::new();
 
-        let upstream_req = Request::from_parts(parts, RequestBody::new(body, self.settings.max_request_body_bytes));
+        let upstream_req = Request::from_parts(parts, RequestBody::new(body, settings.max_request_body_bytes));
         let sent = self.upstreams.send(&backend, protocol, upstream_req);
-        let outcome = match tokio::time::timeout(self.settings.upstream_response_timeout, sent).await {
+        let outcome = match tokio::time::timeout(settings.upstream_response_timeout, sent).await {
             Err(_) => Err(ProxyError::UpstreamTimeout),
             Ok(sent) => sent.map_err(|e| classify(&e)),
         };

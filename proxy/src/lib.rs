@@ -23,10 +23,10 @@ pub mod window;
 use std::sync::Arc;
 
 pub use error::{ProxyError, TableError};
-pub use forward::{ForwardSettings, Proxy};
+pub use forward::Proxy;
 pub use handle::{Change, Fence, RoutingEvent, RoutingHandle, RoutingStore};
-pub use server::{ListenerOptions, serve, serve_with};
-pub use table::{PoolSpec, RoutingPolicy, RoutingTable};
+pub use server::{ListenerOptions, serve, serve_moving, serve_with};
+pub use table::{ForwardSettings, PoolSpec, RoutingPolicy, RoutingTable};
 pub use upstream::Upstreams;
 
 use sluice_config::Config;
@@ -35,6 +35,10 @@ use sluice_config::Config;
 pub fn routing_from_config(config: &Config) -> (Vec<PoolSpec>, RoutingPolicy) {
     let specs = config.pools.iter().map(PoolSpec::from).collect();
     let policy = RoutingPolicy {
+        forward: ForwardSettings {
+            upstream_response_timeout: config.proxy.timeouts.upstream_response,
+            max_request_body_bytes: config.proxy.limits.max_request_body_bytes,
+        },
         sticky: config.sticky.clone(),
         allow_pool_override: config.proxy.allow_pool_override,
         probe_new_backends: false,
@@ -52,9 +56,5 @@ pub fn build(config: &Config) -> Result<(Arc<RoutingHandle>, Arc<Proxy>), TableE
 
 /// The proxy service for `config`, routing through `routing`.
 pub fn proxy_for(config: &Config, routing: Arc<RoutingHandle>) -> Proxy {
-    let settings = ForwardSettings {
-        upstream_response_timeout: config.proxy.timeouts.upstream_response,
-        max_request_body_bytes: config.proxy.limits.max_request_body_bytes,
-    };
-    Proxy::new(routing, Upstreams::new(&config.proxy.timeouts), settings)
+    Proxy::new(routing, Upstreams::new(&config.proxy.timeouts))
 }

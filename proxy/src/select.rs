@@ -148,7 +148,7 @@ mod tests {
         let policy = RoutingPolicy {
             sticky,
             allow_pool_override: true,
-            probe_new_backends: false,
+            ..RoutingPolicy::default()
         };
         RoutingTable::build(1, &specs, policy, None).unwrap()
     }

@@ -11,7 +11,10 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use sluice_config::ProxyConfig;
-use tokio::net::TcpListener;
+use std::net::SocketAddr;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
@@ -59,6 +62,17 @@ fn http_builder(opts: &ListenerOptions) -> auto::Builder<TokioExecutor> {
     builder
 }
 
+/// The next listener to move to; never, without a channel or once it closed.
+async fn next_listener(moves: &mut Option<mpsc::UnboundedReceiver<TcpListener>>) -> TcpListener {
+    if let Some(rx) = moves
+        && let Some(listener) = rx.recv().await
+    {
+        return listener;
+    }
+    *moves = None;
+    std::future::pending().await
+}
+
 /// Serves `listener` (plain HTTP/1.1 and h2c) until `shutdown` resolves;
 /// see [`serve_with`].
 pub async fn serve(
@@ -82,44 +96,77 @@ pub async fn serve_with(
     opts: ListenerOptions,
     shutdown: impl Future<Output = ()>,
 ) -> bool {
+    serve_moving(listener, tls, proxy, opts, shutdown, None).await
+}
+
+/// [`serve_with`], moving to each listener received on `moves` (a changed
+/// listen address): the new socket is already bound and accepting when the
+/// old one closes, connections queued on the old one are still served, and
+/// connections opened on it run to their end.
+pub async fn serve_moving(
+    mut listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    proxy: Arc<Proxy>,
+    opts: ListenerOptions,
+    shutdown: impl Future<Output = ()>,
+    mut moves: Option<mpsc::UnboundedReceiver<TcpListener>>,
+) -> bool {
     let builder = http_builder(&opts);
     let graceful = GracefulShutdown::new();
+    let serve = |stream: TcpStream, peer: SocketAddr| {
+        if let Err(e) = stream.set_nodelay(true) {
+            debug!(error = %e, "set_nodelay failed");
+        }
+        let conn = Arc::new(ClientConn::new(peer, tls.is_some()));
+        let (builder, proxy, watcher) = (builder.clone(), Arc::clone(&proxy), graceful.watcher());
+        let (tls, handshake_timeout) = (tls.clone(), opts.header_read_timeout);
+        OPEN_CONNECTIONS.fetch_add(1, Ordering::Relaxed);
+        tokio::spawn(async move {
+            match tls {
+                None => serve_io(&builder, TokioIo::new(stream), conn, proxy, watcher).await,
+                Some(acceptor) => match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                    Ok(Ok(tls_stream)) => serve_io(&builder, TokioIo::new(tls_stream), conn, proxy, watcher).await,
+                    Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
+                    Err(_) => debug!(%peer, "TLS handshake timed out"),
+                },
+            }
+            OPEN_CONNECTIONS.fetch_sub(1, Ordering::Relaxed);
+        });
+    };
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             biased;
             () = &mut shutdown => break,
+            moved = next_listener(&mut moves) => {
+                // What already waits in the old socket's queue is served
+                // before that socket closes.
+                while let Some(Ok((stream, peer))) =
+                    std::future::poll_fn(|cx| std::task::Poll::Ready(match listener.poll_accept(cx) {
+                        std::task::Poll::Ready(r) => Some(r),
+                        std::task::Poll::Pending => None,
+                    }))
+                    .await
+                {
+                    serve(stream, peer);
+                }
+                info!(
+                    from = ?listener.local_addr().ok(),
+                    to = ?moved.local_addr().ok(),
+                    "listener moved"
+                );
+                listener = moved;
+            }
             accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(pair) => pair,
+                match accepted {
+                    Ok((stream, peer)) => serve(stream, peer),
                     Err(e) => {
                         // Usually out of file descriptors: back off briefly
                         // instead of spinning.
                         warn!(error = %e, "accept failed");
                         tokio::time::sleep(Duration::from_millis(20)).await;
-                        continue;
                     }
-                };
-                if let Err(e) = stream.set_nodelay(true) {
-                    debug!(error = %e, "set_nodelay failed");
                 }
-                let conn = Arc::new(ClientConn::new(peer, tls.is_some()));
-                let (builder, proxy, watcher) = (builder.clone(), Arc::clone(&proxy), graceful.watcher());
-                let (tls, handshake_timeout) = (tls.clone(), opts.header_read_timeout);
-                OPEN_CONNECTIONS.fetch_add(1, Ordering::Relaxed);
-                tokio::spawn(async move {
-                    match tls {
-                        None => serve_io(&builder, TokioIo::new(stream), conn, proxy, watcher).await,
-                        Some(acceptor) => match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
-                            Ok(Ok(tls_stream)) => {
-                                serve_io(&builder, TokioIo::new(tls_stream), conn, proxy, watcher).await
-                            }
-                            Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
-                            Err(_) => debug!(%peer, "TLS handshake timed out"),
-                        },
-                    }
-                    OPEN_CONNECTIONS.fetch_sub(1, Ordering::Relaxed);
-                });
             }
         }
     }

@@ -8,6 +8,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
 
 use http::uri::Authority;
 use sluice_config::{Sticky, UpstreamProtocol, WEIGHT_TOTAL};
@@ -191,9 +192,26 @@ impl From<&sluice_config::PoolConfig> for PoolSpec {
     }
 }
 
-/// How pools are chosen, apart from their weights.
+/// Request-path settings from the config, reloadable with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ForwardSettings {
+    pub upstream_response_timeout: Duration,
+    pub max_request_body_bytes: u64,
+}
+
+impl Default for ForwardSettings {
+    fn default() -> Self {
+        Self {
+            upstream_response_timeout: Duration::from_secs(30),
+            max_request_body_bytes: 10 * 1024 * 1024,
+        }
+    }
+}
+
+/// How pools are chosen and requests forwarded, apart from the weights.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RoutingPolicy {
+    pub forward: ForwardSettings,
     pub sticky: Option<Sticky>,
     /// Honour `x-sluice-pool`.
     pub allow_pool_override: bool,

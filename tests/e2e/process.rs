@@ -201,7 +201,7 @@ async fn a_config_replaced_by_rename_is_picked_up_and_runtime_weights_follow_the
         config_for(dir.path(), blue.addr, green.addr, 0),
         pool_toml("canary", 0, &[canary.addr])
     );
-    replace(with_canary);
+    replace(with_canary.clone());
     sluice.wait_log("config reloaded", Duration::from_secs(10));
     for _ in 0..20 {
         assert_eq!(
@@ -212,6 +212,18 @@ async fn a_config_replaced_by_rename_is_picked_up_and_runtime_weights_follow_the
     }
     let (_, _, pools) = get(&c, &format!("http://{}/api/v1/pools", sluice.admin), &[]).await;
     assert!(pools.contains("\"name\":\"canary\""), "{pools}");
+
+    // A shorter upstream timeout applies to the next request.
+    blue.knobs.set_latency(Duration::from_secs(2));
+    replace(format!(
+        "{with_canary}[proxy.timeouts]\nupstream_response = \"300ms\"\n"
+    ));
+    sluice.wait_log("config reloaded", Duration::from_secs(10));
+    let asked = tokio::time::Instant::now();
+    let (status, _, _) = get(&c, &url, &[]).await;
+    assert_eq!(status, 504);
+    assert!(asked.elapsed() < Duration::from_millis(1500), "{:?}", asked.elapsed());
+    blue.knobs.set_latency(Duration::ZERO);
 
     // 3. A broken replacement keeps everything and is counted.
     replace("[pools.blue]\nweight = 101\n".into());
@@ -265,4 +277,45 @@ fn the_kubernetes_configmap_holds_a_valid_config() {
         .collect();
     let config = sluice_config::Config::from_toml(&body).unwrap_or_else(|e| panic!("{e}\n{body}"));
     assert_eq!(config.pools.len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_moves_the_listener_to_a_new_address() {
+    let blue = spawn_backend("blue", "v1", any_addr()).await.unwrap();
+    let green = spawn_backend("green", "v2", any_addr()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let text = config_for(dir.path(), blue.addr, green.addr, 100);
+    let sluice = Running::start(dir.path(), &text, &[]);
+    let old_url = format!("http://{}/", sluice.addr);
+    // A keep-alive connection opened on the old address...
+    let kept = client();
+    assert_eq!(get(&kept, &old_url, &[]).await.0, 200);
+
+    let free = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let moved = text.replacen("listen = \"127.0.0.1:0\"", &format!("listen = \"{free}\""), 1);
+    std::fs::write(&sluice.config, moved).unwrap();
+    sluice.signal("HUP");
+    sluice.wait_log("listener moved", Duration::from_secs(10));
+
+    // ...the new address serves, the old one refuses new connections...
+    assert_eq!(get(&client(), &format!("http://{free}/"), &[]).await.0, 200);
+    assert!(tokio::net::TcpStream::connect(sluice.addr).await.is_err());
+    // ...and the connection opened before the move still finishes its work.
+    assert_eq!(get(&kept, &old_url, &[]).await.0, 200);
+
+    // An address that cannot be bound fails the reload and changes nothing.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let clash = text.replacen(
+        "listen = \"127.0.0.1:0\"",
+        &format!("listen = \"{}\"", taken.local_addr().unwrap()),
+        1,
+    );
+    std::fs::write(&sluice.config, clash).unwrap();
+    sluice.signal("HUP");
+    let line = sluice.wait_log("config reload failed", Duration::from_secs(10));
+    assert!(line.contains("127.0.0.1"), "{line}");
+    assert_eq!(get(&client(), &format!("http://{free}/"), &[]).await.0, 200);
 }

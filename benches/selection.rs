@@ -22,6 +22,7 @@ fn handle(backends: usize, sticky: Option<Sticky>) -> RoutingHandle {
         backends: (0..backends)
             .map(|i| format!("10.{}.{}.{}:8080", base, i / 256, i % 256))
             .collect(),
+        tls: None,
     };
     let policy = RoutingPolicy {
         sticky,

@@ -92,8 +92,7 @@ fn intent<T: PartialEq + Clone>(old_file: Option<&T>, new_file: &T, running: Opt
 
 /// The routing specs a reload should apply: the new file, except where it
 /// left a pool's weight, version or backends as the old file had them.
-pub fn merge(old_file: &Config, new_file: &Config, running: &RoutingTable) -> Vec<PoolSpec> {
-    let (specs, _) = sluice_proxy::routing_from_config(new_file);
+pub fn merge(old_file: &Config, specs: Vec<PoolSpec>, running: &RoutingTable) -> Vec<PoolSpec> {
     let run_specs = running.specs();
     specs
         .into_iter()
@@ -112,8 +111,8 @@ impl Reloader {
     /// Re-reads the file and applies it; returns the new generation.
     pub async fn reload(&mut self) -> Result<u64, AppError> {
         let (config, _) = Config::load_with_env(&self.path, &Config::process_env())?;
-        let specs = merge(&self.baseline, &config, &self.routing.snapshot());
-        let (_, mut policy) = sluice_proxy::routing_from_config(&config);
+        let (specs, mut policy) = sluice_proxy::routing_from_config(&config)?;
+        let specs = merge(&self.baseline, specs, &self.routing.snapshot());
         policy.probe_new_backends = true;
         // The new socket is bound before anything changes: an address in
         // use fails the reload as a whole.
@@ -235,8 +234,12 @@ mod tests {
         .unwrap()
     }
 
+    fn specs_of(config: &Config) -> Vec<PoolSpec> {
+        sluice_proxy::routing_from_config(config).unwrap().0
+    }
+
     fn running(blue: u32) -> RoutingTable {
-        let (mut specs, _) = sluice_proxy::routing_from_config(&config(100, "\"127.0.0.1:2\""));
+        let (mut specs, _) = sluice_proxy::routing_from_config(&config(100, "\"127.0.0.1:2\"")).unwrap();
         specs[0].weight = blue;
         specs[1].weight = 100 - blue;
         RoutingTable::build(5, &specs, RoutingPolicy::default(), None).unwrap()
@@ -247,7 +250,7 @@ mod tests {
         // The API moved traffic to 30/70; the file only changed green's backends.
         let merged = merge(
             &config(100, "\"127.0.0.1:2\""),
-            &config(100, "\"127.0.0.1:3\""),
+            specs_of(&config(100, "\"127.0.0.1:3\"")),
             &running(30),
         );
         assert_eq!((merged[0].weight, merged[1].weight), (30, 70));
@@ -258,7 +261,7 @@ mod tests {
     fn weights_edited_in_the_file_win() {
         let merged = merge(
             &config(100, "\"127.0.0.1:2\""),
-            &config(80, "\"127.0.0.1:2\""),
+            specs_of(&config(80, "\"127.0.0.1:2\"")),
             &running(30),
         );
         assert_eq!((merged[0].weight, merged[1].weight), (80, 20));

@@ -126,6 +126,8 @@ fn specs_from_record(record: &RoutingRecord) -> Result<Vec<PoolSpec>, AppError> 
                     _ => UpstreamProtocol::Http1,
                 },
                 backends: p.backends.clone(),
+                // TLS settings are config, not state: attached from the file.
+                tls: None,
             })
         })
         .collect()
@@ -140,7 +142,7 @@ pub async fn open_routing(
     reset: bool,
     environment: Option<String>,
 ) -> Result<Arc<RoutingHandle>, AppError> {
-    let (config_specs, mut policy) = sluice_proxy::routing_from_config(config);
+    let (config_specs, mut policy) = sluice_proxy::routing_from_config(config)?;
     // A health checker runs beside this routing handle: backends added
     // later wait for their first passing probe.
     policy.probe_new_backends = true;
@@ -153,7 +155,13 @@ pub async fn open_routing(
         return Ok(Arc::new(handle));
     };
     let generation = u64::try_from(stored.generation).unwrap_or(0);
-    let stored_specs = specs_from_record(&stored)?;
+    let mut stored_specs = specs_from_record(&stored)?;
+    for spec in &mut stored_specs {
+        spec.tls = config_specs
+            .iter()
+            .find(|c| c.name == spec.name)
+            .and_then(|c| c.tls.clone());
+    }
     let handle = RoutingHandle::restore(generation, &stored_specs, policy.clone(), Some(adapter))?;
     if reset {
         handle

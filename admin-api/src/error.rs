@@ -90,6 +90,7 @@ impl From<TableError> for ApiError {
                 ApiError::invalid("invalid-backends", message)
             }
             TableError::Persist(_) => ApiError::unavailable(message),
+            TableError::BackendTls(..) => ApiError::invalid("backend-tls", message),
             TableError::Fenced(_) => ApiError::conflict("contracted", message),
             TableError::PoolCarriesTraffic { .. } => ApiError::conflict("pool-carries-traffic", message),
             TableError::BackendExists(..) => ApiError::conflict("backend-exists", message),

@@ -89,7 +89,7 @@ pub struct TlsConfig {
     pub certificates: Vec<CertificateConfig>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CertificateConfig {
     pub cert: SecretRef,
     pub key: SecretRef,
@@ -263,4 +263,18 @@ pub struct PoolConfig {
     pub protocol: UpstreamProtocol,
     /// The pool's health check: `[health]` with this pool's overrides applied.
     pub health: HealthConfig,
+    /// TLS to the backends (`[pools.NAME.tls]`); plain TCP when absent.
+    pub tls: Option<UpstreamTlsConfig>,
+}
+
+/// TLS from sluice to a pool's backends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamTlsConfig {
+    /// CA certificates (PEM) the backends' certificates must chain to.
+    pub ca: SecretRef,
+    /// Checked against the backend's certificate and sent as SNI; by
+    /// default the host part of each backend address.
+    pub server_name: Option<String>,
+    /// A client certificate and key, for backends that require mutual TLS.
+    pub client_cert: Option<CertificateConfig>,
 }

@@ -172,6 +172,45 @@ fn tls(mut s: Section, problems: &mut Problems) -> TlsConfig {
     TlsConfig { listen, certificates }
 }
 
+/// `[pools.NAME.tls]`: a CA, an optional SNI name, an optional client pair.
+fn upstream_tls(mut s: Section, problems: &mut Problems) -> Option<UpstreamTlsConfig> {
+    let ca = secret(&mut s, "ca", problems);
+    let server_name: Option<String> = s.take("server_name", problems);
+    if let Some(name) = &server_name
+        && rustls_name_is_invalid(name)
+    {
+        problems.push(
+            s.key_path("server_name"),
+            format!("{name:?} is not a DNS name or IP address"),
+        );
+    }
+    let client_cert = match (s.has("cert"), s.has("key")) {
+        (false, false) => None,
+        (true, true) => {
+            let cert = secret(&mut s, "cert", problems);
+            let key = secret(&mut s, "key", problems);
+            cert.zip(key).map(|(cert, key)| CertificateConfig { cert, key })
+        }
+        _ => {
+            problems.push(s.key_path("cert"), "a client certificate needs both cert and key");
+            None
+        }
+    };
+    s.finish(problems);
+    Some(UpstreamTlsConfig {
+        ca: ca?,
+        server_name,
+        client_cert,
+    })
+}
+
+fn rustls_name_is_invalid(name: &str) -> bool {
+    name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b':' | b'_'))
+}
+
 /// A secret is a reference, `file:/path` or `env:NAME`, never the value.
 fn secret(s: &mut Section, key: &str, problems: &mut Problems) -> Option<SecretRef> {
     let Some(text) = s.take::<String>(key, problems) else {
@@ -506,6 +545,7 @@ fn pools(section: Section, default_health: &HealthConfig, problems: &mut Problem
             }
         };
         let health = health(p.section("health", problems), default_health.clone(), problems);
+        let tls = p.section("tls", problems).map(|t| upstream_tls(t, problems));
         p.finish(problems);
         pools.push(PoolConfig {
             name,
@@ -514,6 +554,7 @@ fn pools(section: Section, default_health: &HealthConfig, problems: &mut Problem
             backends,
             protocol,
             health,
+            tls: tls.flatten(),
         });
     }
     if pools.is_empty() {

@@ -78,6 +78,11 @@ impl Section {
         }
     }
 
+    /// Whether `key` is present (and not yet taken).
+    pub(crate) fn has(&self, key: &str) -> bool {
+        self.table.contains_key(key)
+    }
+
     /// Takes a sub-table; a value that is not a table is recorded.
     pub(crate) fn section(&mut self, key: &str, problems: &mut Problems) -> Option<Section> {
         let path = self.key_path(key);

@@ -17,7 +17,7 @@ use rand::Rng;
 use sluice_config::HealthConfig;
 use sluice_proxy::RoutingHandle;
 use sluice_proxy::table::Backend;
-use tokio::net::TcpStream;
+use sluice_proxy::upstream_tls::{UpstreamTls, dial_http1};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
@@ -72,10 +72,9 @@ pub trait HealthSink: Send + Sync {
 
 /// Probes one backend once: `Ok(())` when it answers an expected status
 /// within the timeout, else why not.
-pub async fn probe(addr: &str, cfg: &HealthConfig) -> Result<(), String> {
+pub async fn probe(addr: &str, tls: Option<&UpstreamTls>, cfg: &HealthConfig) -> Result<(), String> {
     let attempt = async {
-        let stream = TcpStream::connect(addr).await.map_err(|e| format!("connect: {e}"))?;
-        let _ = stream.set_nodelay(true);
+        let stream = dial_http1(addr, tls).await.map_err(|e| format!("connect: {e}"))?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| format!("handshake: {e}"))?;
@@ -199,7 +198,9 @@ async fn prober(
     let jitter_ms = rand::rng().random_range(0..=u64::try_from(cfg.interval.as_millis() / 10).unwrap_or(0));
     let mut pause = cfg.interval + Duration::from_millis(jitter_ms);
     loop {
-        let result = probe(backend.addr(), &cfg).await;
+        // The pool's TLS as of now: a reload may have changed it.
+        let tls = routing.snapshot().pool(&pool).and_then(|p| p.tls.clone());
+        let result = probe(backend.addr(), tls.as_deref(), &cfg).await;
         if let Err(why) = &result {
             debug!(%pool, backend = backend.addr(), %why, "probe failed");
         }
@@ -273,7 +274,7 @@ mod tests {
             .unwrap()
             .local_addr()
             .unwrap();
-        let err = probe(&closed.to_string(), &cfg).await.unwrap_err();
+        let err = probe(&closed.to_string(), None, &cfg).await.unwrap_err();
         assert!(err.starts_with("connect"), "{err}");
         // Accepts and never answers.
         let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -282,7 +283,7 @@ mod tests {
             let _keep = silent.accept().await;
             tokio::time::sleep(Duration::from_secs(5)).await;
         });
-        let err = probe(&addr.to_string(), &cfg).await.unwrap_err();
+        let err = probe(&addr.to_string(), None, &cfg).await.unwrap_err();
         assert!(err.starts_with("no answer"), "{err}");
     }
 }

@@ -831,7 +831,7 @@ async fn smoke(run: &Run) -> Result<(), String> {
     let mut results = Vec::new();
     for backend in &pool.backends {
         for check in &run.spec.smoke {
-            let outcome = crate::smoke::run(backend.addr(), check).await;
+            let outcome = crate::smoke::run(backend.addr(), pool.tls.as_deref(), check).await;
             let line = match &outcome {
                 Ok(ms) => format!("{} on {}: ok in {ms} ms", check.name, backend.addr()),
                 Err(why) => format!("{} on {}: {why}", check.name, backend.addr()),

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use http::Request;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
+use sluice_proxy::upstream_tls::{UpstreamTls, dial_http1};
 use tokio::time::Instant;
 
 use crate::rollout::SmokeCheck;
@@ -16,11 +16,11 @@ use crate::rollout::SmokeCheck;
 const MAX_BODY: usize = 1024 * 1024;
 
 /// Runs `check` against `addr`; the latency in ms, or what went wrong.
-pub async fn run(addr: &str, check: &SmokeCheck) -> Result<u128, String> {
+pub async fn run(addr: &str, tls: Option<&UpstreamTls>, check: &SmokeCheck) -> Result<u128, String> {
     let started = Instant::now();
     let limit = check.max_latency.max(Duration::from_millis(1));
     let exchange = async {
-        let stream = TcpStream::connect(addr)
+        let stream = dial_http1(addr, tls)
             .await
             .map_err(|e| format!("connect failed: {e}"))?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))

@@ -120,6 +120,8 @@ pub enum TableError {
     Persist(String),
     #[error("pool {pool:?} carries {weight}% of traffic; shift its weight away first, or force the change")]
     PoolCarriesTraffic { pool: String, weight: u32 },
+    #[error("pool {0:?}: backend TLS: {1}")]
+    BackendTls(String, String),
     /// The text says which version, what contracted it and how to override.
     #[error("{0}")]
     Fenced(String),

@@ -150,7 +150,7 @@ impl Proxy {
     ) -> Result<Response<ProxyBody>, ProxyError> {
         // The table is loaded once, and released before any await. Settings
         // live in it, so a reload changes them for new requests only.
-        let (backend, protocol, set_cookie, pool_name, settings) = {
+        let (backend, protocol, tls, set_cookie, pool_name, settings) = {
             let table = self.routing.load();
             let settings = table.policy().forward;
             headers::check_request(&req, settings.max_request_body_bytes)?;
@@ -160,6 +160,7 @@ impl Proxy {
             (
                 Arc::clone(backend),
                 choice.pool.protocol,
+                choice.pool.tls.clone(),
                 choice.set_cookie,
                 Arc::clone(&choice.pool.name),
                 settings,
@@ -197,7 +198,7 @@ impl Proxy {
         parts.extensions = http::Extensions::new();
 
         let upstream_req = Request::from_parts(parts, RequestBody::new(body, settings.max_request_body_bytes));
-        let sent = self.upstreams.send(&backend, protocol, upstream_req);
+        let sent = self.upstreams.send(&backend, protocol, tls.as_deref(), upstream_req);
         let outcome = match tokio::time::timeout(settings.upstream_response_timeout, sent).await {
             Err(_) => Err(ProxyError::UpstreamTimeout),
             Ok(sent) => sent.map_err(|e| classify(&e)),
@@ -288,7 +289,7 @@ fn upstream_uri(client_uri: &Uri, protocol: UpstreamProtocol, backend: &Backend)
 fn classify(err: &UpstreamError) -> ProxyError {
     let hyper_err = match err {
         UpstreamError::ConnectTimeout => return ProxyError::ConnectTimeout,
-        UpstreamError::Connect(_) => return ProxyError::ConnectFailed,
+        UpstreamError::Connect(_) | UpstreamError::Tls(_) => return ProxyError::ConnectFailed,
         UpstreamError::Handshake(_) => return ProxyError::UpstreamReset,
         UpstreamError::Exchange(e) => e,
     };

@@ -328,6 +328,7 @@ mod tests {
             weight,
             protocol: UpstreamProtocol::Http1,
             backends: vec![format!("127.0.0.1:{port}")],
+            tls: None,
         };
         vec![spec("blue", 100, 1), spec("green", 0, 2)]
     }

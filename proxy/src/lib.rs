@@ -18,6 +18,7 @@ pub mod stats;
 pub mod table;
 pub mod tls;
 pub mod upstream;
+pub mod upstream_tls;
 pub mod window;
 
 use std::sync::Arc;
@@ -32,8 +33,12 @@ pub use upstream::Upstreams;
 use sluice_config::Config;
 
 /// The routing specs and policy a config describes.
-pub fn routing_from_config(config: &Config) -> (Vec<PoolSpec>, RoutingPolicy) {
-    let specs = config.pools.iter().map(PoolSpec::from).collect();
+pub fn routing_from_config(config: &Config) -> Result<(Vec<PoolSpec>, RoutingPolicy), TableError> {
+    let specs = config
+        .pools
+        .iter()
+        .map(PoolSpec::from_config)
+        .collect::<Result<_, _>>()?;
     let policy = RoutingPolicy {
         forward: ForwardSettings {
             upstream_response_timeout: config.proxy.timeouts.upstream_response,
@@ -43,13 +48,13 @@ pub fn routing_from_config(config: &Config) -> (Vec<PoolSpec>, RoutingPolicy) {
         allow_pool_override: config.proxy.allow_pool_override,
         probe_new_backends: false,
     };
-    (specs, policy)
+    Ok((specs, policy))
 }
 
 /// Builds the routing handle (without a store) and proxy service a config
 /// describes.
 pub fn build(config: &Config) -> Result<(Arc<RoutingHandle>, Arc<Proxy>), TableError> {
-    let (specs, policy) = routing_from_config(config);
+    let (specs, policy) = routing_from_config(config)?;
     let routing = Arc::new(RoutingHandle::new(&specs, policy)?);
     Ok((Arc::clone(&routing), Arc::new(proxy_for(config, routing))))
 }

@@ -143,6 +143,7 @@ mod tests {
                 weight: *w,
                 protocol: UpstreamProtocol::Http1,
                 backends: vec![format!("127.0.0.1:{}", 1000 + i)],
+                tls: None,
             })
             .collect();
         let policy = RoutingPolicy {
@@ -211,6 +212,7 @@ mod tests {
             weight: 100,
             protocol: UpstreamProtocol::Http1,
             backends: vec!["127.0.0.1:1".into(), "127.0.0.1:2".into()],
+            tls: None,
         }];
         let t = RoutingTable::build(1, &specs, RoutingPolicy::default(), None).unwrap();
         let pool = &t.pools()[0];

@@ -16,6 +16,7 @@ use sluice_config::{Sticky, UpstreamProtocol, WEIGHT_TOTAL};
 use crate::error::TableError;
 use crate::stats::{BackendErrors, PoolStats};
 use crate::upstream::ConnPool;
+use crate::upstream_tls::UpstreamTls;
 
 /// Resolution of the cumulative weight ranges: a weight of 1% is 100 slots.
 pub const SLOTS: u32 = 10_000;
@@ -159,6 +160,8 @@ pub struct Pool {
     /// Integer percentage of traffic.
     pub weight: u32,
     pub protocol: UpstreamProtocol,
+    /// TLS to the backends, when the pool has it.
+    pub tls: Option<Arc<UpstreamTls>>,
     /// Every configured backend.
     pub backends: Vec<Arc<Backend>>,
     /// The healthy, not ejected ones: what requests are sent to.
@@ -178,17 +181,27 @@ pub struct PoolSpec {
     pub weight: u32,
     pub protocol: UpstreamProtocol,
     pub backends: Vec<String>,
+    /// Loaded from the pool's `[pools.NAME.tls]` (none: plain TCP).
+    pub tls: Option<Arc<UpstreamTls>>,
 }
 
-impl From<&sluice_config::PoolConfig> for PoolSpec {
-    fn from(p: &sluice_config::PoolConfig) -> Self {
-        Self {
+impl PoolSpec {
+    /// The spec a config pool describes; reads its TLS files, if any.
+    pub fn from_config(p: &sluice_config::PoolConfig) -> Result<Self, TableError> {
+        let tls = p
+            .tls
+            .as_ref()
+            .map(|t| UpstreamTls::load(t, p.protocol).map(Arc::new))
+            .transpose()
+            .map_err(|e| TableError::BackendTls(p.name.clone(), e.to_string()))?;
+        Ok(Self {
             name: p.name.clone(),
             version: p.version.clone(),
             weight: p.weight,
             protocol: p.protocol,
             backends: p.backends.clone(),
-        }
+            tls,
+        })
     }
 }
 
@@ -273,6 +286,7 @@ impl RoutingTable {
                 version: spec.version.as_str().into(),
                 weight: spec.weight,
                 protocol: spec.protocol,
+                tls: spec.tls.clone(),
                 backends,
                 routable,
                 effective_weight,
@@ -338,6 +352,7 @@ impl RoutingTable {
                 weight: p.weight,
                 protocol: p.protocol,
                 backends: p.backends.iter().map(|b| b.addr().to_owned()).collect(),
+                tls: p.tls.clone(),
             })
             .collect()
     }

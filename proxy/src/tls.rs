@@ -32,14 +32,14 @@ pub enum TlsError {
     Empty,
 }
 
-fn describe(r: &SecretRef) -> String {
+pub(crate) fn describe(r: &SecretRef) -> String {
     match r {
         SecretRef::File(p) => format!("file:{}", p.display()),
         SecretRef::Env(n) => format!("env:{n}"),
     }
 }
 
-fn read(what: &'static str, r: &SecretRef) -> Result<Vec<u8>, TlsError> {
+pub(crate) fn read(what: &'static str, r: &SecretRef) -> Result<Vec<u8>, TlsError> {
     let fail = |reason: String| TlsError::Read {
         what,
         source_ref: describe(r),
@@ -53,7 +53,7 @@ fn read(what: &'static str, r: &SecretRef) -> Result<Vec<u8>, TlsError> {
     }
 }
 
-fn provider() -> Arc<CryptoProvider> {
+pub(crate) fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 

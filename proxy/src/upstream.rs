@@ -19,12 +19,14 @@ use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use sluice_config::{Timeouts, UpstreamProtocol};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tracing::debug;
 
 use crate::body::RequestBody;
 use crate::table::Backend;
+use crate::upstream_tls::UpstreamTls;
 
 /// Idle HTTP/1.1 connections kept per backend; more are closed when freed.
 const MAX_IDLE_PER_BACKEND: usize = 512;
@@ -36,6 +38,8 @@ pub enum UpstreamError {
     ConnectTimeout,
     #[error("connect failed: {0}")]
     Connect(#[source] std::io::Error),
+    #[error("TLS handshake with the backend failed: {0}")]
+    Tls(#[source] std::io::Error),
     #[error("handshake failed: {0}")]
     Handshake(#[source] hyper::Error),
     #[error("exchange failed: {0}")]
@@ -129,17 +133,19 @@ impl Upstreams {
         &self,
         backend: &Arc<Backend>,
         protocol: UpstreamProtocol,
+        tls: Option<&UpstreamTls>,
         req: Request<RequestBody>,
     ) -> Result<(Response<Incoming>, Lease), UpstreamError> {
         match protocol {
-            UpstreamProtocol::Http1 => self.send_h1(backend, req).await,
-            UpstreamProtocol::Http2 => self.send_h2(backend, req).await,
+            UpstreamProtocol::Http1 => self.send_h1(backend, tls, req).await,
+            UpstreamProtocol::Http2 => self.send_h2(backend, tls, req).await,
         }
     }
 
     async fn send_h1(
         &self,
         backend: &Arc<Backend>,
+        tls: Option<&UpstreamTls>,
         mut req: Request<RequestBody>,
     ) -> Result<(Response<Incoming>, Lease), UpstreamError> {
         while let Some(IdleConn { mut sender, since }) = backend.pool().idle.pop() {
@@ -161,16 +167,11 @@ impl Upstreams {
                 },
             }
         }
-        let stream = self.connect(backend).await?;
-        let (mut sender, conn) = http1::Builder::new()
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(UpstreamError::Handshake)?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.with_upgrades().await {
-                debug!(error = %e, "upstream connection ended with an error");
-            }
-        });
+        let tcp = self.connect(backend).await?;
+        let mut sender = match tls {
+            None => handshake_h1(tcp).await?,
+            Some(tls) => handshake_h1(self.secure(tls, backend, tcp).await?).await?,
+        };
         let res = sender.send_request(req).await.map_err(UpstreamError::Exchange)?;
         Ok((res, lease(backend, Some(sender))))
     }
@@ -178,26 +179,18 @@ impl Upstreams {
     async fn send_h2(
         &self,
         backend: &Arc<Backend>,
+        tls: Option<&UpstreamTls>,
         req: Request<RequestBody>,
     ) -> Result<(Response<Incoming>, Lease), UpstreamError> {
         let shared = backend.pool().h2.load_full().filter(|s| !s.is_closed());
         let mut sender = match shared {
             Some(s) => (*s).clone(),
             None => {
-                let stream = self.connect(backend).await?;
-                let (sender, conn) = http2::Builder::new(TokioExecutor::new())
-                    .timer(TokioTimer::new())
-                    .keep_alive_interval(Duration::from_secs(20))
-                    .keep_alive_timeout(Duration::from_secs(10))
-                    .adaptive_window(true)
-                    .handshake(TokioIo::new(stream))
-                    .await
-                    .map_err(UpstreamError::Handshake)?;
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        debug!(error = %e, "upstream h2 connection ended with an error");
-                    }
-                });
+                let tcp = self.connect(backend).await?;
+                let sender = match tls {
+                    None => handshake_h2(tcp).await?,
+                    Some(tls) => handshake_h2(self.secure(tls, backend, tcp).await?).await?,
+                };
                 backend.pool().h2.store(Some(Arc::new(sender.clone())));
                 sender
             }
@@ -205,6 +198,19 @@ impl Upstreams {
         sender.ready().await.map_err(UpstreamError::Exchange)?;
         let res = sender.send_request(req).await.map_err(UpstreamError::Exchange)?;
         Ok((res, lease(backend, None)))
+    }
+
+    /// TLS over a fresh connection, within the connect timeout.
+    async fn secure(
+        &self,
+        tls: &UpstreamTls,
+        backend: &Backend,
+        tcp: TcpStream,
+    ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, UpstreamError> {
+        tokio::time::timeout(self.connect_timeout, tls.connect(backend.addr(), tcp))
+            .await
+            .map_err(|_| UpstreamError::ConnectTimeout)?
+            .map_err(UpstreamError::Tls)
     }
 
     async fn connect(&self, backend: &Backend) -> Result<TcpStream, UpstreamError> {
@@ -217,6 +223,44 @@ impl Upstreams {
         }
         Ok(stream)
     }
+}
+
+/// An HTTP/1.1 connection over `io`, driven by its own task.
+async fn handshake_h1<IO>(io: IO) -> Result<http1::SendRequest<RequestBody>, UpstreamError>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) = http1::Builder::new()
+        .handshake(TokioIo::new(io))
+        .await
+        .map_err(UpstreamError::Handshake)?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.with_upgrades().await {
+            debug!(error = %e, "upstream connection ended with an error");
+        }
+    });
+    Ok(sender)
+}
+
+/// An HTTP/2 connection over `io`, driven by its own task.
+async fn handshake_h2<IO>(io: IO) -> Result<http2::SendRequest<RequestBody>, UpstreamError>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Duration::from_secs(20))
+        .keep_alive_timeout(Duration::from_secs(10))
+        .adaptive_window(true)
+        .handshake(TokioIo::new(io))
+        .await
+        .map_err(UpstreamError::Handshake)?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            debug!(error = %e, "upstream h2 connection ended with an error");
+        }
+    });
+    Ok(sender)
 }
 
 /// Returns a connection to its backend's idle queue as soon as hyper is done

@@ -9,6 +9,7 @@ mod common;
 mod admin_api;
 mod admin_e2e;
 mod adversarial;
+mod backend_tls;
 mod ctl;
 mod faults;
 mod guard_e2e;

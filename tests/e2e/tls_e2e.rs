@@ -59,7 +59,7 @@ impl ServerCertVerifier for AnyCert {
 
 /// Writes a fresh self-signed pair for `name` as `dir/name.crt` / `.key`;
 /// returns the certificate's DER.
-fn write_pair(dir: &Path, file: &str, name: &str) -> Vec<u8> {
+pub(crate) fn write_pair(dir: &Path, file: &str, name: &str) -> Vec<u8> {
     let cert = rcgen::generate_simple_self_signed(vec![name.to_owned()]).unwrap();
     // Written beside and renamed in, the way mounted secrets change.
     for (ext, pem) in [("crt", cert.cert.pem()), ("key", cert.signing_key.serialize_pem())] {
@@ -70,10 +70,34 @@ fn write_pair(dir: &Path, file: &str, name: &str) -> Vec<u8> {
     cert.cert.der().to_vec()
 }
 
-/// Connects with SNI `name`; returns the served certificate and the ALPN protocol.
-async fn handshake(
+/// [`handshake`] offering HTTP/1.1 only.
+pub(crate) async fn handshake_http1(
     addr: SocketAddr,
     name: &str,
+) -> (
+    Vec<u8>,
+    Option<Vec<u8>>,
+    tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+) {
+    connect(addr, name, &[b"http/1.1"]).await
+}
+
+/// Connects with SNI `name`; returns the served certificate and the ALPN protocol.
+pub(crate) async fn handshake(
+    addr: SocketAddr,
+    name: &str,
+) -> (
+    Vec<u8>,
+    Option<Vec<u8>>,
+    tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+) {
+    connect(addr, name, &[b"h2", b"http/1.1"]).await
+}
+
+async fn connect(
+    addr: SocketAddr,
+    name: &str,
+    alpn: &[&[u8]],
 ) -> (
     Vec<u8>,
     Option<Vec<u8>>,
@@ -85,7 +109,7 @@ async fn handshake(
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(AnyCert))
         .with_no_client_auth();
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let stream = connector
@@ -184,4 +208,67 @@ async fn sni_alpn_rotation_and_protocol_versions() {
         .output()
         .expect("openssl is needed for the protocol-version check");
     assert!(!out.status.success(), "TLS 1.1 handshake succeeded");
+}
+
+/// A pair the way a real site has one: issued by a CA (written as
+/// `ca.pem`), valid for under a year (Mozilla's lifespan limit), for
+/// `localhost` and 127.0.0.1.
+fn write_site_pair(dir: &Path) {
+    let year: i32 = humantime::format_rfc3339(std::time::SystemTime::now()).to_string()[..4]
+        .parse()
+        .unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "sluice test CA");
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, rcgen::KeyPair::generate().unwrap()).unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
+    params.not_before = rcgen::date_time_ymd(year, 1, 1);
+    params.not_after = rcgen::date_time_ymd(year, 12, 31);
+    params.use_authority_key_identifier_extension = true;
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, &ca).unwrap();
+    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+    std::fs::write(dir.join("a.crt"), cert.pem()).unwrap();
+    std::fs::write(dir.join("a.key"), key.serialize_pem()).unwrap();
+    std::fs::copy(dir.join("a.crt"), dir.join("b.crt")).unwrap();
+    std::fs::copy(dir.join("a.key"), dir.join("b.key")).unwrap();
+}
+
+/// sslyze's check against Mozilla's "intermediate" TLS configuration.
+/// `.ci/run` installs sslyze; elsewhere the test says it did not run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sslyze_finds_the_listener_compliant_with_mozilla_intermediate() {
+    if std::process::Command::new("sslyze").arg("--help").output().is_err() {
+        // CI installs it and insists; a developer machine may not have it.
+        assert!(
+            std::env::var_os("SLUICE_REQUIRE_SSLYZE").is_none(),
+            "sslyze is required here but not installed"
+        );
+        eprintln!("sslyze is not installed (pip install sslyze); NOT CHECKED");
+        return;
+    }
+    let blue = spawn_backend("blue", "v1", any_addr()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write_site_pair(dir.path());
+    let sluice = Running::start(dir.path(), &config(dir.path(), blue.addr), &[]);
+    let tls = sluice.tls.expect("no TLS listener reported");
+    let ca = dir.path().join("ca.pem");
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("sslyze")
+            .arg("--mozilla_config=intermediate")
+            .arg("--certinfo_ca_file")
+            .arg(ca)
+            .arg(format!("localhost:{}{{127.0.0.1}}", tls.port()))
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{report}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(report.contains("OK - Compliant"), "{report}");
 }

@@ -1,8 +1,9 @@
 //! The zero-downtime proof: constant load on the proxy (64 keep-alive
-//! clients plus clients that open a new connection per request) while an
-//! operator does everything at once — 100 weight flips, 20 config reloads,
-//! 10 backend add/drain/remove cycles — and every response is counted.
-//! Then the load stops and SIGTERM drains to exit 0.
+//! clients, clients that open a new connection per request, and TLS
+//! clients) while an operator does everything at once — 100 weight flips,
+//! 20 config reloads, 10 backend add/drain/remove cycles, certificate
+//! rotations, a blue-green rollout and a rollback — and every response is
+//! counted. Then the load stops and SIGTERM drains to exit 0.
 //!
 //! `ZERO_DOWNTIME_SECONDS` (default: as long as the operations take)
 //! stretches the run for longer soaks: `benches/zero_downtime.sh`.
@@ -26,6 +27,11 @@ fn config(dir: &Path, blue: &[SocketAddr], green: &[SocketAddr], extra_timeout: 
         r#"[proxy]
 listen = "127.0.0.1:0"
 drain_timeout = "20s"
+[proxy.tls]
+listen = "127.0.0.1:0"
+[[proxy.tls.certificates]]
+cert = "file:{d}/site.crt"
+key = "file:{d}/site.key"
 [proxy.timeouts]
 upstream_response = "{extra_timeout}"
 [admin]
@@ -61,6 +67,42 @@ fn p99(samples: &Mutex<Vec<u64>>) -> Duration {
     Duration::from_micros(v.get(v.len().saturating_sub(1) * 99 / 100).copied().unwrap_or(0))
 }
 
+/// A TLS client: HTTP/1.1 over a fresh TLS connection for every 20
+/// requests (so certificate rotations reach it), counting every outcome.
+async fn tls_client(addr: SocketAddr, tally: Arc<Tally>, stop: Arc<AtomicBool>) {
+    while !stop.load(Ordering::Relaxed) {
+        let (_, _, stream) = crate::tls_e2e::handshake_http1(addr, "site.test").await;
+        let Ok((mut sender, conn)) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await
+        else {
+            tally.conn_errors.fetch_add(1, Ordering::Relaxed);
+            continue;
+        };
+        tokio::spawn(conn);
+        for _ in 0..20 {
+            if stop.load(Ordering::Relaxed) {
+                return;
+            }
+            let req = http::Request::get("/")
+                .header("host", "site.test")
+                .body(http_body_util::Empty::<Bytes>::new())
+                .unwrap();
+            match sender.send_request(req).await {
+                Ok(res) if res.status().is_success() => {
+                    let _ = res.into_body().collect().await;
+                    tally.ok.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(_) => {
+                    tally.non_2xx.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(_) => {
+                    tally.conn_errors.fetch_add(1, Ordering::Relaxed);
+                    break;
+                }
+            }
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_operation_under_load_fails_no_request() {
     let b1 = spawn_backend("blue", "v1", any_addr()).await.unwrap();
@@ -69,6 +111,7 @@ async fn every_operation_under_load_fails_no_request() {
     let g1 = spawn_backend("green", "v2", any_addr()).await.unwrap();
     let g2 = spawn_backend("green", "v2", any_addr()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
+    crate::tls_e2e::write_pair(dir.path(), "site", "site.test");
     let sluice = Running::start(
         dir.path(),
         &config(dir.path(), &[b1.addr, b2.addr], &[g1.addr], "30s"),
@@ -79,7 +122,15 @@ async fn every_operation_under_load_fails_no_request() {
     let busy = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
 
-    let load = start_load(&url, 64, 8, &tally, &busy, &stop);
+    let mut load = start_load(&url, 64, 8, &tally, &busy, &stop);
+    let tls_addr = sluice.tls.expect("no TLS listener");
+    for _ in 0..6 {
+        load.push(tokio::spawn(tls_client(
+            tls_addr,
+            Arc::clone(&tally),
+            Arc::clone(&stop),
+        )));
+    }
     // A quiet phase for the latency baseline.
     tokio::time::sleep(Duration::from_secs(2)).await;
     busy.store(true, Ordering::Relaxed);
@@ -111,6 +162,31 @@ async fn every_operation_under_load_fails_no_request() {
         std::fs::write(&tmp, config(dir.path(), blue, &[g1.addr], timeout)).unwrap();
         std::fs::rename(&tmp, &sluice.config).unwrap();
         sluice.wait_log("config reloaded", Duration::from_secs(10));
+        // Every fourth round, the certificate is rotated (new connections
+        // get the new one; open ones keep going).
+        if round % 4 == 1 {
+            crate::tls_e2e::write_pair(dir.path(), "site", "site.test");
+        }
+        // Once: a blue-green rollout to green, then a rollback to blue.
+        if round == 10 {
+            let rollout = r#"{"from": "blue", "to": "green", "strategy": "blue-green", "post_promotion": "0s",
+                "health_gate": "10s", "smoke": [{"name": "home", "path": "/"}]}"#;
+            let deadline = Instant::now() + Duration::from_secs(10);
+            // Weight flips may have left green at 100: start from blue.
+            let reset = r#"{"weights": {"blue": 100, "green": 0}}"#;
+            assert_eq!(api(&admin, "PUT", format!("{base}/weights"), reset).await, 200);
+            assert_eq!(api(&admin, "POST", format!("{base}/rollouts"), rollout).await, 200);
+            loop {
+                let (_, _, current) = get(&admin, &format!("{base}/rollouts/current"), &[]).await;
+                if current.contains("\"state\":\"completed\"") {
+                    break;
+                }
+                assert!(!current.contains("aborted"), "{current}");
+                assert!(Instant::now() < deadline, "rollout never completed: {current}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            assert_eq!(api(&admin, "POST", format!("{base}/rollback"), "").await, 200);
+        }
         // Every other round, a green backend comes, is drained, and goes.
         if round % 2 == 0 {
             let add = format!(r#"{{"addr": "{}"}}"#, g2.addr);
@@ -139,7 +215,8 @@ async fn every_operation_under_load_fails_no_request() {
     let conn_errors = tally.conn_errors.load(Ordering::Relaxed);
     let (quiet, during) = (p99(&tally.latencies[0]), p99(&tally.latencies[1]));
     eprintln!(
-        "zero-downtime: {} requests in {ops_took:?} of operations (100 weight flips, 20 reloads, 10 drain cycles): \
+        "zero-downtime: {} requests in {ops_took:?} of operations (100 weight flips, 20 reloads, 10 drain cycles, \
+         5 certificate rotations, a blue-green rollout and a rollback): \
          {non_2xx} non-2xx, {conn_errors} connection errors; p99 quiet {quiet:?}, during operations {during:?}",
         ok + non_2xx + conn_errors
     );

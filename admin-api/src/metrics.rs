@@ -15,7 +15,7 @@ use prometheus::proto::{
 };
 use prometheus::{Encoder, IntCounterVec, Opts, Registry, TextEncoder};
 use sluice_proxy::RoutingTable;
-use sluice_proxy::stats::{LATENCY_BOUNDS, OPEN_CONNECTIONS, UpstreamErrorKind};
+use sluice_proxy::stats::{LATENCY_BOUNDS, OPEN_CONNECTIONS, REFUSED_CONNECTIONS, UpstreamErrorKind};
 
 use crate::AdminState;
 
@@ -349,6 +349,15 @@ fn traffic_families(table: &RoutingTable, window: std::time::Duration) -> Vec<Me
             vec![gauge(
                 &[],
                 OPEN_CONNECTIONS.load(std::sync::atomic::Ordering::Relaxed) as f64,
+            )],
+        ),
+        family(
+            "sluice_connections_refused_total",
+            "Client connections closed on accept at proxy.limits.max_connections.",
+            MetricType::COUNTER,
+            vec![counter(
+                &[],
+                REFUSED_CONNECTIONS.load(std::sync::atomic::Ordering::Relaxed) as f64,
             )],
         ),
     ];

@@ -70,6 +70,12 @@ pub struct Limits {
     pub max_headers: usize,
     /// Largest request body in bytes → 413 beyond.
     pub max_request_body_bytes: u64,
+    /// Open client connections, all listeners together; more are closed
+    /// as soon as they are accepted.
+    pub max_connections: usize,
+    /// Requests in flight to one backend; more get 503 + `Retry-After`
+    /// (0: no limit).
+    pub max_in_flight_per_backend: u32,
 }
 
 impl Default for Limits {
@@ -78,6 +84,8 @@ impl Default for Limits {
             max_header_bytes: 64 * 1024,
             max_headers: 100,
             max_request_body_bytes: 100 * 1024 * 1024,
+            max_connections: 20_000,
+            max_in_flight_per_backend: 1024,
         }
     }
 }

@@ -135,6 +135,19 @@ fn proxy(section: Option<Section>, problems: &mut Problems) -> ProxyConfig {
         if let Some(v) = l.take::<u64>("max_request_body_bytes", problems) {
             limits.max_request_body_bytes = v;
         }
+        if let Some(v) = l.take::<u64>("max_connections", problems) {
+            if (1..=1_000_000).contains(&v) {
+                limits.max_connections = v as usize;
+            } else {
+                problems.push(l.key_path("max_connections"), "must be between 1 and 1000000");
+            }
+        }
+        if let Some(v) = l.take::<u64>("max_in_flight_per_backend", problems) {
+            match u32::try_from(v) {
+                Ok(v) => limits.max_in_flight_per_backend = v,
+                Err(_) => problems.push(l.key_path("max_in_flight_per_backend"), "is too large (0: no limit)"),
+            }
+        }
         l.finish(problems);
     }
 

@@ -29,6 +29,8 @@ pub enum ProxyError {
     NoPool,
     #[error("the chosen pool has no available backend")]
     NoBackend,
+    #[error("the backend is at its in-flight request limit; retry shortly")]
+    BackendOverloaded,
     #[error("could not connect to the backend")]
     ConnectFailed,
     #[error("connecting to the backend timed out")]
@@ -47,7 +49,7 @@ impl ProxyError {
         match self {
             MissingHost | DuplicateHost | BadTarget | UnknownPoolOverride | ClientBodyFailed => StatusCode::BAD_REQUEST,
             BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            NoPool | NoBackend => StatusCode::SERVICE_UNAVAILABLE,
+            NoPool | NoBackend | BackendOverloaded => StatusCode::SERVICE_UNAVAILABLE,
             ConnectFailed | UpstreamReset | UpstreamMalformed => StatusCode::BAD_GATEWAY,
             ConnectTimeout | UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
         }
@@ -65,6 +67,7 @@ impl ProxyError {
             UnknownPoolOverride => "unknown-pool",
             NoPool => "no-pool",
             NoBackend => "no-backend",
+            BackendOverloaded => "backend-overloaded",
             ConnectFailed => "upstream-connect-failed",
             ConnectTimeout => "upstream-connect-timeout",
             UpstreamTimeout => "upstream-timeout",
@@ -75,7 +78,8 @@ impl ProxyError {
 
     /// Whether the failure lies with the upstream (counts against a pool).
     pub fn is_upstream(self) -> bool {
-        self.status().is_server_error()
+        // Load shed by sluice itself says nothing about the version.
+        self.status().is_server_error() && self != ProxyError::BackendOverloaded
     }
 
     /// A short plain-text response; client errors also close the connection,
@@ -92,6 +96,9 @@ impl ProxyError {
         h.insert(ERROR_HEADER, HeaderValue::from_static(self.code()));
         if self.status().is_client_error() {
             h.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        if self == ProxyError::BackendOverloaded {
+            h.insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         res
     }

@@ -119,7 +119,7 @@ impl Proxy {
                 debug!(peer = %conn.peer, error = err.code(), "request failed");
                 let outcome = if UpstreamErrorKind::of(err).is_some() {
                     Outcome::UpstreamFailure
-                } else if err.status().is_server_error() {
+                } else if err.is_upstream() {
                     Outcome::Error
                 } else {
                     Outcome::Success
@@ -157,6 +157,11 @@ impl Proxy {
             let choice = select::choose_pool(&table, req.headers(), conn.peer.ip())?;
             *pool_stats = Some(Arc::clone(&choice.pool.stats));
             let backend = select::choose_backend(choice.pool).ok_or(ProxyError::NoBackend)?;
+            // P2C picked the less loaded of two: if even it is full, shed.
+            let cap = settings.max_in_flight_per_backend;
+            if cap > 0 && backend.in_flight() >= u64::from(cap) {
+                return Err(ProxyError::BackendOverloaded);
+            }
             (
                 Arc::clone(backend),
                 choice.pool.protocol,

@@ -43,6 +43,7 @@ pub fn routing_from_config(config: &Config) -> Result<(Vec<PoolSpec>, RoutingPol
         forward: ForwardSettings {
             upstream_response_timeout: config.proxy.timeouts.upstream_response,
             max_request_body_bytes: config.proxy.limits.max_request_body_bytes,
+            max_in_flight_per_backend: config.proxy.limits.max_in_flight_per_backend,
         },
         sticky: config.sticky.clone(),
         allow_pool_override: config.proxy.allow_pool_override,

@@ -19,7 +19,7 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
 use crate::forward::{ClientConn, Proxy};
-use crate::stats::OPEN_CONNECTIONS;
+use crate::stats::{OPEN_CONNECTIONS, REFUSED_CONNECTIONS};
 
 /// Connection-level settings of a listener.
 #[derive(Debug, Clone, Copy)]
@@ -28,6 +28,8 @@ pub struct ListenerOptions {
     pub max_header_bytes: usize,
     pub max_headers: usize,
     pub drain_timeout: Duration,
+    /// Open connections past which new ones are closed at once.
+    pub max_connections: usize,
 }
 
 impl From<&ProxyConfig> for ListenerOptions {
@@ -37,6 +39,7 @@ impl From<&ProxyConfig> for ListenerOptions {
             max_header_bytes: c.limits.max_header_bytes,
             max_headers: c.limits.max_headers,
             drain_timeout: c.drain_timeout,
+            max_connections: c.limits.max_connections,
         }
     }
 }
@@ -159,6 +162,13 @@ pub async fn serve_moving(
             }
             accepted = listener.accept() => {
                 match accepted {
+                    Ok((stream, peer)) if OPEN_CONNECTIONS.load(Ordering::Relaxed) >= opts.max_connections as u64 => {
+                        // Over the cap: closed at once, so memory stays
+                        // bounded and the client can try another replica.
+                        REFUSED_CONNECTIONS.fetch_add(1, Ordering::Relaxed);
+                        debug!(%peer, "connection refused: at max_connections");
+                        drop(stream);
+                    }
                     Ok((stream, peer)) => serve(stream, peer),
                     Err(e) => {
                         // Usually out of file descriptors: back off briefly

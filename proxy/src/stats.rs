@@ -149,6 +149,9 @@ impl BackendErrors {
 /// Client connections open right now, across listeners.
 pub static OPEN_CONNECTIONS: AtomicU64 = AtomicU64::new(0);
 
+/// Client connections closed on accept because `max_connections` was reached.
+pub static REFUSED_CONNECTIONS: AtomicU64 = AtomicU64::new(0);
+
 #[cfg(test)]
 mod tests {
     use super::*;

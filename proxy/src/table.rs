@@ -210,6 +210,8 @@ impl PoolSpec {
 pub struct ForwardSettings {
     pub upstream_response_timeout: Duration,
     pub max_request_body_bytes: u64,
+    /// 0: no limit.
+    pub max_in_flight_per_backend: u32,
 }
 
 impl Default for ForwardSettings {
@@ -217,6 +219,7 @@ impl Default for ForwardSettings {
         Self {
             upstream_response_timeout: Duration::from_secs(30),
             max_request_body_bytes: 10 * 1024 * 1024,
+            max_in_flight_per_backend: 0,
         }
     }
 }

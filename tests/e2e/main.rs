@@ -14,6 +14,7 @@ mod ctl;
 mod faults;
 mod guard_e2e;
 mod health_e2e;
+mod overload;
 mod process;
 mod protocols;
 mod rollout_e2e;

@@ -1,0 +1,165 @@
+//! Overload: a cap on requests in flight per backend (503 + `Retry-After`,
+//! recovering when load drops), a cap on open client connections (closed
+//! on accept, recovering when connections close), and memory under 10,000
+//! idle connections.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::common::running::Running;
+use crate::common::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_past_the_in_flight_cap_get_503_with_retry_after() {
+    let slow = spawn_backend("blue", "v1", any_addr()).await.unwrap();
+    slow.knobs.set_latency(Duration::from_millis(800));
+    let proxy = start_proxy(&format!(
+        "[proxy.limits]\nmax_in_flight_per_backend = 2\n{}",
+        pool_toml("blue", 100, &[slow.addr])
+    ))
+    .await;
+    let c = client();
+    let url = proxy.url("/");
+    let calls: Vec<_> = (0..6)
+        .map(|_| {
+            let (c, url) = (c.clone(), url.clone());
+            tokio::spawn(async move { get(&c, &url, &[]).await })
+        })
+        .collect();
+    let mut ok = 0;
+    let mut shed = 0;
+    for call in calls {
+        let (status, headers, _) = call.await.unwrap();
+        match status {
+            200 => ok += 1,
+            503 => {
+                assert_eq!(headers["x-sluice-error"], "backend-overloaded");
+                assert_eq!(headers["retry-after"], "1");
+                shed += 1;
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!((ok, shed), (2, 4));
+    // Shed requests are not the version's fault: no error in the window.
+    let table = proxy.routing.snapshot();
+    let window = table
+        .pool("blue")
+        .unwrap()
+        .stats
+        .window
+        .snapshot(tokio::time::Instant::now(), Duration::from_secs(30));
+    assert_eq!(window.errors, 0);
+    // Once the load is gone, requests pass again.
+    slow.knobs.set_latency(Duration::ZERO);
+    assert_eq!(get(&c, &url, &[]).await.0, 200);
+}
+
+/// A connection that completed one request and stays open.
+async fn open_kept(addr: std::net::SocketAddr) -> TcpStream {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
+    let mut buf = [0u8; 4096];
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    s
+}
+
+/// Whether a new connection is closed without an answer.
+async fn refused(addr: std::net::SocketAddr) -> bool {
+    let Ok(mut s) = TcpStream::connect(addr).await else {
+        return true;
+    };
+    let _ = s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").await;
+    let mut buf = [0u8; 64];
+    matches!(
+        tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await,
+        Ok(Ok(0) | Err(_))
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_the_cap_are_closed_and_counted() {
+    let blue = spawn_backend("blue", "v1", any_addr()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[proxy]\nlisten = \"127.0.0.1:0\"\n[proxy.limits]\nmax_connections = 5\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+         [store]\nurl = \"sqlite://{}/sluice.db\"\n{}",
+        dir.path().display(),
+        pool_toml("blue", 100, &[blue.addr])
+    );
+    let sluice = Running::start(dir.path(), &text, &[]);
+    let mut kept = Vec::new();
+    for _ in 0..5 {
+        kept.push(open_kept(sluice.addr).await);
+    }
+    assert!(refused(sluice.addr).await, "a sixth connection was served");
+    let (_, _, metrics) = get(&client(), &format!("http://{}/metrics", sluice.admin), &[]).await;
+    assert!(
+        metrics.contains("sluice_connections_refused_total 1")
+            || metrics.contains("sluice_connections_refused_total 2"),
+        "{metrics}"
+    );
+    // Room again once a connection closes.
+    drop(kept.pop());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut s = TcpStream::connect(sluice.addr).await.unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
+        let mut buf = [0u8; 64];
+        if matches!(s.read(&mut buf).await, Ok(n) if n > 0) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never recovered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_idle_connections_stay_within_bounded_memory() {
+    let blue = spawn_backend("blue", "v1", any_addr()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[proxy]\nlisten = \"127.0.0.1:0\"\n[proxy.timeouts]\nrequest_header = \"60s\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+         [store]\nurl = \"sqlite://{}/sluice.db\"\n{}",
+        dir.path().display(),
+        pool_toml("blue", 100, &[blue.addr])
+    );
+    let sluice = Running::start(dir.path(), &text, &[]);
+    let c = client();
+    let url = format!("http://{}/", sluice.addr);
+    assert_eq!(get(&c, &url, &[]).await.0, 200);
+    let before = sluice.peak_rss_kib();
+    let mut idle = Vec::with_capacity(10_000);
+    for _ in 0..10_000 {
+        idle.push(TcpStream::connect(sluice.addr).await.unwrap());
+    }
+    // Every one accepted (the gauge says so) and requests still served.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, _, metrics) = get(&c, &format!("http://{}/metrics", sluice.admin), &[]).await;
+        let open: f64 = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("sluice_open_connections "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0);
+        if open >= 10_000.0 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "only {open} connections open");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(get(&c, &url, &[]).await.0, 200);
+    let after = sluice.peak_rss_kib();
+    let per_conn = (after.saturating_sub(before)) as f64 * 1024.0 / 10_000.0;
+    eprintln!("10k idle connections: RSS {before} KiB → {after} KiB ({per_conn:.0} bytes per connection)");
+    assert!(after < 200 * 1024, "RSS {after} KiB with 10k idle connections");
+    drop(idle);
+}

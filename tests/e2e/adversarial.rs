@@ -5,6 +5,8 @@
 
 use std::time::Duration;
 
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
 use crate::common::*;
 
 /// Sends `request`; returns the status sluice answered (0: closed without
@@ -89,4 +91,67 @@ async fn bad_chunk_sizes_never_reach_the_backend_as_a_valid_request() {
         // matters is that the client gets no success for a broken body.
         assert_ne!(status, 200, "{res:?}");
     }
+}
+
+/// CVE-2023-44487 ("rapid reset"): a client opening streams and resetting
+/// them at once. sluice must end such a connection (GOAWAY) instead of
+/// working through an unbounded queue, and keep serving everyone else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h2_rapid_reset_flood_gets_goaway_and_others_are_served() {
+    let (proxy, _blue, _green) = blue_green(100, "").await;
+    let tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let (mut h2, conn) = h2::client::handshake(tcp).await.unwrap();
+    let driver = tokio::spawn(conn);
+    let mut sent = 0;
+    let flood = async {
+        for _ in 0..100_000 {
+            let req = http::Request::get(format!("http://{}/", proxy.addr)).body(()).unwrap();
+            h2 = match h2.ready().await {
+                Ok(h2) => h2,
+                Err(_) => break,
+            };
+            let Ok((_, mut stream)) = h2.send_request(req, true) else { break };
+            stream.send_reset(h2::Reason::CANCEL);
+            sent += 1;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), flood)
+        .await
+        .expect("the flood was neither served nor cut off");
+    let ended = tokio::time::timeout(Duration::from_secs(10), driver)
+        .await
+        .expect("the connection was never closed")
+        .unwrap();
+    let err = ended.expect_err("the connection ended cleanly");
+    assert!(
+        err.is_go_away() || err.is_io() || err.reason().is_some(),
+        "unexpected end: {err:?}"
+    );
+    assert!(sent < 100_000, "all {sent} resets were accepted");
+    eprintln!("rapid reset: connection closed after {sent} reset streams ({err})");
+    // Everyone else is still served.
+    assert_eq!(get(&client(), &proxy.url("/"), &[]).await.0, 200);
+}
+
+/// Malformed HTTP/2: a HEADERS frame on stream 0 (a connection error) ends
+/// the connection with GOAWAY(PROTOCOL_ERROR); nothing reaches a backend.
+#[tokio::test]
+async fn a_malformed_h2_frame_ends_the_connection() {
+    let (backend, rec) = Recorder::start().await;
+    let proxy = start_proxy(&pool_toml("blue", 100, &[backend])).await;
+    let mut s = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await.unwrap();
+    // SETTINGS (empty), then HEADERS on stream 0 with END_HEADERS.
+    s.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await.unwrap();
+    s.write_all(&[0, 0, 1, 1, 4, 0, 0, 0, 0, 0x82]).await.unwrap();
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut got)).await;
+    // Somewhere in what came back: a GOAWAY frame (type 7) with
+    // PROTOCOL_ERROR (1).
+    let goaway = got
+        .windows(9)
+        .enumerate()
+        .any(|(i, w)| w[3] == 7 && got.len() >= i + 17 && got[i + 13..i + 17] == [0, 0, 0, 1]);
+    assert!(goaway, "no GOAWAY(PROTOCOL_ERROR) in {got:?}");
+    assert_eq!(rec.heads().len(), 0);
 }

@@ -27,6 +27,22 @@ impl ApiError {
         Self::new(StatusCode::BAD_REQUEST, code, message)
     }
 
+    /// A JSON body axum could not take: too large (413) or not valid (400).
+    pub fn bad_body(rejection: &axum::extract::rejection::JsonRejection) -> Self {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Self::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body-too-large",
+                format!(
+                    "request body is over the admin API's limit of {} bytes",
+                    crate::MAX_BODY_BYTES
+                ),
+            )
+        } else {
+            Self::bad_request("bad-json", format!("request body: {}", rejection.body_text()))
+        }
+    }
+
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not-found", message)
     }

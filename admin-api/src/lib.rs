@@ -90,6 +90,9 @@ impl AdminState {
     }
 }
 
+/// Largest admin request body: a rollout spec with hooks fits many times.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
 /// The whole admin router.
 pub fn router(state: AdminState) -> Router {
     let api = Router::new()
@@ -115,6 +118,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/metrics", get(metrics::scrape))
         .nest("/api/v1", api)
         .fallback(not_found)
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn_with_state(state.clone(), count_requests))
         .with_state(state)
 }

@@ -368,12 +368,10 @@ pub(crate) async fn start(
     Extension(caller): Extension<Caller>,
     parsed: Result<Json<Value>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let result = parsed
-        .map_err(|e| ApiError::bad_request("bad-json", format!("request body: {}", e.body_text())))
-        .and_then(|Json(request)| {
-            let spec = parse_request(&request, &state.rollout_defaults)?;
-            state.rollouts.start(spec, request).map_err(engine_error)
-        });
+    let result = parsed.map_err(|e| ApiError::bad_body(&e)).and_then(|Json(request)| {
+        let spec = parse_request(&request, &state.rollout_defaults)?;
+        state.rollouts.start(spec, request).map_err(engine_error)
+    });
     if let Err(e) = &result {
         state.audit_rejection(&caller, "rollout.start", "rollouts", e).await;
     }

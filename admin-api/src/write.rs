@@ -21,9 +21,7 @@ use crate::read::pool_json;
 use crate::{AdminState, ApiError, Caller};
 
 fn body<T: DeserializeOwned>(parsed: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
-    parsed
-        .map(|Json(v)| v)
-        .map_err(|e| ApiError::bad_request("bad-json", format!("request body: {}", e.body_text())))
+    parsed.map(|Json(v)| v).map_err(|e| ApiError::bad_body(&e))
 }
 
 fn changed(table: &RoutingTable) -> Json<Value> {

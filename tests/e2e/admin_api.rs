@@ -608,3 +608,69 @@ async fn openapi_document_and_router_agree() {
         assert!(!fallback, "{method} {concrete} is documented but not served");
     }
 }
+
+/// Every route of the router, with no token, a viewer's and an operator's:
+/// the health and metrics routes are open, every `/api/v1` route needs a
+/// token, and every route that changes something needs the operator role.
+#[tokio::test]
+async fn every_route_requires_the_right_role() {
+    let api = api().await;
+    let routes = routes_in_source();
+    assert!(routes.len() >= 20, "parsed only {routes:?}");
+    for (method, path) in &routes {
+        if path == "/api/v1/events" {
+            continue; // a stream that never ends; its auth is tested above
+        }
+        let concrete = path
+            .replace("{pool}", "green")
+            .replace("{addr}", "127.0.0.1:9011")
+            .replace("{id}", "1")
+            .replace("{action}", "pause");
+        let m: Method = method.parse().unwrap();
+        let body = (method != "GET").then_some("{}");
+        let (anonymous, _) = api.call(m.clone(), &concrete, None, body).await;
+        let (viewer, _) = api.call(m.clone(), &concrete, Some(VIEWER), body).await;
+        let (wrong, _) = api.call(m.clone(), &concrete, Some("not-a-token"), body).await;
+        if !concrete.starts_with("/api/v1") {
+            assert_ne!(
+                anonymous,
+                StatusCode::UNAUTHORIZED,
+                "{method} {concrete} is open by design"
+            );
+            continue;
+        }
+        assert_eq!(
+            anonymous,
+            StatusCode::UNAUTHORIZED,
+            "{method} {concrete} without a token"
+        );
+        assert_eq!(
+            wrong,
+            StatusCode::UNAUTHORIZED,
+            "{method} {concrete} with a wrong token"
+        );
+        if method == "GET" {
+            assert!(
+                viewer != StatusCode::UNAUTHORIZED && viewer != StatusCode::FORBIDDEN,
+                "a viewer may read {concrete}: {viewer}"
+            );
+        } else {
+            assert_eq!(viewer, StatusCode::FORBIDDEN, "a viewer may not {method} {concrete}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_oversized_admin_body_is_refused_and_changes_nothing() {
+    let api = api().await;
+    let before = api.generation();
+    let huge = format!(
+        r#"{{"weights": {{"blue": 100, "green": 0}}, "pad": "{}"}}"#,
+        "x".repeat(100_000)
+    );
+    let (status, _) = api
+        .call(Method::PUT, "/api/v1/weights", Some(OPERATOR), Some(&huge))
+        .await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(api.generation(), before);
+}

@@ -304,3 +304,55 @@ fn shipped_grafana_dashboard_is_valid_json_on_real_metrics() {
         }
     }
 }
+
+/// Token values never reach the logs, at any level: not on success, not on
+/// a failed attempt, not when the token file is rotated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_never_appear_in_the_logs_at_trace_level() {
+    const FIRST: &str = "first-secret-token-3b1f9c";
+    const SECOND: &str = "second-secret-token-77ad02";
+    const GUESS: &str = "guessed-token-value-0e4411";
+    let blue = spawn_backend("blue", "v1", any_addr()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, FIRST).unwrap();
+    let text = format!(
+        "[proxy]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[[admin.tokens]]\nname = \"ops\"\n\
+         role = \"operator\"\nsecret = \"file:{}\"\n[store]\nurl = \"sqlite://{}/sluice.db\"\n{}",
+        token.display(),
+        dir.path().display(),
+        pool_toml("blue", 100, &[blue.addr])
+    );
+    let sluice = Running::start_logging_at(dir.path(), &text, &[], "trace");
+    let c = client();
+    let status = format!("http://{}/api/v1/status", sluice.admin);
+    let call = |t: &'static str| {
+        let (c, status) = (c.clone(), status.clone());
+        async move {
+            let auth = format!("Bearer {t}");
+            get(&c, &status, &[("authorization", &auth)]).await.0
+        }
+    };
+    assert_eq!(call(FIRST).await, 200);
+    assert_eq!(call(GUESS).await, 401);
+    std::fs::write(&token, SECOND).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while call(SECOND).await != 200 {
+        assert!(Instant::now() < deadline, "the rotated token never took effect");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(call(FIRST).await, 401);
+    get(
+        &c,
+        &format!("http://{}/", sluice.addr),
+        &[("authorization", &format!("Bearer {SECOND}"))],
+    )
+    .await;
+    sluice.signal("TERM");
+    let lines = sluice.logs_until_exit(Duration::from_secs(20));
+    assert!(lines.len() > 50, "trace logging produced only {} lines", lines.len());
+    for secret in [FIRST, SECOND, GUESS] {
+        let leaks: Vec<&String> = lines.iter().filter(|l| l.contains(secret)).collect();
+        assert!(leaks.is_empty(), "{secret} logged: {leaks:?}");
+    }
+}

@@ -110,7 +110,9 @@ async fn an_h2_rapid_reset_flood_gets_goaway_and_others_are_served() {
                 Ok(h2) => h2,
                 Err(_) => break,
             };
-            let Ok((_, mut stream)) = h2.send_request(req, true) else { break };
+            let Ok((_, mut stream)) = h2.send_request(req, true) else {
+                break;
+            };
             stream.send_reset(h2::Reason::CANCEL);
             sent += 1;
         }

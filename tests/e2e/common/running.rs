@@ -26,11 +26,16 @@ pub struct Running {
 impl Running {
     /// Starts `sluice run` on `config_text`, written to `dir/sluice.toml`.
     pub fn start(dir: &Path, config_text: &str, extra_args: &[&str]) -> Running {
+        Self::start_logging_at(dir, config_text, extra_args, "info")
+    }
+
+    /// [`Running::start`] with `RUST_LOG=level`.
+    pub fn start_logging_at(dir: &Path, config_text: &str, extra_args: &[&str], level: &str) -> Running {
         let config = dir.join("sluice.toml");
         std::fs::write(&config, config_text).unwrap();
         let mut args = vec!["run", "--config", config.to_str().unwrap()];
         args.extend_from_slice(extra_args);
-        let (child, rx) = spawn_logging(&args);
+        let (child, rx) = spawn_logging_at(&args, level);
         let listen_of = |line: &str| -> SocketAddr {
             let rest = line.split("listen=").nth(1).unwrap_or_default();
             let text: String = rest.chars().take_while(|c| !c.is_whitespace()).collect();
@@ -81,6 +86,20 @@ impl Running {
         }
     }
 
+    /// Every log line not yet read, until the process closes its stderr
+    /// (it exited) or `deadline` passes.
+    pub fn logs_until_exit(&self, deadline: Duration) -> Vec<String> {
+        let end = std::time::Instant::now() + deadline;
+        let mut lines = Vec::new();
+        while let Some(left) = end.checked_duration_since(std::time::Instant::now()) {
+            match self.logs.recv_timeout(left) {
+                Ok(line) => lines.push(line),
+                Err(_) => break,
+            }
+        }
+        lines
+    }
+
     pub fn peak_rss_kib(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
         status
@@ -125,9 +144,14 @@ pub fn config_for(dir: &Path, blue: SocketAddr, green: SocketAddr, blue_weight: 
 /// Starts `sluice ARGS` with info logs, returning the child and its log
 /// lines as they come.
 pub fn spawn_logging(args: &[&str]) -> (Child, mpsc::Receiver<String>) {
+    spawn_logging_at(args, "info")
+}
+
+/// [`spawn_logging`] with `RUST_LOG=level`.
+pub fn spawn_logging_at(args: &[&str], level: &str) -> (Child, mpsc::Receiver<String>) {
     let mut child = Command::new(SLUICE)
         .args(args)
-        .env("RUST_LOG", "info")
+        .env("RUST_LOG", level)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

@@ -89,9 +89,9 @@ impl Running {
     /// Every log line not yet read, until the process closes its stderr
     /// (it exited) or `deadline` passes.
     pub fn logs_until_exit(&self, deadline: Duration) -> Vec<String> {
-        let end = std::time::Instant::now() + deadline;
+        let end = tokio::time::Instant::now() + deadline;
         let mut lines = Vec::new();
-        while let Some(left) = end.checked_duration_since(std::time::Instant::now()) {
+        while let Some(left) = end.checked_duration_since(tokio::time::Instant::now()) {
             match self.logs.recv_timeout(left) {
                 Ok(line) => lines.push(line),
                 Err(_) => break,

@@ -110,7 +110,7 @@ pub enum TableError {
     #[error("at least one pool is required")]
     NoPools,
     #[error("weights must sum to 100, they sum to {0}")]
-    WeightSum(u32),
+    WeightSum(u64),
     #[error("pool {0:?} has weight above 0 but no backends")]
     NoBackends(String),
     #[error("pool {0:?} is listed twice")]

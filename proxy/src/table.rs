@@ -258,8 +258,9 @@ impl RoutingTable {
         if specs.is_empty() {
             return Err(TableError::NoPools);
         }
-        let total: u32 = specs.iter().map(|p| p.weight).sum();
-        if total != WEIGHT_TOTAL {
+        // Summed wide: weights come from API callers (found by fuzzing).
+        let total: u64 = specs.iter().map(|p| u64::from(p.weight)).sum();
+        if total != u64::from(WEIGHT_TOTAL) {
             return Err(TableError::WeightSum(total));
         }
         let mut pools = Vec::with_capacity(specs.len());

@@ -12,6 +12,7 @@ mod adversarial;
 mod backend_tls;
 mod ctl;
 mod faults;
+mod fuzz_replay;
 mod guard_e2e;
 mod health_e2e;
 mod overload;

@@ -1,0 +1,200 @@
+//! What each fuzz target checks, shared by the libFuzzer targets (nightly,
+//! `cargo fuzz run TARGET`) and the corpus replay in the stable test suite
+//! (`tests/e2e/fuzz_replay.rs`), so a finding stays a regression test.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use http::{HeaderMap, HeaderValue};
+use sluice_config::{Sticky, UpstreamProtocol};
+use sluice_proxy::{PoolSpec, RoutingPolicy, RoutingTable};
+
+/// The config parser and validator: any text gives a config or errors
+/// with key paths, never a panic.
+pub fn config(data: &[u8]) {
+    if let Ok(text) = std::str::from_utf8(data) {
+        match sluice_config::Config::from_toml(text) {
+            Ok(c) => assert_eq!(c.pools.iter().map(|p| p.weight).sum::<u32>(), 100),
+            Err(e) => assert!(!e.to_string().is_empty()),
+        }
+    }
+}
+
+/// The admin API's rollout bodies and weight bodies: parsed or refused
+/// with a message, never a panic.
+pub fn admin_json(data: &[u8]) {
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(data) else {
+        return;
+    };
+    let defaults = sluice_admin_api::RolloutDefaults {
+        analysis: sluice_config::RollbackConfig::default(),
+        canary_percentage: 5,
+        canary_duration: Duration::from_secs(300),
+    };
+    if let Err(e) = sluice_admin_api::rollouts::parse_request(&value, &defaults) {
+        assert!(!e.message.is_empty());
+    }
+    // A weights body against a two-pool table: refused or summing to 100.
+    if let Some(weights) = value.get("weights").and_then(|w| w.as_object()) {
+        let weights: HashMap<String, u32> = weights
+            .iter()
+            .filter_map(|(k, v)| Some((k.clone(), u32::try_from(v.as_u64()?).ok()?)))
+            .collect();
+        let handle = sluice_proxy::RoutingHandle::new(&two_pools(), RoutingPolicy::default()).unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        if let Ok(table) = runtime.block_on(handle.set_weights(&weights, "fuzz", false)) {
+            assert_eq!(table.pools().iter().map(|p| p.weight).sum::<u32>(), 100);
+        }
+    }
+}
+
+fn two_pools() -> Vec<PoolSpec> {
+    ["blue", "green"]
+        .iter()
+        .enumerate()
+        .map(|(i, name)| PoolSpec {
+            name: (*name).to_owned(),
+            version: "v".into(),
+            weight: if i == 0 { 100 } else { 0 },
+            protocol: UpstreamProtocol::Http1,
+            backends: vec![format!("127.0.0.1:{}", 9000 + i)],
+            tls: None,
+        })
+        .collect()
+}
+
+/// The routing-table builder and the pool choice: whatever the weights,
+/// stickiness and client keys, a pool with weight 0 is never chosen.
+pub fn routing(data: &[u8]) {
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    let pools = usize::from(rest.first().copied().unwrap_or(0) % 4) + 1;
+    let rest = rest.get(1..).unwrap_or_default();
+    // Weights from the bytes, made to sum to 100 (the remainder on the last).
+    let mut weights: Vec<u32> = (0..pools)
+        .map(|i| u32::from(rest.get(i).copied().unwrap_or(0)) % 101)
+        .collect();
+    let mut left = 100u32;
+    for w in weights.iter_mut() {
+        *w = (*w).min(left);
+        left -= *w;
+    }
+    if let Some(last) = weights.last_mut() {
+        *last += left;
+    }
+    let specs: Vec<PoolSpec> = weights
+        .iter()
+        .enumerate()
+        .map(|(i, w)| PoolSpec {
+            name: format!("p{i}"),
+            version: "v".into(),
+            weight: *w,
+            protocol: UpstreamProtocol::Http1,
+            backends: vec![format!("127.0.0.1:{}", 9000 + i)],
+            tls: None,
+        })
+        .collect();
+    let sticky = match mode % 4 {
+        0 => None,
+        1 => Some(Sticky::Cookie("sluice_cohort".into())),
+        2 => Some(Sticky::Header("x-user".into())),
+        _ => Some(Sticky::ClientIp),
+    };
+    let policy = RoutingPolicy {
+        sticky,
+        ..RoutingPolicy::default()
+    };
+    let Ok(table) = RoutingTable::build(1, &specs, policy, None) else {
+        return;
+    };
+    let keys = rest.get(pools..).unwrap_or_default();
+    for chunk in keys.chunks(8).take(16) {
+        let mut headers = HeaderMap::new();
+        if let Ok(v) = HeaderValue::from_bytes(chunk) {
+            headers.insert("x-user", v.clone());
+            if let Ok(cookie) = HeaderValue::from_str(&format!("sluice_cohort={}", String::from_utf8_lossy(chunk))) {
+                headers.insert(http::header::COOKIE, cookie);
+            }
+        }
+        let ip = IpAddr::V4(Ipv4Addr::new(
+            chunk.first().copied().unwrap_or(0),
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+            chunk.get(3).copied().unwrap_or(0),
+        ));
+        if let Ok(choice) = sluice_proxy::select::choose_pool(&table, &headers, ip) {
+            assert!(choice.pool.weight > 0, "pool {} with weight 0 chosen", choice.pool.name);
+        }
+    }
+}
+
+/// A proxy (with one backend) serving on a loopback port for the whole
+/// fuzzing process.
+fn proxy() -> SocketAddr {
+    static PROXY: OnceLock<SocketAddr> = OnceLock::new();
+    *PROXY.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let backend = sluice::demo::spawn_backend("blue", "v1", "127.0.0.1:0".parse().unwrap())
+                    .await
+                    .unwrap();
+                let toml = format!(
+                    "[proxy.timeouts]\nrequest_header = \"1s\"\nupstream_response = \"1s\"\n\
+                     [pools.blue]\nversion = \"v1\"\nweight = 100\nbackends = [\"{}\"]\n",
+                    backend.addr
+                );
+                let config = sluice_config::Config::from_toml(&toml).unwrap();
+                let (_, proxy) = sluice_proxy::build(&config).unwrap();
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                tx.send(listener.local_addr().unwrap()).unwrap();
+                let opts = sluice_proxy::ListenerOptions::from(&config.proxy);
+                sluice_proxy::serve(listener, proxy, opts, std::future::pending()).await;
+                drop(backend);
+            });
+        });
+        rx.recv().unwrap()
+    })
+}
+
+/// The request path over raw bytes: whatever a client sends, the answer is
+/// nothing or an HTTP/1.x response, and the proxy keeps serving.
+pub fn raw_request(data: &[u8]) {
+    let addr = proxy();
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let _ = s.write_all(data);
+    let _ = s.shutdown(std::net::Shutdown::Write);
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer);
+    assert!(
+        answer.is_empty() || answer.starts_with(b"HTTP/1.") || answer.starts_with(&[0, 0]),
+        "not an HTTP answer: {:?}",
+        String::from_utf8_lossy(&answer[..answer.len().min(200)])
+    );
+}
+
+/// After a run: the proxy still answers a well-formed request.
+pub fn proxy_still_serves() {
+    let mut s = TcpStream::connect(proxy()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer);
+    assert!(
+        answer.starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&answer)
+    );
+}

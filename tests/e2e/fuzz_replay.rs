@@ -1,0 +1,43 @@
+//! The fuzz corpora (`fuzz/corpus/TARGET/*`: seeds and every finding)
+//! replayed through the fuzz targets' checks on stable Rust, so what the
+//! fuzzer found once stays fixed.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "../../fuzz/checks.rs"]
+mod checks;
+
+fn replay(target: &str, check: fn(&[u8])) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fuzz/corpus")
+        .join(target);
+    let mut count = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let data = std::fs::read(&path).unwrap();
+        let outcome = std::panic::catch_unwind(|| check(&data));
+        assert!(outcome.is_ok(), "{target}: {} fails its check", path.display());
+        count += 1;
+    }
+    assert!(count > 0, "{target}: empty corpus");
+}
+
+#[test]
+fn config_corpus() {
+    replay("config", checks::config);
+}
+
+#[test]
+fn admin_json_corpus() {
+    replay("admin_json", checks::admin_json);
+}
+
+#[test]
+fn routing_corpus() {
+    replay("routing", checks::routing);
+}
+
+#[test]
+fn raw_request_corpus() {
+    replay("raw_request", checks::raw_request);
+    checks::proxy_still_serves();
+}

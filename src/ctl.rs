@@ -533,6 +533,10 @@ async fn watch(api: &Api, count: Option<usize>, json_out: bool) -> Result<String
                 continue;
             };
             let payload = payload.trim();
+            // Per-second statistics are for dashboards, not for watching changes.
+            if payload.starts_with("{\"type\":\"stats\"") || event.starts_with("event: stats") {
+                continue;
+            }
             if json_out {
                 println!("{payload}");
             } else if let Ok(v) = serde_json::from_str::<Value>(payload) {

@@ -277,6 +277,7 @@ fn print_banner(
 sluice demo is running.
 
   proxy          http://{listen}/            (blue v1 at 100%, green v2 at 0%)
+  dashboard      http://{admin}/                (paste the token below)
   admin API      http://{admin}/api/v1/status   (token below)
   metrics        http://{admin}/metrics
   blue backend   http://{blue}/

@@ -1,6 +1,7 @@
 //! `/api/v1/events`: server-sent events. A `snapshot` event first (the
-//! current table), then one `routing` event per change with who made it;
-//! later capabilities (health, rollouts) publish on the same stream.
+//! current table), then one `routing` event per change with who made it,
+//! and a `stats` event every second (each pool's live window over the last
+//! 10 s: requests/s, error ratio, P95) for live charts.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -14,7 +15,7 @@ use tokio::sync::broadcast::Receiver;
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::AdminState;
-use crate::read::pool_json;
+use crate::read::{pool_json, pool_with_window};
 
 fn table_event(kind: &str, routing: &RoutingHandle, change: Option<&RoutingEvent>) -> Event {
     let table = routing.snapshot();
@@ -28,10 +29,24 @@ fn table_event(kind: &str, routing: &RoutingHandle, change: Option<&RoutingEvent
     Event::default().event(kind).data(data.to_string())
 }
 
+/// The span of the `stats` events' windows.
+const STATS_SPAN: std::time::Duration = std::time::Duration::from_secs(10);
+
+fn stats_event(routing: &RoutingHandle) -> Event {
+    let table = routing.snapshot();
+    let data = json!({
+        "type": "stats",
+        "generation": table.generation(),
+        "pools": table.pools().iter().map(|p| pool_with_window(p, STATS_SPAN)).collect::<Vec<_>>(),
+    });
+    Event::default().event("stats").data(data.to_string())
+}
+
 struct Feed {
     rx: Receiver<RoutingEvent>,
     routing: Arc<RoutingHandle>,
     started: bool,
+    tick: tokio::time::Interval,
 }
 
 pub(crate) async fn events(State(state): State<AdminState>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
@@ -39,6 +54,10 @@ pub(crate) async fn events(State(state): State<AdminState>) -> Sse<impl Stream<I
         rx: state.routing.subscribe(),
         routing: Arc::clone(&state.routing),
         started: false,
+        tick: tokio::time::interval_at(
+            tokio::time::Instant::now() + std::time::Duration::from_secs(1),
+            std::time::Duration::from_secs(1),
+        ),
     };
     let stream = futures_util::stream::unfold(feed, |mut feed| async move {
         if !feed.started {
@@ -46,12 +65,15 @@ pub(crate) async fn events(State(state): State<AdminState>) -> Sse<impl Stream<I
             let first = table_event("snapshot", &feed.routing, None);
             return Some((Ok(first), feed));
         }
-        let event = match feed.rx.recv().await {
-            Ok(change) => table_event("routing", &feed.routing, Some(&change)),
-            // A slow reader missed some changes: say so; the next event
-            // carries the whole current table anyway.
-            Err(RecvError::Lagged(missed)) => Event::default().event("lagged").data(missed.to_string()),
-            Err(RecvError::Closed) => return None,
+        let event = tokio::select! {
+            change = feed.rx.recv() => match change {
+                Ok(change) => table_event("routing", &feed.routing, Some(&change)),
+                // A slow reader missed some changes: say so; the next event
+                // carries the whole current table anyway.
+                Err(RecvError::Lagged(missed)) => Event::default().event("lagged").data(missed.to_string()),
+                Err(RecvError::Closed) => return None,
+            },
+            _ = feed.tick.tick() => stats_event(&feed.routing),
         };
         Some((Ok(event), feed))
     });

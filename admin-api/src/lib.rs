@@ -7,6 +7,7 @@
 //! a rejection and changes nothing.
 
 pub mod auth;
+mod dashboard;
 pub mod error;
 mod events;
 mod health;
@@ -113,6 +114,8 @@ pub fn router(state: AdminState) -> Router {
         .route("/events", get(events::events))
         .route_layer(middleware::from_fn_with_state(state.clone(), authorize));
     Router::new()
+        .route("/", get(dashboard::page))
+        .route("/dashboard.js", get(dashboard::script))
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
         .route("/metrics", get(metrics::scrape))

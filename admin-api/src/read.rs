@@ -36,7 +36,7 @@ pub(crate) fn pool_json(p: &Pool) -> Value {
 }
 
 /// A pool with its live window over `span`: rate, error ratio, quantiles.
-fn pool_with_window(p: &Pool, span: std::time::Duration) -> Value {
+pub(crate) fn pool_with_window(p: &Pool, span: std::time::Duration) -> Value {
     let snap = p.stats.window.snapshot(tokio::time::Instant::now(), span);
     let ms = |q: f64| snap.quantile(q).map(|d| d.as_secs_f64() * 1000.0);
     let mut v = pool_json(p);

@@ -520,7 +520,8 @@ async fn events_stream_a_snapshot_then_each_change() {
                 .unwrap();
             if let Ok(data) = frame.into_data() {
                 let text = String::from_utf8_lossy(&data).into_owned();
-                if text.contains("event:") {
+                // Live statistics come every second in between.
+                if text.contains("event:") && !text.contains("event: stats") {
                     return text;
                 }
             }
@@ -540,6 +541,21 @@ async fn events_stream_a_snapshot_then_each_change() {
         change.contains("\"actor\":\"ci\"") && change.contains("\"weight\":40"),
         "{change}"
     );
+    // And the per-second statistics for the live charts.
+    let stats = loop {
+        let frame = tokio::time::timeout(Duration::from_secs(5), body.frame())
+            .await
+            .expect("no stats event within 5 s")
+            .unwrap()
+            .unwrap();
+        if let Ok(data) = frame.into_data() {
+            let text = String::from_utf8_lossy(&data).into_owned();
+            if text.contains("event: stats") {
+                break text;
+            }
+        }
+    };
+    assert!(stats.contains("\"window\"") && stats.contains("\"p95_ms\""), "{stats}");
 }
 
 /// `(METHOD, path)` pairs the router declares, read from its source.
@@ -548,7 +564,7 @@ fn routes_in_source() -> std::collections::BTreeSet<(String, String)> {
     let mut routes = std::collections::BTreeSet::new();
     for line in src.lines().filter(|l| l.trim_start().starts_with(".route(\"")) {
         let path = line.split('"').nth(1).unwrap();
-        let full = if path.starts_with("/health") || path == "/metrics" {
+        let full = if path.starts_with("/health") || path == "/metrics" || path == "/" || path == "/dashboard.js" {
             path.to_owned()
         } else {
             format!("/api/v1{path}")

@@ -11,6 +11,7 @@ mod admin_e2e;
 mod adversarial;
 mod backend_tls;
 mod ctl;
+mod dashboard;
 mod faults;
 mod fuzz_replay;
 mod guard_e2e;

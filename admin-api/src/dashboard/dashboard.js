@@ -1,0 +1,236 @@
+// sluice's admin dashboard: plain browser JavaScript, no dependencies.
+// The token lives in sessionStorage; every call sends it as a bearer token.
+// Routing changes and per-second statistics arrive on /api/v1/events
+// (read with fetch, since EventSource cannot send an Authorization header).
+
+const KEY = "sluice-token";
+const HISTORY = 120; // points per chart: two minutes at one per second
+const COLORS = ["#2f6fde", "#1f9d55", "#d97706", "#7c3aed"];
+const $ = (s) => document.querySelector(s);
+let token = sessionStorage.getItem(KEY);
+let stream = null;
+const series = new Map(); // pool -> {rate: [], errors: [], p95: []}
+
+function text(s) {
+  const d = document.createElement("div");
+  d.textContent = s == null ? "" : String(s);
+  return d.innerHTML;
+}
+
+async function api(method, path, body) {
+  const res = await fetch("/api/v1" + path, {
+    method,
+    headers: { authorization: "Bearer " + token, "content-type": "application/json" },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const data = await res.json().catch(() => ({}));
+  if (res.status === 401) {
+    forget("That token was not accepted.");
+    throw new Error("unauthorized");
+  }
+  if (!res.ok) throw new Error(data.error ? data.error.message : res.status + " " + res.statusText);
+  return data;
+}
+
+function showLogin(message) {
+  $("#app").classList.add("hidden");
+  $("#login").classList.remove("hidden");
+  $("#login-error").textContent = message || "";
+  $("#token").focus();
+}
+
+function forget(message) {
+  sessionStorage.removeItem(KEY);
+  token = null;
+  if (stream) stream.abort();
+  showLogin(message);
+}
+
+function renderPools(pools) {
+  $("#pools").innerHTML = pools
+    .map((p) => {
+      const backends = p.backends
+        .map((b) => {
+          const cls = b.ejected ? "ejected" : b.healthy ? "up" : "down";
+          const what = b.ejected ? "ejected" : b.healthy ? "healthy" : "unhealthy";
+          return `<span title="${what}"><span class="dot ${cls}"></span>${text(b.addr)}</span>`;
+        })
+        .join(" &nbsp; ");
+      const failover = p.effective_weight !== p.weight ? ` (serving ${p.effective_weight}%)` : "";
+      return `<div class="pool" data-pool="${text(p.name)}">
+        <div class="head"><strong>${text(p.name)}</strong> <span>${text(p.version)}</span>
+          <span class="weight" data-weight="${p.weight}">${p.weight}%</span></div>
+        <div class="bar"><div style="width:${p.weight}%"></div></div>
+        <div class="backends">${backends}${text(failover)}</div></div>`;
+    })
+    .join("");
+}
+
+function push(pool, key, value) {
+  if (!series.has(pool)) series.set(pool, { rate: [], errors: [], p95: [] });
+  const list = series.get(pool)[key];
+  list.push(value == null ? 0 : value);
+  if (list.length > HISTORY) list.shift();
+}
+
+function draw(id, key) {
+  const canvas = $(id);
+  const ratio = window.devicePixelRatio || 1;
+  canvas.width = canvas.clientWidth * ratio;
+  canvas.height = canvas.clientHeight * ratio;
+  const g = canvas.getContext("2d");
+  g.clearRect(0, 0, canvas.width, canvas.height);
+  const all = [...series.values()].flatMap((s) => s[key]);
+  const max = Math.max(1e-9, ...all) * 1.1;
+  g.fillStyle = "#6b7280";
+  g.font = `${11 * ratio}px system-ui`;
+  g.fillText(max.toFixed(max < 10 ? 2 : 0), 2, 11 * ratio);
+  [...series.entries()].forEach(([, s], i) => {
+    const points = s[key];
+    g.strokeStyle = COLORS[i % COLORS.length];
+    g.lineWidth = 2 * ratio;
+    g.beginPath();
+    points.forEach((v, x) => {
+      const px = (x / (HISTORY - 1)) * canvas.width;
+      const py = canvas.height - (v / max) * canvas.height;
+      x === 0 ? g.moveTo(px, py) : g.lineTo(px, py);
+    });
+    g.stroke();
+  });
+  $("#legend").innerHTML = [...series.keys()]
+    .map((name, i) => `<span style="color:${COLORS[i % COLORS.length]}">■ ${text(name)}</span>`)
+    .join("");
+}
+
+function onStats(data) {
+  for (const p of data.pools) {
+    const w = p.window || {};
+    push(p.name, "rate", w.rate);
+    push(p.name, "errors", (w.error_ratio || 0) * 100);
+    push(p.name, "p95", w.p95_ms);
+  }
+  draw("#chart-rate", "rate");
+  draw("#chart-errors", "errors");
+  draw("#chart-p95", "p95");
+}
+
+async function refreshStatus() {
+  const s = await api("GET", "/status");
+  $("#meta").textContent =
+    `generation ${s.generation} · ${s.environment || "no environment"} · v${s.version} · store ${s.store.engine}` +
+    (s.store.reachable ? "" : " (unreachable!)");
+  renderPools(s.pools);
+}
+
+async function refreshRollout() {
+  let r;
+  try {
+    r = await api("GET", "/rollouts/current");
+  } catch (e) {
+    $("#rollout").textContent = "No rollout since this sluice started.";
+    return;
+  }
+  const step = r.step ? ` · step ${r.step} of ${r.steps}` : "";
+  const plan = (r.plan || []).map((l) => `<li>${text(l)}</li>`).join("");
+  const smoke = (r.smoke || []).map((l) => `<li>${text(l)}</li>`).join("");
+  const hooks = (r.hooks || [])
+    .map((h) => `<li>${text(h.point)} ${text(h.name)}: ${h.ok ? "ok" : text(h.error)} (${h.duration_ms} ms)</li>`)
+    .join("");
+  $("#rollout").innerHTML = `<div><span class="state" id="rollout-state">${text(r.state)}</span>${step}
+      · ${text(r.from)} (${text(r.from_version)}) → ${text(r.to)} (${text(r.to_version)}) · ${text(r.strategy)}</div>
+    <div>${text(r.reason)}</div>
+    ${smoke ? `<div>Smoke checks:<ol>${smoke}</ol></div>` : ""}
+    ${hooks ? `<div>Hooks:<ol>${hooks}</ol></div>` : ""}
+    <details><summary>Plan</summary><ol>${plan}</ol></details>`;
+}
+
+async function refreshAudit() {
+  const a = await api("GET", "/audit?limit=10");
+  $("#audit").innerHTML = a.entries
+    .map((e) => `<tr><td>${text(e.at)}</td><td>${text(e.actor)}</td><td>${text(e.action)}</td><td>${text(e.result)}</td></tr>`)
+    .join("");
+}
+
+function refreshAll() {
+  return Promise.all([refreshStatus(), refreshRollout(), refreshAudit()]).catch((e) => {
+    if (e.message !== "unauthorized") $("#app-error").textContent = e.message;
+  });
+}
+
+async function follow() {
+  stream = new AbortController();
+  try {
+    const res = await fetch("/api/v1/events", {
+      headers: { authorization: "Bearer " + token },
+      signal: stream.signal,
+    });
+    if (!res.ok) throw new Error("event stream: " + res.status);
+    const reader = res.body.getReader();
+    const decoder = new TextDecoder();
+    let buffer = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buffer += decoder.decode(value, { stream: true });
+      let end;
+      while ((end = buffer.indexOf("\n\n")) >= 0) {
+        const chunk = buffer.slice(0, end);
+        buffer = buffer.slice(end + 2);
+        const line = chunk.split("\n").find((l) => l.startsWith("data:"));
+        if (!line) continue;
+        const data = JSON.parse(line.slice(5));
+        if (data.type === "stats") {
+          onStats(data);
+        } else {
+          renderPools(data.pools);
+          refreshAll();
+        }
+      }
+    }
+  } catch (e) {
+    if (e.name === "AbortError" || !token) return;
+  }
+  // The stream ended (sluice restarted?): reconnect shortly.
+  if (token) setTimeout(follow, 1000);
+}
+
+async function act(label, method, path) {
+  if (!window.confirm(`${label}?`)) return;
+  try {
+    await api(method, path);
+    $("#app-error").textContent = "";
+  } catch (e) {
+    $("#app-error").textContent = `${label}: ${e.message}`;
+  }
+  refreshAll();
+}
+
+async function start() {
+  if (!token) return showLogin();
+  try {
+    await refreshStatus();
+  } catch (e) {
+    if (e.message !== "unauthorized") showLogin(e.message);
+    return;
+  }
+  $("#login").classList.add("hidden");
+  $("#app").classList.remove("hidden");
+  refreshAll();
+  follow();
+  // The rollout's own state changes are not routing changes: poll them.
+  setInterval(() => token && refreshRollout().catch(() => {}), 2000);
+}
+
+$("#login-form").addEventListener("submit", (e) => {
+  e.preventDefault();
+  token = $("#token").value.trim();
+  sessionStorage.setItem(KEY, token);
+  start();
+});
+$("#logout").addEventListener("click", () => forget());
+$("#rollback").addEventListener("click", () => act("Roll back to the weights before the latest change", "POST", "/rollback"));
+document.querySelectorAll("[data-action]").forEach((b) =>
+  b.addEventListener("click", () =>
+    act(`${b.textContent} the current rollout`, "POST", `/rollouts/current/${b.dataset.action}`)),
+);
+start();

@@ -1,0 +1,79 @@
+// Drives the dashboard in Debian's Chromium: the token prompt, both pools
+// and their weights, a weight change arriving live, and the rollback
+// button (with its confirmation). Usage: node dashboard.mjs ADMIN_URL
+// TOKEN SCREENSHOT. Exits non-zero with a message on any failure.
+import { chromium } from "playwright-core";
+
+const [adminUrl, token, screenshot] = process.argv.slice(2);
+const executablePath = process.env.CHROMIUM || "/usr/bin/chromium";
+const browser = await chromium.launch({
+  executablePath,
+  args: [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+  ],
+});
+const fail = async (page, message) => {
+  if (page) await page.screenshot({ path: screenshot, fullPage: true }).catch(() => {});
+  console.error(message);
+  await browser.close();
+  process.exit(1);
+};
+// The page's CSP forbids eval, which Playwright's waitForFunction uses.
+const page = await (await browser.newContext({ bypassCSP: true })).newPage();
+const dialogs = [];
+page.on("dialog", (d) => { dialogs.push(d.message()); d.accept(); });
+const errors = [];
+page.on("pageerror", (e) => errors.push(String(e)));
+
+const weight = (pool) => page.locator(`[data-pool="${pool}"] .weight`);
+const expectWeights = async (blue, green) => {
+  try {
+    await page.waitForFunction(
+      ([b, g]) =>
+        document.querySelector('[data-pool="blue"] .weight')?.dataset.weight === String(b) &&
+        document.querySelector('[data-pool="green"] .weight')?.dataset.weight === String(g),
+      [blue, green],
+      { timeout: 10000 },
+    );
+  } catch (e) {
+    console.error(String(e));
+    const shown = [await weight("blue").textContent().catch(() => "?"), await weight("green").textContent().catch(() => "?")];
+    await fail(page, `expected blue ${blue}% green ${green}%, the page shows ${shown}`);
+  }
+};
+
+await page.goto(adminUrl + "/");
+// Without a token: only the prompt.
+if (!(await page.locator("#login").isVisible()) || (await page.locator("#app").isVisible())) {
+  await fail(page, "without a token the page shows more than the prompt");
+}
+await page.fill("#token", "wrong-token");
+await page.click("#login-form button");
+await page.waitForSelector("#login-error:has-text('not accepted')", { timeout: 5000 }).catch(() => fail(page, "a wrong token was not refused"));
+await page.fill("#token", token);
+await page.click("#login-form button");
+await page.waitForSelector("#app:not(.hidden)", { timeout: 10000 }).catch(() => fail(page, "the dashboard never opened"));
+await expectWeights(100, 0);
+
+// A change made elsewhere arrives through the event stream.
+const put = await fetch(adminUrl + "/api/v1/weights", {
+  method: "PUT",
+  headers: { authorization: "Bearer " + token, "content-type": "application/json" },
+  body: JSON.stringify({ weights: { blue: 60, green: 40 } }),
+});
+if (put.status !== 200) await fail(page, "PUT /weights answered " + put.status);
+await expectWeights(60, 40);
+
+// The rollback button asks first, then restores the weights.
+await page.click("#rollback");
+await expectWeights(100, 0);
+if (!dialogs.some((m) => m.toLowerCase().includes("roll back"))) await fail(page, "no confirmation was asked: " + dialogs);
+
+// Live charts get data.
+await page.waitForFunction(() => document.querySelector("#legend")?.textContent.includes("blue"), null, { timeout: 10000 })
+  .catch(() => fail(page, "the live charts never got data"));
+await page.screenshot({ path: screenshot, fullPage: true });
+if (errors.length) await fail(page, "page errors: " + errors.join("; "));
+await browser.close();
+console.log("dashboard ok; screenshot " + screenshot);

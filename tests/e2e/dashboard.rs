@@ -1,0 +1,86 @@
+//! The dashboard in a real browser (Debian's Chromium driven by
+//! playwright-core, `tests/browser/dashboard.mjs`): token prompt, pools and
+//! weights, a live weight change, the rollback button with its
+//! confirmation, live charts; the weights it restored are checked through
+//! the API, and a screenshot is left in the test output.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::common::running::Running;
+use crate::common::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_shows_pools_and_rolls_back_in_chromium() {
+    let browser_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    let ready = browser_dir.join("node_modules/playwright-core").exists() && Path::new("/usr/bin/chromium").exists();
+    if !ready {
+        // CI installs both and insists; a developer machine may lack them.
+        assert!(
+            std::env::var_os("SLUICE_REQUIRE_BROWSER").is_none(),
+            "chromium or playwright-core missing (apt install chromium; npm ci in tests/browser)"
+        );
+        eprintln!("chromium or playwright-core not installed; NOT CHECKED");
+        return;
+    }
+    let blue = spawn_backend("blue", "v1", any_addr()).await.unwrap();
+    let green = spawn_backend("green", "v2", any_addr()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let token = "dashboard-test-token";
+    std::fs::write(dir.path().join("token"), token).unwrap();
+    let text = format!(
+        "[proxy]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[[admin.tokens]]\nname = \"ops\"\n\
+         role = \"operator\"\nsecret = \"file:{d}/token\"\n[store]\nurl = \"sqlite://{d}/sluice.db\"\n{}{}",
+        pool_toml("blue", 100, &[blue.addr]),
+        pool_toml("green", 0, &[green.addr]),
+        d = dir.path().display()
+    );
+    let sluice = Running::start(dir.path(), &text, &[]);
+    // Some traffic for the charts.
+    let c = client();
+    for _ in 0..20 {
+        get(&c, &format!("http://{}/", sluice.addr), &[]).await;
+    }
+    let screenshot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");
+    let admin = format!("http://{}", sluice.admin);
+    let shot = screenshot.display().to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("node")
+            .arg("dashboard.mjs")
+            .args([&admin, token, &shot])
+            .current_dir(browser_dir)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{said}");
+    eprintln!("{said}");
+    assert!(std::fs::metadata(&screenshot).unwrap().len() > 10_000);
+    // The rollback clicked in the page really happened.
+    let auth = format!("Bearer {token}");
+    let (_, _, pools) = get(
+        &c,
+        &format!("http://{}/api/v1/pools", sluice.admin),
+        &[("authorization", &auth)],
+    )
+    .await;
+    let v: serde_json::Value = serde_json::from_str(&pools).unwrap();
+    assert_eq!(
+        (v["pools"][0]["weight"].as_u64(), v["pools"][1]["weight"].as_u64()),
+        (Some(100), Some(0))
+    );
+    let (_, _, audit) = get(
+        &c,
+        &format!("http://{}/api/v1/audit?action=rollback", sluice.admin),
+        &[("authorization", &auth)],
+    )
+    .await;
+    assert!(audit.contains("\"actor\":\"ops\""), "{audit}");
+}

@@ -308,3 +308,35 @@ Ctrl-C drains in-flight requests and stops.
         store = store.display(),
     );
 }
+
+/// `sluice demo-backend --name blue --version v1 --listen ADDR`: one demo
+/// backend on its own, until SIGTERM or SIGINT (for compose files).
+pub fn run_backend(name: &str, version: &str, listen: SocketAddr) -> Result<(), AppError> {
+    app::runtime(Some(1))?.block_on(async move {
+        let backend = spawn_backend(name, version, listen)
+            .await
+            .map_err(|e| AppError::Other(format!("cannot listen on {listen}: {e}")))?;
+        println!("demo backend {name} {version} on http://{}/", backend.addr);
+        app::shutdown_signal().await;
+        Ok(())
+    })
+}
+
+/// `sluice health [--url URL]`: exit 0 when URL answers 200 within 3 s
+/// (a container HEALTHCHECK without curl in the image).
+pub fn check_health(url: &str) -> Result<(), AppError> {
+    app::runtime(Some(1))?.block_on(async move {
+        let uri: http::Uri = url
+            .parse()
+            .map_err(|_| AppError::Other(format!("{url:?} is not a URL")))?;
+        let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build_http::<http_body_util::Empty<bytes::Bytes>>();
+        let asked = client.get(uri);
+        match tokio::time::timeout(std::time::Duration::from_secs(3), asked).await {
+            Ok(Ok(res)) if res.status() == http::StatusCode::OK => Ok(()),
+            Ok(Ok(res)) => Err(AppError::Other(format!("{url} answered {}", res.status()))),
+            Ok(Err(e)) => Err(AppError::Other(format!("{url}: {e}"))),
+            Err(_) => Err(AppError::Other(format!("{url}: no answer within 3 s"))),
+        }
+    })
+}

@@ -58,6 +58,22 @@ enum Command {
         #[arg(long)]
         token: Option<String>,
     },
+    /// One demo backend on its own (for compose files and experiments).
+    DemoBackend {
+        /// Pool name it reports (blue, green, …).
+        #[arg(long)]
+        name: String,
+        /// Version it reports.
+        #[arg(long)]
+        version: String,
+        #[arg(long, default_value = "127.0.0.1:9001")]
+        listen: SocketAddr,
+    },
+    /// Exit 0 when a URL answers 200 (container health checks).
+    Health {
+        #[arg(long, default_value = "http://127.0.0.1:9901/health/live")]
+        url: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -82,6 +98,8 @@ fn main() -> ExitCode {
         Command::Migrate(args) => sluice::migrate_cmd::run(args).map(|out| print!("{out}")),
         Command::CheckConfig { file } => return check_config(&file),
         Command::Demo { listen, admin, token } => sluice::demo::run(sluice::demo::DemoOptions { listen, admin, token }),
+        Command::DemoBackend { name, version, listen } => sluice::demo::run_backend(&name, &version, listen),
+        Command::Health { url } => sluice::demo::check_health(&url),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

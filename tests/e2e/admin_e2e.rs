@@ -273,6 +273,18 @@ fn shipped_alert_rules_pass_promtool_and_use_real_metrics() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    // And the rules' unit tests (deploy/prometheus/alerts_test.yml).
+    let out = std::process::Command::new(promtool)
+        .args(["test", "rules"])
+        .arg(root.join("deploy/prometheus/alerts_test.yml"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     // Every sluice metric the rules use is one the exporter defines.
     let exporter = std::fs::read_to_string(root.join("admin-api/src/metrics.rs")).unwrap();
     let text = std::fs::read_to_string(&rules).unwrap();

@@ -12,6 +12,8 @@ mod adversarial;
 mod backend_tls;
 mod ctl;
 mod dashboard;
+mod deploy;
+mod docs;
 mod faults;
 mod fuzz_replay;
 mod guard_e2e;

@@ -319,3 +319,33 @@ async fn a_reload_moves_the_listener_to_a_new_address() {
     assert!(line.contains("127.0.0.1"), "{line}");
     assert_eq!(get(&client(), &format!("http://{free}/"), &[]).await.0, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_backend_and_health_subcommands_work_for_containers() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut backend = Command::new(SLUICE)
+        .args(["demo-backend", "--name", "blue", "--version", "v7", "--listen"])
+        .arg(port.to_string())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let health = |url: String| Command::new(SLUICE).args(["health", "--url", &url]).output().unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !health(format!("http://{port}/health/ready")).status.success() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the demo backend never became healthy"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (_, _, body) = get(&client(), &format!("http://{port}/"), &[]).await;
+    assert!(body.contains("\"version\":\"v7\""), "{body}");
+    backend.kill().unwrap();
+    backend.wait().unwrap();
+    let down = health(format!("http://{port}/health/live"));
+    assert!(!down.status.success());
+    assert!(String::from_utf8_lossy(&down.stderr).contains(&port.to_string()));
+}

@@ -163,3 +163,71 @@ async fn ten_thousand_idle_connections_stay_within_bounded_memory() {
     assert!(after < 200 * 1024, "RSS {after} KiB with 10k idle connections");
     drop(idle);
 }
+
+/// A client that sends its body at a few bytes per second holds only its
+/// own request: it gets a 504 once the backend has not answered within the
+/// response timeout, and everyone else is served meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_body_times_out_without_holding_anyone_else() {
+    let backend = bulk_backend(1024, 1).await;
+    let proxy = start_proxy(&format!(
+        "[proxy.timeouts]\nupstream_response = \"1s\"\n{}",
+        pool_toml("blue", 100, &[backend])
+    ))
+    .await;
+    let mut slow = TcpStream::connect(proxy.addr).await.unwrap();
+    slow.write_all(b"POST /up HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n")
+        .await
+        .unwrap();
+    let started = tokio::time::Instant::now();
+    let (mut reader, mut writer) = slow.into_split();
+    let drip = tokio::spawn(async move {
+        for _ in 0..100 {
+            if writer.write_all(b"x").await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    let c = client();
+    assert_eq!(get(&c, &proxy.url("/"), &[]).await.0, 200, "others are served");
+    let mut buf = [0u8; 256];
+    let n = tokio::time::timeout(Duration::from_secs(10), reader.read(&mut buf))
+        .await
+        .expect("the slow body was never cut off")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&buf[..n]);
+    assert!(answer.starts_with("HTTP/1.1 504"), "{answer}");
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    drip.abort();
+}
+
+/// A client that stops reading a large download: sluice stops reading from
+/// the backend too (backpressure) instead of buffering the body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_reader_keeps_memory_bounded() {
+    // 400 MiB available from the backend.
+    let backend = bulk_backend(64 * 1024, 6400).await;
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[proxy]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[store]\nurl = \"sqlite://{}/sluice.db\"\n{}",
+        dir.path().display(),
+        pool_toml("blue", 100, &[backend])
+    );
+    let sluice = Running::start(dir.path(), &text, &[]);
+    let mut stalled = TcpStream::connect(sluice.addr).await.unwrap();
+    stalled
+        .write_all(b"GET /down HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    // Read only the first bytes, then nothing for a while.
+    let mut buf = [0u8; 4096];
+    let _ = stalled.read(&mut buf).await.unwrap();
+    let before = sluice.peak_rss_kib();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = sluice.peak_rss_kib();
+    eprintln!("slow reader: sluice peak RSS {before} KiB → {after} KiB while stalled on a 400 MiB body");
+    assert!(after < before + 32 * 1024, "RSS grew from {before} to {after} KiB");
+    // It is still serving.
+    assert_eq!(get(&client(), &format!("http://{}/up", sluice.addr), &[]).await.0, 200);
+}

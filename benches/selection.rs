@@ -1,5 +1,6 @@
-//! Per-request routing cost: one table load, pool choice (random and sticky)
-//! and power-of-two-choices backend choice, with 2, 10 and 1000 backends.
+//! Per-request costs: one table load, pool choice (random and sticky) and
+//! power-of-two-choices backend choice with 2, 10, 100 and 1000 backends
+//! (flat, not linear); recording an outcome; rewriting the headers.
 //!
 //! `cargo bench --bench selection`
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -39,7 +40,7 @@ fn selection(c: &mut Criterion) {
         "session=abc; cohort=0123456789abcdef".parse().unwrap(),
     );
     let mut group = c.benchmark_group("select");
-    for n in [2usize, 10, 1000] {
+    for n in [2usize, 10, 100, 1000] {
         let random = handle(n, None);
         group.bench_with_input(BenchmarkId::new("random_pool+p2c", n), &n, |b, _| {
             let empty = HeaderMap::new();
@@ -87,4 +88,34 @@ fn recording(c: &mut Criterion) {
 }
 
 criterion_group!(recording_benches, recording);
-criterion_main!(benches, recording_benches);
+
+/// Hop-by-hop removal and the forwarding headers, on a typical browser
+/// request's header map.
+fn header_rewrite(c: &mut Criterion) {
+    use sluice_proxy::headers::{ForwardedFor, add_forwarding, strip_hop_by_hop};
+    let mut base = HeaderMap::new();
+    for (k, v) in [
+        ("host", "app.example.com"),
+        ("user-agent", "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36"),
+        ("accept", "text/html,application/xhtml+xml"),
+        ("accept-encoding", "gzip, deflate, br"),
+        ("accept-language", "en-GB,en;q=0.9"),
+        ("cookie", "session=abc; cohort=0123456789abcdef"),
+        ("connection", "keep-alive"),
+    ] {
+        base.insert(k, v.parse().unwrap());
+    }
+    let fwd = ForwardedFor::new("192.0.2.10".parse().unwrap(), false);
+    let host = base["host"].clone();
+    c.bench_function("headers/rewrite", |b| {
+        b.iter(|| {
+            let mut h = base.clone();
+            strip_hop_by_hop(&mut h);
+            add_forwarding(&mut h, &fwd, &host);
+            black_box(h.len())
+        })
+    });
+}
+
+criterion_group!(header_benches, header_rewrite);
+criterion_main!(benches, recording_benches, header_benches);

@@ -237,6 +237,8 @@ async fn a_binary_upgrade_under_load_fails_no_request() {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("upgrade.sock");
     let socket_arg = socket.to_str().unwrap().to_owned();
+    // The TLS listener is handed over too.
+    crate::tls_e2e::write_pair(dir.path(), "site", "site.test");
     let text = config(dir.path(), &[b1.addr], &[g1.addr], "30s");
     let old = Running::start(dir.path(), &text, &["--upgrade-socket", &socket_arg]);
     old.wait_log("upgrade socket ready", Duration::from_secs(10));
@@ -250,6 +252,7 @@ async fn a_binary_upgrade_under_load_fails_no_request() {
     // The new binary takes the sockets over; the old one drains and exits.
     let new = Running::start(dir.path(), &text, &["--upgrade", "--upgrade-socket", &socket_arg]);
     assert_eq!(new.addr, old.addr, "the new process serves the same socket");
+    assert_eq!(new.tls, old.tls, "and the same TLS socket");
     let code = tokio::task::spawn_blocking(move || old.wait_exit(Duration::from_secs(25)))
         .await
         .unwrap();

@@ -91,6 +91,12 @@ pub async fn serve_config(config: Config, options: RunOptions) -> Result<(), App
     let store = open_store(&config).await?;
     let environment = std::env::var("DEPLOYMENT_ENV").ok().filter(|v| !v.is_empty());
     let routing = crate::state::open_routing(&config, &store, options.reset_state, environment.clone()).await?;
+    // Replicas on one PostgreSQL store serve each other's routing changes.
+    crate::state::follow(
+        store.clone(),
+        Arc::clone(&routing),
+        sluice_proxy::routing_from_config(&config)?.0,
+    );
     let (outlier_tx, outlier_rx) = tokio::sync::mpsc::channel(256);
     let mut proxy = sluice_proxy::proxy_for(&config, Arc::clone(&routing));
     if config.outlier.enabled {

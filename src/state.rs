@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use serde_json::json;
 use sluice_config::{Config, UpstreamProtocol};
-use sluice_proxy::{Change, PoolSpec, RoutingHandle, RoutingStore, RoutingTable};
+use sluice_proxy::{Change, PersistError, PoolSpec, RoutingHandle, RoutingStore, RoutingTable};
 use sluice_store::{AuditEntry, DeploymentRecord, PoolRecord, RoutingRecord, Store};
 use tracing::{info, warn};
 
@@ -34,7 +34,10 @@ impl StoreAdapter {
 }
 
 impl RoutingStore for StoreAdapter {
-    fn persist<'a>(&'a self, change: Change<'a>) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>> {
+    fn persist<'a>(
+        &'a self,
+        change: Change<'a>,
+    ) -> Pin<Box<dyn Future<Output = Result<(), PersistError>> + Send + 'a>> {
         Box::pin(async move {
             let audit = AuditEntry {
                 actor: change.actor.to_owned(),
@@ -46,7 +49,8 @@ impl RoutingStore for StoreAdapter {
                 request_id: None,
                 environment: self.environment.clone(),
             };
-            let expected = i64::try_from(change.before.generation()).map_err(|e| e.to_string())?;
+            let expected =
+                i64::try_from(change.before.generation()).map_err(|e| PersistError::Failed(e.to_string()))?;
             self.store
                 .save_routing(
                     Some(expected),
@@ -55,7 +59,13 @@ impl RoutingStore for StoreAdapter {
                     &version_switches(change.before, change.after),
                 )
                 .await
-                .map_err(|e| e.to_string())
+                .map_err(|e| match e {
+                    sluice_store::StoreError::Conflict { stored, expected } => PersistError::Conflict(format!(
+                        "another replica changed the routing first (generation {stored}, this change was made on \
+                         {expected}); nothing was changed; read the current state and try again"
+                    )),
+                    other => PersistError::Failed(other.to_string()),
+                })
         })
     }
 }
@@ -194,4 +204,57 @@ pub async fn open_routing(
         "using the stored routing state; the config file's weights and backends are not applied (--reset-state applies them)"
     );
     Ok(Arc::new(handle))
+}
+
+/// How often a replica re-reads the stored routing state even without a
+/// notification (one can be missed while the listener reconnects).
+const RESYNC_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// With a shared PostgreSQL store, serves the routing changes other
+/// replicas store: on each NOTIFY, and every few seconds as a safety net.
+/// `config_specs` give the pools' TLS settings, which are config, not state.
+pub fn follow(store: Store, routing: Arc<RoutingHandle>, config_specs: Vec<PoolSpec>) {
+    let Some(mut notifications) = store.follow_routing() else {
+        return;
+    };
+    tokio::spawn(async move {
+        let mut resync = tokio::time::interval(RESYNC_EVERY);
+        loop {
+            tokio::select! {
+                note = notifications.recv() => {
+                    let Some(generation) = note else { return };
+                    // Our own change, or one we already serve.
+                    if u64::try_from(generation).unwrap_or(0) <= routing.snapshot().generation() {
+                        continue;
+                    }
+                }
+                _ = resync.tick() => {}
+            }
+            if let Err(e) = sync_once(&store, &routing, &config_specs).await {
+                warn!(error = %e, "could not follow a routing change from the store");
+            }
+        }
+    });
+}
+
+/// Serves the stored routing state if it is newer than the one served.
+async fn sync_once(store: &Store, routing: &RoutingHandle, config_specs: &[PoolSpec]) -> Result<(), AppError> {
+    let Some(stored) = store.load_routing().await? else {
+        return Ok(());
+    };
+    let generation = u64::try_from(stored.generation).unwrap_or(0);
+    if generation <= routing.snapshot().generation() {
+        return Ok(());
+    }
+    let mut specs = specs_from_record(&stored)?;
+    for spec in &mut specs {
+        spec.tls = config_specs
+            .iter()
+            .find(|c| c.name == spec.name)
+            .and_then(|c| c.tls.clone());
+    }
+    if routing.adopt(generation, &specs, &stored.updated_by).await?.is_some() {
+        info!(generation, by = %stored.updated_by, "serving a routing change made on another replica");
+    }
+    Ok(())
 }

@@ -106,6 +106,7 @@ impl From<TableError> for ApiError {
                 ApiError::invalid("invalid-backends", message)
             }
             TableError::Persist(_) => ApiError::unavailable(message),
+            TableError::Conflict(_) => ApiError::conflict("conflict", message),
             TableError::BackendTls(..) => ApiError::invalid("backend-tls", message),
             TableError::Fenced(_) => ApiError::conflict("contracted", message),
             TableError::PoolCarriesTraffic { .. } => ApiError::conflict("pool-carries-traffic", message),

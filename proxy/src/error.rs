@@ -125,6 +125,9 @@ pub enum TableError {
     MissingPool(String),
     #[error("the change could not be stored, so it was not applied: {0}")]
     Persist(String),
+    /// Another replica changed the routing first; nothing was changed here.
+    #[error("{0}")]
+    Conflict(String),
     #[error("pool {pool:?} carries {weight}% of traffic; shift its weight away first, or force the change")]
     PoolCarriesTraffic { pool: String, weight: u32 },
     #[error("pool {0:?}: backend TLS: {1}")]

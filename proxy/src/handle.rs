@@ -32,10 +32,19 @@ pub struct Change<'a> {
     pub reason: Option<&'a str>,
 }
 
+/// Why a change could not be stored; the text is shown to whoever asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PersistError {
+    /// Another writer (a replica) stored a newer generation first.
+    Conflict(String),
+    Failed(String),
+}
+
 /// Durable storage for routing changes. `persist` must succeed before a
-/// change is served; its error text is shown to whoever asked.
+/// change is served.
 pub trait RoutingStore: Send + Sync {
-    fn persist<'a>(&'a self, change: Change<'a>) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>;
+    fn persist<'a>(&'a self, change: Change<'a>)
+    -> Pin<Box<dyn Future<Output = Result<(), PersistError>> + Send + 'a>>;
 }
 
 /// A version that must not get traffic back without `force`: a rollout's
@@ -301,7 +310,10 @@ impl RoutingHandle {
                     reason,
                 })
                 .await
-                .map_err(TableError::Persist)?;
+                .map_err(|e| match e {
+                    PersistError::Conflict(m) => TableError::Conflict(m),
+                    PersistError::Failed(m) => TableError::Persist(m),
+                })?;
         }
         self.current.store(Arc::clone(&next));
         // No listener is fine.
@@ -312,6 +324,36 @@ impl RoutingHandle {
             reason: reason.map(Into::into),
         });
         Ok(next)
+    }
+
+    /// Serves `specs` as generation `generation` without storing them: a
+    /// change another replica already stored. Older or equal generations
+    /// are ignored (`None`).
+    pub async fn adopt(
+        &self,
+        generation: u64,
+        specs: &[PoolSpec],
+        actor: &str,
+    ) -> Result<Option<Arc<RoutingTable>>, TableError> {
+        let _writer = self.writer.lock().await;
+        let current = self.current.load_full();
+        if generation <= current.generation() {
+            return Ok(None);
+        }
+        let next = Arc::new(RoutingTable::build(
+            generation,
+            specs,
+            current.policy().clone(),
+            Some(&current),
+        )?);
+        self.current.store(Arc::clone(&next));
+        let _ = self.changes.send(RoutingEvent {
+            generation,
+            actor: actor.into(),
+            action: "routing.sync".into(),
+            reason: None,
+        });
+        Ok(Some(next))
     }
 }
 
@@ -345,9 +387,9 @@ mod tests {
     }
 
     impl RoutingStore for FakeStore {
-        fn persist<'a>(&'a self, c: Change<'a>) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>> {
+        fn persist<'a>(&'a self, c: Change<'a>) -> Pin<Box<dyn Future<Output = Result<(), PersistError>> + Send + 'a>> {
             let result = if *self.fail.lock().unwrap() {
-                Err("disk full".to_owned())
+                Err(PersistError::Failed("disk full".to_owned()))
             } else {
                 self.seen.lock().unwrap().push((
                     c.actor.to_owned(),

@@ -25,7 +25,7 @@ use std::sync::Arc;
 
 pub use error::{ProxyError, TableError};
 pub use forward::Proxy;
-pub use handle::{Change, Fence, RoutingEvent, RoutingHandle, RoutingStore};
+pub use handle::{Change, Fence, PersistError, RoutingEvent, RoutingHandle, RoutingStore};
 pub use server::{ListenerOptions, serve, serve_moving, serve_with};
 pub use table::{ForwardSettings, PoolSpec, RoutingPolicy, RoutingTable};
 pub use upstream::Upstreams;

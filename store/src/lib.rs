@@ -73,6 +73,8 @@ pub enum StoreError {
 pub struct Store {
     pool: AnyPool,
     engine: Engine,
+    /// For connections outside the pool (PostgreSQL LISTEN).
+    url: std::sync::Arc<str>,
 }
 
 impl Store {
@@ -116,7 +118,11 @@ impl Store {
             // concurrent readers during writes depend on it.
             sqlx::query("PRAGMA journal_mode = WAL").execute(&pool).await?;
         }
-        Ok(Store { pool, engine })
+        Ok(Store {
+            pool,
+            engine,
+            url: url.as_str().into(),
+        })
     }
 
     pub fn engine(&self) -> Engine {

@@ -6,6 +6,9 @@ use sqlx::Row;
 
 use crate::{AuditEntry, Store, StoreError, now};
 
+/// The PostgreSQL NOTIFY channel for routing changes.
+const ROUTING_CHANNEL: &str = "sluice_routing";
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoolRecord {
     pub name: String,
@@ -96,16 +99,38 @@ impl Store {
         {
             return Err(StoreError::Conflict { stored, expected });
         }
-        sqlx::query(
-            "INSERT INTO routing_generation (id, generation, updated_by, updated_at) VALUES (1, $1, $2, $3)
-             ON CONFLICT (id) DO UPDATE SET generation = excluded.generation,
-                 updated_by = excluded.updated_by, updated_at = excluded.updated_at",
-        )
-        .bind(record.generation)
-        .bind(&record.updated_by)
-        .bind(&record.updated_at)
-        .execute(&mut *tx)
-        .await?;
+        match (stored, expected_generation) {
+            // Compare-and-set: on PostgreSQL a concurrent writer (another
+            // replica) holds the row until it commits, after which this
+            // condition no longer matches: the later change loses, loudly.
+            (Some(stored), Some(expected)) => {
+                let updated = sqlx::query(
+                    "UPDATE routing_generation SET generation = $1, updated_by = $2, updated_at = $3
+                     WHERE id = 1 AND generation = $4",
+                )
+                .bind(record.generation)
+                .bind(&record.updated_by)
+                .bind(&record.updated_at)
+                .bind(expected)
+                .execute(&mut *tx)
+                .await?;
+                if updated.rows_affected() != 1 {
+                    return Err(StoreError::Conflict { stored, expected });
+                }
+            }
+            _ => {
+                sqlx::query(
+                    "INSERT INTO routing_generation (id, generation, updated_by, updated_at) VALUES (1, $1, $2, $3)
+                     ON CONFLICT (id) DO UPDATE SET generation = excluded.generation,
+                         updated_by = excluded.updated_by, updated_at = excluded.updated_at",
+                )
+                .bind(record.generation)
+                .bind(&record.updated_by)
+                .bind(&record.updated_at)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
         sqlx::query("DELETE FROM pool_backends").execute(&mut *tx).await?;
         sqlx::query("DELETE FROM pools").execute(&mut *tx).await?;
         for (position, pool) in record.pools.iter().enumerate() {
@@ -144,8 +169,61 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
+        if self.engine() == crate::Engine::Postgres {
+            // Delivered to every replica's LISTEN when (and only if) this commits.
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(ROUTING_CHANNEL)
+                .bind(record.generation.to_string())
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.commit().await?;
         Ok(())
+    }
+
+    /// On PostgreSQL, the generation of every routing change any replica
+    /// stores, as it commits (LISTEN on a dedicated connection, reconnected
+    /// after failures); `None` on SQLite, where one process owns the file.
+    /// Notifications can be missed during a reconnect: callers also re-read
+    /// now and then.
+    pub fn follow_routing(&self) -> Option<tokio::sync::mpsc::Receiver<i64>> {
+        if self.engine() != crate::Engine::Postgres {
+            return None;
+        }
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        let url = self.url.clone();
+        tokio::spawn(async move {
+            loop {
+                match sqlx::postgres::PgListener::connect(&url).await {
+                    Ok(mut listener) => {
+                        if let Err(e) = listener.listen(ROUTING_CHANNEL).await {
+                            tracing::warn!(error = %e, "cannot LISTEN for routing changes");
+                        } else {
+                            loop {
+                                match listener.recv().await {
+                                    Ok(n) => {
+                                        let generation = n.payload().parse().unwrap_or(0);
+                                        if tx.send(generation).await.is_err() {
+                                            return;
+                                        }
+                                    }
+                                    Err(e) => {
+                                        tracing::warn!(error = %e, "routing change listener lost its connection");
+                                        break;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot connect the routing change listener"),
+                }
+                if tx.is_closed() {
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+        });
+        Some(rx)
     }
 
     /// Deployment history, newest first.

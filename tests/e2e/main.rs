@@ -5,6 +5,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+/// Throwaway PostgreSQL servers, shared with the store crate's tests.
+#[path = "../../store/tests/pg/mod.rs"]
+mod pg;
 
 mod admin_api;
 mod admin_e2e;
@@ -21,6 +24,7 @@ mod health_e2e;
 mod overload;
 mod process;
 mod protocols;
+mod replicas;
 mod rollout_e2e;
 mod rollout_hooks;
 mod routing;

@@ -4,8 +4,7 @@
 //! serve, and a store that fails a write refuses the change.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "../../store/tests/pg/mod.rs"]
-mod pg;
+use crate::pg;
 
 use std::collections::HashMap;
 use std::path::Path;

@@ -121,8 +121,21 @@ pub async fn serve_config(config: Config, options: RunOptions) -> Result<(), App
         Arc::new(recorder),
     ));
     let defaults = rollout_defaults(&config)?;
-    resume_rollout(&store, &rollouts, &defaults).await;
+    // One process owns a SQLite store; replicas on PostgreSQL elect one
+    // leader for the rollout controller and the rollback guard.
+    let leading = Arc::new(AtomicBool::new(store.engine() == Engine::Sqlite));
+    if store.engine() == Engine::Sqlite {
+        resume_rollout(&store, &rollouts, &defaults).await;
+    } else {
+        tokio::spawn(lead(
+            store.clone(),
+            Arc::clone(&rollouts),
+            defaults.clone(),
+            Arc::clone(&leading),
+        ));
+    }
     let admin_state = AdminState {
+        leading: Arc::clone(&leading),
         routing: Arc::clone(&routing),
         store: store.clone(),
         tokens: Arc::clone(&tokens),
@@ -136,11 +149,12 @@ pub async fn serve_config(config: Config, options: RunOptions) -> Result<(), App
         rollout_defaults: defaults,
         started: tokio::time::Instant::now(),
     };
-    tokio::spawn(sluice_control::guard::run(
+    tokio::spawn(sluice_control::guard::run_while_leading(
         Arc::clone(&routing),
         config.rollback.clone(),
         alerter.clone(),
         Arc::new(GuardMetrics(Arc::clone(&metrics))),
+        leading,
     ));
     let health_configs = config
         .pools
@@ -313,6 +327,40 @@ pub async fn shutdown_signal() {
 /// step (the stored weights are already being served), or from the start
 /// when it was still in its pre-checks. The old record is closed as
 /// `resumed`; the continuation is a new record.
+/// Campaigns for leadership every second; on winning, continues the stored
+/// rollout (a leader that died mid-rollout is replaced within seconds); on
+/// losing the connection, steps down.
+async fn lead(
+    store: Store,
+    engine: Arc<sluice_control::rollout::Engine>,
+    defaults: sluice_admin_api::RolloutDefaults,
+    leading: Arc<AtomicBool>,
+) {
+    let mut held: Option<sluice_store::Leadership> = None;
+    loop {
+        match held.as_mut() {
+            None => match store.try_lead().await {
+                Ok(Some(lock)) => {
+                    held = Some(lock);
+                    leading.store(true, std::sync::atomic::Ordering::Relaxed);
+                    info!("this replica now leads the rollout controller and the rollback guard");
+                    resume_rollout(&store, &engine, &defaults).await;
+                }
+                Ok(None) => {}
+                Err(e) => warn!(error = %e, "cannot campaign for leadership"),
+            },
+            Some(lock) => {
+                if !lock.still_held().await {
+                    held = None;
+                    leading.store(false, std::sync::atomic::Ordering::Relaxed);
+                    warn!("lost the leadership connection; another replica may lead now");
+                }
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+}
+
 /// Contract fences survive restarts: the old version stays refused.
 async fn load_fences(store: &Store, routing: &sluice_proxy::RoutingHandle) {
     match store.fences().await {

@@ -52,6 +52,8 @@ pub struct RolloutDefaults {
 /// Everything the handlers share.
 #[derive(Debug, Clone)]
 pub struct AdminState {
+    /// Whether this replica leads the rollout controller (always, alone).
+    pub leading: Arc<std::sync::atomic::AtomicBool>,
     pub routing: Arc<RoutingHandle>,
     pub store: Store,
     pub tokens: Arc<TokenSet>,

@@ -58,6 +58,7 @@ pub(crate) async fn status(State(state): State<AdminState>) -> Json<Value> {
         "version": env!("CARGO_PKG_VERSION"),
         "generation": table.generation(),
         "uptime_seconds": state.started.elapsed().as_secs(),
+        "leader": state.leading.load(std::sync::atomic::Ordering::Relaxed),
         "environment": state.environment,
         "store": {
             "engine": format!("{:?}", state.store.engine()).to_lowercase(),

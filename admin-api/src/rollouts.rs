@@ -354,6 +354,19 @@ fn spec(body: RolloutBody, d: &crate::RolloutDefaults) -> Result<RolloutSpec, Ap
     })
 }
 
+/// Rollouts run on the leading replica only.
+fn require_leader(state: &AdminState) -> Result<(), ApiError> {
+    if state.leading.load(std::sync::atomic::Ordering::Relaxed) {
+        Ok(())
+    } else {
+        Err(ApiError::conflict(
+            "not-leader",
+            "this replica does not lead the rollout controller; send rollout requests to the replica whose \
+             GET /api/v1/status shows \"leader\": true",
+        ))
+    }
+}
+
 fn engine_error(e: RolloutError) -> ApiError {
     match e {
         RolloutError::Busy(_) => ApiError::conflict("rollout-running", e.to_string()),
@@ -369,6 +382,7 @@ pub(crate) async fn start(
     parsed: Result<Json<Value>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let result = parsed.map_err(|e| ApiError::bad_body(&e)).and_then(|Json(request)| {
+        require_leader(&state)?;
         let spec = parse_request(&request, &state.rollout_defaults)?;
         state.rollouts.start(spec, request).map_err(engine_error)
     });
@@ -444,7 +458,7 @@ pub(crate) async fn command(
             )));
         }
     };
-    let result = state.rollouts.command(command).map_err(engine_error);
+    let result = require_leader(&state).and_then(|()| state.rollouts.command(command).map_err(engine_error));
     if let Err(e) = &result {
         state
             .audit_rejection(&caller, &format!("rollout.{action}"), "rollouts/current", e)

@@ -187,6 +187,19 @@ pub async fn run(
     alerter: Alerter,
     counter: Arc<dyn RollbackCounter>,
 ) {
+    let always = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    run_while_leading(routing, policy, alerter, counter, always).await;
+}
+
+/// [`run`] on one of several replicas: it follows every change, but only
+/// judges and acts while `leading` is set, so one replica decides.
+pub async fn run_while_leading(
+    routing: Arc<RoutingHandle>,
+    policy: RollbackConfig,
+    alerter: Alerter,
+    counter: Arc<dyn RollbackCounter>,
+    leading: Arc<std::sync::atomic::AtomicBool>,
+) {
     let mut changes = routing.subscribe();
     let mut last = weights(&routing.snapshot());
     let mut watch: Option<Watch> = None;
@@ -223,6 +236,9 @@ pub async fn run(
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Closed) => return,
             }
+        }
+        if !leading.load(std::sync::atomic::Ordering::Relaxed) {
+            continue;
         }
         let Some(w) = watch.as_mut() else { continue };
         if Instant::now() > w.until {

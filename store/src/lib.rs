@@ -9,6 +9,7 @@
 //! correctly as text on both engines.
 
 pub mod audit;
+mod leader;
 pub mod migrate;
 pub mod rollouts;
 pub mod routing;
@@ -20,6 +21,7 @@ use sqlx::AnyPool;
 use sqlx::any::AnyPoolOptions;
 
 pub use audit::{AuditEntry, AuditQuery, AuditRecord};
+pub use leader::Leadership;
 pub use migrate::{MigrationSet, Migrator, StatusLine, StepState};
 pub use rollouts::{FenceRecord, RolloutRecord};
 pub use routing::{DeploymentRecord, PoolRecord, RoutingRecord};

@@ -61,6 +61,7 @@ backends = ["127.0.0.1:9011"]
         .await
         .unwrap();
     let state = AdminState {
+        leading: Arc::new(std::sync::atomic::AtomicBool::new(true)),
         routing: Arc::clone(&routing),
         store: store.clone(),
         tokens: Arc::new(TokenSet::load(&config.admin.tokens).unwrap()),

@@ -96,3 +96,95 @@ async fn replicas_follow_each_others_changes_and_conflicts_are_refused() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+async fn leads(c: &TestClient, admin: std::net::SocketAddr) -> bool {
+    let (_, _, status) = get(c, &format!("http://{admin}/api/v1/status"), &[]).await;
+    let v: serde_json::Value = serde_json::from_str(&status).unwrap();
+    v["leader"].as_bool().unwrap()
+}
+
+async fn post(c: &TestClient, url: String, body: &str) -> (u16, String) {
+    let req = http::Request::post(url)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body.to_owned())))
+        .unwrap();
+    let res = c.request(req).await.unwrap();
+    let status = res.status().as_u16();
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// One replica leads the rollout controller (a PostgreSQL advisory lock);
+/// the other refuses rollout requests; when the leader dies mid-rollout,
+/// the other takes over within seconds and continues the stored rollout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_takes_over_a_rollout_when_the_leader_dies() {
+    let server = pg::PgServer::start();
+    let url = server.database("sluice_leader").await;
+    let store = sluice_store::Store::connect(&url).await.unwrap();
+    store.migrate_up().await.unwrap();
+    store.close().await;
+    let blue = spawn_backend("blue", "v1", any_addr()).await.unwrap();
+    let green = spawn_backend("green", "v2", any_addr()).await.unwrap();
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let config = |dir: &std::path::Path| {
+        config_for(dir, blue.addr, green.addr, 100).replace(
+            &format!("url = \"sqlite://{}\"", dir.join("sluice.db").display()),
+            &format!("url = \"{url}\""),
+        )
+    };
+    let mut a = Running::start(dir_a.path(), &config(dir_a.path()), &[]);
+    let c = client();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !leads(&c, a.admin).await {
+        assert!(Instant::now() < deadline, "A never became the leader");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let b = Running::start(dir_b.path(), &config(dir_b.path()), &[]);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!leads(&c, b.admin).await, "two leaders");
+
+    let rollout = r#"{"from": "blue", "to": "green", "steps": [{"weight": 20}, {"pause": true}, {"weight": 100}],
+        "health_gate": "10s", "post_promotion": "0s"}"#;
+    let (status, body) = post(&c, format!("http://{}/api/v1/rollouts", b.admin), rollout).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("not-leader"), "{body}");
+    let (status, body) = post(&c, format!("http://{}/api/v1/rollouts", a.admin), rollout).await;
+    assert_eq!(status, 200, "{body}");
+    let paused = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, _, current) = get(&c, &format!("http://{}/api/v1/rollouts/current", a.admin), &[]).await;
+        if current.contains("\"state\":\"paused\"") {
+            break;
+        }
+        assert!(Instant::now() < paused, "{current}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The stored state says paused; then the leader dies without a word.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    a.child.kill().unwrap();
+    a.child.wait().unwrap();
+    let died = Instant::now();
+    while !leads(&c, b.admin).await {
+        assert!(died.elapsed() < Duration::from_secs(10), "B never took over");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!("B took over {:?} after A died", died.elapsed());
+    // B continues the rollout from its stored gate and completes it.
+    let resumed = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, _, current) = get(&c, &format!("http://{}/api/v1/rollouts/current", b.admin), &[]).await;
+        if current.contains("\"state\":\"paused\"") {
+            break;
+        }
+        assert!(Instant::now() < resumed, "B did not resume the rollout: {current}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, body) = post(&c, format!("http://{}/api/v1/rollouts/current/promote", b.admin), "").await;
+    assert_eq!(status, 200, "{body}");
+    let done = Instant::now() + Duration::from_secs(15);
+    while blue_weight(&c, b.admin).await != 0 {
+        assert!(Instant::now() < done, "the resumed rollout never completed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

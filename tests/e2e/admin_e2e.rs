@@ -374,7 +374,11 @@ async fn secrets_never_appear_in_the_logs_at_trace_level() {
 /// the schema. `.ci/run` installs it; elsewhere the test says it did not run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schemathesis_finds_no_server_errors_and_no_schema_violations() {
-    if std::process::Command::new("st").arg("--version").output().is_err() {
+    if std::process::Command::new("schemathesis")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
         assert!(
             std::env::var_os("SLUICE_REQUIRE_SCHEMATHESIS").is_none(),
             "schemathesis is required here but not installed"
@@ -397,7 +401,7 @@ async fn schemathesis_finds_no_server_errors_and_no_schema_violations() {
     let spec = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/admin-api.yaml");
     let url = format!("http://{}", sluice.admin);
     let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new("st")
+        std::process::Command::new("schemathesis")
             .arg("run")
             .arg(spec)
             .args(["--url", &url, "-H", "Authorization: Bearer schema-token"])

@@ -116,10 +116,18 @@ pub async fn serve_config(config: Config, options: RunOptions) -> Result<(), App
         },
     );
     load_fences(&store, &routing).await;
-    let rollouts = Arc::new(sluice_control::rollout::Engine::new(
-        Arc::clone(&routing),
-        Arc::new(recorder),
-    ));
+    let peers = Arc::new(sluice_control::cluster::PeerWindows::default());
+    if store.engine() == Engine::Postgres {
+        tokio::spawn(crate::state::share_windows(
+            store.clone(),
+            Arc::clone(&routing),
+            Arc::clone(&peers),
+            config.rollback.window,
+        ));
+    }
+    let rollouts = Arc::new(
+        sluice_control::rollout::Engine::new(Arc::clone(&routing), Arc::new(recorder)).with_peers(Arc::clone(&peers)),
+    );
     let defaults = rollout_defaults(&config)?;
     // One process owns a SQLite store; replicas on PostgreSQL elect one
     // leader for the rollout controller and the rollback guard.
@@ -155,6 +163,7 @@ pub async fn serve_config(config: Config, options: RunOptions) -> Result<(), App
         alerter.clone(),
         Arc::new(GuardMetrics(Arc::clone(&metrics))),
         leading,
+        peers,
     ));
     let health_configs = config
         .pools

@@ -258,3 +258,60 @@ async fn sync_once(store: &Store, routing: &RoutingHandle, config_specs: &[PoolS
     }
     Ok(())
 }
+
+/// Every second: writes this replica's window of each pool to the shared
+/// store, and reads the other replicas' (written in the last 3 s) into
+/// `peers`, so the leader judges all the traffic.
+pub async fn share_windows(
+    store: Store,
+    routing: Arc<RoutingHandle>,
+    peers: Arc<sluice_control::cluster::PeerWindows>,
+    span: std::time::Duration,
+) {
+    let replica = format!("{:016x}", rand::random::<u64>());
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let now_ms = i64::try_from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_millis(),
+        )
+        .unwrap_or(i64::MAX);
+        let table = routing.snapshot();
+        let now = tokio::time::Instant::now();
+        for pool in table.pools() {
+            let snap = pool.stats.window.snapshot(now, span);
+            let record = sluice_store::WindowRecord {
+                replica: replica.clone(),
+                pool: pool.name.to_string(),
+                requests: i64::try_from(snap.requests).unwrap_or(i64::MAX),
+                errors: i64::try_from(snap.errors).unwrap_or(i64::MAX),
+                upstream_failures: i64::try_from(snap.upstream_failures).unwrap_or(i64::MAX),
+                latency: snap.latency_counts().to_vec(),
+            };
+            if let Err(e) = store.publish_window(&record, now_ms).await {
+                warn!(error = %e, "could not share this replica's window");
+            }
+        }
+        match store.peer_windows(&replica, now_ms - 3000).await {
+            Ok(records) => {
+                let mut by_pool: std::collections::HashMap<String, sluice_proxy::window::WindowSnapshot> =
+                    std::collections::HashMap::new();
+                for r in records {
+                    let snap = sluice_proxy::window::WindowSnapshot::from_parts(
+                        span,
+                        u64::try_from(r.requests).unwrap_or(0),
+                        u64::try_from(r.errors).unwrap_or(0),
+                        u64::try_from(r.upstream_failures).unwrap_or(0),
+                        r.latency,
+                    );
+                    by_pool.entry(r.pool).and_modify(|s| s.merge(&snap)).or_insert(snap);
+                }
+                peers.set(by_pool);
+            }
+            Err(e) => warn!(error = %e, "could not read the other replicas' windows"),
+        }
+    }
+}

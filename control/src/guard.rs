@@ -188,17 +188,20 @@ pub async fn run(
     counter: Arc<dyn RollbackCounter>,
 ) {
     let always = Arc::new(std::sync::atomic::AtomicBool::new(true));
-    run_while_leading(routing, policy, alerter, counter, always).await;
+    let alone = Arc::new(crate::cluster::PeerWindows::default());
+    run_while_leading(routing, policy, alerter, counter, always, alone).await;
 }
 
 /// [`run`] on one of several replicas: it follows every change, but only
-/// judges and acts while `leading` is set, so one replica decides.
+/// judges and acts while `leading` is set, so one replica decides, on its
+/// own traffic plus the other replicas' windows (`peers`).
 pub async fn run_while_leading(
     routing: Arc<RoutingHandle>,
     policy: RollbackConfig,
     alerter: Alerter,
     counter: Arc<dyn RollbackCounter>,
     leading: Arc<std::sync::atomic::AtomicBool>,
+    peers: Arc<crate::cluster::PeerWindows>,
 ) {
     let mut changes = routing.subscribe();
     let mut last = weights(&routing.snapshot());
@@ -252,12 +255,13 @@ pub async fn run_while_leading(
             watch = None;
             continue;
         };
-        let candidate = pool.stats.window.snapshot(now, policy.window);
-        let stable = w
-            .stable
-            .as_deref()
-            .and_then(|s| table.pool(s))
-            .map(|p| p.stats.window.snapshot(now, policy.window));
+        let mut candidate = pool.stats.window.snapshot(now, policy.window);
+        peers.add_to(&w.candidate, &mut candidate);
+        let stable = w.stable.as_deref().and_then(|s| table.pool(s)).map(|p| {
+            let mut snap = p.stats.window.snapshot(now, policy.window);
+            peers.add_to(&p.name, &mut snap);
+            snap
+        });
         match judge(&w.candidate, &candidate, stable.as_ref(), &policy) {
             Verdict::Breach { kind, reason } => {
                 w.breaches += 1;

@@ -5,6 +5,7 @@
 //! [`hooks`] and [`smoke`] checks).
 
 pub mod alerts;
+pub mod cluster;
 pub mod files;
 pub mod guard;
 pub mod health;

@@ -252,6 +252,8 @@ struct Running {
 /// Starts rollouts and routes commands to the one running.
 pub struct Engine {
     routing: Arc<RoutingHandle>,
+    /// Other replicas' windows, added to this one's in every analysis.
+    peers: Arc<crate::cluster::PeerWindows>,
     sink: Arc<dyn RolloutSink>,
     current: Mutex<Option<Running>>,
     next_id: Mutex<u64>,
@@ -271,10 +273,17 @@ impl Engine {
     pub fn new(routing: Arc<RoutingHandle>, sink: Arc<dyn RolloutSink>) -> Self {
         Self {
             routing,
+            peers: Arc::default(),
             sink,
             current: Mutex::new(None),
             next_id: Mutex::new(1),
         }
+    }
+
+    /// Analyses with the other replicas' windows added (shared store).
+    pub fn with_peers(mut self, peers: Arc<crate::cluster::PeerWindows>) -> Self {
+        self.peers = peers;
+        self
     }
 
     /// Validates and starts a rollout; `request` is kept with it.
@@ -367,6 +376,7 @@ impl Engine {
         self.sink.transition(&snapshot);
         tokio::spawn(drive(
             Arc::clone(&self.routing),
+            Arc::clone(&self.peers),
             Arc::clone(&self.sink),
             Arc::clone(&status),
             rx,
@@ -402,6 +412,7 @@ struct Run {
     original: HashMap<String, u32>,
     /// What hooks are told; versions as they were at the start.
     context: HookContext,
+    peers: Arc<crate::cluster::PeerWindows>,
     /// The rollout changed weights: an abort must put them back.
     weighed: bool,
     /// `pre_switch` (the expand step) started: an abort runs `on_rollback`.
@@ -523,10 +534,13 @@ impl Run {
         }
         let now = Instant::now();
         let window = self.spec.analysis.window;
-        let to = table.pool(&self.spec.to)?.stats.window.snapshot(now, window);
-        let from = table
-            .pool(&self.spec.from)
-            .map(|p| p.stats.window.snapshot(now, window));
+        let mut to = table.pool(&self.spec.to)?.stats.window.snapshot(now, window);
+        self.peers.add_to(&self.spec.to, &mut to);
+        let from = table.pool(&self.spec.from).map(|p| {
+            let mut snap = p.stats.window.snapshot(now, window);
+            self.peers.add_to(&self.spec.from, &mut snap);
+            snap
+        });
         let verdict = match judge(&self.spec.to, &to, from.as_ref(), &self.spec.analysis) {
             Verdict::Healthy => compare(&self.spec, &to, from.as_ref()),
             other => other,
@@ -645,6 +659,7 @@ fn compare(spec: &RolloutSpec, to: &WindowSnapshot, from: Option<&WindowSnapshot
 
 async fn drive(
     routing: Arc<RoutingHandle>,
+    peers: Arc<crate::cluster::PeerWindows>,
     sink: Arc<dyn RolloutSink>,
     status: Arc<Mutex<Status>>,
     commands: mpsc::UnboundedReceiver<Command>,
@@ -678,6 +693,7 @@ async fn drive(
         spec,
         original,
         context,
+        peers,
         weighed: resume_at.is_some(),
         expanded: resume_at.is_some(),
     };

@@ -225,6 +225,42 @@ impl WindowSnapshot {
         None
     }
 
+    /// The latency histogram's counts, slot by slot (for sharing a window
+    /// with other replicas).
+    pub fn latency_counts(&self) -> &[u64] {
+        &self.latency
+    }
+
+    /// A window received from another replica; a histogram of the wrong
+    /// length is ignored rather than trusted.
+    pub fn from_parts(span: Duration, requests: u64, errors: u64, upstream_failures: u64, latency: Vec<u64>) -> Self {
+        let latency = if latency.len() == LATENCY_SLOTS {
+            latency
+        } else {
+            vec![0; LATENCY_SLOTS]
+        };
+        Self {
+            span,
+            requests,
+            errors,
+            upstream_failures,
+            latency,
+        }
+    }
+
+    /// Adds `other`'s counts (the same span on another replica).
+    pub fn merge(&mut self, other: &WindowSnapshot) {
+        self.requests += other.requests;
+        self.errors += other.errors;
+        self.upstream_failures += other.upstream_failures;
+        if self.latency.len() < other.latency.len() {
+            self.latency.resize(other.latency.len(), 0);
+        }
+        for (mine, theirs) in self.latency.iter_mut().zip(&other.latency) {
+            *mine += theirs;
+        }
+    }
+
     /// Counts only, for tests of decisions that do not need latencies.
     pub fn from_counts(requests: u64, errors: u64, span: Duration) -> Self {
         Self {

@@ -13,6 +13,7 @@ mod leader;
 pub mod migrate;
 pub mod rollouts;
 pub mod routing;
+mod windows;
 
 use std::sync::Once;
 use std::time::SystemTime;
@@ -25,6 +26,7 @@ pub use leader::Leadership;
 pub use migrate::{MigrationSet, Migrator, StatusLine, StepState};
 pub use rollouts::{FenceRecord, RolloutRecord};
 pub use routing::{DeploymentRecord, PoolRecord, RoutingRecord};
+pub use windows::WindowRecord;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Engine {

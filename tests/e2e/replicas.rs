@@ -188,3 +188,57 @@ async fn a_follower_takes_over_a_rollout_when_the_leader_dies() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// The leader judges all the traffic: a canary failing only on the other
+/// replica (the leader itself serves nothing) is rolled back by the leader
+/// from the windows the replicas share through the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_rolls_back_on_traffic_seen_by_another_replica() {
+    let server = pg::PgServer::start();
+    let url = server.database("sluice_cluster_windows").await;
+    let store = sluice_store::Store::connect(&url).await.unwrap();
+    store.migrate_up().await.unwrap();
+    store.close().await;
+    let blue = spawn_backend("blue", "v1", any_addr()).await.unwrap();
+    let green = spawn_backend("green", "v2", any_addr()).await.unwrap();
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let config = |dir: &std::path::Path| {
+        config_for(dir, blue.addr, green.addr, 100).replace(
+            &format!("url = \"sqlite://{}\"", dir.join("sluice.db").display()),
+            &format!("url = \"{url}\""),
+        )
+    };
+    let a = Running::start(dir_a.path(), &config(dir_a.path()), &[]);
+    let c = client();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !leads(&c, a.admin).await {
+        assert!(Instant::now() < deadline, "A never became the leader");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let b = Running::start(dir_b.path(), &config(dir_b.path()), &[]);
+    green.knobs.set_error_rate(0.5);
+    assert_eq!(put_weights(&c, a.admin, 50).await, 200);
+    // Traffic through B only, until the weights come back.
+    let started = Instant::now();
+    loop {
+        for _ in 0..20 {
+            get(&c, &format!("http://{}/", b.addr), &[]).await;
+        }
+        if blue_weight(&c, b.admin).await == 100 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the leader never rolled back"
+        );
+    }
+    eprintln!(
+        "rolled back {:?} after the failing traffic began (served by B only)",
+        started.elapsed()
+    );
+    let (_, _, audit) = get(&c, &format!("http://{}/api/v1/audit?action=rollback", a.admin), &[]).await;
+    assert!(
+        audit.contains("\"actor\":\"sluice\"") && audit.contains("green error ratio"),
+        "{audit}"
+    );
+}

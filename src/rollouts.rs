@@ -97,6 +97,21 @@ impl Writer {
             _ => 0,
         };
         let state = status.phase.name();
+        // The fence is stored before the rollout shows as completed.
+        if status.phase == Phase::Completed
+            && let Some(fence) = &status.fence
+        {
+            let record = FenceRecord {
+                pool: fence.pool.clone(),
+                version: fence.version.clone(),
+                reason: fence.reason.clone(),
+                rollout_id: Some(id),
+                created_at: sluice_store::now(),
+            };
+            if let Err(e) = self.store.add_fence(&record).await {
+                warn!(error = %e, "could not store the contract fence; it holds until restart");
+            }
+        }
         if let Err(e) = self
             .store
             .update_rollout(id, state, step, &status.reason, status.phase.finished())
@@ -113,20 +128,6 @@ impl Writer {
             ..Default::default()
         })
         .await;
-        if status.phase == Phase::Completed
-            && let Some(fence) = &status.fence
-        {
-            let record = FenceRecord {
-                pool: fence.pool.clone(),
-                version: fence.version.clone(),
-                reason: fence.reason.clone(),
-                rollout_id: Some(id),
-                created_at: sluice_store::now(),
-            };
-            if let Err(e) = self.store.add_fence(&record).await {
-                warn!(error = %e, "could not store the contract fence; it holds until restart");
-            }
-        }
         let kind = match status.phase {
             Phase::Aborted if status.reason.contains("smoke check failed") => "rollout-smoke-failed",
             Phase::Aborted if status.reason.contains(" hook ") => "rollout-hook-failed",

@@ -105,8 +105,16 @@ async fn a_healthy_canary_promotes_itself() {
             "green"
         );
     }
-    let (_, list) = call(&c, "GET", format!("http://{}/api/v1/rollouts", sluice.admin), "").await;
-    assert_eq!(list["rollouts"][0]["state"], "completed", "{list}");
+    // The history is written by a queue behind the engine: it catches up.
+    let stored = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, list) = call(&c, "GET", format!("http://{}/api/v1/rollouts", sluice.admin), "").await;
+        if list["rollouts"][0]["state"] == "completed" {
+            break;
+        }
+        assert!(Instant::now() < stored, "{list}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let (_, _, scrape) = get(&c, &format!("http://{}/metrics", sluice.admin), &[]).await;
     assert!(
         scrape.contains("sluice_rollout_state{state=\"completed\"} 1"),

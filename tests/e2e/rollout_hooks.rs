@@ -60,15 +60,24 @@ fn fast(mut body: Value) -> Value {
     body
 }
 
+/// The audit rows of `action`, once there is one: rollout records are
+/// written by a queue behind the engine, so they may trail its state.
 async fn audit(c: &TestClient, sluice: &Running, action: &str) -> Vec<Value> {
-    let (_, a) = call(
-        c,
-        "GET",
-        format!("http://{}/api/v1/audit?action={action}", sluice.admin),
-        "",
-    )
-    .await;
-    a["entries"].as_array().unwrap().clone()
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, a) = call(
+            c,
+            "GET",
+            format!("http://{}/api/v1/audit?action={action}", sluice.admin),
+            "",
+        )
+        .await;
+        let rows = a["entries"].as_array().unwrap().clone();
+        if !rows.is_empty() || tokio::time::Instant::now() > deadline {
+            return rows;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -140,7 +149,17 @@ async fn after_the_contract_step_rollback_is_refused_unless_forced() {
     let (status, refused) = start(&c, &sluice, &reverse).await;
     assert_eq!((status, refused["error"]["code"].as_str()), (409, Some("contracted")));
 
-    // The fence survives a restart.
+    // The fence survives a restart (once the history shows the rollout
+    // completed, the fence is stored: it is written first).
+    let stored = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, list) = call(&c, "GET", format!("http://{}/api/v1/rollouts", sluice.admin), "").await;
+        if list["rollouts"][0]["state"] == "completed" {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < stored, "{list}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     drop(sluice);
     let sluice = Running::start(dir.path(), &text, &[]);
     let weights_url = format!("http://{}/api/v1/weights", sluice.admin);

@@ -1,5 +1,8 @@
 //! `/health/live` (the process answers) and `/health/ready` (a routing table
-//! that can serve, and a reachable store).
+//! that can serve, the first health round done, and an embedded store that
+//! answers). A shared PostgreSQL store that is down does not make a replica
+//! unready: traffic must keep flowing on the last routing table while
+//! changes wait (`sluice_store_up` and its alert say so).
 
 use axum::Json;
 use axum::extract::State;
@@ -17,7 +20,8 @@ pub(crate) async fn ready(State(state): State<AdminState>) -> (StatusCode, Json<
     let routable = table.pools().iter().any(|p| p.weight > 0 && !p.backends.is_empty());
     let store = state.store.ping().await;
     let probed = state.health_ready.load(std::sync::atomic::Ordering::Acquire);
-    let ready = routable && store && probed;
+    let store_needed = state.store.engine() == sluice_store::Engine::Sqlite;
+    let ready = routable && probed && (store || !store_needed);
     let status = if ready {
         StatusCode::OK
     } else {

@@ -127,6 +127,19 @@ pub(crate) async fn scrape(State(state): State<AdminState>, req: Request) -> Res
     if let Some(rollout) = state.rollouts.current() {
         body.extend_from_slice(rollout_families(&rollout).as_bytes());
     }
+    // Asked at scrape time: a shared store can go away while traffic flows.
+    let up = u8::from(state.store.ping().await);
+    let leader = u8::from(state.leading.load(std::sync::atomic::Ordering::Relaxed));
+    for (name, help, value) in [
+        ("sluice_store_up", "1 when the store answers a query.", up),
+        (
+            "sluice_leader",
+            "1 on the replica that runs rollouts and rollback decisions.",
+            leader,
+        ),
+    ] {
+        body.extend_from_slice(format!("# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n").as_bytes());
+    }
     ([(CONTENT_TYPE, prometheus::TEXT_FORMAT)], body).into_response()
 }
 

@@ -111,6 +111,9 @@ impl Store {
                 Engine::Sqlite => 1,
                 Engine::Postgres => 8,
             })
+            // A store that is down refuses changes within seconds (503)
+            // instead of holding the caller for sqlx's default 30 s.
+            .acquire_timeout(std::time::Duration::from_secs(3))
             .connect(&url)
             .await
             .map_err(|source| StoreError::Connect {

@@ -242,3 +242,87 @@ async fn the_leader_rolls_back_on_traffic_seen_by_another_replica() {
         "{audit}"
     );
 }
+
+/// PostgreSQL stopped under load: the replica keeps serving on its last
+/// routing table with no failed request, stays ready, says the store is
+/// down (metric), refuses changes with 503, and takes changes again once
+/// the database is back, without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traffic_keeps_flowing_while_postgres_is_down() {
+    use crate::common::load::{Tally, start_load};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let server = pg::PgServer::start();
+    let url = server.database("sluice_pg_down").await;
+    let store = sluice_store::Store::connect(&url).await.unwrap();
+    store.migrate_up().await.unwrap();
+    store.close().await;
+    let blue = spawn_backend("blue", "v1", any_addr()).await.unwrap();
+    let green = spawn_backend("green", "v2", any_addr()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let text = config_for(dir.path(), blue.addr, green.addr, 100).replace(
+        &format!("url = \"sqlite://{}\"", dir.path().join("sluice.db").display()),
+        &format!("url = \"{url}\""),
+    );
+    let a = Running::start(dir.path(), &text, &[]);
+    let c = client();
+    let tally = Arc::new(Tally::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = start_load(
+        &format!("http://{}/", a.addr),
+        16,
+        2,
+        &tally,
+        &Arc::new(AtomicBool::new(false)),
+        &stop,
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    tokio::task::block_in_place(|| server.halt());
+    let down = Instant::now();
+    let metric = |text: &str, name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .map(str::trim)
+            .map(str::to_owned)
+    };
+    loop {
+        let (_, _, scrape) = get(&c, &format!("http://{}/metrics", a.admin), &[]).await;
+        if metric(&scrape, "sluice_store_up").as_deref() == Some("0") {
+            break;
+        }
+        assert!(
+            down.elapsed() < Duration::from_secs(10),
+            "sluice_store_up never went to 0"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (ready, _, body) = get(&c, &format!("http://{}/health/ready", a.admin), &[]).await;
+    assert_eq!(
+        ready, 200,
+        "a replica must stay ready while the shared store is down: {body}"
+    );
+    let asked = Instant::now();
+    assert_eq!(put_weights(&c, a.admin, 50).await, 503, "a change without a store");
+    eprintln!("a change with the store down answered 503 in {:?}", asked.elapsed());
+    // Ten seconds without the database, under load.
+    while down.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::task::block_in_place(|| server.resume());
+    let back = Instant::now();
+    while put_weights(&c, a.admin, 50).await != 200 {
+        assert!(back.elapsed() < Duration::from_secs(20), "changes never worked again");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!("changes work again {:?} after PostgreSQL came back", back.elapsed());
+    stop.store(true, Ordering::Relaxed);
+    for t in load {
+        t.await.unwrap();
+    }
+    let (ok, failed) = (tally.ok(), tally.failed());
+    eprintln!("PostgreSQL down 10 s under load: {ok} requests served, {failed} failed");
+    assert!(ok > 1000, "only {ok} requests");
+    assert_eq!(failed, 0, "requests failed while the store was down");
+    assert_eq!(blue_weight(&c, a.admin).await, 50);
+}

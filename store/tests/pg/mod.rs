@@ -85,16 +85,44 @@ impl PgServer {
             &["-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"],
         );
         let port = free_port();
+        let server = PgServer { dir, bin, port };
+        server.resume();
+        server
+    }
+
+    /// Starts the server (again) on its port.
+    #[allow(dead_code)]
+    pub fn resume(&self) {
+        let data = self.dir.path().join("data");
         let opts = format!(
-            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
-            dir.path().display()
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            self.port,
+            self.dir.path().display()
         );
-        let log = dir.path().join("server.log");
+        let log = self.dir.path().join("server.log");
         run(
-            &bin.join("pg_ctl"),
-            &["-D", data, "-o", &opts, "-l", log.to_str().unwrap(), "-w", "start"],
+            &self.bin.join("pg_ctl"),
+            &[
+                "-D",
+                data.to_str().unwrap(),
+                "-o",
+                &opts,
+                "-l",
+                log.to_str().unwrap(),
+                "-w",
+                "start",
+            ],
         );
-        PgServer { dir, bin, port }
+    }
+
+    /// Stops the server at once (clients see their connections drop).
+    #[allow(dead_code)]
+    pub fn halt(&self) {
+        let data = self.dir.path().join("data");
+        run(
+            &self.bin.join("pg_ctl"),
+            &["-D", data.to_str().unwrap(), "-m", "immediate", "-w", "stop"],
+        );
     }
 
     pub fn url(&self, db: &str) -> String {

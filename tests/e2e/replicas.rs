@@ -16,6 +16,28 @@ use tokio::time::Instant;
 use crate::common::running::{Running, config_for};
 use crate::common::*;
 
+/// A migrated database on a throwaway PostgreSQL, and blue and green demo
+/// backends.
+async fn cluster(database: &str) -> (pg::PgServer, String, DemoBackend, DemoBackend) {
+    let server = pg::PgServer::start();
+    let url = server.database(database).await;
+    let store = sluice_store::Store::connect(&url).await.unwrap();
+    store.migrate_up().await.unwrap();
+    store.close().await;
+    let blue = spawn_backend("blue", "v1", any_addr()).await.unwrap();
+    let green = spawn_backend("green", "v2", any_addr()).await.unwrap();
+    (server, url, blue, green)
+}
+
+/// A replica's config (blue at 100%) on the shared store `url`, its other
+/// files in `dir`.
+fn replica_config(dir: &std::path::Path, url: &str, blue: &DemoBackend, green: &DemoBackend) -> String {
+    config_for(dir, blue.addr, green.addr, 100).replace(
+        &format!("url = \"sqlite://{}\"", dir.join("sluice.db").display()),
+        &format!("url = \"{url}\""),
+    )
+}
+
 async fn put_weights(c: &TestClient, admin: std::net::SocketAddr, blue: u32) -> u16 {
     let body = format!(r#"{{"weights": {{"blue": {blue}, "green": {}}}}}"#, 100 - blue);
     let req = http::Request::put(format!("http://{admin}/api/v1/weights"))
@@ -36,20 +58,9 @@ async fn blue_weight(c: &TestClient, admin: std::net::SocketAddr) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_follow_each_others_changes_and_conflicts_are_refused() {
-    let server = pg::PgServer::start();
-    let url = server.database("sluice_replicas").await;
-    let store = sluice_store::Store::connect(&url).await.unwrap();
-    store.migrate_up().await.unwrap();
-    store.close().await;
-    let blue = spawn_backend("blue", "v1", any_addr()).await.unwrap();
-    let green = spawn_backend("green", "v2", any_addr()).await.unwrap();
+    let (_server, url, blue, green) = cluster("sluice_replicas").await;
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let config = |dir: &std::path::Path| {
-        config_for(dir, blue.addr, green.addr, 100).replace(
-            &format!("url = \"sqlite://{}\"", dir.join("sluice.db").display()),
-            &format!("url = \"{url}\""),
-        )
-    };
+    let config = |dir: &std::path::Path| replica_config(dir, &url, &blue, &green);
     let a = Running::start(dir_a.path(), &config(dir_a.path()), &[]);
     let b = Running::start(dir_b.path(), &config(dir_b.path()), &[]);
     let c = client();
@@ -119,20 +130,9 @@ async fn post(c: &TestClient, url: String, body: &str) -> (u16, String) {
 /// the other takes over within seconds and continues the stored rollout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follower_takes_over_a_rollout_when_the_leader_dies() {
-    let server = pg::PgServer::start();
-    let url = server.database("sluice_leader").await;
-    let store = sluice_store::Store::connect(&url).await.unwrap();
-    store.migrate_up().await.unwrap();
-    store.close().await;
-    let blue = spawn_backend("blue", "v1", any_addr()).await.unwrap();
-    let green = spawn_backend("green", "v2", any_addr()).await.unwrap();
+    let (_server, url, blue, green) = cluster("sluice_leader").await;
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let config = |dir: &std::path::Path| {
-        config_for(dir, blue.addr, green.addr, 100).replace(
-            &format!("url = \"sqlite://{}\"", dir.join("sluice.db").display()),
-            &format!("url = \"{url}\""),
-        )
-    };
+    let config = |dir: &std::path::Path| replica_config(dir, &url, &blue, &green);
     let mut a = Running::start(dir_a.path(), &config(dir_a.path()), &[]);
     let c = client();
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -194,20 +194,9 @@ async fn a_follower_takes_over_a_rollout_when_the_leader_dies() {
 /// from the windows the replicas share through the store.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_leader_rolls_back_on_traffic_seen_by_another_replica() {
-    let server = pg::PgServer::start();
-    let url = server.database("sluice_cluster_windows").await;
-    let store = sluice_store::Store::connect(&url).await.unwrap();
-    store.migrate_up().await.unwrap();
-    store.close().await;
-    let blue = spawn_backend("blue", "v1", any_addr()).await.unwrap();
-    let green = spawn_backend("green", "v2", any_addr()).await.unwrap();
+    let (_server, url, blue, green) = cluster("sluice_cluster_windows").await;
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let config = |dir: &std::path::Path| {
-        config_for(dir, blue.addr, green.addr, 100).replace(
-            &format!("url = \"sqlite://{}\"", dir.join("sluice.db").display()),
-            &format!("url = \"{url}\""),
-        )
-    };
+    let config = |dir: &std::path::Path| replica_config(dir, &url, &blue, &green);
     let a = Running::start(dir_a.path(), &config(dir_a.path()), &[]);
     let c = client();
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -252,19 +241,9 @@ async fn traffic_keeps_flowing_while_postgres_is_down() {
     use crate::common::load::{Tally, start_load};
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
-    let server = pg::PgServer::start();
-    let url = server.database("sluice_pg_down").await;
-    let store = sluice_store::Store::connect(&url).await.unwrap();
-    store.migrate_up().await.unwrap();
-    store.close().await;
-    let blue = spawn_backend("blue", "v1", any_addr()).await.unwrap();
-    let green = spawn_backend("green", "v2", any_addr()).await.unwrap();
+    let (server, url, blue, green) = cluster("sluice_pg_down").await;
     let dir = tempfile::tempdir().unwrap();
-    let text = config_for(dir.path(), blue.addr, green.addr, 100).replace(
-        &format!("url = \"sqlite://{}\"", dir.path().join("sluice.db").display()),
-        &format!("url = \"{url}\""),
-    );
-    let a = Running::start(dir.path(), &text, &[]);
+    let a = Running::start(dir.path(), &replica_config(dir.path(), &url, &blue, &green), &[]);
     let c = client();
     let tally = Arc::new(Tally::default());
     let stop = Arc::new(AtomicBool::new(false));

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::process::Command;
 
-use crate::common::running::{Running, SLUICE};
+use crate::common::running::{Running, SLUICE, config_for};
 use crate::common::*;
 
 fn ctl(admin: SocketAddr, token: &str, args: &[&str]) -> (i32, String, String) {
@@ -114,13 +114,7 @@ async fn ctl_runs_a_rollout_through_a_gate() {
     let blue = spawn_backend("blue", "v1", any_addr()).await.unwrap();
     let green = spawn_backend("green", "v2", any_addr()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let config = format!(
-        "[proxy]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[store]\nurl = \"sqlite://{d}/sluice.db\"\n{}{}",
-        pool_toml("blue", 100, &[blue.addr]),
-        pool_toml("green", 0, &[green.addr]),
-        d = dir.path().display()
-    );
-    let sluice = Running::start(dir.path(), &config, &[]);
+    let sluice = Running::start(dir.path(), &config_for(dir.path(), blue.addr, green.addr, 100), &[]);
     let (code, out, err) = ctl(
         sluice.admin,
         "",
@@ -176,13 +170,7 @@ async fn ctl_dry_runs_a_rollout_from_a_spec_file() {
     let blue = spawn_backend("blue", "v1", any_addr()).await.unwrap();
     let green = spawn_backend("green", "v2", any_addr()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let config = format!(
-        "[proxy]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[store]\nurl = \"sqlite://{d}/sluice.db\"\n{}{}",
-        pool_toml("blue", 100, &[blue.addr]),
-        pool_toml("green", 0, &[green.addr]),
-        d = dir.path().display()
-    );
-    let sluice = Running::start(dir.path(), &config, &[]);
+    let sluice = Running::start(dir.path(), &config_for(dir.path(), blue.addr, green.addr, 100), &[]);
     let spec = dir.path().join("rollout.json");
     std::fs::write(
         &spec,

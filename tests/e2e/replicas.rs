@@ -38,6 +38,19 @@ fn replica_config(dir: &std::path::Path, url: &str, blue: &DemoBackend, green: &
     )
 }
 
+/// Polls `url` until its body contains `needle` (10 s deadline).
+async fn wait_for(c: &TestClient, url: String, needle: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, _, body) = get(c, &url, &[]).await;
+        if body.contains(needle) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{url} never showed {needle}: {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 async fn put_weights(c: &TestClient, admin: std::net::SocketAddr, blue: u32) -> u16 {
     let body = format!(r#"{{"weights": {{"blue": {blue}, "green": {}}}}}"#, 100 - blue);
     let req = http::Request::put(format!("http://{admin}/api/v1/weights"))
@@ -151,17 +164,19 @@ async fn a_follower_takes_over_a_rollout_when_the_leader_dies() {
     assert!(body.contains("not-leader"), "{body}");
     let (status, body) = post(&c, format!("http://{}/api/v1/rollouts", a.admin), rollout).await;
     assert_eq!(status, 200, "{body}");
-    let paused = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (_, _, current) = get(&c, &format!("http://{}/api/v1/rollouts/current", a.admin), &[]).await;
-        if current.contains("\"state\":\"paused\"") {
-            break;
-        }
-        assert!(Instant::now() < paused, "{current}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    // The stored state says paused; then the leader dies without a word.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_for(
+        &c,
+        format!("http://{}/api/v1/rollouts/current", a.admin),
+        "\"state\":\"paused\"",
+    )
+    .await;
+    // Once the stored history says paused too, the leader dies without a word.
+    wait_for(
+        &c,
+        format!("http://{}/api/v1/rollouts", a.admin),
+        "\"state\":\"paused\"",
+    )
+    .await;
     a.child.kill().unwrap();
     a.child.wait().unwrap();
     let died = Instant::now();
@@ -171,15 +186,12 @@ async fn a_follower_takes_over_a_rollout_when_the_leader_dies() {
     }
     eprintln!("B took over {:?} after A died", died.elapsed());
     // B continues the rollout from its stored gate and completes it.
-    let resumed = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (_, _, current) = get(&c, &format!("http://{}/api/v1/rollouts/current", b.admin), &[]).await;
-        if current.contains("\"state\":\"paused\"") {
-            break;
-        }
-        assert!(Instant::now() < resumed, "B did not resume the rollout: {current}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for(
+        &c,
+        format!("http://{}/api/v1/rollouts/current", b.admin),
+        "\"state\":\"paused\"",
+    )
+    .await;
     let (status, body) = post(&c, format!("http://{}/api/v1/rollouts/current/promote", b.admin), "").await;
     assert_eq!(status, 200, "{body}");
     let done = Instant::now() + Duration::from_secs(15);

@@ -74,6 +74,20 @@ pub(crate) async fn wait_state(c: &TestClient, sluice: &Running, state: &str, wi
     }
 }
 
+/// Waits for the stored history (written by a queue behind the engine) to
+/// show the latest rollout in `state`.
+pub(crate) async fn wait_stored_state(c: &TestClient, sluice: &Running, state: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, list) = call(c, "GET", format!("http://{}/api/v1/rollouts", sluice.admin), "").await;
+        if list["rollouts"][0]["state"] == state {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{list}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 pub(crate) async fn weights(c: &TestClient, sluice: &Running) -> (u64, u64) {
     let (_, p) = call(c, "GET", format!("http://{}/api/v1/pools", sluice.admin), "").await;
     (
@@ -106,15 +120,7 @@ async fn a_healthy_canary_promotes_itself() {
         );
     }
     // The history is written by a queue behind the engine: it catches up.
-    let stored = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (_, list) = call(&c, "GET", format!("http://{}/api/v1/rollouts", sluice.admin), "").await;
-        if list["rollouts"][0]["state"] == "completed" {
-            break;
-        }
-        assert!(Instant::now() < stored, "{list}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_stored_state(&c, &sluice, "completed").await;
     let (_, _, scrape) = get(&c, &format!("http://{}/metrics", sluice.admin), &[]).await;
     assert!(
         scrape.contains("sluice_rollout_state{state=\"completed\"} 1"),

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use crate::common::running::Running;
 use crate::common::*;
-use crate::rollout_e2e::{FAST, blue_green_sluice, call, config, wait_state, weights};
+use crate::rollout_e2e::{FAST, blue_green_sluice, call, config, wait_state, wait_stored_state, weights};
 
 /// The application's database, as its own migrations would leave it.
 fn app_db(dir: &Path) -> String {
@@ -151,15 +151,7 @@ async fn after_the_contract_step_rollback_is_refused_unless_forced() {
 
     // The fence survives a restart (once the history shows the rollout
     // completed, the fence is stored: it is written first).
-    let stored = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let (_, list) = call(&c, "GET", format!("http://{}/api/v1/rollouts", sluice.admin), "").await;
-        if list["rollouts"][0]["state"] == "completed" {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < stored, "{list}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_stored_state(&c, &sluice, "completed").await;
     drop(sluice);
     let sluice = Running::start(dir.path(), &text, &[]);
     let weights_url = format!("http://{}/api/v1/weights", sluice.admin);

@@ -363,6 +363,12 @@ async fn lead(
                     held = None;
                     leading.store(false, std::sync::atomic::Ordering::Relaxed);
                     warn!("lost the leadership connection; another replica may lead now");
+                    // Another replica may take over: never drive it twice.
+                    engine.suspend(
+                        "suspended: this replica lost its connection to the store and with it the leadership; the \
+                         replica that leads next (this one again once PostgreSQL is reachable) continues the rollout \
+                         from its stored step",
+                    );
                 }
             }
         }

@@ -137,6 +137,7 @@ impl Writer {
             Phase::Monitoring => "rollout-promoted",
             Phase::PreChecks => "rollout-started",
             Phase::Step(_) => "rollout-step",
+            Phase::Suspended => "rollout-suspended",
         };
         self.alert(kind, id, status, &status.reason);
     }

@@ -77,6 +77,13 @@ pub struct AdminState {
 impl AdminState {
     /// Records a refused change (the only trace a rejected request leaves).
     pub(crate) async fn audit_rejection(&self, caller: &Caller, action: &str, target: &str, err: &ApiError) {
+        // Refused because the store is unreachable: the audit row could not
+        // be written either, and trying would hold the caller for another
+        // connection timeout. The log keeps it.
+        if err.code == "store-unavailable" {
+            tracing::warn!(actor = %caller.name, action, target, error = %err.message, "refused: the store is unreachable");
+            return;
+        }
         let entry = AuditEntry {
             actor: caller.name.to_string(),
             action: action.to_owned(),

@@ -24,6 +24,9 @@ use crate::hooks::{self, Hook, HookContext, HookOutcome, HookPoint, OnFailure};
 /// The actor recorded for the engine's own routing changes.
 pub const ROLLOUT_ACTOR: &str = "rollout";
 
+/// How often a step the store refused is tried again.
+const STORE_RETRY: Duration = Duration::from_secs(1);
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Step {
     /// Give `to` this share and hold it for a while, analysing.
@@ -145,6 +148,9 @@ pub enum Phase {
     Monitoring,
     Completed,
     Aborted,
+    /// Stopped here without an outcome: this replica lost the store or the
+    /// leadership. The stored record is where the leader continues from.
+    Suspended,
 }
 
 impl Phase {
@@ -156,11 +162,17 @@ impl Phase {
             Phase::Monitoring => "monitoring",
             Phase::Completed => "completed",
             Phase::Aborted => "aborted",
+            Phase::Suspended => "suspended",
         }
     }
 
     pub fn finished(&self) -> bool {
         matches!(self, Phase::Completed | Phase::Aborted)
+    }
+
+    /// Driven by this process right now.
+    pub fn active(&self) -> bool {
+        !self.finished() && *self != Phase::Suspended
     }
 }
 
@@ -247,6 +259,7 @@ pub enum RolloutError {
 struct Running {
     status: Arc<Mutex<Status>>,
     commands: mpsc::UnboundedSender<Command>,
+    task: tokio::task::AbortHandle,
 }
 
 /// Starts rollouts and routes commands to the one running.
@@ -343,7 +356,7 @@ impl Engine {
         let mut current = lock(&self.current);
         if let Some(r) = current.as_ref() {
             let s = lock(&r.status);
-            if !s.phase.finished() {
+            if s.phase.active() {
                 return Err(RolloutError::Busy(format!(
                     "{} → {}, {}",
                     s.spec.from,
@@ -374,15 +387,20 @@ impl Engine {
         let (tx, rx) = mpsc::unbounded_channel();
         let snapshot = lock(&status).clone();
         self.sink.transition(&snapshot);
-        tokio::spawn(drive(
+        let task = tokio::spawn(drive(
             Arc::clone(&self.routing),
             Arc::clone(&self.peers),
             Arc::clone(&self.sink),
             Arc::clone(&status),
             rx,
             resume_at,
-        ));
-        *current = Some(Running { status, commands: tx });
+        ))
+        .abort_handle();
+        *current = Some(Running {
+            status,
+            commands: tx,
+            task,
+        });
         Ok(snapshot)
     }
 
@@ -394,11 +412,28 @@ impl Engine {
     pub fn command(&self, command: Command) -> Result<Status, RolloutError> {
         let current = lock(&self.current);
         let running = current.as_ref().ok_or(RolloutError::NoneRunning)?;
-        if lock(&running.status).phase.finished() {
+        if !lock(&running.status).phase.active() {
             return Err(RolloutError::NoneRunning);
         }
         running.commands.send(command).map_err(|_| RolloutError::NoneRunning)?;
         Ok(lock(&running.status).clone())
+    }
+
+    /// Stops driving the running rollout without an outcome: no weight is
+    /// restored and nothing is stored (the store may be gone). Whichever
+    /// replica leads next continues it from the stored record; until then
+    /// its status here says why it stopped.
+    pub fn suspend(&self, reason: &str) {
+        let current = lock(&self.current);
+        let Some(running) = current.as_ref() else { return };
+        let mut status = lock(&running.status);
+        if !status.phase.active() {
+            return;
+        }
+        running.task.abort();
+        warn!(id = status.id, %reason, "rollout suspended");
+        status.phase = Phase::Suspended;
+        status.reason = reason.to_owned();
     }
 }
 
@@ -470,11 +505,37 @@ impl Run {
             .collect();
         weights.insert(self.spec.from.clone(), 100 - to_weight);
         weights.insert(self.spec.to.clone(), to_weight);
-        self.routing
-            .apply_weights_because(&weights, ROLLOUT_ACTOR, "rollout.step", Some(why), true)
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+        let before = lock(&self.status).reason.clone();
+        loop {
+            match self
+                .routing
+                .apply_weights_because(&weights, ROLLOUT_ACTOR, "rollout.step", Some(why), true)
+                .await
+            {
+                Ok(_) => break,
+                // The store is unreachable: a step that cannot be stored is
+                // not served, and giving up would need the store too. Wait.
+                Err(sluice_proxy::TableError::Persist(e)) => {
+                    let waiting = format!(
+                        "paused: the store is unreachable ({e}); {why} ({} at {to_weight}%) is retried every second",
+                        self.spec.to
+                    );
+                    warn!(reason = %waiting, "rollout waiting for the store");
+                    lock(&self.status).reason = waiting;
+                    tokio::select! {
+                        command = self.commands.recv() => {
+                            if matches!(command, Some(Command::Abort) | None) {
+                                return Err("aborted by an operator while the store was unreachable".into());
+                            }
+                        }
+                        () = tokio::time::sleep(STORE_RETRY) => {}
+                    }
+                }
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        lock(&self.status).reason = before;
+        Ok(())
     }
 
     /// Waits `hold` (forever when `None`: a gate), analysing `to` every
@@ -717,11 +778,16 @@ async fn drive(
     let steps = run.spec.steps.clone();
     let (mut i, mut already_held) = resume_at.unwrap_or_default();
     i = i.min(steps.len());
+    let mut resumed_step = resume_at.map(|_| i);
     while i < steps.len() {
         match &steps[i] {
             Step::Weight { weight, hold } => {
                 run.set(Phase::Step(i), format!("step {}: {} at {weight}%", i + 1, run.spec.to));
-                if let Err(e) = run.weigh(*weight, &format!("rollout step {}", i + 1)).await {
+                // A resumed step whose weights are already served was
+                // applied by the replica that stored it: not again.
+                let applied = resumed_step.take() == Some(i)
+                    && run.routing.snapshot().pool(&run.spec.to).map(|p| p.weight) == Some(*weight);
+                if !applied && let Err(e) = run.weigh(*weight, &format!("rollout step {}", i + 1)).await {
                     run.abort(format!("could not set the weights: {e}")).await;
                     return;
                 }

@@ -40,8 +40,13 @@ impl Store {
 }
 
 impl Leadership {
-    /// Whether the connection (and with it the lock) is still there.
+    /// Whether the connection (and with it the lock) is still there; a
+    /// server that does not answer within 3 s counts as gone, since another
+    /// replica may then get the lock.
     pub async fn still_held(&mut self) -> bool {
-        self.conn.ping().await.is_ok()
+        matches!(
+            tokio::time::timeout(std::time::Duration::from_secs(3), self.conn.ping()).await,
+            Ok(Ok(()))
+        )
     }
 }

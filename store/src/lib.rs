@@ -113,7 +113,7 @@ impl Store {
             })
             // A store that is down refuses changes within seconds (503)
             // instead of holding the caller for sqlx's default 30 s.
-            .acquire_timeout(std::time::Duration::from_secs(3))
+            .acquire_timeout(std::time::Duration::from_secs(2))
             .connect(&url)
             .await
             .map_err(|source| StoreError::Connect {

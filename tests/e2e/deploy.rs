@@ -38,6 +38,7 @@ fn kubernetes_manifests_parse_and_every_reference_exists() {
         "PodDisruptionBudget",
         "HorizontalPodAutoscaler",
         "NetworkPolicy",
+        "Job",
     ] {
         assert!(kinds.contains(kind), "no {kind}");
     }
@@ -120,6 +121,36 @@ fn kubernetes_manifests_parse_and_every_reference_exists() {
             "HorizontalPodAutoscaler" => {
                 let target = o["spec"]["scaleTargetRef"]["name"].as_str().unwrap();
                 assert!(deployments.contains(target), "HPA scales missing {target}");
+            }
+            // The migration Job runs a real `sluice migrate up` on the
+            // store Secret the replicas use.
+            "Job" => {
+                let job = &o["spec"]["template"]["spec"]["containers"][0];
+                let mut args = vec!["sluice".to_owned()];
+                args.extend(
+                    job["args"]
+                        .as_vec()
+                        .unwrap()
+                        .iter()
+                        .map(|a| a.as_str().unwrap().to_owned()),
+                );
+                assert_eq!(args[1..3], ["migrate", "up"], "{args:?}");
+                #[derive(clap::Parser)]
+                struct Sluice {
+                    #[command(subcommand)]
+                    migrate: Migrate,
+                }
+                #[derive(clap::Subcommand)]
+                enum Migrate {
+                    Migrate(sluice::migrate_cmd::MigrateArgs),
+                }
+                if let Err(e) = <Sluice as clap::Parser>::try_parse_from(&args) {
+                    panic!("the migration Job's args do not parse: {e}");
+                }
+                for e in job["env"].as_vec().unwrap() {
+                    let secret = e["valueFrom"]["secretKeyRef"]["name"].as_str().unwrap();
+                    assert!(secrets.contains(secret), "Job uses missing Secret {secret}");
+                }
             }
             _ => {}
         }

@@ -132,18 +132,10 @@ pub async fn serve_config(config: Config, options: RunOptions) -> Result<(), App
     // One process owns a SQLite store; replicas on PostgreSQL elect one
     // leader for the rollout controller and the rollback guard.
     let leading = Arc::new(AtomicBool::new(store.engine() == Engine::Sqlite));
-    if store.engine() == Engine::Sqlite {
-        resume_rollout(&store, &rollouts, &defaults).await;
-    } else {
-        tokio::spawn(lead(
-            store.clone(),
-            Arc::clone(&rollouts),
-            defaults.clone(),
-            Arc::clone(&leading),
-        ));
-    }
+    let replica = Arc::new(sluice_admin_api::ReplicaView::default());
     let admin_state = AdminState {
         leading: Arc::clone(&leading),
+        replica: Arc::clone(&replica),
         routing: Arc::clone(&routing),
         store: store.clone(),
         tokens: Arc::clone(&tokens),
@@ -157,6 +149,7 @@ pub async fn serve_config(config: Config, options: RunOptions) -> Result<(), App
         rollout_defaults: defaults,
         started: tokio::time::Instant::now(),
     };
+    let leading_for_loop = Arc::clone(&leading);
     tokio::spawn(sluice_control::guard::run_while_leading(
         Arc::clone(&routing),
         config.rollback.clone(),
@@ -238,6 +231,19 @@ pub async fn serve_config(config: Config, options: RunOptions) -> Result<(), App
     // Bound addresses, not the configured ones: port 0 picks a free port.
     let admin_bound = admin_listener.local_addr().unwrap_or(config.admin.listen);
     let bound = listener.local_addr().unwrap_or(config.proxy.listen);
+    replica.set_name(replica_name(admin_bound));
+    if store.engine() == Engine::Sqlite {
+        replica.set_leader(Some(replica.name().to_owned()));
+        resume_rollout(&store, &admin_state.rollouts, &admin_state.rollout_defaults).await;
+    } else {
+        tokio::spawn(lead(
+            store.clone(),
+            Arc::clone(&admin_state.rollouts),
+            admin_state.rollout_defaults.clone(),
+            Arc::clone(&leading_for_loop),
+            Arc::clone(&replica),
+        ));
+    }
     let handoff: crate::upgrade::Handoff = Arc::new(std::sync::Mutex::new(handoff));
     let (moves_tx, moves_rx) = tokio::sync::mpsc::unbounded_channel();
     let _config_watcher = options.config_path.and_then(|path| {
@@ -344,24 +350,30 @@ async fn lead(
     engine: Arc<sluice_control::rollout::Engine>,
     defaults: sluice_admin_api::RolloutDefaults,
     leading: Arc<AtomicBool>,
+    replica: Arc<sluice_admin_api::ReplicaView>,
 ) {
     let mut held: Option<sluice_store::Leadership> = None;
     loop {
         match held.as_mut() {
-            None => match store.try_lead().await {
+            None => match store.try_lead(replica.name()).await {
                 Ok(Some(lock)) => {
                     held = Some(lock);
                     leading.store(true, std::sync::atomic::Ordering::Relaxed);
+                    replica.set_leader(Some(replica.name().to_owned()));
                     info!("this replica now leads the rollout controller and the rollback guard");
                     resume_rollout(&store, &engine, &defaults).await;
                 }
-                Ok(None) => {}
-                Err(e) => warn!(error = %e, "cannot campaign for leadership"),
+                Ok(None) => replica.set_leader(store.leader().await.ok().flatten()),
+                Err(e) => {
+                    replica.set_leader(None);
+                    warn!(error = %e, "cannot campaign for leadership");
+                }
             },
             Some(lock) => {
                 if !lock.still_held().await {
                     held = None;
                     leading.store(false, std::sync::atomic::Ordering::Relaxed);
+                    replica.set_leader(None);
                     warn!("lost the leadership connection; another replica may lead now");
                     // Another replica may take over: never drive it twice.
                     engine.suspend(
@@ -374,6 +386,18 @@ async fn lead(
         }
         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     }
+}
+
+/// How this replica is named to the others: host name and admin port
+/// (unique per machine, and what an operator needs to reach it).
+fn replica_name(admin: std::net::SocketAddr) -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| admin.ip().to_string());
+    format!("{host}:{}", admin.port())
 }
 
 /// Contract fences survive restarts: the old version stays refused.

@@ -368,9 +368,8 @@ async fn execute(api: &Api, args: &CtlArgs) -> Result<String, AppError> {
         return Ok(format!("{value:#}\n"));
     }
     Ok(match &args.command {
-        CtlCommand::Status | CtlCommand::Pools | CtlCommand::Weights { .. } | CtlCommand::Deploy { .. } => {
-            pools_table(&value)
-        }
+        CtlCommand::Status => format!("{}{}", replica_line(&value), pools_table(&value)),
+        CtlCommand::Pools | CtlCommand::Weights { .. } | CtlCommand::Deploy { .. } => pools_table(&value),
         CtlCommand::Rollback => format!("rolled back\n{}", pools_table(&value)),
         CtlCommand::History => history_table(&value),
         CtlCommand::Audit { .. } => audit_table(&value),
@@ -378,6 +377,16 @@ async fn execute(api: &Api, args: &CtlArgs) -> Result<String, AppError> {
         CtlCommand::Rollout(_) => rollout_line(&value),
         CtlCommand::Watch { .. } => String::new(),
     })
+}
+
+/// Which replica answered and which one leads the rollout controller.
+fn replica_line(v: &Value) -> String {
+    let this = v["replica"].as_str().unwrap_or("?");
+    match (v["leader"].as_bool(), v["leader_replica"].as_str()) {
+        (Some(true), _) => format!("replica {this} (leader)\n"),
+        (_, Some(leader)) => format!("replica {this}; leader: {leader}\n"),
+        _ => format!("replica {this}; no leader (is the store reachable?)\n"),
+    }
 }
 
 /// Percent-encodes a query value (times carry `:` and `+`).

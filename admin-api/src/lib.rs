@@ -50,10 +50,44 @@ pub struct RolloutDefaults {
 }
 
 /// Everything the handlers share.
+/// This replica's name and which replica leads, as last seen: refreshed
+/// by the leadership loop, so answering never waits for the store.
+#[derive(Debug, Default)]
+pub struct ReplicaView {
+    /// Set once the admin listener is bound (its port is part of it).
+    name: std::sync::OnceLock<String>,
+    leader: std::sync::Mutex<Option<String>>,
+}
+
+impl ReplicaView {
+    pub fn named(name: String) -> Self {
+        let view = Self::default();
+        view.set_name(name);
+        view
+    }
+
+    pub fn set_name(&self, name: String) {
+        let _ = self.name.set(name);
+    }
+
+    pub fn name(&self) -> &str {
+        self.name.get().map_or("unnamed", String::as_str)
+    }
+
+    pub fn set_leader(&self, leader: Option<String>) {
+        *self.leader.lock().unwrap_or_else(|e| e.into_inner()) = leader;
+    }
+
+    pub fn leader(&self) -> Option<String> {
+        self.leader.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct AdminState {
     /// Whether this replica leads the rollout controller (always, alone).
     pub leading: Arc<std::sync::atomic::AtomicBool>,
+    pub replica: Arc<ReplicaView>,
     pub routing: Arc<RoutingHandle>,
     pub store: Store,
     pub tokens: Arc<TokenSet>,

@@ -59,6 +59,8 @@ pub(crate) async fn status(State(state): State<AdminState>) -> Json<Value> {
         "generation": table.generation(),
         "uptime_seconds": state.started.elapsed().as_secs(),
         "leader": state.leading.load(std::sync::atomic::Ordering::Relaxed),
+        "replica": state.replica.name(),
+        "leader_replica": state.replica.leader(),
         "environment": state.environment,
         "store": {
             "engine": format!("{:?}", state.store.engine()).to_lowercase(),

@@ -359,10 +359,17 @@ fn require_leader(state: &AdminState) -> Result<(), ApiError> {
     if state.leading.load(std::sync::atomic::Ordering::Relaxed) {
         Ok(())
     } else {
+        let leader = match state.replica.leader() {
+            Some(name) => format!("replica {name} leads it"),
+            None => "no replica leads it right now (is the store reachable?)".to_owned(),
+        };
         Err(ApiError::conflict(
             "not-leader",
-            "this replica does not lead the rollout controller; send rollout requests to the replica whose \
-             GET /api/v1/status shows \"leader\": true",
+            format!(
+                "this replica ({}) does not lead the rollout controller: {leader}. Send rollout requests to the \
+                 replica whose GET /api/v1/status shows \"leader\": true",
+                state.replica.name()
+            ),
         ))
     }
 }

@@ -62,6 +62,7 @@ backends = ["127.0.0.1:9011"]
         .unwrap();
     let state = AdminState {
         leading: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+        replica: Arc::new(sluice_admin_api::ReplicaView::named("test".into())),
         routing: Arc::clone(&routing),
         store: store.clone(),
         tokens: Arc::new(TokenSet::load(&config.admin.tokens).unwrap()),

@@ -41,6 +41,7 @@ async fn ctl_drives_a_running_sluice() {
     let (code, out, _) = ctl(sluice.admin, t, &["status"]);
     assert_eq!(code, 0);
     assert!(out.contains("blue") && out.contains("100%"), "{out}");
+    assert!(out.contains(&format!(":{} (leader)", sluice.admin.port())), "{out}");
 
     let (code, out, err) = ctl(sluice.admin, t, &["weights", "blue=90", "green=10"]);
     assert_eq!(code, 0, "{err}");

@@ -167,6 +167,30 @@ async fn replicas_follow_each_others_changes_and_conflicts_are_refused() {
     }
 }
 
+/// `(this replica's name, the leader's name)` from its status.
+async fn names(c: &TestClient, admin: std::net::SocketAddr) -> (String, Option<String>) {
+    let (_, _, status) = get(c, &format!("http://{admin}/api/v1/status"), &[]).await;
+    let v: serde_json::Value = serde_json::from_str(&status).unwrap();
+    (
+        v["replica"].as_str().unwrap().to_owned(),
+        v["leader_replica"].as_str().map(str::to_owned),
+    )
+}
+
+/// Polls until every replica in `replicas` names `leader` as the leader.
+async fn all_name_the_leader(c: &TestClient, replicas: &[&Running], leader: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    for r in replicas {
+        while names(c, r.admin).await.1.as_deref() != Some(leader) {
+            assert!(
+                Instant::now() < deadline,
+                "a replica does not name {leader} as the leader"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
 async fn leads(c: &TestClient, admin: std::net::SocketAddr) -> bool {
     let (_, _, status) = get(c, &format!("http://{admin}/api/v1/status"), &[]).await;
     let v: serde_json::Value = serde_json::from_str(&status).unwrap();
@@ -199,9 +223,13 @@ async fn a_follower_takes_over_a_rollout_when_the_leader_dies() {
 
     let rollout = r#"{"from": "blue", "to": "green", "steps": [{"weight": 25, "hold": "4s"}, {"weight": 50, "hold": "1s"}],
         "health_gate": "10s", "post_promotion": "0s"}"#;
+    // Every replica names the leader; a follower's refusal says who it is.
+    let (a_name, _) = names(&c, replicas[0].admin).await;
+    all_name_the_leader(&c, &all, &a_name).await;
     let (status, body) = post(&c, format!("http://{}/api/v1/rollouts", replicas[1].admin), rollout).await;
     assert_eq!(status, 409, "{body}");
     assert!(body.contains("not-leader"), "{body}");
+    assert!(body.contains(&format!("replica {a_name} leads it")), "{body}");
     let (status, body) = post(&c, format!("http://{}/api/v1/rollouts", replicas[0].admin), rollout).await;
     assert_eq!(status, 200, "{body}");
     // Once the stored history says step 1 (25%), the leader dies without a word.
@@ -226,6 +254,13 @@ async fn a_follower_takes_over_a_rollout_when_the_leader_dies() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     eprintln!("a new leader took over {:?} after the old one died", died.elapsed());
+    let mut new_leader = None;
+    for r in &survivors {
+        if leads(&c, r.admin).await {
+            new_leader = Some(names(&c, r.admin).await.0);
+        }
+    }
+    all_name_the_leader(&c, &survivors, &new_leader.unwrap()).await;
     // The new leader finishes the rollout; every replica serves the result.
     let done = Instant::now() + Duration::from_secs(20);
     for r in &survivors {

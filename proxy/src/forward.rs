@@ -203,7 +203,9 @@ impl Proxy {
         parts.extensions = http::Extensions::new();
 
         let upstream_req = Request::from_parts(parts, RequestBody::new(body, settings.max_request_body_bytes));
-        let sent = self.upstreams.send(&backend, protocol, tls.as_deref(), upstream_req);
+        // Pinned in place: the exchange's state is large, and the timeout
+        // would otherwise copy it in (callgrind: ~2% of the instructions).
+        let sent = std::pin::pin!(self.upstreams.send(&backend, protocol, tls.as_deref(), upstream_req));
         let outcome = match tokio::time::timeout(settings.upstream_response_timeout, sent).await {
             Err(_) => Err(ProxyError::UpstreamTimeout),
             Ok(sent) => sent.map_err(|e| classify(&e)),

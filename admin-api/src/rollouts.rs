@@ -137,9 +137,13 @@ fn hooks(body: HooksBody) -> Result<Vec<(HookPoint, Hook)>, ApiError> {
                     env: h.env,
                     dir: h.dir,
                 },
-                (None, Some(url)) if url.starts_with("http://") => HookAction::Webhook { url },
+                (None, Some(url)) if url.starts_with("http://") || url.starts_with("https://") => {
+                    HookAction::Webhook { url }
+                }
                 (None, Some(url)) => {
-                    return Err(invalid(format!("{at}.webhook: {url:?} must be an http:// URL")));
+                    return Err(invalid(format!(
+                        "{at}.webhook: {url:?} must be an http:// or https:// URL"
+                    )));
                 }
                 _ => {
                     return Err(invalid(format!(

@@ -489,8 +489,10 @@ fn alerts(section: Option<Section>, problems: &mut Problems) -> AlertsConfig {
             }
         };
         match url {
-            Some(u) if u.starts_with("http://") => webhooks.push(WebhookConfig { url: u, format }),
-            Some(_) => problems.push(w.key_path("url"), "must be an http:// URL"),
+            Some(u) if u.starts_with("http://") || u.starts_with("https://") => {
+                webhooks.push(WebhookConfig { url: u, format });
+            }
+            Some(_) => problems.push(w.key_path("url"), "must be an http:// or https:// URL"),
             None => problems.push(w.key_path("url"), "is required"),
         }
         w.finish(problems);

@@ -5,14 +5,12 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Request, Uri};
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
 use sluice_config::{WebhookConfig, WebhookFormat};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
+
+use crate::webclient::post_json;
 
 const ATTEMPTS: u32 = 3;
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -40,11 +38,10 @@ impl Alerter {
         }
         let (tx, mut rx) = mpsc::channel::<Alert>(1024);
         tokio::spawn(async move {
-            let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
             while let Some(alert) = rx.recv().await {
                 for hook in &webhooks {
                     let body = payload(&alert, hook.format, environment.as_deref());
-                    deliver(&client, hook, body).await;
+                    deliver(hook, body).await;
                 }
             }
         });
@@ -79,30 +76,17 @@ fn payload(alert: &Alert, format: WebhookFormat, environment: Option<&str>) -> V
     }
 }
 
-async fn deliver(
-    client: &Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
-    hook: &WebhookConfig,
-    body: Value,
-) {
-    let Ok(uri) = hook.url.parse::<Uri>() else {
-        warn!(url = %hook.url, "webhook URL is invalid");
-        return;
-    };
+async fn deliver(hook: &WebhookConfig, body: Value) {
     let bytes = Bytes::from(body.to_string());
     let mut backoff = Duration::from_millis(200);
     for attempt in 1..=ATTEMPTS {
-        let req = Request::post(uri.clone())
-            .header("content-type", "application/json")
-            .body(Full::new(bytes.clone()));
-        let Ok(req) = req else { return };
-        match tokio::time::timeout(ATTEMPT_TIMEOUT, client.request(req)).await {
-            Ok(Ok(res)) if res.status().is_success() => {
-                let _ = res.into_body().collect().await;
+        match tokio::time::timeout(ATTEMPT_TIMEOUT, post_json(&hook.url, bytes.clone(), 64 * 1024)).await {
+            Ok(Ok((status, _))) if status.is_success() => {
                 debug!(url = %hook.url, attempt, "alert delivered");
                 return;
             }
-            Ok(Ok(res)) => warn!(url = %hook.url, status = %res.status(), attempt, "webhook refused the alert"),
-            Ok(Err(e)) => warn!(url = %hook.url, error = %e, attempt, "webhook unreachable"),
+            Ok(Ok((status, _))) => warn!(url = %hook.url, %status, attempt, "webhook refused the alert"),
+            Ok(Err(e)) => warn!(url = %hook.url, error = %e, attempt, "webhook failed"),
             Err(_) => warn!(url = %hook.url, attempt, "webhook timed out"),
         }
         if attempt < ATTEMPTS {

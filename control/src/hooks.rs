@@ -9,10 +9,6 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Request, Uri};
-use http_body_util::{BodyExt, Full, Limited};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
 use tokio::io::AsyncReadExt;
 use tokio::process::Command;
@@ -220,7 +216,6 @@ async fn run_command(
 }
 
 async fn run_webhook(url: &str, point: HookPoint, ctx: &HookContext, timeout: Duration) -> Ran {
-    let uri: Uri = url.parse().map_err(|_| format!("invalid webhook URL {url:?}"))?;
     let body = json!({
         "source": "sluice",
         "hook": point.name(),
@@ -231,27 +226,11 @@ async fn run_webhook(url: &str, point: HookPoint, ctx: &HookContext, timeout: Du
         "to_version": ctx.to_version,
         "dry_run": ctx.dry_run,
     });
-    let req = Request::post(uri)
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body.to_string())))
-        .map_err(|e| format!("bad webhook request: {e}"))?;
-    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-    let exchange = async {
-        let res = client
-            .request(req)
-            .await
-            .map_err(|e| format!("webhook unreachable: {e}"))?;
-        let status = res.status();
-        let text = Limited::new(res.into_body(), MAX_OUTPUT * 4)
-            .collect()
-            .await
-            .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
-            .unwrap_or_default();
-        Ok::<_, String>((status, text))
-    };
+    let exchange = crate::webclient::post_json(url, Bytes::from(body.to_string()), MAX_OUTPUT * 4);
     let (status, text) = tokio::time::timeout(timeout, exchange)
         .await
         .map_err(|_| format!("timed out after {timeout:?}"))??;
+    let text = String::from_utf8_lossy(&text).into_owned();
     let error = (!status.is_success()).then(|| format!("webhook answered {status}"));
     Ok((Some(i32::from(status.as_u16())), truncate(text), error))
 }

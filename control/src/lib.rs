@@ -2,7 +2,7 @@
 //! the routing snapshot and the live windows and changes routing only
 //! through the routing handle: the rollback guard ([`guard`]) and alert
 //! notifications ([`alerts`]) active health checks ([`health`]) and rollouts ([`rollout`], with
-//! [`hooks`] and [`smoke`] checks).
+//! [`hooks`] and [`smoke`] checks); [`webclient`] posts to webhooks.
 
 pub mod alerts;
 pub mod cluster;
@@ -13,3 +13,4 @@ pub mod hooks;
 pub mod outlier;
 pub mod rollout;
 pub mod smoke;
+pub mod webclient;

@@ -30,4 +30,5 @@ mod rollout_hooks;
 mod routing;
 mod state;
 mod tls_e2e;
+mod webhooks_tls;
 mod zero_downtime;

@@ -31,11 +31,22 @@ impl Running {
 
     /// [`Running::start`] with `RUST_LOG=level`.
     pub fn start_logging_at(dir: &Path, config_text: &str, extra_args: &[&str], level: &str) -> Running {
+        Self::start_with_env(dir, config_text, extra_args, level, &[])
+    }
+
+    /// [`Running::start_logging_at`] with extra environment variables.
+    pub fn start_with_env(
+        dir: &Path,
+        config_text: &str,
+        extra_args: &[&str],
+        level: &str,
+        env: &[(&str, &str)],
+    ) -> Running {
         let config = dir.join("sluice.toml");
         std::fs::write(&config, config_text).unwrap();
         let mut args = vec!["run", "--config", config.to_str().unwrap()];
         args.extend_from_slice(extra_args);
-        let (child, rx) = spawn_logging_at(&args, level);
+        let (child, rx) = spawn_with_env(&args, level, env);
         let listen_of = |line: &str| -> SocketAddr {
             let rest = line.split("listen=").nth(1).unwrap_or_default();
             let text: String = rest.chars().take_while(|c| !c.is_whitespace()).collect();
@@ -149,8 +160,14 @@ pub fn spawn_logging(args: &[&str]) -> (Child, mpsc::Receiver<String>) {
 
 /// [`spawn_logging`] with `RUST_LOG=level`.
 pub fn spawn_logging_at(args: &[&str], level: &str) -> (Child, mpsc::Receiver<String>) {
+    spawn_with_env(args, level, &[])
+}
+
+/// [`spawn_logging_at`] with extra environment variables.
+pub fn spawn_with_env(args: &[&str], level: &str, env: &[(&str, &str)]) -> (Child, mpsc::Receiver<String>) {
     let mut child = Command::new(SLUICE)
         .args(args)
+        .envs(env.iter().copied())
         .env("RUST_LOG", level)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

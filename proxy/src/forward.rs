@@ -60,6 +60,32 @@ pub struct Proxy {
     /// `Connection: close`, so clients move to new connections in-band
     /// instead of racing a close of an idle one.
     draining: std::sync::atomic::AtomicBool,
+    /// Upgraded connections (WebSocket tunnels) still open: a drain waits
+    /// for them as it does for requests.
+    tunnels: Arc<Tunnels>,
+}
+
+#[derive(Debug, Default)]
+struct Tunnels {
+    open: std::sync::atomic::AtomicUsize,
+    closed: tokio::sync::Notify,
+}
+
+/// Counts one open tunnel while it lives.
+struct TunnelGuard(Arc<Tunnels>);
+
+impl TunnelGuard {
+    fn open(tunnels: &Arc<Tunnels>) -> Self {
+        tunnels.open.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        Self(Arc::clone(tunnels))
+    }
+}
+
+impl Drop for TunnelGuard {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        self.0.closed.notify_waiters();
+    }
 }
 
 impl Proxy {
@@ -69,6 +95,30 @@ impl Proxy {
             upstreams,
             outliers: None,
             draining: std::sync::atomic::AtomicBool::new(false),
+            tunnels: Arc::default(),
+        }
+    }
+
+    /// Upgraded connections (WebSocket tunnels) open right now.
+    pub fn open_tunnels(&self) -> usize {
+        self.tunnels.open.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Waits until every upgraded connection has closed, at most until
+    /// `deadline`; whether they all did.
+    pub async fn wait_for_tunnels(&self, deadline: Instant) -> bool {
+        loop {
+            let closed = self.tunnels.closed.notified();
+            tokio::pin!(closed);
+            // Registered before the count is read, so a close in between
+            // is not missed.
+            closed.as_mut().enable();
+            if self.open_tunnels() == 0 {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, closed).await.is_err() {
+                return self.open_tunnels() == 0;
+            }
         }
     }
 
@@ -227,7 +277,8 @@ impl Proxy {
         {
             lease.forget();
             let upstream_upgrade = hyper::upgrade::on(&mut res);
-            tokio::spawn(tunnel(client_upgrade, upstream_upgrade, in_flight));
+            let open = TunnelGuard::open(&self.tunnels);
+            tokio::spawn(tunnel(client_upgrade, upstream_upgrade, in_flight, open));
             let (parts, _) = res.into_parts();
             return Ok(Response::from_parts(parts, ProxyBody::empty()));
         }
@@ -253,7 +304,12 @@ fn authority_value(backend: &Backend) -> HeaderValue {
 
 /// Copies bytes both ways between an upgraded client and backend connection
 /// until either side closes.
-async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade, _in_flight: InFlight) {
+async fn tunnel(
+    client: hyper::upgrade::OnUpgrade,
+    upstream: hyper::upgrade::OnUpgrade,
+    _in_flight: InFlight,
+    _open: TunnelGuard,
+) {
     let (client, upstream) = match tokio::try_join!(client, upstream) {
         Ok(pair) => pair,
         Err(e) => {

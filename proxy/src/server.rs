@@ -186,16 +186,26 @@ pub async fn serve_moving(
     // next response says `Connection: close`), then close what is idle.
     proxy.begin_drain();
     tokio::time::sleep(opts.drain_timeout.min(Duration::from_secs(1))).await;
-    match tokio::time::timeout(opts.drain_timeout, graceful.shutdown()).await {
-        Ok(()) => {
-            info!("drained");
-            true
-        }
-        Err(_) => {
-            warn!("drain timeout passed with requests still in flight");
-            false
+    let deadline = tokio::time::Instant::now() + opts.drain_timeout;
+    if tokio::time::timeout_at(deadline, graceful.shutdown()).await.is_err() {
+        warn!("drain timeout passed with requests still in flight");
+        return false;
+    }
+    // Upgraded connections (WebSockets) have no in-band way to be told:
+    // they get the rest of the drain timeout to finish on their own.
+    let tunnels = proxy.open_tunnels();
+    if tunnels > 0 {
+        info!(tunnels, "waiting for upgraded connections (WebSocket) to close");
+        if !proxy.wait_for_tunnels(deadline).await {
+            warn!(
+                tunnels = proxy.open_tunnels(),
+                "drain timeout passed with upgraded connections still open"
+            );
+            return false;
         }
     }
+    info!("drained");
+    true
 }
 
 /// Serves one accepted connection (plain or TLS) until it ends.

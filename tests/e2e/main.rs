@@ -17,6 +17,7 @@ mod ctl;
 mod dashboard;
 mod deploy;
 mod docs;
+mod drain_tunnels;
 mod faults;
 mod fuzz_replay;
 mod guard_e2e;

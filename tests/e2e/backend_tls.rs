@@ -17,9 +17,8 @@ use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use rustls::RootCertStore;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
@@ -36,27 +35,14 @@ struct Pki {
 
 /// A CA, a server certificate for `backend.test` and a client pair.
 fn pki() -> Pki {
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-    let server_key = KeyPair::generate().unwrap();
-    let server = CertificateParams::new(vec!["backend.test".to_owned()])
-        .unwrap()
-        .signed_by(&server_key, &ca)
-        .unwrap();
-    let client_key = KeyPair::generate().unwrap();
-    let client = CertificateParams::new(vec!["sluice.test".to_owned()])
-        .unwrap()
-        .signed_by(&client_key, &ca)
-        .unwrap();
+    let ca = test_ca();
+    let server = leaf(&ca, &["backend.test"]);
+    let client = leaf(&ca, &["sluice.test"]);
     Pki {
         ca_pem: ca.pem(),
         ca_der: ca.der().clone(),
-        server: (
-            server.der().clone(),
-            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(server_key.serialize_der())),
-        ),
-        client_pem: (client.pem(), client_key.serialize_pem()),
+        server: (server.cert, server.key),
+        client_pem: (client.cert_pem, client.key_pem),
     }
 }
 

@@ -6,8 +6,6 @@ use std::time::Duration;
 
 use crate::common::*;
 use http_body_util::BodyExt;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
 
 #[tokio::test]
 async fn h2c_prior_knowledge_from_the_client() {
@@ -38,50 +36,15 @@ async fn h2_to_backends_when_the_pool_asks_for_it() {
     assert_eq!(backend.knobs.received(), 20);
 }
 
-/// A backend that accepts a WebSocket upgrade and then echoes raw bytes.
-async fn echo_upgrade_backend() -> std::net::SocketAddr {
-    let listener = TcpListener::bind(ANY).await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut s, _)) = listener.accept().await else {
-                return;
-            };
-            tokio::spawn(async move {
-                let Some(head) = read_head(&mut s).await else { return };
-                assert!(head.to_ascii_lowercase().contains("upgrade: websocket"), "{head}");
-                s.write_all(b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\n\r\n")
-                    .await
-                    .unwrap();
-                let (mut r, mut w) = s.split();
-                let _ = tokio::io::copy(&mut r, &mut w).await;
-            });
-        }
-    });
-    addr
-}
-
 #[tokio::test]
 async fn websocket_upgrade_is_tunnelled_both_ways() {
-    let backend = echo_upgrade_backend().await;
+    let backend = websocket_backend().await;
     let proxy = start_proxy(&pool_toml("blue", 100, &[backend])).await;
-    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
-    s.write_all(
-        b"GET /ws HTTP/1.1\r\nhost: x\r\nconnection: Upgrade\r\nupgrade: websocket\r\nsec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
-    )
-    .await
-    .unwrap();
-    let head = read_head(&mut s).await.unwrap();
+    let (head, mut s) = open_websocket(proxy.addr).await;
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
     assert!(head.to_ascii_lowercase().contains("upgrade: websocket"), "{head}");
     for msg in [&b"ping"[..], &b"a longer frame of bytes"[..], &[0u8, 1, 2, 255][..]] {
-        s.write_all(msg).await.unwrap();
-        let mut back = vec![0u8; msg.len()];
-        tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut back))
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(back, msg);
+        echo(&mut s, msg).await;
     }
 }
 

@@ -14,35 +14,24 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
-use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 use crate::common::running::Running;
 use crate::common::*;
-use crate::rollout_e2e::{call, config, wait_state};
+use crate::rollout_e2e::{call, config};
 
 /// An HTTPS receiver for `localhost` under a fresh CA: its address, the
 /// CA's PEM, and the (path, body) of every request it answered.
 async fn https_receiver() -> (SocketAddr, String, Arc<Mutex<Vec<(String, Value)>>>) {
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let cert = CertificateParams::new(vec!["localhost".to_owned()])
-        .unwrap()
-        .signed_by(&key, &ca)
-        .unwrap();
+    let ca = test_ca();
+    let server = leaf(&ca, &["localhost"]);
     let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_no_client_auth()
-        .with_single_cert(
-            vec![cert.der().clone()],
-            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
-        )
+        .with_single_cert(vec![server.cert], server.key)
         .unwrap();
     let acceptor = TlsAcceptor::from(Arc::new(config));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -79,45 +68,56 @@ async fn https_receiver() -> (SocketAddr, String, Arc<Mutex<Vec<(String, Value)>
     (addr, ca.pem(), seen)
 }
 
-fn dry_run_with_hook(url: &str) -> String {
-    json!({
+/// A sluice in front of blue and green (`alerts` appended to its config,
+/// `env` in its environment) that ran a dry-run rollout whose pre_rollout
+/// hook posts to `hook_url`; the rollout's state once it finished, and the
+/// still running sluice.
+async fn dry_run_with_hook(
+    hook_url: &str,
+    alerts: &str,
+    env: &[(&str, &str)],
+    dir: &std::path::Path,
+) -> (Value, Running) {
+    let blue = spawn_backend("blue", "v1", any_addr()).await.unwrap();
+    let green = spawn_backend("green", "v2", any_addr()).await.unwrap();
+    let text = format!("{}{alerts}", config(dir, blue.addr, green.addr));
+    let sluice = Running::start_with_env(dir, &text, &[], "info", env);
+    let c = client();
+    let rollout = json!({
         "from": "blue", "to": "green", "dry_run": true, "health_gate": "10s",
-        "hooks": {"pre_rollout": [{"name": "notify", "webhook": url}]},
-    })
-    .to_string()
+        "hooks": {"pre_rollout": [{"name": "notify", "webhook": hook_url}]},
+    });
+    let rollouts = format!("http://{}/api/v1/rollouts", sluice.admin);
+    let (status, body) = call(&c, "POST", rollouts.clone(), &rollout.to_string()).await;
+    assert_eq!(status, 200, "{body}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let (_, current) = call(&c, "GET", format!("{rollouts}/current"), "").await;
+        if current["state"] == "completed" || current["state"] == "aborted" {
+            return (current, sluice);
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the dry run never finished: {current}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alerts_and_hooks_reach_an_https_webhook_the_system_trusts() {
     let (receiver, ca_pem, seen) = https_receiver().await;
-    let blue = spawn_backend("blue", "v1", any_addr()).await.unwrap();
-    let green = spawn_backend("green", "v2", any_addr()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let ca_file = dir.path().join("ca.pem");
     std::fs::write(&ca_file, &ca_pem).unwrap();
-    let hook_url = format!("https://localhost:{}/hook", receiver.port());
-    let text = format!(
-        "{}\n[[alerts.webhooks]]\nurl = \"https://localhost:{}/alerts\"\nformat = \"slack\"\n",
-        config(dir.path(), blue.addr, green.addr),
+    let alerts = format!(
+        "\n[[alerts.webhooks]]\nurl = \"https://localhost:{}/alerts\"\nformat = \"slack\"\n",
         receiver.port()
     );
-    let sluice = Running::start_with_env(
-        dir.path(),
-        &text,
-        &[],
-        "info",
-        &[("SSL_CERT_FILE", ca_file.to_str().unwrap())],
-    );
-    let c = client();
-    let (status, body) = call(
-        &c,
-        "POST",
-        format!("http://{}/api/v1/rollouts", sluice.admin),
-        &dry_run_with_hook(&hook_url),
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
-    let done = wait_state(&c, &sluice, "completed", Duration::from_secs(15)).await;
+    let hook_url = format!("https://localhost:{}/hook", receiver.port());
+    let env = [("SSL_CERT_FILE", ca_file.to_str().unwrap())];
+    let (done, _sluice) = dry_run_with_hook(&hook_url, &alerts, &env, dir.path()).await;
+    assert_eq!(done["state"], "completed", "{done}");
     assert_eq!(done["hooks"][0]["ok"], true, "{done}");
     assert_eq!(done["hooks"][0]["code"], 200, "{done}");
     wait_until(Duration::from_secs(10), "the alert over HTTPS", || {
@@ -137,21 +137,10 @@ async fn alerts_and_hooks_reach_an_https_webhook_the_system_trusts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_https_webhook_with_an_untrusted_certificate_fails_the_hook() {
     let (receiver, _ca_pem, seen) = https_receiver().await;
-    let blue = spawn_backend("blue", "v1", any_addr()).await.unwrap();
-    let green = spawn_backend("green", "v2", any_addr()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let sluice = Running::start(dir.path(), &config(dir.path(), blue.addr, green.addr), &[]);
-    let c = client();
     let hook_url = format!("https://localhost:{}/hook", receiver.port());
-    let (status, body) = call(
-        &c,
-        "POST",
-        format!("http://{}/api/v1/rollouts", sluice.admin),
-        &dry_run_with_hook(&hook_url),
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
-    let done = wait_state(&c, &sluice, "aborted", Duration::from_secs(15)).await;
+    let (done, _sluice) = dry_run_with_hook(&hook_url, "", &[], dir.path()).await;
+    assert_eq!(done["state"], "aborted", "{done}");
     let hook = &done["hooks"][0];
     assert_eq!(hook["ok"], false, "{done}");
     // Refused by the handshake (or, on a machine with no trust store at

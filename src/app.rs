@@ -388,11 +388,14 @@ async fn lead(
     }
 }
 
-/// How this replica is named to the others: host name and admin port
-/// (unique per machine, and what an operator needs to reach it).
+/// How this replica is named to the others, `host:admin-port`: followers
+/// pass rollout requests to the leader at that address. The host is
+/// `SLUICE_REPLICA_HOST` (e.g. the pod IP), else the host name.
 fn replica_name(admin: std::net::SocketAddr) -> String {
-    let host = std::env::var("HOSTNAME")
+    let host = std::env::var("SLUICE_REPLICA_HOST")
         .ok()
+        .filter(|h| !h.trim().is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
         .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
         .map(|h| h.trim().to_owned())
         .filter(|h| !h.is_empty())

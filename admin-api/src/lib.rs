@@ -11,6 +11,7 @@ mod dashboard;
 pub mod error;
 mod events;
 mod health;
+pub mod leader;
 pub mod metrics;
 mod read;
 pub mod rollouts;
@@ -184,6 +185,15 @@ async fn authorize(State(state): State<AdminState>, mut req: Request, next: Next
     let reads = req.method() == Method::GET || req.method() == Method::HEAD;
     if !reads && caller.role != Role::Operator {
         return ApiError::forbidden("viewer").into_response();
+    }
+    // Rollouts run on the leader: a follower passes the request on (once).
+    if leader::is_rollout_change(req.method(), req.uri().path())
+        && !state.leading.load(std::sync::atomic::Ordering::Relaxed)
+        && !req.headers().contains_key(leader::FORWARDED)
+        && let Some(leader) = state.replica.leader()
+        && leader != state.replica.name()
+    {
+        return leader::pass_on(&leader, state.replica.name(), req).await;
     }
     req.extensions_mut().insert(caller);
     next.run(req).await

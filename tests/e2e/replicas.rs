@@ -72,8 +72,17 @@ async fn blue_weight(c: &TestClient, admin: std::net::SocketAddr) -> u64 {
 /// Three replicas on `url`; A is started first and leads.
 async fn three_replicas(url: &str, blue: &DemoBackend, green: &DemoBackend) -> (Vec<tempfile::TempDir>, Vec<Running>) {
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let start =
-        |dir: &tempfile::TempDir| Running::start(dir.path(), &replica_config(dir.path(), url, blue, green), &[]);
+    // Named by an address the others can reach: followers pass rollout
+    // requests on to the leader there.
+    let start = |dir: &tempfile::TempDir| {
+        Running::start_with_env(
+            dir.path(),
+            &replica_config(dir.path(), url, blue, green),
+            &[],
+            "info",
+            &[("SLUICE_REPLICA_HOST", "127.0.0.1")],
+        )
+    };
     let a = start(&dirs[0]);
     let c = client();
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -223,15 +232,33 @@ async fn a_follower_takes_over_a_rollout_when_the_leader_dies() {
 
     let rollout = r#"{"from": "blue", "to": "green", "steps": [{"weight": 25, "hold": "4s"}, {"weight": 50, "hold": "1s"}],
         "health_gate": "10s", "post_promotion": "0s"}"#;
-    // Every replica names the leader; a follower's refusal says who it is.
+    // Every replica names the leader. A request already passed on once is
+    // refused by a follower, naming the leader; any other rollout request
+    // to a follower is passed on to the leader.
     let (a_name, _) = names(&c, replicas[0].admin).await;
     all_name_the_leader(&c, &all, &a_name).await;
-    let (status, body) = post(&c, format!("http://{}/api/v1/rollouts", replicas[1].admin), rollout).await;
-    assert_eq!(status, 409, "{body}");
+    let req = http::Request::post(format!("http://{}/api/v1/rollouts", replicas[1].admin))
+        .header("content-type", "application/json")
+        .header("x-sluice-forwarded-by", "somewhere")
+        .body(Full::new(Bytes::from(rollout)))
+        .unwrap();
+    let res = c.request(req).await.unwrap();
+    assert_eq!(res.status(), 409);
+    let body = String::from_utf8_lossy(&res.into_body().collect().await.unwrap().to_bytes()).into_owned();
     assert!(body.contains("not-leader"), "{body}");
     assert!(body.contains(&format!("replica {a_name} leads it")), "{body}");
-    let (status, body) = post(&c, format!("http://{}/api/v1/rollouts", replicas[0].admin), rollout).await;
-    assert_eq!(status, 200, "{body}");
+    let req = http::Request::post(format!("http://{}/api/v1/rollouts", replicas[1].admin))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(rollout)))
+        .unwrap();
+    let res = c.request(req).await.unwrap();
+    assert_eq!(
+        res.status(),
+        200,
+        "a follower did not pass the rollout on to the leader"
+    );
+    assert_eq!(res.headers()["x-sluice-leader"], a_name.as_str());
+    let _ = res.into_body().collect().await;
     // Once the stored history says step 1 (25%), the leader dies without a word.
     wait_for(
         &c,

@@ -207,14 +207,28 @@ async fn leads(c: &TestClient, admin: std::net::SocketAddr) -> bool {
 }
 
 async fn post(c: &TestClient, url: String, body: &str) -> (u16, String) {
-    let req = http::Request::post(url)
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body.to_owned())))
+    let (status, _, body) = post_with(c, url, body, &[]).await;
+    (status, body)
+}
+
+/// POSTs JSON with extra `headers`; status, answer headers and body.
+async fn post_with(
+    c: &TestClient,
+    url: String,
+    body: &str,
+    headers: &[(&str, &str)],
+) -> (u16, http::HeaderMap, String) {
+    let mut req = http::Request::post(url).header("content-type", "application/json");
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    let res = c
+        .request(req.body(Full::new(Bytes::from(body.to_owned()))).unwrap())
+        .await
         .unwrap();
-    let res = c.request(req).await.unwrap();
-    let status = res.status().as_u16();
+    let (status, headers) = (res.status().as_u16(), res.headers().clone());
     let body = res.into_body().collect().await.unwrap().to_bytes();
-    (status, String::from_utf8_lossy(&body).into_owned())
+    (status, headers, String::from_utf8_lossy(&body).into_owned())
 }
 
 /// One replica leads the rollout controller (a PostgreSQL advisory lock);
@@ -226,39 +240,27 @@ async fn a_follower_takes_over_a_rollout_when_the_leader_dies() {
     let (_server, url, blue, green) = cluster("sluice_leader").await;
     let (_dirs, mut replicas) = three_replicas(&url, &blue, &green).await;
     let c = client();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
     let all: Vec<&Running> = replicas.iter().collect();
+    // Once B and C name A, they have campaigned and lost at least once.
+    let (a_name, _) = names(&c, replicas[0].admin).await;
+    all_name_the_leader(&c, &all, &a_name).await;
     assert_eq!(leaders(&c, &all).await, 1, "not exactly one leader");
 
     let rollout = r#"{"from": "blue", "to": "green", "steps": [{"weight": 25, "hold": "4s"}, {"weight": 50, "hold": "1s"}],
         "health_gate": "10s", "post_promotion": "0s"}"#;
-    // Every replica names the leader. A request already passed on once is
-    // refused by a follower, naming the leader; any other rollout request
-    // to a follower is passed on to the leader.
-    let (a_name, _) = names(&c, replicas[0].admin).await;
-    all_name_the_leader(&c, &all, &a_name).await;
-    let req = http::Request::post(format!("http://{}/api/v1/rollouts", replicas[1].admin))
-        .header("content-type", "application/json")
-        .header("x-sluice-forwarded-by", "somewhere")
-        .body(Full::new(Bytes::from(rollout)))
-        .unwrap();
-    let res = c.request(req).await.unwrap();
-    assert_eq!(res.status(), 409);
-    let body = String::from_utf8_lossy(&res.into_body().collect().await.unwrap().to_bytes()).into_owned();
+    // A request already passed on once is refused by a follower, naming the
+    // leader; any other rollout request to a follower is passed on to it.
+    let at_b = format!("http://{}/api/v1/rollouts", replicas[1].admin);
+    let (status, _, body) = post_with(&c, at_b.clone(), rollout, &[("x-sluice-forwarded-by", "somewhere")]).await;
+    assert_eq!(status, 409, "{body}");
     assert!(body.contains("not-leader"), "{body}");
     assert!(body.contains(&format!("replica {a_name} leads it")), "{body}");
-    let req = http::Request::post(format!("http://{}/api/v1/rollouts", replicas[1].admin))
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(rollout)))
-        .unwrap();
-    let res = c.request(req).await.unwrap();
+    let (status, headers, body) = post_with(&c, at_b, rollout, &[]).await;
     assert_eq!(
-        res.status(),
-        200,
-        "a follower did not pass the rollout on to the leader"
+        status, 200,
+        "a follower did not pass the rollout on to the leader: {body}"
     );
-    assert_eq!(res.headers()["x-sluice-leader"], a_name.as_str());
-    let _ = res.into_body().collect().await;
+    assert_eq!(headers["x-sluice-leader"], a_name.as_str());
     // Once the stored history says step 1 (25%), the leader dies without a word.
     wait_for(
         &c,
@@ -392,7 +394,10 @@ async fn traffic_keeps_flowing_while_postgres_is_down() {
             &stop,
         ));
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_until(Duration::from_secs(10), "traffic through every replica", || {
+        tally.ok() > 300
+    })
+    .await;
 
     tokio::task::block_in_place(|| server.halt());
     let down = Instant::now();

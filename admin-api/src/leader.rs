@@ -10,12 +10,8 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
 use http::{HeaderName, HeaderValue, header};
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
+use http_body_util::{BodyExt, Limited};
 
 use crate::MAX_BODY_BYTES;
 use crate::error::ApiError;
@@ -63,48 +59,29 @@ async fn exchange(leader: &str, from: &str, req: Request) -> Result<Response, Ap
         })?
         .to_bytes();
     // Seen from inside the `/api/v1` router, the path lost that prefix.
-    let target = format!("/api/v1{}", parts.uri.path_and_query().map_or("", |p| p.as_str()));
-    let mut out = http::Request::builder()
-        .method(parts.method.clone())
-        .uri(target)
-        .header(header::HOST, leader)
-        .header(
-            FORWARDED,
-            HeaderValue::from_str(from).unwrap_or(HeaderValue::from_static("replica")),
-        );
+    let url = format!(
+        "http://{leader}/api/v1{}",
+        parts.uri.path_and_query().map_or("", |p| p.as_str())
+    );
+    let mut headers = vec![(
+        FORWARDED,
+        HeaderValue::from_str(from).unwrap_or(HeaderValue::from_static("replica")),
+    )];
     for name in [header::AUTHORIZATION, header::CONTENT_TYPE] {
         if let Some(v) = parts.headers.get(&name) {
-            out = out.header(name, v);
+            headers.push((name, v.clone()));
         }
     }
-    let out = out
-        .body(Full::new(body))
-        .map_err(|e| unreachable_leader(leader, &e.to_string()))?;
-    let tcp = TcpStream::connect(leader)
+    let answer = sluice_control::webclient::post(&url, &headers, body, 1024 * 1024)
         .await
-        .map_err(|e| unreachable_leader(leader, &e.to_string()))?;
-    let (mut sender, conn) = http1::handshake(TokioIo::new(tcp))
-        .await
-        .map_err(|e| unreachable_leader(leader, &e.to_string()))?;
-    tokio::spawn(conn);
-    let res = sender
-        .send_request(out)
-        .await
-        .map_err(|e| unreachable_leader(leader, &e.to_string()))?;
-    let status = res.status();
-    let content_type = res.headers().get(header::CONTENT_TYPE).cloned();
-    let bytes: Bytes = Limited::new(res.into_body(), 1024 * 1024)
-        .collect()
-        .await
-        .map_err(|e| unreachable_leader(leader, &e.to_string()))?
-        .to_bytes();
-    let mut answer = Response::new(Body::from(bytes));
-    *answer.status_mut() = status;
-    if let Some(ct) = content_type {
-        answer.headers_mut().insert(header::CONTENT_TYPE, ct);
+        .map_err(|e| unreachable_leader(leader, &e))?;
+    let mut res = Response::new(Body::from(answer.body));
+    *res.status_mut() = answer.status;
+    if let Some(ct) = answer.headers.get(header::CONTENT_TYPE) {
+        res.headers_mut().insert(header::CONTENT_TYPE, ct.clone());
     }
     if let Ok(name) = HeaderValue::from_str(leader) {
-        answer.headers_mut().insert(LEADER, name);
+        res.headers_mut().insert(LEADER, name);
     }
-    Ok(answer)
+    Ok(res)
 }

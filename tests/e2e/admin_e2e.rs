@@ -262,29 +262,22 @@ fn shipped_alert_rules_pass_promtool_and_use_real_metrics() {
         .into_iter()
         .find(|p| Path::new(p).exists())
         .expect("promtool not found: install Debian's `prometheus` package");
-    let out = std::process::Command::new(promtool)
-        .args(["check", "rules"])
-        .arg(&rules)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    // And the rules' unit tests (deploy/prometheus/alerts_test.yml).
-    let out = std::process::Command::new(promtool)
-        .args(["test", "rules"])
-        .arg(root.join("deploy/prometheus/alerts_test.yml"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let promtool_ok = |command: &str, file: &Path| {
+        let out = std::process::Command::new(promtool)
+            .args([command, "rules"])
+            .arg(file)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "promtool {command} rules: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    promtool_ok("check", &rules);
+    // And the rules' unit tests.
+    promtool_ok("test", &root.join("deploy/prometheus/alerts_test.yml"));
     // Every sluice metric the rules use is one the exporter defines.
     let exporter = std::fs::read_to_string(root.join("admin-api/src/metrics.rs")).unwrap();
     let text = std::fs::read_to_string(&rules).unwrap();
@@ -374,16 +367,11 @@ async fn secrets_never_appear_in_the_logs_at_trace_level() {
 /// the schema. `.ci/run` installs it; elsewhere the test says it did not run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schemathesis_finds_no_server_errors_and_no_schema_violations() {
-    if std::process::Command::new("schemathesis")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        assert!(
-            std::env::var_os("SLUICE_REQUIRE_SCHEMATHESIS").is_none(),
-            "schemathesis is required here but not installed"
-        );
-        eprintln!("schemathesis is not installed (pip install schemathesis); NOT CHECKED");
+    if !tool_present(
+        runs("schemathesis", "--version"),
+        "SLUICE_REQUIRE_SCHEMATHESIS",
+        "schemathesis (pip install schemathesis)",
+    ) {
         return;
     }
     let blue = spawn_backend("blue", "v1", any_addr()).await.unwrap();

@@ -450,3 +450,22 @@ pub fn leaf(ca: &rcgen::CertifiedIssuer<'static, rcgen::KeyPair>, names: &[&str]
         key_pem: key.serialize_pem(),
     }
 }
+
+/// Whether an external checker is here. CI installs it and sets
+/// `require_env`, so there a missing tool fails the test; elsewhere the test
+/// says it did not check and passes.
+pub fn tool_present(present: bool, require_env: &str, what: &str) -> bool {
+    if !present {
+        assert!(
+            std::env::var_os(require_env).is_none(),
+            "{what} is required here but missing"
+        );
+        eprintln!("{what} is not installed; NOT CHECKED");
+    }
+    present
+}
+
+/// Whether `program ARG` runs at all.
+pub fn runs(program: &str, arg: &str) -> bool {
+    std::process::Command::new(program).arg(arg).output().is_ok()
+}

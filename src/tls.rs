@@ -76,7 +76,8 @@ fn watch(cfg: TlsConfig, certs: Arc<CertStore>, store: Store, environment: Optio
             // Certificate and key are usually written one after the other.
             files::settle(&mut rx).await;
             let (result, message) = match certs.reload(&cfg.certificates) {
-                Ok(()) => {
+                Ok(false) => continue,
+                Ok(true) => {
                     info!("TLS certificates reloaded");
                     ("ok".to_owned(), "reloaded")
                 }

@@ -57,10 +57,12 @@ pub(crate) fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// One loaded certificate with its key.
+/// One loaded certificate with its key, and the PEM text they came from
+/// (to tell a real change from a re-read of the same files).
 #[derive(Debug)]
 struct Loaded {
     key: Arc<CertifiedKey>,
+    pem: (Vec<u8>, Vec<u8>),
 }
 
 impl Loaded {
@@ -91,6 +93,7 @@ fn load(pair: &CertificateConfig) -> Result<Loaded, TlsError> {
         .map_err(|e| invalid("key", &pair.key, format!("does not fit its certificate: {e}")))?;
     Ok(Loaded {
         key: Arc::new(certified),
+        pem: (cert_pem, key_pem),
     })
 }
 
@@ -108,9 +111,18 @@ impl CertStore {
     }
 
     /// Loads every pair again; on any error the current set keeps serving.
-    pub fn reload(&self, pairs: &[CertificateConfig]) -> Result<(), TlsError> {
-        self.loaded.store(Arc::new(load_all(pairs)?));
-        Ok(())
+    /// Returns whether anything changed: the same files read again leave
+    /// the served set (and the audit trail) alone.
+    pub fn reload(&self, pairs: &[CertificateConfig]) -> Result<bool, TlsError> {
+        let fresh = load_all(pairs)?;
+        let same = fresh
+            .iter()
+            .map(|l| &l.pem)
+            .eq(self.loaded.load().iter().map(|l| &l.pem));
+        if !same {
+            self.loaded.store(Arc::new(fresh));
+        }
+        Ok(!same)
     }
 }
 

@@ -183,6 +183,20 @@ async fn sni_alpn_rotation_and_protocol_versions() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    sluice.wait_log("TLS certificates reloaded", Duration::from_secs(5));
+
+    // Re-reading the files is not a change: touching the config beside
+    // them (sluice re-reads both) must not set off reloads. Before the fix
+    // each re-read reported itself and reloaded, logged and audited the
+    // certificates five times a second, forever.
+    let config = std::fs::read(&sluice.config).unwrap();
+    std::fs::write(&sluice.config, config).unwrap();
+    let quiet = sluice.logs_until_exit(Duration::from_millis(1500));
+    let reloads: Vec<_> = quiet
+        .iter()
+        .filter(|l| l.contains("reloaded") || l.contains("reload failed"))
+        .collect();
+    assert!(reloads.is_empty(), "re-reading unchanged files reloaded: {reloads:?}");
 
     // A key that does not fit its certificate keeps the previous pair.
     let other = rcgen::generate_simple_self_signed(vec!["b.test".to_owned()]).unwrap();

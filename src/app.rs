@@ -175,6 +175,10 @@ pub async fn serve_config(config: Config, options: RunOptions) -> Result<(), App
         sink.clone(),
         Arc::clone(&health_ready),
     ));
+    tokio::spawn(sluice_proxy::upstream::close_stale_connections(
+        Arc::clone(&routing),
+        config.proxy.timeouts.keep_alive_idle,
+    ));
     tokio::spawn(sluice_control::outlier::run(
         Arc::clone(&routing),
         config.outlier.clone(),

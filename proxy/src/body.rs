@@ -8,8 +8,12 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
+use crate::h1raw::RawBody;
 use crate::table::InFlight;
 use crate::upstream::Lease;
+
+/// Why a response body stopped early: hyper's or sluice's own exchange.
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A response body: either the backend's, streamed, or a short one of our own.
 #[derive(Debug)]
@@ -27,6 +31,11 @@ enum Kind {
         /// Released when the body ends or the client goes away.
         _in_flight: InFlight,
     },
+    /// From sluice's own exchange; hands its connection back by itself.
+    Raw {
+        body: RawBody,
+        _in_flight: InFlight,
+    },
 }
 
 impl ProxyBody {
@@ -39,6 +48,15 @@ impl ProxyBody {
 
     pub fn empty() -> Self {
         Self { kind: Kind::Full(None) }
+    }
+
+    pub fn raw(body: RawBody, in_flight: InFlight) -> Self {
+        Self {
+            kind: Kind::Raw {
+                body,
+                _in_flight: in_flight,
+            },
+        }
     }
 
     pub fn upstream(body: Incoming, lease: Lease, in_flight: InFlight) -> Self {
@@ -54,9 +72,9 @@ impl ProxyBody {
 
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match &mut self.kind {
             Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             Kind::Upstream { body, lease, .. } => {
@@ -64,8 +82,9 @@ impl Body for ProxyBody {
                 if let Poll::Ready(None) = frame {
                     lease.release();
                 }
-                frame
+                frame.map_err(BodyError::from)
             }
+            Kind::Raw { body, .. } => body.poll_frame(cx).map_err(BodyError::from),
         }
     }
 
@@ -73,6 +92,7 @@ impl Body for ProxyBody {
         match &self.kind {
             Kind::Full(bytes) => bytes.is_none(),
             Kind::Upstream { body, .. } => body.is_end_stream(),
+            Kind::Raw { body, .. } => body.is_end_stream(),
         }
     }
 
@@ -80,6 +100,7 @@ impl Body for ProxyBody {
         match &self.kind {
             Kind::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
             Kind::Upstream { body, .. } => body.size_hint(),
+            Kind::Raw { body, .. } => body.size_hint(),
         }
     }
 }

@@ -4,12 +4,14 @@
 use std::error::Error as StdError;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::time::Instant;
 
 use http::header::{self, HeaderValue};
 use http::uri::{PathAndQuery, Scheme};
 use http::{Request, Response, StatusCode, Uri, Version};
+use http_body::Body as _;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use sluice_config::UpstreamProtocol;
@@ -17,6 +19,7 @@ use tracing::debug;
 
 use crate::body::{ProxyBody, RequestBody, RequestBodyError};
 use crate::error::ProxyError;
+use crate::h1raw::{self, RawError};
 use crate::handle::RoutingHandle;
 use crate::headers::{self, ForwardedFor};
 use crate::select;
@@ -252,24 +255,27 @@ impl Proxy {
         };
         parts.extensions = http::Extensions::new();
 
+        if protocol == UpstreamProtocol::Http1 && tls.is_none() && upgrade.is_none() && body.is_end_stream() {
+            // The common request (no body, no upgrade, plain HTTP/1.1 to
+            // the backend) takes sluice's own exchange; see `h1raw`.
+            let mut head = Vec::with_capacity(256 + parts.headers.len() * 48);
+            h1raw::encode_head(&parts, &mut head);
+            let sent = std::pin::pin!(self.upstreams.send_raw(&backend, &head, &parts.method));
+            let res = self
+                .response_head(sent, settings.upstream_response_timeout, &backend, &pool_name)
+                .await?;
+            self.count_exchange(&pool_name, &backend, res.status().is_server_error());
+            let (parts, body) = res.into_parts();
+            return Ok(respond(parts, set_cookie, ProxyBody::raw(body, in_flight)));
+        }
+
         let upstream_req = Request::from_parts(parts, RequestBody::new(body, settings.max_request_body_bytes));
         // Pinned in place: the exchange's state is large, and the timeout
         // would otherwise copy it in (callgrind: ~2% of the instructions).
         let sent = std::pin::pin!(self.upstreams.send(&backend, protocol, tls.as_deref(), upstream_req));
-        let outcome = match tokio::time::timeout(settings.upstream_response_timeout, sent).await {
-            Err(_) => Err(ProxyError::UpstreamTimeout),
-            Ok(sent) => sent.map_err(|e| classify(&e)),
-        };
-        let (mut res, mut lease) = match outcome {
-            Ok(pair) => pair,
-            Err(err) => {
-                if let Some(kind) = UpstreamErrorKind::of(err) {
-                    backend.errors().record(kind);
-                    self.count_exchange(&pool_name, &backend, true);
-                }
-                return Err(err);
-            }
-        };
+        let (mut res, mut lease) = self
+            .response_head(sent, settings.upstream_response_timeout, &backend, &pool_name)
+            .await?;
         self.count_exchange(&pool_name, &backend, res.status().is_server_error());
 
         if let Some(client_upgrade) = client_upgrade
@@ -283,13 +289,40 @@ impl Proxy {
             return Ok(Response::from_parts(parts, ProxyBody::empty()));
         }
 
-        let (mut parts, body) = res.into_parts();
-        headers::strip_hop_by_hop(&mut parts.headers);
-        if let Some(cookie) = set_cookie {
-            parts.headers.append(header::SET_COOKIE, cookie);
-        }
-        Ok(Response::from_parts(parts, ProxyBody::upstream(body, lease, in_flight)))
+        let (parts, body) = res.into_parts();
+        Ok(respond(parts, set_cookie, ProxyBody::upstream(body, lease, in_flight)))
     }
+
+    /// Waits for the backend's response head within `timeout`; a failure
+    /// counts against the backend.
+    async fn response_head<R>(
+        &self,
+        sent: impl Future<Output = Result<R, UpstreamError>>,
+        timeout: Duration,
+        backend: &Arc<Backend>,
+        pool_name: &Arc<str>,
+    ) -> Result<R, ProxyError> {
+        let outcome = match tokio::time::timeout(timeout, sent).await {
+            Err(_) => Err(ProxyError::UpstreamTimeout),
+            Ok(sent) => sent.map_err(|e| classify(&e)),
+        };
+        outcome.inspect_err(|&err| {
+            if let Some(kind) = UpstreamErrorKind::of(err) {
+                backend.errors().record(kind);
+                self.count_exchange(pool_name, backend, true);
+            }
+        })
+    }
+}
+
+/// The backend's response on its way to the client: without hop-by-hop
+/// headers, with the stickiness cookie when one was chosen.
+fn respond(mut parts: http::response::Parts, set_cookie: Option<HeaderValue>, body: ProxyBody) -> Response<ProxyBody> {
+    headers::strip_hop_by_hop(&mut parts.headers);
+    if let Some(cookie) = set_cookie {
+        parts.headers.append(header::SET_COOKIE, cookie);
+    }
+    Response::from_parts(parts, body)
 }
 
 /// The authority an HTTP/2 (or absolute-form) request addressed, as a Host value.
@@ -351,6 +384,8 @@ fn upstream_uri(client_uri: &Uri, protocol: UpstreamProtocol, backend: &Backend)
 /// inside hyper's error as its source.
 fn classify(err: &UpstreamError) -> ProxyError {
     let hyper_err = match err {
+        UpstreamError::Raw(RawError::Malformed(_)) => return ProxyError::UpstreamMalformed,
+        UpstreamError::Raw(_) => return ProxyError::UpstreamReset,
         UpstreamError::ConnectTimeout => return ProxyError::ConnectTimeout,
         UpstreamError::Connect(_) | UpstreamError::Tls(_) => return ProxyError::ConnectFailed,
         UpstreamError::Handshake(_) => return ProxyError::UpstreamReset,

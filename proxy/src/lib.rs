@@ -10,6 +10,7 @@
 pub mod body;
 pub mod error;
 pub mod forward;
+pub mod h1raw;
 pub mod handle;
 pub mod headers;
 pub mod select;

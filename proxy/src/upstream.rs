@@ -25,6 +25,7 @@ use tokio::time::Instant;
 use tracing::debug;
 
 use crate::body::RequestBody;
+use crate::h1raw::{self, RawBody, RawConn, RawError};
 use crate::table::Backend;
 use crate::upstream_tls::UpstreamTls;
 
@@ -44,6 +45,8 @@ pub enum UpstreamError {
     Handshake(#[source] hyper::Error),
     #[error("exchange failed: {0}")]
     Exchange(#[source] hyper::Error),
+    #[error("exchange failed: {0}")]
+    Raw(#[source] RawError),
 }
 
 struct IdleConn {
@@ -55,6 +58,8 @@ struct IdleConn {
 /// routing-table swaps along with the backend.
 pub struct ConnPool {
     idle: ArrayQueue<IdleConn>,
+    /// Idle connections of sluice's own bodyless exchanges ([`h1raw`]).
+    raw: ArrayQueue<(RawConn, Instant)>,
     h2: ArcSwapOption<http2::SendRequest<RequestBody>>,
 }
 
@@ -68,6 +73,7 @@ impl Default for ConnPool {
     fn default() -> Self {
         Self {
             idle: ArrayQueue::new(MAX_IDLE_PER_BACKEND),
+            raw: ArrayQueue::new(MAX_IDLE_PER_BACKEND),
             h2: ArcSwapOption::empty(),
         }
     }
@@ -76,7 +82,29 @@ impl Default for ConnPool {
 impl ConnPool {
     /// Idle HTTP/1.1 connections right now.
     pub fn idle(&self) -> usize {
-        self.idle.len()
+        self.idle.len() + self.raw.len()
+    }
+
+    /// A connection whose last exchange ended cleanly; a full queue drops
+    /// (closes) it.
+    pub(crate) fn put_raw(&self, conn: RawConn) {
+        let _ = self.raw.push((conn, Instant::now()));
+    }
+
+    /// Closes the idle connections of sluice's own exchanges that the
+    /// backend has closed or that sat idle past `idle_timeout`. They are
+    /// otherwise only noticed when next taken, and a backend that closes
+    /// its side would leave them half-closed until traffic returns.
+    /// One at a time, so requests meanwhile still find the others.
+    pub fn close_stale(&self, idle_timeout: Duration) {
+        for _ in 0..self.raw.len() {
+            let Some((mut conn, since)) = self.raw.pop() else {
+                return;
+            };
+            if since.elapsed() <= idle_timeout && conn.alive() {
+                let _ = self.raw.push((conn, since));
+            }
+        }
     }
 
     fn put(&self, sender: http1::SendRequest<RequestBody>) {
@@ -120,6 +148,23 @@ pub struct Upstreams {
     idle_timeout: Duration,
 }
 
+/// Every few seconds, closes the stale idle connections of every backend
+/// in the served table ([`ConnPool::close_stale`]).
+pub async fn close_stale_connections(routing: Arc<crate::handle::RoutingHandle>, idle_timeout: Duration) {
+    let mut tick = tokio::time::interval(STALE_SWEEP);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let table = routing.snapshot();
+        for backend in table.pools().iter().flat_map(|p| &p.backends) {
+            backend.pool().close_stale(idle_timeout);
+        }
+    }
+}
+
+/// How often idle connections are checked for a backend's close.
+const STALE_SWEEP: Duration = Duration::from_secs(2);
+
 impl Upstreams {
     pub fn new(timeouts: &Timeouts) -> Self {
         Self {
@@ -140,6 +185,33 @@ impl Upstreams {
             UpstreamProtocol::Http1 => self.send_h1(backend, tls, req).await,
             UpstreamProtocol::Http2 => self.send_h2(backend, tls, req).await,
         }
+    }
+
+    /// Sends a bodyless request over plain HTTP/1.1 with sluice's own
+    /// exchange ([`h1raw`]): `head` is the encoded request head. An
+    /// idempotent request that meets a connection the backend had closed
+    /// while it sat idle goes out again on the next (or a new) one.
+    pub async fn send_raw(
+        &self,
+        backend: &Arc<Backend>,
+        head: &[u8],
+        method: &http::Method,
+    ) -> Result<Response<RawBody>, UpstreamError> {
+        let retry = method.is_idempotent();
+        while let Some((mut conn, since)) = backend.pool().raw.pop() {
+            if since.elapsed() > self.idle_timeout || !conn.alive() {
+                continue;
+            }
+            match h1raw::exchange(conn, head, method, backend).await {
+                Err(RawError::ClosedBeforeResponse) if retry => continue,
+                result => return result.map_err(UpstreamError::Raw),
+            }
+        }
+        // Boxed, as in `send_h1`: only new connections pay for connecting.
+        let tcp = Box::pin(self.connect(backend)).await?;
+        h1raw::exchange(RawConn::new(tcp), head, method, backend)
+            .await
+            .map_err(UpstreamError::Raw)
     }
 
     async fn send_h1(

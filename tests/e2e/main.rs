@@ -12,6 +12,7 @@ mod pg;
 mod admin_api;
 mod admin_e2e;
 mod adversarial;
+mod backend_framing;
 mod backend_tls;
 mod ctl;
 mod dashboard;

@@ -268,7 +268,12 @@ async fn a_follower_takes_over_a_rollout_when_the_leader_dies() {
         "\"state\":\"step\",\"step\":1",
     )
     .await;
-    assert_eq!(blue_weight(&c, replicas[2].admin).await, 75);
+    // C follows the stored step (a NOTIFY away; the read above was B's).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while blue_weight(&c, replicas[2].admin).await != 75 {
+        assert!(Instant::now() < deadline, "replica C never served step 1's weights");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let mut a = replicas.remove(0);
     a.child.kill().unwrap();
     a.child.wait().unwrap();

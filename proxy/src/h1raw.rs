@@ -1,0 +1,671 @@
+//! sluice's own HTTP/1.1 exchange with a backend, for the common request:
+//! no request body, no upgrade, plain TCP. Everything else goes through
+//! hyper's client (see [`crate::upstream`]).
+//!
+//! Why: with hyper's client every exchange crosses tasks (the request is
+//! handed to the connection's task over a channel, the response head comes
+//! back over a oneshot, the body over another channel) and the connection's
+//! task is woken for each. Here the request's own task writes the head,
+//! reads the answer and streams the body straight from the socket; the
+//! connection goes back to its backend's idle queue when the body ends.
+//! Parsing is httparse's (the parser hyper uses); header values share the
+//! head's buffer rather than being copied.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, Version, header, request};
+use http_body::{Frame, SizeHint};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::table::Backend;
+
+/// Response heads larger than this are refused (hyper's default limit too).
+const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// Response header lines beyond this are refused (hyper's limit too).
+const MAX_HEADERS: usize = 100;
+/// The least free space offered to each read.
+const READ_CHUNK: usize = 8 * 1024;
+/// The most space offered to one read.
+const READ_MAX: usize = 64 * 1024;
+/// A chunk-size line or the trailer section longer than this is malformed.
+const MAX_CHUNK_LINE: usize = 1024;
+const MAX_TRAILERS: usize = 16 * 1024;
+
+/// Why an exchange on a raw connection failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RawError {
+    /// Nothing came back: on a reused connection, the backend closed it
+    /// while idle and an idempotent request can be sent again elsewhere.
+    #[error("the backend closed the connection before answering")]
+    ClosedBeforeResponse,
+    #[error("i/o with the backend failed: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("malformed response from the backend: {0}")]
+    Malformed(&'static str),
+    #[error("the backend's response body ended early")]
+    Incomplete,
+}
+
+/// A plain-TCP connection to a backend and the bytes read past the last
+/// message (none when idle).
+#[derive(Debug)]
+pub struct RawConn {
+    io: TcpStream,
+    buf: BytesMut,
+    /// Space offered to the next response's first read: it grows while
+    /// reads fill it, so that a whole response usually takes one read (as
+    /// hyper's adaptive buffer does), and shrinks when they stay small.
+    read_size: usize,
+}
+
+impl RawConn {
+    pub fn new(io: TcpStream) -> Self {
+        Self {
+            io,
+            buf: BytesMut::new(),
+            read_size: READ_CHUNK,
+        }
+    }
+
+    /// Adapts [`RawConn::read_size`] to a read of `n` bytes into `offered`.
+    fn adapt(&mut self, n: usize, offered: usize) {
+        if n >= offered {
+            self.read_size = (self.read_size * 2).min(READ_MAX);
+        } else if n < self.read_size / 4 {
+            self.read_size = (self.read_size / 2).max(READ_CHUNK);
+        }
+    }
+
+    /// Whether an idle connection is still usable: the backend has neither
+    /// closed it nor sent anything. Costs no system call unless the socket
+    /// was signalled readable meanwhile.
+    pub fn alive(&mut self) -> bool {
+        if !self.buf.is_empty() {
+            return false;
+        }
+        let mut cx = Context::from_waker(Waker::noop());
+        match self.io.poll_read_ready(&mut cx) {
+            Poll::Pending => true,
+            Poll::Ready(Err(_)) => false,
+            Poll::Ready(Ok(())) => {
+                let mut probe = [0u8; 1];
+                matches!(self.io.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+            }
+        }
+    }
+}
+
+/// How the response body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    Length(u64),
+    Chunked(Chunk),
+    UntilClose,
+    Done,
+}
+
+/// Where a chunked body's decoder stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chunk {
+    Size,
+    Data(u64),
+    DataEnd,
+    Trailers(usize),
+}
+
+/// Writes the request head of a bodyless request. Header names are
+/// lower-case already (`http` stores them so).
+pub fn encode_head(parts: &request::Parts, out: &mut Vec<u8>) {
+    out.extend_from_slice(parts.method.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(parts.uri.path_and_query().map_or("/", |p| p.as_str()).as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in &parts.headers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    // A method that normally carries a body says it carries none, as
+    // hyper does; GET and friends send no length at all.
+    let bodied = !matches!(
+        parts.method,
+        Method::GET | Method::HEAD | Method::DELETE | Method::OPTIONS | Method::TRACE | Method::CONNECT
+    );
+    if bodied && !parts.headers.contains_key(header::CONTENT_LENGTH) {
+        out.extend_from_slice(b"content-length: 0\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Sends `head` on `conn` and reads the response head; the body streams
+/// from the socket as the response's [`RawBody`] is polled.
+pub async fn exchange(
+    mut conn: RawConn,
+    head: &[u8],
+    method: &Method,
+    backend: &Arc<Backend>,
+) -> Result<Response<RawBody>, RawError> {
+    conn.io.write_all(head).await.map_err(|e| before_response(e, &conn))?;
+    loop {
+        if let Some((res, framing, keep_alive)) = parse_head(&mut conn.buf, method)? {
+            // 1xx answers (100 Continue, 103 Early Hints) precede the real one.
+            if res.status().is_informational() {
+                continue;
+            }
+            let body = RawBody::new(conn, framing, keep_alive, Arc::clone(backend));
+            return Ok(res.map(|()| body));
+        }
+        if conn.buf.len() >= MAX_HEAD_BYTES {
+            return Err(RawError::Malformed("response head too large"));
+        }
+        conn.buf.reserve(conn.read_size);
+        let offered = conn.buf.capacity() - conn.buf.len();
+        let n = conn
+            .io
+            .read_buf(&mut conn.buf)
+            .await
+            .map_err(|e| before_response(e, &conn))?;
+        conn.adapt(n, offered);
+        if n == 0 {
+            return Err(if conn.buf.is_empty() {
+                RawError::ClosedBeforeResponse
+            } else {
+                RawError::Malformed("connection closed inside the response head")
+            });
+        }
+    }
+}
+
+/// A reset or broken pipe before any byte of the answer means the same as
+/// a clean close then: the backend never took the request.
+fn before_response(e: std::io::Error, conn: &RawConn) -> RawError {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset};
+    if conn.buf.is_empty() && matches!(e.kind(), ConnectionReset | BrokenPipe | ConnectionAborted) {
+        RawError::ClosedBeforeResponse
+    } else {
+        RawError::Io(e)
+    }
+}
+
+type Parsed = (Response<()>, Framing, bool);
+
+/// Parses a complete response head off the front of `buf`, or `None` when
+/// more bytes are needed.
+fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Parsed>, RawError> {
+    if buf.is_empty() {
+        return Ok(None);
+    }
+    // Offsets of each header's name and value in the head, so the values
+    // can share the head's bytes once the parser's borrow ends. Neither
+    // array is zeroed first: they are written before they are read.
+    let mut spans = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
+    let (len, code, minor, count) = {
+        let mut headers = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+        let mut res = httparse::Response::new(&mut []);
+        let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut res, buf, &mut headers);
+        let len = match parsed {
+            Ok(httparse::Status::Complete(len)) => len,
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(httparse::Error::TooManyHeaders) => return Err(RawError::Malformed("too many headers")),
+            Err(_) => return Err(RawError::Malformed("unparsable response head")),
+        };
+        let base = buf.as_ptr() as usize;
+        let offset = |s: &[u8]| u32::try_from((s.as_ptr() as usize).wrapping_sub(base)).unwrap_or(u32::MAX);
+        let mut count = 0;
+        for (h, span) in res.headers.iter().zip(spans.iter_mut()) {
+            let (n, v) = (offset(h.name.as_bytes()), offset(h.value));
+            *span = (
+                n,
+                n.saturating_add(h.name.len() as u32),
+                v,
+                v.saturating_add(h.value.len() as u32),
+            );
+            count += 1;
+        }
+        (len, res.code.unwrap_or(0), res.version.unwrap_or(1), count)
+    };
+    let head = buf.split_to(len).freeze();
+    let status = StatusCode::from_u16(code).map_err(|_| RawError::Malformed("invalid status code"))?;
+    let mut headers = HeaderMap::with_capacity(count);
+    let (mut chunked, mut length, mut close, mut keep_alive_token, mut other_coding) =
+        (false, None, false, false, false);
+    for &(ns, ne, vs, ve) in &spans[..count] {
+        let (ns, ne, vs, ve) = (ns as usize, ne as usize, vs as usize, ve as usize);
+        if vs > ve || ve > head.len() {
+            return Err(RawError::Malformed("header outside the head"));
+        }
+        let name = HeaderName::from_bytes(head.get(ns..ne).unwrap_or_default())
+            .map_err(|_| RawError::Malformed("invalid header name"))?;
+        let value = HeaderValue::from_maybe_shared(head.slice(vs..ve))
+            .map_err(|_| RawError::Malformed("invalid header value"))?;
+        if name == header::TRANSFER_ENCODING {
+            // The last coding decides: chunked, or read until close.
+            let last = value.as_bytes().rsplit(|&b| b == b',').next().unwrap_or_default();
+            chunked = last.trim_ascii().eq_ignore_ascii_case(b"chunked");
+            other_coding = !chunked;
+        } else if name == header::CONTENT_LENGTH {
+            let n = std::str::from_utf8(value.as_bytes())
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok())
+                .ok_or(RawError::Malformed("invalid content-length"))?;
+            if length.is_some_and(|l| l != n) {
+                return Err(RawError::Malformed("conflicting content-length values"));
+            }
+            length = Some(n);
+        } else if name == header::CONNECTION {
+            for token in value.as_bytes().split(|&b| b == b',') {
+                let token = token.trim_ascii();
+                close |= token.eq_ignore_ascii_case(b"close");
+                keep_alive_token |= token.eq_ignore_ascii_case(b"keep-alive");
+            }
+        }
+        headers.append(name, value);
+    }
+    let no_body = *method == Method::HEAD
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    let framing = if no_body {
+        Framing::Length(0)
+    } else if chunked {
+        Framing::Chunked(Chunk::Size)
+    } else if other_coding {
+        Framing::UntilClose
+    } else {
+        length.map_or(Framing::UntilClose, Framing::Length)
+    };
+    if chunked || other_coding {
+        // A length beside a transfer coding is ignored (RFC 9112 §6.3), and
+        // must not reach the client next to a body it does not describe.
+        headers.remove(header::CONTENT_LENGTH);
+    }
+    let keep_alive = match minor {
+        1 => !close,
+        _ => keep_alive_token && !close,
+    } && framing != Framing::UntilClose
+        && !(length.is_some() && (chunked || other_coding));
+    let mut res = Response::new(());
+    *res.status_mut() = status;
+    *res.version_mut() = Version::HTTP_11;
+    *res.headers_mut() = headers;
+    Ok(Some((res, framing, keep_alive)))
+}
+
+/// A response body read straight from the backend's socket. Once read to
+/// its end the connection goes back to the backend's idle queue; dropped
+/// earlier, the connection closes with it.
+#[derive(Debug)]
+pub struct RawBody {
+    conn: Option<RawConn>,
+    framing: Framing,
+    keep_alive: bool,
+    backend: Arc<Backend>,
+}
+
+impl RawBody {
+    fn new(conn: RawConn, framing: Framing, keep_alive: bool, backend: Arc<Backend>) -> Self {
+        Self {
+            conn: Some(conn),
+            framing,
+            keep_alive,
+            backend,
+        }
+    }
+
+    fn finish(&mut self) {
+        self.framing = Framing::Done;
+        if let Some(mut conn) = self.conn.take()
+            && self.keep_alive
+            && conn.buf.is_empty()
+        {
+            // The empty buffer still holds the last response's allocation.
+            conn.buf = BytesMut::new();
+            self.backend.pool().put_raw(conn);
+        }
+    }
+
+    pub fn is_end_stream(&self) -> bool {
+        matches!(self.framing, Framing::Done | Framing::Length(0))
+    }
+
+    pub fn size_hint(&self) -> SizeHint {
+        match self.framing {
+            Framing::Length(n) => SizeHint::with_exact(n),
+            Framing::Done => SizeHint::with_exact(0),
+            _ => SizeHint::default(),
+        }
+    }
+
+    pub fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, RawError>>> {
+        loop {
+            let Some(conn) = self.conn.as_mut() else {
+                return Poll::Ready(None);
+            };
+            let step = match &mut self.framing {
+                Framing::Done | Framing::Length(0) => Step::End,
+                Framing::Length(left) => match take(&mut conn.buf, left) {
+                    Some(data) => Step::Data(data),
+                    None => Step::Read(usize::try_from(*left).unwrap_or(READ_MAX).min(READ_MAX)),
+                },
+                Framing::Chunked(state) => decode_chunk(&mut conn.buf, state)?,
+                Framing::UntilClose if conn.buf.is_empty() => Step::Read(conn.read_size),
+                Framing::UntilClose => Step::Data(conn.buf.split().freeze()),
+            };
+            match step {
+                Step::End => {
+                    self.finish();
+                    return Poll::Ready(None);
+                }
+                Step::Data(data) => {
+                    if self.is_end_stream() {
+                        // The last bytes: hand the connection back now, as
+                        // hyper polls no further once the end is known.
+                        self.finish();
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Step::Continue => {}
+                Step::Read(want) => {
+                    // One byte more than the rest of the body: a read that
+                    // gets it all is then a short read, after which tokio
+                    // knows the socket is drained (no extra read to learn it).
+                    conn.buf.reserve(want.max(READ_CHUNK) + 1);
+                    match tokio_util::io::poll_read_buf(Pin::new(&mut conn.io), cx, &mut conn.buf) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(Err(e)) => {
+                            self.conn = None;
+                            return Poll::Ready(Some(Err(RawError::Io(e))));
+                        }
+                        Poll::Ready(Ok(0)) if self.framing == Framing::UntilClose => {
+                            self.keep_alive = false;
+                            self.finish();
+                            return Poll::Ready(None);
+                        }
+                        Poll::Ready(Ok(0)) => {
+                            self.conn = None;
+                            return Poll::Ready(Some(Err(RawError::Incomplete)));
+                        }
+                        Poll::Ready(Ok(_)) => {}
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Drop for RawBody {
+    fn drop(&mut self) {
+        // hyper stops polling once `is_end_stream` says so.
+        if self.is_end_stream() {
+            self.finish();
+        }
+    }
+}
+
+/// What the body decoder does next.
+enum Step {
+    Data(Bytes),
+    Read(usize),
+    Continue,
+    End,
+}
+
+/// Up to `left` buffered bytes of a body of known length.
+fn take(buf: &mut BytesMut, left: &mut u64) -> Option<Bytes> {
+    if buf.is_empty() {
+        return None;
+    }
+    let n = usize::try_from(*left).unwrap_or(usize::MAX).min(buf.len());
+    *left -= n as u64;
+    Some(buf.split_to(n).freeze())
+}
+
+/// One step of chunked decoding over the buffered bytes.
+fn decode_chunk(buf: &mut BytesMut, state: &mut Chunk) -> Result<Step, RawError> {
+    let need_more = |limit: usize, buf: &BytesMut, what: &'static str| {
+        if buf.len() > limit {
+            Err(RawError::Malformed(what))
+        } else {
+            Ok(Step::Read(READ_CHUNK))
+        }
+    };
+    match state {
+        Chunk::Size => {
+            let Some(end) = find_crlf(buf) else {
+                return need_more(MAX_CHUNK_LINE, buf, "chunk-size line too long");
+            };
+            let line = &buf[..end];
+            let digits = line.split(|&b| b == b';').next().unwrap_or_default().trim_ascii();
+            let size = std::str::from_utf8(digits)
+                .ok()
+                .filter(|d| !d.is_empty() && d.len() <= 16)
+                .and_then(|d| u64::from_str_radix(d, 16).ok())
+                .ok_or(RawError::Malformed("invalid chunk size"))?;
+            buf.advance(end + 2);
+            *state = if size == 0 {
+                Chunk::Trailers(0)
+            } else {
+                Chunk::Data(size)
+            };
+            Ok(Step::Continue)
+        }
+        Chunk::Data(left) => match take(buf, left) {
+            Some(data) => {
+                if *left == 0 {
+                    *state = Chunk::DataEnd;
+                }
+                Ok(Step::Data(data))
+            }
+            None => Ok(Step::Read(READ_CHUNK)),
+        },
+        Chunk::DataEnd => {
+            if buf.len() < 2 {
+                return Ok(Step::Read(READ_CHUNK));
+            }
+            if &buf[..2] != b"\r\n" {
+                return Err(RawError::Malformed("chunk data not followed by CRLF"));
+            }
+            buf.advance(2);
+            *state = Chunk::Size;
+            Ok(Step::Continue)
+        }
+        Chunk::Trailers(seen) => {
+            // Trailer fields are read past and dropped: hyper's HTTP/1
+            // server would not send them on either.
+            let Some(end) = find_crlf(buf) else {
+                return need_more(MAX_TRAILERS.saturating_sub(*seen), buf, "trailers too long");
+            };
+            buf.advance(end + 2);
+            if end == 0 {
+                return Ok(Step::End);
+            }
+            *seen += end + 2;
+            if *seen > MAX_TRAILERS {
+                return Err(RawError::Malformed("trailers too long"));
+            }
+            Ok(Step::Continue)
+        }
+    }
+}
+
+fn find_crlf(buf: &[u8]) -> Option<usize> {
+    buf.windows(2).position(|w| w == b"\r\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &[u8], method: &Method) -> Result<Option<Parsed>, RawError> {
+        parse_head(&mut BytesMut::from(text), method)
+    }
+
+    fn framing_of(text: &[u8]) -> (Framing, bool) {
+        let (_, framing, keep_alive) = parse(text, &Method::GET).unwrap().unwrap();
+        (framing, keep_alive)
+    }
+
+    #[test]
+    fn a_partial_head_asks_for_more() {
+        assert!(
+            parse(b"HTTP/1.1 200 OK\r\ncontent-len", &Method::GET)
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn framing_follows_rfc_9112() {
+        assert_eq!(
+            framing_of(b"HTTP/1.1 200 OK\r\ncontent-length: 12\r\n\r\n"),
+            (Framing::Length(12), true)
+        );
+        assert_eq!(
+            framing_of(b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\n\r\n"),
+            (Framing::Chunked(Chunk::Size), true)
+        );
+        // No length: the body runs to the close, and the connection ends.
+        assert_eq!(framing_of(b"HTTP/1.1 200 OK\r\n\r\n"), (Framing::UntilClose, false));
+        assert_eq!(
+            framing_of(b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\n"),
+            (Framing::UntilClose, false)
+        );
+        assert_eq!(
+            framing_of(b"HTTP/1.1 204 No Content\r\n\r\n"),
+            (Framing::Length(0), true)
+        );
+        assert_eq!(
+            framing_of(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nconnection: close\r\n\r\n"),
+            (Framing::Length(5), false)
+        );
+        // HTTP/1.0 keeps the connection only when asked to.
+        assert_eq!(
+            framing_of(b"HTTP/1.0 200 OK\r\ncontent-length: 5\r\n\r\n"),
+            (Framing::Length(5), false)
+        );
+        assert_eq!(
+            framing_of(b"HTTP/1.0 200 OK\r\ncontent-length: 5\r\nconnection: keep-alive\r\n\r\n"),
+            (Framing::Length(5), true)
+        );
+    }
+
+    #[test]
+    fn a_head_response_has_no_body_whatever_its_length_says() {
+        let (res, framing, keep_alive) = parse(b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\n", &Method::HEAD)
+            .unwrap()
+            .unwrap();
+        assert_eq!((framing, keep_alive), (Framing::Length(0), true));
+        assert_eq!(res.headers()[header::CONTENT_LENGTH], "1000");
+    }
+
+    #[test]
+    fn a_length_beside_chunked_is_dropped_and_the_connection_not_reused() {
+        let (res, framing, keep_alive) = parse(
+            b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\ntransfer-encoding: chunked\r\n\r\n",
+            &Method::GET,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!((framing, keep_alive), (Framing::Chunked(Chunk::Size), false));
+        assert!(!res.headers().contains_key(header::CONTENT_LENGTH));
+    }
+
+    #[test]
+    fn headers_and_status_arrive_intact_and_the_head_is_consumed() {
+        let mut buf =
+            BytesMut::from(&b"HTTP/1.1 404 Not Found\r\nX-Tag: a\r\nx-tag: b\r\ncontent-length: 2\r\n\r\nhiNEXT"[..]);
+        let (res, ..) = parse_head(&mut buf, &Method::GET).unwrap().unwrap();
+        assert_eq!(res.status(), 404);
+        let tags: Vec<_> = res.headers().get_all("x-tag").iter().collect();
+        assert_eq!(tags, ["a", "b"]);
+        assert_eq!(&buf[..], b"hiNEXT");
+    }
+
+    #[test]
+    fn broken_heads_are_malformed() {
+        for bad in [
+            &b"HTTP/1.1 2000 OK\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\ncontent-length: 4\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\ncontent-length: -1\r\n\r\n",
+            b"SSH-2.0-OpenSSH\r\n\r\n",
+        ] {
+            assert!(
+                matches!(parse(bad, &Method::GET), Err(RawError::Malformed(_))),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    /// Feeds `wire` to the chunked decoder `step` bytes at a time.
+    fn decode_all(wire: &[u8], step: usize) -> Result<Vec<u8>, RawError> {
+        let (mut buf, mut state, mut out) = (BytesMut::new(), Chunk::Size, Vec::new());
+        let mut fed = 0;
+        loop {
+            match decode_chunk(&mut buf, &mut state)? {
+                Step::Data(d) => out.extend_from_slice(&d),
+                Step::Continue => {}
+                Step::End => return Ok(out),
+                Step::Read(_) => {
+                    let next = (fed + step).min(wire.len());
+                    if fed == next {
+                        return Err(RawError::Incomplete);
+                    }
+                    buf.extend_from_slice(&wire[fed..next]);
+                    fed = next;
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn chunked_bodies_decode_whatever_the_segmentation() {
+        let wire = b"5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nx-trailer: t\r\n\r\n";
+        for step in [1, 2, 3, 7, wire.len()] {
+            assert_eq!(decode_all(wire, step).unwrap(), b"hello world", "step {step}");
+        }
+    }
+
+    #[test]
+    fn broken_chunked_bodies_are_errors() {
+        assert!(matches!(
+            decode_all(b"zz\r\nhello\r\n0\r\n\r\n", 4),
+            Err(RawError::Malformed(_))
+        ));
+        assert!(matches!(
+            decode_all(b"5\r\nhelloXX0\r\n\r\n", 4),
+            Err(RawError::Malformed(_))
+        ));
+        assert!(matches!(decode_all(b"5\r\nhel", 4), Err(RawError::Incomplete)));
+        let endless = vec![b'1'; 2 * MAX_CHUNK_LINE];
+        assert!(matches!(decode_all(&endless, 64), Err(RawError::Malformed(_))));
+    }
+
+    #[test]
+    fn bodyless_requests_say_so_only_where_a_body_is_expected() {
+        let encode = |method: Method| {
+            let (mut parts, ()) = http::Request::builder()
+                .method(method)
+                .uri("/a?b=c")
+                .header("host", "example")
+                .body(())
+                .unwrap()
+                .into_parts();
+            parts.headers.append("x-multi", HeaderValue::from_static("1"));
+            parts.headers.append("x-multi", HeaderValue::from_static("2"));
+            let mut out = Vec::new();
+            encode_head(&parts, &mut out);
+            String::from_utf8(out).unwrap()
+        };
+        assert_eq!(
+            encode(Method::GET),
+            "GET /a?b=c HTTP/1.1\r\nhost: example\r\nx-multi: 1\r\nx-multi: 2\r\n\r\n"
+        );
+        assert!(encode(Method::POST).ends_with("content-length: 0\r\n\r\n"));
+    }
+}

@@ -198,3 +198,36 @@ pub fn proxy_still_serves() {
         String::from_utf8_lossy(&answer)
     );
 }
+
+/// A backend's response as sluice's own HTTP/1.1 exchange reads it: any
+/// bytes give a status and a body or an error, never a panic; an answer
+/// that has no body by its status or method gets none, and a declared
+/// length is exactly the body's length.
+pub fn backend_response(data: &[u8]) {
+    let Some((&selector, bytes)) = data.split_first() else {
+        return;
+    };
+    let method = if selector & 1 == 1 {
+        http::Method::HEAD
+    } else {
+        http::Method::GET
+    };
+    let Ok((status, body, _)) = sluice_proxy::h1raw::decode_whole(bytes, &method) else {
+        return;
+    };
+    if method == http::Method::HEAD || status == 204 || status == 304 {
+        assert!(body.is_empty(), "{status} to {method} with a body");
+    }
+    let text = String::from_utf8_lossy(bytes).to_ascii_lowercase();
+    let framed_by_length = !text.contains("transfer-encoding") && text.matches("content-length").count() == 1;
+    if framed_by_length && method == http::Method::GET && status != 204 && status != 304 && !status.is_informational() {
+        let declared = text
+            .split("content-length:")
+            .nth(1)
+            .and_then(|rest| rest.split("\r\n").next())
+            .and_then(|v| v.trim().parse::<usize>().ok());
+        if let Some(declared) = declared {
+            assert_eq!(body.len(), declared, "body length differs from content-length");
+        }
+    }
+}

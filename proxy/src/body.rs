@@ -144,6 +144,20 @@ impl RequestBody {
     }
 }
 
+impl RequestBody {
+    /// Reads the whole body onto the end of `out`: for small bodies of
+    /// known length, sent in one write with the request head.
+    pub async fn append_to(mut self, out: &mut Vec<u8>) -> Result<(), RequestBodyError> {
+        use http_body_util::BodyExt;
+        while let Some(frame) = self.frame().await {
+            if let Ok(data) = frame?.into_data() {
+                out.extend_from_slice(&data);
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Body for RequestBody {
     type Data = Bytes;
     type Error = RequestBodyError;

@@ -1,6 +1,7 @@
 //! sluice's own HTTP/1.1 exchange with a backend, for the common request:
-//! no request body, no upgrade, plain TCP. Everything else goes through
-//! hyper's client (see [`crate::upstream`]).
+//! no request body or a small one of known length (read whole first, as
+//! nginx buffers bodies), no upgrade, plain TCP. Everything else goes
+//! through hyper's client (see [`crate::upstream`]).
 //!
 //! Why: with hyper's client every exchange crosses tasks (the request is
 //! handed to the connection's task over a channel, the response head comes
@@ -23,8 +24,11 @@ use tokio::net::TcpStream;
 
 use crate::table::Backend;
 
-/// Response heads larger than this are refused (hyper's default limit too).
-const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// Request bodies of known length up to this size take the own exchange,
+/// read whole and sent with the head; larger ones stream through hyper.
+pub const MAX_BUFFERED_BODY: u64 = 64 * 1024;
+/// Response heads larger than this are refused (hyper's client default).
+const MAX_HEAD_BYTES: usize = 8192 + 4096 * 100;
 /// Response header lines beyond this are refused (hyper's limit too).
 const MAX_HEADERS: usize = 100;
 /// The least free space offered to each read.
@@ -117,9 +121,9 @@ enum Chunk {
     Trailers(usize),
 }
 
-/// Writes the request head of a bodyless request. Header names are
-/// lower-case already (`http` stores them so).
-pub fn encode_head(parts: &request::Parts, out: &mut Vec<u8>) {
+/// Writes the request head for a body of `body_len` bytes (sent after
+/// it). Header names are lower-case already (`http` stores them so).
+pub fn encode_head(parts: &request::Parts, body_len: u64, out: &mut Vec<u8>) {
     out.extend_from_slice(parts.method.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(parts.uri.path_and_query().map_or("/", |p| p.as_str()).as_bytes());
@@ -130,14 +134,17 @@ pub fn encode_head(parts: &request::Parts, out: &mut Vec<u8>) {
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
-    // A method that normally carries a body says it carries none, as
-    // hyper does; GET and friends send no length at all.
+    // The body's length, when the client did not state it: always for a
+    // body, and as 0 for a method that normally carries one (as hyper
+    // does); GET and friends without a body send no length at all.
     let bodied = !matches!(
         parts.method,
         Method::GET | Method::HEAD | Method::DELETE | Method::OPTIONS | Method::TRACE | Method::CONNECT
     );
-    if bodied && !parts.headers.contains_key(header::CONTENT_LENGTH) {
-        out.extend_from_slice(b"content-length: 0\r\n");
+    if (bodied || body_len > 0) && !parts.headers.contains_key(header::CONTENT_LENGTH) {
+        out.extend_from_slice(b"content-length: ");
+        out.extend_from_slice(body_len.to_string().as_bytes());
+        out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"\r\n");
 }
@@ -493,6 +500,39 @@ fn decode_chunk(buf: &mut BytesMut, state: &mut Chunk) -> Result<Step, RawError>
     }
 }
 
+/// Reads a whole backend response held in memory the way an exchange
+/// would: its status, decoded body and whether the connection could be
+/// reused. For the fuzz target (`fuzz/checks.rs`, replayed by the tests).
+#[doc(hidden)]
+pub fn decode_whole(bytes: &[u8], method: &Method) -> Result<(StatusCode, Vec<u8>, bool), RawError> {
+    let mut buf = BytesMut::from(bytes);
+    let (res, mut framing, keep_alive) = loop {
+        match parse_head(&mut buf, method)? {
+            None => return Err(RawError::Incomplete),
+            Some((res, ..)) if res.status().is_informational() => {}
+            Some(parsed) => break parsed,
+        }
+    };
+    let mut body = Vec::new();
+    loop {
+        let step = match &mut framing {
+            Framing::Done | Framing::Length(0) => Step::End,
+            Framing::Length(left) => take(&mut buf, left).map_or(Step::Read(0), Step::Data),
+            Framing::Chunked(state) => decode_chunk(&mut buf, state)?,
+            Framing::UntilClose => {
+                body.extend_from_slice(&buf.split());
+                Step::End
+            }
+        };
+        match step {
+            Step::Data(data) => body.extend_from_slice(&data),
+            Step::Continue => {}
+            Step::End => return Ok((res.status(), body, keep_alive)),
+            Step::Read(_) => return Err(RawError::Incomplete),
+        }
+    }
+}
+
 fn find_crlf(buf: &[u8]) -> Option<usize> {
     buf.windows(2).position(|w| w == b"\r\n")
 }
@@ -659,7 +699,7 @@ mod tests {
             parts.headers.append("x-multi", HeaderValue::from_static("1"));
             parts.headers.append("x-multi", HeaderValue::from_static("2"));
             let mut out = Vec::new();
-            encode_head(&parts, &mut out);
+            encode_head(&parts, 0, &mut out);
             String::from_utf8(out).unwrap()
         };
         assert_eq!(

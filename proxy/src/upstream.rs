@@ -47,6 +47,9 @@ pub enum UpstreamError {
     Exchange(#[source] hyper::Error),
     #[error("exchange failed: {0}")]
     Raw(#[source] RawError),
+    /// The client's body, read whole before a small request goes out.
+    #[error("{0}")]
+    RequestBody(#[source] crate::body::RequestBodyError),
 }
 
 struct IdleConn {

@@ -50,8 +50,18 @@ impl Scripted {
 }
 
 async fn serve(mut stream: TcpStream, heads: Arc<std::sync::Mutex<Vec<String>>>) {
+    use tokio::io::AsyncReadExt;
     while let Some(head) = read_head(&mut stream).await {
-        heads.lock().unwrap().push(head.clone());
+        let length = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length: "))
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .unwrap_or(0);
+        let mut body = vec![0u8; length];
+        if stream.read_exact(&mut body).await.is_err() {
+            return;
+        }
+        heads.lock().unwrap().push(format!("{head}[{length} body bytes]"));
         let path = head.split_whitespace().nth(1).unwrap_or_default().to_owned();
         let pieces: Vec<&[u8]> = match path.as_str() {
             "/chunked" => vec![
@@ -91,11 +101,20 @@ async fn serve(mut stream: TcpStream, heads: Arc<std::sync::Mutex<Vec<String>>>)
 }
 
 async fn send(client: &TestClient, method: http::Method, url: &str) -> (u16, http::HeaderMap, String) {
+    send_body(client, method, url, bytes::Bytes::new()).await
+}
+
+async fn send_body(
+    client: &TestClient,
+    method: http::Method,
+    url: &str,
+    body: bytes::Bytes,
+) -> (u16, http::HeaderMap, String) {
     use http_body_util::BodyExt;
     let req = http::Request::builder()
         .method(method)
         .uri(url)
-        .body(Default::default())
+        .body(http_body_util::Full::new(body))
         .unwrap();
     let res = tokio::time::timeout(Duration::from_secs(5), client.request(req))
         .await
@@ -147,6 +166,17 @@ async fn every_response_framing_arrives_intact_and_connections_are_reused_when_t
     assert_eq!(status, 200);
     let post = backend.heads.lock().unwrap().last().cloned().unwrap();
     assert!(post.contains("content-length: 0\r\n"), "{post}");
+    assert_eq!(backend.connections(), 1);
+
+    // A small body of known length goes out whole after the head.
+    let upload = bytes::Bytes::from(vec![b'u'; 5000]);
+    let (status, _, _) = send_body(&c, http::Method::PUT, &url("/put"), upload).await;
+    assert_eq!(status, 200);
+    let put = backend.heads.lock().unwrap().last().cloned().unwrap();
+    assert!(
+        put.contains("content-length: 5000\r\n") && put.ends_with("[5000 body bytes]"),
+        "{put}"
+    );
     assert_eq!(backend.connections(), 1);
 
     // A length beside chunked: decoded as chunked, the stray length never

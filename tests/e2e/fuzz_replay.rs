@@ -41,3 +41,8 @@ fn raw_request_corpus() {
     replay("raw_request", checks::raw_request);
     checks::proxy_still_serves();
 }
+
+#[test]
+fn backend_response_corpus() {
+    replay("backend_response", checks::backend_response);
+}

@@ -501,10 +501,11 @@ fn decode_chunk(buf: &mut BytesMut, state: &mut Chunk) -> Result<Step, RawError>
 }
 
 /// Reads a whole backend response held in memory the way an exchange
-/// would: its status, decoded body and whether the connection could be
-/// reused. For the fuzz target (`fuzz/checks.rs`, replayed by the tests).
+/// would: the response with its decoded body, and whether the connection
+/// could be reused. For the fuzz target (`fuzz/checks.rs`, replayed by the
+/// tests).
 #[doc(hidden)]
-pub fn decode_whole(bytes: &[u8], method: &Method) -> Result<(StatusCode, Vec<u8>, bool), RawError> {
+pub fn decode_whole(bytes: &[u8], method: &Method) -> Result<(Response<Vec<u8>>, bool), RawError> {
     let mut buf = BytesMut::from(bytes);
     let (res, mut framing, keep_alive) = loop {
         match parse_head(&mut buf, method)? {
@@ -527,7 +528,7 @@ pub fn decode_whole(bytes: &[u8], method: &Method) -> Result<(StatusCode, Vec<u8
         match step {
             Step::Data(data) => body.extend_from_slice(&data),
             Step::Continue => {}
-            Step::End => return Ok((res.status(), body, keep_alive)),
+            Step::End => return Ok((res.map(|()| body), keep_alive)),
             Step::Read(_) => return Err(RawError::Incomplete),
         }
     }

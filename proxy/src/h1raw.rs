@@ -330,8 +330,12 @@ impl RawBody {
             && self.keep_alive
             && conn.buf.is_empty()
         {
-            // The empty buffer still holds the last response's allocation.
-            conn.buf = BytesMut::new();
+            // The empty buffer keeps the last response's allocation: once
+            // that response is gone, the next read reuses it instead of
+            // allocating. Only a large one is let go while idle.
+            if conn.buf.capacity() > READ_MAX {
+                conn.buf = BytesMut::new();
+            }
             self.backend.pool().put_raw(conn);
         }
     }

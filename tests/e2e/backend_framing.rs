@@ -242,7 +242,7 @@ async fn a_body_shorter_than_its_length_fails_the_client_response() {
 /// leaving the socket half-closed (CLOSE_WAIT) until traffic returns.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_the_backend_closed_while_idle_are_closed_without_traffic() {
-    use crate::common::running::Running;
+    use crate::common::running::{Running, one_pool_config};
     use tokio::io::AsyncReadExt;
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -268,12 +268,7 @@ async fn connections_the_backend_closed_while_idle_are_closed_without_traffic() 
         }
     });
     let dir = tempfile::tempdir().unwrap();
-    let text = format!(
-        "[proxy]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[store]\nurl = \"sqlite://{}/sluice.db\"\n{}",
-        dir.path().display(),
-        pool_toml("blue", 100, &[addr])
-    );
-    let sluice = Running::start(dir.path(), &text, &[]);
+    let sluice = Running::start(dir.path(), &one_pool_config(dir.path(), addr), &[]);
     let (status, _, body) = get(&client(), &format!("http://{}/proxied", sluice.addr), &[]).await;
     assert_eq!((status, body.as_str()), (200, "ok"));
     let after = tokio::time::timeout(Duration::from_secs(10), closed_rx.recv())

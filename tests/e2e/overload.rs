@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::common::running::Running;
+use crate::common::running::{Running, one_pool_config};
 use crate::common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -209,12 +209,7 @@ async fn a_slow_reader_keeps_memory_bounded() {
     // 400 MiB available from the backend.
     let backend = bulk_backend(64 * 1024, 6400).await;
     let dir = tempfile::tempdir().unwrap();
-    let text = format!(
-        "[proxy]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[store]\nurl = \"sqlite://{}/sluice.db\"\n{}",
-        dir.path().display(),
-        pool_toml("blue", 100, &[backend])
-    );
-    let sluice = Running::start(dir.path(), &text, &[]);
+    let sluice = Running::start(dir.path(), &one_pool_config(dir.path(), backend), &[]);
     let mut stalled = TcpStream::connect(sluice.addr).await.unwrap();
     stalled
         .write_all(b"GET /down HTTP/1.1\r\nhost: x\r\n\r\n")

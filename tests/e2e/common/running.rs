@@ -152,6 +152,15 @@ pub fn config_for(dir: &Path, blue: SocketAddr, green: SocketAddr, blue_weight: 
     )
 }
 
+/// A config with one pool, `blue`, on `backend`; the store in `dir`.
+pub fn one_pool_config(dir: &Path, backend: SocketAddr) -> String {
+    format!(
+        "[proxy]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[store]\nurl = \"sqlite://{}/sluice.db\"\n{}",
+        dir.display(),
+        pool_toml("blue", 100, &[backend])
+    )
+}
+
 /// Starts `sluice ARGS` with info logs, returning the child and its log
 /// lines as they come.
 pub fn spawn_logging(args: &[&str]) -> (Child, mpsc::Receiver<String>) {

@@ -142,9 +142,7 @@ impl RequestBody {
             remaining: limit,
         }
     }
-}
 
-impl RequestBody {
     /// Reads the whole body onto the end of `out`: for small bodies of
     /// known length, sent in one write with the request head.
     pub async fn append_to(mut self, out: &mut Vec<u8>) -> Result<(), RequestBodyError> {

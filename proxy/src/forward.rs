@@ -399,8 +399,7 @@ fn classify(err: &UpstreamError) -> ProxyError {
     let hyper_err = match err {
         UpstreamError::Raw(RawError::Malformed(_)) => return ProxyError::UpstreamMalformed,
         UpstreamError::Raw(_) => return ProxyError::UpstreamReset,
-        UpstreamError::RequestBody(RequestBodyError::TooLarge) => return ProxyError::BodyTooLarge,
-        UpstreamError::RequestBody(RequestBodyError::Client(_)) => return ProxyError::ClientBodyFailed,
+        UpstreamError::RequestBody(body) => return body_error(body),
         UpstreamError::ConnectTimeout => return ProxyError::ConnectTimeout,
         UpstreamError::Connect(_) | UpstreamError::Tls(_) => return ProxyError::ConnectFailed,
         UpstreamError::Handshake(_) => return ProxyError::UpstreamReset,
@@ -409,10 +408,7 @@ fn classify(err: &UpstreamError) -> ProxyError {
     let mut source: Option<&(dyn StdError + 'static)> = hyper_err.source();
     while let Some(e) = source {
         if let Some(body) = e.downcast_ref::<RequestBodyError>() {
-            return match body {
-                RequestBodyError::TooLarge => ProxyError::BodyTooLarge,
-                RequestBodyError::Client(_) => ProxyError::ClientBodyFailed,
-            };
+            return body_error(body);
         }
         source = e.source();
     }
@@ -420,6 +416,14 @@ fn classify(err: &UpstreamError) -> ProxyError {
         ProxyError::UpstreamMalformed
     } else {
         ProxyError::UpstreamReset
+    }
+}
+
+/// The client's body failed on its way up: too large, or the client's fault.
+fn body_error(err: &RequestBodyError) -> ProxyError {
+    match err {
+        RequestBodyError::TooLarge => ProxyError::BodyTooLarge,
+        RequestBodyError::Client(_) => ProxyError::ClientBodyFailed,
     }
 }
 

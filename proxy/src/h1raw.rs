@@ -357,17 +357,7 @@ impl RawBody {
             let Some(conn) = self.conn.as_mut() else {
                 return Poll::Ready(None);
             };
-            let step = match &mut self.framing {
-                Framing::Done | Framing::Length(0) => Step::End,
-                Framing::Length(left) => match take(&mut conn.buf, left) {
-                    Some(data) => Step::Data(data),
-                    None => Step::Read(usize::try_from(*left).unwrap_or(READ_MAX).min(READ_MAX)),
-                },
-                Framing::Chunked(state) => decode_chunk(&mut conn.buf, state)?,
-                Framing::UntilClose if conn.buf.is_empty() => Step::Read(conn.read_size),
-                Framing::UntilClose => Step::Data(conn.buf.split().freeze()),
-            };
-            match step {
+            match next_step(&mut self.framing, &mut conn.buf, conn.read_size)? {
                 Step::End => {
                     self.finish();
                     return Poll::Ready(None);
@@ -416,6 +406,21 @@ impl Drop for RawBody {
             self.finish();
         }
     }
+}
+
+/// The body decoder's next step over the buffered bytes: the live body
+/// ([`RawBody::poll_frame`]) and [`decode_whole`] both go through it.
+fn next_step(framing: &mut Framing, buf: &mut BytesMut, read_size: usize) -> Result<Step, RawError> {
+    Ok(match framing {
+        Framing::Done | Framing::Length(0) => Step::End,
+        Framing::Length(left) => match take(buf, left) {
+            Some(data) => Step::Data(data),
+            None => Step::Read(usize::try_from(*left).unwrap_or(READ_MAX).min(READ_MAX)),
+        },
+        Framing::Chunked(state) => decode_chunk(buf, state)?,
+        Framing::UntilClose if buf.is_empty() => Step::Read(read_size),
+        Framing::UntilClose => Step::Data(buf.split().freeze()),
+    })
 }
 
 /// What the body decoder does next.
@@ -520,19 +525,13 @@ pub fn decode_whole(bytes: &[u8], method: &Method) -> Result<(Response<Vec<u8>>,
     };
     let mut body = Vec::new();
     loop {
-        let step = match &mut framing {
-            Framing::Done | Framing::Length(0) => Step::End,
-            Framing::Length(left) => take(&mut buf, left).map_or(Step::Read(0), Step::Data),
-            Framing::Chunked(state) => decode_chunk(&mut buf, state)?,
-            Framing::UntilClose => {
-                body.extend_from_slice(&buf.split());
-                Step::End
-            }
-        };
-        match step {
+        match next_step(&mut framing, &mut buf, READ_CHUNK)? {
             Step::Data(data) => body.extend_from_slice(&data),
             Step::Continue => {}
             Step::End => return Ok((res.map(|()| body), keep_alive)),
+            // Past the held bytes the connection has closed: the end of a
+            // body that runs to the close, a truncated one otherwise.
+            Step::Read(_) if framing == Framing::UntilClose => return Ok((res.map(|()| body), keep_alive)),
             Step::Read(_) => return Err(RawError::Incomplete),
         }
     }

@@ -1,5 +1,6 @@
-//! Connections to the backends: a keep-alive pool per backend, built on
-//! hyper's connection-level client.
+//! Connections to the backends: keep-alive pools per backend, for sluice's
+//! own HTTP/1.1 exchange ([`h1raw`]: small requests to plain backends) and
+//! for hyper's connection-level client (everything else).
 //!
 //! Why not hyper-util's pooled `Client`: measured with callgrind, its
 //! checkout/return (a mutex-guarded map keyed by SipHash, a select between
@@ -61,7 +62,8 @@ struct IdleConn {
 /// routing-table swaps along with the backend.
 pub struct ConnPool {
     idle: ArrayQueue<IdleConn>,
-    /// Idle connections of sluice's own bodyless exchanges ([`h1raw`]).
+    /// Idle connections of sluice's own exchange ([`h1raw`]), with the
+    /// time each went idle.
     raw: ArrayQueue<(RawConn, Instant)>,
     h2: ArcSwapOption<http2::SendRequest<RequestBody>>,
 }
@@ -104,7 +106,7 @@ impl ConnPool {
             let Some((mut conn, since)) = self.raw.pop() else {
                 return;
             };
-            if since.elapsed() <= idle_timeout && conn.alive() {
+            if usable(&mut conn, since, idle_timeout) {
                 let _ = self.raw.push((conn, since));
             }
         }
@@ -151,6 +153,12 @@ pub struct Upstreams {
     idle_timeout: Duration,
 }
 
+/// Whether an idle connection of the own exchange may carry a request: idle
+/// no longer than `idle_timeout`, and not closed by the backend meanwhile.
+fn usable(conn: &mut RawConn, since: Instant, idle_timeout: Duration) -> bool {
+    since.elapsed() <= idle_timeout && conn.alive()
+}
+
 /// Every few seconds, closes the stale idle connections of every backend
 /// in the served table ([`ConnPool::close_stale`]).
 pub async fn close_stale_connections(routing: Arc<crate::handle::RoutingHandle>, idle_timeout: Duration) {
@@ -190,8 +198,8 @@ impl Upstreams {
         }
     }
 
-    /// Sends a bodyless request over plain HTTP/1.1 with sluice's own
-    /// exchange ([`h1raw`]): `head` is the encoded request head. An
+    /// Sends a request over plain HTTP/1.1 with sluice's own exchange
+    /// ([`h1raw`]): `head` is the encoded request, head and body. An
     /// idempotent request that meets a connection the backend had closed
     /// while it sat idle goes out again on the next (or a new) one.
     pub async fn send_raw(
@@ -202,7 +210,7 @@ impl Upstreams {
     ) -> Result<Response<RawBody>, UpstreamError> {
         let retry = method.is_idempotent();
         while let Some((mut conn, since)) = backend.pool().raw.pop() {
-            if since.elapsed() > self.idle_timeout || !conn.alive() {
+            if !usable(&mut conn, since, self.idle_timeout) {
                 continue;
             }
             match h1raw::exchange(conn, head, method, backend).await {

@@ -240,20 +240,7 @@ impl Proxy {
                 host
             }
         };
-        parts.uri = upstream_uri(&parts.uri, protocol, &backend)?;
         headers::strip_hop_by_hop(&mut parts.headers);
-        headers::add_forwarding(&mut parts.headers, &conn.forwarded, &host);
-        if let Some(proto) = &upgrade {
-            parts
-                .headers
-                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-            parts.headers.insert(header::UPGRADE, proto.clone());
-        }
-        parts.version = match protocol {
-            UpstreamProtocol::Http1 => Version::HTTP_11,
-            UpstreamProtocol::Http2 => Version::HTTP_2,
-        };
-        parts.extensions = http::Extensions::new();
 
         let buffered = body.size_hint().exact().filter(|&n| n <= h1raw::MAX_BUFFERED_BODY);
         if let Some(len) = buffered
@@ -263,10 +250,11 @@ impl Proxy {
         {
             // The common request (no body or a small one of known length,
             // no upgrade, plain HTTP/1.1 to the backend) takes sluice's own
-            // exchange; see `h1raw`. A body is read whole first and goes out
-            // in the same write as the head.
-            let mut head = Vec::with_capacity(256 + parts.headers.len() * 48 + len as usize);
-            h1raw::encode_head(&parts, len, &mut head);
+            // exchange; see `h1raw`. The head is written straight from the
+            // client's parts (forwarding headers included), and a body is
+            // read whole first and goes out in the same write.
+            let mut head = Vec::with_capacity(384 + parts.headers.len() * 48 + len as usize);
+            h1raw::encode_head(&parts, &conn.forwarded, &host, len, &mut head);
             let body = RequestBody::new(body, settings.max_request_body_bytes);
             let sent = std::pin::pin!(async {
                 if len > 0 {
@@ -281,6 +269,20 @@ impl Proxy {
             let (parts, body) = res.into_parts();
             return Ok(respond(parts, set_cookie, ProxyBody::raw(body, in_flight)));
         }
+
+        parts.uri = upstream_uri(&parts.uri, protocol, &backend)?;
+        headers::add_forwarding(&mut parts.headers, &conn.forwarded, &host);
+        if let Some(proto) = &upgrade {
+            parts
+                .headers
+                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            parts.headers.insert(header::UPGRADE, proto.clone());
+        }
+        parts.version = match protocol {
+            UpstreamProtocol::Http1 => Version::HTTP_11,
+            UpstreamProtocol::Http2 => Version::HTTP_2,
+        };
+        parts.extensions = http::Extensions::new();
 
         let upstream_req = Request::from_parts(parts, RequestBody::new(body, settings.max_request_body_bytes));
         // Pinned in place: the exchange's state is large, and the timeout

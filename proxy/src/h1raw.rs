@@ -22,6 +22,7 @@ use http_body::{Frame, SizeHint};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::headers::{self, ForwardedFor};
 use crate::table::Backend;
 
 /// Request bodies of known length up to this size take the own exchange,
@@ -122,18 +123,24 @@ enum Chunk {
 }
 
 /// Writes the request head for a body of `body_len` bytes (sent after
-/// it). Header names are lower-case already (`http` stores them so).
-pub fn encode_head(parts: &request::Parts, body_len: u64, out: &mut Vec<u8>) {
+/// it), with the forwarding headers for `fwd` and `host` (see
+/// [`headers::write_forwarding`]). Header names are lower-case already
+/// (`http` stores them so).
+pub fn encode_head(parts: &request::Parts, fwd: &ForwardedFor, host: &HeaderValue, body_len: u64, out: &mut Vec<u8>) {
     out.extend_from_slice(parts.method.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(parts.uri.path_and_query().map_or("/", |p| p.as_str()).as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
     for (name, value) in &parts.headers {
+        if headers::replaced_by_forwarding(name) {
+            continue;
+        }
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
+    headers::write_forwarding(&parts.headers, fwd, host, out);
     // The body's length, when the client did not state it: always for a
     // body, and as 0 for a method that normally carries one (as hyper
     // does); GET and friends without a body send no length at all.
@@ -703,12 +710,15 @@ mod tests {
             parts.headers.append("x-multi", HeaderValue::from_static("1"));
             parts.headers.append("x-multi", HeaderValue::from_static("2"));
             let mut out = Vec::new();
-            encode_head(&parts, 0, &mut out);
+            let fwd = ForwardedFor::new("10.0.0.1".parse().unwrap(), false);
+            encode_head(&parts, &fwd, &HeaderValue::from_static("example"), 0, &mut out);
             String::from_utf8(out).unwrap()
         };
         assert_eq!(
             encode(Method::GET),
-            "GET /a?b=c HTTP/1.1\r\nhost: example\r\nx-multi: 1\r\nx-multi: 2\r\n\r\n"
+            "GET /a?b=c HTTP/1.1\r\nhost: example\r\nx-multi: 1\r\nx-multi: 2\r\n\
+             x-forwarded-for: 10.0.0.1\r\nx-forwarded-proto: http\r\nx-forwarded-host: example\r\n\
+             forwarded: for=10.0.0.1;proto=http\r\n\r\n"
         );
         assert!(encode(Method::POST).ends_with("content-length: 0\r\n\r\n"));
     }

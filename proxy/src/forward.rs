@@ -12,12 +12,11 @@ use http::header::{self, HeaderValue};
 use http::uri::{PathAndQuery, Scheme};
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
-use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use sluice_config::UpstreamProtocol;
 use tracing::debug;
 
-use crate::body::{ProxyBody, RequestBody, RequestBodyError};
+use crate::body::{ClientBody, ProxyBody, RequestBody, RequestBodyError};
 use crate::error::ProxyError;
 use crate::h1raw::{self, RawError};
 use crate::handle::RoutingHandle;
@@ -155,7 +154,7 @@ impl Proxy {
     }
 
     /// Serves one request; failures become short plain-text responses.
-    pub async fn handle(&self, req: Request<Incoming>, conn: &ClientConn) -> Response<ProxyBody> {
+    pub async fn handle(&self, req: Request<ClientBody>, conn: &ClientConn) -> Response<ProxyBody> {
         let started = Instant::now();
         let http1 = req.version() <= Version::HTTP_11;
         let mut pool_stats = None;
@@ -197,7 +196,7 @@ impl Proxy {
     /// the caller can count the outcome against it.
     async fn forward(
         &self,
-        mut req: Request<Incoming>,
+        mut req: Request<ClientBody>,
         conn: &ClientConn,
         pool_stats: &mut Option<Arc<PoolStats>>,
     ) -> Result<Response<ProxyBody>, ProxyError> {

@@ -8,9 +8,11 @@
 //! [`RoutingHandle`], which swaps whole snapshots atomically.
 
 pub mod body;
+mod date;
 pub mod error;
 pub mod forward;
 pub mod h1raw;
+pub mod h1server;
 pub mod handle;
 pub mod headers;
 pub mod select;

@@ -14,11 +14,13 @@ use sluice_config::ProxyConfig;
 use std::net::SocketAddr;
 
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
+use crate::body::ClientBody;
 use crate::forward::{ClientConn, Proxy};
+use crate::h1server;
 use crate::stats::{OPEN_CONNECTIONS, REFUSED_CONNECTIONS};
 
 /// Connection-level settings of a listener.
@@ -116,19 +118,24 @@ pub async fn serve_moving(
 ) -> bool {
     let builder = http_builder(&opts);
     let graceful = GracefulShutdown::new();
+    // Tells connections on sluice's own HTTP/1.1 loop to close when idle;
+    // hyper's learn it from `graceful`.
+    let (close_idle, idle_signal) = watch::channel(());
     let serve = |stream: TcpStream, peer: SocketAddr| {
         if let Err(e) = stream.set_nodelay(true) {
             debug!(error = %e, "set_nodelay failed");
         }
         let conn = Arc::new(ClientConn::new(peer, tls.is_some()));
         let (builder, proxy, watcher) = (builder.clone(), Arc::clone(&proxy), graceful.watcher());
-        let (tls, handshake_timeout) = (tls.clone(), opts.header_read_timeout);
+        let (tls, handshake_timeout, idle_signal) = (tls.clone(), opts.header_read_timeout, idle_signal.clone());
         OPEN_CONNECTIONS.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(async move {
             match tls {
-                None => serve_io(&builder, TokioIo::new(stream), conn, proxy, watcher).await,
+                None => serve_h1_first(stream, &builder, conn, proxy, watcher, &opts, idle_signal).await,
                 Some(acceptor) => match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
-                    Ok(Ok(tls_stream)) => serve_io(&builder, TokioIo::new(tls_stream), conn, proxy, watcher).await,
+                    Ok(Ok(tls_stream)) => {
+                        serve_h1_first(tls_stream, &builder, conn, proxy, watcher, &opts, idle_signal).await;
+                    }
                     Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
                     Err(_) => debug!(%peer, "TLS handshake timed out"),
                 },
@@ -186,6 +193,8 @@ pub async fn serve_moving(
     // next response says `Connection: close`), then close what is idle.
     proxy.begin_drain();
     tokio::time::sleep(opts.drain_timeout.min(Duration::from_secs(1))).await;
+    // Errs only without receivers: no connection on the own loop is open.
+    let _ = close_idle.send(());
     let deadline = tokio::time::Instant::now() + opts.drain_timeout;
     if tokio::time::timeout_at(deadline, graceful.shutdown()).await.is_err() {
         warn!("drain timeout passed with requests still in flight");
@@ -208,6 +217,26 @@ pub async fn serve_moving(
     true
 }
 
+/// Serves one accepted connection (plain or TLS) on sluice's own HTTP/1.1
+/// loop, then, if it needs hyper (see `h1server`), on hyper. `watcher`
+/// is held throughout, so the drain waits for the connection.
+async fn serve_h1_first<I>(
+    io: I,
+    builder: &auto::Builder<TokioExecutor>,
+    conn: Arc<ClientConn>,
+    proxy: Arc<Proxy>,
+    watcher: hyper_util::server::graceful::Watcher,
+    opts: &ListenerOptions,
+    idle_signal: watch::Receiver<()>,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    match h1server::serve(io, &conn, &proxy, opts, idle_signal).await {
+        h1server::Outcome::Closed => {}
+        h1server::Outcome::HandOff(io) => serve_io(builder, TokioIo::new(io), conn, proxy, watcher).await,
+    }
+}
+
 /// Serves one accepted connection (plain or TLS) until it ends.
 async fn serve_io<I>(
     builder: &auto::Builder<TokioExecutor>,
@@ -222,7 +251,7 @@ async fn serve_io<I>(
     let service = service_fn(move |req| {
         let proxy = Arc::clone(&proxy);
         let conn = Arc::clone(&conn);
-        async move { Ok::<_, std::convert::Infallible>(proxy.handle(req, &conn).await) }
+        async move { Ok::<_, std::convert::Infallible>(proxy.handle(req.map(ClientBody::Hyper), &conn).await) }
     });
     let connection = builder.serve_connection_with_upgrades(io, service);
     if let Err(e) = watcher.watch(connection.into_owned()).await {

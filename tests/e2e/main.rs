@@ -14,6 +14,7 @@ mod admin_e2e;
 mod adversarial;
 mod backend_framing;
 mod backend_tls;
+mod client_framing;
 mod ctl;
 mod dashboard;
 mod deploy;

@@ -1,0 +1,580 @@
+//! sluice's own HTTP/1.1 server loop for client connections.
+//!
+//! It reads and parses request heads itself and serves the request most
+//! traffic consists of (a complete HTTP/1.1 head, no body, no upgrade, no
+//! `Expect`) without hyper's connection dispatcher: one buffer per
+//! connection, header values shared with it, and the response head written
+//! together with the body's first bytes. At the first request it does not
+//! take (a body, an upgrade, HTTP/1.0, `CONNECT`, a head it cannot parse or
+//! one past the limits, an HTTP/2 preface) it hands the connection, with the
+//! bytes already read, to hyper, which serves it from then on and gives the
+//! answers (400, 431, h2c...) hyper gives.
+
+use std::future::poll_fn;
+use std::io::{IoSlice, Write as _};
+use std::mem::MaybeUninit;
+use std::pin::{Pin, pin};
+use std::task::{Context, Poll};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, header};
+use http_body::Body;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::body::{ClientBody, ProxyBody};
+use crate::forward::{ClientConn, Proxy};
+use crate::server::ListenerOptions;
+
+/// Headers parsed on the fast path; a request with more goes to hyper,
+/// which applies the configured limit.
+const MAX_HEADERS: usize = 100;
+/// Read size for request heads; most fit many times over.
+const READ_SIZE: usize = 4096;
+/// Response bytes gathered before a write.
+const WRITE_AT: usize = 64 * 1024;
+/// Body frames this large go out from their own buffer (one vectored write
+/// with what is gathered) instead of being copied.
+const COPY_BELOW: usize = 4096;
+
+/// How a connection left the fast path.
+pub enum Outcome<I> {
+    /// Closed (by either side, a timeout or the drain).
+    Closed,
+    /// A request the fast path does not take: hyper serves the connection
+    /// from here, starting with the bytes already read.
+    HandOff(Prefixed<I>),
+}
+
+/// Serves `io` until it closes or needs hyper. `close_idle` fires when the
+/// listener drains: a connection between requests then closes.
+pub async fn serve<I>(
+    mut io: I,
+    conn: &ClientConn,
+    proxy: &Proxy,
+    opts: &ListenerOptions,
+    mut close_idle: watch::Receiver<()>,
+) -> Outcome<I>
+where
+    I: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut buf = BytesMut::with_capacity(READ_SIZE);
+    let mut out: Vec<u8> = Vec::with_capacity(1024);
+    let limit = opts.max_header_bytes.max(1024);
+    let max_headers = opts.max_headers.clamp(1, MAX_HEADERS);
+    // Registered once per connection, not once per request.
+    let mut drained = pin!(close_idle.changed());
+    let mut head_deadline = pin!(tokio::time::sleep(opts.header_read_timeout));
+    loop {
+        // As in hyper, the header timeout runs from the end of the previous
+        // response: it is the keep-alive idle limit too.
+        head_deadline.as_mut().reset(Instant::now() + opts.header_read_timeout);
+        let (req, keep_alive) = loop {
+            match parse_request(&mut buf, max_headers) {
+                Parsed::Request(req, keep_alive) => break (req, keep_alive),
+                Parsed::Partial if buf.len() < limit => {}
+                Parsed::Partial | Parsed::Unusual => return Outcome::HandOff(Prefixed::new(buf.freeze(), io)),
+            }
+            if buf.capacity() - buf.len() < READ_SIZE / 4 {
+                buf.reserve(READ_SIZE);
+            }
+            tokio::select! {
+                biased;
+                read = io.read_buf(&mut buf) => match read {
+                    Ok(0) | Err(_) => return Outcome::Closed,
+                    Ok(_) => {}
+                },
+                () = &mut head_deadline => return Outcome::Closed,
+                _ = &mut drained, if buf.is_empty() => return Outcome::Closed,
+            }
+        };
+        let head_only = req.method() == Method::HEAD;
+        let res = {
+            let handled = pin!(proxy.handle(req, conn));
+            match until_client_leaves(handled, &mut io, &mut buf, limit).await {
+                Some(res) => res,
+                None => return Outcome::Closed,
+            }
+        };
+        let close = !keep_alive || res.headers().contains_key(header::CONNECTION);
+        out.clear();
+        if write_response(&mut io, &mut out, res, head_only, close).await.is_err() || close {
+            let _ = io.shutdown().await;
+            return Outcome::Closed;
+        }
+        if out.capacity() > 4 * WRITE_AT {
+            out = Vec::with_capacity(1024);
+        }
+    }
+}
+
+/// Drives `handled` while watching the client: bytes it sends meanwhile
+/// (a pipelined request) are kept in `buf`; if it closes, the request is
+/// dropped (`None`), which cancels the upstream exchange as hyper would.
+async fn until_client_leaves<I, F>(
+    mut handled: Pin<&mut F>,
+    io: &mut I,
+    buf: &mut BytesMut,
+    limit: usize,
+) -> Option<F::Output>
+where
+    I: AsyncRead + Unpin,
+    F: Future,
+{
+    loop {
+        tokio::select! {
+            biased;
+            res = &mut handled => return Some(res),
+            read = io.read_buf(buf), if buf.len() < limit => match read {
+                Ok(0) | Err(_) => return None,
+                Ok(_) => {}
+            },
+        }
+    }
+}
+
+// Returned once per request and taken apart at once: boxing the request
+// would cost an allocation each time.
+#[allow(clippy::large_enum_variant)]
+enum Parsed {
+    Request(Request<ClientBody>, bool),
+    Partial,
+    Unusual,
+}
+
+/// Parses a complete, bodyless HTTP/1.1 request head off the front of
+/// `buf`. Anything else is `Partial` or `Unusual`, and `buf` is untouched.
+fn parse_request(buf: &mut BytesMut, max_headers: usize) -> Parsed {
+    if buf.is_empty() {
+        return Parsed::Partial;
+    }
+    // Offsets of each header's name and value, so the values can share the
+    // head's bytes once the parser's borrow ends.
+    let mut spans = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
+    let (len, method, target, count) = {
+        let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+        let mut req = httparse::Request::new(&mut []);
+        let parsed = httparse::ParserConfig::default().parse_request_with_uninit_headers(
+            &mut req,
+            buf,
+            &mut headers[..max_headers],
+        );
+        let len = match parsed {
+            Ok(httparse::Status::Complete(len)) => len,
+            Ok(httparse::Status::Partial) => return Parsed::Partial,
+            Err(_) => return Parsed::Unusual,
+        };
+        if req.version != Some(1) {
+            return Parsed::Unusual;
+        }
+        let base = buf.as_ptr() as usize;
+        let offset = |s: &[u8]| u32::try_from((s.as_ptr() as usize).wrapping_sub(base)).unwrap_or(u32::MAX);
+        let span = |s: &[u8]| {
+            let at = offset(s);
+            (at, at.saturating_add(s.len() as u32))
+        };
+        let mut count = 0;
+        for (h, slot) in req.headers.iter().zip(spans.iter_mut()) {
+            let ((ns, ne), (vs, ve)) = (span(h.name.as_bytes()), span(h.value));
+            *slot = (ns, ne, vs, ve);
+            count += 1;
+        }
+        let (Some(method), Some(path)) = (req.method, req.path) else {
+            return Parsed::Unusual;
+        };
+        let Ok(method) = Method::from_bytes(method.as_bytes()) else {
+            return Parsed::Unusual;
+        };
+        (len, method, span(path.as_bytes()), count)
+    };
+    if method == Method::CONNECT {
+        return Parsed::Unusual;
+    }
+    let head = buf.as_ref();
+    let in_head = |(s, e): (u32, u32)| head.get(s as usize..e as usize);
+    let mut keep_alive = true;
+    for &(ns, ne, vs, ve) in &spans[..count] {
+        let (Some(name), Some(value)) = (in_head((ns, ne)), in_head((vs, ve))) else {
+            return Parsed::Unusual;
+        };
+        // Checked on the raw bytes first, so the common request builds its
+        // map in one pass and anything unusual leaves `buf` as it was.
+        if name.eq_ignore_ascii_case(b"content-length") {
+            if value.trim_ascii() != b"0" {
+                return Parsed::Unusual;
+            }
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding")
+            || name.eq_ignore_ascii_case(b"upgrade")
+            || name.eq_ignore_ascii_case(b"expect")
+        {
+            return Parsed::Unusual;
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            for token in value.split(|&b| b == b',') {
+                let token = token.trim_ascii();
+                if token.eq_ignore_ascii_case(b"close") {
+                    keep_alive = false;
+                } else if token.eq_ignore_ascii_case(b"upgrade") {
+                    return Parsed::Unusual;
+                }
+            }
+        }
+    }
+    // Validated before anything is split off, so `Unusual` leaves `buf` whole.
+    let mut headers = HeaderMap::with_capacity(count);
+    let mut names = Vec::new();
+    for &(ns, ne, _, _) in &spans[..count] {
+        match HeaderName::from_bytes(&head[ns as usize..ne as usize]) {
+            Ok(name) => names.push(name),
+            Err(_) => return Parsed::Unusual,
+        }
+    }
+    let head = buf.split_to(len).freeze();
+    let Ok(uri) = Uri::from_maybe_shared(head.slice(target.0 as usize..target.1 as usize)) else {
+        // A target httparse takes and `http` does not: hyper answers it.
+        unsplit(buf, &head);
+        return Parsed::Unusual;
+    };
+    for (name, &(_, _, vs, ve)) in names.into_iter().zip(&spans[..count]) {
+        // httparse allows the bytes `http` allows in a value; checked anyway.
+        let Ok(value) = HeaderValue::from_maybe_shared(head.slice(vs as usize..ve as usize)) else {
+            unsplit(buf, &head);
+            return Parsed::Unusual;
+        };
+        headers.append(name, value);
+    }
+    let mut req = Request::new(ClientBody::Empty);
+    *req.method_mut() = method;
+    *req.uri_mut() = uri;
+    *req.headers_mut() = headers;
+    Parsed::Request(req, keep_alive)
+}
+
+/// Puts a head split off `buf` back in front of it (rare: a head only
+/// hyper can answer).
+fn unsplit(buf: &mut BytesMut, head: &[u8]) {
+    let mut whole = BytesMut::with_capacity(head.len() + buf.len());
+    whole.extend_from_slice(head);
+    whole.extend_from_slice(buf);
+    *buf = whole;
+}
+
+/// How the response body is framed on the wire.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    /// No body bytes (HEAD, 1xx, 204, 304).
+    None,
+    Length(u64),
+    Chunked,
+}
+
+/// Writes `res` (head and body) to `io`. An error means the connection
+/// cannot be reused (the client went away, or the body failed midway).
+async fn write_response<I>(
+    io: &mut I,
+    out: &mut Vec<u8>,
+    res: Response<ProxyBody>,
+    head_only: bool,
+    close: bool,
+) -> std::io::Result<()>
+where
+    I: AsyncWrite + Unpin,
+{
+    let (parts, body) = res.into_parts();
+    let status = parts.status;
+    let framing = if head_only
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
+        Framing::None
+    } else if let Some(len) = declared_length(&parts.headers).or_else(|| body.size_hint().exact()) {
+        Framing::Length(len)
+    } else {
+        Framing::Chunked
+    };
+    encode_head(status, &parts.headers, framing, close, out);
+    let mut body = pin!(body);
+    let mut left = match framing {
+        Framing::Length(n) => n,
+        _ => u64::MAX,
+    };
+    if framing != Framing::None {
+        loop {
+            // Gathers what the body has ready; writes only when it would
+            // wait, so a small response is one write with its head.
+            let next = poll_fn(|cx: &mut Context<'_>| match body.as_mut().poll_frame(cx) {
+                Poll::Pending if !out.is_empty() => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(frame) => Poll::Ready(Some(frame)),
+            })
+            .await;
+            let data = match next {
+                None => {
+                    io.write_all(out).await?;
+                    out.clear();
+                    continue;
+                }
+                Some(None) => break,
+                Some(Some(Err(_))) => return Err(std::io::Error::other("response body failed")),
+                Some(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) => data,
+                    Err(_) => continue, // trailers: not sent over HTTP/1.1
+                },
+            };
+            if data.is_empty() {
+                continue;
+            }
+            let data = if framing == Framing::Chunked {
+                let _ = write!(out, "{:x}\r\n", data.len());
+                data
+            } else {
+                // Never more than the declared length.
+                let take = usize::try_from(left.min(data.len() as u64)).unwrap_or(data.len());
+                left -= take as u64;
+                data.slice(..take)
+            };
+            if data.len() < COPY_BELOW {
+                out.extend_from_slice(&data);
+            } else {
+                write_both(io, out, &data).await?;
+                out.clear();
+            }
+            if framing == Framing::Chunked {
+                out.extend_from_slice(b"\r\n");
+            }
+            if out.len() >= WRITE_AT {
+                io.write_all(out).await?;
+                out.clear();
+            }
+            if framing != Framing::Chunked && left == 0 {
+                break;
+            }
+        }
+    }
+    match framing {
+        Framing::Chunked => out.extend_from_slice(b"0\r\n\r\n"),
+        Framing::Length(_) if left > 0 => {
+            // The body ended short of its length: the client must not take
+            // the next response for the rest of this one.
+            io.write_all(out).await?;
+            return Err(std::io::Error::other("response body ended early"));
+        }
+        _ => {}
+    }
+    if !out.is_empty() {
+        io.write_all(out).await?;
+    }
+    io.flush().await
+}
+
+/// The response's `Content-Length`, when it states one.
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    let value = headers.get(header::CONTENT_LENGTH)?;
+    std::str::from_utf8(value.as_bytes()).ok()?.trim().parse().ok()
+}
+
+/// Status line and headers; the framing headers are sluice's own.
+fn encode_head(status: StatusCode, headers: &HeaderMap, framing: Framing, close: bool, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    let mut has_date = false;
+    let mut has_connection = false;
+    for (name, value) in headers {
+        // A length is sluice's to state, except where no body follows and
+        // the backend's describes the representation (HEAD, 304).
+        if *name == header::CONTENT_LENGTH && framing != Framing::None || *name == header::TRANSFER_ENCODING {
+            continue;
+        }
+        has_date |= *name == header::DATE;
+        has_connection |= *name == header::CONNECTION;
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    match framing {
+        Framing::Length(n) => {
+            let _ = write!(out, "content-length: {n}\r\n");
+        }
+        Framing::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        Framing::None => {}
+    }
+    if close && !has_connection {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    if !has_date {
+        out.extend_from_slice(b"date: ");
+        crate::date::append(out);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Writes `gathered` then `data` with as few system calls as the socket
+/// allows (one, usually).
+async fn write_both<I>(io: &mut I, gathered: &[u8], data: &[u8]) -> std::io::Result<()>
+where
+    I: AsyncWrite + Unpin,
+{
+    let (mut first, mut second) = (gathered, data);
+    while !first.is_empty() {
+        let n = io.write_vectored(&[IoSlice::new(first), IoSlice::new(second)]).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        if n >= first.len() {
+            second = &second[n - first.len()..];
+            first = &[];
+        } else {
+            first = &first[n..];
+        }
+    }
+    io.write_all(second).await
+}
+
+/// A connection handed to hyper: the bytes the fast path already read
+/// come first, then the socket's.
+pub struct Prefixed<I> {
+    prefix: Bytes,
+    io: I,
+}
+
+impl<I> Prefixed<I> {
+    fn new(prefix: Bytes, io: I) -> Self {
+        Self { prefix, io }
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Prefixed<I> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, out: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        if !this.prefix.is_empty() {
+            let n = this.prefix.len().min(out.remaining());
+            out.put_slice(&this.prefix[..n]);
+            this.prefix.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.io).poll_read(cx, out)
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Prefixed<I> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(bytes: &[u8]) -> (Parsed, BytesMut) {
+        let mut buf = BytesMut::from(bytes);
+        (parse_request(&mut buf, MAX_HEADERS), buf)
+    }
+
+    #[test]
+    fn a_plain_request_is_taken_and_split_off() {
+        let (parsed, rest) = parse(b"GET /a?b HTTP/1.1\r\nHost: x\r\nX-Many: 1\r\nx-many: 2\r\n\r\nGET /next");
+        let Parsed::Request(req, keep_alive) = parsed else {
+            panic!("not taken")
+        };
+        assert!(keep_alive);
+        assert_eq!(req.uri(), "/a?b");
+        assert_eq!(req.headers()["host"], "x");
+        assert_eq!(req.headers().get_all("x-many").iter().count(), 2);
+        assert_eq!(&rest[..], b"GET /next");
+    }
+
+    #[test]
+    fn connection_close_ends_keep_alive() {
+        let (parsed, _) = parse(b"GET / HTTP/1.1\r\nhost: x\r\nconnection: keep-alive, Close\r\n\r\n");
+        assert!(matches!(parsed, Parsed::Request(_, false)));
+    }
+
+    #[test]
+    fn what_hyper_should_answer_is_left_whole() {
+        for head in [
+            &b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\n\r\nhello"[..],
+            b"POST / HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n",
+            b"GET / HTTP/1.1\r\nhost: x\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n",
+            b"PUT / HTTP/1.1\r\nhost: x\r\nexpect: 100-continue\r\ncontent-length: 0\r\n\r\n",
+            b"GET / HTTP/1.0\r\n\r\n",
+            b"CONNECT x:443 HTTP/1.1\r\nhost: x:443\r\n\r\n",
+            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+            b"GET / HTTP/1.1\r\nbad header\r\n\r\n",
+            b"GET /\xff HTTP/1.1\r\nhost: x\r\n\r\n",
+        ] {
+            let (parsed, rest) = parse(head);
+            assert!(matches!(parsed, Parsed::Unusual), "{}", String::from_utf8_lossy(head));
+            assert_eq!(&rest[..], head, "bytes must reach hyper as they came");
+        }
+        let (parsed, _) = parse(b"GET / HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\n\r\n");
+        assert!(matches!(parsed, Parsed::Request(..)));
+    }
+
+    #[test]
+    fn too_many_headers_go_to_hyper() {
+        let mut head = b"GET / HTTP/1.1\r\n".to_vec();
+        for i in 0..11 {
+            head.extend_from_slice(format!("x-h{i}: v\r\n").as_bytes());
+        }
+        head.extend_from_slice(b"\r\n");
+        let mut buf = BytesMut::from(&head[..]);
+        assert!(matches!(parse_request(&mut buf, 10), Parsed::Unusual));
+        assert!(matches!(parse(b"GET / HTTP/1.1\r\nhost: x\r\n"), (Parsed::Partial, _)));
+    }
+
+    #[test]
+    fn response_heads_state_their_framing() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("999"));
+        headers.insert("x-app", HeaderValue::from_static("1"));
+        let mut out = Vec::new();
+        encode_head(StatusCode::OK, &headers, Framing::Length(5), true, &mut out);
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.starts_with("HTTP/1.1 200 OK\r\nx-app: 1\r\ncontent-length: 5\r\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("connection: close\r\n") && text.contains("date: "),
+            "{text}"
+        );
+        let mut out = Vec::new();
+        encode_head(StatusCode::OK, &HeaderMap::new(), Framing::Chunked, false, &mut out);
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.contains("transfer-encoding: chunked\r\n") && !text.contains("connection"),
+            "{text}"
+        );
+        // HEAD: the backend's length describes the representation.
+        let mut out = Vec::new();
+        encode_head(StatusCode::OK, &headers, Framing::None, false, &mut out);
+        assert!(String::from_utf8(out).unwrap().contains("content-length: 999\r\n"));
+    }
+}

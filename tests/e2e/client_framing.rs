@@ -1,0 +1,162 @@
+//! Clients on sluice's own HTTP/1.1 server loop (`h1server`): pipelined
+//! requests answered in order, `Connection: close` and HEAD honoured, a
+//! connection handed to hyper midway (a request with a body) keeps
+//! working, unusual heads get hyper's answers, and a client that leaves
+//! mid-request cancels the exchange with the backend.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::common::*;
+
+async fn proxy_to(backend: SocketAddr) -> TestProxy {
+    start_proxy(&pool_toml("blue", 100, &[backend])).await
+}
+
+fn count_responses(raw: &str) -> usize {
+    raw.matches("HTTP/1.1 ").count()
+}
+
+#[tokio::test]
+async fn pipelined_requests_are_answered_in_order_on_one_connection() {
+    let backend = spawn_backend("blue", "v1", any_addr()).await.unwrap();
+    let proxy = proxy_to(backend.addr).await;
+    let raw = raw_exchange(
+        proxy.addr,
+        b"GET /a HTTP/1.1\r\nhost: x\r\n\r\nGET /b HTTP/1.1\r\nhost: x\r\n\r\n\
+          GET /c HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert_eq!(count_responses(&raw), 3, "{raw}");
+    assert_eq!(raw.matches("HTTP/1.1 200 OK").count(), 3, "{raw}");
+    // The last one says the connection closes, and it did (raw_exchange
+    // returned before its 5 s).
+    let last = raw.rsplit("HTTP/1.1 ").next().unwrap();
+    assert!(last.contains("connection: close"), "{last}");
+    assert_eq!(backend.knobs.received(), 3);
+}
+
+#[tokio::test]
+async fn a_request_with_a_body_moves_the_connection_to_hyper_and_it_keeps_working() {
+    let backend = bulk_backend(10, 3).await;
+    let proxy = proxy_to(backend).await;
+    let raw = raw_exchange(
+        proxy.addr,
+        b"GET /first HTTP/1.1\r\nhost: x\r\n\r\n\
+          POST /count HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\n\r\nhello\
+          GET /last HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert_eq!(raw.matches("HTTP/1.1 200 OK").count(), 3, "{raw}");
+    // The POST's answer is the byte count the backend received.
+    assert!(raw.contains("\r\n\r\n5"), "{raw}");
+}
+
+#[tokio::test]
+async fn head_keeps_the_backends_length_and_sends_no_body() {
+    let backend = spawn_backend("blue", "v1", any_addr()).await.unwrap();
+    let proxy = proxy_to(backend.addr).await;
+    let raw = raw_exchange(
+        proxy.addr,
+        b"HEAD / HTTP/1.1\r\nhost: x\r\n\r\nGET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+        Duration::from_secs(5),
+    )
+    .await;
+    let (head_answer, get_answer) = raw.split_at(raw.rfind("HTTP/1.1 ").unwrap());
+    assert!(head_answer.starts_with("HTTP/1.1 200"), "{raw}");
+    assert!(head_answer.contains("content-length: "), "{raw}");
+    // Nothing follows the HEAD answer's head: the GET's answer starts at once.
+    assert!(head_answer.ends_with("\r\n\r\n"), "{raw}");
+    assert!(get_answer.starts_with("HTTP/1.1 200"), "{raw}");
+    assert!(get_answer.contains("date: "), "{get_answer}");
+}
+
+#[tokio::test]
+async fn unusual_heads_get_hyper_answers_after_ordinary_requests() {
+    let backend = spawn_backend("blue", "v1", any_addr()).await.unwrap();
+    let proxy = proxy_to(backend.addr).await;
+    // An ordinary request first (own loop), then a malformed header line.
+    let raw = raw_exchange(
+        proxy.addr,
+        b"GET / HTTP/1.1\r\nhost: x\r\n\r\nGET / HTTP/1.1\r\nhost: x\r\nbad header line\r\n\r\n",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(raw.starts_with("HTTP/1.1 200"), "{raw}");
+    let second = raw.rsplit("HTTP/1.1 ").next().unwrap();
+    assert!(second.starts_with("400"), "{raw}");
+    // HTTP/1.0 and an h2c upgrade request are hyper's too, and are served.
+    let raw = raw_exchange(proxy.addr, b"GET / HTTP/1.0\r\nhost: x\r\n\r\n", Duration::from_secs(5)).await;
+    assert!(
+        raw.starts_with("HTTP/1.0 200") || raw.starts_with("HTTP/1.1 200"),
+        "{raw}"
+    );
+    let raw = raw_exchange(
+        proxy.addr,
+        b"GET / HTTP/1.1\r\nhost: x\r\nconnection: upgrade, http2-settings\r\nupgrade: h2c\r\n\
+          http2-settings: AAMAAABkAAQAAP__\r\n\r\n",
+        Duration::from_secs(2),
+    )
+    .await;
+    assert!(raw.starts_with("HTTP/1.1 200"), "{raw}");
+    // The malformed request never reached the backend.
+    assert_eq!(backend.knobs.received(), 3);
+}
+
+#[tokio::test]
+async fn a_client_that_leaves_mid_request_cancels_the_backend_exchange() {
+    // A backend that reads the request, never answers, and notes when the
+    // proxy closes its side.
+    let listener = TcpListener::bind(ANY).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (got_request, saw_close) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+    let (got, closed) = (Arc::clone(&got_request), Arc::clone(&saw_close));
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let (got, closed) = (Arc::clone(&got), Arc::clone(&closed));
+            tokio::spawn(async move {
+                let head = read_head(&mut stream).await.unwrap_or_default();
+                if !head.starts_with("GET /slow ") {
+                    // A health probe, say.
+                    let _ = stream
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                        .await;
+                    return;
+                }
+                got.store(true, Ordering::SeqCst);
+                let mut byte = [0u8; 1];
+                if matches!(stream.read(&mut byte).await, Ok(0) | Err(_)) {
+                    closed.store(true, Ordering::SeqCst);
+                }
+            });
+        }
+    });
+    let proxy = start_proxy(&format!(
+        "[proxy.timeouts]\nupstream_response = \"30s\"\n{}",
+        pool_toml("blue", 100, &[addr])
+    ))
+    .await;
+    let mut client = TcpStream::connect(proxy.addr).await.unwrap();
+    client
+        .write_all(b"GET /slow HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    wait_until(Duration::from_secs(5), "the backend to get the request", || {
+        got_request.load(Ordering::SeqCst)
+    })
+    .await;
+    drop(client);
+    wait_until(
+        Duration::from_secs(5),
+        "the proxy to close the backend connection",
+        || saw_close.load(Ordering::SeqCst),
+    )
+    .await;
+}

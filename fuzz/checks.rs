@@ -229,3 +229,29 @@ pub fn backend_response(data: &[u8]) {
         assert_eq!(res.body().len(), declared, "body length differs from content-length");
     }
 }
+
+/// A client's request as sluice's own HTTP/1.1 server reads it: any bytes
+/// give a request or are left whole for hyper (`parse_whole` asserts
+/// that), never a panic; a request taken has a valid target, at most the
+/// allowed headers, no framing it cannot honour, and a body of exactly
+/// its declared length.
+pub fn client_request(data: &[u8]) {
+    let Some((&limit, bytes)) = data.split_first() else {
+        return;
+    };
+    let max_headers = usize::from(limit % 64) + 1;
+    let Some((req, consumed)) = sluice_proxy::h1server::parse_whole(bytes, max_headers) else {
+        return;
+    };
+    assert!(consumed <= bytes.len());
+    assert!(req.headers().len() <= max_headers);
+    for refused in ["transfer-encoding", "upgrade", "expect"] {
+        assert!(!req.headers().contains_key(refused), "{refused} taken");
+    }
+    assert_ne!(req.method(), http::Method::CONNECT);
+    let declared: usize = req
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .map_or(0, |v| v.to_str().unwrap().trim().parse().unwrap());
+    assert_eq!(req.body().as_ref().map_or(0, |b| b.len()), declared);
+}

@@ -117,12 +117,18 @@ impl Drop for ProxyBody {
     }
 }
 
-/// A client's request body as it arrives: hyper's, or none for a request
-/// sluice's own HTTP/1.1 server read (it takes bodyless requests only).
+/// A client's request body as it arrives: hyper's, or one sluice's own
+/// HTTP/1.1 server read whole with the head (none, or a small one).
 #[derive(Debug)]
 pub enum ClientBody {
     Hyper(Incoming),
-    Empty,
+    Read(Option<Bytes>),
+}
+
+impl ClientBody {
+    pub fn empty() -> Self {
+        Self::Read(None)
+    }
 }
 
 impl Body for ClientBody {
@@ -132,21 +138,21 @@ impl Body for ClientBody {
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
             Self::Hyper(body) => Pin::new(body).poll_frame(cx),
-            Self::Empty => Poll::Ready(None),
+            Self::Read(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
             Self::Hyper(body) => body.is_end_stream(),
-            Self::Empty => true,
+            Self::Read(bytes) => bytes.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
             Self::Hyper(body) => body.size_hint(),
-            Self::Empty => SizeHint::with_exact(0),
+            Self::Read(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
         }
     }
 }

@@ -1,11 +1,13 @@
 //! sluice's own HTTP/1.1 server loop for client connections.
 //!
 //! It reads and parses request heads itself and serves the request most
-//! traffic consists of (a complete HTTP/1.1 head, no body, no upgrade, no
-//! `Expect`) without hyper's connection dispatcher: one buffer per
+//! traffic consists of (a complete HTTP/1.1 head, no body or a small one of
+//! known length that arrived with it, no upgrade, no `Expect`) without
+//! hyper's connection dispatcher: one buffer per
 //! connection, header values shared with it, and the response head written
 //! together with the body's first bytes. At the first request it does not
-//! take (a body, an upgrade, HTTP/1.0, `CONNECT`, a head it cannot parse or
+//! take (a chunked, large or late body, an upgrade, HTTP/1.0, `CONNECT`, a
+//! head it cannot parse or
 //! one past the limits, an HTTP/2 preface) it hands the connection, with the
 //! bytes already read, to hyper, which serves it from then on and gives the
 //! answers (400, 431, h2c...) hyper gives.
@@ -30,6 +32,10 @@ use crate::server::ListenerOptions;
 /// Headers parsed on the fast path; a request with more goes to hyper,
 /// which applies the configured limit.
 const MAX_HEADERS: usize = 100;
+/// Bodies up to this size that arrive with their head are served here
+/// (sent upstream in the head's write, see `forward`); larger ones stream
+/// through hyper.
+const MAX_READ_BODY: usize = crate::h1raw::MAX_BUFFERED_BODY as usize;
 /// Read size for request heads; most fit many times over.
 const READ_SIZE: usize = 4096;
 /// Response bytes gathered before a write.
@@ -143,8 +149,9 @@ enum Parsed {
     Unusual,
 }
 
-/// Parses a complete, bodyless HTTP/1.1 request head off the front of
-/// `buf`. Anything else is `Partial` or `Unusual`, and `buf` is untouched.
+/// Parses a complete HTTP/1.1 request off the front of `buf`: its head
+/// and its body, if it has a small one that is in `buf` already. Anything
+/// else is `Partial` or `Unusual`, and `buf` is untouched.
 fn parse_request(buf: &mut BytesMut, max_headers: usize) -> Parsed {
     if buf.is_empty() {
         return Parsed::Partial;
@@ -194,6 +201,7 @@ fn parse_request(buf: &mut BytesMut, max_headers: usize) -> Parsed {
     let head = buf.as_ref();
     let in_head = |(s, e): (u32, u32)| head.get(s as usize..e as usize);
     let mut keep_alive = true;
+    let mut body_len: Option<usize> = None;
     for &(ns, ne, vs, ve) in &spans[..count] {
         let (Some(name), Some(value)) = (in_head((ns, ne)), in_head((vs, ve))) else {
             return Parsed::Unusual;
@@ -201,8 +209,16 @@ fn parse_request(buf: &mut BytesMut, max_headers: usize) -> Parsed {
         // Checked on the raw bytes first, so the common request builds its
         // map in one pass and anything unusual leaves `buf` as it was.
         if name.eq_ignore_ascii_case(b"content-length") {
-            if value.trim_ascii() != b"0" {
-                return Parsed::Unusual;
+            // Digits only (hyper's rule); two values must agree.
+            let digits = value.trim_ascii();
+            let n = std::str::from_utf8(digits)
+                .ok()
+                .filter(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|d| d.parse::<usize>().ok());
+            match (n, body_len) {
+                (Some(n), None) if n <= MAX_READ_BODY => body_len = Some(n),
+                (Some(n), Some(seen)) if n == seen => {}
+                _ => return Parsed::Unusual,
             }
         } else if name.eq_ignore_ascii_case(b"transfer-encoding")
             || name.eq_ignore_ascii_case(b"upgrade")
@@ -219,6 +235,11 @@ fn parse_request(buf: &mut BytesMut, max_headers: usize) -> Parsed {
                 }
             }
         }
+    }
+    let body_len = body_len.unwrap_or(0);
+    if buf.len() - len < body_len {
+        // The body did not come with the head: hyper streams it.
+        return Parsed::Unusual;
     }
     // Validated before anything is split off, so `Unusual` leaves `buf` whole.
     let mut headers = HeaderMap::with_capacity(count);
@@ -243,11 +264,39 @@ fn parse_request(buf: &mut BytesMut, max_headers: usize) -> Parsed {
         };
         headers.append(name, value);
     }
-    let mut req = Request::new(ClientBody::Empty);
+    let body = (body_len > 0).then(|| buf.split_to(body_len).freeze());
+    let mut req = Request::new(ClientBody::Read(body));
     *req.method_mut() = method;
     *req.uri_mut() = uri;
     *req.headers_mut() = headers;
     Parsed::Request(req, keep_alive)
+}
+
+/// How [`parse_request`] reads `bytes` held in memory: the request it
+/// takes (with its body, if any) and the bytes it consumed, or `None` when
+/// the bytes stay whole for hyper or need more. For the fuzz target
+/// (`fuzz/checks.rs`, replayed by the tests), which checks that the
+/// bytes hyper gets are exactly the bytes that came.
+#[doc(hidden)]
+pub fn parse_whole(bytes: &[u8], max_headers: usize) -> Option<(Request<Option<Bytes>>, usize)> {
+    let mut buf = BytesMut::from(bytes);
+    match parse_request(&mut buf, max_headers.clamp(1, MAX_HEADERS)) {
+        Parsed::Request(req, _) => {
+            let consumed = bytes.len() - buf.len();
+            assert_eq!(&buf[..], &bytes[consumed..], "the rest must stay as it came");
+            Some((
+                req.map(|body| match body {
+                    ClientBody::Read(bytes) => bytes,
+                    ClientBody::Hyper(_) => None,
+                }),
+                consumed,
+            ))
+        }
+        Parsed::Partial | Parsed::Unusual => {
+            assert_eq!(&buf[..], bytes, "what hyper gets must be what came");
+            None
+        }
+    }
 }
 
 /// Puts a head split off `buf` back in front of it (rare: a head only
@@ -519,7 +568,10 @@ mod tests {
     #[test]
     fn what_hyper_should_answer_is_left_whole() {
         for head in [
-            &b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\n\r\nhello"[..],
+            &b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\n\r\nhell"[..],
+            b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\ncontent-length: 6\r\n\r\nhello!",
+            b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: +5\r\n\r\nhello",
+            b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 99999999\r\n\r\n",
             b"POST / HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n",
             b"GET / HTTP/1.1\r\nhost: x\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n",
             b"PUT / HTTP/1.1\r\nhost: x\r\nexpect: 100-continue\r\ncontent-length: 0\r\n\r\n",
@@ -535,6 +587,19 @@ mod tests {
         }
         let (parsed, _) = parse(b"GET / HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\n\r\n");
         assert!(matches!(parsed, Parsed::Request(..)));
+    }
+
+    #[test]
+    fn a_small_body_that_came_with_its_head_is_read_here() {
+        let (parsed, rest) = parse(b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\n\r\nhelloGET");
+        let Parsed::Request(req, _) = parsed else {
+            panic!("not taken")
+        };
+        let ClientBody::Read(Some(body)) = req.into_body() else {
+            panic!("no body")
+        };
+        assert_eq!(&body[..], b"hello");
+        assert_eq!(&rest[..], b"GET");
     }
 
     #[test]

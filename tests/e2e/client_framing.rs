@@ -1,7 +1,7 @@
 //! Clients on sluice's own HTTP/1.1 server loop (`h1server`): pipelined
-//! requests answered in order, `Connection: close` and HEAD honoured, a
-//! connection handed to hyper midway (a request with a body) keeps
-//! working, unusual heads get hyper's answers, and a client that leaves
+//! requests answered in order, `Connection: close` and HEAD honoured, small
+//! bodies read with their head, a connection handed to hyper midway (a
+//! chunked body) keeps working, unusual heads get hyper's answers, and a client that leaves
 //! mid-request cancels the exchange with the backend.
 
 use std::net::SocketAddr;
@@ -43,20 +43,24 @@ async fn pipelined_requests_are_answered_in_order_on_one_connection() {
 }
 
 #[tokio::test]
-async fn a_request_with_a_body_moves_the_connection_to_hyper_and_it_keeps_working() {
+async fn bodies_small_or_chunked_reach_the_backend_and_the_connection_keeps_working() {
     let backend = bulk_backend(10, 3).await;
     let proxy = proxy_to(backend).await;
+    // A small body with its head (the own loop), then a chunked one (the
+    // connection moves to hyper there), then an ordinary request.
     let raw = raw_exchange(
         proxy.addr,
         b"GET /first HTTP/1.1\r\nhost: x\r\n\r\n\
           POST /count HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\n\r\nhello\
+          POST /count HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n7\r\nchunked\r\n0\r\n\r\n\
           GET /last HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
         Duration::from_secs(5),
     )
     .await;
-    assert_eq!(raw.matches("HTTP/1.1 200 OK").count(), 3, "{raw}");
-    // The POST's answer is the byte count the backend received.
-    assert!(raw.contains("\r\n\r\n5"), "{raw}");
+    assert_eq!(raw.matches("HTTP/1.1 200 OK").count(), 4, "{raw}");
+    // The POSTs' answers are the byte counts the backend received.
+    assert!(raw.contains("\r\n\r\n5HTTP/1.1"), "{raw}");
+    assert!(raw.contains("\r\n\r\n7HTTP/1.1"), "{raw}");
 }
 
 #[tokio::test]

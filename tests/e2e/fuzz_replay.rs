@@ -46,3 +46,8 @@ fn raw_request_corpus() {
 fn backend_response_corpus() {
     replay("backend_response", checks::backend_response);
 }
+
+#[test]
+fn client_request_corpus() {
+    replay("client_request", checks::client_request);
+}

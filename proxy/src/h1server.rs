@@ -241,24 +241,20 @@ fn parse_request(buf: &mut BytesMut, max_headers: usize) -> Parsed {
         // The body did not come with the head: hyper streams it.
         return Parsed::Unusual;
     }
-    // Validated before anything is split off, so `Unusual` leaves `buf` whole.
     let mut headers = HeaderMap::with_capacity(count);
-    let mut names = Vec::new();
-    for &(ns, ne, _, _) in &spans[..count] {
-        match HeaderName::from_bytes(&head[ns as usize..ne as usize]) {
-            Ok(name) => names.push(name),
-            Err(_) => return Parsed::Unusual,
-        }
-    }
     let head = buf.split_to(len).freeze();
     let Ok(uri) = Uri::from_maybe_shared(head.slice(target.0 as usize..target.1 as usize)) else {
         // A target httparse takes and `http` does not: hyper answers it.
         unsplit(buf, &head);
         return Parsed::Unusual;
     };
-    for (name, &(_, _, vs, ve)) in names.into_iter().zip(&spans[..count]) {
-        // httparse allows the bytes `http` allows in a value; checked anyway.
-        let Ok(value) = HeaderValue::from_maybe_shared(head.slice(vs as usize..ve as usize)) else {
+    for &(ns, ne, vs, ve) in &spans[..count] {
+        // httparse allows the bytes `http` allows in names and values;
+        // checked anyway, and hyper answers the head if they disagree.
+        let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(&head[ns as usize..ne as usize]),
+            HeaderValue::from_maybe_shared(head.slice(vs as usize..ve as usize)),
+        ) else {
             unsplit(buf, &head);
             return Parsed::Unusual;
         };

@@ -164,3 +164,24 @@ async fn a_client_that_leaves_mid_request_cancels_the_backend_exchange() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed_by_the_drain() {
+    let backend = spawn_backend("blue", "v1", any_addr()).await.unwrap();
+    let proxy = start_proxy(&format!(
+        "[proxy]\ndrain_timeout = \"10s\"\n{}",
+        pool_toml("blue", 100, &[backend.addr])
+    ))
+    .await;
+    let mut idle = TcpStream::connect(proxy.addr).await.unwrap();
+    idle.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
+    let head = read_head(&mut idle).await.unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let started = tokio::time::Instant::now();
+    assert!(proxy.shutdown().await, "the drain did not finish");
+    // Well inside the drain timeout: the idle connection did not hold it.
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(2), idle.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "the idle connection was left open");
+}

@@ -105,7 +105,13 @@ where
         };
         let close = !keep_alive || res.headers().contains_key(header::CONNECTION);
         out.clear();
-        if write_response(&mut io, &mut out, res, head_only, close).await.is_err() || close {
+        let conn = Conn {
+            io: &mut io,
+            out: &mut out,
+            buf: &mut buf,
+            limit,
+        };
+        if write_response(conn, res, head_only, close).await.is_err() || close {
             let _ = io.shutdown().await;
             return Outcome::Closed;
         }
@@ -313,18 +319,28 @@ enum Framing {
     Chunked,
 }
 
-/// Writes `res` (head and body) to `io`. An error means the connection
-/// cannot be reused (the client went away, or the body failed midway).
+/// What a response is written with: the socket, the gathered output, and
+/// the read buffer with its limit (a client is watched while its response
+/// waits on the backend).
+struct Conn<'a, I> {
+    io: &'a mut I,
+    out: &'a mut Vec<u8>,
+    buf: &'a mut BytesMut,
+    limit: usize,
+}
+
+/// Writes `res` (head and body). An error means the connection cannot be
+/// reused (the client went away, or the body failed midway).
 async fn write_response<I>(
-    io: &mut I,
-    out: &mut Vec<u8>,
+    conn: Conn<'_, I>,
     res: Response<ProxyBody>,
     head_only: bool,
     close: bool,
 ) -> std::io::Result<()>
 where
-    I: AsyncWrite + Unpin,
+    I: AsyncRead + AsyncWrite + Unpin,
 {
+    let Conn { io, out, buf, limit } = conn;
     let (parts, body) = res.into_parts();
     let status = parts.status;
     let framing = if head_only
@@ -348,12 +364,24 @@ where
         loop {
             // Gathers what the body has ready; writes only when it would
             // wait, so a small response is one write with its head.
-            let next = poll_fn(|cx: &mut Context<'_>| match body.as_mut().poll_frame(cx) {
-                Poll::Pending if !out.is_empty() => Poll::Ready(None),
-                Poll::Pending => Poll::Pending,
-                Poll::Ready(frame) => Poll::Ready(Some(frame)),
-            })
-            .await;
+            let next = if out.is_empty() {
+                // Nothing to write: wait for the body, watching the client,
+                // so a long poll whose client left does not hold its backend
+                // until the next write.
+                let frame = pin!(poll_fn(|cx: &mut Context<'_>| body.as_mut().poll_frame(cx).map(Some)));
+                match until_client_leaves(frame, io, buf, limit).await {
+                    Some(frame) => frame,
+                    None => return Err(std::io::ErrorKind::ConnectionAborted.into()),
+                }
+            } else {
+                poll_fn(|cx: &mut Context<'_>| {
+                    Poll::Ready(match body.as_mut().poll_frame(cx) {
+                        Poll::Pending => None,
+                        Poll::Ready(frame) => Some(frame),
+                    })
+                })
+                .await
+            };
             let data = match next {
                 None => {
                     io.write_all(out).await?;

@@ -1,8 +1,9 @@
 //! Clients on sluice's own HTTP/1.1 server loop (`h1server`): pipelined
 //! requests answered in order, `Connection: close` and HEAD honoured, small
 //! bodies read with their head, a connection handed to hyper midway (a
-//! chunked body) keeps working, unusual heads get hyper's answers, and a client that leaves
-//! mid-request cancels the exchange with the backend.
+//! chunked body) keeps working, unusual heads get hyper's answers, a client
+//! that leaves mid-request or mid-stream cancels the exchange with the
+//! backend, and the drain closes idle connections.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -114,55 +115,114 @@ async fn unusual_heads_get_hyper_answers_after_ordinary_requests() {
     assert_eq!(backend.knobs.received(), 3);
 }
 
+/// A backend that answers `GET /watched` with `answer` and then neither
+/// finishes nor closes, noting when it got the request and when the proxy
+/// closed its side; other requests (health probes) get a short 200.
+struct Watched {
+    addr: SocketAddr,
+    got_request: Arc<AtomicBool>,
+    saw_close: Arc<AtomicBool>,
+}
+
+impl Watched {
+    async fn start(answer: &'static [u8]) -> Watched {
+        let listener = TcpListener::bind(ANY).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (got_request, saw_close) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+        let (got, closed) = (Arc::clone(&got_request), Arc::clone(&saw_close));
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let (got, closed) = (Arc::clone(&got), Arc::clone(&closed));
+                tokio::spawn(async move {
+                    let head = read_head(&mut stream).await.unwrap_or_default();
+                    if !head.starts_with("GET /watched ") {
+                        let _ = stream
+                            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                            .await;
+                        return;
+                    }
+                    let _ = stream.write_all(answer).await;
+                    got.store(true, Ordering::SeqCst);
+                    let mut byte = [0u8; 1];
+                    if matches!(stream.read(&mut byte).await, Ok(0) | Err(_)) {
+                        closed.store(true, Ordering::SeqCst);
+                    }
+                });
+            }
+        });
+        Watched {
+            addr,
+            got_request,
+            saw_close,
+        }
+    }
+
+    /// Sends the request through `proxy`, reads until `seen` arrived, then
+    /// leaves; the proxy must close its backend connection soon after.
+    async fn client_leaves_after(&self, proxy: &TestProxy, seen: &str) {
+        let mut client = TcpStream::connect(proxy.addr).await.unwrap();
+        client
+            .write_all(b"GET /watched HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        while !String::from_utf8_lossy(&got).contains(seen) {
+            let mut chunk = [0u8; 1024];
+            let n = tokio::time::timeout(Duration::from_secs(5), client.read(&mut chunk))
+                .await
+                .expect("the expected bytes never came")
+                .unwrap();
+            assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&chunk[..n]);
+        }
+        assert!(self.got_request.load(Ordering::SeqCst));
+        drop(client);
+        wait_until(
+            Duration::from_secs(5),
+            "the proxy to close the backend connection",
+            || self.saw_close.load(Ordering::SeqCst),
+        )
+        .await;
+    }
+}
+
+async fn proxy_with_patience(backend: SocketAddr) -> TestProxy {
+    start_proxy(&format!(
+        "[proxy.timeouts]\nupstream_response = \"30s\"\n{}",
+        pool_toml("blue", 100, &[backend])
+    ))
+    .await
+}
+
 #[tokio::test]
 async fn a_client_that_leaves_mid_request_cancels_the_backend_exchange() {
-    // A backend that reads the request, never answers, and notes when the
-    // proxy closes its side.
-    let listener = TcpListener::bind(ANY).await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (got_request, saw_close) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
-    let (got, closed) = (Arc::clone(&got_request), Arc::clone(&saw_close));
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            let (got, closed) = (Arc::clone(&got), Arc::clone(&closed));
-            tokio::spawn(async move {
-                let head = read_head(&mut stream).await.unwrap_or_default();
-                if !head.starts_with("GET /slow ") {
-                    // A health probe, say.
-                    let _ = stream
-                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
-                        .await;
-                    return;
-                }
-                got.store(true, Ordering::SeqCst);
-                let mut byte = [0u8; 1];
-                if matches!(stream.read(&mut byte).await, Ok(0) | Err(_)) {
-                    closed.store(true, Ordering::SeqCst);
-                }
-            });
-        }
-    });
-    let proxy = start_proxy(&format!(
-        "[proxy.timeouts]\nupstream_response = \"30s\"\n{}",
-        pool_toml("blue", 100, &[addr])
-    ))
-    .await;
+    // The backend never answers; the client gives up waiting.
+    let backend = Watched::start(b"").await;
+    let proxy = proxy_with_patience(backend.addr).await;
     let mut client = TcpStream::connect(proxy.addr).await.unwrap();
     client
-        .write_all(b"GET /slow HTTP/1.1\r\nhost: x\r\n\r\n")
+        .write_all(b"GET /watched HTTP/1.1\r\nhost: x\r\n\r\n")
         .await
         .unwrap();
     wait_until(Duration::from_secs(5), "the backend to get the request", || {
-        got_request.load(Ordering::SeqCst)
+        backend.got_request.load(Ordering::SeqCst)
     })
     .await;
     drop(client);
     wait_until(
         Duration::from_secs(5),
         "the proxy to close the backend connection",
-        || saw_close.load(Ordering::SeqCst),
+        || backend.saw_close.load(Ordering::SeqCst),
     )
     .await;
+}
+
+#[tokio::test]
+async fn a_client_that_leaves_a_stalled_stream_frees_the_backend() {
+    // A long poll: the head and a first chunk, then nothing.
+    let backend = Watched::start(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n").await;
+    let proxy = proxy_with_patience(backend.addr).await;
+    backend.client_leaves_after(&proxy, "hello").await;
 }
 
 #[tokio::test]

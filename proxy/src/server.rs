@@ -251,7 +251,14 @@ async fn serve_io<I>(
     let service = service_fn(move |req| {
         let proxy = Arc::clone(&proxy);
         let conn = Arc::clone(&conn);
-        async move { Ok::<_, std::convert::Infallible>(proxy.handle(req.map(ClientBody::Hyper), &conn).await) }
+        // Boxed: hyper's HTTP/2 server spawns a task per stream around this
+        // future, and tokio moves a task's future several times (spawn,
+        // completion); in a box those moves copy a pointer, not the
+        // request's whole state (callgrind, h2c: 1,028 M -> 967 M
+        // instructions for 22k requests).
+        Box::pin(
+            async move { Ok::<_, std::convert::Infallible>(proxy.handle(req.map(ClientBody::Hyper), &conn).await) },
+        )
     });
     let connection = builder.serve_connection_with_upgrades(io, service);
     if let Err(e) = watcher.watch(connection.into_owned()).await {

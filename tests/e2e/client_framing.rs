@@ -157,14 +157,19 @@ impl Watched {
         }
     }
 
-    /// Sends the request through `proxy`, reads until `seen` arrived, then
-    /// leaves; the proxy must close its backend connection soon after.
+    /// Sends the request through `proxy`, waits until the backend has it
+    /// and `seen` has reached the client, then leaves; the proxy must close
+    /// its backend connection soon after.
     async fn client_leaves_after(&self, proxy: &TestProxy, seen: &str) {
         let mut client = TcpStream::connect(proxy.addr).await.unwrap();
         client
             .write_all(b"GET /watched HTTP/1.1\r\nhost: x\r\n\r\n")
             .await
             .unwrap();
+        wait_until(Duration::from_secs(5), "the backend to get the request", || {
+            self.got_request.load(Ordering::SeqCst)
+        })
+        .await;
         let mut got = Vec::new();
         while !String::from_utf8_lossy(&got).contains(seen) {
             let mut chunk = [0u8; 1024];
@@ -175,7 +180,6 @@ impl Watched {
             assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&got));
             got.extend_from_slice(&chunk[..n]);
         }
-        assert!(self.got_request.load(Ordering::SeqCst));
         drop(client);
         wait_until(
             Duration::from_secs(5),
@@ -199,22 +203,7 @@ async fn a_client_that_leaves_mid_request_cancels_the_backend_exchange() {
     // The backend never answers; the client gives up waiting.
     let backend = Watched::start(b"").await;
     let proxy = proxy_with_patience(backend.addr).await;
-    let mut client = TcpStream::connect(proxy.addr).await.unwrap();
-    client
-        .write_all(b"GET /watched HTTP/1.1\r\nhost: x\r\n\r\n")
-        .await
-        .unwrap();
-    wait_until(Duration::from_secs(5), "the backend to get the request", || {
-        backend.got_request.load(Ordering::SeqCst)
-    })
-    .await;
-    drop(client);
-    wait_until(
-        Duration::from_secs(5),
-        "the proxy to close the backend connection",
-        || backend.saw_close.load(Ordering::SeqCst),
-    )
-    .await;
+    backend.client_leaves_after(&proxy, "").await;
 }
 
 #[tokio::test]

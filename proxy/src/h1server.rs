@@ -3,14 +3,13 @@
 //! It reads and parses request heads itself and serves the request most
 //! traffic consists of (a complete HTTP/1.1 head, no body or a small one of
 //! known length that arrived with it, no upgrade, no `Expect`) without
-//! hyper's connection dispatcher: one buffer per
-//! connection, header values shared with it, and the response head written
-//! together with the body's first bytes. At the first request it does not
-//! take (a chunked, large or late body, an upgrade, HTTP/1.0, `CONNECT`, a
-//! head it cannot parse or
-//! one past the limits, an HTTP/2 preface) it hands the connection, with the
-//! bytes already read, to hyper, which serves it from then on and gives the
-//! answers (400, 431, h2c...) hyper gives.
+//! hyper's connection dispatcher: one buffer per connection, header values
+//! shared with it, and the response head written together with the body's
+//! first bytes. At the first request it does not take (a chunked, large or
+//! late body, an upgrade, HTTP/1.0, `CONNECT`, a head it cannot parse or
+//! one past the limits, an HTTP/2 preface) it hands the connection, with
+//! the bytes already read, to hyper, which serves it from then on and gives
+//! the answers (400, 431, h2c...) hyper gives.
 
 use std::future::poll_fn;
 use std::io::{IoSlice, Write as _};

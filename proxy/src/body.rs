@@ -125,12 +125,6 @@ pub enum ClientBody {
     Read(Option<Bytes>),
 }
 
-impl ClientBody {
-    pub fn empty() -> Self {
-        Self::Read(None)
-    }
-}
-
 impl Body for ClientBody {
     type Data = Bytes;
     type Error = hyper::Error;

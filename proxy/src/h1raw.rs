@@ -22,6 +22,7 @@ use http_body::{Frame, SizeHint};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::h1head::{HeaderSpan, content_length, record_spans};
 use crate::headers::{self, ForwardedFor};
 use crate::table::Backend;
 
@@ -214,10 +215,10 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Parsed>, Raw
     if buf.is_empty() {
         return Ok(None);
     }
-    // Offsets of each header's name and value in the head, so the values
-    // can share the head's bytes once the parser's borrow ends. Neither
-    // array is zeroed first: they are written before they are read.
-    let mut spans = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
+    // Where each header's name and value sit in the head, so the values
+    // can share the head's bytes once the parser's borrow ends. The
+    // parser's header array is not zeroed: httparse writes before it reads.
+    let mut spans: [HeaderSpan; MAX_HEADERS] = [(0, 0, 0, 0); MAX_HEADERS];
     let (len, code, minor, count) = {
         let mut headers = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
         let mut res = httparse::Response::new(&mut []);
@@ -228,19 +229,7 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Parsed>, Raw
             Err(httparse::Error::TooManyHeaders) => return Err(RawError::Malformed("too many headers")),
             Err(_) => return Err(RawError::Malformed("unparsable response head")),
         };
-        let base = buf.as_ptr() as usize;
-        let offset = |s: &[u8]| u32::try_from((s.as_ptr() as usize).wrapping_sub(base)).unwrap_or(u32::MAX);
-        let mut count = 0;
-        for (h, span) in res.headers.iter().zip(spans.iter_mut()) {
-            let (n, v) = (offset(h.name.as_bytes()), offset(h.value));
-            *span = (
-                n,
-                n.saturating_add(h.name.len() as u32),
-                v,
-                v.saturating_add(h.value.len() as u32),
-            );
-            count += 1;
-        }
+        let count = record_spans(buf, res.headers, &mut spans);
         (len, res.code.unwrap_or(0), res.version.unwrap_or(1), count)
     };
     let head = buf.split_to(len).freeze();
@@ -263,10 +252,7 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Parsed>, Raw
             chunked = last.trim_ascii().eq_ignore_ascii_case(b"chunked");
             other_coding = !chunked;
         } else if name == header::CONTENT_LENGTH {
-            let n = std::str::from_utf8(value.as_bytes())
-                .ok()
-                .and_then(|s| s.trim().parse::<u64>().ok())
-                .ok_or(RawError::Malformed("invalid content-length"))?;
+            let n = content_length(value.as_bytes()).ok_or(RawError::Malformed("invalid content-length"))?;
             if length.is_some_and(|l| l != n) {
                 return Err(RawError::Malformed("conflicting content-length values"));
             }
@@ -643,6 +629,7 @@ mod tests {
             &b"HTTP/1.1 2000 OK\r\n\r\n"[..],
             b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\ncontent-length: 4\r\n\r\n",
             b"HTTP/1.1 200 OK\r\ncontent-length: -1\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\ncontent-length: +5\r\n\r\nhello",
             b"SSH-2.0-OpenSSH\r\n\r\n",
         ] {
             assert!(

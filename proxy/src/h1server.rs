@@ -26,6 +26,7 @@ use tokio::time::Instant;
 
 use crate::body::{ClientBody, ProxyBody};
 use crate::forward::{ClientConn, Proxy};
+use crate::h1head::{HeaderSpan, content_length, record_spans, span_in};
 use crate::server::ListenerOptions;
 
 /// Headers parsed on the fast path; a request with more goes to hyper,
@@ -163,7 +164,7 @@ fn parse_request(buf: &mut BytesMut, max_headers: usize) -> Parsed {
     }
     // Offsets of each header's name and value, so the values can share the
     // head's bytes once the parser's borrow ends.
-    let mut spans = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
+    let mut spans: [HeaderSpan; MAX_HEADERS] = [(0, 0, 0, 0); MAX_HEADERS];
     let (len, method, target, count) = {
         let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
         let mut req = httparse::Request::new(&mut []);
@@ -180,25 +181,14 @@ fn parse_request(buf: &mut BytesMut, max_headers: usize) -> Parsed {
         if req.version != Some(1) {
             return Parsed::Unusual;
         }
-        let base = buf.as_ptr() as usize;
-        let offset = |s: &[u8]| u32::try_from((s.as_ptr() as usize).wrapping_sub(base)).unwrap_or(u32::MAX);
-        let span = |s: &[u8]| {
-            let at = offset(s);
-            (at, at.saturating_add(s.len() as u32))
-        };
-        let mut count = 0;
-        for (h, slot) in req.headers.iter().zip(spans.iter_mut()) {
-            let ((ns, ne), (vs, ve)) = (span(h.name.as_bytes()), span(h.value));
-            *slot = (ns, ne, vs, ve);
-            count += 1;
-        }
+        let count = record_spans(buf, req.headers, &mut spans);
         let (Some(method), Some(path)) = (req.method, req.path) else {
             return Parsed::Unusual;
         };
         let Ok(method) = Method::from_bytes(method.as_bytes()) else {
             return Parsed::Unusual;
         };
-        (len, method, span(path.as_bytes()), count)
+        (len, method, span_in(buf, path.as_bytes()), count)
     };
     if method == Method::CONNECT {
         return Parsed::Unusual;
@@ -214,12 +204,8 @@ fn parse_request(buf: &mut BytesMut, max_headers: usize) -> Parsed {
         // Checked on the raw bytes first, so the common request builds its
         // map in one pass and anything unusual leaves `buf` as it was.
         if name.eq_ignore_ascii_case(b"content-length") {
-            // Digits only (hyper's rule); two values must agree.
-            let digits = value.trim_ascii();
-            let n = std::str::from_utf8(digits)
-                .ok()
-                .filter(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
-                .and_then(|d| d.parse::<usize>().ok());
+            // Two values must agree.
+            let n = content_length(value).and_then(|n| usize::try_from(n).ok());
             match (n, body_len) {
                 (Some(n), None) if n <= MAX_READ_BODY => body_len = Some(n),
                 (Some(n), Some(seen)) if n == seen => {}
@@ -409,7 +395,8 @@ where
             if data.len() < COPY_BELOW {
                 out.extend_from_slice(&data);
             } else {
-                write_both(io, out, &data).await?;
+                // One vectored write when the socket takes it.
+                io.write_all_buf(&mut Buf::chain(out.as_slice(), &data[..])).await?;
                 out.clear();
             }
             if framing == Framing::Chunked {
@@ -442,8 +429,7 @@ where
 
 /// The response's `Content-Length`, when it states one.
 fn declared_length(headers: &HeaderMap) -> Option<u64> {
-    let value = headers.get(header::CONTENT_LENGTH)?;
-    std::str::from_utf8(value.as_bytes()).ok()?.trim().parse().ok()
+    content_length(headers.get(header::CONTENT_LENGTH)?.as_bytes())
 }
 
 /// Status line and headers; the framing headers are sluice's own.
@@ -484,28 +470,6 @@ fn encode_head(status: StatusCode, headers: &HeaderMap, framing: Framing, close:
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"\r\n");
-}
-
-/// Writes `gathered` then `data` with as few system calls as the socket
-/// allows (one, usually).
-async fn write_both<I>(io: &mut I, gathered: &[u8], data: &[u8]) -> std::io::Result<()>
-where
-    I: AsyncWrite + Unpin,
-{
-    let (mut first, mut second) = (gathered, data);
-    while !first.is_empty() {
-        let n = io.write_vectored(&[IoSlice::new(first), IoSlice::new(second)]).await?;
-        if n == 0 {
-            return Err(std::io::ErrorKind::WriteZero.into());
-        }
-        if n >= first.len() {
-            second = &second[n - first.len()..];
-            first = &[];
-        } else {
-            first = &first[n..];
-        }
-    }
-    io.write_all(second).await
 }
 
 /// A connection handed to hyper: the bytes the fast path already read

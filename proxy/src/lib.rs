@@ -11,6 +11,7 @@ pub mod body;
 mod date;
 pub mod error;
 pub mod forward;
+mod h1head;
 pub mod h1raw;
 pub mod h1server;
 pub mod handle;

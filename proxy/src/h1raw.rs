@@ -151,7 +151,7 @@ pub fn encode_head(parts: &request::Parts, fwd: &ForwardedFor, host: &HeaderValu
     );
     if (bodied || body_len > 0) && !parts.headers.contains_key(header::CONTENT_LENGTH) {
         out.extend_from_slice(b"content-length: ");
-        out.extend_from_slice(body_len.to_string().as_bytes());
+        out.extend_from_slice(itoa::Buffer::new().format(body_len).as_bytes());
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"\r\n");

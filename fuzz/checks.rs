@@ -212,6 +212,9 @@ pub fn backend_response(data: &[u8]) {
     } else {
         http::Method::GET
     };
+    if let Ok(Some((map, lines))) = sluice_proxy::h1raw::head_both_ways(bytes, &method) {
+        same_headers(&map, &lines);
+    }
     let Ok((res, _)) = sluice_proxy::h1raw::decode_whole(bytes, &method) else {
         return;
     };
@@ -228,6 +231,42 @@ pub fn backend_response(data: &[u8]) {
         let declared: usize = length.to_str().unwrap().trim().parse().unwrap();
         assert_eq!(res.body().len(), declared, "body length differs from content-length");
     }
+}
+
+/// The header lines sluice's own loop writes say what the header map a
+/// hyper connection writes says: the same values in the same order for
+/// each name (HeaderMap groups a name's values; lines keep the backend's
+/// order across names). A length is in the lines only where no body
+/// follows (HEAD, 1xx, 204, 304), and then as the map has it.
+fn same_headers(map: &http::HeaderMap, lines: &sluice_proxy::h1raw::HeaderLines) {
+    let text = std::str::from_utf8(&lines.bytes).ok();
+    let mut from_lines: Vec<(String, Vec<u8>)> = Vec::new();
+    for line in lines.bytes.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+        let line = line.strip_suffix(b"\r").expect("lines end in CRLF");
+        let colon = line.iter().position(|&b| b == b':').expect("name: value");
+        let name = String::from_utf8(line[..colon].to_vec()).expect("names are tokens");
+        assert_eq!(name, name.to_ascii_lowercase(), "{text:?}");
+        let value = line[colon + 2..].to_vec();
+        if name == "content-length" {
+            assert!(
+                map.get_all(http::header::CONTENT_LENGTH)
+                    .iter()
+                    .any(|v| v.as_bytes() == value)
+            );
+            continue;
+        }
+        from_lines.push((name, value));
+    }
+    let mut from_map: Vec<(String, Vec<u8>)> = map
+        .iter()
+        .filter(|(name, _)| **name != http::header::CONTENT_LENGTH)
+        .map(|(name, value)| (name.as_str().to_owned(), value.as_bytes().to_vec()))
+        .collect();
+    // Same multiset, same order within each name.
+    from_lines.sort_by(|a, b| a.0.cmp(&b.0));
+    from_map.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(from_lines, from_map, "{text:?}");
+    assert_eq!(lines.has_date, map.contains_key(http::header::DATE));
 }
 
 /// A client's request as sluice's own HTTP/1.1 server reads it: any bytes

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
-use crate::h1raw::RawBody;
+use crate::h1raw::{HeaderLines, RawBody};
 use crate::table::InFlight;
 use crate::upstream::Lease;
 
@@ -56,6 +56,15 @@ impl ProxyBody {
                 body,
                 _in_flight: in_flight,
             },
+        }
+    }
+
+    /// The backend's header lines, when its response came through sluice's
+    /// own exchange asked for them as lines (see [`crate::h1raw::HeadersAs`]).
+    pub fn take_header_lines(&mut self) -> Option<HeaderLines> {
+        match &mut self.kind {
+            Kind::Raw { body, .. } => body.take_lines(),
+            _ => None,
         }
     }
 

@@ -254,12 +254,21 @@ impl Proxy {
             // read whole first and goes out in the same write.
             let mut head = Vec::with_capacity(384 + parts.headers.len() * 48 + len as usize);
             h1raw::encode_head(&parts, &conn.forwarded, &host, len, &mut head);
+            // sluice's own HTTP/1.1 loop (the one source of `ClientBody::Read`)
+            // writes the backend's header lines as they are; hyper's
+            // connections need a header map.
+            let headers_as = match body {
+                ClientBody::Read(_) => h1raw::HeadersAs::Lines,
+                ClientBody::Hyper(_) => h1raw::HeadersAs::Map,
+            };
             let body = RequestBody::new(body, settings.max_request_body_bytes);
             let sent = std::pin::pin!(async {
                 if len > 0 {
                     body.append_to(&mut head).await.map_err(UpstreamError::RequestBody)?;
                 }
-                self.upstreams.send_raw(&backend, &head, &parts.method).await
+                self.upstreams
+                    .send_raw(&backend, &head, &parts.method, headers_as)
+                    .await
             });
             let res = self
                 .response_head(sent, settings.upstream_response_timeout, &backend, &pool_name)

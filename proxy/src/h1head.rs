@@ -28,10 +28,14 @@ pub fn record_spans(head: &[u8], headers: &[httparse::Header<'_>], spans: &mut [
 /// it; `+5`, `-1`, `5, 6` or an empty value are not lengths.
 pub fn content_length(value: &[u8]) -> Option<u64> {
     let digits = value.trim_ascii();
-    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+    if digits.is_empty() {
         return None;
     }
-    std::str::from_utf8(digits).ok()?.parse().ok()
+    // Digit by digit: `str::parse` would first check UTF-8 and accept `+`.
+    digits.iter().try_fold(0u64, |n, &b| {
+        let digit = b.checked_sub(b'0').filter(|d| *d <= 9)?;
+        n.checked_mul(10)?.checked_add(u64::from(digit))
+    })
 }
 
 #[cfg(test)]
@@ -42,7 +46,18 @@ mod tests {
     fn lengths_are_digits_only() {
         assert_eq!(content_length(b"0"), Some(0));
         assert_eq!(content_length(b" 42 "), Some(42));
-        for bad in [&b""[..], b"+5", b"-1", b"5, 6", b"0x10", b"99999999999999999999999"] {
+        assert_eq!(content_length(b"18446744073709551615"), Some(u64::MAX));
+        for bad in [
+            &b""[..],
+            b" ",
+            b"+5",
+            b"-1",
+            b"5, 6",
+            b"0x10",
+            b"1 2",
+            b"18446744073709551616",
+            b"99999999999999999999999",
+        ] {
             assert_eq!(content_length(bad), None, "{}", String::from_utf8_lossy(bad));
         }
     }

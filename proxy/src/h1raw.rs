@@ -158,21 +158,25 @@ pub fn encode_head(parts: &request::Parts, fwd: &ForwardedFor, host: &HeaderValu
 }
 
 /// Sends `head` on `conn` and reads the response head; the body streams
-/// from the socket as the response's [`RawBody`] is polled.
+/// from the socket as the response's [`RawBody`] is polled. The headers
+/// come as [`HeaderLines`] on the body when `headers` says so, else in the
+/// response's header map.
 pub async fn exchange(
     mut conn: RawConn,
     head: &[u8],
     method: &Method,
     backend: &Arc<Backend>,
+    headers: HeadersAs,
 ) -> Result<Response<RawBody>, RawError> {
     conn.io.write_all(head).await.map_err(|e| before_response(e, &conn))?;
     loop {
-        if let Some((res, framing, keep_alive)) = parse_head(&mut conn.buf, method)? {
+        if let Some((res, framing, keep_alive, lines)) = parse_head(&mut conn.buf, method, headers)? {
             // 1xx answers (100 Continue, 103 Early Hints) precede the real one.
             if res.status().is_informational() {
                 continue;
             }
-            let body = RawBody::new(conn, framing, keep_alive, Arc::clone(backend));
+            let mut body = RawBody::new(conn, framing, keep_alive, Arc::clone(backend));
+            body.lines = lines;
             return Ok(res.map(|()| body));
         }
         if conn.buf.len() >= MAX_HEAD_BYTES {
@@ -207,19 +211,41 @@ fn before_response(e: std::io::Error, conn: &RawConn) -> RawError {
     }
 }
 
-type Parsed = (Response<()>, Framing, bool);
+/// Where a response's headers go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeadersAs {
+    /// Into the response's header map (for hyper's connections).
+    Map,
+    /// Into [`HeaderLines`], written as they are by sluice's own
+    /// HTTP/1.1 loop: no header map built and read back per response.
+    Lines,
+}
+
+/// A backend's response header lines as a client on sluice's own HTTP/1.1
+/// loop gets them: names lower-cased, in the backend's order, without the
+/// hop-by-hop headers (RFC 9110 §7.6.1, as [`headers::strip_hop_by_hop`])
+/// and without the framing ones, which the loop states itself (a length
+/// stays where no body follows: HEAD, 204, 304).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderLines {
+    /// `name: value\r\n` lines.
+    pub bytes: Bytes,
+    pub has_date: bool,
+}
+
+type Parsed = (Response<()>, Framing, bool, Option<HeaderLines>);
 
 /// Parses a complete response head off the front of `buf`, or `None` when
 /// more bytes are needed.
-fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Parsed>, RawError> {
+fn parse_head(buf: &mut BytesMut, method: &Method, headers_as: HeadersAs) -> Result<Option<Parsed>, RawError> {
     if buf.is_empty() {
         return Ok(None);
     }
     // Where each header's name and value sit in the head, so the values
-    // can share the head's bytes once the parser's borrow ends. The
-    // parser's header array is not zeroed: httparse writes before it reads.
+    // can share the head's bytes once the parser's borrow ends.
     let mut spans: [HeaderSpan; MAX_HEADERS] = [(0, 0, 0, 0); MAX_HEADERS];
     let (len, code, minor, count) = {
+        // Not zeroed: httparse writes each header before it reads it.
         let mut headers = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
         let mut res = httparse::Response::new(&mut []);
         let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut res, buf, &mut headers);
@@ -234,37 +260,30 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Parsed>, Raw
     };
     let head = buf.split_to(len).freeze();
     let status = StatusCode::from_u16(code).map_err(|_| RawError::Malformed("invalid status code"))?;
-    let mut headers = HeaderMap::with_capacity(count);
-    let (mut chunked, mut length, mut close, mut keep_alive_token, mut other_coding) =
-        (false, None, false, false, false);
-    for &(ns, ne, vs, ve) in &spans[..count] {
-        let (ns, ne, vs, ve) = (ns as usize, ne as usize, vs as usize, ve as usize);
-        if vs > ve || ve > head.len() {
-            return Err(RawError::Malformed("header outside the head"));
-        }
-        let name = HeaderName::from_bytes(head.get(ns..ne).unwrap_or_default())
-            .map_err(|_| RawError::Malformed("invalid header name"))?;
-        let value = HeaderValue::from_maybe_shared(head.slice(vs..ve))
-            .map_err(|_| RawError::Malformed("invalid header value"))?;
-        if name == header::TRANSFER_ENCODING {
+    let spans = &spans[..count];
+    let (mut chunked, mut length, mut close, mut keep_alive_token, mut other_coding, mut listed) =
+        (false, None, false, false, false, false);
+    for &(ns, ne, vs, ve) in spans {
+        let (name, value) = name_value(&head, (ns, ne, vs, ve))?;
+        if name.eq_ignore_ascii_case(b"transfer-encoding") {
             // The last coding decides: chunked, or read until close.
-            let last = value.as_bytes().rsplit(|&b| b == b',').next().unwrap_or_default();
+            let last = value.rsplit(|&b| b == b',').next().unwrap_or_default();
             chunked = last.trim_ascii().eq_ignore_ascii_case(b"chunked");
             other_coding = !chunked;
-        } else if name == header::CONTENT_LENGTH {
-            let n = content_length(value.as_bytes()).ok_or(RawError::Malformed("invalid content-length"))?;
+        } else if name.eq_ignore_ascii_case(b"content-length") {
+            let n = content_length(value).ok_or(RawError::Malformed("invalid content-length"))?;
             if length.is_some_and(|l| l != n) {
                 return Err(RawError::Malformed("conflicting content-length values"));
             }
             length = Some(n);
-        } else if name == header::CONNECTION {
-            for token in value.as_bytes().split(|&b| b == b',') {
-                let token = token.trim_ascii();
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            for token in headers::connection_tokens(value) {
+                let keyword = token.eq_ignore_ascii_case(b"close") || token.eq_ignore_ascii_case(b"keep-alive");
                 close |= token.eq_ignore_ascii_case(b"close");
                 keep_alive_token |= token.eq_ignore_ascii_case(b"keep-alive");
+                listed |= !keyword;
             }
         }
-        headers.append(name, value);
     }
     let no_body = *method == Method::HEAD
         || status.is_informational()
@@ -279,21 +298,91 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Parsed>, Raw
     } else {
         length.map_or(Framing::UntilClose, Framing::Length)
     };
-    if chunked || other_coding {
-        // A length beside a transfer coding is ignored (RFC 9112 §6.3), and
-        // must not reach the client next to a body it does not describe.
-        headers.remove(header::CONTENT_LENGTH);
-    }
     let keep_alive = match minor {
         1 => !close,
         _ => keep_alive_token && !close,
     } && framing != Framing::UntilClose
         && !(length.is_some() && (chunked || other_coding));
+    // A length beside a transfer coding is ignored (RFC 9112 §6.3), and
+    // must not reach the client next to a body it does not describe.
+    let drop_length = chunked || other_coding;
     let mut res = Response::new(());
     *res.status_mut() = status;
     *res.version_mut() = Version::HTTP_11;
-    *res.headers_mut() = headers;
-    Ok(Some((res, framing, keep_alive)))
+    let lines = match headers_as {
+        HeadersAs::Map => {
+            *res.headers_mut() = header_map(&head, spans, drop_length)?;
+            None
+        }
+        HeadersAs::Lines => {
+            let keep_length = no_body && !drop_length;
+            Some(header_lines(&head, spans, keep_length, listed))
+        }
+    };
+    Ok(Some((res, framing, keep_alive, lines)))
+}
+
+/// A header's name and value in `head`. httparse has checked both: names
+/// are tokens, values only HTAB, SP, visible characters and obs-text (what
+/// `http`'s `HeaderValue` admits).
+fn name_value(head: &[u8], (ns, ne, vs, ve): HeaderSpan) -> Result<(&[u8], &[u8]), RawError> {
+    match (head.get(ns as usize..ne as usize), head.get(vs as usize..ve as usize)) {
+        (Some(name), Some(value)) => Ok((name, value)),
+        _ => Err(RawError::Malformed("header outside the head")),
+    }
+}
+
+fn header_map(head: &Bytes, spans: &[HeaderSpan], drop_length: bool) -> Result<HeaderMap, RawError> {
+    let mut headers = HeaderMap::with_capacity(spans.len());
+    for &(ns, ne, vs, ve) in spans {
+        let name = HeaderName::from_bytes(head.get(ns as usize..ne as usize).unwrap_or_default())
+            .map_err(|_| RawError::Malformed("invalid header name"))?;
+        let value = HeaderValue::from_maybe_shared(head.slice(vs as usize..ve as usize))
+            .map_err(|_| RawError::Malformed("invalid header value"))?;
+        headers.append(name, value);
+    }
+    if drop_length {
+        headers.remove(header::CONTENT_LENGTH);
+    }
+    Ok(headers)
+}
+
+/// See [`HeaderLines`]. `listed`: a `Connection` header names other
+/// headers, which go too. Names are tokens already (httparse checks).
+fn header_lines(head: &[u8], spans: &[HeaderSpan], keep_length: bool, listed: bool) -> HeaderLines {
+    let mut out = Vec::with_capacity(head.len());
+    let mut has_date = false;
+    for &(ns, ne, vs, ve) in spans {
+        let name = head.get(ns as usize..ne as usize).unwrap_or_default();
+        let start = out.len();
+        out.extend(name.iter().map(u8::to_ascii_lowercase));
+        let lower = out.get(start..).unwrap_or_default();
+        let dropped = headers::is_hop_by_hop_name(lower)
+            || (lower == b"content-length" && !keep_length)
+            || (listed && named_by_connection(head, spans, lower));
+        if dropped {
+            out.truncate(start);
+            continue;
+        }
+        has_date |= lower == b"date";
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(head.get(vs as usize..ve as usize).unwrap_or_default());
+        out.extend_from_slice(b"\r\n");
+    }
+    HeaderLines {
+        bytes: Bytes::from(out),
+        has_date,
+    }
+}
+
+/// Whether a `Connection` header in `head` lists `lower`.
+fn named_by_connection(head: &[u8], spans: &[HeaderSpan], lower: &[u8]) -> bool {
+    spans.iter().any(|&(ns, ne, vs, ve)| {
+        let name = head.get(ns as usize..ne as usize).unwrap_or_default();
+        name.eq_ignore_ascii_case(b"connection")
+            && headers::connection_tokens(head.get(vs as usize..ve as usize).unwrap_or_default())
+                .any(|t| t.eq_ignore_ascii_case(lower))
+    })
 }
 
 /// A response body read straight from the backend's socket. Once read to
@@ -305,6 +394,8 @@ pub struct RawBody {
     framing: Framing,
     keep_alive: bool,
     backend: Arc<Backend>,
+    /// The response's headers, when asked for as lines.
+    lines: Option<HeaderLines>,
 }
 
 impl RawBody {
@@ -314,7 +405,14 @@ impl RawBody {
             framing,
             keep_alive,
             backend,
+            lines: None,
         }
+    }
+
+    /// The response's headers, when the exchange was asked for them as
+    /// lines ([`HeadersAs::Lines`]); once.
+    pub fn take_lines(&mut self) -> Option<HeaderLines> {
+        self.lines.take()
     }
 
     fn finish(&mut self) {
@@ -509,8 +607,8 @@ fn decode_chunk(buf: &mut BytesMut, state: &mut Chunk) -> Result<Step, RawError>
 #[doc(hidden)]
 pub fn decode_whole(bytes: &[u8], method: &Method) -> Result<(Response<Vec<u8>>, bool), RawError> {
     let mut buf = BytesMut::from(bytes);
-    let (res, mut framing, keep_alive) = loop {
-        match parse_head(&mut buf, method)? {
+    let (res, mut framing, keep_alive, _) = loop {
+        match parse_head(&mut buf, method, HeadersAs::Map)? {
             None => return Err(RawError::Incomplete),
             Some((res, ..)) if res.status().is_informational() => {}
             Some(parsed) => break parsed,
@@ -530,6 +628,23 @@ pub fn decode_whole(bytes: &[u8], method: &Method) -> Result<(Response<Vec<u8>>,
     }
 }
 
+/// A response head read both ways: the header map as a hyper connection's
+/// client gets it (hop-by-hop headers stripped), and the [`HeaderLines`]
+/// sluice's own loop writes. For the fuzz target (`fuzz/checks.rs`) and
+/// the tests, which check that the two say the same.
+#[doc(hidden)]
+pub fn head_both_ways(bytes: &[u8], method: &Method) -> Result<Option<(HeaderMap, HeaderLines)>, RawError> {
+    let as_map = parse_head(&mut BytesMut::from(bytes), method, HeadersAs::Map)?;
+    let as_lines = parse_head(&mut BytesMut::from(bytes), method, HeadersAs::Lines)?;
+    Ok(match (as_map, as_lines) {
+        (Some((mut res, ..)), Some((.., Some(lines)))) => {
+            headers::strip_hop_by_hop(res.headers_mut());
+            Some((std::mem::take(res.headers_mut()), lines))
+        }
+        _ => None,
+    })
+}
+
 fn find_crlf(buf: &[u8]) -> Option<usize> {
     buf.windows(2).position(|w| w == b"\r\n")
 }
@@ -539,11 +654,11 @@ mod tests {
     use super::*;
 
     fn parse(text: &[u8], method: &Method) -> Result<Option<Parsed>, RawError> {
-        parse_head(&mut BytesMut::from(text), method)
+        parse_head(&mut BytesMut::from(text), method, HeadersAs::Map)
     }
 
     fn framing_of(text: &[u8]) -> (Framing, bool) {
-        let (_, framing, keep_alive) = parse(text, &Method::GET).unwrap().unwrap();
+        let (_, framing, keep_alive, _) = parse(text, &Method::GET).unwrap().unwrap();
         (framing, keep_alive)
     }
 
@@ -593,7 +708,7 @@ mod tests {
 
     #[test]
     fn a_head_response_has_no_body_whatever_its_length_says() {
-        let (res, framing, keep_alive) = parse(b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\n", &Method::HEAD)
+        let (res, framing, keep_alive, _) = parse(b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\n", &Method::HEAD)
             .unwrap()
             .unwrap();
         assert_eq!((framing, keep_alive), (Framing::Length(0), true));
@@ -602,7 +717,7 @@ mod tests {
 
     #[test]
     fn a_length_beside_chunked_is_dropped_and_the_connection_not_reused() {
-        let (res, framing, keep_alive) = parse(
+        let (res, framing, keep_alive, _) = parse(
             b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\ntransfer-encoding: chunked\r\n\r\n",
             &Method::GET,
         )
@@ -616,11 +731,49 @@ mod tests {
     fn headers_and_status_arrive_intact_and_the_head_is_consumed() {
         let mut buf =
             BytesMut::from(&b"HTTP/1.1 404 Not Found\r\nX-Tag: a\r\nx-tag: b\r\ncontent-length: 2\r\n\r\nhiNEXT"[..]);
-        let (res, ..) = parse_head(&mut buf, &Method::GET).unwrap().unwrap();
+        let (res, ..) = parse_head(&mut buf, &Method::GET, HeadersAs::Map).unwrap().unwrap();
         assert_eq!(res.status(), 404);
         let tags: Vec<_> = res.headers().get_all("x-tag").iter().collect();
         assert_eq!(tags, ["a", "b"]);
         assert_eq!(&buf[..], b"hiNEXT");
+    }
+
+    fn lines_of(text: &[u8], method: &Method) -> (String, bool) {
+        let (map, lines) = head_both_ways(text, method).unwrap().unwrap();
+        // The map the hyper path writes says the same, framing aside.
+        let mut from_map = String::new();
+        for (name, value) in &map {
+            if *name != header::CONTENT_LENGTH || *method == Method::HEAD {
+                from_map.push_str(&format!("{name}: {}\r\n", value.to_str().unwrap()));
+            }
+        }
+        let text = String::from_utf8(lines.bytes.to_vec()).unwrap();
+        assert_eq!(text, from_map);
+        (text, lines.has_date)
+    }
+
+    #[test]
+    fn header_lines_leave_out_hop_by_hop_and_framing_headers() {
+        let head = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: keep-alive, X-Drop\r\n\
+            x-drop: 1\r\nKeep-Alive: timeout=5\r\nProxy-Authenticate: Basic\r\nx-sluice-pool: blue\r\n\
+            Content-Length: 2\r\nDate: Thu, 26 Nov 2026 10:00:00 GMT\r\nX-App: a\r\n\r\nhi";
+        let (text, has_date) = lines_of(head, &Method::GET);
+        assert_eq!(
+            text,
+            "content-type: text/plain\r\ndate: Thu, 26 Nov 2026 10:00:00 GMT\r\nx-app: a\r\n"
+        );
+        assert!(has_date);
+        // No body follows a HEAD response: its length describes the
+        // representation and stays.
+        let (text, has_date) = lines_of(b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\n", &Method::HEAD);
+        assert_eq!(text, "content-length: 1000\r\n");
+        assert!(!has_date);
+        // Beside a transfer coding a length never stays, HEAD or not.
+        let (text, _) = lines_of(
+            b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\ntransfer-encoding: chunked\r\nx-a: 1\r\n\r\n",
+            &Method::HEAD,
+        );
+        assert_eq!(text, "x-a: 1\r\n");
     }
 
     #[test]

@@ -27,6 +27,7 @@ use tokio::time::Instant;
 use crate::body::{ClientBody, ProxyBody};
 use crate::forward::{ClientConn, Proxy};
 use crate::h1head::{HeaderSpan, content_length, record_spans, span_in};
+use crate::h1raw::HeaderLines;
 use crate::server::ListenerOptions;
 
 /// Headers parsed on the fast path; a request with more goes to hyper,
@@ -326,7 +327,8 @@ where
     I: AsyncRead + AsyncWrite + Unpin,
 {
     let Conn { io, out, buf, limit } = conn;
-    let (parts, body) = res.into_parts();
+    let (parts, mut body) = res.into_parts();
+    let lines = body.take_header_lines();
     let status = parts.status;
     let framing = if head_only
         || status.is_informational()
@@ -339,7 +341,7 @@ where
     } else {
         Framing::Chunked
     };
-    encode_head(status, &parts.headers, framing, close, out);
+    encode_head(status, lines.as_ref(), &parts.headers, framing, close, out);
     let mut body = pin!(body);
     let mut left = match framing {
         Framing::Length(n) => n,
@@ -432,14 +434,26 @@ fn declared_length(headers: &HeaderMap) -> Option<u64> {
     content_length(headers.get(header::CONTENT_LENGTH)?.as_bytes())
 }
 
-/// Status line and headers; the framing headers are sluice's own.
-fn encode_head(status: StatusCode, headers: &HeaderMap, framing: Framing, close: bool, out: &mut Vec<u8>) {
+/// Status line and headers: the backend's `lines` when it gave them so
+/// (ready to write), then `headers`; the framing headers are sluice's own.
+fn encode_head(
+    status: StatusCode,
+    lines: Option<&HeaderLines>,
+    headers: &HeaderMap,
+    framing: Framing,
+    close: bool,
+    out: &mut Vec<u8>,
+) {
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(status.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
     let mut has_date = false;
+    if let Some(lines) = lines {
+        out.extend_from_slice(&lines.bytes);
+        has_date = lines.has_date;
+    }
     let mut has_connection = false;
     for (name, value) in headers {
         // A length is sluice's to state, except where no body follows and
@@ -609,7 +623,7 @@ mod tests {
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("999"));
         headers.insert("x-app", HeaderValue::from_static("1"));
         let mut out = Vec::new();
-        encode_head(StatusCode::OK, &headers, Framing::Length(5), true, &mut out);
+        encode_head(StatusCode::OK, None, &headers, Framing::Length(5), true, &mut out);
         let text = String::from_utf8(out).unwrap();
         assert!(
             text.starts_with("HTTP/1.1 200 OK\r\nx-app: 1\r\ncontent-length: 5\r\n"),
@@ -620,7 +634,14 @@ mod tests {
             "{text}"
         );
         let mut out = Vec::new();
-        encode_head(StatusCode::OK, &HeaderMap::new(), Framing::Chunked, false, &mut out);
+        encode_head(
+            StatusCode::OK,
+            None,
+            &HeaderMap::new(),
+            Framing::Chunked,
+            false,
+            &mut out,
+        );
         let text = String::from_utf8(out).unwrap();
         assert!(
             text.contains("transfer-encoding: chunked\r\n") && !text.contains("connection"),
@@ -628,7 +649,7 @@ mod tests {
         );
         // HEAD: the backend's length describes the representation.
         let mut out = Vec::new();
-        encode_head(StatusCode::OK, &headers, Framing::None, false, &mut out);
+        encode_head(StatusCode::OK, None, &headers, Framing::None, false, &mut out);
         assert!(String::from_utf8(out).unwrap().contains("content-length: 999\r\n"));
     }
 }

@@ -7,14 +7,14 @@ use http::{Request, Version};
 use crate::error::ProxyError;
 
 /// Headers that describe one connection and never cross the proxy.
-const HOP_BY_HOP: [HeaderName; 7] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-    HeaderName::from_static("http2-settings"),
+const HOP_BY_HOP: [&[u8]; 7] = [
+    b"connection",
+    b"keep-alive",
+    b"te",
+    b"trailer",
+    b"transfer-encoding",
+    b"upgrade",
+    b"http2-settings",
 ];
 
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -80,7 +80,25 @@ fn connection_has(headers: &HeaderMap, token: &str) -> bool {
 /// Whether a header is hop-by-hop (or sluice's own routing header), by a
 /// cheap comparison rather than a map lookup.
 fn is_hop_by_hop(name: &HeaderName) -> bool {
-    HOP_BY_HOP.contains(name) || name == crate::select::POOL_OVERRIDE_HEADER || name.as_str().starts_with("proxy-")
+    is_hop_by_hop_name(name.as_str().as_bytes())
+}
+
+/// [`is_hop_by_hop`] for a lower-case name as bytes (sluice's own
+/// exchange writes a backend's header lines without a header map).
+pub fn is_hop_by_hop_name(lower: &[u8]) -> bool {
+    HOP_BY_HOP.contains(&lower)
+        || lower == crate::select::POOL_OVERRIDE_HEADER.as_str().as_bytes()
+        || lower.starts_with(b"proxy-")
+}
+
+/// The header names a `Connection` value lists (besides the keywords
+/// `close` and `keep-alive`, which name no header, though listing them
+/// does no harm).
+pub fn connection_tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value
+        .split(|&b| b == b',')
+        .map(<[u8]>::trim_ascii)
+        .filter(|t| !t.is_empty())
 }
 
 /// Removes hop-by-hop headers: the fixed list, every header named in
@@ -93,16 +111,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // Collected first because the names borrow from `headers`.
     let mut doomed: Vec<HeaderName> = Vec::new();
     for value in headers.get_all(header::CONNECTION) {
-        let Ok(value) = value.to_str() else { continue };
-        for token in value.split(',') {
-            let token = token.trim();
-            if token.is_empty() {
-                continue;
-            }
-            if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
-                doomed.push(name);
-            }
-        }
+        doomed.extend(connection_tokens(value.as_bytes()).filter_map(|t| HeaderName::from_bytes(t).ok()));
     }
     doomed.extend(headers.keys().filter(|k| is_hop_by_hop(k)).cloned());
     for name in doomed {

@@ -207,20 +207,21 @@ impl Upstreams {
         backend: &Arc<Backend>,
         head: &[u8],
         method: &http::Method,
+        headers: h1raw::HeadersAs,
     ) -> Result<Response<RawBody>, UpstreamError> {
         let retry = method.is_idempotent();
         while let Some((mut conn, since)) = backend.pool().raw.pop() {
             if !usable(&mut conn, since, self.idle_timeout) {
                 continue;
             }
-            match h1raw::exchange(conn, head, method, backend).await {
+            match h1raw::exchange(conn, head, method, backend, headers).await {
                 Err(RawError::ClosedBeforeResponse) if retry => continue,
                 result => return result.map_err(UpstreamError::Raw),
             }
         }
         // Boxed, as in `send_h1`: only new connections pay for connecting.
         let tcp = Box::pin(self.connect(backend)).await?;
-        h1raw::exchange(RawConn::new(tcp), head, method, backend)
+        h1raw::exchange(RawConn::new(tcp), head, method, backend, headers)
             .await
             .map_err(UpstreamError::Raw)
     }

@@ -83,6 +83,11 @@ async fn serve(mut stream: TcpStream, heads: Arc<std::sync::Mutex<Vec<String>>>)
                 b"4\r\nwhee\r\n0\r\n\r\n",
             ],
             "/closing" => vec![b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\nconnection: close\r\n\r\nbye"],
+            "/hop-by-hop" => vec![
+                b"HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Secret\r\nX-Secret: s\r\nKeep-Alive: timeout=5\r\n\
+                  Proxy-Authenticate: Basic\r\nx-sluice-pool: green\r\nX-App: kept\r\nSet-Cookie: a=1\r\n\
+                  x-app: again\r\nSet-Cookie: b=2\r\ncontent-length: 2\r\n\r\nok",
+            ],
             "/to-the-close" => vec![b"HTTP/1.1 200 OK\r\n\r\n", b"until ", b"the end"],
             _ => vec![b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"],
         };
@@ -199,6 +204,36 @@ async fn every_response_framing_arrives_intact_and_connections_are_reused_when_t
     let (status, _, body) = send(&c, http::Method::GET, &url("/plain")).await;
     assert_eq!((status, body.as_str()), (200, "ok"));
     assert_eq!(backend.connections(), 4);
+}
+
+/// The backend's hop-by-hop headers (the fixed list, those its
+/// `Connection` names, `Proxy-*`, sluice's routing header) never reach the
+/// client, and every other header does, values in order: over sluice's own
+/// HTTP/1.1 loop, which writes the backend's header lines, and over h2c,
+/// which goes through a header map.
+#[tokio::test]
+async fn hop_by_hop_response_headers_stop_at_the_proxy_on_either_client_path() {
+    let backend = Scripted::start().await;
+    let proxy = start_proxy(&pool_toml("blue", 100, &[backend.addr])).await;
+    for (path, c) in [("own HTTP/1.1 loop", client()), ("h2c", h2_client())] {
+        let (status, headers, body) = send(&c, http::Method::GET, &proxy.url("/hop-by-hop")).await;
+        assert_eq!((status, body.as_str()), (200, "ok"), "{path}");
+        for gone in ["x-secret", "keep-alive", "proxy-authenticate", "x-sluice-pool"] {
+            assert!(
+                !headers.contains_key(gone),
+                "{path}: {gone} reached the client: {headers:?}"
+            );
+        }
+        if path != "h2c" {
+            // An HTTP/1.1 answer with its own framing, not the backend's.
+            assert_eq!(headers.get("connection"), None, "{path}");
+            assert_eq!(headers["content-length"], "2", "{path}");
+        }
+        let values = |name: &str| -> Vec<&str> { headers.get_all(name).iter().map(|v| v.to_str().unwrap()).collect() };
+        assert_eq!(values("x-app"), ["kept", "again"], "{path}");
+        assert_eq!(values("set-cookie"), ["a=1", "b=2"], "{path}");
+        assert!(headers.contains_key("date"), "{path}: every answer carries a Date");
+    }
 }
 
 /// A backend that answers with fewer bytes than its length promised and

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use http::header::{self, HeaderValue};
+use http::header::{self, HeaderMap, HeaderValue};
 use http::uri::{PathAndQuery, Scheme};
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
@@ -26,6 +26,33 @@ use crate::stats::{PoolStats, UpstreamErrorKind};
 use crate::table::{Backend, InFlight};
 use crate::upstream::{UpstreamError, Upstreams};
 use crate::window::Outcome;
+
+/// Buffers a client connection lends to each of its requests in turn, so
+/// that a request allocates neither the head it sends the backend nor,
+/// on sluice's own HTTP/1.1 loop, its header map.
+#[derive(Debug, Default)]
+pub struct Scratch {
+    /// The backend request's head while it is sent; free otherwise (the
+    /// own loop writes responses in it).
+    pub head: Vec<u8>,
+    headers: Option<HeaderMap>,
+}
+
+impl Scratch {
+    /// The last request's header map, emptied, for the next request.
+    pub fn take_headers(&mut self) -> Option<HeaderMap> {
+        self.headers.take()
+    }
+
+    pub(crate) fn give_back(&mut self, mut headers: HeaderMap) {
+        // One unusually large request does not pin its map's memory to an
+        // idle connection.
+        if headers.capacity() <= 64 {
+            headers.clear();
+            self.headers = Some(headers);
+        }
+    }
+}
 
 /// What the request path knows about the client connection.
 #[derive(Debug, Clone)]
@@ -154,11 +181,17 @@ impl Proxy {
     }
 
     /// Serves one request; failures become short plain-text responses.
-    pub async fn handle(&self, req: Request<ClientBody>, conn: &ClientConn) -> Response<ProxyBody> {
+    /// `scratch` is the connection's (see [`Scratch`]).
+    pub async fn handle(
+        &self,
+        req: Request<ClientBody>,
+        conn: &ClientConn,
+        scratch: &mut Scratch,
+    ) -> Response<ProxyBody> {
         let started = Instant::now();
         let http1 = req.version() <= Version::HTTP_11;
         let mut pool_stats = None;
-        let (mut res, outcome) = match self.forward(req, conn, &mut pool_stats).await {
+        let (mut res, outcome) = match self.forward(req, conn, scratch, &mut pool_stats).await {
             Ok(res) => {
                 let outcome = if res.status().is_server_error() {
                     Outcome::Error
@@ -198,6 +231,7 @@ impl Proxy {
         &self,
         mut req: Request<ClientBody>,
         conn: &ClientConn,
+        scratch: &mut Scratch,
         pool_stats: &mut Option<Arc<PoolStats>>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         // The table is loaded once, and released before any await. Settings
@@ -252,8 +286,10 @@ impl Proxy {
             // exchange; see `h1raw`. The head is written straight from the
             // client's parts (forwarding headers included), and a body is
             // read whole first and goes out in the same write.
-            let mut head = Vec::with_capacity(384 + parts.headers.len() * 48 + len as usize);
-            h1raw::encode_head(&parts, &conn.forwarded, &host, len, &mut head);
+            let head = &mut scratch.head;
+            head.clear();
+            head.reserve(384 + parts.headers.len() * 48 + len as usize);
+            h1raw::encode_head(&parts, &conn.forwarded, &host, len, head);
             // sluice's own HTTP/1.1 loop (the one source of `ClientBody::Read`)
             // writes the backend's header lines as they are; hyper's
             // connections need a header map.
@@ -262,17 +298,19 @@ impl Proxy {
                 ClientBody::Hyper(_) => h1raw::HeadersAs::Map,
             };
             let body = RequestBody::new(body, settings.max_request_body_bytes);
-            let sent = std::pin::pin!(async {
-                if len > 0 {
-                    body.append_to(&mut head).await.map_err(UpstreamError::RequestBody)?;
-                }
-                self.upstreams
-                    .send_raw(&backend, &head, &parts.method, headers_as)
+            let res = {
+                let sent = std::pin::pin!(async {
+                    if len > 0 {
+                        body.append_to(head).await.map_err(UpstreamError::RequestBody)?;
+                    }
+                    self.upstreams.send_raw(&backend, head, &parts.method, headers_as).await
+                });
+                self.response_head(sent, settings.upstream_response_timeout, &backend, &pool_name)
                     .await
-            });
-            let res = self
-                .response_head(sent, settings.upstream_response_timeout, &backend, &pool_name)
-                .await?;
+            };
+            // The head is sent: the map goes back for the next request.
+            scratch.give_back(std::mem::take(&mut parts.headers));
+            let res = res?;
             self.count_exchange(&pool_name, &backend, res.status().is_server_error());
             let (parts, body) = res.into_parts();
             return Ok(respond(parts, set_cookie, ProxyBody::raw(body, in_flight)));
@@ -473,7 +511,7 @@ mod future_size {
         let proxy = super::Proxy::new(routing, upstreams.clone());
         let conn = super::ClientConn::new("127.0.0.1:1".parse().unwrap(), false);
         // Never called: only the futures' types are needed.
-        let handle = move || async move { proxy.handle(never(), &conn).await };
+        let handle = move || async move { proxy.handle(never(), &conn, &mut super::Scratch::default()).await };
         let send = move || async move {
             let backend: Arc<crate::table::Backend> = never();
             upstreams.send(&backend, UpstreamProtocol::Http1, None, never()).await

@@ -228,8 +228,10 @@ pub enum HeadersAs {
 /// stays where no body follows: HEAD, 204, 304).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HeaderLines {
-    /// `name: value\r\n` lines.
-    pub bytes: Bytes,
+    /// `name: value\r\n` lines. A `Vec`, not `Bytes`: written once and
+    /// dropped, it needs no shared count (`Bytes` from a `Vec` with spare
+    /// capacity allocates one).
+    pub bytes: Vec<u8>,
     pub has_date: bool,
 }
 
@@ -369,10 +371,7 @@ fn header_lines(head: &[u8], spans: &[HeaderSpan], keep_length: bool, listed: bo
         out.extend_from_slice(head.get(vs as usize..ve as usize).unwrap_or_default());
         out.extend_from_slice(b"\r\n");
     }
-    HeaderLines {
-        bytes: Bytes::from(out),
-        has_date,
-    }
+    HeaderLines { bytes: out, has_date }
 }
 
 /// Whether a `Connection` header in `head` lists `lower`.
@@ -747,7 +746,7 @@ mod tests {
                 from_map.push_str(&format!("{name}: {}\r\n", value.to_str().unwrap()));
             }
         }
-        let text = String::from_utf8(lines.bytes.to_vec()).unwrap();
+        let text = String::from_utf8(lines.bytes).unwrap();
         assert_eq!(text, from_map);
         (text, lines.has_date)
     }

@@ -25,7 +25,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::body::{ClientBody, ProxyBody};
-use crate::forward::{ClientConn, Proxy};
+use crate::forward::{ClientConn, Proxy, Scratch};
 use crate::h1head::{HeaderSpan, content_length, record_spans, span_in};
 use crate::h1raw::HeaderLines;
 use crate::server::ListenerOptions;
@@ -68,6 +68,7 @@ where
 {
     let mut buf = BytesMut::with_capacity(READ_SIZE);
     let mut out: Vec<u8> = Vec::with_capacity(1024);
+    let mut scratch = Scratch::default();
     let limit = opts.max_header_bytes.max(1024);
     let max_headers = opts.max_headers.clamp(1, MAX_HEADERS);
     // Registered once per connection, not once per request.
@@ -78,7 +79,7 @@ where
         // response: it is the keep-alive idle limit too.
         head_deadline.as_mut().reset(Instant::now() + opts.header_read_timeout);
         let (req, keep_alive) = loop {
-            match parse_request(&mut buf, max_headers) {
+            match parse_request(&mut buf, max_headers, &mut scratch) {
                 Parsed::Request(req, keep_alive) => break (req, keep_alive),
                 Parsed::Partial if buf.len() < limit => {}
                 Parsed::Partial | Parsed::Unusual => return Outcome::HandOff(Prefixed::new(buf.freeze(), io)),
@@ -98,8 +99,15 @@ where
         };
         let head_only = req.method() == Method::HEAD;
         let res = {
-            let handled = pin!(proxy.handle(req, conn));
-            match until_client_leaves(handled, &mut io, &mut buf, limit).await {
+            // `out` is free until the response: it carries the backend
+            // request's head meanwhile.
+            scratch.head = std::mem::take(&mut out);
+            let res = {
+                let handled = pin!(proxy.handle(req, conn, &mut scratch));
+                until_client_leaves(handled, &mut io, &mut buf, limit).await
+            };
+            out = std::mem::take(&mut scratch.head);
+            match res {
                 Some(res) => res,
                 None => return Outcome::Closed,
             }
@@ -159,7 +167,7 @@ enum Parsed {
 /// Parses a complete HTTP/1.1 request off the front of `buf`: its head
 /// and its body, if it has a small one that is in `buf` already. Anything
 /// else is `Partial` or `Unusual`, and `buf` is untouched.
-fn parse_request(buf: &mut BytesMut, max_headers: usize) -> Parsed {
+fn parse_request(buf: &mut BytesMut, max_headers: usize, scratch: &mut Scratch) -> Parsed {
     if buf.is_empty() {
         return Parsed::Partial;
     }
@@ -233,7 +241,9 @@ fn parse_request(buf: &mut BytesMut, max_headers: usize) -> Parsed {
         // The body did not come with the head: hyper streams it.
         return Parsed::Unusual;
     }
-    let mut headers = HeaderMap::with_capacity(count);
+    // The connection's last map, emptied, when it has one.
+    let mut headers = scratch.take_headers().unwrap_or_default();
+    headers.reserve(count);
     let head = buf.split_to(len).freeze();
     let Ok(uri) = Uri::from_maybe_shared(head.slice(target.0 as usize..target.1 as usize)) else {
         // A target httparse takes and `http` does not: hyper answers it.
@@ -268,7 +278,7 @@ fn parse_request(buf: &mut BytesMut, max_headers: usize) -> Parsed {
 #[doc(hidden)]
 pub fn parse_whole(bytes: &[u8], max_headers: usize) -> Option<(Request<Option<Bytes>>, usize)> {
     let mut buf = BytesMut::from(bytes);
-    match parse_request(&mut buf, max_headers.clamp(1, MAX_HEADERS)) {
+    match parse_request(&mut buf, max_headers.clamp(1, MAX_HEADERS), &mut Scratch::default()) {
         Parsed::Request(req, _) => {
             let consumed = bytes.len() - buf.len();
             assert_eq!(&buf[..], &bytes[consumed..], "the rest must stay as it came");
@@ -546,7 +556,7 @@ mod tests {
 
     fn parse(bytes: &[u8]) -> (Parsed, BytesMut) {
         let mut buf = BytesMut::from(bytes);
-        (parse_request(&mut buf, MAX_HEADERS), buf)
+        (parse_request(&mut buf, MAX_HEADERS, &mut Scratch::default()), buf)
     }
 
     #[test]
@@ -606,6 +616,24 @@ mod tests {
     }
 
     #[test]
+    fn a_map_given_back_starts_the_next_request_empty() {
+        let mut scratch = Scratch::default();
+        let mut buf = BytesMut::from(&b"GET /a HTTP/1.1\r\nhost: x\r\nx-first: 1\r\nx-first: 2\r\n\r\n"[..]);
+        let Parsed::Request(first, _) = parse_request(&mut buf, MAX_HEADERS, &mut scratch) else {
+            panic!("the first request is taken");
+        };
+        assert_eq!(first.headers().len(), 3);
+        scratch.give_back(first.into_parts().0.headers);
+        let mut buf = BytesMut::from(&b"GET /b HTTP/1.1\r\nhost: y\r\n\r\n"[..]);
+        let Parsed::Request(second, _) = parse_request(&mut buf, MAX_HEADERS, &mut scratch) else {
+            panic!("the second request is taken");
+        };
+        assert_eq!(second.headers().len(), 1);
+        assert_eq!(second.headers()["host"], "y");
+        assert!(scratch.take_headers().is_none(), "the map went to the request");
+    }
+
+    #[test]
     fn too_many_headers_go_to_hyper() {
         let mut head = b"GET / HTTP/1.1\r\n".to_vec();
         for i in 0..11 {
@@ -613,7 +641,10 @@ mod tests {
         }
         head.extend_from_slice(b"\r\n");
         let mut buf = BytesMut::from(&head[..]);
-        assert!(matches!(parse_request(&mut buf, 10), Parsed::Unusual));
+        assert!(matches!(
+            parse_request(&mut buf, 10, &mut Scratch::default()),
+            Parsed::Unusual
+        ));
         assert!(matches!(parse(b"GET / HTTP/1.1\r\nhost: x\r\n"), (Parsed::Partial, _)));
     }
 

@@ -236,6 +236,50 @@ async fn hop_by_hop_response_headers_stop_at_the_proxy_on_either_client_path() {
     }
 }
 
+/// Requests on one client connection share its buffers (the backend
+/// head, the header map): each request reaches the backend with its own
+/// headers only, nothing left over from the one before.
+#[tokio::test]
+async fn each_request_on_a_connection_carries_only_its_own_headers() {
+    let backend = Scripted::start().await;
+    let proxy = start_proxy(&pool_toml("blue", 100, &[backend.addr])).await;
+    let raw = raw_exchange(
+        proxy.addr,
+        b"GET /one HTTP/1.1\r\nhost: x\r\nx-first: 1\r\nx-many: a\r\nx-many: b\r\ncookie: c=1\r\n\r\n\
+          POST /two HTTP/1.1\r\nhost: y\r\nx-second: 2\r\ncontent-length: 3\r\n\r\nabc\
+          GET /three HTTP/1.1\r\nhost: z\r\nconnection: close\r\n\r\n",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert_eq!(raw.matches("HTTP/1.1 200 OK").count(), 3, "{raw}");
+    let heads = backend.heads.lock().unwrap().clone();
+    assert_eq!(heads.len(), 3, "{heads:?}");
+    assert!(
+        heads[0].contains("x-first: 1\r\n") && heads[0].contains("x-many: a\r\nx-many: b\r\n"),
+        "{}",
+        heads[0]
+    );
+    assert!(heads[0].ends_with("[0 body bytes]"), "{}", heads[0]);
+    assert!(
+        heads[1].contains("host: y\r\n") && heads[1].contains("x-second: 2\r\n"),
+        "{}",
+        heads[1]
+    );
+    assert!(heads[1].ends_with("[3 body bytes]"), "{}", heads[1]);
+    assert!(heads[2].contains("host: z\r\n"), "{}", heads[2]);
+    // Each request's own headers, and no other request's.
+    let own: [&[&str]; 3] = [&["x-first", "x-many", "cookie"], &["x-second"], &[]];
+    for (i, head) in heads.iter().enumerate() {
+        for (j, names) in own.iter().enumerate() {
+            for name in names.iter() {
+                let line = format!("\r\n{name}: ");
+                assert_eq!(head.contains(&line), i == j, "request {i}, header {name}: {head}");
+            }
+        }
+        assert_eq!(head.matches("\r\nhost: ").count(), 1, "{head}");
+    }
+}
+
 /// A backend that answers with fewer bytes than its length promised and
 /// then closes cleanly: the client's body fails, it is not a short success.
 #[tokio::test]

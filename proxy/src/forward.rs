@@ -34,20 +34,21 @@ use crate::window::Outcome;
 pub struct Scratch {
     /// The backend request's head while it is sent; free otherwise (the
     /// own loop writes responses in it).
-    pub head: Vec<u8>,
+    pub(crate) head: Vec<u8>,
     headers: Option<HeaderMap>,
 }
 
 impl Scratch {
     /// The last request's header map, emptied, for the next request.
-    pub fn take_headers(&mut self) -> Option<HeaderMap> {
+    pub(crate) fn take_headers(&mut self) -> Option<HeaderMap> {
         self.headers.take()
     }
 
     pub(crate) fn give_back(&mut self, mut headers: HeaderMap) {
-        // One unusually large request does not pin its map's memory to an
-        // idle connection.
-        if headers.capacity() <= 64 {
+        // A request with unusually many headers does not pin its map's
+        // memory to an idle connection (a kept map of up to 32 entries is
+        // a few KiB).
+        if headers.capacity() <= 32 {
             headers.clear();
             self.headers = Some(headers);
         }

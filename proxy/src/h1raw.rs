@@ -175,8 +175,7 @@ pub async fn exchange(
             if res.status().is_informational() {
                 continue;
             }
-            let mut body = RawBody::new(conn, framing, keep_alive, Arc::clone(backend));
-            body.lines = lines;
+            let body = RawBody::new(conn, framing, keep_alive, Arc::clone(backend), lines);
             return Ok(res.map(|()| body));
         }
         if conn.buf.len() >= MAX_HEAD_BYTES {
@@ -226,7 +225,7 @@ pub enum HeadersAs {
 /// hop-by-hop headers (RFC 9110 §7.6.1, as [`headers::strip_hop_by_hop`])
 /// and without the framing ones, which the loop states itself (a length
 /// stays where no body follows: HEAD, 204, 304).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct HeaderLines {
     /// `name: value\r\n` lines. A `Vec`, not `Bytes`: written once and
     /// dropped, it needs no shared count (`Bytes` from a `Vec` with spare
@@ -280,10 +279,13 @@ fn parse_head(buf: &mut BytesMut, method: &Method, headers_as: HeadersAs) -> Res
             length = Some(n);
         } else if name.eq_ignore_ascii_case(b"connection") {
             for token in headers::connection_tokens(value) {
-                let keyword = token.eq_ignore_ascii_case(b"close") || token.eq_ignore_ascii_case(b"keep-alive");
-                close |= token.eq_ignore_ascii_case(b"close");
-                keep_alive_token |= token.eq_ignore_ascii_case(b"keep-alive");
-                listed |= !keyword;
+                let (is_close, is_keep_alive) = (
+                    token.eq_ignore_ascii_case(b"close"),
+                    token.eq_ignore_ascii_case(b"keep-alive"),
+                );
+                close |= is_close;
+                keep_alive_token |= is_keep_alive;
+                listed |= !(is_close || is_keep_alive);
             }
         }
     }
@@ -398,13 +400,19 @@ pub struct RawBody {
 }
 
 impl RawBody {
-    fn new(conn: RawConn, framing: Framing, keep_alive: bool, backend: Arc<Backend>) -> Self {
+    fn new(
+        conn: RawConn,
+        framing: Framing,
+        keep_alive: bool,
+        backend: Arc<Backend>,
+        lines: Option<HeaderLines>,
+    ) -> Self {
         Self {
             conn: Some(conn),
             framing,
             keep_alive,
             backend,
-            lines: None,
+            lines,
         }
     }
 

@@ -91,9 +91,8 @@ pub fn is_hop_by_hop_name(lower: &[u8]) -> bool {
         || lower.starts_with(b"proxy-")
 }
 
-/// The header names a `Connection` value lists (besides the keywords
-/// `close` and `keep-alive`, which name no header, though listing them
-/// does no harm).
+/// The tokens of a `Connection` value: the header names it lists, and
+/// the keywords `close` and `keep-alive` (which name no header).
 pub fn connection_tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
     value
         .split(|&b| b == b',')

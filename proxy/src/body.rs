@@ -9,6 +9,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
 use crate::h1raw::{HeaderLines, RawBody};
+use crate::h2::RecvBody;
 use crate::table::InFlight;
 use crate::upstream::Lease;
 
@@ -126,22 +127,25 @@ impl Drop for ProxyBody {
     }
 }
 
-/// A client's request body as it arrives: hyper's, or one sluice's own
-/// HTTP/1.1 server read whole with the head (none, or a small one).
+/// A client's request body as it arrives: hyper's, one sluice's own
+/// HTTP/1.1 server read whole with the head (none, or a small one), or one
+/// arriving on sluice's own HTTP/2 server.
 #[derive(Debug)]
 pub enum ClientBody {
     Hyper(Incoming),
     Read(Option<Bytes>),
+    Stream(RecvBody),
 }
 
 impl Body for ClientBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match self.get_mut() {
-            Self::Hyper(body) => Pin::new(body).poll_frame(cx),
+            Self::Hyper(body) => Pin::new(body).poll_frame(cx).map_err(BodyError::from),
             Self::Read(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Self::Stream(body) => Pin::new(body).poll_frame(cx).map_err(BodyError::from),
         }
     }
 
@@ -149,6 +153,7 @@ impl Body for ClientBody {
         match self {
             Self::Hyper(body) => body.is_end_stream(),
             Self::Read(bytes) => bytes.is_none(),
+            Self::Stream(body) => body.is_end_stream(),
         }
     }
 
@@ -156,6 +161,7 @@ impl Body for ClientBody {
         match self {
             Self::Hyper(body) => body.size_hint(),
             Self::Read(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
+            Self::Stream(body) => body.size_hint(),
         }
     }
 }
@@ -166,7 +172,7 @@ pub enum RequestBodyError {
     #[error("request body exceeds the limit")]
     TooLarge,
     #[error("reading the request body failed: {0}")]
-    Client(#[from] hyper::Error),
+    Client(#[from] BodyError),
 }
 
 /// The client's request body on its way upstream, cut off with an error once

@@ -296,7 +296,7 @@ impl Proxy {
             // connections need a header map.
             let headers_as = match body {
                 ClientBody::Read(_) => h1raw::HeadersAs::Lines,
-                ClientBody::Hyper(_) => h1raw::HeadersAs::Map,
+                ClientBody::Hyper(_) | ClientBody::Stream(_) => h1raw::HeadersAs::Map,
             };
             let body = RequestBody::new(body, settings.max_request_body_bytes);
             let res = {

@@ -285,7 +285,7 @@ pub fn parse_whole(bytes: &[u8], max_headers: usize) -> Option<(Request<Option<B
             Some((
                 req.map(|body| match body {
                     ClientBody::Read(bytes) => bytes,
-                    ClientBody::Hyper(_) => None,
+                    ClientBody::Hyper(_) | ClientBody::Stream(_) => None,
                 }),
                 consumed,
             ))
@@ -508,6 +508,11 @@ pub struct Prefixed<I> {
 impl<I> Prefixed<I> {
     fn new(prefix: Bytes, io: I) -> Self {
         Self { prefix, io }
+    }
+
+    /// The bytes read before the hand-off.
+    pub fn prefix(&self) -> &[u8] {
+        &self.prefix
     }
 }
 

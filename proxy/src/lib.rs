@@ -14,6 +14,7 @@ pub mod forward;
 mod h1head;
 pub mod h1raw;
 pub mod h1server;
+pub mod h2;
 pub mod handle;
 pub mod headers;
 pub mod select;

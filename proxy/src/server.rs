@@ -20,8 +20,8 @@ use tracing::{debug, info, warn};
 
 use crate::body::ClientBody;
 use crate::forward::{ClientConn, Proxy, Scratch};
-use crate::h1server;
 use crate::stats::{OPEN_CONNECTIONS, REFUSED_CONNECTIONS};
+use crate::{h1server, h2};
 
 /// Connection-level settings of a listener.
 #[derive(Debug, Clone, Copy)]
@@ -231,8 +231,11 @@ async fn serve_h1_first<I>(
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    match h1server::serve(io, &conn, &proxy, opts, idle_signal).await {
+    match h1server::serve(io, &conn, &proxy, opts, idle_signal.clone()).await {
         h1server::Outcome::Closed => {}
+        h1server::Outcome::HandOff(io) if h2::is_preface(io.prefix()) => {
+            h2::serve(io, &conn, &proxy, opts, idle_signal).await;
+        }
         h1server::Outcome::HandOff(io) => serve_io(builder, TokioIo::new(io), conn, proxy, watcher).await,
     }
 }

@@ -23,6 +23,7 @@ mod drain_tunnels;
 mod faults;
 mod fuzz_replay;
 mod guard_e2e;
+mod h2_server;
 mod health_e2e;
 mod overload;
 mod process;

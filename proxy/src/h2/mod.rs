@@ -1,0 +1,26 @@
+//! sluice's own HTTP/2 server for client connections (h2c by prior
+//! knowledge, and h2 over TLS): frames ([`frame`]), header compression
+//! ([`hpack`], [`huffman`]), requests ([`request`]) and their bodies
+//! ([`recv`]), and the connection that drives them ([`conn`]).
+//!
+//! It serves what a proxy needs and no more: no server push, no priority
+//! scheduling (responses go out as they are ready), no extended CONNECT.
+//! Every request runs in the connection's own task, as on the HTTP/1.1
+//! loop, instead of a task per stream.
+
+mod conn;
+pub mod frame;
+pub mod hpack;
+mod huffman;
+mod recv;
+mod request;
+
+pub use conn::serve;
+pub use recv::RecvBody;
+
+/// Whether `bytes`, the first bytes of a connection, start (or are the
+/// start of) the HTTP/2 preface.
+pub fn is_preface(bytes: &[u8]) -> bool {
+    let n = bytes.len().min(frame::PREFACE.len());
+    n > 0 && bytes[..n] == frame::PREFACE[..n]
+}

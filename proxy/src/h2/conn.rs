@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::task::AtomicWaker;
-use http::{HeaderMap, Response, StatusCode, header};
+use http::{Response, StatusCode, header};
 use http_body::Body;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
@@ -51,7 +51,10 @@ const PING_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the GOAWAY of a closing connection may take to be written.
 const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 
-type Handler<'a> = Pin<Box<dyn Future<Output = Response<ProxyBody>> + Send + 'a>>;
+/// A request's work: the response head, and the buffers it lent back.
+type Handler<'a> = Pin<Box<dyn Future<Output = (Response<ProxyBody>, Scratch)> + Send + 'a>>;
+/// Buffers kept for the connection's next requests.
+const SPARE_SCRATCH: usize = 4;
 
 /// Serves an HTTP/2 connection whose preface has not been read yet.
 /// `close_idle` fires when the listener drains: sluice then sends GOAWAY,
@@ -164,6 +167,7 @@ struct Connection<'a, I> {
     block: Vec<u8>,
     streams: Vec<Stream<'a>>,
     spare: Vec<Slot>,
+    scratch: Vec<Scratch>,
     waker: Arc<AtomicWaker>,
     header_limit: usize,
     idle_timeout: Duration,
@@ -226,6 +230,7 @@ impl<'a, I: AsyncRead + AsyncWrite + Unpin> Connection<'a, I> {
             block: Vec::with_capacity(512),
             streams: Vec::new(),
             spare: Vec::new(),
+            scratch: Vec::new(),
             waker: Arc::new(AtomicWaker::new()),
             header_limit,
             idle_timeout: opts.header_read_timeout,
@@ -278,14 +283,11 @@ impl<'a, I: AsyncRead + AsyncWrite + Unpin> Connection<'a, I> {
                 // The client is gone.
                 None => return Poll::Ready(()),
             }
-            let nothing_pending = self.wpos == self.wbuf.len();
+            // What is still unwritten (a GOAWAY) gets a bounded try in `serve`.
             if self.failed || (self.streams.is_empty() && (self.going_away || self.peer_done || self.peer_goaway)) {
-                if nothing_pending || self.failed {
-                    return Poll::Ready(());
-                }
-            } else {
-                busy |= self.check_timer(timer.as_mut(), cx);
+                return Poll::Ready(());
             }
+            busy |= self.check_timer(timer.as_mut(), cx);
             if !busy {
                 return Poll::Pending;
             }
@@ -653,7 +655,10 @@ impl<'a, I: AsyncRead + AsyncWrite + Unpin> Connection<'a, I> {
 
     /// A whole header block: a new request, or a request's trailers.
     fn on_header_block(&mut self, id: u32, end_stream: bool, block: &Bytes) -> Result<(), Failure> {
-        let mut head = RequestHead::new(self.header_limit, HeaderMap::new());
+        // A request's header map and backend-head buffer come from the
+        // connection's spares, as on the HTTP/1.1 loop.
+        let mut scratch = self.scratch.pop().unwrap_or_default();
+        let mut head = RequestHead::new(self.header_limit, scratch.take_headers().unwrap_or_default());
         // Decoded before anything else: the table must take every block.
         self.decoder
             .decode(block, |field| head.add(field))
@@ -689,7 +694,8 @@ impl<'a, I: AsyncRead + AsyncWrite + Unpin> Connection<'a, I> {
             Ok(req) => {
                 let (proxy, client) = (self.proxy, self.client);
                 Some(Box::pin(async move {
-                    proxy.handle(req, client, &mut Scratch::default()).await
+                    let res = proxy.handle(req, client, &mut scratch).await;
+                    (res, scratch)
                 }))
             }
             Err(Refusal::Malformed(why)) => {
@@ -776,8 +782,11 @@ impl<'a, I: AsyncRead + AsyncWrite + Unpin> Connection<'a, I> {
             if !stream.slot.wake.ready.swap(false, Ordering::AcqRel) {
                 continue;
             }
-            if let Poll::Ready(res) = handler.as_mut().poll(&mut Context::from_waker(&stream.slot.waker)) {
+            if let Poll::Ready((res, scratch)) = handler.as_mut().poll(&mut Context::from_waker(&stream.slot.waker)) {
                 stream.handler = None;
+                if self.scratch.len() < SPARE_SCRATCH {
+                    self.scratch.push(scratch);
+                }
                 self.send_head(i, res);
                 busy = true;
             }
@@ -800,9 +809,7 @@ impl<'a, I: AsyncRead + AsyncWrite + Unpin> Connection<'a, I> {
             hpack::encode_header(name, value, block);
         }
         if !has_date {
-            let mut date = Vec::with_capacity(29);
-            crate::date::append(&mut date);
-            hpack::encode_field(&header::DATE, &date, false, block);
+            hpack::encode_date(block);
         }
         let stream = &mut self.streams[i];
         let end = body.is_end_stream();

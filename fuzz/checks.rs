@@ -184,6 +184,37 @@ pub fn raw_request(data: &[u8]) {
     );
 }
 
+/// sluice's HTTP/2 server over raw frames: after the preface and an empty
+/// SETTINGS, whatever frames a client sends, the answer is a run of whole
+/// HTTP/2 frames starting with sluice's SETTINGS (no panic, nothing else on
+/// the wire), and the proxy keeps serving.
+pub fn h2_frames(data: &[u8]) {
+    let mut s = TcpStream::connect(proxy()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let mut input = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0".to_vec();
+    input.extend_from_slice(data);
+    let _ = s.write_all(&input);
+    let _ = s.shutdown(std::net::Shutdown::Write);
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer);
+    let mut rest = &answer[..];
+    let mut first = true;
+    while !rest.is_empty() {
+        assert!(rest.len() >= 9, "a partial frame header: {rest:?}");
+        let len = (usize::from(rest[0]) << 16) | (usize::from(rest[1]) << 8) | usize::from(rest[2]);
+        assert!(
+            rest.len() >= 9 + len,
+            "a partial frame: {len} bytes announced, {} left",
+            rest.len() - 9
+        );
+        if first {
+            assert_eq!(rest[3], 0x4, "the answer does not start with SETTINGS");
+            first = false;
+        }
+        rest = &rest[9 + len..];
+    }
+}
+
 /// After a run: the proxy still answers a well-formed request.
 pub fn proxy_still_serves() {
     let mut s = TcpStream::connect(proxy()).unwrap();

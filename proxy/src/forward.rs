@@ -152,9 +152,14 @@ impl Proxy {
         }
     }
 
-    /// From now on, HTTP/1 responses close their connection.
+    /// From now on, HTTP/1 responses close their connection (and HTTP/2
+    /// connections send GOAWAY).
     pub fn begin_drain(&self) {
         self.draining.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Reports backends that fail `threshold` exchanges in a row to `tx`

@@ -523,6 +523,10 @@ impl<I: AsyncRead + Unpin> AsyncRead for Prefixed<I> {
             let n = this.prefix.len().min(out.remaining());
             out.put_slice(&this.prefix[..n]);
             this.prefix.advance(n);
+            if this.prefix.is_empty() {
+                // Lets go of the read buffer the prefix was part of.
+                this.prefix = Bytes::new();
+            }
             return Poll::Ready(Ok(()));
         }
         Pin::new(&mut this.io).poll_read(cx, out)

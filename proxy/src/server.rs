@@ -1,5 +1,7 @@
-//! Listeners: accept connections, serve HTTP/1.1 and HTTP/2 (h2c by prior
-//! knowledge) with sluice's limits, and drain gracefully on shutdown.
+//! Listeners: accept connections, serve HTTP/1.1 (sluice's own loop, then
+//! hyper for what it hands over) and HTTP/2 (sluice's own server; h2c by
+//! prior knowledge, h2 after ALPN) with sluice's limits, and drain
+//! gracefully on shutdown.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -46,9 +48,11 @@ impl From<&ProxyConfig> for ListenerOptions {
     }
 }
 
-/// hyper leaves header limits and the header timeout unset; sluice sets them.
+/// hyper serves the HTTP/1 connections sluice's own loop hands over (HTTP/2
+/// goes to `h2`); it leaves header limits and the header timeout unset, and
+/// sluice sets them.
 fn http_builder(opts: &ListenerOptions) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new()).http1_only();
     builder
         .http1()
         .timer(TokioTimer::new())
@@ -56,14 +60,6 @@ fn http_builder(opts: &ListenerOptions) -> auto::Builder<TokioExecutor> {
         .max_buf_size(opts.max_header_bytes)
         .max_headers(opts.max_headers)
         .keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(opts.max_header_bytes).unwrap_or(u32::MAX))
-        .max_concurrent_streams(256)
-        .max_pending_accept_reset_streams(64)
-        .keep_alive_interval(Duration::from_secs(30))
-        .keep_alive_timeout(Duration::from_secs(10));
     builder
 }
 
@@ -254,17 +250,12 @@ async fn serve_io<I>(
     let service = service_fn(move |req| {
         let proxy = Arc::clone(&proxy);
         let conn = Arc::clone(&conn);
-        // Boxed: hyper's HTTP/2 server spawns a task per stream around this
-        // future, and tokio moves a task's future several times (spawn,
-        // completion); in a box those moves copy a pointer, not the
-        // request's whole state (callgrind, h2c: 1,028 M -> 967 M
-        // instructions for 22k requests).
-        Box::pin(async move {
+        async move {
             let res = proxy
                 .handle(req.map(ClientBody::Hyper), &conn, &mut Scratch::default())
                 .await;
             Ok::<_, std::convert::Infallible>(res)
-        })
+        }
     });
     let connection = builder.serve_connection_with_upgrades(io, service);
     if let Err(e) = watcher.watch(connection.into_owned()).await {

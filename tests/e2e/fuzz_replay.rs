@@ -43,6 +43,12 @@ fn raw_request_corpus() {
 }
 
 #[test]
+fn h2_frames_corpus() {
+    replay("h2_frames", checks::h2_frames);
+    checks::proxy_still_serves();
+}
+
+#[test]
 fn backend_response_corpus() {
     replay("backend_response", checks::backend_response);
 }

@@ -404,3 +404,63 @@ async fn an_idle_connection_is_closed_with_goaway() {
     assert_eq!(raw.goaway().await, 0);
     assert!(started.elapsed() < Duration::from_secs(3));
 }
+
+/// A response body that ends with trailers, as gRPC's do.
+struct WithTrailers(u8);
+
+impl hyper::body::Body for WithTrailers {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        self.0 += 1;
+        let frame = match self.0 {
+            1 => hyper::body::Frame::data(Bytes::from_static(b"ok")),
+            2 => {
+                let mut trailers = http::HeaderMap::new();
+                trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+                hyper::body::Frame::trailers(trailers)
+            }
+            _ => return std::task::Poll::Ready(None),
+        };
+        std::task::Poll::Ready(Some(Ok(frame)))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn response_trailers_from_an_h2_backend_reach_the_client() {
+    let listener = tokio::net::TcpListener::bind(ANY).await.unwrap();
+    let backend = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let service = hyper::service::service_fn(|_req| async {
+                Ok::<_, std::convert::Infallible>(http::Response::new(WithTrailers(0)))
+            });
+            tokio::spawn(
+                hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), service),
+            );
+        }
+    });
+    let toml = format!("{}protocol = \"http2\"\n", pool_toml("blue", 100, &[backend]));
+    let proxy = start_proxy(&toml).await;
+    let mut send = h2_connect(&proxy).await;
+    let req = http::Request::post(proxy.url("/grpc.Service/Call"))
+        .header("te", "trailers")
+        .body(())
+        .unwrap();
+    let (res, _) = send.send_request(req, true).unwrap();
+    let res = res.await.unwrap();
+    assert_eq!(res.status(), 200);
+    let mut body = res.into_body();
+    let mut data = Vec::new();
+    while let Some(chunk) = body.data().await {
+        data.extend_from_slice(&chunk.unwrap());
+    }
+    assert_eq!(data, b"ok");
+    let trailers = body.trailers().await.unwrap().expect("no trailers");
+    assert_eq!(trailers["grpc-status"], "0");
+}

@@ -48,6 +48,8 @@ const MAX_EMPTY_DATA: u32 = 1000;
 /// still there, and how long it waits for an answer (as hyper's server did).
 const PING_INTERVAL: Duration = Duration::from_secs(30);
 const PING_TIMEOUT: Duration = Duration::from_secs(10);
+/// Read size; a connection's buffers shrink back to about this when idle.
+const READ_SIZE: usize = 4096;
 /// How long the GOAWAY of a closing connection may take to be written.
 const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -184,6 +186,10 @@ struct Connection<'a, I> {
     credit: usize,
     /// GOAWAY sent (draining, idle, or an error).
     going_away: bool,
+    /// The listener's drain signal has been polled (and will wake the task).
+    drain_armed: bool,
+    /// The first GOAWAY of a drain is out.
+    announced: bool,
     /// A connection error: stop everything once the GOAWAY is out.
     failed: bool,
     /// The client closed its side (or the socket failed).
@@ -222,7 +228,7 @@ impl<'a, I: AsyncRead + AsyncWrite + Unpin> Connection<'a, I> {
             io,
             client,
             proxy,
-            rbuf: BytesMut::with_capacity(frame::HEAD_LEN + frame::MAX_FRAME),
+            rbuf: BytesMut::with_capacity(READ_SIZE),
             wbuf,
             wpos: 0,
             unflushed: false,
@@ -244,6 +250,8 @@ impl<'a, I: AsyncRead + AsyncWrite + Unpin> Connection<'a, I> {
             recv_window: CONNECTION_WINDOW,
             credit: 0,
             going_away: false,
+            drain_armed: false,
+            announced: false,
             failed: false,
             peer_done: false,
             peer_goaway: false,
@@ -266,8 +274,23 @@ impl<'a, I: AsyncRead + AsyncWrite + Unpin> Connection<'a, I> {
         self.waker.register(cx.waker());
         loop {
             let mut busy = false;
-            if !self.going_away && drained.as_mut().poll(cx).is_ready() {
-                self.go_away(Reason::NoError);
+            if !self.going_away {
+                // The drain in two steps (RFC 9113 §6.8): once the proxy
+                // drains, a GOAWAY naming the highest possible stream, so
+                // requests already on their way are still served; then, at the
+                // listener's signal a second later, the real last stream. The
+                // drain flag is an atomic load; the signal is polled once to
+                // arm it (it wakes the task when it comes), then while the
+                // first step is out.
+                if !self.announced && self.proxy.is_draining() {
+                    frame::write_goaway(&mut self.wbuf, frame::MAX_STREAM_ID, Reason::NoError);
+                    self.announced = true;
+                }
+                let signalled = (!self.drain_armed || self.announced) && drained.as_mut().poll(cx).is_ready();
+                self.drain_armed = true;
+                if signalled {
+                    self.go_away(Reason::NoError);
+                }
             }
             if !self.failed && !self.peer_done && self.backlog() < MAX_BACKLOG {
                 busy |= self.read(cx);
@@ -339,8 +362,10 @@ impl<'a, I: AsyncRead + AsyncWrite + Unpin> Connection<'a, I> {
         if self.failed || self.peer_done || self.backlog() >= MAX_BACKLOG {
             return busy;
         }
-        if self.rbuf.capacity() - self.rbuf.len() < 4096 {
-            self.rbuf.reserve(frame::HEAD_LEN + frame::MAX_FRAME);
+        // Room for at least the frame being read, whole.
+        let want = Head::parse(&self.rbuf).map_or(READ_SIZE, |h| (frame::HEAD_LEN + h.len).max(READ_SIZE));
+        if self.rbuf.capacity() - self.rbuf.len() < want / 4 || self.rbuf.capacity() < want {
+            self.rbuf.reserve(want);
         }
         match tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.rbuf) {
             Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
@@ -959,6 +984,10 @@ impl<'a, I: AsyncRead + AsyncWrite + Unpin> Connection<'a, I> {
         }
         if was_busy && self.streams.is_empty() {
             self.idle_since = Instant::now();
+            // An idle connection keeps small buffers, whatever it carried.
+            if self.rbuf.is_empty() && self.rbuf.capacity() > 4 * READ_SIZE {
+                self.rbuf = BytesMut::with_capacity(READ_SIZE);
+            }
         }
     }
 

@@ -14,6 +14,7 @@ pub const MAX_FRAME_LIMIT: u32 = (1 << 24) - 1;
 /// Every window starts at this size until SETTINGS say otherwise.
 pub const DEFAULT_WINDOW: i64 = 65_535;
 pub const MAX_WINDOW: i64 = (1 << 31) - 1;
+pub const MAX_STREAM_ID: u32 = (1 << 31) - 1;
 
 pub const DATA: u8 = 0x0;
 pub const HEADERS: u8 = 0x1;

@@ -3,7 +3,7 @@
 //! `http::Request` the proxy serves.
 
 use bytes::{Bytes, BytesMut};
-use http::uri::{Authority, PathAndQuery, Scheme};
+use http::uri::{Authority, PathAndQuery};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri, Version, header};
 
 use super::hpack::{Field, Name, Pseudo};
@@ -126,26 +126,34 @@ impl RequestHead {
         let malformed = Refusal::Malformed;
         let method = self.method.ok_or(malformed("no :method"))?;
         let method = Method::from_bytes(&method).map_err(|_| malformed("invalid :method"))?;
-        let mut parts = http::uri::Parts::default();
-        if let Some(authority) = self.authority {
-            parts.authority =
-                Some(Authority::from_maybe_shared(authority).map_err(|_| malformed("invalid :authority"))?);
-        }
-        if method == Method::CONNECT {
-            if self.scheme.is_some() || self.path.is_some() || parts.authority.is_none() {
-                return Err(malformed("CONNECT needs :authority only"));
-            }
-        } else {
-            let scheme = self.scheme.ok_or(malformed("no :scheme"))?;
-            let path = self.path.filter(|p| !p.is_empty()).ok_or(malformed("no :path"))?;
-            // Without an authority the URI is the path alone; Host names the host.
-            if parts.authority.is_some() {
-                parts.scheme = Some(Scheme::try_from(&scheme[..]).map_err(|_| malformed("invalid :scheme"))?);
-            }
-            parts.path_and_query = Some(PathAndQuery::from_maybe_shared(path).map_err(|_| malformed("invalid :path"))?);
-        }
-        let uri = Uri::from_parts(parts).map_err(|_| malformed("invalid target"))?;
         let mut headers = self.headers;
+        // The authority goes where HTTP/1.1 keeps it, in Host (RFC 9113
+        // §8.3.1), and the target stays origin-form, as on HTTP/1.1.
+        if let Some(authority) = &self.authority {
+            match headers.get(header::HOST) {
+                Some(host) if host.as_bytes() != &authority[..] => return Err(malformed(":authority and Host differ")),
+                Some(_) => {}
+                None => {
+                    let host = HeaderValue::from_maybe_shared(authority.clone())
+                        .map_err(|_| malformed("invalid :authority"))?;
+                    headers.insert(header::HOST, host);
+                }
+            }
+        }
+        let uri = if method == Method::CONNECT {
+            if self.scheme.is_some() || self.path.is_some() {
+                return Err(malformed("CONNECT with :scheme or :path"));
+            }
+            let authority = self.authority.ok_or(malformed("CONNECT without :authority"))?;
+            let authority = Authority::from_maybe_shared(authority).map_err(|_| malformed("invalid :authority"))?;
+            let mut parts = http::uri::Parts::default();
+            parts.authority = Some(authority);
+            Uri::from_parts(parts).map_err(|_| malformed("invalid :authority"))?
+        } else {
+            self.scheme.filter(|s| !s.is_empty()).ok_or(malformed("no :scheme"))?;
+            let path = self.path.filter(|p| !p.is_empty()).ok_or(malformed("no :path"))?;
+            Uri::from(PathAndQuery::from_maybe_shared(path).map_err(|_| malformed("invalid :path"))?)
+        };
         if self.cookies > 1 {
             join_cookies(&mut headers);
         }
@@ -219,21 +227,26 @@ mod tests {
     ];
 
     #[test]
-    fn a_plain_request_becomes_an_absolute_uri() {
+    fn a_plain_request_gets_its_authority_as_host() {
         let req = head(&[&GET[..], &[("accept", "*/*")]].concat()).unwrap();
         assert_eq!(req.method(), Method::GET);
-        assert_eq!(req.uri(), "http://example.com/a?b");
+        assert_eq!(req.uri(), "/a?b");
+        assert_eq!(req.headers()["host"], "example.com");
         assert_eq!(req.version(), Version::HTTP_2);
         assert_eq!(req.headers()["accept"], "*/*");
         let no_authority = head(&[(":method", "GET"), (":scheme", "https"), (":path", "/x"), ("host", "h")]).unwrap();
         assert_eq!(no_authority.uri(), "/x");
+        assert_eq!(no_authority.headers()["host"], "h");
+        let same = head(&[&GET[..], &[("host", "example.com")]].concat()).unwrap();
+        assert_eq!(same.headers().get_all("host").iter().count(), 1);
         let connect = head(&[(":method", "CONNECT"), (":authority", "example.com:443")]).unwrap();
         assert_eq!(connect.uri(), "example.com:443");
     }
 
     #[test]
     fn malformed_heads_are_refused() {
-        let cases: [&[(&str, &str)]; 10] = [
+        let cases: [&[(&str, &str)]; 11] = [
+            &[&GET[..], &[("host", "elsewhere.example")]].concat(),
             &[(":method", "GET"), (":path", "/")],
             &[(":method", "GET"), (":scheme", "http"), (":path", "")],
             &[(":scheme", "http"), (":path", "/")],

@@ -230,7 +230,10 @@ async fn serve_h1_first<I>(
     match h1server::serve(io, &conn, &proxy, opts, idle_signal.clone()).await {
         h1server::Outcome::Closed => {}
         h1server::Outcome::HandOff(io) if h2::is_preface(io.prefix()) => {
-            h2::serve(io, &conn, &proxy, opts, idle_signal).await;
+            // Boxed: the task of every connection is as large as its
+            // largest state, and HTTP/1.1 connections should not carry the
+            // HTTP/2 server's.
+            Box::pin(h2::serve(io, &conn, &proxy, opts, idle_signal)).await;
         }
         h1server::Outcome::HandOff(io) => serve_io(builder, TokioIo::new(io), conn, proxy, watcher).await,
     }

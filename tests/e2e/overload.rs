@@ -164,6 +164,52 @@ async fn ten_thousand_idle_connections_stay_within_bounded_memory() {
     drop(idle);
 }
 
+/// The same over HTTP/2: each connection has sent its preface and SETTINGS,
+/// so it sits in sluice's HTTP/2 server, which frees an idle connection's
+/// buffers after a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_idle_h2_connections_stay_within_bounded_memory() {
+    use tokio::io::AsyncWriteExt;
+    let blue = spawn_backend("blue", "v1", any_addr()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[proxy]\nlisten = \"127.0.0.1:0\"\n[proxy.timeouts]\nrequest_header = \"60s\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+         [store]\nurl = \"sqlite://{}/sluice.db\"\n{}",
+        dir.path().display(),
+        pool_toml("blue", 100, &[blue.addr])
+    );
+    let sluice = Running::start(dir.path(), &text, &[]);
+    let c = client();
+    let url = format!("http://{}/", sluice.addr);
+    assert_eq!(get(&c, &url, &[]).await.0, 200);
+    let before = sluice.rss_kib();
+    let mut idle = Vec::with_capacity(10_000);
+    for _ in 0..10_000 {
+        let mut tcp = TcpStream::connect(sluice.addr).await.unwrap();
+        tcp.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+            .await
+            .unwrap();
+        idle.push(tcp);
+    }
+    // Once they have all been idle a moment, memory settles.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let after = loop {
+        let rss = sluice.rss_kib();
+        if rss < 200 * 1024 {
+            break rss;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "RSS {rss} KiB with 10k idle h2 connections"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(get(&c, &url, &[]).await.0, 200);
+    let per_conn = (after.saturating_sub(before)) as f64 * 1024.0 / 10_000.0;
+    eprintln!("10k idle h2 connections: RSS {before} KiB → {after} KiB ({per_conn:.0} bytes per connection)");
+    drop(idle);
+}
+
 /// A client that sends its body at a few bytes per second holds only its
 /// own request: it gets a 504 once the backend has not answered within the
 /// response timeout, and everyone else is served meanwhile.

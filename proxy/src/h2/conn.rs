@@ -48,8 +48,10 @@ const MAX_EMPTY_DATA: u32 = 1000;
 /// still there, and how long it waits for an answer (as hyper's server did).
 const PING_INTERVAL: Duration = Duration::from_secs(30);
 const PING_TIMEOUT: Duration = Duration::from_secs(10);
-/// Read size; a connection's buffers shrink back to about this when idle.
+/// Read size (and the least the read buffer grows by).
 const READ_SIZE: usize = 4096;
+/// Idle time after which a connection frees its buffers.
+const RELEASE_AFTER: Duration = Duration::from_secs(1);
 /// How long the GOAWAY of a closing connection may take to be written.
 const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -198,6 +200,8 @@ struct Connection<'a, I> {
     peer_goaway: bool,
     /// When the last stream closed (or the connection opened).
     idle_since: Instant,
+    /// The buffers were freed in this idle spell.
+    released: bool,
     /// When bytes last arrived.
     last_read: Instant,
     /// A PING sent and not yet followed by any frame.
@@ -210,7 +214,7 @@ struct Connection<'a, I> {
 impl<'a, I: AsyncRead + AsyncWrite + Unpin> Connection<'a, I> {
     fn new(io: I, client: &'a ClientConn, proxy: &'a Proxy, opts: &ListenerOptions) -> Self {
         let header_limit = opts.max_header_bytes;
-        let mut wbuf = Vec::with_capacity(4096);
+        let mut wbuf = Vec::with_capacity(64);
         frame::write_settings(
             &mut wbuf,
             &[
@@ -228,12 +232,12 @@ impl<'a, I: AsyncRead + AsyncWrite + Unpin> Connection<'a, I> {
             io,
             client,
             proxy,
-            rbuf: BytesMut::with_capacity(READ_SIZE),
+            rbuf: BytesMut::new(),
             wbuf,
             wpos: 0,
             unflushed: false,
             decoder: Decoder::default(),
-            block: Vec::with_capacity(512),
+            block: Vec::new(),
             streams: Vec::new(),
             spare: Vec::new(),
             scratch: Vec::new(),
@@ -256,6 +260,7 @@ impl<'a, I: AsyncRead + AsyncWrite + Unpin> Connection<'a, I> {
             peer_done: false,
             peer_goaway: false,
             idle_since: Instant::now(),
+            released: false,
             last_read: Instant::now(),
             ping_sent: None,
             answered: 0,
@@ -323,7 +328,9 @@ impl<'a, I: AsyncRead + AsyncWrite + Unpin> Connection<'a, I> {
     /// only when it fires early or a nearer deadline is needed, not on
     /// every request.
     fn check_timer(&mut self, mut timer: Pin<&mut Sleep>, cx: &mut Context<'_>) -> bool {
-        let deadline = if self.streams.is_empty() {
+        let deadline = if self.streams.is_empty() && !self.released {
+            self.idle_since + RELEASE_AFTER.min(self.idle_timeout)
+        } else if self.streams.is_empty() {
             self.idle_since + self.idle_timeout
         } else if let Some(sent) = self.ping_sent {
             sent + PING_TIMEOUT
@@ -338,6 +345,8 @@ impl<'a, I: AsyncRead + AsyncWrite + Unpin> Connection<'a, I> {
         }
         if Instant::now() < deadline {
             timer.as_mut().reset(deadline);
+        } else if self.streams.is_empty() && !self.released {
+            self.release_buffers();
         } else if self.streams.is_empty() {
             self.go_away(Reason::NoError);
         } else if self.ping_sent.is_some() {
@@ -349,6 +358,23 @@ impl<'a, I: AsyncRead + AsyncWrite + Unpin> Connection<'a, I> {
             self.ping_sent = Some(Instant::now());
         }
         true
+    }
+
+    /// An idle connection keeps no buffers: the read and write buffers and
+    /// the spare request buffers are freed, and allocated again by the
+    /// next request (10,000 idle connections cost their sockets and
+    /// tasks, not 10,000 sets of buffers).
+    fn release_buffers(&mut self) {
+        self.released = true;
+        if self.rbuf.is_empty() {
+            self.rbuf = BytesMut::new();
+        }
+        if self.backlog() == 0 {
+            self.wbuf = Vec::new();
+            self.wpos = 0;
+        }
+        self.block = Vec::new();
+        self.scratch.clear();
     }
 
     fn backlog(&self) -> usize {
@@ -984,10 +1010,7 @@ impl<'a, I: AsyncRead + AsyncWrite + Unpin> Connection<'a, I> {
         }
         if was_busy && self.streams.is_empty() {
             self.idle_since = Instant::now();
-            // An idle connection keeps small buffers, whatever it carried.
-            if self.rbuf.is_empty() && self.rbuf.capacity() > 4 * READ_SIZE {
-                self.rbuf = BytesMut::with_capacity(READ_SIZE);
-            }
+            self.released = false;
         }
     }
 

@@ -1,7 +1,8 @@
 //! sluice's own HTTP/2 server for client connections (h2c by prior
 //! knowledge, and h2 over TLS): frames ([`frame`]), header compression
-//! ([`hpack`], [`huffman`]), requests ([`request`]) and their bodies
-//! ([`recv`]), and the connection that drives them ([`conn`]).
+//! ([`hpack`], `huffman`), requests (`request`) and their bodies (`recv`),
+//! and the connection that drives them (`conn`; frames in: `inbound`;
+//! responses out: `outbound`; per-stream state: `stream`).
 //!
 //! It serves what a proxy needs and no more: no server push, no priority
 //! scheduling (responses go out as they are ready), no extended CONNECT.
@@ -12,8 +13,11 @@ mod conn;
 pub mod frame;
 pub mod hpack;
 mod huffman;
+mod inbound;
+mod outbound;
 mod recv;
 mod request;
+mod stream;
 
 pub use conn::serve;
 pub use recv::RecvBody;

@@ -122,8 +122,9 @@ async fn connections_past_the_cap_are_closed_and_counted() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ten_thousand_idle_connections_stay_within_bounded_memory() {
+/// A sluice process with a minute's header timeout (so idle connections
+/// stay), serving one backend; it has answered one request.
+async fn sluice_for_idle_connections() -> (DemoBackend, tempfile::TempDir, Running, TestClient, String) {
     let blue = spawn_backend("blue", "v1", any_addr()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let text = format!(
@@ -136,6 +137,12 @@ async fn ten_thousand_idle_connections_stay_within_bounded_memory() {
     let c = client();
     let url = format!("http://{}/", sluice.addr);
     assert_eq!(get(&c, &url, &[]).await.0, 200);
+    (blue, dir, sluice, c, url)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_idle_connections_stay_within_bounded_memory() {
+    let (_blue, _dir, sluice, c, url) = sluice_for_idle_connections().await;
     let before = sluice.peak_rss_kib();
     let mut idle = Vec::with_capacity(10_000);
     for _ in 0..10_000 {
@@ -169,19 +176,7 @@ async fn ten_thousand_idle_connections_stay_within_bounded_memory() {
 /// buffers after a second.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_idle_h2_connections_stay_within_bounded_memory() {
-    use tokio::io::AsyncWriteExt;
-    let blue = spawn_backend("blue", "v1", any_addr()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let text = format!(
-        "[proxy]\nlisten = \"127.0.0.1:0\"\n[proxy.timeouts]\nrequest_header = \"60s\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
-         [store]\nurl = \"sqlite://{}/sluice.db\"\n{}",
-        dir.path().display(),
-        pool_toml("blue", 100, &[blue.addr])
-    );
-    let sluice = Running::start(dir.path(), &text, &[]);
-    let c = client();
-    let url = format!("http://{}/", sluice.addr);
-    assert_eq!(get(&c, &url, &[]).await.0, 200);
+    let (_blue, _dir, sluice, c, url) = sluice_for_idle_connections().await;
     let before = sluice.rss_kib();
     let mut idle = Vec::with_capacity(10_000);
     for _ in 0..10_000 {

@@ -372,6 +372,40 @@ async fn protocol_violations_end_the_connection_with_goaway() {
     assert_eq!(raw.goaway().await, 0x1);
 }
 
+#[tokio::test]
+async fn floods_end_the_connection_with_enhance_your_calm() {
+    let (proxy, blue, _green) = blue_green(100, "").await;
+    // The backend holds each request, so streams stay open.
+    blue.knobs.set_latency(Duration::from_secs(5));
+    // A header block that never ends: 65 empty CONTINUATION frames.
+    let mut raw = Raw::connect(&proxy).await;
+    raw.send(HEADERS, END_STREAM, 1, GET_BLOCK).await;
+    for _ in 0..65 {
+        raw.send(0x9, 0, 1, &[]).await;
+    }
+    assert_eq!(raw.goaway().await, 0xb);
+    // Empty DATA frames that end nothing, on an open request body.
+    let mut raw = Raw::connect(&proxy).await;
+    raw.send(HEADERS, END_HEADERS, 1, b"\x83\x86\x84\x01\x01x").await;
+    for _ in 0..1001 {
+        raw.send(0x0, 0, 1, &[]).await;
+    }
+    assert_eq!(raw.goaway().await, 0xb);
+}
+
+#[tokio::test]
+async fn streams_past_the_limit_are_refused() {
+    let (proxy, blue, _green) = blue_green(100, "").await;
+    blue.knobs.set_latency(Duration::from_secs(5));
+    let mut raw = Raw::connect(&proxy).await;
+    // 256 requests held by the backend, then one more.
+    for i in 0..257 {
+        raw.send(HEADERS, END_STREAM | END_HEADERS, 1 + 2 * i, GET_BLOCK).await;
+    }
+    let refused = raw.next_on(513, &[HEADERS, RST_STREAM]).await.unwrap();
+    assert_eq!((refused.kind, rst_code(&refused)), (RST_STREAM, 0x7));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_drain_sends_goaway_and_finishes_what_is_in_flight() {
     let (proxy, blue, _green) = blue_green(100, "[proxy]\ndrain_timeout = \"10s\"\n").await;

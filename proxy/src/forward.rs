@@ -298,7 +298,7 @@ impl Proxy {
             h1raw::encode_head(&parts, &conn.forwarded, &host, len, head);
             // sluice's own HTTP/1.1 loop (the one source of `ClientBody::Read`)
             // writes the backend's header lines as they are; hyper's
-            // connections need a header map.
+            // connections and the HTTP/2 server need a header map.
             let headers_as = match body {
                 ClientBody::Read(_) => h1raw::HeadersAs::Lines,
                 ClientBody::Hyper(_) | ClientBody::Stream(_) => h1raw::HeadersAs::Map,

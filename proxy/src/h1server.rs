@@ -7,9 +7,10 @@
 //! shared with it, and the response head written together with the body's
 //! first bytes. At the first request it does not take (a chunked, large or
 //! late body, an upgrade, HTTP/1.0, `CONNECT`, a head it cannot parse or
-//! one past the limits, an HTTP/2 preface) it hands the connection, with
-//! the bytes already read, to hyper, which serves it from then on and gives
-//! the answers (400, 431, h2c...) hyper gives.
+//! one past the limits) it hands the connection, with the bytes already
+//! read, to hyper, which serves it from then on and gives the answers (400,
+//! 431...) hyper gives; a connection that starts with the HTTP/2 preface is
+//! handed the same way to sluice's HTTP/2 server (`crate::h2`).
 
 use std::future::poll_fn;
 use std::io::{IoSlice, Write as _};
@@ -498,8 +499,8 @@ fn encode_head(
     out.extend_from_slice(b"\r\n");
 }
 
-/// A connection handed to hyper: the bytes the fast path already read
-/// come first, then the socket's.
+/// A connection handed over (to hyper, or to the HTTP/2 server): the bytes
+/// the fast path already read come first, then the socket's.
 pub struct Prefixed<I> {
     prefix: Bytes,
     io: I,

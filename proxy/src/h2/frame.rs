@@ -33,7 +33,6 @@ pub const END_HEADERS: u8 = 0x4;
 pub const PADDED: u8 = 0x8;
 pub const PRIORITY_FLAG: u8 = 0x20;
 
-pub const SETTINGS_HEADER_TABLE_SIZE: u16 = 0x1;
 pub const SETTINGS_ENABLE_PUSH: u16 = 0x2;
 pub const SETTINGS_MAX_CONCURRENT_STREAMS: u16 = 0x3;
 pub const SETTINGS_INITIAL_WINDOW_SIZE: u16 = 0x4;
@@ -50,7 +49,6 @@ pub enum Reason {
     StreamClosed = 0x5,
     FrameSize = 0x6,
     RefusedStream = 0x7,
-    Cancel = 0x8,
     Compression = 0x9,
     EnhanceYourCalm = 0xb,
 }

@@ -365,11 +365,7 @@ pub fn encode_status(status: StatusCode, out: &mut Vec<u8>) {
 /// Appends one header field, not indexed; never indexed when the value is
 /// marked sensitive, so later hops do not index it either.
 pub fn encode_header(name: &HeaderName, value: &HeaderValue, out: &mut Vec<u8>) {
-    encode_field(name, value.as_bytes(), value.is_sensitive(), out);
-}
-
-pub fn encode_field(name: &HeaderName, value: &[u8], sensitive: bool, out: &mut Vec<u8>) {
-    let flags = if sensitive { 0x10 } else { 0x00 };
+    let flags = if value.is_sensitive() { 0x10 } else { 0x00 };
     match static_name_index(name) {
         Some(index) => write_integer(out, 4, flags, index),
         None => {
@@ -377,7 +373,7 @@ pub fn encode_field(name: &HeaderName, value: &[u8], sensitive: bool, out: &mut 
             write_string(out, name.as_str().as_bytes());
         }
     }
-    write_string(out, value);
+    write_string(out, value.as_bytes());
 }
 
 /// Appends `date` with the current date, formatted once a second.

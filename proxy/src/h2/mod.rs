@@ -1,6 +1,6 @@
 //! sluice's own HTTP/2 server for client connections (h2c by prior
-//! knowledge, and h2 over TLS): frames ([`frame`]), header compression
-//! ([`hpack`], `huffman`), requests (`request`) and their bodies (`recv`),
+//! knowledge, and h2 over TLS): frames (`frame`), header compression
+//! (`hpack`, `huffman`), requests (`request`) and their bodies (`recv`),
 //! and the connection that drives them (`conn`; frames in: `inbound`;
 //! responses out: `outbound`; per-stream state: `stream`).
 //!
@@ -10,8 +10,8 @@
 //! loop, instead of a task per stream.
 
 mod conn;
-pub mod frame;
-pub mod hpack;
+mod frame;
+mod hpack;
 mod huffman;
 mod inbound;
 mod outbound;

@@ -271,6 +271,13 @@ pub fn backend_response(data: &[u8]) {
 /// follows (HEAD, 1xx, 204, 304), and then as the map has it.
 fn same_headers(map: &http::HeaderMap, lines: &sluice_proxy::h1raw::HeaderLines) {
     let text = std::str::from_utf8(&lines.bytes).ok();
+    // The HTTP/2 server reads the lines field by field: the same fields.
+    let mut fields = lines.fields();
+    for line in lines.bytes.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+        let (name, value) = fields.next().expect("a field for each line");
+        assert_eq!([name, b": ", value, b"\r"].concat(), line, "{text:?}");
+    }
+    assert_eq!(fields.next(), None, "{text:?}");
     let mut from_lines: Vec<(String, Vec<u8>)> = Vec::new();
     for line in lines.bytes.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
         let line = line.strip_suffix(b"\r").expect("lines end in CRLF");

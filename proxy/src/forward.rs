@@ -297,11 +297,12 @@ impl Proxy {
             head.reserve(384 + parts.headers.len() * 48 + len as usize);
             h1raw::encode_head(&parts, &conn.forwarded, &host, len, head);
             // sluice's own HTTP/1.1 loop (the one source of `ClientBody::Read`)
-            // writes the backend's header lines as they are; hyper's
-            // connections and the HTTP/2 server need a header map.
+            // writes the backend's header lines as they are, and the HTTP/2
+            // server (`ClientBody::Stream`) encodes them; hyper's
+            // connections need a header map.
             let headers_as = match body {
-                ClientBody::Read(_) => h1raw::HeadersAs::Lines,
-                ClientBody::Hyper(_) | ClientBody::Stream(_) => h1raw::HeadersAs::Map,
+                ClientBody::Read(_) | ClientBody::Stream(_) => h1raw::HeadersAs::Lines,
+                ClientBody::Hyper(_) => h1raw::HeadersAs::Map,
             };
             let body = RequestBody::new(body, settings.max_request_body_bytes);
             let res = {

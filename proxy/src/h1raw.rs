@@ -216,12 +216,13 @@ pub enum HeadersAs {
     /// Into the response's header map (for hyper's connections).
     Map,
     /// Into [`HeaderLines`], written as they are by sluice's own
-    /// HTTP/1.1 loop: no header map built and read back per response.
+    /// HTTP/1.1 loop and encoded line by line by its HTTP/2 server: no
+    /// header map built and read back per response.
     Lines,
 }
 
 /// A backend's response header lines as a client on sluice's own HTTP/1.1
-/// loop gets them: names lower-cased, in the backend's order, without the
+/// loop gets them (and its HTTP/2 server encodes them): names lower-cased, in the backend's order, without the
 /// hop-by-hop headers (RFC 9110 §7.6.1, as [`headers::strip_hop_by_hop`])
 /// and without the framing ones, which the loop states itself (a length
 /// stays where no body follows: HEAD, 204, 304).
@@ -232,6 +233,20 @@ pub struct HeaderLines {
     /// capacity allocates one).
     pub bytes: Vec<u8>,
     pub has_date: bool,
+}
+
+impl HeaderLines {
+    /// Each line's name and value, for a client that does not take them
+    /// as they are (the HTTP/2 server).
+    pub fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.bytes.split(|&b| b == b'\n').filter_map(|line| {
+            // Names are tokens: the first colon ends them, and ": " was
+            // written after them.
+            let colon = line.iter().position(|&b| b == b':')?;
+            let value = line.get(colon + 2..)?;
+            Some((&line[..colon], value.strip_suffix(b"\r").unwrap_or(value)))
+        })
+    }
 }
 
 type Parsed = (Response<()>, Framing, bool, Option<HeaderLines>);
@@ -749,11 +764,15 @@ mod tests {
         let (map, lines) = head_both_ways(text, method).unwrap().unwrap();
         // The map the hyper path writes says the same, framing aside.
         let mut from_map = String::new();
+        let mut pairs = Vec::new();
         for (name, value) in &map {
             if *name != header::CONTENT_LENGTH || *method == Method::HEAD {
                 from_map.push_str(&format!("{name}: {}\r\n", value.to_str().unwrap()));
+                pairs.push((name.as_str().as_bytes(), value.as_bytes()));
             }
         }
+        // And the lines, field by field, as the HTTP/2 server reads them.
+        assert_eq!(lines.fields().collect::<Vec<_>>(), pairs);
         let text = String::from_utf8(lines.bytes).unwrap();
         assert_eq!(text, from_map);
         (text, lines.has_date)
@@ -763,11 +782,11 @@ mod tests {
     fn header_lines_leave_out_hop_by_hop_and_framing_headers() {
         let head = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: keep-alive, X-Drop\r\n\
             x-drop: 1\r\nKeep-Alive: timeout=5\r\nProxy-Authenticate: Basic\r\nx-sluice-pool: blue\r\n\
-            Content-Length: 2\r\nDate: Thu, 26 Nov 2026 10:00:00 GMT\r\nX-App: a\r\n\r\nhi";
+            Content-Length: 2\r\nDate: Thu, 26 Nov 2026 10:00:00 GMT\r\nX-App: a\r\nLocation: http://x:80/\r\n\r\nhi";
         let (text, has_date) = lines_of(head, &Method::GET);
         assert_eq!(
             text,
-            "content-type: text/plain\r\ndate: Thu, 26 Nov 2026 10:00:00 GMT\r\nx-app: a\r\n"
+            "content-type: text/plain\r\ndate: Thu, 26 Nov 2026 10:00:00 GMT\r\nx-app: a\r\nlocation: http://x:80/\r\n"
         );
         assert!(has_date);
         // No body follows a HEAD response: its length describes the

@@ -224,16 +224,40 @@ async fn hop_by_hop_response_headers_stop_at_the_proxy_on_either_client_path() {
                 "{path}: {gone} reached the client: {headers:?}"
             );
         }
-        if path != "h2c" {
-            // An HTTP/1.1 answer with its own framing, not the backend's.
-            assert_eq!(headers.get("connection"), None, "{path}");
-            assert_eq!(headers["content-length"], "2", "{path}");
-        }
+        // sluice states the length on either path (the backend's header
+        // lines leave it out; each client path writes its own).
+        assert_eq!(headers.get("connection"), None, "{path}");
+        assert_eq!(headers["content-length"], "2", "{path}");
         let values = |name: &str| -> Vec<&str> { headers.get_all(name).iter().map(|v| v.to_str().unwrap()).collect() };
         assert_eq!(values("x-app"), ["kept", "again"], "{path}");
         assert_eq!(values("set-cookie"), ["a=1", "b=2"], "{path}");
         assert!(headers.contains_key("date"), "{path}: every answer carries a Date");
     }
+}
+
+/// HTTP/2 clients get the backend's header lines encoded one by one, and
+/// a length only where one is true: the body's, or a HEAD's (the GET's).
+#[tokio::test]
+async fn h2c_responses_state_a_length_only_where_one_is_true() {
+    let backend = Scripted::start().await;
+    let proxy = start_proxy(&pool_toml("blue", 100, &[backend.addr])).await;
+    let c = h2_client();
+    let (status, headers, body) = send(&c, http::Method::HEAD, &proxy.url("/head")).await;
+    assert_eq!((status, body.as_str()), (200, ""));
+    assert_eq!(headers["content-length"], "1000", "HEAD keeps the length of the GET");
+    let (status, headers, body) = send(&c, http::Method::GET, &proxy.url("/empty")).await;
+    assert_eq!((status, body.as_str()), (204, ""));
+    assert_eq!(headers.get("content-length"), None, "no length on a 204");
+    let (status, headers, body) = send(&c, http::Method::GET, &proxy.url("/chunked")).await;
+    assert_eq!((status, body.as_str()), (200, "hello world"));
+    assert_eq!(
+        headers.get("content-length"),
+        None,
+        "a chunked body has no known length"
+    );
+    let (status, headers, body) = send(&c, http::Method::GET, &proxy.url("/plain")).await;
+    assert_eq!((status, body.as_str()), (200, "ok"));
+    assert_eq!(headers["content-length"], "2");
 }
 
 /// Requests on one client connection share its buffers (the backend

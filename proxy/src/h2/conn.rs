@@ -147,6 +147,9 @@ pub(super) struct Connection<'a, I> {
     pub(super) last_read: Instant,
     /// A PING sent and not yet followed by any frame.
     pub(super) ping_sent: Option<Instant>,
+    /// The timer is registered with its current deadline, so it wakes the
+    /// task by itself: no need to poll it on every pass.
+    timer_armed: bool,
     pub(super) answered: u64,
     pub(super) resets: u64,
     pub(super) empty_data: u32,
@@ -204,6 +207,7 @@ impl<'a, I: AsyncRead + AsyncWrite + Unpin> Connection<'a, I> {
             released: false,
             last_read: Instant::now(),
             ping_sent: None,
+            timer_armed: false,
             answered: 0,
             resets: 0,
             empty_data: 0,
@@ -280,10 +284,18 @@ impl<'a, I: AsyncRead + AsyncWrite + Unpin> Connection<'a, I> {
         };
         if deadline < timer.deadline() {
             timer.as_mut().reset(deadline);
+            self.timer_armed = false;
         }
-        if timer.as_mut().poll(cx).is_pending() {
+        // Polled to register it after a reset, or once it has fired; a
+        // poll costs more than the rest of a pass with nothing to do.
+        if self.timer_armed && !timer.is_elapsed() {
             return false;
         }
+        if timer.as_mut().poll(cx).is_pending() {
+            self.timer_armed = true;
+            return false;
+        }
+        self.timer_armed = false;
         if Instant::now() < deadline {
             timer.as_mut().reset(deadline);
         } else if self.streams.is_empty() && !self.released {

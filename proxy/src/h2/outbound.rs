@@ -43,11 +43,25 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Connection<'_, I> {
 
     /// Writes a response's head; its body, if any, follows in `send_bodies`.
     pub(super) fn send_head(&mut self, i: usize, res: Response<ProxyBody>) {
-        let (parts, body) = res.into_parts();
+        let (parts, mut body) = res.into_parts();
         let block = &mut self.block;
         block.clear();
         hpack::encode_status(parts.status, block);
         let mut has_date = false;
+        if let Some(lines) = body.take_header_lines() {
+            // The backend's lines have no hop-by-hop (so no
+            // connection-specific) fields, and a length only where no body
+            // follows; where one does and its length is known, say it.
+            let mut has_length = false;
+            for (name, value) in lines.fields() {
+                has_length |= name == b"content-length";
+                hpack::encode_line(name, value, block);
+            }
+            if !has_length && let Some(n) = body.size_hint().exact().filter(|&n| n > 0) {
+                hpack::encode_length(n, block);
+            }
+            has_date = lines.has_date;
+        }
         for (name, value) in &parts.headers {
             if is_connection_specific(name) {
                 continue;

@@ -17,6 +17,7 @@ use sluice_config::UpstreamProtocol;
 use tracing::debug;
 
 use crate::body::{ClientBody, ProxyBody, RequestBody, RequestBodyError};
+use crate::deadline::Deadline;
 use crate::error::ProxyError;
 use crate::h1raw::{self, RawError};
 use crate::handle::RoutingHandle;
@@ -36,6 +37,8 @@ pub struct Scratch {
     /// own loop writes responses in it).
     pub(crate) head: Vec<u8>,
     headers: Option<HeaderMap>,
+    /// The backend response deadline's timer, kept across requests.
+    deadline: Deadline,
 }
 
 impl Scratch {
@@ -197,7 +200,7 @@ impl Proxy {
         let started = Instant::now();
         let http1 = req.version() <= Version::HTTP_11;
         let mut pool_stats = None;
-        let (mut res, outcome) = match self.forward(req, conn, scratch, &mut pool_stats).await {
+        let (mut res, outcome) = match self.forward(req, conn, scratch, started, &mut pool_stats).await {
             Ok(res) => {
                 let outcome = if res.status().is_server_error() {
                     Outcome::Error
@@ -238,6 +241,7 @@ impl Proxy {
         mut req: Request<ClientBody>,
         conn: &ClientConn,
         scratch: &mut Scratch,
+        started: Instant,
         pool_stats: &mut Option<Arc<PoolStats>>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         // The table is loaded once, and released before any await. Settings
@@ -312,7 +316,8 @@ impl Proxy {
                     }
                     self.upstreams.send_raw(&backend, head, &parts.method, headers_as).await
                 });
-                self.response_head(sent, settings.upstream_response_timeout, &backend, &pool_name)
+                let timeout = (started, settings.upstream_response_timeout);
+                self.response_head(sent, &mut scratch.deadline, timeout, &backend, &pool_name)
                     .await
             };
             // The head is sent: the map goes back for the next request.
@@ -341,8 +346,9 @@ impl Proxy {
         // Pinned in place: the exchange's state is large, and the timeout
         // would otherwise copy it in (callgrind: ~2% of the instructions).
         let sent = std::pin::pin!(self.upstreams.send(&backend, protocol, tls.as_deref(), upstream_req));
+        let timeout = (started, settings.upstream_response_timeout);
         let (mut res, mut lease) = self
-            .response_head(sent, settings.upstream_response_timeout, &backend, &pool_name)
+            .response_head(sent, &mut scratch.deadline, timeout, &backend, &pool_name)
             .await?;
         self.count_exchange(&pool_name, &backend, res.status().is_server_error());
 
@@ -361,16 +367,18 @@ impl Proxy {
         Ok(respond(parts, set_cookie, ProxyBody::upstream(body, lease, in_flight)))
     }
 
-    /// Waits for the backend's response head within `timeout`; a failure
-    /// counts against the backend.
+    /// Waits for the backend's response head within `timeout` of the
+    /// request's start, on the connection's timer; a failure counts
+    /// against the backend.
     async fn response_head<R>(
         &self,
         sent: impl Future<Output = Result<R, UpstreamError>>,
-        timeout: Duration,
+        deadline: &mut Deadline,
+        (started, timeout): (Instant, Duration),
         backend: &Arc<Backend>,
         pool_name: &Arc<str>,
     ) -> Result<R, ProxyError> {
-        let outcome = match tokio::time::timeout(timeout, sent).await {
+        let outcome = match deadline.within(started, timeout, sent).await {
             Err(_) => Err(ProxyError::UpstreamTimeout),
             Ok(sent) => sent.map_err(|e| classify(&e)),
         };

@@ -74,11 +74,14 @@ where
     let max_headers = opts.max_headers.clamp(1, MAX_HEADERS);
     // Registered once per connection, not once per request.
     let mut drained = pin!(close_idle.changed());
-    let mut head_deadline = pin!(tokio::time::sleep(opts.header_read_timeout));
+    let mut head_timer = pin!(tokio::time::sleep(opts.header_read_timeout));
     loop {
         // As in hyper, the header timeout runs from the end of the previous
-        // response: it is the keep-alive idle limit too.
-        head_deadline.as_mut().reset(Instant::now() + opts.header_read_timeout);
+        // response: it is the keep-alive idle limit too. The timer is not
+        // moved for every request (each move takes the timer driver's
+        // lock): set for an earlier request, it fires early and only then
+        // moves on to this deadline.
+        let head_deadline = Instant::now() + opts.header_read_timeout;
         let (req, keep_alive) = loop {
             match parse_request(&mut buf, max_headers, &mut scratch) {
                 Parsed::Request(req, keep_alive) => break (req, keep_alive),
@@ -94,7 +97,12 @@ where
                     Ok(0) | Err(_) => return Outcome::Closed,
                     Ok(_) => {}
                 },
-                () = &mut head_deadline => return Outcome::Closed,
+                () = &mut head_timer => {
+                    if head_timer.deadline() >= head_deadline {
+                        return Outcome::Closed;
+                    }
+                    head_timer.as_mut().reset(head_deadline);
+                }
                 _ = &mut drained, if buf.is_empty() => return Outcome::Closed,
             }
         };

@@ -9,6 +9,7 @@
 
 pub mod body;
 mod date;
+mod deadline;
 pub mod error;
 pub mod forward;
 mod h1head;

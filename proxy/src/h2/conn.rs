@@ -6,6 +6,7 @@
 use std::future::{Future, poll_fn};
 use std::pin::{Pin, pin};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -114,6 +115,13 @@ pub(super) struct Connection<'a, I> {
     pub(super) spare: Vec<Slot>,
     pub(super) scratch: Vec<Scratch>,
     pub(super) waker: Arc<AtomicWaker>,
+    /// The waker socket reads register: it notes that the socket woke the
+    /// task (and not a handler), so a pass reads only when there may be
+    /// something to read.
+    socket: Slot,
+    /// The last read came back Pending: the socket's waker is registered
+    /// and will say when to read again.
+    read_armed: bool,
     pub(super) header_limit: usize,
     pub(super) idle_timeout: Duration,
     /// Until the preface and the client's first SETTINGS have arrived.
@@ -172,6 +180,7 @@ impl<'a, I: AsyncRead + AsyncWrite + Unpin> Connection<'a, I> {
             ],
         );
         frame::write_window_update(&mut wbuf, 0, (CONNECTION_WINDOW - frame::DEFAULT_WINDOW) as u32);
+        let waker = Arc::new(AtomicWaker::new());
         Self {
             io,
             client,
@@ -185,7 +194,9 @@ impl<'a, I: AsyncRead + AsyncWrite + Unpin> Connection<'a, I> {
             streams: Vec::new(),
             spare: Vec::new(),
             scratch: Vec::new(),
-            waker: Arc::new(AtomicWaker::new()),
+            socket: Slot::new(&waker),
+            read_armed: false,
+            waker,
             header_limit,
             idle_timeout: opts.header_read_timeout,
             preface: true,
@@ -243,7 +254,7 @@ impl<'a, I: AsyncRead + AsyncWrite + Unpin> Connection<'a, I> {
                 }
             }
             if !self.failed && !self.peer_done && self.backlog() < MAX_BACKLOG {
-                busy |= self.read(cx);
+                busy |= self.read();
             }
             if !self.failed {
                 busy |= self.poll_handlers();
@@ -336,7 +347,7 @@ impl<'a, I: AsyncRead + AsyncWrite + Unpin> Connection<'a, I> {
 
     /// Reads what the socket has and handles every whole frame; whether
     /// anything happened.
-    fn read(&mut self, cx: &mut Context<'_>) -> bool {
+    fn read(&mut self) -> bool {
         let mut busy = self.handle_frames();
         if self.failed || self.peer_done || self.backlog() >= MAX_BACKLOG {
             return busy;
@@ -346,7 +357,14 @@ impl<'a, I: AsyncRead + AsyncWrite + Unpin> Connection<'a, I> {
         if self.rbuf.capacity() - self.rbuf.len() < want / 4 || self.rbuf.capacity() < want {
             self.rbuf.reserve(want);
         }
-        match tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.rbuf) {
+        // A read that would only register the waker again is skipped (each
+        // costs about as much as a frame's handling).
+        if self.read_armed && !self.socket.wake.ready.swap(false, Ordering::AcqRel) {
+            return busy;
+        }
+        let mut socket_cx = Context::from_waker(&self.socket.waker);
+        self.read_armed = false;
+        match tokio_util::io::poll_read_buf(Pin::new(&mut self.io), &mut socket_cx, &mut self.rbuf) {
             Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
                 // The client closed: what it asked for can no longer reach it.
                 self.peer_done = true;
@@ -359,7 +377,7 @@ impl<'a, I: AsyncRead + AsyncWrite + Unpin> Connection<'a, I> {
                 self.handle_frames();
                 busy = true;
             }
-            Poll::Pending => {}
+            Poll::Pending => self.read_armed = true,
         }
         busy
     }

@@ -90,13 +90,59 @@ impl Name {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Field {
     pub name: Name,
-    pub value: Bytes,
+    pub value: Value,
+}
+
+/// A field's value. A header field's is checked as a `HeaderValue` once,
+/// when decoded: a field the client indexes in the table is not checked
+/// again on every request that refers to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Value {
+    /// A pseudo-header's, or a header's that is no valid `HeaderValue`.
+    Raw(Bytes),
+    Checked(HeaderValue),
+}
+
+impl Value {
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            Self::Raw(bytes) => bytes,
+            Self::Checked(value) => value.as_bytes(),
+        }
+    }
+
+    pub fn into_bytes(self) -> Bytes {
+        match self {
+            Self::Raw(bytes) => bytes,
+            // Pseudo-headers' values stay raw: not reached.
+            Self::Checked(value) => Bytes::copy_from_slice(value.as_bytes()),
+        }
+    }
+
+    /// The valid header value, if it is one.
+    pub fn into_header(self) -> Option<HeaderValue> {
+        match self {
+            Self::Raw(_) => None,
+            Self::Checked(value) => Some(value),
+        }
+    }
 }
 
 impl Field {
+    pub fn new(name: Name, value: Bytes) -> Self {
+        let value = match name {
+            Name::Header(_) => match HeaderValue::from_maybe_shared(value.clone()) {
+                Ok(checked) => Value::Checked(checked),
+                Err(_) => Value::Raw(value),
+            },
+            Name::Pseudo(_) | Name::Invalid(_) => Value::Raw(value),
+        };
+        Self { name, value }
+    }
+
     /// The field's size as HPACK and SETTINGS_MAX_HEADER_LIST_SIZE count it.
     pub fn size(&self) -> usize {
-        self.name.len() + self.value.len() + 32
+        self.name.len() + self.value.as_bytes().len() + 32
     }
 }
 
@@ -167,9 +213,11 @@ const STATIC_FIELDS: [(&str, &str); 61] = [
 static STATIC_TABLE: LazyLock<Vec<Field>> = LazyLock::new(|| {
     STATIC_FIELDS
         .iter()
-        .map(|(name, value)| Field {
-            name: Name::parse(Bytes::from_static(name.as_bytes())),
-            value: Bytes::from_static(value.as_bytes()),
+        .map(|(name, value)| {
+            Field::new(
+                Name::parse(Bytes::from_static(name.as_bytes())),
+                Bytes::from_static(value.as_bytes()),
+            )
         })
         .collect()
 });
@@ -252,7 +300,7 @@ impl Decoder {
             self.get(index)?.name.clone()
         };
         let (value, n) = string(block, pos + used)?;
-        Ok((Field { name, value }, used + n))
+        Ok((Field::new(name, value), used + n))
     }
 
     fn insert(&mut self, field: Field) {
@@ -451,7 +499,7 @@ mod tests {
                 Name::Header(n) => n.to_string(),
                 Name::Invalid(b) => format!("invalid:{}", String::from_utf8_lossy(&b)),
             };
-            fields.push((name, String::from_utf8_lossy(&f.value).into_owned()));
+            fields.push((name, String::from_utf8_lossy(f.value.as_bytes()).into_owned()));
         })?;
         Ok(fields)
     }

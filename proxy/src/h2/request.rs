@@ -28,6 +28,7 @@ pub struct RequestHead {
     size: usize,
     limit: usize,
     cookies: usize,
+    has_host: bool,
     content_length: Option<u64>,
     refusal: Option<Refusal>,
 }
@@ -45,6 +46,7 @@ impl RequestHead {
             size: 0,
             limit,
             cookies: 0,
+            has_host: false,
             content_length: None,
             refusal: None,
         }
@@ -79,7 +81,7 @@ impl RequestHead {
                     Pseudo::Path => &mut self.path,
                     Pseudo::Status | Pseudo::Protocol => return Err("pseudo-header not allowed in a request"),
                 };
-                if slot.replace(field.value).is_some() {
+                if slot.replace(field.value.into_bytes()).is_some() {
                     return Err("repeated pseudo-header");
                 }
             }
@@ -87,19 +89,20 @@ impl RequestHead {
                 if is_connection_specific(&name) {
                     return Err("connection-specific header field");
                 }
-                if name == header::TE && field.value != "trailers" {
+                if name == header::TE && field.value.as_bytes() != b"trailers" {
                     return Err("te other than trailers");
                 }
                 if name == header::COOKIE {
                     self.cookies += 1;
                 }
+                self.has_host |= name == header::HOST;
                 if name == header::CONTENT_LENGTH {
-                    let n = crate::h1head::content_length(&field.value).ok_or("invalid content-length")?;
+                    let n = crate::h1head::content_length(field.value.as_bytes()).ok_or("invalid content-length")?;
                     if self.content_length.replace(n).is_some_and(|old| old != n) {
                         return Err("conflicting content-length");
                     }
                 }
-                let value = HeaderValue::from_maybe_shared(field.value).map_err(|_| "invalid header value")?;
+                let value = field.value.into_header().ok_or("invalid header value")?;
                 self.headers.append(name, value);
             }
             Name::Invalid(_) => return Err("invalid header name"),
@@ -130,7 +133,9 @@ impl RequestHead {
         // The authority goes where HTTP/1.1 keeps it, in Host (RFC 9113
         // §8.3.1), and the target stays origin-form, as on HTTP/1.1.
         if let Some(authority) = &self.authority {
-            match headers.get(header::HOST) {
+            // Most clients send no Host beside :authority: no lookup then.
+            let host = if self.has_host { headers.get(header::HOST) } else { None };
+            match host {
                 Some(host) if host.as_bytes() != &authority[..] => return Err(malformed(":authority and Host differ")),
                 Some(_) => {}
                 None => {
@@ -205,10 +210,7 @@ mod tests {
             n if n.starts_with('!') => Name::Invalid(Bytes::copy_from_slice(n.as_bytes())),
             n => Name::Header(HeaderName::from_bytes(n.as_bytes()).unwrap()),
         };
-        Field {
-            name,
-            value: Bytes::copy_from_slice(value.as_bytes()),
-        }
+        Field::new(name, Bytes::copy_from_slice(value.as_bytes()))
     }
 
     fn head(fields: &[(&str, &str)]) -> Result<Request<()>, Refusal> {

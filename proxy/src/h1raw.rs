@@ -222,10 +222,11 @@ pub enum HeadersAs {
 }
 
 /// A backend's response header lines as a client on sluice's own HTTP/1.1
-/// loop gets them (and its HTTP/2 server encodes them): names lower-cased, in the backend's order, without the
-/// hop-by-hop headers (RFC 9110 §7.6.1, as [`headers::strip_hop_by_hop`])
-/// and without the framing ones, which the loop states itself (a length
-/// stays where no body follows: HEAD, 204, 304).
+/// loop gets them (and its HTTP/2 server encodes them): names lower-cased,
+/// in the backend's order, without the hop-by-hop headers (RFC 9110
+/// §7.6.1, as [`headers::strip_hop_by_hop`]) and without the framing
+/// ones, which the client side states itself (a length stays where no
+/// body follows: HEAD, 204, 304).
 #[derive(Debug)]
 pub struct HeaderLines {
     /// `name: value\r\n` lines. A `Vec`, not `Bytes`: written once and

@@ -352,15 +352,15 @@ impl<'a, I: AsyncRead + AsyncWrite + Unpin> Connection<'a, I> {
         if self.failed || self.peer_done || self.backlog() >= MAX_BACKLOG {
             return busy;
         }
+        // A read that would only register the waker again is skipped (each
+        // costs about as much as a frame's handling), and takes no buffer.
+        if self.read_armed && !self.socket.wake.ready.swap(false, Ordering::AcqRel) {
+            return busy;
+        }
         // Room for at least the frame being read, whole.
         let want = Head::parse(&self.rbuf).map_or(READ_SIZE, |h| (frame::HEAD_LEN + h.len).max(READ_SIZE));
         if self.rbuf.capacity() - self.rbuf.len() < want / 4 || self.rbuf.capacity() < want {
             self.rbuf.reserve(want);
-        }
-        // A read that would only register the waker again is skipped (each
-        // costs about as much as a frame's handling).
-        if self.read_armed && !self.socket.wake.ready.swap(false, Ordering::AcqRel) {
-            return busy;
         }
         let mut socket_cx = Context::from_waker(&self.socket.waker);
         self.read_armed = false;

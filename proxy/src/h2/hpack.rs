@@ -131,6 +131,9 @@ impl Value {
 impl Field {
     pub fn new(name: Name, value: Bytes) -> Self {
         let value = match name {
+            // The clone shares the bytes: a count's increment for bytes in
+            // the frame; for Huffman-decoded ones it allocates their shared
+            // count (which a copy into the table would have anyway).
             Name::Header(_) => match HeaderValue::from_maybe_shared(value.clone()) {
                 Ok(checked) => Value::Checked(checked),
                 Err(_) => Value::Raw(value),

@@ -7,7 +7,8 @@
 //! their deadlines only move later: one timer, left where it is when it
 //! is still early enough and moved on only when it fires before the
 //! current deadline, serves them all with about one registration per
-//! timeout period instead of one per request.
+//! timeout period instead of one per request. The HTTP/1.1 loop's head
+//! timer is moved the same way ([`moved_on`]).
 
 use std::future::{Future, poll_fn};
 use std::pin::{Pin, pin};
@@ -59,16 +60,26 @@ impl Deadline {
                 if sleep.as_mut().poll(cx).is_pending() {
                     return Poll::Pending;
                 }
-                if sleep.deadline() >= deadline {
-                    return Poll::Ready(Err(TimedOut));
-                }
                 // Set for an earlier request: on to this one's deadline,
                 // and polled again to register it.
-                sleep.as_mut().reset(deadline);
+                if !moved_on(sleep.as_mut(), deadline) {
+                    return Poll::Ready(Err(TimedOut));
+                }
             }
         })
         .await
     }
+}
+
+/// For a timer that has fired: whether it was set for an earlier deadline
+/// than `deadline`, and so is moved on to it (to be polled again) instead
+/// of meaning that `deadline` has passed.
+pub(crate) fn moved_on(timer: Pin<&mut Sleep>, deadline: Instant) -> bool {
+    if timer.deadline() >= deadline {
+        return false;
+    }
+    timer.reset(deadline);
+    true
 }
 
 #[cfg(test)]

@@ -98,10 +98,9 @@ where
                     Ok(_) => {}
                 },
                 () = &mut head_timer => {
-                    if head_timer.deadline() >= head_deadline {
+                    if !crate::deadline::moved_on(head_timer.as_mut(), head_deadline) {
                         return Outcome::Closed;
                     }
-                    head_timer.as_mut().reset(head_deadline);
                 }
                 _ = &mut drained, if buf.is_empty() => return Outcome::Closed,
             }

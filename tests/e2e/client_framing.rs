@@ -234,3 +234,48 @@ async fn an_idle_keep_alive_connection_is_closed_by_the_drain() {
     let closed = tokio::time::timeout(Duration::from_secs(2), idle.read_to_end(&mut rest)).await;
     assert!(closed.is_ok(), "the idle connection was left open");
 }
+
+/// The header timeout is also the keep-alive idle limit, counted from each
+/// response: a connection kept busy for four times the limit stays open,
+/// and one left idle is closed once the limit has passed, not before.
+#[tokio::test]
+async fn a_busy_keep_alive_connection_outlives_the_header_timeout_and_an_idle_one_does_not() {
+    let backend = spawn_backend("blue", "v1", any_addr()).await.unwrap();
+    let proxy = start_proxy(&format!(
+        "[proxy.timeouts]\nrequest_header = \"300ms\"\n{}",
+        pool_toml("blue", 100, &[backend.addr])
+    ))
+    .await;
+    let mut conn = TcpStream::connect(proxy.addr).await.unwrap();
+    let busy_since = tokio::time::Instant::now();
+    let mut served = 0;
+    while busy_since.elapsed() < Duration::from_millis(1200) {
+        conn.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
+        let head = read_head(&mut conn).await.expect("the connection closed while in use");
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        let length: usize = head
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("content-length: ")
+                    .map(str::to_owned)
+            })
+            .and_then(|n| n.trim().parse().ok())
+            .expect("a length");
+        let mut body = vec![0; length];
+        conn.read_exact(&mut body).await.unwrap();
+        served += 1;
+        // The client's pace: well inside the limit between requests.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(served >= 5, "{served}");
+    let idle_since = tokio::time::Instant::now();
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(3), conn.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "the idle connection was left open");
+    assert!(
+        idle_since.elapsed() >= Duration::from_millis(150),
+        "closed {:?} into a 300 ms idle limit",
+        idle_since.elapsed()
+    );
+}

@@ -47,6 +47,12 @@ impl Scratch {
         self.headers.take()
     }
 
+    /// Frees what is kept for the next request (an idle connection).
+    pub(crate) fn release(&mut self) {
+        self.head = Vec::new();
+        self.headers = None;
+    }
+
     pub(crate) fn give_back(&mut self, mut headers: HeaderMap) {
         // A request with unusually many headers does not pin its map's
         // memory to an idle connection (a kept map of up to 32 entries is

@@ -17,6 +17,7 @@ use std::io::{IoSlice, Write as _};
 use std::mem::MaybeUninit;
 use std::pin::{Pin, pin};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, header};
@@ -40,6 +41,10 @@ const MAX_HEADERS: usize = 100;
 const MAX_READ_BODY: usize = crate::h1raw::MAX_BUFFERED_BODY as usize;
 /// Read size for request heads; most fit many times over.
 const READ_SIZE: usize = 4096;
+/// Time between requests after which a connection frees its buffers, as
+/// the HTTP/2 server does: a keep-alive connection that went quiet holds
+/// its task and socket, not ~5 KB of buffers it may never use again.
+const RELEASE_AFTER: Duration = Duration::from_secs(1);
 /// Response bytes gathered before a write.
 const WRITE_AT: usize = 64 * 1024;
 /// Body frames this large go out from their own buffer (one vectored write
@@ -74,31 +79,57 @@ where
     let max_headers = opts.max_headers.clamp(1, MAX_HEADERS);
     // Registered once per connection, not once per request.
     let mut drained = pin!(close_idle.changed());
-    let mut head_timer = pin!(tokio::time::sleep(opts.header_read_timeout));
+    let release_after = RELEASE_AFTER.min(opts.header_read_timeout);
+    let mut head_timer = pin!(tokio::time::sleep(release_after));
+    // The buffers were freed in this spell between requests.
+    let mut released = false;
     loop {
         // As in hyper, the header timeout runs from the end of the previous
         // response: it is the keep-alive idle limit too. The timer is not
         // moved for every request (a move and the poll that registers it
         // again cost ~260 instructions): set for an earlier request, it
-        // fires early and only then moves on to this deadline.
-        let head_deadline = Instant::now() + opts.header_read_timeout;
+        // fires early and only then moves on, to the point where this
+        // request's wait frees the buffers, then to its deadline. A busy
+        // connection's timer so fires about once a second.
+        let idle_since = Instant::now();
+        let head_deadline = idle_since + opts.header_read_timeout;
+        let release_at = idle_since + release_after;
         let (req, keep_alive) = loop {
             match parse_request(&mut buf, max_headers, &mut scratch) {
                 Parsed::Request(req, keep_alive) => break (req, keep_alive),
                 Parsed::Partial if buf.len() < limit => {}
                 Parsed::Partial | Parsed::Unusual => return Outcome::HandOff(Prefixed::new(buf.freeze(), io)),
             }
-            if buf.capacity() - buf.len() < READ_SIZE / 4 {
+            // Once freed, the buffer stays small until the client sends:
+            // its first bytes come in a 64-byte read.
+            if !released && buf.capacity() - buf.len() < READ_SIZE / 4 {
                 buf.reserve(READ_SIZE);
             }
             tokio::select! {
                 biased;
                 read = io.read_buf(&mut buf) => match read {
                     Ok(0) | Err(_) => return Outcome::Closed,
-                    Ok(_) => {}
+                    Ok(_) => {
+                        if released {
+                            // The timer was moved on to this wait's
+                            // deadline; the next wait should still free
+                            // the buffers after a second.
+                            released = false;
+                            out.reserve(1024);
+                            head_timer.as_mut().reset(Instant::now() + release_after);
+                        }
+                    }
                 },
                 () = &mut head_timer => {
-                    if !crate::deadline::moved_on(head_timer.as_mut(), head_deadline) {
+                    let waiting = buf.is_empty() && release_at < head_deadline;
+                    if waiting && !released && Instant::now() >= release_at {
+                        buf = BytesMut::new();
+                        out = Vec::new();
+                        scratch.release();
+                        released = true;
+                    }
+                    let next = if waiting && !released { release_at } else { head_deadline };
+                    if !crate::deadline::moved_on(head_timer.as_mut(), next) {
                         return Outcome::Closed;
                     }
                 }

@@ -235,6 +235,81 @@ async fn an_idle_keep_alive_connection_is_closed_by_the_drain() {
     assert!(closed.is_ok(), "the idle connection was left open");
 }
 
+/// Reads one response with a `Content-Length`: its head and body.
+async fn read_response(conn: &mut TcpStream) -> Option<(String, Vec<u8>)> {
+    let head = read_head(conn).await?;
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length: ")
+                .map(str::to_owned)
+        })
+        .and_then(|n| n.trim().parse().ok())?;
+    let mut body = vec![0; length];
+    conn.read_exact(&mut body).await.ok()?;
+    Some((head, body))
+}
+
+/// A keep-alive connection quiet for over a second frees its buffers
+/// between requests; what the client sends next is read whole all the
+/// same (a 3 KB head in two writes over a second, then two pipelined
+/// requests after another quiet second), and the idle limit still closes
+/// it on time.
+#[tokio::test]
+async fn a_connection_that_freed_its_buffers_while_idle_reads_the_next_requests_whole() {
+    let backend = spawn_backend("blue", "v1", any_addr()).await.unwrap();
+    let proxy = start_proxy(&format!(
+        "[proxy.timeouts]\nrequest_header = \"3500ms\"\n{}",
+        pool_toml("blue", 100, &[backend.addr])
+    ))
+    .await;
+    let mut conn = TcpStream::connect(proxy.addr).await.unwrap();
+    conn.write_all(b"GET /first HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
+    let (head, _) = read_response(&mut conn).await.expect("the first response");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let quiet = Duration::from_millis(1300);
+
+    // The client's pace: quiet past the second after which buffers go.
+    tokio::time::sleep(quiet).await;
+    let pad = "p".repeat(3000);
+    let big = format!("GET /big HTTP/1.1\r\nhost: x\r\nx-pad: {pad}\r\n\r\n");
+    let (first, rest) = big.as_bytes().split_at(40);
+    conn.write_all(first).await.unwrap();
+    // A head begun is kept whole across the next second's timer.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    conn.write_all(rest).await.unwrap();
+    let (head, body) = read_response(&mut conn)
+        .await
+        .expect("the response after a quiet second");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let body = String::from_utf8_lossy(&body);
+    assert!(body.contains(r#""path":"/big""#), "{body}");
+
+    tokio::time::sleep(quiet).await;
+    conn.write_all(b"GET /a HTTP/1.1\r\nhost: x\r\n\r\nGET /b HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    for path in ["/a", "/b"] {
+        let (head, body) = read_response(&mut conn)
+            .await
+            .unwrap_or_else(|| panic!("no response for {path}"));
+        assert!(head.starts_with("HTTP/1.1 200"), "{path}: {head}");
+        let body = String::from_utf8_lossy(&body);
+        assert!(body.contains(&format!(r#""path":"{path}""#)), "{body}");
+    }
+
+    let idle_since = tokio::time::Instant::now();
+    let mut left = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(6), conn.read_to_end(&mut left)).await;
+    assert!(closed.is_ok(), "the idle connection was left open");
+    assert!(
+        idle_since.elapsed() >= Duration::from_millis(3000),
+        "closed {:?} into a 3.5 s idle limit",
+        idle_since.elapsed()
+    );
+}
+
 /// The header timeout is also the keep-alive idle limit, counted from each
 /// response: a connection kept busy for four times the limit stays open,
 /// and one left idle is closed once the limit has passed, not before.
@@ -251,19 +326,10 @@ async fn a_busy_keep_alive_connection_outlives_the_header_timeout_and_an_idle_on
     let mut served = 0;
     while busy_since.elapsed() < Duration::from_millis(1200) {
         conn.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
-        let head = read_head(&mut conn).await.expect("the connection closed while in use");
+        let (head, _) = read_response(&mut conn)
+            .await
+            .expect("the connection closed while in use");
         assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-        let length: usize = head
-            .lines()
-            .find_map(|l| {
-                l.to_ascii_lowercase()
-                    .strip_prefix("content-length: ")
-                    .map(str::to_owned)
-            })
-            .and_then(|n| n.trim().parse().ok())
-            .expect("a length");
-        let mut body = vec![0; length];
-        conn.read_exact(&mut body).await.unwrap();
         served += 1;
         // The client's pace: well inside the limit between requests.
         tokio::time::sleep(Duration::from_millis(100)).await;

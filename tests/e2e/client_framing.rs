@@ -235,22 +235,6 @@ async fn an_idle_keep_alive_connection_is_closed_by_the_drain() {
     assert!(closed.is_ok(), "the idle connection was left open");
 }
 
-/// Reads one response with a `Content-Length`: its head and body.
-async fn read_response(conn: &mut TcpStream) -> Option<(String, Vec<u8>)> {
-    let head = read_head(conn).await?;
-    let length: usize = head
-        .lines()
-        .find_map(|l| {
-            l.to_ascii_lowercase()
-                .strip_prefix("content-length: ")
-                .map(str::to_owned)
-        })
-        .and_then(|n| n.trim().parse().ok())?;
-    let mut body = vec![0; length];
-    conn.read_exact(&mut body).await.ok()?;
-    Some((head, body))
-}
-
 /// A keep-alive connection quiet for over a second frees its buffers
 /// between requests; what the client sends next is read whole all the
 /// same (a 3 KB head in two writes over a second, then two pipelined

@@ -224,6 +224,42 @@ async fn sni_alpn_rotation_and_protocol_versions() {
     assert!(!out.status.success(), "TLS 1.1 handshake succeeded");
 }
 
+/// Over TLS too, a keep-alive connection that freed its buffers after a
+/// quiet second reads what comes next whole: the first bytes come through
+/// a small read while the rest waits in the TLS session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_connection_that_freed_its_buffers_while_idle_reads_the_next_requests_whole() {
+    use tokio::io::AsyncWriteExt;
+    let blue = spawn_backend("blue", "v1", any_addr()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write_pair(dir.path(), "a", "a.test");
+    write_pair(dir.path(), "b", "b.test");
+    let sluice = Running::start(dir.path(), &config(dir.path(), blue.addr), &[]);
+    let (_, _, mut tls) = handshake_http1(sluice.tls.expect("no TLS listener reported"), "a.test").await;
+    let pad = "p".repeat(3000);
+    let requests = [
+        "GET /first HTTP/1.1\r\nhost: a.test\r\n\r\n".to_owned(),
+        format!("GET /big HTTP/1.1\r\nhost: a.test\r\nx-pad: {pad}\r\n\r\n"),
+        "GET /a HTTP/1.1\r\nhost: a.test\r\n\r\nGET /b HTTP/1.1\r\nhost: a.test\r\n\r\n".to_owned(),
+    ];
+    let mut expected = vec![vec!["/first"], vec!["/big"], vec!["/a", "/b"]].into_iter();
+    for (i, request) in requests.iter().enumerate() {
+        if i > 0 {
+            // The client's pace: quiet past the second after which buffers go.
+            tokio::time::sleep(Duration::from_millis(1300)).await;
+        }
+        tls.write_all(request.as_bytes()).await.unwrap();
+        for path in expected.next().unwrap() {
+            let (head, body) = read_response(&mut tls)
+                .await
+                .unwrap_or_else(|| panic!("no response for {path}"));
+            assert!(head.starts_with("HTTP/1.1 200"), "{path}: {head}");
+            let body = String::from_utf8_lossy(&body);
+            assert!(body.contains(&format!(r#""path":"{path}""#)), "{body}");
+        }
+    }
+}
+
 /// A pair the way a real site has one: issued by a CA (written as
 /// `ca.pem`), valid for under a year (Mozilla's lifespan limit), for
 /// `localhost` and 127.0.0.1.

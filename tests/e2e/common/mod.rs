@@ -18,7 +18,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use sluice_config::Config;
 use sluice_proxy::{ListenerOptions, RoutingHandle};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -275,7 +275,7 @@ pub async fn closed_port() -> SocketAddr {
 }
 
 /// Reads up to the end of an HTTP/1 head.
-pub async fn read_head(stream: &mut TcpStream) -> Option<String> {
+pub async fn read_head(stream: &mut (impl AsyncRead + Unpin)) -> Option<String> {
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
@@ -285,6 +285,22 @@ pub async fn read_head(stream: &mut TcpStream) -> Option<String> {
         }
     }
     Some(String::from_utf8_lossy(&head).into_owned())
+}
+
+/// Reads one HTTP/1 response with a `Content-Length`: its head and body.
+pub async fn read_response(stream: &mut (impl AsyncRead + Unpin)) -> Option<(String, Vec<u8>)> {
+    let head = read_head(stream).await?;
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length: ")
+                .map(str::to_owned)
+        })
+        .and_then(|n| n.trim().parse().ok())?;
+    let mut body = vec![0; length];
+    stream.read_exact(&mut body).await.ok()?;
+    Some((head, body))
 }
 
 /// A backend that records each request head it receives and answers

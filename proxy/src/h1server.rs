@@ -113,10 +113,11 @@ where
                         if released {
                             // The timer was moved on to this wait's
                             // deadline; the next wait should still free
-                            // the buffers after a second.
+                            // the buffers after a second (and this one's
+                            // deadline must not move later).
                             released = false;
                             out.reserve(1024);
-                            head_timer.as_mut().reset(Instant::now() + release_after);
+                            head_timer.as_mut().reset((Instant::now() + release_after).min(head_deadline));
                         }
                     }
                 },

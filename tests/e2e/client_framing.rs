@@ -294,6 +294,34 @@ async fn a_connection_that_freed_its_buffers_while_idle_reads_the_next_requests_
     );
 }
 
+/// A head begun after the buffers were freed still has to end by the
+/// header timeout counted from the previous response, not a moment later.
+#[tokio::test]
+async fn a_head_begun_after_the_release_still_ends_at_the_header_timeout() {
+    let backend = spawn_backend("blue", "v1", any_addr()).await.unwrap();
+    let proxy = start_proxy(&format!(
+        "[proxy.timeouts]\nrequest_header = \"1500ms\"\n{}",
+        pool_toml("blue", 100, &[backend.addr])
+    ))
+    .await;
+    let mut conn = TcpStream::connect(proxy.addr).await.unwrap();
+    conn.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
+    read_response(&mut conn).await.expect("the first response");
+    let answered = tokio::time::Instant::now();
+    // The client's pace: quiet past the release (1 s), then a head it
+    // never finishes.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    conn.write_all(b"GET /slow HTTP/1.1\r\nhost: x\r\n").await.unwrap();
+    let mut left = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(5), conn.read_to_end(&mut left)).await;
+    assert!(closed.is_ok(), "the unfinished head was left open");
+    let after = answered.elapsed();
+    assert!(
+        after >= Duration::from_millis(1400) && after < Duration::from_millis(2000),
+        "closed {after:?} after the response, with a 1.5 s header timeout"
+    );
+}
+
 /// The header timeout is also the keep-alive idle limit, counted from each
 /// response: a connection kept busy for four times the limit stays open,
 /// and one left idle is closed once the limit has passed, not before.

@@ -250,12 +250,7 @@ async fn a_tls_connection_that_freed_its_buffers_while_idle_reads_the_next_reque
         }
         tls.write_all(request.as_bytes()).await.unwrap();
         for path in expected.next().unwrap() {
-            let (head, body) = read_response(&mut tls)
-                .await
-                .unwrap_or_else(|| panic!("no response for {path}"));
-            assert!(head.starts_with("HTTP/1.1 200"), "{path}: {head}");
-            let body = String::from_utf8_lossy(&body);
-            assert!(body.contains(&format!(r#""path":"{path}""#)), "{body}");
+            expect_served(&mut tls, path).await;
         }
     }
 }

@@ -303,6 +303,16 @@ pub async fn read_response(stream: &mut (impl AsyncRead + Unpin)) -> Option<(Str
     Some((head, body))
 }
 
+/// Reads one response and checks it is the demo backend's 200 for `path`.
+pub async fn expect_served(stream: &mut (impl AsyncRead + Unpin), path: &str) {
+    let (head, body) = read_response(stream)
+        .await
+        .unwrap_or_else(|| panic!("no response for {path}"));
+    assert!(head.starts_with("HTTP/1.1 200"), "{path}: {head}");
+    let body = String::from_utf8_lossy(&body);
+    assert!(body.contains(&format!(r#""path":"{path}""#)), "{path}: {body}");
+}
+
 /// A backend that records each request head it receives and answers
 /// `200 ok` (closing the connection, so each head is one request).
 #[derive(Clone, Default)]

@@ -17,7 +17,6 @@ use std::io::{IoSlice, Write as _};
 use std::mem::MaybeUninit;
 use std::pin::{Pin, pin};
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, header};
@@ -30,7 +29,7 @@ use crate::body::{ClientBody, ProxyBody};
 use crate::forward::{ClientConn, Proxy, Scratch};
 use crate::h1head::{HeaderSpan, content_length, record_spans, span_in};
 use crate::h1raw::HeaderLines;
-use crate::server::ListenerOptions;
+use crate::server::{IDLE_RELEASE_AFTER, ListenerOptions};
 
 /// Headers parsed on the fast path; a request with more goes to hyper,
 /// which applies the configured limit.
@@ -41,10 +40,6 @@ const MAX_HEADERS: usize = 100;
 const MAX_READ_BODY: usize = crate::h1raw::MAX_BUFFERED_BODY as usize;
 /// Read size for request heads; most fit many times over.
 const READ_SIZE: usize = 4096;
-/// Time between requests after which a connection frees its buffers, as
-/// the HTTP/2 server does: a keep-alive connection that went quiet holds
-/// its task and socket, not ~5 KB of buffers it may never use again.
-const RELEASE_AFTER: Duration = Duration::from_secs(1);
 /// Response bytes gathered before a write.
 const WRITE_AT: usize = 64 * 1024;
 /// Body frames this large go out from their own buffer (one vectored write
@@ -79,7 +74,7 @@ where
     let max_headers = opts.max_headers.clamp(1, MAX_HEADERS);
     // Registered once per connection, not once per request.
     let mut drained = pin!(close_idle.changed());
-    let release_after = RELEASE_AFTER.min(opts.header_read_timeout);
+    let release_after = IDLE_RELEASE_AFTER.min(opts.header_read_timeout);
     let mut head_timer = pin!(tokio::time::sleep(release_after));
     // The buffers were freed in this spell between requests.
     let mut released = false;

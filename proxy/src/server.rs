@@ -25,6 +25,12 @@ use crate::forward::{ClientConn, Proxy, Scratch};
 use crate::stats::{OPEN_CONNECTIONS, REFUSED_CONNECTIONS};
 use crate::{h1server, h2};
 
+/// Time between requests after which a client connection frees its
+/// buffers (both servers: `h1server` and `h2`), when the idle limit is
+/// longer: a keep-alive connection that went quiet holds its task and
+/// socket, not buffers it may never use again.
+pub(crate) const IDLE_RELEASE_AFTER: Duration = Duration::from_secs(1);
+
 /// Connection-level settings of a listener.
 #[derive(Debug, Clone, Copy)]
 pub struct ListenerOptions {

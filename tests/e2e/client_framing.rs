@@ -19,6 +19,18 @@ async fn proxy_to(backend: SocketAddr) -> TestProxy {
     start_proxy(&pool_toml("blue", 100, &[backend])).await
 }
 
+/// A demo backend behind a proxy whose header timeout (the keep-alive
+/// idle limit) is `timeout`.
+async fn proxy_with_header_timeout(timeout: &str) -> (DemoBackend, TestProxy) {
+    let backend = spawn_backend("blue", "v1", any_addr()).await.unwrap();
+    let proxy = start_proxy(&format!(
+        "[proxy.timeouts]\nrequest_header = \"{timeout}\"\n{}",
+        pool_toml("blue", 100, &[backend.addr])
+    ))
+    .await;
+    (backend, proxy)
+}
+
 fn count_responses(raw: &str) -> usize {
     raw.matches("HTTP/1.1 ").count()
 }
@@ -242,12 +254,7 @@ async fn an_idle_keep_alive_connection_is_closed_by_the_drain() {
 /// it on time.
 #[tokio::test]
 async fn a_connection_that_freed_its_buffers_while_idle_reads_the_next_requests_whole() {
-    let backend = spawn_backend("blue", "v1", any_addr()).await.unwrap();
-    let proxy = start_proxy(&format!(
-        "[proxy.timeouts]\nrequest_header = \"3500ms\"\n{}",
-        pool_toml("blue", 100, &[backend.addr])
-    ))
-    .await;
+    let (_backend, proxy) = proxy_with_header_timeout("3500ms").await;
     let mut conn = TcpStream::connect(proxy.addr).await.unwrap();
     conn.write_all(b"GET /first HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
     let (head, _) = read_response(&mut conn).await.expect("the first response");
@@ -287,12 +294,7 @@ async fn a_connection_that_freed_its_buffers_while_idle_reads_the_next_requests_
 /// header timeout counted from the previous response, not a moment later.
 #[tokio::test]
 async fn a_head_begun_after_the_release_still_ends_at_the_header_timeout() {
-    let backend = spawn_backend("blue", "v1", any_addr()).await.unwrap();
-    let proxy = start_proxy(&format!(
-        "[proxy.timeouts]\nrequest_header = \"1500ms\"\n{}",
-        pool_toml("blue", 100, &[backend.addr])
-    ))
-    .await;
+    let (_backend, proxy) = proxy_with_header_timeout("1500ms").await;
     let mut conn = TcpStream::connect(proxy.addr).await.unwrap();
     conn.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
     read_response(&mut conn).await.expect("the first response");
@@ -316,12 +318,7 @@ async fn a_head_begun_after_the_release_still_ends_at_the_header_timeout() {
 /// and one left idle is closed once the limit has passed, not before.
 #[tokio::test]
 async fn a_busy_keep_alive_connection_outlives_the_header_timeout_and_an_idle_one_does_not() {
-    let backend = spawn_backend("blue", "v1", any_addr()).await.unwrap();
-    let proxy = start_proxy(&format!(
-        "[proxy.timeouts]\nrequest_header = \"300ms\"\n{}",
-        pool_toml("blue", 100, &[backend.addr])
-    ))
-    .await;
+    let (_backend, proxy) = proxy_with_header_timeout("300ms").await;
     let mut conn = TcpStream::connect(proxy.addr).await.unwrap();
     let busy_since = tokio::time::Instant::now();
     let mut served = 0;

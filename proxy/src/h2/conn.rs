@@ -23,7 +23,7 @@ use super::hpack::Decoder;
 use super::stream::{Slot, Stream};
 use crate::body::ProxyBody;
 use crate::forward::{ClientConn, Proxy, Scratch};
-use crate::server::ListenerOptions;
+use crate::server::{IDLE_RELEASE_AFTER, ListenerOptions};
 
 /// Streams a client may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS).
 pub(super) const MAX_STREAMS: usize = 256;
@@ -48,8 +48,6 @@ const PING_INTERVAL: Duration = Duration::from_secs(30);
 const PING_TIMEOUT: Duration = Duration::from_secs(10);
 /// Read size (and the least the read buffer grows by).
 const READ_SIZE: usize = 4096;
-/// Idle time after which a connection frees its buffers.
-const RELEASE_AFTER: Duration = Duration::from_secs(1);
 /// How long the GOAWAY of a closing connection may take to be written.
 const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -285,7 +283,7 @@ impl<'a, I: AsyncRead + AsyncWrite + Unpin> Connection<'a, I> {
     /// every request.
     fn check_timer(&mut self, mut timer: Pin<&mut Sleep>, cx: &mut Context<'_>) -> bool {
         let deadline = if self.streams.is_empty() && !self.released {
-            self.idle_since + RELEASE_AFTER.min(self.idle_timeout)
+            self.idle_since + IDLE_RELEASE_AFTER.min(self.idle_timeout)
         } else if self.streams.is_empty() {
             self.idle_since + self.idle_timeout
         } else if let Some(sent) = self.ping_sent {

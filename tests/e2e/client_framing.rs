@@ -19,6 +19,14 @@ async fn proxy_to(backend: SocketAddr) -> TestProxy {
     start_proxy(&pool_toml("blue", 100, &[backend])).await
 }
 
+/// Waits up to `within` for sluice to close `conn`; panics with `what` if
+/// it stays open.
+async fn wait_for_close(conn: &mut TcpStream, within: Duration, what: &str) {
+    let mut left = Vec::new();
+    let closed = tokio::time::timeout(within, conn.read_to_end(&mut left)).await;
+    assert!(closed.is_ok(), "{what}");
+}
+
 /// A demo backend behind a proxy whose header timeout (the keep-alive
 /// idle limit) is `timeout`.
 async fn proxy_with_header_timeout(timeout: &str) -> (DemoBackend, TestProxy) {
@@ -280,9 +288,7 @@ async fn a_connection_that_freed_its_buffers_while_idle_reads_the_next_requests_
     expect_served(&mut conn, "/b").await;
 
     let idle_since = tokio::time::Instant::now();
-    let mut left = Vec::new();
-    let closed = tokio::time::timeout(Duration::from_secs(6), conn.read_to_end(&mut left)).await;
-    assert!(closed.is_ok(), "the idle connection was left open");
+    wait_for_close(&mut conn, Duration::from_secs(6), "the idle connection was left open").await;
     assert!(
         idle_since.elapsed() >= Duration::from_millis(3000),
         "closed {:?} into a 3.5 s idle limit",
@@ -303,9 +309,7 @@ async fn a_head_begun_after_the_release_still_ends_at_the_header_timeout() {
     // never finishes.
     tokio::time::sleep(Duration::from_millis(1200)).await;
     conn.write_all(b"GET /slow HTTP/1.1\r\nhost: x\r\n").await.unwrap();
-    let mut left = Vec::new();
-    let closed = tokio::time::timeout(Duration::from_secs(5), conn.read_to_end(&mut left)).await;
-    assert!(closed.is_ok(), "the unfinished head was left open");
+    wait_for_close(&mut conn, Duration::from_secs(5), "the unfinished head was left open").await;
     let after = answered.elapsed();
     assert!(
         after >= Duration::from_millis(1400) && after < Duration::from_millis(2000),
@@ -334,9 +338,7 @@ async fn a_busy_keep_alive_connection_outlives_the_header_timeout_and_an_idle_on
     }
     assert!(served >= 5, "{served}");
     let idle_since = tokio::time::Instant::now();
-    let mut rest = Vec::new();
-    let closed = tokio::time::timeout(Duration::from_secs(3), conn.read_to_end(&mut rest)).await;
-    assert!(closed.is_ok(), "the idle connection was left open");
+    wait_for_close(&mut conn, Duration::from_secs(3), "the idle connection was left open").await;
     assert!(
         idle_since.elapsed() >= Duration::from_millis(150),
         "closed {:?} into a 300 ms idle limit",

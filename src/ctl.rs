@@ -262,9 +262,32 @@ fn token(args: &CtlArgs) -> Result<Option<String>, AppError> {
     if let Some(path) = &args.token_file {
         let text = std::fs::read_to_string(path)
             .map_err(|e| AppError::Other(format!("cannot read token file {}: {e}", path.display())))?;
-        return Ok(Some(text.trim().to_owned()));
+        return clean_token(&text, &format!("the token file {}", path.display()));
     }
-    Ok(std::env::var("SLUICE_TOKEN").ok().filter(|t| !t.is_empty()))
+    match std::env::var("SLUICE_TOKEN") {
+        Ok(text) => clean_token(&text, "SLUICE_TOKEN"),
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(_)) => Err(AppError::Other(
+            "the token in SLUICE_TOKEN is not text: a bearer token is visible ASCII".to_owned(),
+        )),
+    }
+}
+
+/// The token as sent: surrounding whitespace (the newline `echo` writes) is
+/// not part of it; anything else that cannot go in an Authorization header
+/// is refused here, naming where the token came from, never its value.
+fn clean_token(text: &str, source: &str) -> Result<Option<String>, AppError> {
+    let token = text.trim();
+    if token.is_empty() {
+        return Ok(None);
+    }
+    if !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(AppError::Other(format!(
+            "the token in {source} holds a control character, a space or a non-ASCII byte: \
+             a bearer token is visible ASCII"
+        )));
+    }
+    Ok(Some(token.to_owned()))
 }
 
 /// Runs one command; returns what to print.

@@ -46,6 +46,11 @@ pub enum TokenError {
     Env { name: String, var: String },
     #[error("token {name:?}: its secret is empty")]
     Empty { name: String },
+    #[error(
+        "token {name:?}: its secret holds a control character or a space inside it; \
+         a bearer token is visible ASCII (RFC 6750)"
+    )]
+    Invalid { name: String },
 }
 
 /// The configured tokens; swapped whole when a secret file changes.
@@ -152,6 +157,10 @@ pub fn read_secret(name: &str, secret: &SecretRef) -> Result<Vec<u8>, TokenError
     if trimmed.is_empty() {
         return Err(TokenError::Empty { name: name.to_owned() });
     }
+    // No client can present such a secret in an Authorization header.
+    if !trimmed.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(TokenError::Invalid { name: name.to_owned() });
+    }
     Ok(trimmed.as_bytes().to_vec())
 }
 
@@ -198,5 +207,16 @@ mod tests {
         std::fs::write(&f, "hunter2").unwrap();
         let set = TokenSet::load(&[token("ci", Role::Operator, &f)]).unwrap();
         assert!(!format!("{set:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn a_secret_with_an_inner_control_character_is_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("t");
+        std::fs::write(&f, "hun\u{7}ter2\n").unwrap();
+        let err = TokenSet::load(&[token("ci", Role::Operator, &f)]).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("\"ci\"") && text.contains("control character"), "{text}");
+        assert!(!text.contains("hun"), "{text}");
     }
 }

@@ -230,3 +230,39 @@ async fn ctl_dry_runs_a_rollout_from_a_spec_file() {
     assert_eq!(code, 1);
     assert!(err.contains("--spec /nonexistent.json"), "{err}");
 }
+
+/// What `echo secret > file` and `export SLUICE_TOKEN=$(cat file)`-style
+/// scripts produce: a trailing newline is not part of the token, on either
+/// side; a token with a control character inside is refused by name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctl_tokens_with_a_trailing_newline_work_and_inner_controls_are_refused() {
+    let blue = spawn_backend("blue", "v1", any_addr()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("token"), "nl-secret\n").unwrap();
+    let config = format!(
+        "[proxy]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[[admin.tokens]]\nname = \"ops\"\nrole = \"operator\"\nsecret = \"file:{d}/token\"\n{}",
+        pool_toml("blue", 100, &[blue.addr]),
+        d = dir.path().display()
+    );
+    let sluice = Running::start(dir.path(), &config, &[]);
+
+    let (code, out, err) = ctl(sluice.admin, "nl-secret\n", &["status"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("blue"), "{out}");
+
+    let file = dir.path().join("ctl-token");
+    std::fs::write(&file, "nl-secret\r\n").unwrap();
+    let (code, out, err) = ctl(sluice.admin, "", &["--token-file", file.to_str().unwrap(), "status"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("blue"), "{out}");
+
+    let (code, _, err) = ctl(sluice.admin, "nl-\u{1}secret", &["status"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("SLUICE_TOKEN") && err.contains("control character"), "{err}");
+    assert!(!err.contains("admin URL") && !err.contains("nl-"), "{err}");
+
+    std::fs::write(&file, "nl-\tsecret\n").unwrap();
+    let (code, _, err) = ctl(sluice.admin, "", &["--token-file", file.to_str().unwrap(), "status"]);
+    assert_eq!(code, 1);
+    assert!(err.contains(file.to_str().unwrap()) && err.contains("control character"), "{err}");
+}

@@ -16,7 +16,7 @@ async fn the_dashboard_shows_pools_and_rolls_back_in_chromium() {
     let browser_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
     let ready = browser_dir.join("node_modules/playwright-core").exists() && Path::new("/usr/bin/chromium").exists();
     let what = "chromium or playwright-core (apt install chromium; npm ci in tests/browser)";
-    if !tool_present(ready, "SLUICE_REQUIRE_BROWSER", what) {
+    if !tool_present(ready, what) {
         return;
     }
     let blue = spawn_backend("blue", "v1", any_addr()).await.unwrap();

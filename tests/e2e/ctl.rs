@@ -258,11 +258,17 @@ async fn ctl_tokens_with_a_trailing_newline_work_and_inner_controls_are_refused(
 
     let (code, _, err) = ctl(sluice.admin, "nl-\u{1}secret", &["status"]);
     assert_eq!(code, 1);
-    assert!(err.contains("SLUICE_TOKEN") && err.contains("control character"), "{err}");
+    assert!(
+        err.contains("SLUICE_TOKEN") && err.contains("control character"),
+        "{err}"
+    );
     assert!(!err.contains("admin URL") && !err.contains("nl-"), "{err}");
 
     std::fs::write(&file, "nl-\tsecret\n").unwrap();
     let (code, _, err) = ctl(sluice.admin, "", &["--token-file", file.to_str().unwrap(), "status"]);
     assert_eq!(code, 1);
-    assert!(err.contains(file.to_str().unwrap()) && err.contains("control character"), "{err}");
+    assert!(
+        err.contains(file.to_str().unwrap()) && err.contains("control character"),
+        "{err}"
+    );
 }

@@ -287,10 +287,7 @@ fn write_site_pair(dir: &Path) {
 /// `scripts/test` installs sslyze; without it the test fails.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sslyze_finds_the_listener_compliant_with_mozilla_intermediate() {
-    if !tool_present(
-        runs("sslyze", "--help"),
-        "sslyze (pip install sslyze)",
-    ) {
+    if !tool_present(runs("sslyze", "--help"), "sslyze (pip install sslyze)") {
         return;
     }
     let blue = spawn_backend("blue", "v1", any_addr()).await.unwrap();

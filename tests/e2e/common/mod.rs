@@ -497,7 +497,9 @@ pub fn promtool() -> Option<&'static str> {
     let found = ["/usr/bin/promtool", "/usr/local/bin/promtool"]
         .into_iter()
         .find(|p| std::path::Path::new(p).exists());
-    tool_present(found.is_some(), "promtool (apt install prometheus)").then_some(found).flatten()
+    tool_present(found.is_some(), "promtool (apt install prometheus)")
+        .then_some(found)
+        .flatten()
 }
 
 /// Whether `program ARG` runs at all.

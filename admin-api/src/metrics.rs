@@ -15,7 +15,9 @@ use prometheus::proto::{
 };
 use prometheus::{Encoder, IntCounterVec, Opts, Registry, TextEncoder};
 use sluice_proxy::RoutingTable;
-use sluice_proxy::stats::{LATENCY_BOUNDS, OPEN_CONNECTIONS, REFUSED_CONNECTIONS, UpstreamErrorKind};
+use sluice_proxy::stats::{
+    CONNECTION_PANICS, LATENCY_BOUNDS, OPEN_CONNECTIONS, REFUSED_CONNECTIONS, UpstreamErrorKind,
+};
 
 use crate::AdminState;
 
@@ -379,6 +381,15 @@ fn traffic_families(table: &RoutingTable, window: std::time::Duration) -> Vec<Me
             vec![counter(
                 &[],
                 REFUSED_CONNECTIONS.load(std::sync::atomic::Ordering::Relaxed) as f64,
+            )],
+        ),
+        family(
+            "sluice_connection_panics_total",
+            "Client connections closed because their task panicked (a bug: please report it); no other connection is affected.",
+            MetricType::COUNTER,
+            vec![counter(
+                &[],
+                CONNECTION_PANICS.load(std::sync::atomic::Ordering::Relaxed) as f64,
             )],
         ),
     ];

@@ -143,7 +143,17 @@ impl Body for ClientBody {
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match self.get_mut() {
-            Self::Hyper(body) => Pin::new(body).poll_frame(cx).map_err(BodyError::from),
+            Self::Hyper(body) => match Pin::new(body).poll_frame(cx) {
+                // hyper takes a bare LF after the last chunk as the start
+                // of a trailer section and reads on to the next blank line,
+                // which may be the next request's end; what it read then
+                // parses to no fields. A real trailer section has one at
+                // least: an empty one is bytes that were not trailers.
+                Poll::Ready(Some(Ok(frame))) if frame.trailers_ref().is_some_and(http::HeaderMap::is_empty) => {
+                    Poll::Ready(Some(Err(BodyError::from("a chunked body ended by a bare LF"))))
+                }
+                other => other.map_err(BodyError::from),
+            },
             Self::Read(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             Self::Stream(body) => Pin::new(body).poll_frame(cx).map_err(BodyError::from),
         }

@@ -17,8 +17,16 @@ pub enum ProxyError {
     MissingHost,
     #[error("request has more than one Host header")]
     DuplicateHost,
+    #[error("request has an invalid Host header")]
+    BadHost,
     #[error("request target is not valid")]
     BadTarget,
+    #[error(
+        "request framing is ambiguous: Transfer-Encoding must be exactly `chunked`, without Content-Length, on HTTP/1.1"
+    )]
+    BadFraming,
+    #[error("request uses a transfer coding other than chunked")]
+    UnsupportedCoding,
     #[error("request body is larger than the limit")]
     BodyTooLarge,
     #[error("the client's request body could not be read")]
@@ -47,7 +55,10 @@ impl ProxyError {
     pub fn status(self) -> StatusCode {
         use ProxyError::*;
         match self {
-            MissingHost | DuplicateHost | BadTarget | UnknownPoolOverride | ClientBodyFailed => StatusCode::BAD_REQUEST,
+            MissingHost | DuplicateHost | BadHost | BadTarget | BadFraming | UnknownPoolOverride | ClientBodyFailed => {
+                StatusCode::BAD_REQUEST
+            }
+            UnsupportedCoding => StatusCode::NOT_IMPLEMENTED,
             BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             NoPool | NoBackend | BackendOverloaded => StatusCode::SERVICE_UNAVAILABLE,
             ConnectFailed | UpstreamReset | UpstreamMalformed => StatusCode::BAD_GATEWAY,
@@ -61,7 +72,10 @@ impl ProxyError {
         match self {
             MissingHost => "missing-host",
             DuplicateHost => "duplicate-host",
+            BadHost => "bad-host",
             BadTarget => "bad-target",
+            BadFraming => "bad-framing",
+            UnsupportedCoding => "unsupported-transfer-coding",
             BodyTooLarge => "body-too-large",
             ClientBodyFailed => "client-body-failed",
             UnknownPoolOverride => "unknown-pool",
@@ -78,8 +92,10 @@ impl ProxyError {
 
     /// Whether the failure lies with the upstream (counts against a pool).
     pub fn is_upstream(self) -> bool {
-        // Load shed by sluice itself says nothing about the version.
-        self.status().is_server_error() && self != ProxyError::BackendOverloaded
+        // Load shed by sluice itself says nothing about the version, nor
+        // does a client's transfer coding.
+        self.status().is_server_error()
+            && !matches!(self, ProxyError::BackendOverloaded | ProxyError::UnsupportedCoding)
     }
 
     /// A short plain-text response; client errors also close the connection,
@@ -94,7 +110,7 @@ impl ProxyError {
             HeaderValue::from_static("text/plain; charset=utf-8"),
         );
         h.insert(ERROR_HEADER, HeaderValue::from_static(self.code()));
-        if self.status().is_client_error() {
+        if self.status().is_client_error() || self == ProxyError::UnsupportedCoding {
             h.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
         }
         if self == ProxyError::BackendOverloaded {

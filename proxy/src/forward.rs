@@ -65,17 +65,38 @@ impl Scratch {
 }
 
 /// What the request path knows about the client connection.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct ClientConn {
     pub peer: SocketAddr,
     pub forwarded: ForwardedFor,
+    /// Which server serves the connection now (for a caught panic's log).
+    pub protocol: std::sync::atomic::AtomicU8,
 }
+
+/// [`ClientConn::protocol`] values.
+pub const PROTOCOL_HTTP1: u8 = 0;
+pub const PROTOCOL_HTTP2: u8 = 1;
+pub const PROTOCOL_HTTP1_HYPER: u8 = 2;
 
 impl ClientConn {
     pub fn new(peer: SocketAddr, tls: bool) -> Self {
         Self {
             peer,
             forwarded: ForwardedFor::new(peer.ip(), tls),
+            protocol: std::sync::atomic::AtomicU8::new(PROTOCOL_HTTP1),
+        }
+    }
+
+    pub fn set_protocol(&self, protocol: u8) {
+        self.protocol.store(protocol, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The protocol's name for logs.
+    pub fn protocol_name(&self) -> &'static str {
+        match self.protocol.load(std::sync::atomic::Ordering::Relaxed) {
+            PROTOCOL_HTTP2 => "h2",
+            PROTOCOL_HTTP1_HYPER => "http/1.1 (hyper)",
+            _ => "http/1.1",
         }
     }
 }
@@ -289,12 +310,13 @@ impl Proxy {
             let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
 
             let (mut parts, body) = req.into_parts();
-            // An HTTP/2 client names the host in :authority, an HTTP/1.0 client
-            // may name none; HTTP/1.1 backends need a Host.
-            let host = match parts.headers.get(header::HOST) {
-                Some(host) => host.clone(),
-                None => {
-                    let host = original_authority(&parts.uri).unwrap_or_else(|| authority_value(&backend));
+            // An absolute-form target's authority replaces any Host (RFC
+            // 9112 §3.2.2), as HTTP/2's :authority does (RFC 9113 §8.3.1);
+            // an HTTP/1.0 client may name none; HTTP/1.1 backends need a Host.
+            let host = match (original_authority(&parts.uri), parts.headers.get(header::HOST)) {
+                (None, Some(host)) => host.clone(),
+                (authority, _) => {
+                    let host = authority.unwrap_or_else(|| authority_value(&backend));
                     parts.headers.insert(header::HOST, host.clone());
                     host
                 }
@@ -418,7 +440,8 @@ fn respond(mut parts: http::response::Parts, set_cookie: Option<HeaderValue>, bo
     Response::from_parts(parts, body)
 }
 
-/// The authority an HTTP/2 (or absolute-form) request addressed, as a Host value.
+/// The authority an HTTP/2 (or absolute-form) request addressed, as a Host
+/// value (`check_request` refused one with userinfo).
 fn original_authority(uri: &Uri) -> Option<HeaderValue> {
     HeaderValue::from_str(uri.authority()?.as_str()).ok()
 }

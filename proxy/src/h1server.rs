@@ -132,6 +132,12 @@ where
                 _ = &mut drained, if buf.is_empty() => return Outcome::Closed,
             }
         };
+        // The unit tests' way to prove a panicking connection harms no other
+        // (`server::tests`); not compiled into the product.
+        #[cfg(test)]
+        if req.uri().path() == crate::server::tests::PANIC_PATH {
+            panic!("test-only trigger");
+        }
         let head_only = req.method() == Method::HEAD;
         let res = {
             // `out` is free until the response: it carries the backend
@@ -250,9 +256,10 @@ fn parse_request(buf: &mut BytesMut, max_headers: usize, scratch: &mut Scratch) 
         if name.eq_ignore_ascii_case(b"content-length") {
             // Two values must agree.
             let n = content_length(value).and_then(|n| usize::try_from(n).ok());
+            // One length; a second, equal or not, is answered by hyper
+            // and refused (`headers::check_request`).
             match (n, body_len) {
                 (Some(n), None) if n <= MAX_READ_BODY => body_len = Some(n),
-                (Some(n), Some(seen)) if n == seen => {}
                 _ => return Parsed::Unusual,
             }
         } else if name.eq_ignore_ascii_case(b"transfer-encoding")

@@ -31,13 +31,30 @@ pub fn check_request<B>(req: &Request<B>, max_body: u64) -> Result<(), ProxyErro
         match (hosts.next(), hosts.next()) {
             (None, _) if req.version() == Version::HTTP_11 => return Err(ProxyError::MissingHost),
             (Some(_), Some(_)) => return Err(ProxyError::DuplicateHost),
+            // RFC 9112 §3.2: an invalid Host value is answered 400.
+            (Some(host), None) if !is_host(host.as_bytes()) => return Err(ProxyError::BadHost),
             _ => {}
         }
-        // Content-Length with Transfer-Encoding (the classic smuggling
-        // pair) never gets here with both: hyper drops the length, reads the
-        // body as chunked and closes the connection after the response.
+        // Two lengths (even equal ones) are refused (RFC 9110 §8.6 allows
+        // it): forwarded as they came, a strict backend may refuse them or
+        // read them differently.
+        if headers.get_all(header::CONTENT_LENGTH).iter().nth(1).is_some() {
+            return Err(ProxyError::BadFraming);
+        }
+        check_transfer_encoding(req)?;
     }
-    if req.uri().path_and_query().is_none() && req.method() != http::Method::OPTIONS {
+    // The asterisk-form is for OPTIONS only (RFC 9112 §3.2.4).
+    if (req.uri().path_and_query().is_none() || req.uri().path() == "*") && req.method() != http::Method::OPTIONS {
+        return Err(ProxyError::BadTarget);
+    }
+    // An absolute-form target names the host sent upstream: only an http(s)
+    // one without userinfo (RFC 9110 §4.2.4: its presence is an error).
+    if let Some(scheme) = req.uri().scheme_str()
+        && !(scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https"))
+    {
+        return Err(ProxyError::BadTarget);
+    }
+    if req.uri().authority().is_some_and(|a| a.as_str().contains('@')) {
         return Err(ProxyError::BadTarget);
     }
     if let Some(len) = headers.get(header::CONTENT_LENGTH) {
@@ -52,6 +69,84 @@ pub fn check_request<B>(req: &Request<B>, max_body: u64) -> Result<(), ProxyErro
         }
     }
     Ok(())
+}
+
+/// A request body's framing that every recipient reads the same way, or a
+/// refusal (the answer closes the connection: the bytes after the head
+/// cannot be trusted). Transfer-Encoding must be exactly one `chunked`
+/// across all its lines (RFC 9112 §6.1: chunked at most once, and last), on
+/// HTTP/1.1 only, and never with Content-Length (§6.3: "ought to be handled
+/// as an error"); nginx and HAProxy refuse the same.
+fn check_transfer_encoding<B>(req: &Request<B>) -> Result<(), ProxyError> {
+    let mut codings = req
+        .headers()
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+        .peekable();
+    if codings.peek().is_none() {
+        return Ok(());
+    }
+    if req.version() != Version::HTTP_11 || req.headers().contains_key(header::CONTENT_LENGTH) {
+        return Err(ProxyError::BadFraming);
+    }
+    let mut chunked = 0;
+    let mut other = false;
+    for coding in codings {
+        if coding.eq_ignore_ascii_case(b"chunked") {
+            chunked += 1;
+        } else if coding.is_empty() || chunked > 0 || !coding.iter().all(|&b| is_tchar(b)) {
+            // Empty elements, codings after chunked, odd bytes: read
+            // differently by different parsers.
+            return Err(ProxyError::BadFraming);
+        } else {
+            other = true;
+        }
+    }
+    match (chunked, other) {
+        (1, false) => Ok(()),
+        (1, true) => Err(ProxyError::UnsupportedCoding),
+        _ => Err(ProxyError::BadFraming),
+    }
+}
+
+/// A Host value: `uri-host [ ":" port ]` (RFC 9110 §7.2, RFC 3986 §3.2.2),
+/// or empty. No userinfo, path, spaces or other bytes a backend could read
+/// differently; an IP literal in brackets.
+fn is_host(value: &[u8]) -> bool {
+    let (host, port) = match value.strip_prefix(b"[") {
+        Some(rest) => match rest.iter().position(|&b| b == b']') {
+            Some(end) => {
+                let (literal, after) = rest.split_at(end);
+                if !literal.iter().all(|&b| b.is_ascii_hexdigit() || b == b':' || b == b'.') {
+                    return false;
+                }
+                (&b""[..], after.get(1..).unwrap_or_default())
+            }
+            None => return false,
+        },
+        None => match value.iter().position(|&b| b == b':') {
+            Some(colon) => (
+                value.get(..colon).unwrap_or_default(),
+                value.get(colon..).unwrap_or_default(),
+            ),
+            None => (value, &b""[..]),
+        },
+    };
+    let reg_name = host
+        .iter()
+        .all(|&b| b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=".contains(&b));
+    let port = match port.strip_prefix(b":") {
+        Some(digits) => digits.iter().all(u8::is_ascii_digit),
+        None => port.is_empty(),
+    };
+    reg_name && port
+}
+
+/// A token character (RFC 9110 §5.6.2).
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 /// The `Upgrade` value of a genuine HTTP/1.1 protocol upgrade (e.g.

@@ -15,14 +15,16 @@ use hyper_util::server::graceful::GracefulShutdown;
 use sluice_config::ProxyConfig;
 use std::net::SocketAddr;
 
+use futures_util::FutureExt as _;
+use std::panic::AssertUnwindSafe;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::body::ClientBody;
-use crate::forward::{ClientConn, Proxy, Scratch};
-use crate::stats::{OPEN_CONNECTIONS, REFUSED_CONNECTIONS};
+use crate::forward::{ClientConn, PROTOCOL_HTTP1_HYPER, PROTOCOL_HTTP2, Proxy, Scratch};
+use crate::stats::{CONNECTION_PANICS, OPEN_CONNECTIONS, REFUSED_CONNECTIONS};
 use crate::{h1server, h2};
 
 /// Time between requests after which a client connection frees its
@@ -132,23 +134,39 @@ pub async fn serve_moving(
         let (tls, handshake_timeout, idle_signal) = (tls.clone(), opts.header_read_timeout, idle_signal.clone());
         OPEN_CONNECTIONS.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(async move {
-            match tls {
-                None => serve_h1_first(stream, &builder, conn, proxy, watcher, &opts, idle_signal).await,
-                // Boxed: a task is as large as its largest state. Inline,
-                // the TLS branch (with hyper's, boxed below) made every
-                // plain connection's task 11 KB instead of 5 KB.
-                Some(acceptor) => {
-                    Box::pin(async {
-                        match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
-                            Ok(Ok(tls_stream)) => {
-                                serve_h1_first(tls_stream, &builder, conn, proxy, watcher, &opts, idle_signal).await;
+            let served = Arc::clone(&conn);
+            let serving = async move {
+                match tls {
+                    None => serve_h1_first(stream, &builder, conn, proxy, watcher, &opts, idle_signal).await,
+                    // Boxed: a task is as large as its largest state. Inline,
+                    // the TLS branch (with hyper's, boxed below) made every
+                    // plain connection's task 11 KB instead of 5 KB.
+                    Some(acceptor) => {
+                        Box::pin(async {
+                            match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                                Ok(Ok(tls_stream)) => {
+                                    serve_h1_first(tls_stream, &builder, conn, proxy, watcher, &opts, idle_signal)
+                                        .await;
+                                }
+                                Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
+                                Err(_) => debug!(%peer, "TLS handshake timed out"),
                             }
-                            Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
-                            Err(_) => debug!(%peer, "TLS handshake timed out"),
-                        }
-                    })
-                    .await
+                        })
+                        .await
+                    }
                 }
+            };
+            // The second line of defence behind panic-free protocol code: a
+            // panic ends this connection only (its state is dropped with
+            // it), is logged and counted, and the worker goes on.
+            if let Err(panic) = AssertUnwindSafe(serving).catch_unwind().await {
+                CONNECTION_PANICS.fetch_add(1, Ordering::Relaxed);
+                error!(
+                    %peer,
+                    protocol = served.protocol_name(),
+                    panic = panic_message(panic.as_ref()),
+                    "a connection's task panicked; that connection was closed (please report this bug)"
+                );
             }
             OPEN_CONNECTIONS.fetch_sub(1, Ordering::Relaxed);
         });
@@ -227,6 +245,15 @@ pub async fn serve_moving(
     true
 }
 
+/// A panic's message, when it has one.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&'static str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
+}
+
 /// Serves one accepted connection (plain or TLS) on sluice's own HTTP/1.1
 /// loop, then, if it needs hyper (see `h1server`), on hyper. `watcher`
 /// is held throughout, so the drain waits for the connection.
@@ -244,13 +271,17 @@ async fn serve_h1_first<I>(
     match h1server::serve(io, &conn, &proxy, opts, idle_signal.clone()).await {
         h1server::Outcome::Closed => {}
         h1server::Outcome::HandOff(io) if h2::is_preface(io.prefix()) => {
+            conn.set_protocol(PROTOCOL_HTTP2);
             // Boxed: the task of every connection is as large as its
             // largest state, and HTTP/1.1 connections should not carry the
             // HTTP/2 server's.
             Box::pin(h2::serve(io, &conn, &proxy, opts, idle_signal)).await;
         }
         // Boxed for the same reason: few connections are handed to hyper.
-        h1server::Outcome::HandOff(io) => Box::pin(serve_io(builder, TokioIo::new(io), conn, proxy, watcher)).await,
+        h1server::Outcome::HandOff(io) => {
+            conn.set_protocol(PROTOCOL_HTTP1_HYPER);
+            Box::pin(serve_io(builder, TokioIo::new(io), conn, proxy, watcher)).await;
+        }
     }
 }
 
@@ -278,5 +309,76 @@ async fn serve_io<I>(
     let connection = builder.serve_connection_with_upgrades(io, service);
     if let Err(e) = watcher.watch(connection.into_owned()).await {
         debug!(%peer, error = %e, "connection ended with an error");
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+pub(crate) mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::Ordering;
+    use std::time::Duration;
+
+    use sluice_config::{Timeouts, UpstreamProtocol};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
+    use super::{ListenerOptions, serve};
+    use crate::forward::Proxy;
+    use crate::stats::CONNECTION_PANICS;
+    use crate::table::{PoolSpec, RoutingPolicy};
+
+    /// A request for this path panics inside its connection's task.
+    pub(crate) const PANIC_PATH: &str = "/__sluice_test_panic";
+
+    async fn exchange(s: &mut TcpStream, path: &str) -> std::io::Result<String> {
+        s.write_all(format!("GET {path} HTTP/1.1\r\nhost: x\r\n\r\n").as_bytes())
+            .await?;
+        let mut buf = vec![0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await??;
+        Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_panicking_connection_is_counted_and_harms_no_other() {
+        let pool = PoolSpec {
+            name: "blue".into(),
+            version: "v1".into(),
+            weight: 100,
+            protocol: UpstreamProtocol::Http1,
+            // Nothing listens there: every request is answered 502 by sluice.
+            backends: vec!["127.0.0.1:1".into()],
+            tls: None,
+        };
+        let routing = Arc::new(crate::handle::RoutingHandle::new(&[pool], RoutingPolicy::default()).unwrap());
+        let proxy = Arc::new(Proxy::new(
+            routing,
+            crate::upstream::Upstreams::new(&Timeouts::default()),
+        ));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let opts = ListenerOptions {
+            header_read_timeout: Duration::from_secs(10),
+            max_header_bytes: 65536,
+            max_headers: 100,
+            drain_timeout: Duration::from_secs(1),
+            max_connections: 100,
+        };
+        tokio::spawn(serve(listener, proxy, opts, std::future::pending()));
+
+        let mut bystander = TcpStream::connect(addr).await.unwrap();
+        assert!(exchange(&mut bystander, "/").await.unwrap().starts_with("HTTP/1.1 502"));
+        let before = CONNECTION_PANICS.load(Ordering::Relaxed);
+
+        let mut victim = TcpStream::connect(addr).await.unwrap();
+        // The connection closes without an answer.
+        let answer = exchange(&mut victim, PANIC_PATH).await;
+        assert!(answer.as_deref().map_or(true, str::is_empty), "{answer:?}");
+        assert_eq!(CONNECTION_PANICS.load(Ordering::Relaxed), before + 1);
+
+        // The connection open beside it, and new ones, are served as before.
+        assert!(exchange(&mut bystander, "/").await.unwrap().starts_with("HTTP/1.1 502"));
+        let mut fresh = TcpStream::connect(addr).await.unwrap();
+        assert!(exchange(&mut fresh, "/").await.unwrap().starts_with("HTTP/1.1 502"));
     }
 }

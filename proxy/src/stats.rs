@@ -152,6 +152,10 @@ pub static OPEN_CONNECTIONS: AtomicU64 = AtomicU64::new(0);
 /// Client connections closed on accept because `max_connections` was reached.
 pub static REFUSED_CONNECTIONS: AtomicU64 = AtomicU64::new(0);
 
+/// Client connections whose task panicked (caught: only that connection
+/// closed). Any count above zero is a bug to report.
+pub static CONNECTION_PANICS: AtomicU64 = AtomicU64::new(0);
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -159,7 +159,28 @@ pub(super) struct Connection<'a, I> {
     pub(super) answered: u64,
     pub(super) resets: u64,
     pub(super) empty_data: u32,
+    /// The largest dynamic table the client's decoder may assume sluice's
+    /// encoder uses; a client setting below it owes the client a size
+    /// update at the start of the next header block.
+    pub(super) encoder_table: u32,
+    pub(super) table_update: bool,
+    /// Streams sluice reset most recently (a ring, allocated at the first
+    /// reset): frames the client sent before it saw the reset are ignored
+    /// (RFC 9113 §5.1, closed), not taken as a protocol error.
+    pub(super) reset_ids: Vec<u32>,
+    pub(super) reset_next: usize,
+    /// Stream ids the client skipped when it opened a higher one (ranges,
+    /// at most [`MAX_SKIPPED`]): they were never opened, so a frame on one
+    /// is a PROTOCOL_ERROR (§5.1.1), not a frame on a closed stream.
+    pub(super) skipped: Vec<(u32, u32)>,
 }
+
+/// Locally reset streams remembered: as many as may be open at once.
+const MAX_RESET_IDS: usize = MAX_STREAMS;
+/// Ranges of skipped stream ids remembered; past this, ranges merge (a
+/// frame on a closed stream inside one then gets PROTOCOL_ERROR instead of
+/// STREAM_CLOSED: a connection error either way).
+const MAX_SKIPPED: usize = 16;
 
 impl<'a, I: AsyncRead + AsyncWrite + Unpin> Connection<'a, I> {
     fn new(io: I, client: &'a ClientConn, proxy: &'a Proxy, opts: &ListenerOptions) -> Self {
@@ -220,6 +241,11 @@ impl<'a, I: AsyncRead + AsyncWrite + Unpin> Connection<'a, I> {
             answered: 0,
             resets: 0,
             empty_data: 0,
+            encoder_table: frame::DEFAULT_TABLE_SIZE,
+            table_update: false,
+            reset_ids: Vec::new(),
+            reset_next: 0,
+            skipped: Vec::new(),
         }
     }
 
@@ -436,18 +462,71 @@ impl<'a, I: AsyncRead + AsyncWrite + Unpin> Connection<'a, I> {
 
     /// Resets a stream (a stream error, or the response body failed).
     pub(super) fn reset(&mut self, id: u32, reason: Reason) {
-        frame::write_rst(&mut self.wbuf, id, reason);
-        if reason != Reason::NoError {
-            self.count_reset();
-        }
         if let Some(i) = self.find(id) {
             self.close_stream(i);
         }
+        self.write_reset(id, reason);
+        // Last: too many resets fail the connection, which drops every stream.
+        if reason != Reason::NoError {
+            self.count_reset();
+        }
+    }
+
+    /// Writes RST_STREAM and remembers that sluice sent it.
+    pub(super) fn write_reset(&mut self, id: u32, reason: Reason) {
+        frame::write_rst(&mut self.wbuf, id, reason);
+        if self.reset_ids.len() < MAX_RESET_IDS {
+            self.reset_ids.push(id);
+        } else if let Some(slot) = self.reset_ids.get_mut(self.reset_next) {
+            *slot = id;
+        }
+        self.reset_next = (self.reset_next + 1) % MAX_RESET_IDS;
+    }
+
+    /// A new stream `id` opened past `last_stream`: the ids between were
+    /// skipped.
+    pub(super) fn note_opened(&mut self, id: u32) {
+        let first = if self.last_stream == 0 {
+            1
+        } else {
+            self.last_stream.saturating_add(2)
+        };
+        if id > first {
+            let gap = (first, id - 2);
+            let full = self.skipped.len() >= MAX_SKIPPED;
+            match self.skipped.last_mut() {
+                Some(last) if full => last.1 = gap.1,
+                _ => self.skipped.push(gap),
+            }
+        }
+        self.last_stream = id;
+    }
+
+    /// A frame that opens nothing on stream `id`, at most `last_stream`, that
+    /// sluice holds no state for (RFC 9113 §5.1, §5.1.1): ignored when
+    /// sluice reset the stream (the client may not have seen it yet); a
+    /// connection error otherwise, PROTOCOL_ERROR for an id never opened,
+    /// STREAM_CLOSED for a closed stream (a stream error would do for one
+    /// the client reset; §5.4.1 lets an endpoint treat it as a connection
+    /// error, and nothing is lost: the client itself ended the stream).
+    pub(super) fn on_forgotten(&self, id: u32) -> Result<(), Failure> {
+        if self.reset_ids.contains(&id) {
+            Ok(())
+        } else if self.idle(id) {
+            Err(Failure::Connection(Reason::Protocol))
+        } else {
+            Err(Failure::Connection(Reason::StreamClosed))
+        }
+    }
+
+    /// Whether stream `id` was never opened: past the last one, or skipped.
+    pub(super) fn idle(&self, id: u32) -> bool {
+        id > self.last_stream || self.skipped.iter().any(|&(a, b)| (a..=b).contains(&id))
     }
 
     /// Stops all work on a stream: its handler, body and request body are dropped.
     pub(super) fn close_stream(&mut self, i: usize) {
-        let stream = &mut self.streams[i];
+        let Some(stream) = self.streams.get_mut(i) else { return };
         stream.handler = None;
         stream.body = None;
         stream.sink = None;
@@ -465,6 +544,12 @@ impl<'a, I: AsyncRead + AsyncWrite + Unpin> Connection<'a, I> {
 
     pub(super) fn find(&self, id: u32) -> Option<usize> {
         self.streams.iter().position(|s| s.id == id)
+    }
+
+    /// [`Self::find`], but a stream already closed and waiting for the
+    /// sweep counts as gone (the frame is then judged as on a closed stream).
+    pub(super) fn find_open(&self, id: u32) -> Option<usize> {
+        self.streams.iter().position(|s| s.id == id && !s.finished())
     }
 
     /// Sends GOAWAY: no stream after the last one seen will be served.

@@ -11,6 +11,8 @@ pub const HEAD_LEN: usize = 9;
 pub const MAX_FRAME: usize = 16_384;
 /// The largest frame payload a peer may allow (RFC 9113 §6.5.2).
 pub const MAX_FRAME_LIMIT: u32 = (1 << 24) - 1;
+/// The HPACK dynamic table's size until SETTINGS say otherwise.
+pub const DEFAULT_TABLE_SIZE: u32 = 4096;
 /// Every window starts at this size until SETTINGS say otherwise.
 pub const DEFAULT_WINDOW: i64 = 65_535;
 pub const MAX_WINDOW: i64 = (1 << 31) - 1;
@@ -33,6 +35,7 @@ pub const END_HEADERS: u8 = 0x4;
 pub const PADDED: u8 = 0x8;
 pub const PRIORITY_FLAG: u8 = 0x20;
 
+pub const SETTINGS_HEADER_TABLE_SIZE: u16 = 0x1;
 pub const SETTINGS_ENABLE_PUSH: u16 = 0x2;
 pub const SETTINGS_MAX_CONCURRENT_STREAMS: u16 = 0x3;
 pub const SETTINGS_INITIAL_WINDOW_SIZE: u16 = 0x4;

@@ -392,6 +392,13 @@ fn write_string(out: &mut Vec<u8>, bytes: &[u8]) {
     out.extend_from_slice(bytes);
 }
 
+/// Appends a dynamic table size update to 0 (RFC 7541 §6.3): sluice's
+/// encoder uses no dynamic table, and says so at the start of the first
+/// block after a client lowers SETTINGS_HEADER_TABLE_SIZE (§4.2).
+pub fn encode_table_size_zero(out: &mut Vec<u8>) {
+    write_integer(out, 5, 0x20, 0);
+}
+
 /// Appends `:status`.
 pub fn encode_status(status: StatusCode, out: &mut Vec<u8>) {
     let indexed = match status.as_u16() {

@@ -44,18 +44,29 @@ impl<'a, I: AsyncRead + AsyncWrite + Unpin> Connection<'a, I> {
                 if head.len != 5 {
                     return Err(Failure::Stream(head.stream, Reason::FrameSize));
                 }
+                // Priorities are not acted on (RFC 9113 §5.3.2 deprecates
+                // them), but a stream cannot depend on itself (§5.3.1).
+                let dependency = payload
+                    .get(..4)
+                    .and_then(|b| <[u8; 4]>::try_from(b).ok())
+                    .map(u32::from_be_bytes);
+                if dependency.map(|d| d & 0x7fff_ffff) == Some(head.stream) {
+                    return Err(Failure::Stream(head.stream, Reason::Protocol));
+                }
                 Ok(())
             }
             frame::RST_STREAM => {
-                if head.stream == 0 || head.stream > self.last_stream {
+                if head.stream == 0 || self.idle(head.stream) {
                     return Err(Conn(Reason::Protocol));
                 }
                 if head.len != 4 {
                     return Err(Conn(Reason::FrameSize));
                 }
                 if let Some(i) = self.find(head.stream) {
-                    self.count_reset();
                     self.close_stream(i);
+                    // After the close: too many resets fail the connection,
+                    // which drops every stream (and the index with them).
+                    self.count_reset();
                 }
                 Ok(())
             }
@@ -123,14 +134,19 @@ impl<'a, I: AsyncRead + AsyncWrite + Unpin> Connection<'a, I> {
                         }
                     }
                 }
+                frame::SETTINGS_HEADER_TABLE_SIZE if value < self.encoder_table => {
+                    // Acknowledged with a size update of 0 at the start of
+                    // the next response head (RFC 7541 §4.2).
+                    self.encoder_table = 0;
+                    self.table_update = true;
+                }
                 frame::SETTINGS_MAX_FRAME_SIZE => {
                     if !(frame::MAX_FRAME as u32..=frame::MAX_FRAME_LIMIT).contains(&value) {
                         return Err(Conn(Reason::Protocol));
                     }
                     self.peer_max_frame = value as usize;
                 }
-                // sluice's encoder uses no dynamic table and pushes nothing;
-                // the rest are advisory.
+                // sluice pushes nothing; the rest are advisory.
                 _ => {}
             }
         }
@@ -153,7 +169,7 @@ impl<'a, I: AsyncRead + AsyncWrite + Unpin> Connection<'a, I> {
             }
             return Ok(());
         }
-        if head.stream > self.last_stream {
+        if self.idle(head.stream) {
             return Err(Failure::Connection(Reason::Protocol));
         }
         if increment == 0 {
@@ -171,7 +187,7 @@ impl<'a, I: AsyncRead + AsyncWrite + Unpin> Connection<'a, I> {
 
     fn on_data(&mut self, head: Head, payload: Bytes) -> Result<(), Failure> {
         use Failure::Connection as Conn;
-        if head.stream == 0 || head.stream > self.last_stream {
+        if head.stream == 0 || self.idle(head.stream) {
             return Err(Conn(Reason::Protocol));
         }
         let len = head.len;
@@ -180,13 +196,14 @@ impl<'a, I: AsyncRead + AsyncWrite + Unpin> Connection<'a, I> {
             return Err(Conn(Reason::FlowControl));
         }
         let data = frame::unpad(&head, payload).ok_or(Conn(Reason::Protocol))?;
-        let Some(i) = self.find(head.stream).filter(|&i| self.streams[i].sink.is_some()) else {
+        let Some(i) = self.find_open(head.stream).filter(|&i| self.streams[i].sink.is_some()) else {
             // A stream already ended or reset: the bytes count against the
             // connection's window only, which they are given back to.
             self.credit += len;
-            return match self.find(head.stream) {
+            return match self.find_open(head.stream) {
+                // Half-closed (remote): the client already ended the body.
                 Some(_) => Err(Failure::Stream(head.stream, Reason::StreamClosed)),
-                None => Ok(()),
+                None => self.on_forgotten(head.stream),
             };
         };
         let end = head.has(frame::END_STREAM);
@@ -291,20 +308,20 @@ impl<'a, I: AsyncRead + AsyncWrite + Unpin> Connection<'a, I> {
         if id <= self.last_stream {
             return self.on_trailers(id, end_stream, head);
         }
-        self.last_stream = id;
+        self.note_opened(id);
         if self.going_away || self.peer_goaway {
-            frame::write_rst(&mut self.wbuf, id, Reason::RefusedStream);
+            self.write_reset(id, Reason::RefusedStream);
             return Ok(());
         }
         if self.streams.len() >= MAX_STREAMS {
+            self.write_reset(id, Reason::RefusedStream);
             self.count_reset();
-            frame::write_rst(&mut self.wbuf, id, Reason::RefusedStream);
             return Ok(());
         }
         let content_length = head.content_length();
         if end_stream && content_length.is_some_and(|n| n > 0) {
+            self.write_reset(id, Reason::Protocol);
             self.count_reset();
-            frame::write_rst(&mut self.wbuf, id, Reason::Protocol);
             return Ok(());
         }
         let consumed = (!end_stream).then(|| Arc::new(Consumed::new(Arc::clone(&self.waker))));
@@ -325,8 +342,8 @@ impl<'a, I: AsyncRead + AsyncWrite + Unpin> Connection<'a, I> {
             }
             Err(Refusal::Malformed(why)) => {
                 debug!(peer = %self.client.peer, stream = id, why, "malformed HTTP/2 request");
+                self.write_reset(id, Reason::Protocol);
                 self.count_reset();
-                frame::write_rst(&mut self.wbuf, id, Reason::Protocol);
                 return Ok(());
             }
             Err(Refusal::TooLarge) => None,
@@ -363,12 +380,16 @@ impl<'a, I: AsyncRead + AsyncWrite + Unpin> Connection<'a, I> {
         Ok(())
     }
 
+    /// A header block on a stream already opened: the request's trailers
+    /// while its body is open.
     fn on_trailers(&mut self, id: u32, end_stream: bool, head: RequestHead) -> Result<(), Failure> {
-        let Some(i) = self.find(id).filter(|&i| self.streams[i].sink.is_some()) else {
-            // Trailers for a stream already closed (perhaps reset by sluice
-            // while they were on their way): nothing to do with them.
-            return Ok(());
+        let Some(i) = self.find_open(id) else {
+            return self.on_forgotten(id);
         };
+        if self.streams[i].sink.is_none() {
+            // Half-closed (remote): the request already ended (§5.1).
+            return Err(Failure::Stream(id, Reason::StreamClosed));
+        }
         if !end_stream {
             return Err(Failure::Stream(id, Reason::Protocol));
         }

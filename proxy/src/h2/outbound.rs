@@ -46,6 +46,9 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Connection<'_, I> {
         let (parts, mut body) = res.into_parts();
         let block = &mut self.block;
         block.clear();
+        if std::mem::take(&mut self.table_update) {
+            hpack::encode_table_size_zero(block);
+        }
         hpack::encode_status(parts.status, block);
         let mut has_date = false;
         if let Some(lines) = body.take_header_lines() {
@@ -164,6 +167,9 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Connection<'_, I> {
                             Err(f) => {
                                 stream.body = None;
                                 self.block.clear();
+                                if std::mem::take(&mut self.table_update) {
+                                    hpack::encode_table_size_zero(&mut self.block);
+                                }
                                 if let Ok(trailers) = f.into_trailers() {
                                     for (name, value) in &trailers {
                                         hpack::encode_header(name, value, &mut self.block);
@@ -195,13 +201,13 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Connection<'_, I> {
     /// The response is out. A request body still arriving is no longer
     /// wanted: RST_STREAM(NO_ERROR) tells the client to stop (RFC 9113 §8.1).
     fn finish_sending(&mut self, i: usize) {
-        let stream = &mut self.streams[i];
+        let Some(stream) = self.streams.get_mut(i) else { return };
         stream.done_sending = true;
         stream.body = None;
+        let (id, body_open) = (stream.id, stream.sink.take().is_some());
         self.answered += 1;
-        if stream.sink.is_some() {
-            frame::write_rst(&mut self.wbuf, stream.id, Reason::NoError);
-            stream.sink = None;
+        if body_open {
+            self.write_reset(id, Reason::NoError);
         }
     }
 }

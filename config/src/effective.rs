@@ -43,6 +43,7 @@ impl Config {
             "proxy.workers",
             p.workers.map_or("one per core".into(), |w| w.to_string()),
         );
+        push("proxy.engine", p.engine.as_str().to_owned());
         push("proxy.allow_pool_override", p.allow_pool_override.to_string());
         push("proxy.drain_timeout", format!("{:?}", p.drain_timeout));
         push("proxy.timeouts.connect", format!("{:?}", p.timeouts.connect));

@@ -26,6 +26,9 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProxyConfig {
     pub listen: SocketAddr,
+    /// Which HTTP servers serve clients (and which client talks HTTP/1.1 to
+    /// backends); a reload switches new connections.
+    pub engine: Engine,
     /// Runtime worker threads; defaults to the number of cores.
     pub workers: Option<usize>,
     /// Honour the `x-sluice-pool` header (testers reaching a pool directly).
@@ -35,6 +38,27 @@ pub struct ProxyConfig {
     pub timeouts: Timeouts,
     pub limits: Limits,
     pub tls: Option<TlsConfig>,
+}
+
+/// The HTTP engines of the data plane.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Engine {
+    /// sluice's own HTTP/1.1 loop and HTTP/2 server, and its own HTTP/1.1
+    /// client to backends (hyper for what they hand over).
+    #[default]
+    Sluice,
+    /// hyper's HTTP/1.1 and HTTP/2 servers and hyper's client: the way
+    /// back if an operator meets a protocol bug in sluice's own engines.
+    Hyper,
+}
+
+impl Engine {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Engine::Sluice => "sluice",
+            Engine::Hyper => "hyper",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

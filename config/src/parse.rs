@@ -92,6 +92,17 @@ fn proxy(section: Option<Section>, problems: &mut Problems) -> ProxyConfig {
         }
     });
     let allow_pool_override = s.take("allow_pool_override", problems).unwrap_or(false);
+    let engine = match s.take::<String>("engine", problems).as_deref() {
+        None | Some("sluice") => Engine::Sluice,
+        Some("hyper") => Engine::Hyper,
+        Some(other) => {
+            problems.push(
+                s.key_path("engine"),
+                format!("must be \"sluice\" or \"hyper\", not {other:?}"),
+            );
+            Engine::Sluice
+        }
+    };
     let drain_timeout = s
         .duration("drain_timeout", problems)
         .unwrap_or(std::time::Duration::from_secs(30));
@@ -155,6 +166,7 @@ fn proxy(section: Option<Section>, problems: &mut Problems) -> ProxyConfig {
     s.finish(problems);
     ProxyConfig {
         listen,
+        engine,
         workers,
         allow_pool_override,
         drain_timeout,

@@ -13,7 +13,7 @@ use http::uri::{PathAndQuery, Scheme};
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use hyper_util::rt::TokioIo;
-use sluice_config::UpstreamProtocol;
+use sluice_config::{Engine, UpstreamProtocol};
 use tracing::debug;
 
 use crate::body::{ClientBody, ProxyBody, RequestBody, RequestBodyError};
@@ -77,6 +77,7 @@ pub struct ClientConn {
 pub const PROTOCOL_HTTP1: u8 = 0;
 pub const PROTOCOL_HTTP2: u8 = 1;
 pub const PROTOCOL_HTTP1_HYPER: u8 = 2;
+pub const PROTOCOL_HYPER: u8 = 3;
 
 impl ClientConn {
     pub fn new(peer: SocketAddr, tls: bool) -> Self {
@@ -96,6 +97,7 @@ impl ClientConn {
         match self.protocol.load(std::sync::atomic::Ordering::Relaxed) {
             PROTOCOL_HTTP2 => "h2",
             PROTOCOL_HTTP1_HYPER => "http/1.1 (hyper)",
+            PROTOCOL_HYPER => "hyper engine",
             _ => "http/1.1",
         }
     }
@@ -216,6 +218,12 @@ impl Proxy {
         &self.routing
     }
 
+    /// The engine new connections are served with (`proxy.engine`, as of
+    /// the last reload).
+    pub fn engine(&self) -> Engine {
+        self.routing.load().policy().forward.engine
+    }
+
     /// Serves one request; failures become short plain-text responses.
     /// `scratch` is the connection's (see [`Scratch`]).
     ///
@@ -328,6 +336,7 @@ impl Proxy {
                 && protocol == UpstreamProtocol::Http1
                 && tls.is_none()
                 && upgrade.is_none()
+                && settings.engine == Engine::Sluice
             {
                 // The common request (no body or a small one of known length,
                 // no upgrade, plain HTTP/1.1 to the backend) takes sluice's own

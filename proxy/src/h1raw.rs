@@ -12,6 +12,19 @@
 //! Parsing is httparse's (the parser hyper uses); header values share the
 //! head's buffer rather than being copied.
 
+// Parses bytes from the network: no construct here may panic on them
+// (docs/security.md, "Panic-free protocol code").
+#![deny(
+    clippy::indexing_slicing,
+    clippy::panic,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::unreachable,
+    clippy::todo,
+    clippy::unimplemented,
+    clippy::panic_in_result_fn
+)]
+
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
@@ -245,7 +258,7 @@ impl HeaderLines {
             // written after them.
             let colon = line.iter().position(|&b| b == b':')?;
             let value = line.get(colon + 2..)?;
-            Some((&line[..colon], value.strip_suffix(b"\r").unwrap_or(value)))
+            Some((line.get(..colon)?, value.strip_suffix(b"\r").unwrap_or(value)))
         })
     }
 }
@@ -277,7 +290,7 @@ fn parse_head(buf: &mut BytesMut, method: &Method, headers_as: HeadersAs) -> Res
     };
     let head = buf.split_to(len).freeze();
     let status = StatusCode::from_u16(code).map_err(|_| RawError::Malformed("invalid status code"))?;
-    let spans = &spans[..count];
+    let spans = spans.get(..count).unwrap_or_default();
     let (mut chunked, mut length, mut close, mut keep_alive_token, mut other_coding, mut listed) =
         (false, None, false, false, false, false);
     for &(ns, ne, vs, ve) in spans {
@@ -569,7 +582,7 @@ fn decode_chunk(buf: &mut BytesMut, state: &mut Chunk) -> Result<Step, RawError>
             let Some(end) = find_crlf(buf) else {
                 return need_more(MAX_CHUNK_LINE, buf, "chunk-size line too long");
             };
-            let line = &buf[..end];
+            let line = buf.get(..end).unwrap_or_default();
             let digits = line.split(|&b| b == b';').next().unwrap_or_default().trim_ascii();
             let size = std::str::from_utf8(digits)
                 .ok()
@@ -594,10 +607,10 @@ fn decode_chunk(buf: &mut BytesMut, state: &mut Chunk) -> Result<Step, RawError>
             None => Ok(Step::Read(READ_CHUNK)),
         },
         Chunk::DataEnd => {
-            if buf.len() < 2 {
+            let Some(crlf) = buf.get(..2) else {
                 return Ok(Step::Read(READ_CHUNK));
-            }
-            if &buf[..2] != b"\r\n" {
+            };
+            if crlf != b"\r\n" {
                 return Err(RawError::Malformed("chunk data not followed by CRLF"));
             }
             buf.advance(2);

@@ -12,6 +12,19 @@
 //! 431...) hyper gives; a connection that starts with the HTTP/2 preface is
 //! handed the same way to sluice's HTTP/2 server (`crate::h2`).
 
+// Parses bytes from the network: no construct here may panic on them
+// (docs/security.md, "Panic-free protocol code").
+#![deny(
+    clippy::indexing_slicing,
+    clippy::panic,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::unreachable,
+    clippy::todo,
+    clippy::unimplemented,
+    clippy::panic_in_result_fn
+)]
+
 use std::future::poll_fn;
 use std::io::{IoSlice, Write as _};
 use std::mem::MaybeUninit;
@@ -135,6 +148,7 @@ where
         // The unit tests' way to prove a panicking connection harms no other
         // (`server::tests`); not compiled into the product.
         #[cfg(test)]
+        #[allow(clippy::panic)]
         if req.uri().path() == crate::server::tests::PANIC_PATH {
             panic!("test-only trigger");
         }
@@ -221,7 +235,7 @@ fn parse_request(buf: &mut BytesMut, max_headers: usize, scratch: &mut Scratch) 
         let parsed = httparse::ParserConfig::default().parse_request_with_uninit_headers(
             &mut req,
             buf,
-            &mut headers[..max_headers],
+            headers.get_mut(..max_headers).unwrap_or_default(),
         );
         let len = match parsed {
             Ok(httparse::Status::Complete(len)) => len,
@@ -247,7 +261,8 @@ fn parse_request(buf: &mut BytesMut, max_headers: usize, scratch: &mut Scratch) 
     let in_head = |(s, e): (u32, u32)| head.get(s as usize..e as usize);
     let mut keep_alive = true;
     let mut body_len: Option<usize> = None;
-    for &(ns, ne, vs, ve) in &spans[..count] {
+    let spans = spans.get(..count).unwrap_or_default();
+    for &(ns, ne, vs, ve) in spans {
         let (Some(name), Some(value)) = (in_head((ns, ne)), in_head((vs, ve))) else {
             return Parsed::Unusual;
         };
@@ -292,11 +307,16 @@ fn parse_request(buf: &mut BytesMut, max_headers: usize, scratch: &mut Scratch) 
         unsplit(buf, &head);
         return Parsed::Unusual;
     };
-    for &(ns, ne, vs, ve) in &spans[..count] {
+    for &(ns, ne, vs, ve) in spans {
         // httparse allows the bytes `http` allows in names and values;
         // checked anyway, and hyper answers the head if they disagree.
+        // The spans were checked against the head above.
+        let (Some(name), true) = (head.get(ns as usize..ne as usize), (ve as usize) <= head.len()) else {
+            unsplit(buf, &head);
+            return Parsed::Unusual;
+        };
         let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(&head[ns as usize..ne as usize]),
+            HeaderName::from_bytes(name),
             HeaderValue::from_maybe_shared(head.slice(vs as usize..ve as usize)),
         ) else {
             unsplit(buf, &head);
@@ -318,6 +338,8 @@ fn parse_request(buf: &mut BytesMut, max_headers: usize, scratch: &mut Scratch) 
 /// (`fuzz/checks.rs`, replayed by the tests), which checks that the
 /// bytes hyper gets are exactly the bytes that came.
 #[doc(hidden)]
+// The fuzz target's harness: its asserts are the checks.
+#[allow(clippy::indexing_slicing)]
 pub fn parse_whole(bytes: &[u8], max_headers: usize) -> Option<(Request<Option<Bytes>>, usize)> {
     let mut buf = BytesMut::from(bytes);
     match parse_request(&mut buf, max_headers.clamp(1, MAX_HEADERS), &mut Scratch::default()) {
@@ -563,7 +585,7 @@ impl<I: AsyncRead + Unpin> AsyncRead for Prefixed<I> {
         let this = self.get_mut();
         if !this.prefix.is_empty() {
             let n = this.prefix.len().min(out.remaining());
-            out.put_slice(&this.prefix[..n]);
+            out.put_slice(this.prefix.get(..n).unwrap_or_default());
             this.prefix.advance(n);
             if this.prefix.is_empty() {
                 // Lets go of the read buffer the prefix was part of.

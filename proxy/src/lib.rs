@@ -50,6 +50,7 @@ pub fn routing_from_config(config: &Config) -> Result<(Vec<PoolSpec>, RoutingPol
             upstream_response_timeout: config.proxy.timeouts.upstream_response,
             max_request_body_bytes: config.proxy.limits.max_request_body_bytes,
             max_in_flight_per_backend: config.proxy.limits.max_in_flight_per_backend,
+            engine: config.proxy.engine,
         },
         sticky: config.sticky.clone(),
         allow_pool_override: config.proxy.allow_pool_override,

@@ -12,7 +12,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use sluice_config::ProxyConfig;
+use sluice_config::{Engine, ProxyConfig};
 use std::net::SocketAddr;
 
 use futures_util::FutureExt as _;
@@ -23,7 +23,7 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{debug, error, info, warn};
 
 use crate::body::ClientBody;
-use crate::forward::{ClientConn, PROTOCOL_HTTP1_HYPER, PROTOCOL_HTTP2, Proxy, Scratch};
+use crate::forward::{ClientConn, PROTOCOL_HTTP1_HYPER, PROTOCOL_HTTP2, PROTOCOL_HYPER, Proxy, Scratch};
 use crate::stats::{CONNECTION_PANICS, OPEN_CONNECTIONS, REFUSED_CONNECTIONS};
 use crate::{h1server, h2};
 
@@ -61,6 +61,11 @@ impl From<&ProxyConfig> for ListenerOptions {
 /// sluice sets them.
 fn http_builder(opts: &ListenerOptions) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new()).http1_only();
+    http1_limits(&mut builder, opts);
+    builder
+}
+
+fn http1_limits(builder: &mut auto::Builder<TokioExecutor>, opts: &ListenerOptions) {
     builder
         .http1()
         .timer(TokioTimer::new())
@@ -68,6 +73,21 @@ fn http_builder(opts: &ListenerOptions) -> auto::Builder<TokioExecutor> {
         .max_buf_size(opts.max_header_bytes)
         .max_headers(opts.max_headers)
         .keep_alive(true);
+}
+
+/// hyper serving whole connections, HTTP/1.1 and HTTP/2 (by preface, or
+/// after ALPN), for `proxy.engine = "hyper"`: the same limits as sluice's
+/// own servers where hyper has them.
+fn hyper_engine_builder(opts: &ListenerOptions) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    http1_limits(&mut builder, opts);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(256)
+        .max_header_list_size(u32::try_from(opts.max_header_bytes).unwrap_or(u32::MAX))
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(10));
     builder
 }
 
@@ -120,7 +140,10 @@ pub async fn serve_moving(
     shutdown: impl Future<Output = ()>,
     mut moves: Option<mpsc::UnboundedReceiver<TcpListener>>,
 ) -> bool {
-    let builder = http_builder(&opts);
+    let builders = Builders {
+        own: http_builder(&opts),
+        hyper: hyper_engine_builder(&opts),
+    };
     let graceful = GracefulShutdown::new();
     // Tells connections on sluice's own HTTP/1.1 loop to close when idle;
     // hyper's learn it from `graceful`.
@@ -130,14 +153,20 @@ pub async fn serve_moving(
             debug!(error = %e, "set_nodelay failed");
         }
         let conn = Arc::new(ClientConn::new(peer, tls.is_some()));
-        let (builder, proxy, watcher) = (builder.clone(), Arc::clone(&proxy), graceful.watcher());
+        // A reload's engine applies to the connections accepted after it.
+        let engine = proxy.engine();
+        let builder = match engine {
+            Engine::Sluice => builders.own.clone(),
+            Engine::Hyper => builders.hyper.clone(),
+        };
+        let (proxy, watcher) = (Arc::clone(&proxy), graceful.watcher());
         let (tls, handshake_timeout, idle_signal) = (tls.clone(), opts.header_read_timeout, idle_signal.clone());
         OPEN_CONNECTIONS.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(async move {
             let served = Arc::clone(&conn);
             let serving = async move {
                 match tls {
-                    None => serve_h1_first(stream, &builder, conn, proxy, watcher, &opts, idle_signal).await,
+                    None => serve_conn(engine, stream, &builder, conn, proxy, watcher, &opts, idle_signal).await,
                     // Boxed: a task is as large as its largest state. Inline,
                     // the TLS branch (with hyper's, boxed below) made every
                     // plain connection's task 11 KB instead of 5 KB.
@@ -145,7 +174,7 @@ pub async fn serve_moving(
                         Box::pin(async {
                             match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
                                 Ok(Ok(tls_stream)) => {
-                                    serve_h1_first(tls_stream, &builder, conn, proxy, watcher, &opts, idle_signal)
+                                    serve_conn(engine, tls_stream, &builder, conn, proxy, watcher, &opts, idle_signal)
                                         .await;
                                 }
                                 Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
@@ -252,6 +281,37 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
         .copied()
         .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
         .unwrap_or("(no message)")
+}
+
+/// The hyper builders a listener serves with: HTTP/1.1 only, for what
+/// sluice's own loop hands over; HTTP/1.1 and HTTP/2, for the hyper engine.
+struct Builders {
+    own: auto::Builder<TokioExecutor>,
+    hyper: auto::Builder<TokioExecutor>,
+}
+
+/// Serves one accepted connection with `engine`.
+#[allow(clippy::too_many_arguments)]
+async fn serve_conn<I>(
+    engine: Engine,
+    io: I,
+    builder: &auto::Builder<TokioExecutor>,
+    conn: Arc<ClientConn>,
+    proxy: Arc<Proxy>,
+    watcher: hyper_util::server::graceful::Watcher,
+    opts: &ListenerOptions,
+    idle_signal: watch::Receiver<()>,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    match engine {
+        Engine::Sluice => serve_h1_first(io, builder, conn, proxy, watcher, opts, idle_signal).await,
+        Engine::Hyper => {
+            conn.set_protocol(PROTOCOL_HYPER);
+            // Boxed as the hand-over is: the task's size is its largest state.
+            Box::pin(serve_io(builder, TokioIo::new(io), conn, proxy, watcher)).await;
+        }
+    }
 }
 
 /// Serves one accepted connection (plain or TLS) on sluice's own HTTP/1.1

@@ -212,6 +212,9 @@ pub struct ForwardSettings {
     pub max_request_body_bytes: u64,
     /// 0: no limit.
     pub max_in_flight_per_backend: u32,
+    /// Read once per accepted connection, and per request for the
+    /// backend client.
+    pub engine: sluice_config::Engine,
 }
 
 impl Default for ForwardSettings {
@@ -220,6 +223,7 @@ impl Default for ForwardSettings {
             upstream_response_timeout: Duration::from_secs(30),
             max_request_body_bytes: 10 * 1024 * 1024,
             max_in_flight_per_backend: 0,
+            engine: sluice_config::Engine::Sluice,
         }
     }
 }

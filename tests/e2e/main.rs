@@ -20,6 +20,7 @@ mod dashboard;
 mod deploy;
 mod docs;
 mod drain_tunnels;
+mod engines;
 mod faults;
 mod fuzz_replay;
 mod guard_e2e;

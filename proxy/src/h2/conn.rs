@@ -410,7 +410,7 @@ impl<'a, I: AsyncRead + AsyncWrite + Unpin> Connection<'a, I> {
         let mut busy = false;
         if self.preface {
             let n = self.rbuf.len().min(frame::PREFACE.len());
-            if self.rbuf[..n] != frame::PREFACE[..n] {
+            if self.rbuf.get(..n) != frame::PREFACE.get(..n) {
                 self.fail(Reason::Protocol);
                 return true;
             }
@@ -446,7 +446,7 @@ impl<'a, I: AsyncRead + AsyncWrite + Unpin> Connection<'a, I> {
         let was_busy = !self.streams.is_empty();
         let mut i = 0;
         while i < self.streams.len() {
-            if self.streams[i].finished() {
+            if self.streams.get(i).is_some_and(Stream::finished) {
                 let stream = self.streams.swap_remove(i);
                 self.credit += stream.unread;
                 self.spare.push(stream.slot);
@@ -575,7 +575,7 @@ impl<'a, I: AsyncRead + AsyncWrite + Unpin> Connection<'a, I> {
     fn flush(&mut self, cx: &mut Context<'_>) -> Option<bool> {
         let mut wrote = false;
         while self.wpos < self.wbuf.len() {
-            match Pin::new(&mut self.io).poll_write(cx, &self.wbuf[self.wpos..]) {
+            match Pin::new(&mut self.io).poll_write(cx, self.wbuf.get(self.wpos..).unwrap_or_default()) {
                 Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return None,
                 Poll::Ready(Ok(n)) => {
                     self.wpos += n;

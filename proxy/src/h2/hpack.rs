@@ -253,7 +253,7 @@ impl Decoder {
         let mut pos = 0;
         let mut fields_seen = false;
         while let Some(&first) = block.get(pos) {
-            let rest = &block[pos..];
+            let rest = block.get(pos..).unwrap_or_default();
             if first & 0x80 != 0 {
                 let (index, used) = integer(rest, 7)?;
                 pos += used;
@@ -287,14 +287,14 @@ impl Decoder {
     fn get(&self, index: usize) -> Result<&Field, HpackError> {
         match index {
             0 => Err(HpackError::Index(0)),
-            1..=61 => Ok(&STATIC_TABLE[index - 1]),
+            1..=61 => STATIC_TABLE.get(index - 1).ok_or(HpackError::Index(index)),
             _ => self.dynamic.get(index - 62).ok_or(HpackError::Index(index)),
         }
     }
 
     /// A literal field at `pos`, whose name index has `prefix` bits.
     fn literal(&self, block: &Bytes, pos: usize, prefix: u8) -> Result<(Field, usize), HpackError> {
-        let (index, mut used) = integer(&block[pos..], prefix)?;
+        let (index, mut used) = integer(block.get(pos..).ok_or(HpackError::Truncated)?, prefix)?;
         let name = if index == 0 {
             let (name, n) = string(block, pos + used)?;
             used += n;
@@ -364,7 +364,7 @@ fn string(block: &Bytes, pos: usize) -> Result<(Bytes, usize), HpackError> {
         .ok_or(HpackError::Truncated)?;
     let value = if huffman {
         let mut out = Vec::new();
-        huffman::decode(&rest[used..end], &mut out)?;
+        huffman::decode(rest.get(used..end).ok_or(HpackError::Truncated)?, &mut out)?;
         Bytes::from(out)
     } else {
         block.slice(pos + used..pos + end)

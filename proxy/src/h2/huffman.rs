@@ -75,6 +75,9 @@ struct Canonical {
 
 const TABLE: Canonical = canonical();
 
+// The table is built at compile time (`const TABLE`): an index out of range
+// here fails the build, never a request.
+#[allow(clippy::indexing_slicing)]
 const fn length_of(symbol: usize) -> u32 {
     if symbol == EOS as usize {
         MAX_LEN
@@ -83,6 +86,7 @@ const fn length_of(symbol: usize) -> u32 {
     }
 }
 
+#[allow(clippy::indexing_slicing)]
 const fn code_of(symbol: usize) -> u32 {
     if symbol == EOS as usize {
         0x3fff_ffff
@@ -91,6 +95,7 @@ const fn code_of(symbol: usize) -> u32 {
     }
 }
 
+#[allow(clippy::indexing_slicing)]
 const fn canonical() -> Canonical {
     let mut table = Canonical {
         bound: [0; MAX_LEN as usize + 1],
@@ -129,16 +134,24 @@ const fn canonical() -> Canonical {
 fn lookup(bits: u32) -> (u32, u16) {
     let mut len = MIN_LEN;
     while len < MAX_LEN {
-        if u64::from(bits) < TABLE.bound[len as usize] {
-            let index =
-                TABLE.offset[len as usize] as usize + ((bits >> (32 - len)) - TABLE.first[len as usize]) as usize;
-            return (len, TABLE.symbols[index]);
+        let l = len as usize;
+        if TABLE.bound.get(l).is_some_and(|&bound| u64::from(bits) < bound) {
+            return (len, symbol_at(l, bits >> (32 - len)));
         }
         len += 1;
     }
     // Every 32-bit value is below the last bound; the longest codes end in EOS.
-    let index = TABLE.offset[MAX_LEN as usize] as usize + ((bits >> 2) - TABLE.first[MAX_LEN as usize]) as usize;
-    (MAX_LEN, TABLE.symbols[index.min(256)])
+    (MAX_LEN, symbol_at(MAX_LEN as usize, bits >> 2))
+}
+
+/// The symbol of the `len`-bit `code`; EOS (an error to the decoder) for
+/// a code outside the table, which the construction rules out.
+fn symbol_at(len: usize, code: u32) -> u16 {
+    let (Some(&offset), Some(&first)) = (TABLE.offset.get(len), TABLE.first.get(len)) else {
+        return EOS;
+    };
+    let index = usize::from(offset) + code.wrapping_sub(first) as usize;
+    TABLE.symbols.get(index).copied().unwrap_or(EOS)
 }
 
 fn low_bits(n: u32) -> u64 {

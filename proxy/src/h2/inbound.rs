@@ -116,8 +116,11 @@ impl<'a, I: AsyncRead + AsyncWrite + Unpin> Connection<'a, I> {
             return Err(Conn(Reason::FrameSize));
         }
         for setting in payload.chunks_exact(6) {
-            let id = u16::from_be_bytes([setting[0], setting[1]]);
-            let value = u32::from_be_bytes([setting[2], setting[3], setting[4], setting[5]]);
+            let Ok([a, b, c, d, e, f]) = <[u8; 6]>::try_from(setting) else {
+                continue;
+            };
+            let id = u16::from_be_bytes([a, b]);
+            let value = u32::from_be_bytes([c, d, e, f]);
             match id {
                 frame::SETTINGS_ENABLE_PUSH if value > 1 => return Err(Conn(Reason::Protocol)),
                 frame::SETTINGS_INITIAL_WINDOW_SIZE => {
@@ -175,8 +178,7 @@ impl<'a, I: AsyncRead + AsyncWrite + Unpin> Connection<'a, I> {
         if increment == 0 {
             return Err(Failure::Stream(head.stream, Reason::Protocol));
         }
-        if let Some(i) = self.find(head.stream) {
-            let stream = &mut self.streams[i];
+        if let Some(stream) = self.find(head.stream).and_then(|i| self.streams.get_mut(i)) {
             stream.send_window += increment;
             if stream.send_window > frame::MAX_WINDOW {
                 return Err(Failure::Stream(head.stream, Reason::FlowControl));
@@ -196,7 +198,10 @@ impl<'a, I: AsyncRead + AsyncWrite + Unpin> Connection<'a, I> {
             return Err(Conn(Reason::FlowControl));
         }
         let data = frame::unpad(&head, payload).ok_or(Conn(Reason::Protocol))?;
-        let Some(i) = self.find_open(head.stream).filter(|&i| self.streams[i].sink.is_some()) else {
+        let Some(i) = self
+            .find_open(head.stream)
+            .filter(|&i| self.streams.get(i).is_some_and(|s| s.sink.is_some()))
+        else {
             // A stream already ended or reset: the bytes count against the
             // connection's window only, which they are given back to.
             self.credit += len;
@@ -213,7 +218,9 @@ impl<'a, I: AsyncRead + AsyncWrite + Unpin> Connection<'a, I> {
                 return Err(Conn(Reason::EnhanceYourCalm));
             }
         }
-        let stream = &mut self.streams[i];
+        let Some(stream) = self.streams.get_mut(i) else {
+            return Ok(());
+        };
         stream.recv_window -= len as i64;
         if stream.recv_window < 0 {
             self.credit += len;
@@ -256,7 +263,11 @@ impl<'a, I: AsyncRead + AsyncWrite + Unpin> Connection<'a, I> {
             if block.len() < 5 {
                 return Err(Failure::Connection(Reason::FrameSize));
             }
-            let dependency = u32::from_be_bytes([block[0], block[1], block[2], block[3]]) & 0x7fff_ffff;
+            let dependency = block
+                .get(..4)
+                .and_then(|b| <[u8; 4]>::try_from(b).ok())
+                .map_or(0, u32::from_be_bytes)
+                & 0x7fff_ffff;
             self_dependent = dependency == head.stream;
             block = block.slice(5..);
         }
@@ -386,14 +397,16 @@ impl<'a, I: AsyncRead + AsyncWrite + Unpin> Connection<'a, I> {
         let Some(i) = self.find_open(id) else {
             return self.on_forgotten(id);
         };
-        if self.streams[i].sink.is_none() {
+        if self.streams.get(i).is_none_or(|s| s.sink.is_none()) {
             // Half-closed (remote): the request already ended (§5.1).
             return Err(Failure::Stream(id, Reason::StreamClosed));
         }
         if !end_stream {
             return Err(Failure::Stream(id, Reason::Protocol));
         }
-        let stream = &mut self.streams[i];
+        let Some(stream) = self.streams.get_mut(i) else {
+            return Ok(());
+        };
         if stream.content_length.is_some_and(|n| stream.received != n) {
             return Err(Failure::Stream(id, Reason::Protocol));
         }

@@ -9,6 +9,19 @@
 //! Every request runs in the connection's own task, as on the HTTP/1.1
 //! loop, instead of a task per stream.
 
+// Parses bytes from the network: no construct here may panic on them
+// (docs/security.md, "Panic-free protocol code").
+#![deny(
+    clippy::indexing_slicing,
+    clippy::panic,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::unreachable,
+    clippy::todo,
+    clippy::unimplemented,
+    clippy::panic_in_result_fn
+)]
+
 mod conn;
 mod frame;
 mod hpack;
@@ -26,5 +39,5 @@ pub use recv::RecvBody;
 /// start of) the HTTP/2 preface.
 pub fn is_preface(bytes: &[u8]) -> bool {
     let n = bytes.len().min(frame::PREFACE.len());
-    n > 0 && bytes[..n] == frame::PREFACE[..n]
+    n > 0 && bytes.get(..n) == frame::PREFACE.get(..n)
 }

@@ -22,7 +22,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Connection<'_, I> {
     pub(super) fn poll_handlers(&mut self) -> bool {
         let mut busy = false;
         for i in 0..self.streams.len() {
-            let stream = &mut self.streams[i];
+            let Some(stream) = self.streams.get_mut(i) else { break };
             let Some(handler) = stream.handler.as_mut() else {
                 continue;
             };
@@ -75,7 +75,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Connection<'_, I> {
         if !has_date {
             hpack::encode_date(block);
         }
-        let stream = &mut self.streams[i];
+        let Some(stream) = self.streams.get_mut(i) else { return };
         let end = body.is_end_stream();
         frame::write_headers(&mut self.wbuf, stream.id, block, end, self.peer_max_frame);
         if end {
@@ -116,7 +116,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Connection<'_, I> {
         let mut busy = false;
         for i in 0..self.streams.len() {
             while self.backlog() < MAX_BACKLOG {
-                let stream = &mut self.streams[i];
+                let Some(stream) = self.streams.get_mut(i) else { break };
                 if stream.done_sending || stream.handler.is_some() {
                     break;
                 }

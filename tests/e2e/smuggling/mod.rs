@@ -143,16 +143,25 @@ async fn run_all(proxy: SocketAddr, backend: &Strict, name: &str) -> Vec<(&'stat
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sluice_is_safe_in_every_case() {
+    sluice_with_engine("sluice").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hyper_engine_is_safe_in_every_case() {
+    sluice_with_engine("hyper").await;
+}
+
+async fn sluice_with_engine(engine: &str) {
     assert!(cases::all().len() >= 100);
     let (addr, backend) = Strict::start().await;
     let dir = tempfile::tempdir().unwrap();
     let config = format!(
-        "[proxy]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[store]\nurl = \"sqlite://{}/sluice.db\"\n{}",
+        "[proxy]\nlisten = \"127.0.0.1:0\"\nengine = \"{engine}\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[store]\nurl = \"sqlite://{}/sluice.db\"\n{}",
         dir.path().display(),
         pool_toml("blue", 100, &[addr])
     );
     let sluice = Running::start(dir.path(), &config, &[]);
-    let failed = run_all(sluice.addr, &backend, "sluice").await;
+    let failed = run_all(sluice.addr, &backend, engine).await;
     assert!(failed.is_empty(), "{failed:#?}");
 }
 

@@ -294,7 +294,8 @@ impl Proxy {
             let (backend, protocol, tls, set_cookie, pool_name, settings) = {
                 let table = self.routing.load();
                 let settings = table.policy().forward;
-                headers::check_request(&req, settings.max_request_body_bytes)?;
+                let framing_checked = matches!(req.body(), ClientBody::Read(_));
+                headers::check_request(&req, settings.max_request_body_bytes, framing_checked)?;
                 let choice = select::choose_pool(&table, req.headers(), conn.peer.ip())?;
                 *pool_stats = Some(Arc::clone(&choice.pool.stats));
                 let backend = select::choose_backend(choice.pool).ok_or(ProxyError::NoBackend)?;

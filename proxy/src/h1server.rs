@@ -309,14 +309,12 @@ fn parse_request(buf: &mut BytesMut, max_headers: usize, scratch: &mut Scratch) 
     };
     for &(ns, ne, vs, ve) in spans {
         // httparse allows the bytes `http` allows in names and values;
-        // checked anyway, and hyper answers the head if they disagree.
-        // The spans were checked against the head above.
-        let (Some(name), true) = (head.get(ns as usize..ne as usize), (ve as usize) <= head.len()) else {
-            unsplit(buf, &head);
-            return Parsed::Unusual;
-        };
+        // checked anyway, and hyper answers the head if they disagree. The
+        // spans lie within the head httparse parsed (and were checked
+        // against the buffer above), so the slice is in range; an empty
+        // name is refused by `from_bytes`.
         let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(name),
+            HeaderName::from_bytes(head.get(ns as usize..ne as usize).unwrap_or_default()),
             HeaderValue::from_maybe_shared(head.slice(vs as usize..ve as usize)),
         ) else {
             unsplit(buf, &head);

@@ -37,8 +37,14 @@ pub const FORWARDED: HeaderName = header::FORWARDED;
 
 /// Rejects requests whose framing or addressing is ambiguous, and bodies
 /// declared larger than the limit, before anything is sent upstream.
-pub fn check_request<B>(req: &Request<B>, max_body: u64) -> Result<(), ProxyError> {
+///
+/// `framing_checked`: sluice's own HTTP/1.1 loop read the head and took it
+/// only with no Transfer-Encoding and at most one Content-Length, so the
+/// framing checks (two map lookups) are skipped for it.
+pub fn check_request<B>(req: &Request<B>, max_body: u64, framing_checked: bool) -> Result<(), ProxyError> {
     let headers = req.headers();
+    let mut lengths = headers.get_all(header::CONTENT_LENGTH).iter();
+    let length = lengths.next();
     if req.version() <= Version::HTTP_11 {
         let mut hosts = headers.get_all(header::HOST).iter();
         match (hosts.next(), hosts.next()) {
@@ -51,10 +57,12 @@ pub fn check_request<B>(req: &Request<B>, max_body: u64) -> Result<(), ProxyErro
         // Two lengths (even equal ones) are refused (RFC 9110 §8.6 allows
         // it): forwarded as they came, a strict backend may refuse them or
         // read them differently.
-        if headers.get_all(header::CONTENT_LENGTH).iter().nth(1).is_some() {
-            return Err(ProxyError::BadFraming);
+        if !framing_checked {
+            if lengths.next().is_some() {
+                return Err(ProxyError::BadFraming);
+            }
+            check_transfer_encoding(req)?;
         }
-        check_transfer_encoding(req)?;
     }
     // The asterisk-form is for OPTIONS only (RFC 9112 §3.2.4).
     if (req.uri().path_and_query().is_none() || req.uri().path() == "*") && req.method() != http::Method::OPTIONS {
@@ -70,7 +78,7 @@ pub fn check_request<B>(req: &Request<B>, max_body: u64) -> Result<(), ProxyErro
     if req.uri().authority().is_some_and(|a| a.as_str().contains('@')) {
         return Err(ProxyError::BadTarget);
     }
-    if let Some(len) = headers.get(header::CONTENT_LENGTH) {
+    if let Some(len) = length {
         // hyper has already refused malformed or conflicting values.
         let len: u64 = len
             .to_str()
@@ -149,13 +157,34 @@ fn is_host(value: &[u8]) -> bool {
     };
     let reg_name = host
         .iter()
-        .all(|&b| b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=".contains(&b));
+        .all(|&b| REG_NAME.get(usize::from(b)).copied().unwrap_or(false));
     let port = match port.strip_prefix(b":") {
         Some(digits) => digits.iter().all(u8::is_ascii_digit),
         None => port.is_empty(),
     };
     reg_name && port
 }
+
+/// The bytes of a reg-name (RFC 3986 §3.2.2: unreserved, pct-encoded,
+/// sub-delims), as a table: a Host value is checked on every request.
+// Built at compile time: an index out of range fails the build.
+#[allow(clippy::indexing_slicing)]
+static REG_NAME: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric();
+        b += 1;
+    }
+    let others = b"-._~%!$&'()*+,;=";
+    let mut i = 0;
+    while i < others.len() {
+        table[others[i] as usize] = true;
+        i += 1;
+    }
+    table
+};
 
 /// A token character (RFC 9110 §5.6.2).
 fn is_tchar(b: u8) -> bool {

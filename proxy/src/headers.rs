@@ -348,6 +348,72 @@ mod tests {
     use super::*;
 
     #[test]
+    fn host_values_are_uri_hosts_with_an_optional_port() {
+        for ok in [
+            "x",
+            "x:80",
+            "example.com",
+            "127.0.0.1:8080",
+            "[::1]:443",
+            "[::1]",
+            "",
+            "a-b.c_d~e",
+            "x%41",
+        ] {
+            assert!(is_host(ok.as_bytes()), "{ok:?}");
+        }
+        for bad in [
+            "x y", "u@x", "x/../y", "x:8o", "[::1", "x\t", "x:80:90", "[::1]x", "x?y", "x#y",
+        ] {
+            assert!(!is_host(bad.as_bytes()), "{bad:?}");
+        }
+    }
+
+    fn framing(version: Version, fields: &[(&str, &str)], checked: bool) -> Result<(), ProxyError> {
+        let mut req = Request::post("/p").version(version).header("host", "x");
+        for (name, value) in fields {
+            req = req.header(*name, *value);
+        }
+        check_request(&req.body(()).unwrap(), 1 << 20, checked)
+    }
+
+    #[test]
+    fn transfer_encoding_is_one_chunked_on_http_1_1_without_a_length() {
+        let te = |v: &str| framing(Version::HTTP_11, &[("transfer-encoding", v)], false);
+        assert_eq!(te("chunked"), Ok(()));
+        assert_eq!(te(" Chunked "), Ok(()));
+        for bad in [
+            "chunked, chunked",
+            "chunked,chunked",
+            "identity",
+            "chunked, gzip",
+            ", chunked",
+            "chunked;q=1",
+            "gzip",
+            "",
+        ] {
+            assert_eq!(te(bad), Err(ProxyError::BadFraming), "{bad:?}");
+        }
+        assert_eq!(te("gzip, chunked"), Err(ProxyError::UnsupportedCoding));
+        let two_lines = [("transfer-encoding", "chunked"), ("transfer-encoding", "chunked")];
+        assert_eq!(
+            framing(Version::HTTP_11, &two_lines, false),
+            Err(ProxyError::BadFraming)
+        );
+        let with_length = [("transfer-encoding", "chunked"), ("content-length", "5")];
+        assert_eq!(
+            framing(Version::HTTP_11, &with_length, false),
+            Err(ProxyError::BadFraming)
+        );
+        let old = [("transfer-encoding", "chunked")];
+        assert_eq!(framing(Version::HTTP_10, &old, false), Err(ProxyError::BadFraming));
+        let lengths = [("content-length", "5"), ("content-length", "5")];
+        assert_eq!(framing(Version::HTTP_11, &lengths, false), Err(ProxyError::BadFraming));
+        // Heads sluice's own loop read were checked there.
+        assert_eq!(framing(Version::HTTP_11, &[("content-length", "5")], true), Ok(()));
+    }
+
+    #[test]
     fn strips_connection_named_and_proxy_headers() {
         let mut h = HeaderMap::new();
         h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-secret"));

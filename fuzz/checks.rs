@@ -332,3 +332,70 @@ pub fn client_request(data: &[u8]) {
         .map_or(0, |v| v.to_str().unwrap().trim().parse().unwrap());
     assert_eq!(req.body().as_ref().map_or(0, |b| b.len()), declared);
 }
+
+/// Header blocks for the HPACK targets: each input byte run prefixed by its
+/// length (one byte), as blocks arrive one after another on a connection.
+fn hpack_blocks(data: &[u8]) -> Vec<&[u8]> {
+    let mut blocks = Vec::new();
+    let mut rest = data;
+    while let Some((&len, tail)) = rest.split_first() {
+        let len = usize::from(len).min(tail.len());
+        let (block, next) = tail.split_at(len);
+        blocks.push(block);
+        rest = next;
+    }
+    blocks
+}
+
+/// sluice's HPACK decoder against an independent one (loona-hpack, the
+/// fork of hpack-rs that passes h2spec), block after block with the same
+/// dynamic table: the same header list, or both refuse the block. Two
+/// documented differences are taken as agreement: sluice refuses a size
+/// update after a field and one above 4096 (RFC 7541 §4.2, §6.3), which
+/// the reference accepts; anything else is a finding.
+pub fn hpack_decoder(data: &[u8]) {
+    let blocks = hpack_blocks(data);
+    let ours = sluice_proxy::h2::hpack_decode_blocks(&blocks);
+    let mut reference = loona_hpack::Decoder::new();
+    reference.set_max_allowed_table_size(4096);
+    for (block, ours) in blocks.iter().zip(ours) {
+        let theirs = reference.decode(block);
+        match (ours, theirs) {
+            (Ok(a), Ok(b)) => assert_eq!(a, b, "the decoders disagree on {block:02x?}"),
+            (Err(_), Err(_)) => return,
+            (Err(e), Ok(_)) if e.contains("table size") => return,
+            (ours, theirs) => panic!("sluice: {ours:?}\nreference: {theirs:?}\nblock: {block:02x?}"),
+        }
+    }
+}
+
+/// sluice's HPACK encoder, round-tripped through the independent decoder:
+/// the response head it writes (after a lowered table size too) decodes to
+/// exactly the fields written, whatever names and values.
+pub fn hpack_encoder(data: &[u8]) {
+    let Some((&first, rest)) = data.split_first() else {
+        return;
+    };
+    let status = http::StatusCode::from_u16(100 + u16::from(first) % 500).unwrap();
+    let size_update = first & 1 == 1;
+    let mut fields = Vec::new();
+    for pair in rest.split(|&b| b == 0xff) {
+        let (name, value) = pair.split_at(pair.len() / 3);
+        let (Ok(name), Ok(value)) = (http::HeaderName::from_bytes(name), HeaderValue::from_bytes(value)) else {
+            continue;
+        };
+        fields.push((name, value));
+    }
+    let block = sluice_proxy::h2::hpack_encode_response(status, &fields, size_update);
+    let mut reference = loona_hpack::Decoder::new();
+    let decoded = reference
+        .decode(&block)
+        .unwrap_or_else(|e| panic!("{e:?}: {block:02x?}"));
+    let mut expected = vec![(b":status".to_vec(), status.as_str().as_bytes().to_vec())];
+    expected.extend(
+        fields
+            .iter()
+            .map(|(n, v)| (n.as_str().as_bytes().to_vec(), v.as_bytes().to_vec())),
+    );
+    assert_eq!(decoded, expected);
+}

@@ -57,3 +57,13 @@ fn backend_response_corpus() {
 fn client_request_corpus() {
     replay("client_request", checks::client_request);
 }
+
+#[test]
+fn hpack_decoder_corpus() {
+    replay("hpack_decoder", checks::hpack_decoder);
+}
+
+#[test]
+fn hpack_encoder_corpus() {
+    replay("hpack_encoder", checks::hpack_encoder);
+}

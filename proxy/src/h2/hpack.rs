@@ -73,6 +73,20 @@ impl Name {
         }
     }
 
+    /// The name as it came.
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            Self::Pseudo(Pseudo::Method) => b":method",
+            Self::Pseudo(Pseudo::Scheme) => b":scheme",
+            Self::Pseudo(Pseudo::Status) => b":status",
+            Self::Pseudo(Pseudo::Authority) => b":authority",
+            Self::Pseudo(Pseudo::Path) => b":path",
+            Self::Pseudo(Pseudo::Protocol) => b":protocol",
+            Self::Header(name) => name.as_str().as_bytes(),
+            Self::Invalid(bytes) => bytes,
+        }
+    }
+
     fn len(&self) -> usize {
         match self {
             Self::Pseudo(Pseudo::Method) => 7,
@@ -495,6 +509,51 @@ fn static_name_index(name: &[u8]) -> Option<usize> {
         b"www-authenticate" => 61,
         _ => return None,
     })
+}
+
+/// Fields as name and value bytes.
+#[doc(hidden)]
+pub type HeaderList = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// One decoder over `blocks`, in order, as one connection decodes them:
+/// each block's fields as name and value bytes, up to the first block that
+/// does not decode (a connection error: nothing after it is decoded). For
+/// the differential fuzz target against an independent decoder
+/// (`fuzz/checks.rs`, replayed by the tests).
+#[doc(hidden)]
+pub fn decode_blocks(blocks: &[&[u8]]) -> Vec<Result<HeaderList, String>> {
+    let mut decoder = Decoder::default();
+    let mut out = Vec::new();
+    for block in blocks {
+        let mut fields = Vec::new();
+        let decoded = decoder.decode(&Bytes::copy_from_slice(block), |f| {
+            fields.push((f.name.as_bytes().to_vec(), f.value.as_bytes().to_vec()));
+        });
+        match decoded {
+            Ok(()) => out.push(Ok(fields)),
+            Err(e) => {
+                out.push(Err(e.to_string()));
+                break;
+            }
+        }
+    }
+    out
+}
+
+/// A response head as sluice's encoder writes it (`:status`, then each
+/// field; after a lowered SETTINGS_HEADER_TABLE_SIZE, a size update
+/// first), for the round trip through an independent decoder.
+#[doc(hidden)]
+pub fn encode_response(status: StatusCode, fields: &[(HeaderName, HeaderValue)], size_update: bool) -> Vec<u8> {
+    let mut out = Vec::new();
+    if size_update {
+        encode_table_size_zero(&mut out);
+    }
+    encode_status(status, &mut out);
+    for (name, value) in fields {
+        encode_header(name, value, &mut out);
+    }
+    out
 }
 
 #[cfg(test)]

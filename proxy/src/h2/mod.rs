@@ -33,6 +33,8 @@ mod request;
 mod stream;
 
 pub use conn::serve;
+#[doc(hidden)]
+pub use hpack::{decode_blocks as hpack_decode_blocks, encode_response as hpack_encode_response};
 pub use recv::RecvBody;
 
 /// Whether `bytes`, the first bytes of a connection, start (or are the

@@ -366,7 +366,7 @@ pub fn hpack_decoder(data: &[u8]) {
             (Err(_), Err(_)) => return,
             (Err(e), Ok(_)) if e.contains("table size") => return,
             // A block of size updates only: sluice takes them as at the
-            // start of the block (RFC 7541 §4.2, as nghttp2 and Go do);
+            // start of the block (RFC 7541 §4.2, as nghttp2 does);
             // the reference calls them "at the end".
             (Ok(fields), Err(e)) if fields.is_empty() && format!("{e:?}").contains("SizeUpdateAtEnd") => return,
             (ours, theirs) => panic!("sluice: {ours:?}\nreference: {theirs:?}\nblock: {block:02x?}"),

@@ -1,5 +1,6 @@
 //! Protocols through the proxy: h2c in, h2 to backends, WebSocket upgrades,
-//! chunked and large bodies streamed both ways.
+//! chunked and large bodies streamed both ways; each on both engines
+//! (`proxy.engine`: sluice's own servers, and hyper's).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
@@ -7,9 +8,8 @@ use std::time::Duration;
 use crate::common::*;
 use http_body_util::BodyExt;
 
-#[tokio::test]
-async fn h2c_prior_knowledge_from_the_client() {
-    let (proxy, _blue, _green) = blue_green(100, "").await;
+async fn h2c_prior_knowledge_from_the_client(engine: &str) {
+    let (proxy, _blue, _green) = blue_green(100, engine).await;
     let res = h2_client()
         .request(http::Request::get(proxy.url("/h2")).body(Default::default()).unwrap())
         .await
@@ -22,11 +22,10 @@ async fn h2c_prior_knowledge_from_the_client() {
     assert_eq!(v["path"], "/h2");
 }
 
-#[tokio::test]
-async fn h2_to_backends_when_the_pool_asks_for_it() {
+async fn h2_to_backends_when_the_pool_asks_for_it(engine: &str) {
     let backend = spawn_backend("blue", "v1", any_addr()).await.unwrap();
     let toml = format!("{}protocol = \"http2\"\n", pool_toml("blue", 100, &[backend.addr]));
-    let proxy = start_proxy(&toml).await;
+    let proxy = start_proxy(&format!("{engine}{toml}")).await;
     let c = client();
     for _ in 0..20 {
         let (status, _, body) = get(&c, &proxy.url("/"), &[]).await;
@@ -36,10 +35,9 @@ async fn h2_to_backends_when_the_pool_asks_for_it() {
     assert_eq!(backend.knobs.received(), 20);
 }
 
-#[tokio::test]
-async fn websocket_upgrade_is_tunnelled_both_ways() {
+async fn websocket_upgrade_is_tunnelled_both_ways(engine: &str) {
     let backend = websocket_backend().await;
-    let proxy = start_proxy(&pool_toml("blue", 100, &[backend])).await;
+    let proxy = start_proxy(&format!("{engine}{}", pool_toml("blue", 100, &[backend]))).await;
     let (head, mut s) = open_websocket(proxy.addr).await;
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
     assert!(head.to_ascii_lowercase().contains("upgrade: websocket"), "{head}");
@@ -48,10 +46,9 @@ async fn websocket_upgrade_is_tunnelled_both_ways() {
     }
 }
 
-#[tokio::test]
-async fn h2c_upgrade_request_is_served_as_plain_http11() {
+async fn h2c_upgrade_request_is_served_as_plain_http11(engine: &str) {
     let (addr, rec) = Recorder::start().await;
-    let proxy = start_proxy(&pool_toml("blue", 100, &[addr])).await;
+    let proxy = start_proxy(&format!("{engine}{}", pool_toml("blue", 100, &[addr]))).await;
     let res = raw_exchange(
         proxy.addr,
         b"GET / HTTP/1.1\r\nhost: x\r\nconnection: Upgrade, HTTP2-Settings\r\nupgrade: h2c\r\nhttp2-settings: AAMAAABkAAQAAP__\r\n\r\n",
@@ -63,9 +60,8 @@ async fn h2c_upgrade_request_is_served_as_plain_http11() {
     assert!(!h.contains_key("upgrade") && !h.contains_key("http2-settings"), "{h:?}");
 }
 
-#[tokio::test]
-async fn chunked_request_body_is_streamed_to_the_backend() {
-    let (proxy, _blue, _green) = blue_green(100, "").await;
+async fn chunked_request_body_is_streamed_to_the_backend(engine: &str) {
+    let (proxy, _blue, _green) = blue_green(100, engine).await;
     let req = b"POST /upload HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n";
     let res = raw_exchange(proxy.addr, req, Duration::from_secs(3)).await;
     assert_eq!(raw_status(&res), 200, "{res}");
@@ -74,10 +70,9 @@ async fn chunked_request_body_is_streamed_to_the_backend() {
 
 const MIB: usize = 1024 * 1024;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fifty_mib_up_and_down_are_streamed() {
+async fn fifty_mib_up_and_down_are_streamed(engine: &str) {
     let backend = bulk_backend(64 * 1024, 50 * 16).await;
-    let proxy = start_proxy(&pool_toml("blue", 100, &[backend])).await;
+    let proxy = start_proxy(&format!("{engine}{}", pool_toml("blue", 100, &[backend]))).await;
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
 
     let up = http::Request::post(proxy.url("/up"))
@@ -101,10 +96,9 @@ async fn fifty_mib_up_and_down_are_streamed() {
     assert_eq!(total, 50 * MIB);
 }
 
-#[tokio::test]
-async fn host_reaches_http1_backends_from_h2_and_http10_clients() {
+async fn host_reaches_http1_backends_from_h2_and_http10_clients(engine: &str) {
     let (addr, rec) = Recorder::start().await;
-    let proxy = start_proxy(&pool_toml("blue", 100, &[addr])).await;
+    let proxy = start_proxy(&format!("{engine}{}", pool_toml("blue", 100, &[addr]))).await;
     // HTTP/2 carries the host as :authority; the backend must see it as Host
     // (the proxy's address here, not the backend's).
     let req = http::Request::get(proxy.url("/a")).body(Default::default()).unwrap();
@@ -114,4 +108,82 @@ async fn host_reaches_http1_backends_from_h2_and_http10_clients() {
     let res = raw_exchange(proxy.addr, b"GET /b HTTP/1.0\r\n\r\n", Duration::from_secs(3)).await;
     assert_eq!(raw_status(&res), 200, "{res}");
     assert_eq!(rec.header_map(1)["host"], [addr.to_string()]);
+}
+
+/// Each test above on sluice's own engines (the default).
+mod sluice_engine {
+    const ENGINE: &str = "";
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn h2c_prior_knowledge_from_the_client() {
+        super::h2c_prior_knowledge_from_the_client(ENGINE).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn h2_to_backends_when_the_pool_asks_for_it() {
+        super::h2_to_backends_when_the_pool_asks_for_it(ENGINE).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn websocket_upgrade_is_tunnelled_both_ways() {
+        super::websocket_upgrade_is_tunnelled_both_ways(ENGINE).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn h2c_upgrade_request_is_served_as_plain_http11() {
+        super::h2c_upgrade_request_is_served_as_plain_http11(ENGINE).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn chunked_request_body_is_streamed_to_the_backend() {
+        super::chunked_request_body_is_streamed_to_the_backend(ENGINE).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn fifty_mib_up_and_down_are_streamed() {
+        super::fifty_mib_up_and_down_are_streamed(ENGINE).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn host_reaches_http1_backends_from_h2_and_http10_clients() {
+        super::host_reaches_http1_backends_from_h2_and_http10_clients(ENGINE).await;
+    }
+}
+
+/// Each test above on hyper's servers and client.
+mod hyper_engine {
+    const ENGINE: &str = "[proxy]\nengine = \"hyper\"\n";
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn h2c_prior_knowledge_from_the_client() {
+        super::h2c_prior_knowledge_from_the_client(ENGINE).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn h2_to_backends_when_the_pool_asks_for_it() {
+        super::h2_to_backends_when_the_pool_asks_for_it(ENGINE).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn websocket_upgrade_is_tunnelled_both_ways() {
+        super::websocket_upgrade_is_tunnelled_both_ways(ENGINE).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn h2c_upgrade_request_is_served_as_plain_http11() {
+        super::h2c_upgrade_request_is_served_as_plain_http11(ENGINE).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn chunked_request_body_is_streamed_to_the_backend() {
+        super::chunked_request_body_is_streamed_to_the_backend(ENGINE).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn fifty_mib_up_and_down_are_streamed() {
+        super::fifty_mib_up_and_down_are_streamed(ENGINE).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn host_reaches_http1_backends_from_h2_and_http10_clients() {
+        super::host_reaches_http1_backends_from_h2_and_http10_clients(ENGINE).await;
+    }
 }

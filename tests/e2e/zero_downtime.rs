@@ -22,10 +22,11 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use tokio::time::Instant;
 
-fn config(dir: &Path, blue: &[SocketAddr], green: &[SocketAddr], extra_timeout: &str) -> String {
+fn config(dir: &Path, blue: &[SocketAddr], green: &[SocketAddr], extra_timeout: &str, engine: &str) -> String {
     format!(
         r#"[proxy]
 listen = "127.0.0.1:0"
+engine = "{engine}"
 drain_timeout = "20s"
 [proxy.tls]
 listen = "127.0.0.1:0"
@@ -105,6 +106,16 @@ async fn tls_client(addr: SocketAddr, tally: Arc<Tally>, stop: Arc<AtomicBool>) 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_operation_under_load_fails_no_request() {
+    every_operation_under_load("sluice").await;
+}
+
+/// The same on `proxy.engine = "hyper"`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_operation_under_load_fails_no_request_on_the_hyper_engine() {
+    every_operation_under_load("hyper").await;
+}
+
+async fn every_operation_under_load(engine: &str) {
     let b1 = spawn_backend("blue", "v1", any_addr()).await.unwrap();
     let b2 = spawn_backend("blue", "v1", any_addr()).await.unwrap();
     let b3 = spawn_backend("blue", "v1", any_addr()).await.unwrap();
@@ -114,7 +125,7 @@ async fn every_operation_under_load_fails_no_request() {
     crate::tls_e2e::write_pair(dir.path(), "site", "site.test");
     let sluice = Running::start(
         dir.path(),
-        &config(dir.path(), &[b1.addr, b2.addr], &[g1.addr], "30s"),
+        &config(dir.path(), &[b1.addr, b2.addr], &[g1.addr], "30s", engine),
         &[],
     );
     let url = format!("http://{}/", sluice.addr);
@@ -159,7 +170,7 @@ async fn every_operation_under_load_fails_no_request() {
         };
         let timeout = if round % 2 == 0 { "25s" } else { "30s" };
         let tmp = dir.path().join("sluice.toml.new");
-        std::fs::write(&tmp, config(dir.path(), blue, &[g1.addr], timeout)).unwrap();
+        std::fs::write(&tmp, config(dir.path(), blue, &[g1.addr], timeout, engine)).unwrap();
         std::fs::rename(&tmp, &sluice.config).unwrap();
         sluice.wait_log("config reloaded", Duration::from_secs(10));
         // Every fourth round, the certificate is rotated (new connections
@@ -239,7 +250,7 @@ async fn a_binary_upgrade_under_load_fails_no_request() {
     let socket_arg = socket.to_str().unwrap().to_owned();
     // The TLS listener is handed over too.
     crate::tls_e2e::write_pair(dir.path(), "site", "site.test");
-    let text = config(dir.path(), &[b1.addr], &[g1.addr], "30s");
+    let text = config(dir.path(), &[b1.addr], &[g1.addr], "30s", "sluice");
     let old = Running::start(dir.path(), &text, &["--upgrade-socket", &socket_arg]);
     old.wait_log("upgrade socket ready", Duration::from_secs(10));
     let url = format!("http://{}/", old.addr);

@@ -331,6 +331,71 @@ pub fn client_request(data: &[u8]) {
         .get(http::header::CONTENT_LENGTH)
         .map_or(0, |v| v.to_str().unwrap().trim().parse().unwrap());
     assert_eq!(req.body().as_ref().map_or(0, |b| b.len()), declared);
+    // Differential: hyper's HTTP/1.1 server reads the same bytes as the
+    // same request (never looser: sluice takes nothing hyper refuses).
+    let taken = &bytes[..consumed];
+    let theirs = hyper_reads(taken);
+    let Some((parts, body)) = theirs.first() else {
+        panic!(
+            "sluice took a request hyper refuses: {:?}",
+            String::from_utf8_lossy(taken)
+        );
+    };
+    assert_eq!(
+        theirs.len(),
+        1,
+        "hyper read more requests from {:?}",
+        String::from_utf8_lossy(taken)
+    );
+    assert_eq!(parts.method, *req.method());
+    assert_eq!(parts.uri, *req.uri());
+    let fields = |h: &http::HeaderMap| {
+        let mut v: Vec<(String, Vec<u8>)> = h
+            .iter()
+            .map(|(n, v)| (n.as_str().to_owned(), v.as_bytes().to_vec()))
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(fields(&parts.headers), fields(req.headers()));
+    assert_eq!(&body[..], req.body().as_deref().unwrap_or_default());
+}
+
+/// The requests hyper's HTTP/1.1 server reads from `bytes`, followed by the
+/// end of input: each one's head and whole body.
+fn hyper_reads(bytes: &[u8]) -> Vec<(http::request::Parts, Vec<u8>)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let (mut client, server) = tokio::io::duplex(1 << 20);
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let record = std::sync::Arc::clone(&seen);
+        let service = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+            let record = std::sync::Arc::clone(&record);
+            async move {
+                let (parts, body) = req.into_parts();
+                if let Ok(body) = http_body_util::BodyExt::collect(body).await {
+                    record.lock().unwrap().push((parts, body.to_bytes().to_vec()));
+                }
+                Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Empty::<bytes::Bytes>::new()))
+            }
+        });
+        // The input ends with the client's half-close: hyper must still
+        // answer what it read.
+        let conn = hyper::server::conn::http1::Builder::new()
+            .half_close(true)
+            .serve_connection(hyper_util::rt::TokioIo::new(server), service);
+        let task = tokio::spawn(conn);
+        client.write_all(bytes).await.unwrap();
+        client.shutdown().await.unwrap();
+        let mut answers = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), client.read_to_end(&mut answers)).await;
+        let _ = task.await;
+        std::mem::take(&mut *seen.lock().unwrap())
+    })
 }
 
 /// Header blocks for the HPACK targets: each input byte run prefixed by its

@@ -249,6 +249,23 @@ pub fn backend_response(data: &[u8]) {
     let Ok((res, _)) = sluice_proxy::h1raw::decode_whole(bytes, &method) else {
         return;
     };
+    // Differential: hyper's client reads the same bytes, answering the same
+    // method, as the same status and the same body (never looser).
+    match hyper_client_reads(bytes, &method) {
+        Some((status, body)) => {
+            assert_eq!(status, res.status(), "status differs from hyper's");
+            assert_eq!(
+                &body,
+                res.body(),
+                "body differs from hyper's for {:?}",
+                String::from_utf8_lossy(bytes)
+            );
+        }
+        None => panic!(
+            "sluice read a response hyper refuses: {:?}",
+            String::from_utf8_lossy(bytes)
+        ),
+    }
     let status = res.status();
     let bodiless = method == http::Method::HEAD || status == 204 || status == 304;
     if bodiless {
@@ -468,4 +485,42 @@ pub fn hpack_encoder(data: &[u8]) {
             .map(|(n, v)| (n.as_str().as_bytes().to_vec(), v.as_bytes().to_vec())),
     );
     assert_eq!(decoded, expected);
+}
+
+/// The response hyper's HTTP/1.1 client reads from `bytes` (then the end of
+/// input) to a `method` request: its final status and whole body.
+fn hyper_client_reads(bytes: &[u8], method: &http::Method) -> Option<(http::StatusCode, Vec<u8>)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let (client, mut server) = tokio::io::duplex(1 << 20);
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(client))
+            .await
+            .ok()?;
+        tokio::spawn(conn);
+        let backend = async {
+            // The request's head, then the response, then the end.
+            let mut head = [0u8; 1024];
+            let _ = server.read(&mut head).await;
+            let _ = server.write_all(bytes).await;
+            let _ = server.shutdown().await;
+        };
+        let request = http::Request::builder()
+            .method(method.clone())
+            .uri("/")
+            .header(http::header::HOST, "backend")
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .ok()?;
+        let exchange = async {
+            let res = sender.send_request(request).await.ok()?;
+            let status = res.status();
+            let body = http_body_util::BodyExt::collect(res.into_body()).await.ok()?;
+            Some((status, body.to_bytes().to_vec()))
+        };
+        let (_, got) = tokio::join!(backend, tokio::time::timeout(Duration::from_secs(5), exchange));
+        got.ok().flatten()
+    })
 }

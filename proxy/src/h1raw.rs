@@ -583,7 +583,13 @@ fn decode_chunk(buf: &mut BytesMut, state: &mut Chunk) -> Result<Step, RawError>
                 return need_more(MAX_CHUNK_LINE, buf, "chunk-size line too long");
             };
             let line = buf.get(..end).unwrap_or_default();
-            let digits = line.split(|&b| b == b';').next().unwrap_or_default().trim_ascii();
+            // As hyper's client reads it (never looser): hex digits from the
+            // start of the line, then spaces or tabs, an extension, or the
+            // end; no bare LF anywhere in the line.
+            if line.contains(&b'\n') {
+                return Err(RawError::Malformed("bare LF in a chunk-size line"));
+            }
+            let digits = line.split(|&b| b == b';').next().unwrap_or_default().trim_ascii_end();
             let size = std::str::from_utf8(digits)
                 .ok()
                 .filter(|d| !d.is_empty() && d.len() <= 16)

@@ -296,6 +296,11 @@ fn parse_head(buf: &mut BytesMut, method: &Method, headers_as: HeadersAs) -> Res
     for &(ns, ne, vs, ve) in spans {
         let (name, value) = name_value(&head, (ns, ne, vs, ve))?;
         if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            // On HTTP/1.0 the framing is faulty (RFC 9112 §6.1), as hyper's
+            // client also reads it.
+            if minor == 0 {
+                return Err(RawError::Malformed("transfer-encoding on an HTTP/1.0 response"));
+            }
             // The last coding decides: chunked, or read until close.
             let last = value.rsplit(|&b| b == b',').next().unwrap_or_default();
             chunked = last.trim_ascii().eq_ignore_ascii_case(b"chunked");
@@ -629,6 +634,11 @@ fn decode_chunk(buf: &mut BytesMut, state: &mut Chunk) -> Result<Step, RawError>
             let Some(end) = find_crlf(buf) else {
                 return need_more(MAX_TRAILERS.saturating_sub(*seen), buf, "trailers too long");
             };
+            // Dropped, but read as field lines, as hyper's client reads them:
+            // a token name, a colon, a value without control bytes.
+            if end > 0 && !is_field_line(buf.get(..end).unwrap_or_default()) {
+                return Err(RawError::Malformed("invalid trailer field"));
+            }
             buf.advance(end + 2);
             if end == 0 {
                 return Ok(Step::End);
@@ -640,6 +650,20 @@ fn decode_chunk(buf: &mut BytesMut, state: &mut Chunk) -> Result<Step, RawError>
             Ok(Step::Continue)
         }
     }
+}
+
+/// `name: value` with a token name and a value without control bytes but
+/// HTAB (obs-text allowed), as httparse reads a field line.
+fn is_field_line(line: &[u8]) -> bool {
+    let Some(colon) = line.iter().position(|&b| b == b':') else {
+        return false;
+    };
+    let (name, value) = line.split_at(colon);
+    !name.is_empty()
+        && name
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+        && value.iter().all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f))
 }
 
 /// Reads a whole backend response held in memory the way an exchange

@@ -591,10 +591,12 @@ fn decode_chunk(buf: &mut BytesMut, state: &mut Chunk) -> Result<Step, RawError>
             // As hyper's client reads it (never looser): hex digits from the
             // start of the line, then spaces or tabs, an extension, or the
             // end; no bare LF anywhere in the line.
-            if line.contains(&b'\n') {
-                return Err(RawError::Malformed("bare LF in a chunk-size line"));
+            if line.iter().any(|&b| b == b'\n' || b == b'\r') {
+                return Err(RawError::Malformed("bare CR or LF in a chunk-size line"));
             }
-            let digits = line.split(|&b| b == b';').next().unwrap_or_default().trim_ascii_end();
+            let size = line.split(|&b| b == b';').next().unwrap_or_default();
+            let blanks = size.iter().rev().take_while(|&&b| b == b' ' || b == b'\t').count();
+            let digits = size.get(..size.len() - blanks).unwrap_or_default();
             let size = std::str::from_utf8(digits)
                 .ok()
                 .filter(|d| !d.is_empty() && d.len() <= 16)

@@ -184,7 +184,12 @@ pub async fn exchange(
     conn.io.write_all(head).await.map_err(|e| before_response(e, &conn))?;
     loop {
         if let Some((res, framing, keep_alive, lines)) = parse_head(&mut conn.buf, method, headers)? {
-            // 1xx answers (100 Continue, 103 Early Hints) precede the real one.
+            // 1xx answers (100 Continue, 103 Early Hints) precede the real
+            // one; a 101 answers no request sent here (upgrades go through
+            // hyper), and what follows it may not be HTTP.
+            if res.status() == StatusCode::SWITCHING_PROTOCOLS {
+                return Err(RawError::Malformed("101 to a request that asked for no upgrade"));
+            }
             if res.status().is_informational() {
                 continue;
             }
@@ -678,6 +683,9 @@ pub fn decode_whole(bytes: &[u8], method: &Method) -> Result<(Response<Vec<u8>>,
     let (res, mut framing, keep_alive, _) = loop {
         match parse_head(&mut buf, method, HeadersAs::Map)? {
             None => return Err(RawError::Incomplete),
+            Some((res, ..)) if res.status() == StatusCode::SWITCHING_PROTOCOLS => {
+                return Err(RawError::Malformed("101 to a request that asked for no upgrade"));
+            }
             Some((res, ..)) if res.status().is_informational() => {}
             Some(parsed) => break parsed,
         }

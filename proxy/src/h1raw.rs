@@ -306,6 +306,17 @@ fn parse_head(buf: &mut BytesMut, method: &Method, headers_as: HeadersAs) -> Res
             if minor == 0 {
                 return Err(RawError::Malformed("transfer-encoding on an HTTP/1.0 response"));
             }
+            // Codings are tokens; anything else leaves the framing unclear
+            // (hyper's client reads such a value as not chunked).
+            let tokens = value.split(|&b| b == b',').map(<[u8]>::trim_ascii);
+            if tokens.clone().any(|t| {
+                t.is_empty()
+                    || !t
+                        .iter()
+                        .all(|&b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+            }) {
+                return Err(RawError::Malformed("invalid transfer-encoding"));
+            }
             // The last coding decides: chunked, or read until close.
             let last = value.rsplit(|&b| b == b',').next().unwrap_or_default();
             chunked = last.trim_ascii().eq_ignore_ascii_case(b"chunked");

@@ -12,19 +12,6 @@
 //! 431...) hyper gives; a connection that starts with the HTTP/2 preface is
 //! handed the same way to sluice's HTTP/2 server (`crate::h2`).
 
-// Parses bytes from the network: no construct here may panic on them
-// (docs/security.md, "Panic-free protocol code").
-#![deny(
-    clippy::indexing_slicing,
-    clippy::panic,
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::unreachable,
-    clippy::todo,
-    clippy::unimplemented,
-    clippy::panic_in_result_fn
-)]
-
 use std::future::poll_fn;
 use std::io::{IoSlice, Write as _};
 use std::mem::MaybeUninit;

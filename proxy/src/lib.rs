@@ -7,6 +7,19 @@
 //! streamed back ([`body`]). The table is changed only through
 //! [`RoutingHandle`], which swaps whole snapshots atomically.
 
+// The data plane reads bytes from clients and backends: no construct in
+// it may panic on them (docs/security.md, "Panic-free protocol code").
+#![deny(
+    clippy::indexing_slicing,
+    clippy::panic,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::unreachable,
+    clippy::todo,
+    clippy::unimplemented,
+    clippy::panic_in_result_fn
+)]
+
 pub mod body;
 mod date;
 mod deadline;

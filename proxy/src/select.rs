@@ -77,7 +77,7 @@ pub fn choose_backend(pool: &Pool) -> Option<&Arc<Backend>> {
             if b >= a {
                 b += 1;
             }
-            let (x, y) = (&backends[a], &backends[b]);
+            let (x, y) = (backends.get(a)?, backends.get(b)?);
             Some(if y.in_flight() < x.in_flight() { y } else { x })
         }
     }

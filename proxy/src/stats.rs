@@ -54,7 +54,9 @@ impl PoolStats {
             .iter()
             .position(|&b| secs <= b)
             .unwrap_or(LATENCY_BOUNDS.len());
-        self.latency[bucket].fetch_add(1, Ordering::Relaxed);
+        if let Some(bucket) = self.latency.get(bucket) {
+            bucket.fetch_add(1, Ordering::Relaxed);
+        }
         self.latency_sum_micros.fetch_add(
             u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
             Ordering::Relaxed,
@@ -78,11 +80,15 @@ impl PoolStats {
     pub fn latency(&self) -> (Vec<u64>, u64, f64) {
         let mut cumulative = Vec::with_capacity(LATENCY_BOUNDS.len());
         let mut running = 0;
-        for bucket in &self.latency[..LATENCY_BOUNDS.len()] {
+        for bucket in self.latency.get(..LATENCY_BOUNDS.len()).unwrap_or_default() {
             running += bucket.load(Ordering::Relaxed);
             cumulative.push(running);
         }
-        let total = running + self.latency[LATENCY_BOUNDS.len()].load(Ordering::Relaxed);
+        let total = running
+            + self
+                .latency
+                .get(LATENCY_BOUNDS.len())
+                .map_or(0, |b| b.load(Ordering::Relaxed));
         let sum = self.latency_sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
         (cumulative, total, sum)
     }
@@ -138,11 +144,13 @@ pub struct BackendErrors([AtomicU64; UpstreamErrorKind::ALL.len()]);
 impl BackendErrors {
     #[inline]
     pub fn record(&self, kind: UpstreamErrorKind) {
-        self.0[kind as usize].fetch_add(1, Ordering::Relaxed);
+        if let Some(count) = self.0.get(kind as usize) {
+            count.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     pub fn count(&self, kind: UpstreamErrorKind) -> u64 {
-        self.0[kind as usize].load(Ordering::Relaxed)
+        self.0.get(kind as usize).map_or(0, |c| c.load(Ordering::Relaxed))
     }
 }
 

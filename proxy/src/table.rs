@@ -315,7 +315,11 @@ impl RoutingTable {
         }
         // Rounding: the last pool with a share ends exactly at SLOTS.
         if let Some(last) = pools.iter().rposition(|p| p.effective_weight > 0) {
-            upper[last..].iter_mut().for_each(|u| *u = SLOTS);
+            upper
+                .get_mut(last..)
+                .unwrap_or_default()
+                .iter_mut()
+                .for_each(|u| *u = SLOTS);
         }
         Ok(Self {
             generation,

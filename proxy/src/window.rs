@@ -129,7 +129,9 @@ impl Window {
     #[inline]
     pub fn record(&self, at: Instant, latency: Duration, outcome: Outcome) {
         let second = self.second_at(at);
-        let bucket = &self.buckets[(second % WINDOW_SECONDS as u64) as usize];
+        let Some(bucket) = self.buckets.get((second % WINDOW_SECONDS as u64) as usize) else {
+            return;
+        };
         bucket.claim(second);
         bucket.requests.fetch_add(1, Ordering::Relaxed);
         match outcome {
@@ -143,7 +145,9 @@ impl Window {
             }
         }
         let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
-        bucket.latency[latency_slot(micros)].fetch_add(1, Ordering::Relaxed);
+        if let Some(slot) = bucket.latency.get(latency_slot(micros)) {
+            slot.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// The last `span` (at most [`WINDOW_SECONDS`]) up to `now`, merged.
@@ -278,7 +282,9 @@ impl WindowSnapshot {
             self.latency = vec![0; LATENCY_SLOTS];
         }
         let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
-        self.latency[latency_slot(micros)] += self.requests;
+        if let Some(slot) = self.latency.get_mut(latency_slot(micros)) {
+            *slot += self.requests;
+        }
         self
     }
 }

@@ -166,7 +166,7 @@ pub async fn serve_moving(
             let served = Arc::clone(&conn);
             let serving = async move {
                 match tls {
-                    None => serve_conn(engine, stream, &builder, conn, proxy, watcher, &opts, idle_signal).await,
+                    None => serve_connection(engine, stream, &builder, conn, proxy, watcher, &opts, idle_signal).await,
                     // Boxed: a task is as large as its largest state. Inline,
                     // the TLS branch (with hyper's, boxed below) made every
                     // plain connection's task 11 KB instead of 5 KB.
@@ -174,8 +174,17 @@ pub async fn serve_moving(
                         Box::pin(async {
                             match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
                                 Ok(Ok(tls_stream)) => {
-                                    serve_conn(engine, tls_stream, &builder, conn, proxy, watcher, &opts, idle_signal)
-                                        .await;
+                                    serve_connection(
+                                        engine,
+                                        tls_stream,
+                                        &builder,
+                                        conn,
+                                        proxy,
+                                        watcher,
+                                        &opts,
+                                        idle_signal,
+                                    )
+                                    .await;
                                 }
                                 Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
                                 Err(_) => debug!(%peer, "TLS handshake timed out"),
@@ -290,9 +299,12 @@ struct Builders {
     hyper: auto::Builder<TokioExecutor>,
 }
 
-/// Serves one accepted connection with `engine`.
+/// Serves one accepted connection (plain or TLS): with the sluice engine
+/// on sluice's own HTTP/1.1 loop, then, if it needs hyper (see
+/// `h1server`), on hyper; with the hyper engine on hyper alone. `watcher`
+/// is held throughout, so the drain waits for the connection.
 #[allow(clippy::too_many_arguments)]
-async fn serve_conn<I>(
+async fn serve_connection<I>(
     engine: Engine,
     io: I,
     builder: &auto::Builder<TokioExecutor>,
@@ -304,30 +316,12 @@ async fn serve_conn<I>(
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    match engine {
-        Engine::Sluice => serve_h1_first(io, builder, conn, proxy, watcher, opts, idle_signal).await,
-        Engine::Hyper => {
-            conn.set_protocol(PROTOCOL_HYPER);
-            // Boxed as the hand-over is: the task's size is its largest state.
-            Box::pin(serve_io(builder, TokioIo::new(io), conn, proxy, watcher)).await;
-        }
+    if engine == Engine::Hyper {
+        conn.set_protocol(PROTOCOL_HYPER);
+        // Boxed as the hand-over is: the task's size is its largest state.
+        Box::pin(serve_io(builder, TokioIo::new(io), conn, proxy, watcher)).await;
+        return;
     }
-}
-
-/// Serves one accepted connection (plain or TLS) on sluice's own HTTP/1.1
-/// loop, then, if it needs hyper (see `h1server`), on hyper. `watcher`
-/// is held throughout, so the drain waits for the connection.
-async fn serve_h1_first<I>(
-    io: I,
-    builder: &auto::Builder<TokioExecutor>,
-    conn: Arc<ClientConn>,
-    proxy: Arc<Proxy>,
-    watcher: hyper_util::server::graceful::Watcher,
-    opts: &ListenerOptions,
-    idle_signal: watch::Receiver<()>,
-) where
-    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
     match h1server::serve(io, &conn, &proxy, opts, idle_signal.clone()).await {
         h1server::Outcome::Closed => {}
         h1server::Outcome::HandOff(io) if h2::is_preface(io.prefix()) => {

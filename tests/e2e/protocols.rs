@@ -110,80 +110,35 @@ async fn host_reaches_http1_backends_from_h2_and_http10_clients(engine: &str) {
     assert_eq!(rec.header_map(1)["host"], [addr.to_string()]);
 }
 
-/// Each test above on sluice's own engines (the default).
-mod sluice_engine {
-    const ENGINE: &str = "";
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn h2c_prior_knowledge_from_the_client() {
-        super::h2c_prior_knowledge_from_the_client(ENGINE).await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn h2_to_backends_when_the_pool_asks_for_it() {
-        super::h2_to_backends_when_the_pool_asks_for_it(ENGINE).await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn websocket_upgrade_is_tunnelled_both_ways() {
-        super::websocket_upgrade_is_tunnelled_both_ways(ENGINE).await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn h2c_upgrade_request_is_served_as_plain_http11() {
-        super::h2c_upgrade_request_is_served_as_plain_http11(ENGINE).await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn chunked_request_body_is_streamed_to_the_backend() {
-        super::chunked_request_body_is_streamed_to_the_backend(ENGINE).await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn fifty_mib_up_and_down_are_streamed() {
-        super::fifty_mib_up_and_down_are_streamed(ENGINE).await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn host_reaches_http1_backends_from_h2_and_http10_clients() {
-        super::host_reaches_http1_backends_from_h2_and_http10_clients(ENGINE).await;
-    }
+/// Each test above, in a module per engine.
+macro_rules! on_engine {
+    ($module:ident, $engine:expr, $($name:ident),* $(,)?) => {
+        mod $module {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($engine).await;
+                }
+            )*
+        }
+    };
 }
 
-/// Each test above on hyper's servers and client.
-mod hyper_engine {
-    const ENGINE: &str = "[proxy]\nengine = \"hyper\"\n";
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn h2c_prior_knowledge_from_the_client() {
-        super::h2c_prior_knowledge_from_the_client(ENGINE).await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn h2_to_backends_when_the_pool_asks_for_it() {
-        super::h2_to_backends_when_the_pool_asks_for_it(ENGINE).await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn websocket_upgrade_is_tunnelled_both_ways() {
-        super::websocket_upgrade_is_tunnelled_both_ways(ENGINE).await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn h2c_upgrade_request_is_served_as_plain_http11() {
-        super::h2c_upgrade_request_is_served_as_plain_http11(ENGINE).await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn chunked_request_body_is_streamed_to_the_backend() {
-        super::chunked_request_body_is_streamed_to_the_backend(ENGINE).await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn fifty_mib_up_and_down_are_streamed() {
-        super::fifty_mib_up_and_down_are_streamed(ENGINE).await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn host_reaches_http1_backends_from_h2_and_http10_clients() {
-        super::host_reaches_http1_backends_from_h2_and_http10_clients(ENGINE).await;
-    }
+macro_rules! on_both_engines {
+    ($($name:ident),* $(,)?) => {
+        // sluice's own engines (the default).
+        on_engine!(sluice_engine, "", $($name),*);
+        // hyper's servers and client.
+        on_engine!(hyper_engine, "[proxy]\nengine = \"hyper\"\n", $($name),*);
+    };
 }
+
+on_both_engines!(
+    h2c_prior_knowledge_from_the_client,
+    h2_to_backends_when_the_pool_asks_for_it,
+    websocket_upgrade_is_tunnelled_both_ways,
+    h2c_upgrade_request_is_served_as_plain_http11,
+    chunked_request_body_is_streamed_to_the_backend,
+    fifty_mib_up_and_down_are_streamed,
+    host_reaches_http1_backends_from_h2_and_http10_clients,
+);

@@ -163,6 +163,17 @@ pub async fn settings_repeated_window(c: &mut Conn) -> CaseResult {
         .await;
     c.settings_ack().await?;
     c.get(1).await;
+    one_byte_of_data(c).await
+}
+
+pub async fn settings_is_acked(c: &mut Conn) -> CaseResult {
+    c.handshake().await?;
+    c.settings(&[(SETTINGS_ENABLE_PUSH, 0)]).await;
+    c.settings_ack().await
+}
+
+/// The next DATA frame carries exactly one byte (a window of 1 let out).
+async fn one_byte_of_data(c: &mut Conn) -> CaseResult {
     let data = c.frame_of(DATA).await?;
     if data.payload.len() == 1 {
         Ok(())
@@ -172,12 +183,6 @@ pub async fn settings_repeated_window(c: &mut Conn) -> CaseResult {
             data.payload.len()
         ))
     }
-}
-
-pub async fn settings_is_acked(c: &mut Conn) -> CaseResult {
-    c.handshake().await?;
-    c.settings(&[(SETTINGS_ENABLE_PUSH, 0)]).await;
-    c.settings_ack().await
 }
 
 // --- §6.7: PING -----------------------------------------------------------
@@ -242,15 +247,7 @@ pub async fn window_one_byte(c: &mut Conn) -> CaseResult {
     c.settings(&[(SETTINGS_INITIAL_WINDOW_SIZE, 1)]).await;
     c.settings_ack().await?;
     c.get(1).await;
-    let data = c.frame_of(DATA).await?;
-    if data.payload.len() == 1 {
-        Ok(())
-    } else {
-        Err(format!(
-            "expected a 1-byte DATA frame, got {} bytes",
-            data.payload.len()
-        ))
-    }
+    one_byte_of_data(c).await
 }
 
 pub async fn window_overflow(c: &mut Conn) -> CaseResult {
@@ -275,15 +272,7 @@ pub async fn window_changed_after_headers(c: &mut Conn) -> CaseResult {
     c.settings_ack().await?;
     c.get(1).await;
     c.settings(&[(SETTINGS_INITIAL_WINDOW_SIZE, 1)]).await;
-    let data = c.frame_of(DATA).await?;
-    if data.payload.len() == 1 {
-        Ok(())
-    } else {
-        Err(format!(
-            "expected a 1-byte DATA frame, got {} bytes",
-            data.payload.len()
-        ))
-    }
+    one_byte_of_data(c).await
 }
 
 pub async fn window_negative(c: &mut Conn) -> CaseResult {
@@ -296,15 +285,7 @@ pub async fn window_negative(c: &mut Conn) -> CaseResult {
     c.settings(&[(SETTINGS_INITIAL_WINDOW_SIZE, 2)]).await;
     c.settings_ack().await?;
     c.window_update(1, 2).await;
-    let data = c.frame_of(DATA).await?;
-    if data.payload.len() == 1 {
-        Ok(())
-    } else {
-        Err(format!(
-            "expected a 1-byte DATA frame, got {} bytes",
-            data.payload.len()
-        ))
-    }
+    one_byte_of_data(c).await
 }
 
 pub async fn window_setting_too_large(c: &mut Conn) -> CaseResult {

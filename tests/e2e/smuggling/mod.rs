@@ -209,7 +209,7 @@ async fn nginx_calibrates_the_suite() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let d = dir.path().display();
-    let user = if is_root() { "user root;\n" } else { "" };
+    let user = if crate::pg::is_root() { "user root;\n" } else { "" };
     let conf = format!(
         "{user}worker_processes 1;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
          events {{ worker_connections 64; }}\n\
@@ -263,14 +263,6 @@ async fn haproxy_calibrates_the_suite() {
     wait_listening(proxy, "haproxy").await;
     let failed = run_all(proxy, &backend, "haproxy").await;
     assert_controls_pass("haproxy", &failed);
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| o.stdout.starts_with(b"0\n"))
-        .unwrap_or(false)
 }
 
 /// The backend itself reads what a strict server reads.

@@ -540,6 +540,25 @@ fn body_error(err: &RequestBodyError) -> ProxyError {
     }
 }
 
+/// A proxy for unit tests: one pool, `blue`, with one backend at
+/// 127.0.0.1:1, where nothing listens (sluice answers 502); and its
+/// upstream clients.
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+pub(crate) fn test_proxy() -> (Proxy, Upstreams) {
+    let upstreams = Upstreams::new(&sluice_config::Timeouts::default());
+    let pool = crate::table::PoolSpec {
+        name: "blue".into(),
+        version: "v1".into(),
+        weight: 100,
+        protocol: UpstreamProtocol::Http1,
+        backends: vec!["127.0.0.1:1".into()],
+        tls: None,
+    };
+    let routing = Arc::new(RoutingHandle::new(&[pool], crate::table::RoutingPolicy::default()).unwrap());
+    (Proxy::new(routing, upstreams.clone()), upstreams)
+}
+
 #[cfg(test)]
 mod future_size {
     //! Every request's future is copied as it moves (into hyper's in-flight
@@ -548,9 +567,7 @@ mod future_size {
     //! instructions per request; these bounds catch that kind of change.
     use std::sync::Arc;
 
-    use sluice_config::{Timeouts, UpstreamProtocol};
-
-    use crate::table::{PoolSpec, RoutingPolicy};
+    use sluice_config::UpstreamProtocol;
 
     fn future_size<F: FnOnce() -> Fut, Fut>(_: &F) -> usize {
         std::mem::size_of::<Fut>()
@@ -563,17 +580,7 @@ mod future_size {
 
     #[test]
     fn the_request_future_stays_small() {
-        let upstreams = crate::upstream::Upstreams::new(&Timeouts::default());
-        let pool = PoolSpec {
-            name: "blue".into(),
-            version: "v1".into(),
-            weight: 100,
-            protocol: UpstreamProtocol::Http1,
-            backends: vec!["127.0.0.1:1".into()],
-            tls: None,
-        };
-        let routing = Arc::new(crate::handle::RoutingHandle::new(&[pool], RoutingPolicy::default()).unwrap());
-        let proxy = super::Proxy::new(routing, upstreams.clone());
+        let (proxy, upstreams) = super::test_proxy();
         let conn = super::ClientConn::new("127.0.0.1:1".parse().unwrap(), false);
         // Never called: only the futures' types are needed.
         let handle = move || async move { proxy.handle(never(), &conn, &mut super::Scratch::default()).await };

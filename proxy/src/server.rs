@@ -373,14 +373,11 @@ pub(crate) mod tests {
     use std::sync::atomic::Ordering;
     use std::time::Duration;
 
-    use sluice_config::{Timeouts, UpstreamProtocol};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::{TcpListener, TcpStream};
 
     use super::{ListenerOptions, serve};
-    use crate::forward::Proxy;
     use crate::stats::CONNECTION_PANICS;
-    use crate::table::{PoolSpec, RoutingPolicy};
 
     /// A request for this path panics inside its connection's task.
     pub(crate) const PANIC_PATH: &str = "/__sluice_test_panic";
@@ -395,20 +392,8 @@ pub(crate) mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_panicking_connection_is_counted_and_harms_no_other() {
-        let pool = PoolSpec {
-            name: "blue".into(),
-            version: "v1".into(),
-            weight: 100,
-            protocol: UpstreamProtocol::Http1,
-            // Nothing listens there: every request is answered 502 by sluice.
-            backends: vec!["127.0.0.1:1".into()],
-            tls: None,
-        };
-        let routing = Arc::new(crate::handle::RoutingHandle::new(&[pool], RoutingPolicy::default()).unwrap());
-        let proxy = Arc::new(Proxy::new(
-            routing,
-            crate::upstream::Upstreams::new(&Timeouts::default()),
-        ));
+        // Its backend does not listen: every request is answered 502.
+        let proxy = Arc::new(crate::forward::test_proxy().0);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let opts = ListenerOptions {

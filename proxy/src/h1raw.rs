@@ -577,6 +577,18 @@ fn take(buf: &mut BytesMut, left: &mut u64) -> Option<Bytes> {
 }
 
 /// One step of chunked decoding over the buffered bytes.
+/// A chunk size: hex digits only, as hyper reads it (`u64::from_str_radix`
+/// would also take a leading `+`, which a backend could use to make
+/// `+0` end a body for sluice and not for the next hop).
+fn chunk_size(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() || digits.len() > 16 {
+        return None;
+    }
+    digits
+        .iter()
+        .try_fold(0u64, |n, &b| Some((n << 4) | u64::from(char::from(b).to_digit(16)?)))
+}
+
 fn decode_chunk(buf: &mut BytesMut, state: &mut Chunk) -> Result<Step, RawError> {
     let need_more = |limit: usize, buf: &BytesMut, what: &'static str| {
         if buf.len() > limit {
@@ -600,11 +612,7 @@ fn decode_chunk(buf: &mut BytesMut, state: &mut Chunk) -> Result<Step, RawError>
             let size = line.split(|&b| b == b';').next().unwrap_or_default();
             let blanks = size.iter().rev().take_while(|&&b| b == b' ' || b == b'\t').count();
             let digits = size.get(..size.len() - blanks).unwrap_or_default();
-            let size = std::str::from_utf8(digits)
-                .ok()
-                .filter(|d| !d.is_empty() && d.len() <= 16)
-                .and_then(|d| u64::from_str_radix(d, 16).ok())
-                .ok_or(RawError::Malformed("invalid chunk size"))?;
+            let size = chunk_size(digits).ok_or(RawError::Malformed("invalid chunk size"))?;
             buf.advance(end + 2);
             *state = if size == 0 {
                 Chunk::Trailers(0)
@@ -910,6 +918,10 @@ mod tests {
             decode_all(b"5\r\nhelloXX0\r\n\r\n", 4),
             Err(RawError::Malformed(_))
         ));
+        // A sign is no hex digit (a differential fuzzing finding).
+        for signed in [&b"+5\r\nhello\r\n0\r\n\r\n"[..], b"5\r\nhello\r\n+0\r\n\r\n"] {
+            assert!(matches!(decode_all(signed, 4), Err(RawError::Malformed(_))));
+        }
         assert!(matches!(decode_all(b"5\r\nhel", 4), Err(RawError::Incomplete)));
         let endless = vec![b'1'; 2 * MAX_CHUNK_LINE];
         assert!(matches!(decode_all(&endless, 64), Err(RawError::Malformed(_))));

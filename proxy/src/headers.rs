@@ -224,6 +224,18 @@ pub fn connection_tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
         .filter(|t| !t.is_empty())
 }
 
+/// Whether the client's `TE` lists `trailers`: the one `TE` value that
+/// crosses to an HTTP/2 backend (RFC 9113 §8.2.2), which gRPC servers
+/// require.
+pub fn accepts_trailers(headers: &HeaderMap) -> bool {
+    headers.get_all(header::TE).iter().any(|value| {
+        connection_tokens(value.as_bytes()).any(|t| {
+            let name = t.split(|&b| b == b';').next().unwrap_or_default();
+            name.trim_ascii().eq_ignore_ascii_case(b"trailers")
+        })
+    })
+}
+
 /// Removes hop-by-hop headers: the fixed list, every header named in
 /// `Connection`, every `Proxy-*` header, and `x-sluice-pool`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
@@ -398,6 +410,23 @@ mod tests {
         assert_eq!(framing(Version::HTTP_11, &lengths, false), Err(ProxyError::BadFraming));
         // Heads sluice's own loop read were checked there.
         assert_eq!(framing(Version::HTTP_11, &[("content-length", "5")], true), Ok(()));
+    }
+
+    #[test]
+    fn trailers_is_found_among_te_codings() {
+        let te = |values: &[&'static str]| {
+            let mut h = HeaderMap::new();
+            for v in values {
+                h.append(header::TE, HeaderValue::from_static(v));
+            }
+            accepts_trailers(&h)
+        };
+        assert!(te(&["trailers"]));
+        assert!(te(&["gzip;q=0.5, Trailers"]));
+        assert!(te(&["gzip", "trailers"]));
+        assert!(!te(&[]));
+        assert!(!te(&["gzip, deflate"]));
+        assert!(!te(&["trailersx"]));
     }
 
     #[test]

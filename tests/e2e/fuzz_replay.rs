@@ -5,6 +5,8 @@
 
 #[path = "../../fuzz/checks.rs"]
 mod checks;
+#[path = "../../fuzz/h2_connection.rs"]
+mod h2_connection;
 
 fn replay(target: &str, check: fn(&[u8])) {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -46,6 +48,11 @@ fn raw_request_corpus() {
 fn h2_frames_corpus() {
     replay("h2_frames", checks::h2_frames);
     checks::proxy_still_serves();
+}
+
+#[test]
+fn h2_connection_corpus() {
+    replay("h2_connection", h2_connection::h2_connection);
 }
 
 #[test]

@@ -23,6 +23,7 @@ mod drain_tunnels;
 mod engines;
 mod faults;
 mod fuzz_replay;
+mod grpc;
 mod guard_e2e;
 mod h2_server;
 mod h2spec;

@@ -85,10 +85,18 @@ pub async fn serve<I>(
     .await;
 }
 
-/// A header block arriving in CONTINUATION frames.
-pub(super) struct Partial {
+/// What the HEADERS frame that began a header block said of it.
+#[derive(Clone, Copy)]
+pub(super) struct BlockStart {
     pub(super) stream: u32,
     pub(super) end_stream: bool,
+    /// Its priority named the stream itself (a stream error, §5.3.1).
+    pub(super) self_dependent: bool,
+}
+
+/// A header block arriving in CONTINUATION frames.
+pub(super) struct Partial {
+    pub(super) start: BlockStart,
     pub(super) block: BytesMut,
     pub(super) frames: usize,
 }
@@ -462,6 +470,18 @@ impl<'a, I: AsyncRead + AsyncWrite + Unpin> Connection<'a, I> {
 
     /// Resets a stream (a stream error, or the response body failed).
     pub(super) fn reset(&mut self, id: u32, reason: Reason) {
+        // Already reset by sluice: the stream is closed and what arrives on
+        // it is ignored (RFC 9113 §5.1), not answered with a second reset
+        // (a fuzzing finding).
+        if self.reset_ids.contains(&id) {
+            return;
+        }
+        // RST_STREAM is never sent for an idle stream (§6.4): a stream error
+        // there (a PRIORITY frame's) fails the connection, as in nghttp2.
+        if self.idle(id) {
+            self.fail(reason);
+            return;
+        }
         if let Some(i) = self.find(id) {
             self.close_stream(i);
         }

@@ -11,7 +11,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::debug;
 
 use super::conn::{
-    Connection, Failure, Handler, MAX_BLOCK, MAX_CONTINUATIONS, MAX_EMPTY_DATA, MAX_STREAMS, Partial, STREAM_WINDOW,
+    BlockStart, Connection, Failure, Handler, MAX_BLOCK, MAX_CONTINUATIONS, MAX_EMPTY_DATA, MAX_STREAMS, Partial,
+    STREAM_WINDOW,
 };
 use super::frame::{self, Head, Reason};
 use super::recv::{Consumed, RecvBody};
@@ -23,7 +24,7 @@ impl<'a, I: AsyncRead + AsyncWrite + Unpin> Connection<'a, I> {
     pub(super) fn on_frame(&mut self, head: Head, payload: Bytes) -> Result<(), Failure> {
         use Failure::Connection as Conn;
         if let Some(partial) = &self.partial
-            && (head.kind != frame::CONTINUATION || head.stream != partial.stream)
+            && (head.kind != frame::CONTINUATION || head.stream != partial.start.stream)
         {
             return Err(Conn(Reason::Protocol));
         }
@@ -271,21 +272,20 @@ impl<'a, I: AsyncRead + AsyncWrite + Unpin> Connection<'a, I> {
             self_dependent = dependency == head.stream;
             block = block.slice(5..);
         }
-        let end_stream = head.has(frame::END_STREAM);
+        let start = BlockStart {
+            stream: head.stream,
+            end_stream: head.has(frame::END_STREAM),
+            self_dependent,
+        };
         if !head.has(frame::END_HEADERS) {
             self.partial = Some(Partial {
-                stream: head.stream,
-                end_stream,
+                start,
                 block: BytesMut::from(&block[..]),
                 frames: 0,
             });
             return Ok(());
         }
-        self.on_header_block(head.stream, end_stream, &block)?;
-        if self_dependent {
-            return Err(Failure::Stream(head.stream, Reason::Protocol));
-        }
-        Ok(())
+        self.on_header_block(start, &block)
     }
 
     fn on_continuation(&mut self, head: Head, payload: Bytes) -> Result<(), Failure> {
@@ -303,11 +303,14 @@ impl<'a, I: AsyncRead + AsyncWrite + Unpin> Connection<'a, I> {
         let Some(partial) = self.partial.take() else {
             return Ok(());
         };
-        self.on_header_block(partial.stream, partial.end_stream, &partial.block.freeze())
+        self.on_header_block(partial.start, &partial.block.freeze())
     }
 
     /// A whole header block: a new request, or a request's trailers.
-    fn on_header_block(&mut self, id: u32, end_stream: bool, block: &Bytes) -> Result<(), Failure> {
+    fn on_header_block(&mut self, start: BlockStart, block: &Bytes) -> Result<(), Failure> {
+        let BlockStart {
+            stream: id, end_stream, ..
+        } = start;
         // A request's header map and backend-head buffer come from the
         // connection's spares, as on the HTTP/1.1 loop.
         let mut scratch = self.scratch.pop().unwrap_or_default();
@@ -317,9 +320,18 @@ impl<'a, I: AsyncRead + AsyncWrite + Unpin> Connection<'a, I> {
             .decode(block, |field| head.add(field))
             .map_err(|_| Failure::Connection(Reason::Compression))?;
         if id <= self.last_stream {
+            if start.self_dependent && self.find_open(id).is_some() {
+                return Err(Failure::Stream(id, Reason::Protocol));
+            }
             return self.on_trailers(id, end_stream, head);
         }
         self.note_opened(id);
+        if start.self_dependent {
+            // Refused before it is opened: one RST_STREAM, no request.
+            self.write_reset(id, Reason::Protocol);
+            self.count_reset();
+            return Ok(());
+        }
         if self.going_away || self.peer_goaway {
             self.write_reset(id, Reason::RefusedStream);
             return Ok(());

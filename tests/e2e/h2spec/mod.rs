@@ -113,6 +113,7 @@ pub fn all() -> Vec<Case> {
         "http2/5.1.2/1" "streams past SETTINGS_MAX_CONCURRENT_STREAMS" a::over_concurrency;
         "http2/5.3.1/1" "HEADERS depending on itself" a::headers_self_dependent;
         "http2/5.3.1/2" "PRIORITY depending on itself" a::priority_self_dependent;
+        "http2/5.3.1/3" "HEADERS depending on itself, block continued" a::headers_self_dependent_continued;
         "http2/5.4.1/1" "connection error closes the connection" a::error_closes;
         "http2/5.4.1/2" "connection error sends GOAWAY" a::error_goaway;
         "http2/5.5/1" "unknown extension frame" a::unknown_extension_frame;

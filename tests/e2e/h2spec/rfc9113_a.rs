@@ -277,6 +277,20 @@ pub async fn headers_self_dependent(c: &mut Conn) -> CaseResult {
     c.stream_error(1, &[PROTOCOL_ERROR]).await
 }
 
+/// The same, with the header block ended by a CONTINUATION: the priority
+/// still counts (a fuzzing finding: the check was skipped, then sent twice).
+pub async fn headers_self_dependent_continued(c: &mut Conn) -> CaseResult {
+    c.handshake().await?;
+    let mut payload = 1u32.to_be_bytes().to_vec();
+    payload.push(255);
+    let block = c.request("GET");
+    let (first, rest) = block.split_at(block.len() / 2);
+    payload.extend_from_slice(first);
+    c.send(HEADERS, END_STREAM | PRIORITY_FLAG, 1, &payload).await;
+    c.send(CONTINUATION, END_HEADERS, 1, rest).await;
+    c.stream_error(1, &[PROTOCOL_ERROR]).await
+}
+
 pub async fn priority_self_dependent(c: &mut Conn) -> CaseResult {
     c.handshake().await?;
     c.priority(1, 1, 255).await;

@@ -1,0 +1,110 @@
+"""Real gRPC peers for the end-to-end tests (grpcio, built on grpc-core).
+
+  python3 grpc_peer.py server NAME        serves test.Echo and grpc.health.v1
+                                          on 127.0.0.1:0; prints "port N"
+  python3 grpc_peer.py client TARGET CMD  calls through TARGET; prints JSON
+
+No generated code: the methods take and return raw bytes. test.Echo/Unary
+answers "NAME:" + the request, or fails with the code a request
+"fail:CODE" names; test.Echo/Serve streams N messages ("stream:N");
+test.Echo/Health sets the health service's status ("SERVING" or
+"NOT_SERVING").
+"""
+
+import json
+import sys
+from concurrent import futures
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+
+def identity(b):
+    return b
+
+
+def serve(name):
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
+    healthy = health.HealthServicer()
+    healthy.set("", health_pb2.HealthCheckResponse.SERVING)
+    health_pb2_grpc.add_HealthServicer_to_server(healthy, server)
+
+    def unary(request, context):
+        if request.startswith(b"fail:"):
+            code = getattr(grpc.StatusCode, request[5:].decode())
+            context.abort(code, "asked to fail with " + code.name)
+        return name.encode() + b":" + request
+
+    def stream(request, context):
+        for i in range(int(request.split(b":")[1])):
+            yield b"%s:%d" % (name.encode(), i)
+
+    def set_health(request, context):
+        status = getattr(health_pb2.HealthCheckResponse, request.decode())
+        healthy.set("", status)
+        return b"ok"
+
+    handler = grpc.method_handlers_generic_handler(
+        "test.Echo",
+        {
+            "Unary": grpc.unary_unary_rpc_method_handler(unary, identity, identity),
+            "Serve": grpc.unary_stream_rpc_method_handler(stream, identity, identity),
+            "Health": grpc.unary_unary_rpc_method_handler(set_health, identity, identity),
+        },
+    )
+    server.add_generic_rpc_handlers((handler,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    print("port %d" % port, flush=True)
+    # Until the test closes stdin (or dies).
+    sys.stdin.read()
+    server.stop(0)
+
+
+def client(target, command, *args):
+    channel = grpc.insecure_channel(target)
+    unary = channel.unary_unary("/test.Echo/Unary", identity, identity)
+    out = {}
+    if command == "unary":
+        # N calls on this one channel: who answered, and which codes failed.
+        answers, codes = {}, {}
+        for i in range(int(args[0])):
+            try:
+                reply = unary(b"call-%d" % i, timeout=10)
+                who = reply.split(b":")[0].decode()
+                answers[who] = answers.get(who, 0) + 1
+            except grpc.RpcError as e:
+                codes[e.code().name] = codes.get(e.code().name, 0) + 1
+        out = {"answers": answers, "failed": codes}
+    elif command == "fail":
+        try:
+            unary(b"fail:" + args[0].encode(), timeout=10)
+            out = {"code": "OK"}
+        except grpc.RpcError as e:
+            out = {"code": e.code().name, "details": e.details()}
+    elif command == "big":
+        size = int(args[0])
+        reply = unary(b"x" * size, timeout=30)
+        out = {"length": len(reply)}
+    elif command == "stream":
+        serve_ = channel.unary_stream("/test.Echo/Serve", identity, identity)
+        out = {"messages": len(list(serve_(b"stream:" + args[0].encode(), timeout=30)))}
+    elif command == "health":
+        stub = health_pb2_grpc.HealthStub(channel)
+        try:
+            reply = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
+            out = {"status": health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)}
+        except grpc.RpcError as e:
+            out = {"code": e.code().name}
+    elif command == "set-health":
+        setter = channel.unary_unary("/test.Echo/Health", identity, identity)
+        setter(args[0].encode(), timeout=5)
+        out = {"set": args[0]}
+    print(json.dumps(out), flush=True)
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "server":
+        serve(sys.argv[2])
+    else:
+        client(*sys.argv[2:])

@@ -14,10 +14,10 @@ use prometheus::proto::{
     Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType, Quantile, Summary,
 };
 use prometheus::{Encoder, IntCounterVec, Opts, Registry, TextEncoder};
-use sluice_proxy::RoutingTable;
 use sluice_proxy::stats::{
     CONNECTION_PANICS, LATENCY_BOUNDS, OPEN_CONNECTIONS, REFUSED_CONNECTIONS, UpstreamErrorKind,
 };
+use sluice_proxy::{RoutingTable, grpc};
 
 use crate::AdminState;
 
@@ -237,6 +237,7 @@ fn traffic_families(table: &RoutingTable, window: std::time::Duration) -> Vec<Me
     let mut error_ratio = Vec::new();
     let mut quantiles = Vec::new();
     let mut requests = Vec::new();
+    let mut grpc_calls = Vec::new();
     let mut durations = Vec::new();
     let mut weights = Vec::new();
     let mut errors = Vec::new();
@@ -247,6 +248,10 @@ fn traffic_families(table: &RoutingTable, window: std::time::Duration) -> Vec<Me
         let name = &*pool.name;
         for (code, n) in pool.stats.statuses() {
             requests.push(counter(&[("pool", name), ("code", &code.to_string())], n as f64));
+        }
+        // Every code from the first scrape, so rate() and alerts see 0s.
+        for (code, n) in grpc::CODE_NAMES.iter().zip(pool.stats.grpc_codes()) {
+            grpc_calls.push(counter(&[("pool", name), ("grpc_code", code)], n as f64));
         }
         let (cumulative, total, sum) = pool.stats.latency();
         let mut h = Histogram::default();
@@ -316,6 +321,12 @@ fn traffic_families(table: &RoutingTable, window: std::time::Duration) -> Vec<Me
             "Requests answered, by pool and status code.",
             MetricType::COUNTER,
             requests,
+        ),
+        family(
+            "sluice_grpc_requests_total",
+            "gRPC calls answered, by pool and grpc-status code (sluice's own failures included).",
+            MetricType::COUNTER,
+            grpc_calls,
         ),
         family(
             "sluice_request_duration_seconds",

@@ -175,6 +175,21 @@ pub struct HealthConfig {
     /// Accepted probe statuses, inclusive.
     pub expected_status: (u16, u16),
     pub host: Option<String>,
+    /// What a probe asks: an HTTP request (`method`, `path`) or the gRPC
+    /// health checking protocol.
+    pub mode: HealthMode,
+    /// The service a gRPC probe names (`""`: the server as a whole).
+    pub grpc_service: String,
+}
+
+/// How backends are probed (`[health] mode`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum HealthMode {
+    /// `method path`, passing on `expected_status`.
+    #[default]
+    Http,
+    /// `grpc.health.v1.Health/Check` for `grpc_service`, passing on SERVING.
+    Grpc,
 }
 
 impl Default for HealthConfig {
@@ -188,6 +203,8 @@ impl Default for HealthConfig {
             unhealthy_threshold: 3,
             expected_status: (200, 299),
             host: None,
+            mode: HealthMode::Http,
+            grpc_service: String::new(),
         }
     }
 }

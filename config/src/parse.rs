@@ -373,6 +373,18 @@ fn health(section: Option<Section>, base: HealthConfig, problems: &mut Problems)
     if let Some(host) = s.take::<String>("host", problems) {
         h.host = Some(host);
     }
+    match s.take::<String>("mode", problems).as_deref() {
+        None => {}
+        Some("http") => h.mode = HealthMode::Http,
+        Some("grpc") => h.mode = HealthMode::Grpc,
+        Some(other) => problems.push(
+            s.key_path("mode"),
+            format!("{other:?} is not a health mode; use \"http\" or \"grpc\""),
+        ),
+    }
+    if let Some(service) = s.take::<String>("grpc_service", problems) {
+        h.grpc_service = service;
+    }
     if h.timeout > h.interval {
         problems.push(s.key_path("timeout"), "must not be longer than the interval");
     }
@@ -572,6 +584,12 @@ fn pools(section: Section, default_health: &HealthConfig, problems: &mut Problem
             }
         };
         let health = health(p.section("health", problems), default_health.clone(), problems);
+        if health.mode == HealthMode::Grpc && protocol == UpstreamProtocol::Http1 {
+            problems.push(
+                p.key_path("protocol"),
+                "gRPC health checks ([health] mode = \"grpc\") need protocol = \"http2\"",
+            );
+        }
         let tls = p.section("tls", problems).map(|t| upstream_tls(t, problems));
         p.finish(problems);
         pools.push(PoolConfig {

@@ -231,3 +231,22 @@ fn sluice_variables_override_any_key_and_sources_say_where_values_came_from() {
         "{err}"
     );
 }
+
+#[test]
+fn grpc_health_checks_need_http2_pools() {
+    let text = "[health]\nmode = \"grpc\"\ngrpc_service = \"shop.Cart\"\n\
+                [pools.blue]\nversion = \"v1\"\nweight = 100\nprotocol = \"http2\"\nbackends = [\"127.0.0.1:50051\"]\n";
+    let config = Config::from_toml(text).unwrap();
+    assert_eq!(config.pools[0].health.mode, HealthMode::Grpc);
+    assert_eq!(config.pools[0].health.grpc_service, "shop.Cart");
+    let http1 = text.replace("protocol = \"http2\"\n", "");
+    assert_eq!(
+        problems(&http1),
+        vec!["pools.blue.protocol: gRPC health checks ([health] mode = \"grpc\") need protocol = \"http2\""]
+    );
+    let bad = text.replace("\"grpc\"", "\"tcp\"");
+    assert_eq!(
+        problems(&bad),
+        vec!["health.mode: \"tcp\" is not a health mode; use \"http\" or \"grpc\""]
+    );
+}

@@ -11,13 +11,15 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, Request, StatusCode};
-use http_body_util::Empty;
-use hyper_util::rt::TokioIo;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use rand::Rng;
-use sluice_config::HealthConfig;
+use sluice_config::{HealthConfig, HealthMode, UpstreamProtocol};
 use sluice_proxy::RoutingHandle;
 use sluice_proxy::table::Backend;
-use sluice_proxy::upstream_tls::{UpstreamTls, dial_http1};
+use sluice_proxy::upstream_tls::{UpstreamTls, dial};
+
+use crate::grpc_health;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
@@ -70,40 +72,110 @@ pub trait HealthSink: Send + Sync {
     fn changed(&self, pool: &str, backend: &str, healthy: bool, detail: &str);
 }
 
-/// Probes one backend once: `Ok(())` when it answers an expected status
-/// within the timeout, else why not.
-pub async fn probe(addr: &str, tls: Option<&UpstreamTls>, cfg: &HealthConfig) -> Result<(), String> {
-    let attempt = async {
-        let stream = dial_http1(addr, tls).await.map_err(|e| format!("connect: {e}"))?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| format!("handshake: {e}"))?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        let host = cfg.host.as_deref().unwrap_or(addr);
-        let method = Method::from_bytes(cfg.method.as_bytes()).unwrap_or(Method::GET);
-        let req = Request::builder()
-            .method(method)
-            .uri(cfg.path.as_str())
-            .header(http::header::HOST, host)
-            .header(http::header::USER_AGENT, "sluice-health-check")
-            .body(Empty::<Bytes>::new())
-            .map_err(|e| format!("probe request: {e}"))?;
-        let res = sender.send_request(req).await.map_err(|e| format!("request: {e}"))?;
-        // Only the status matters; the body is never read (a probe must not
-        // buffer whatever the endpoint sends), and the connection goes with it.
-        Ok::<StatusCode, String>(res.status())
-    };
-    let status = tokio::time::timeout(cfg.timeout, attempt)
+/// Probes one backend once, in the pool's protocol: `Ok(())` when it
+/// answers an expected status (or SERVING, in gRPC mode) within the
+/// timeout, else why not.
+pub async fn probe(
+    addr: &str,
+    tls: Option<&UpstreamTls>,
+    protocol: UpstreamProtocol,
+    cfg: &HealthConfig,
+) -> Result<(), String> {
+    tokio::time::timeout(cfg.timeout, exchange(addr, tls, protocol, cfg))
         .await
-        .map_err(|_| format!("no answer within {:?}", cfg.timeout))??;
+        .map_err(|_| format!("no answer within {:?}", cfg.timeout))?
+}
+
+async fn exchange(
+    addr: &str,
+    tls: Option<&UpstreamTls>,
+    protocol: UpstreamProtocol,
+    cfg: &HealthConfig,
+) -> Result<(), String> {
+    let stream = dial(addr, tls, protocol).await.map_err(|e| format!("connect: {e}"))?;
+    let host = cfg.host.as_deref().unwrap_or(addr);
+    let grpc = cfg.mode == HealthMode::Grpc;
+    let (method, path, body) = if grpc {
+        (
+            Method::POST,
+            grpc_health::PATH,
+            grpc_health::request_body(&cfg.grpc_service),
+        )
+    } else {
+        let method = Method::from_bytes(cfg.method.as_bytes()).unwrap_or(Method::GET);
+        (method, cfg.path.as_str(), Bytes::new())
+    };
+    let mut req = Request::builder()
+        .method(method)
+        .header(http::header::USER_AGENT, "sluice-health-check");
+    req = match protocol {
+        UpstreamProtocol::Http1 => req.uri(path).header(http::header::HOST, host),
+        // HTTP/2 names the authority in the target (:authority).
+        UpstreamProtocol::Http2 => {
+            let scheme = if tls.is_some() { "https" } else { "http" };
+            req.uri(format!("{scheme}://{host}{path}"))
+        }
+    };
+    if grpc {
+        req = req
+            .header(http::header::CONTENT_TYPE, "application/grpc")
+            .header(http::header::TE, "trailers");
+    }
+    let req = req.body(Full::new(body)).map_err(|e| format!("probe request: {e}"))?;
+    let io = TokioIo::new(stream);
+    let res = match protocol {
+        UpstreamProtocol::Http1 => {
+            let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
+                .await
+                .map_err(|e| format!("handshake: {e}"))?;
+            tokio::spawn(conn);
+            sender.send_request(req).await
+        }
+        UpstreamProtocol::Http2 => {
+            let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+                .await
+                .map_err(|e| format!("handshake: {e}"))?;
+            tokio::spawn(conn);
+            sender.send_request(req).await
+        }
+    }
+    .map_err(|e| format!("request: {e}"))?;
+    if grpc {
+        return grpc_answer(res).await;
+    }
+    // Only the status matters; the body is never read (a probe must not
+    // buffer whatever the endpoint sends), and the connection goes with it.
     let (lo, hi) = cfg.expected_status;
-    if (lo..=hi).contains(&status.as_u16()) {
+    let status = res.status().as_u16();
+    if (lo..=hi).contains(&status) {
         Ok(())
     } else {
-        Err(format!("status {}", status.as_u16()))
+        Err(format!("status {status}"))
     }
+}
+
+/// A gRPC health answer: 200, then SERVING with `grpc-status: 0`.
+async fn grpc_answer(res: http::Response<hyper::body::Incoming>) -> Result<(), String> {
+    if res.status() != StatusCode::OK {
+        return Err(format!("status {}", res.status().as_u16()));
+    }
+    let (head, body) = res.into_parts();
+    // Trailers-Only: the status is in the head.
+    if let Some(code) = grpc_health::text(&head.headers, "grpc-status") {
+        return grpc_health::judge(Some(code), grpc_health::text(&head.headers, "grpc-message"), &[]);
+    }
+    // A health answer is a few bytes: anything past 4 KiB is not one.
+    let collected = Limited::new(body, 4096)
+        .collect()
+        .await
+        .map_err(|e| format!("health response: {e}"))?;
+    let trailers = collected.trailers().cloned().unwrap_or_default();
+    let bytes = collected.to_bytes();
+    grpc_health::judge(
+        grpc_health::text(&trailers, "grpc-status"),
+        grpc_health::text(&trailers, "grpc-message"),
+        &bytes,
+    )
 }
 
 /// Runs the health checker until the routing handle goes away. `ready` is
@@ -199,8 +271,11 @@ async fn prober(
     let mut pause = cfg.interval + Duration::from_millis(jitter_ms);
     loop {
         // The pool's TLS as of now: a reload may have changed it.
-        let tls = routing.snapshot().pool(&pool).and_then(|p| p.tls.clone());
-        let result = probe(backend.addr(), tls.as_deref(), &cfg).await;
+        let (tls, protocol) = routing
+            .snapshot()
+            .pool(&pool)
+            .map_or((None, UpstreamProtocol::Http1), |p| (p.tls.clone(), p.protocol));
+        let result = probe(backend.addr(), tls.as_deref(), protocol, &cfg).await;
         if let Err(why) = &result {
             debug!(%pool, backend = backend.addr(), %why, "probe failed");
         }
@@ -274,7 +349,9 @@ mod tests {
             .unwrap()
             .local_addr()
             .unwrap();
-        let err = probe(&closed.to_string(), None, &cfg).await.unwrap_err();
+        let err = probe(&closed.to_string(), None, UpstreamProtocol::Http1, &cfg)
+            .await
+            .unwrap_err();
         assert!(err.starts_with("connect"), "{err}");
         // Accepts and never answers.
         let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -283,7 +360,9 @@ mod tests {
             let _keep = silent.accept().await;
             tokio::time::sleep(Duration::from_secs(5)).await;
         });
-        let err = probe(&addr.to_string(), None, &cfg).await.unwrap_err();
+        let err = probe(&addr.to_string(), None, UpstreamProtocol::Http1, &cfg)
+            .await
+            .unwrap_err();
         assert!(err.starts_with("no answer"), "{err}");
     }
 }

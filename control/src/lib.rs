@@ -7,6 +7,7 @@
 pub mod alerts;
 pub mod cluster;
 pub mod files;
+pub mod grpc_health;
 pub mod guard;
 pub mod health;
 pub mod hooks;

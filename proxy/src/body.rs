@@ -8,6 +8,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
+use crate::grpc::{self, CallTally};
 use crate::h1raw::{HeaderLines, RawBody};
 use crate::h2::RecvBody;
 use crate::table::InFlight;
@@ -31,6 +32,8 @@ enum Kind {
         lease: Lease,
         /// Released when the body ends or the client goes away.
         _in_flight: InFlight,
+        /// A gRPC call whose status is in the trailers still to come.
+        grpc: Option<Box<CallTally>>,
     },
     /// From sluice's own exchange; hands its connection back by itself.
     Raw {
@@ -69,12 +72,14 @@ impl ProxyBody {
         }
     }
 
-    pub fn upstream(body: Incoming, lease: Lease, in_flight: InFlight) -> Self {
+    /// The backend's body; `grpc` counts the call when it ends.
+    pub fn upstream(body: Incoming, lease: Lease, in_flight: InFlight, grpc: Option<CallTally>) -> Self {
         Self {
             kind: Kind::Upstream {
                 body,
                 lease,
                 _in_flight: in_flight,
+                grpc: grpc.map(Box::new),
             },
         }
     }
@@ -87,10 +92,31 @@ impl Body for ProxyBody {
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match &mut self.kind {
             Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            Kind::Upstream { body, lease, .. } => {
+            Kind::Upstream { body, lease, grpc, .. } => {
                 let frame = Pin::new(body).poll_frame(cx);
-                if let Poll::Ready(None) = frame {
-                    lease.release();
+                match &frame {
+                    Poll::Ready(None) => {
+                        lease.release();
+                        // Ended without trailers: clients read UNKNOWN.
+                        if let Some(tally) = grpc.take() {
+                            tally.finish(grpc::UNKNOWN);
+                        }
+                    }
+                    Poll::Ready(Some(Ok(f))) if grpc.is_some() => {
+                        if let Some(trailers) = f.trailers_ref() {
+                            let code = grpc::status_of(trailers).unwrap_or(grpc::UNKNOWN);
+                            if let Some(tally) = grpc.take() {
+                                tally.finish(code);
+                            }
+                        }
+                    }
+                    Poll::Ready(Some(Err(_))) => {
+                        // The backend's stream broke: clients read UNAVAILABLE.
+                        if let Some(tally) = grpc.take() {
+                            tally.finish(grpc::UNAVAILABLE);
+                        }
+                    }
+                    _ => {}
                 }
                 frame.map_err(BodyError::from)
             }
@@ -119,10 +145,16 @@ impl Drop for ProxyBody {
     fn drop(&mut self) {
         // hyper stops polling once `is_end_stream` says so, so the end of a
         // body is often seen here rather than as a final `None` frame.
-        if let Kind::Upstream { body, lease, .. } = &mut self.kind
-            && body.is_end_stream()
-        {
-            lease.release();
+        if let Kind::Upstream { body, lease, grpc, .. } = &mut self.kind {
+            let ended = body.is_end_stream();
+            if ended {
+                lease.release();
+            }
+            // Dropped before its status came: the client gave up, or the
+            // body ended where hyper stopped polling.
+            if let Some(tally) = grpc.take() {
+                tally.finish(if ended { grpc::UNKNOWN } else { grpc::CANCELLED });
+            }
         }
     }
 }

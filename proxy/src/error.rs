@@ -120,6 +120,25 @@ impl ProxyError {
     }
 }
 
+impl ProxyError {
+    /// sluice's own failure of a gRPC call, in gRPC's language: a
+    /// Trailers-Only response (HTTP 200, `grpc-status` `code`, and
+    /// `grpc-message` naming the error), `x-sluice-error` kept — so the
+    /// client's retry policy sees the right code, as with Envoy.
+    pub fn into_grpc_response(self, code: u8) -> Response<ProxyBody> {
+        let mut res = Response::new(ProxyBody::empty());
+        let h = res.headers_mut();
+        h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+        h.insert(crate::grpc::GRPC_STATUS, crate::grpc::status_value(code));
+        // The code is plain ASCII: nothing to percent-encode.
+        if let Ok(message) = HeaderValue::from_str(&format!("sluice: {}", self.code())) {
+            h.insert(crate::grpc::GRPC_MESSAGE, message);
+        }
+        h.insert(ERROR_HEADER, HeaderValue::from_static(self.code()));
+        res
+    }
+}
+
 /// Why a routing change was refused; the table stays as it was.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TableError {

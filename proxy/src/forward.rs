@@ -19,9 +19,12 @@ use tracing::debug;
 use crate::body::{ClientBody, ProxyBody, RequestBody, RequestBodyError};
 use crate::deadline::Deadline;
 use crate::error::ProxyError;
+use crate::grpc::{self, CallTally};
 use crate::h1raw::{self, RawError};
 use crate::handle::RoutingHandle;
 use crate::headers::{self, ForwardedFor};
+pub use crate::outlier::OutlierReport;
+use crate::outlier::{self, OutlierHook};
 use crate::select;
 use crate::stats::{PoolStats, UpstreamErrorKind};
 use crate::table::{Backend, InFlight};
@@ -103,12 +106,12 @@ impl ClientConn {
     }
 }
 
-/// A backend that just reached its threshold of failures in a row.
-#[derive(Debug, Clone)]
-pub struct OutlierReport {
-    pub pool: Arc<str>,
-    pub backend: Arc<Backend>,
-    pub failures: u32,
+/// What the request path tells its caller to count the response by.
+#[derive(Debug, Default)]
+struct Counting {
+    /// The chosen pool's counters (none before a pool is chosen).
+    stats: Option<Arc<PoolStats>>,
+    grpc: grpc::Seen,
 }
 
 /// The proxy service shared by every connection.
@@ -117,7 +120,7 @@ pub struct Proxy {
     routing: Arc<RoutingHandle>,
     upstreams: Upstreams,
     /// Where backends failing `threshold` times in a row are reported.
-    outliers: Option<(tokio::sync::mpsc::Sender<OutlierReport>, u32)>,
+    outliers: Option<OutlierHook>,
     /// Set when this process stops: HTTP/1 responses then announce
     /// `Connection: close`, so clients move to new connections in-band
     /// instead of racing a close of an idle one.
@@ -197,21 +200,12 @@ impl Proxy {
     /// Reports backends that fail `threshold` exchanges in a row to `tx`
     /// (never blocking: a full channel drops the report).
     pub fn with_outlier_reports(mut self, tx: tokio::sync::mpsc::Sender<OutlierReport>, threshold: u32) -> Self {
-        self.outliers = Some((tx, threshold.max(1)));
+        self.outliers = Some(OutlierHook::new(tx, threshold));
         self
     }
 
     fn count_exchange(&self, pool: &Arc<str>, backend: &Arc<Backend>, failed: bool) {
-        let failures = backend.record_exchange(failed);
-        if let Some((tx, threshold)) = &self.outliers
-            && failures == *threshold
-        {
-            let _ = tx.try_send(OutlierReport {
-                pool: Arc::clone(pool),
-                backend: Arc::clone(backend),
-                failures,
-            });
-        }
+        outlier::count_exchange(self.outliers.as_ref(), pool, backend, failed);
     }
 
     pub fn routing(&self) -> &Arc<RoutingHandle> {
@@ -241,43 +235,64 @@ impl Proxy {
         async move {
             let started = Instant::now();
             let http1 = req.version() <= Version::HTTP_11;
-            let mut pool_stats = None;
-            let (mut res, outcome) = match self.forward(req, conn, scratch, started, &mut pool_stats).await {
-                Ok(res) => {
-                    let outcome = if res.status().is_server_error() {
-                        Outcome::Error
-                    } else {
-                        Outcome::Success
-                    };
-                    (res, outcome)
-                }
-                Err(err) => {
-                    debug!(peer = %conn.peer, error = err.code(), "request failed");
-                    let outcome = if UpstreamErrorKind::of(err).is_some() {
-                        Outcome::UpstreamFailure
-                    } else if err.is_upstream() {
-                        Outcome::Error
-                    } else {
-                        Outcome::Success
-                    };
-                    (err.into_response(), outcome)
-                }
-            };
+            // gRPC rides on HTTP/2: HTTP/1 requests pay one comparison.
+            let grpc_call = req.version() == Version::HTTP_2 && grpc::is_grpc(req.headers());
+            let mut counting = Counting::default();
+            // What the pool's counters see: the HTTP status (a gRPC call's
+            // mapped from its code), the outcome and the gRPC code.
+            let (mut res, status, outcome, grpc_code) =
+                match self.forward(req, conn, scratch, started, &mut counting).await {
+                    Ok(res) => {
+                        let (status, code) = match counting.grpc {
+                            grpc::Seen::Ended(code) => (grpc::http_status(code), Some(code)),
+                            _ => (res.status().as_u16(), None),
+                        };
+                        let outcome = if status >= 500 {
+                            Outcome::Error
+                        } else {
+                            Outcome::Success
+                        };
+                        (res, status, outcome, code)
+                    }
+                    Err(err) => {
+                        debug!(peer = %conn.peer, error = err.code(), "request failed");
+                        let outcome = if UpstreamErrorKind::of(err).is_some() {
+                            Outcome::UpstreamFailure
+                        } else if err.is_upstream() {
+                            Outcome::Error
+                        } else {
+                            Outcome::Success
+                        };
+                        let status = err.status().as_u16();
+                        if grpc_call {
+                            let code = grpc::code_for_status(status);
+                            (err.into_grpc_response(code), status, outcome, Some(code))
+                        } else {
+                            (err.into_response(), status, outcome, None)
+                        }
+                    }
+                };
             if http1 && self.draining.load(std::sync::atomic::Ordering::Relaxed) {
                 res.headers_mut()
                     .insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
-            if let Some(stats) = pool_stats {
+            // A call whose status is in its trailers is counted by its body.
+            if let Some(stats) = counting.stats
+                && counting.grpc != grpc::Seen::Deferred
+            {
                 let now = Instant::now();
                 let elapsed = now.saturating_duration_since(started);
-                stats.record(res.status().as_u16(), elapsed);
+                stats.record(status, elapsed);
                 stats.window.record(now, elapsed, outcome);
+                if let Some(code) = grpc_code {
+                    stats.record_grpc(code);
+                }
             }
             res
         }
     }
 
-    /// Forwards one request; `pool_stats` is set once a pool is chosen, so
+    /// Forwards one request; `counting` is set once a pool is chosen, so
     /// the caller can count the outcome against it.
     #[allow(clippy::manual_async_fn)] // see `handle`
     fn forward(
@@ -286,7 +301,7 @@ impl Proxy {
         conn: &ClientConn,
         scratch: &mut Scratch,
         started: Instant,
-        pool_stats: &mut Option<Arc<PoolStats>>,
+        counting: &mut Counting,
     ) -> impl Future<Output = Result<Response<ProxyBody>, ProxyError>> {
         async move {
             // The table is loaded once, and released before any await. Settings
@@ -297,7 +312,7 @@ impl Proxy {
                 let framing_checked = matches!(req.body(), ClientBody::Read(_));
                 headers::check_request(&req, settings.max_request_body_bytes, framing_checked)?;
                 let choice = select::choose_pool(&table, req.headers(), conn.peer.ip())?;
-                *pool_stats = Some(Arc::clone(&choice.pool.stats));
+                counting.stats = Some(Arc::clone(&choice.pool.stats));
                 let backend = select::choose_backend(choice.pool).ok_or(ProxyError::NoBackend)?;
                 // P2C picked the less loaded of two: if even it is full, shed.
                 let cap = settings.max_in_flight_per_backend;
@@ -405,7 +420,34 @@ impl Proxy {
             let (mut res, mut lease) = self
                 .response_head(sent, &mut scratch.deadline, timeout, &backend, &pool_name)
                 .await?;
-            self.count_exchange(&pool_name, &backend, res.status().is_server_error());
+            // A gRPC call is judged by its grpc-status, not by its 200.
+            counting.grpc = if protocol == UpstreamProtocol::Http2
+                && res.status() == StatusCode::OK
+                && grpc::is_grpc(res.headers())
+            {
+                grpc::status_of(res.headers()).map_or(grpc::Seen::Deferred, grpc::Seen::Ended)
+            } else {
+                grpc::Seen::Plain
+            };
+            let tally = match counting.grpc {
+                grpc::Seen::Plain => {
+                    self.count_exchange(&pool_name, &backend, res.status().is_server_error());
+                    None
+                }
+                grpc::Seen::Ended(code) => {
+                    self.count_exchange(&pool_name, &backend, grpc::server_failed(code));
+                    None
+                }
+                grpc::Seen::Deferred => counting.stats.as_ref().map(|stats| {
+                    CallTally::new(
+                        Arc::clone(stats),
+                        started,
+                        Arc::clone(&pool_name),
+                        Arc::clone(&backend),
+                        self.outliers.clone(),
+                    )
+                }),
+            };
 
             if let Some(client_upgrade) = client_upgrade
                 && res.status() == StatusCode::SWITCHING_PROTOCOLS
@@ -419,7 +461,11 @@ impl Proxy {
             }
 
             let (parts, body) = res.into_parts();
-            Ok(respond(parts, set_cookie, ProxyBody::upstream(body, lease, in_flight)))
+            Ok(respond(
+                parts,
+                set_cookie,
+                ProxyBody::upstream(body, lease, in_flight, tally),
+            ))
         }
     }
 

@@ -27,9 +27,14 @@ pub struct PoolStats {
     /// Non-cumulative counts per bucket of [`LATENCY_BOUNDS`], then +Inf.
     latency: [AtomicU64; LATENCY_BOUNDS.len() + 1],
     latency_sum_micros: AtomicU64,
+    /// gRPC calls by status code (`crate::grpc::CODE_NAMES`).
+    grpc: [AtomicU64; GRPC_CODES],
     /// The last minute of traffic, second by second.
     pub window: Window,
 }
+
+/// gRPC status codes 0–16.
+pub const GRPC_CODES: usize = 17;
 
 impl Default for PoolStats {
     fn default() -> Self {
@@ -37,6 +42,7 @@ impl Default for PoolStats {
             by_status: (0..STATUS_SLOTS).map(|_| AtomicU64::new(0)).collect(),
             latency: Default::default(),
             latency_sum_micros: AtomicU64::new(0),
+            grpc: Default::default(),
             window: Window::default(),
         }
     }
@@ -61,6 +67,19 @@ impl PoolStats {
             u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
             Ordering::Relaxed,
         );
+    }
+
+    /// Counts one gRPC call's status code (beside [`PoolStats::record`]).
+    #[inline]
+    pub fn record_grpc(&self, code: u8) {
+        if let Some(slot) = self.grpc.get(usize::from(code)) {
+            slot.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// gRPC calls by status code, every code (0 for those not seen).
+    pub fn grpc_codes(&self) -> [u64; GRPC_CODES] {
+        std::array::from_fn(|i| self.grpc.get(i).map_or(0, |c| c.load(Ordering::Relaxed)))
     }
 
     /// `(status, count)` for every status seen at least once.

@@ -126,10 +126,23 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> BackendIo for T {}
 /// A connection for one HTTP/1.1 exchange outside the request path (health
 /// probes, smoke checks): TLS when the pool has it, ALPN `http/1.1`.
 pub async fn dial_http1(addr: &str, tls: Option<&UpstreamTls>) -> std::io::Result<Box<dyn BackendIo>> {
+    dial(addr, tls, UpstreamProtocol::Http1).await
+}
+
+/// A connection outside the request path that speaks `protocol`: TLS
+/// when the pool has it, with that protocol's ALPN (HTTP/2 without TLS is
+/// h2c by prior knowledge).
+pub async fn dial(
+    addr: &str,
+    tls: Option<&UpstreamTls>,
+    protocol: UpstreamProtocol,
+) -> std::io::Result<Box<dyn BackendIo>> {
     let tcp = TcpStream::connect(addr).await?;
     let _ = tcp.set_nodelay(true);
-    Ok(match tls {
-        None => Box::new(tcp),
-        Some(tls) => Box::new(tls.http1_connector.connect(tls.name_for(addr)?, tcp).await?),
+    Ok(match (tls, protocol) {
+        (None, _) => Box::new(tcp),
+        (Some(tls), UpstreamProtocol::Http1) => Box::new(tls.http1_connector.connect(tls.name_for(addr)?, tcp).await?),
+        // The pool's own connector asks for its protocol (h2).
+        (Some(tls), UpstreamProtocol::Http2) => Box::new(tls.connector.connect(tls.name_for(addr)?, tcp).await?),
     })
 }

@@ -111,3 +111,122 @@ async fn grpc_calls_pass_through_and_are_balanced_per_call() {
     let out = call(proxy.addr, &["stream", "1000"]).await;
     assert_eq!(out["messages"], 1000, "{out}");
 }
+
+/// What the pool `name` counted: `(requests by HTTP status, gRPC calls by
+/// code name, window error ratio)`.
+type Counted = (Vec<(u16, u64)>, Vec<(&'static str, u64)>, f64);
+
+fn counted(proxy: &common::TestProxy, name: &str) -> Counted {
+    let table = proxy.routing.snapshot();
+    let pool = table.pool(name).unwrap();
+    let codes = sluice_proxy::grpc::CODE_NAMES
+        .iter()
+        .copied()
+        .zip(pool.stats.grpc_codes())
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    let window = pool
+        .stats
+        .window
+        .snapshot(tokio::time::Instant::now(), std::time::Duration::from_secs(60));
+    (pool.stats.statuses(), codes, window.error_ratio())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_failures_count_by_their_grpc_status_not_their_200() {
+    if !grpcio_present() {
+        return;
+    }
+    let server = GrpcServer::start("blue");
+    let proxy = common::start_proxy(&grpc_pool("blue", 100, server.addr)).await;
+
+    // Client-side codes: counted as 4xx, never as the server's errors.
+    for code in ["NOT_FOUND", "INVALID_ARGUMENT"] {
+        assert_eq!(call(proxy.addr, &["fail", code]).await["code"], code);
+    }
+    let (statuses, codes, ratio) = counted(&proxy, "blue");
+    assert_eq!(statuses, vec![(400, 1), (404, 1)]);
+    assert_eq!(codes, vec![("INVALID_ARGUMENT", 1), ("NOT_FOUND", 1)]);
+    assert_eq!(ratio, 0.0);
+
+    // UNAVAILABLE counts as a 503, INTERNAL as a 500: the window sees them.
+    for code in ["UNAVAILABLE", "INTERNAL"] {
+        assert_eq!(call(proxy.addr, &["fail", code]).await["code"], code);
+    }
+    let out = call(proxy.addr, &["unary", "6"]).await;
+    assert_eq!(out["answers"]["blue"], 6, "{out}");
+    let (statuses, codes, ratio) = counted(&proxy, "blue");
+    assert_eq!(statuses, vec![(200, 6), (400, 1), (404, 1), (500, 1), (503, 1)]);
+    assert_eq!(
+        codes,
+        vec![
+            ("OK", 6),
+            ("INVALID_ARGUMENT", 1),
+            ("NOT_FOUND", 1),
+            ("INTERNAL", 1),
+            ("UNAVAILABLE", 1)
+        ]
+    );
+    assert!((ratio - 0.2).abs() < 1e-9, "2 of 10 calls failed: {ratio}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sluice_fails_grpc_calls_in_grpc_language() {
+    if !grpcio_present() {
+        return;
+    }
+    // A pool whose only backend is gone: sluice itself fails the call.
+    let gone = common::closed_port().await;
+    let proxy = common::start_proxy(&grpc_pool("blue", 100, gone)).await;
+    let out = call(proxy.addr, &["fail", "OK"]).await;
+    assert_eq!(out["code"], "UNAVAILABLE", "{out}");
+    assert_eq!(out["details"], "sluice: upstream-connect-failed", "{out}");
+    let (statuses, codes, ratio) = counted(&proxy, "blue");
+    assert_eq!(statuses, vec![(502, 1)]);
+    assert_eq!(codes, vec![("UNAVAILABLE", 1)]);
+    assert_eq!(ratio, 1.0);
+}
+
+fn grpc_probe_config() -> sluice_config::HealthConfig {
+    sluice_config::HealthConfig {
+        mode: sluice_config::HealthMode::Grpc,
+        timeout: std::time::Duration::from_secs(5),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_probes_speak_http2_and_the_grpc_health_protocol() {
+    if !grpcio_present() {
+        return;
+    }
+    use sluice_config::UpstreamProtocol::{Http1, Http2};
+    use sluice_control::health::probe;
+    let server = GrpcServer::start("blue");
+    let addr = server.addr.to_string();
+    let cfg = grpc_probe_config();
+    assert_eq!(probe(&addr, None, Http2, &cfg).await, Ok(()));
+
+    // NOT_SERVING fails the probe, SERVING passes it again.
+    call(server.addr, &["set-health", "NOT_SERVING"]).await;
+    assert_eq!(probe(&addr, None, Http2, &cfg).await, Err("NOT_SERVING".into()));
+    call(server.addr, &["set-health", "SERVING"]).await;
+    assert_eq!(probe(&addr, None, Http2, &cfg).await, Ok(()));
+
+    // A service the server does not know: NOT_FOUND, a failed probe.
+    let unknown = sluice_config::HealthConfig {
+        grpc_service: "shop.Nothing".into(),
+        ..grpc_probe_config()
+    };
+    let err = probe(&addr, None, Http2, &unknown).await.unwrap_err();
+    assert!(err.starts_with("grpc-status 5"), "{err}");
+
+    // An HTTP/1.1 probe is what made every h2c-only backend look down.
+    let http = sluice_config::HealthConfig::default();
+    assert!(probe(&addr, None, Http1, &http).await.is_err());
+    // HTTP mode over HTTP/2 (h2c) against an HTTP backend passes.
+    let demo = sluice::demo::spawn_backend("blue", "v1", common::any_addr())
+        .await
+        .unwrap();
+    assert_eq!(probe(&demo.addr.to_string(), None, Http2, &http).await, Ok(()));
+}

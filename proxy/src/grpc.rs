@@ -1,0 +1,217 @@
+//! gRPC outcomes. A gRPC call's HTTP status is 200 for almost every
+//! failure; its outcome is `grpc-status`, in the trailers (or in the head
+//! of a Trailers-Only response). Calls are counted with the HTTP status
+//! their code maps to — the mapping Envoy uses — so windows, the guard,
+//! outlier detection and `sluice_requests_total{code}` see gRPC failures,
+//! and in `sluice_grpc_requests_total{grpc_code}` by code.
+
+use std::sync::Arc;
+
+use http::HeaderMap;
+use http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
+use tokio::time::Instant;
+
+use crate::outlier::{self, OutlierHook};
+use crate::stats::PoolStats;
+use crate::table::Backend;
+use crate::window::Outcome;
+
+pub const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+pub const GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
+
+/// The status codes' names (the index is the code), as gRPC spells them.
+pub const CODE_NAMES: [&str; 17] = [
+    "OK",
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
+];
+
+/// Codes a client sees for sluice's own failures.
+pub const UNKNOWN: u8 = 2;
+pub const DEADLINE_EXCEEDED: u8 = 4;
+pub const RESOURCE_EXHAUSTED: u8 = 8;
+pub const INTERNAL: u8 = 13;
+pub const UNAVAILABLE: u8 = 14;
+/// A call the client gave up on.
+pub const CANCELLED: u8 = 1;
+
+/// Whether a message is gRPC: `application/grpc`, `application/grpc+proto`
+/// and the like (not gRPC-Web, whose status travels in the body).
+pub fn is_grpc(headers: &HeaderMap) -> bool {
+    headers.get(CONTENT_TYPE).is_some_and(|v| {
+        let v = v.as_bytes();
+        v.get(..16).is_some_and(|p| p.eq_ignore_ascii_case(b"application/grpc"))
+            && matches!(v.get(16), None | Some(b'+' | b';'))
+    })
+}
+
+/// The `grpc-status` in `headers`: `None` when absent; an unknown or
+/// malformed value reads as UNKNOWN, as gRPC clients read it.
+pub fn status_of(headers: &HeaderMap) -> Option<u8> {
+    let value = headers.get(GRPC_STATUS)?;
+    Some(
+        std::str::from_utf8(value.as_bytes())
+            .ok()
+            .and_then(|s| s.parse::<u8>().ok())
+            .filter(|&c| usize::from(c) < CODE_NAMES.len())
+            .unwrap_or(UNKNOWN),
+    )
+}
+
+/// The HTTP status a gRPC code counts as (Envoy's `grpcToHttpStatus`).
+pub fn http_status(code: u8) -> u16 {
+    match code {
+        0 => 200,
+        1 => 499,
+        3 | 9 | 11 => 400,
+        4 => 504,
+        5 => 404,
+        6 | 10 => 409,
+        7 => 403,
+        8 => 429,
+        12 => 501,
+        14 => 503,
+        16 => 401,
+        _ => 500,
+    }
+}
+
+/// The code a client gets when sluice itself fails a gRPC call with
+/// `status`.
+pub fn code_for_status(status: u16) -> u8 {
+    match status {
+        504 => DEADLINE_EXCEEDED,
+        429 => RESOURCE_EXHAUSTED,
+        502 | 503 => UNAVAILABLE,
+        _ => INTERNAL,
+    }
+}
+
+/// A header value for code `code`.
+pub fn status_value(code: u8) -> HeaderValue {
+    HeaderValue::from(u16::from(code))
+}
+
+/// Whether code `code` is the server's failure (what the guard and
+/// outlier detection count): a 5xx by the mapping. Client-side codes
+/// (INVALID_ARGUMENT, NOT_FOUND, CANCELLED, …) never are.
+pub fn server_failed(code: u8) -> bool {
+    http_status(code) >= 500
+}
+
+/// How a response turned out to be counted, from the request path's view.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Seen {
+    /// Not a gRPC response: counted by its HTTP status.
+    #[default]
+    Plain,
+    /// A gRPC response whose status came in its head (Trailers-Only).
+    Ended(u8),
+    /// A gRPC response whose status comes in its trailers: its body
+    /// counts it when the call ends ([`CallTally`]).
+    Deferred,
+}
+
+/// A gRPC call whose status is still to come: counted once, when its
+/// trailers arrive or the call ends without them.
+#[derive(Debug)]
+pub struct CallTally {
+    stats: Arc<PoolStats>,
+    started: Instant,
+    pool: Arc<str>,
+    backend: Arc<Backend>,
+    outliers: Option<OutlierHook>,
+}
+
+impl CallTally {
+    pub fn new(
+        stats: Arc<PoolStats>,
+        started: Instant,
+        pool: Arc<str>,
+        backend: Arc<Backend>,
+        outliers: Option<OutlierHook>,
+    ) -> Self {
+        Self {
+            stats,
+            started,
+            pool,
+            backend,
+            outliers,
+        }
+    }
+
+    /// The call ended with `code`: counted against the pool's statuses,
+    /// gRPC codes and window, and the backend's run of failures.
+    pub fn finish(self, code: u8) {
+        let now = Instant::now();
+        let elapsed = now.saturating_duration_since(self.started);
+        let status = http_status(code);
+        self.stats.record(status, elapsed);
+        self.stats.record_grpc(code);
+        let outcome = if status >= 500 {
+            Outcome::Error
+        } else {
+            Outcome::Success
+        };
+        self.stats.window.record(now, elapsed, outcome);
+        outlier::count_exchange(self.outliers.as_ref(), &self.pool, &self.backend, server_failed(code));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_content_types_are_recognised() {
+        let ct = |v: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert(CONTENT_TYPE, HeaderValue::from_static(v));
+            is_grpc(&h)
+        };
+        assert!(ct("application/grpc"));
+        assert!(ct("application/grpc+proto"));
+        assert!(ct("Application/GRPC;charset=x"));
+        assert!(!ct("application/grpc-web"));
+        assert!(!ct("application/grpcx"));
+        assert!(!ct("application/json"));
+        assert!(!is_grpc(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn statuses_map_as_envoy_maps_them() {
+        let status = |v: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert(GRPC_STATUS, HeaderValue::from_static(v));
+            status_of(&h)
+        };
+        assert_eq!(status("0"), Some(0));
+        assert_eq!(status("14"), Some(14));
+        assert_eq!(status("17"), Some(UNKNOWN));
+        assert_eq!(status("x"), Some(UNKNOWN));
+        assert_eq!(status_of(&HeaderMap::new()), None);
+        assert_eq!(http_status(14), 503);
+        assert_eq!(http_status(13), 500);
+        assert_eq!(http_status(4), 504);
+        assert_eq!(http_status(5), 404);
+        assert_eq!(http_status(3), 400);
+        assert_eq!(http_status(8), 429);
+        assert_eq!(http_status(12), 501);
+        assert_eq!(code_for_status(503), UNAVAILABLE);
+        assert_eq!(code_for_status(504), DEADLINE_EXCEEDED);
+    }
+}

@@ -73,6 +73,10 @@ pub struct Timeouts {
     pub upstream_response: Duration,
     /// How long an idle pooled backend connection may be reused.
     pub keep_alive_idle: Duration,
+    /// The most a gRPC call's `grpc-timeout` may ask for: a call with one
+    /// gets the lower of the two as its deadline (head and body), instead
+    /// of `upstream_response`.
+    pub max_grpc_timeout: Duration,
 }
 
 impl Default for Timeouts {
@@ -82,6 +86,7 @@ impl Default for Timeouts {
             request_header: Duration::from_secs(10),
             upstream_response: Duration::from_secs(30),
             keep_alive_idle: Duration::from_secs(60),
+            max_grpc_timeout: Duration::from_secs(3600),
         }
     }
 }

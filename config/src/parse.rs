@@ -114,6 +114,7 @@ fn proxy(section: Option<Section>, problems: &mut Problems) -> ProxyConfig {
             ("request_header", &mut timeouts.request_header),
             ("upstream_response", &mut timeouts.upstream_response),
             ("keep_alive_idle", &mut timeouts.keep_alive_idle),
+            ("max_grpc_timeout", &mut timeouts.max_grpc_timeout),
         ] {
             if let Some(d) = t.duration(key, problems) {
                 if d.is_zero() {

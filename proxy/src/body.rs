@@ -1,6 +1,7 @@
 //! Body types of the data plane. Both directions stream frame by frame;
 //! nothing here buffers a whole body.
 
+use std::future::Future as _;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -93,6 +94,19 @@ impl Body for ProxyBody {
         match &mut self.kind {
             Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             Kind::Upstream { body, lease, grpc, .. } => {
+                // A gRPC call past its deadline: DEADLINE_EXCEEDED in the
+                // trailers, and the backend's stream dropped (hyper resets
+                // it with CANCEL).
+                if let Some(tally) = grpc
+                    && let Some(deadline) = &mut tally.deadline
+                    && deadline.as_mut().poll(cx).is_ready()
+                {
+                    if let Some(tally) = grpc.take() {
+                        tally.finish(grpc::DEADLINE_EXCEEDED);
+                    }
+                    self.kind = Kind::Full(None);
+                    return Poll::Ready(Some(Ok(Frame::trailers(grpc::deadline_trailers()))));
+                }
                 let frame = Pin::new(body).poll_frame(cx);
                 match &frame {
                     Poll::Ready(None) => {

@@ -412,11 +412,17 @@ impl Proxy {
             };
             parts.extensions = http::Extensions::new();
 
+            // A gRPC call's own deadline (capped) replaces the head timeout
+            // and bounds the whole call.
+            let grpc_deadline = (protocol == UpstreamProtocol::Http2 && grpc::is_grpc(&parts.headers))
+                .then(|| grpc::timeout_of(&parts.headers))
+                .flatten()
+                .map(|t| t.min(settings.max_grpc_timeout));
             let upstream_req = Request::from_parts(parts, RequestBody::new(body, settings.max_request_body_bytes));
             // Pinned in place: the exchange's state is large, and the timeout
             // would otherwise copy it in (callgrind: ~2% of the instructions).
             let sent = std::pin::pin!(self.upstreams.send(&backend, protocol, tls.as_deref(), upstream_req));
-            let timeout = (started, settings.upstream_response_timeout);
+            let timeout = (started, grpc_deadline.unwrap_or(settings.upstream_response_timeout));
             let (mut res, mut lease) = self
                 .response_head(sent, &mut scratch.deadline, timeout, &backend, &pool_name)
                 .await?;
@@ -445,6 +451,7 @@ impl Proxy {
                         Arc::clone(&pool_name),
                         Arc::clone(&backend),
                         self.outliers.clone(),
+                        grpc_deadline,
                     )
                 }),
             };

@@ -5,11 +5,13 @@
 //! outlier detection and `sluice_requests_total{code}` see gRPC failures,
 //! and in `sluice_grpc_requests_total{grpc_code}` by code.
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::HeaderMap;
 use http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
 use crate::outlier::{self, OutlierHook};
 use crate::stats::PoolStats;
@@ -106,6 +108,40 @@ pub fn status_value(code: u8) -> HeaderValue {
     HeaderValue::from(u16::from(code))
 }
 
+pub const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
+
+/// A call's `grpc-timeout`: at most 8 digits and a unit (`H`, `M`, `S`,
+/// `m`, `u`, `n`), per the gRPC HTTP/2 protocol; anything else is no
+/// deadline (as gRPC servers read it).
+pub fn timeout_of(headers: &HeaderMap) -> Option<Duration> {
+    let value = headers.get(GRPC_TIMEOUT)?.as_bytes();
+    let (unit, digits) = value.split_last()?;
+    if digits.is_empty() || digits.len() > 8 {
+        return None;
+    }
+    let n = digits.iter().try_fold(0u64, |n, &b| {
+        let d = b.checked_sub(b'0').filter(|d| *d <= 9)?;
+        Some(n * 10 + u64::from(d))
+    })?;
+    Some(match unit {
+        b'H' => Duration::from_secs(n * 3600),
+        b'M' => Duration::from_secs(n * 60),
+        b'S' => Duration::from_secs(n),
+        b'm' => Duration::from_millis(n),
+        b'u' => Duration::from_micros(n),
+        b'n' => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+/// The trailers sluice ends a call with when its deadline passes.
+pub fn deadline_trailers() -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert(GRPC_STATUS, status_value(DEADLINE_EXCEEDED));
+    h.insert(GRPC_MESSAGE, HeaderValue::from_static("sluice: upstream-timeout"));
+    h
+}
+
 /// Whether code `code` is the server's failure (what the guard and
 /// outlier detection count): a 5xx by the mapping. Client-side codes
 /// (INVALID_ARGUMENT, NOT_FOUND, CANCELLED, …) never are.
@@ -135,6 +171,8 @@ pub struct CallTally {
     pool: Arc<str>,
     backend: Arc<Backend>,
     outliers: Option<OutlierHook>,
+    /// The call's deadline (`grpc-timeout`), if it has one.
+    pub deadline: Option<Pin<Box<Sleep>>>,
 }
 
 impl CallTally {
@@ -144,8 +182,10 @@ impl CallTally {
         pool: Arc<str>,
         backend: Arc<Backend>,
         outliers: Option<OutlierHook>,
+        deadline: Option<Duration>,
     ) -> Self {
         Self {
+            deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(started + d))),
             stats,
             started,
             pool,
@@ -190,6 +230,24 @@ mod tests {
         assert!(!ct("application/grpcx"));
         assert!(!ct("application/json"));
         assert!(!is_grpc(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn timeouts_are_read_as_the_protocol_writes_them() {
+        let t = |v: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert(GRPC_TIMEOUT, HeaderValue::from_static(v));
+            timeout_of(&h)
+        };
+        assert_eq!(t("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(t("2M"), Some(Duration::from_secs(120)));
+        assert_eq!(t("30S"), Some(Duration::from_secs(30)));
+        assert_eq!(t("250m"), Some(Duration::from_millis(250)));
+        assert_eq!(t("99999999u"), Some(Duration::from_micros(99_999_999)));
+        assert_eq!(t("5n"), Some(Duration::from_nanos(5)));
+        for bad in ["", "S", "123456789S", "10s", "1.5S", "-1S", "10"] {
+            assert_eq!(t(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -209,6 +209,8 @@ impl PoolSpec {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ForwardSettings {
     pub upstream_response_timeout: Duration,
+    /// Caps a gRPC call's `grpc-timeout`.
+    pub max_grpc_timeout: Duration,
     pub max_request_body_bytes: u64,
     /// 0: no limit.
     pub max_in_flight_per_backend: u32,
@@ -221,6 +223,7 @@ impl Default for ForwardSettings {
     fn default() -> Self {
         Self {
             upstream_response_timeout: Duration::from_secs(30),
+            max_grpc_timeout: Duration::from_secs(3600),
             max_request_body_bytes: 10 * 1024 * 1024,
             max_in_flight_per_backend: 0,
             engine: sluice_config::Engine::Sluice,

@@ -230,3 +230,144 @@ async fn health_probes_speak_http2_and_the_grpc_health_protocol() {
         .unwrap();
     assert_eq!(probe(&demo.addr.to_string(), None, Http2, &http).await, Ok(()));
 }
+
+/// A gRPC call sent with hyper (h2c) so that only sluice enforces its
+/// `grpc-timeout` (grpcio's own client would cancel it itself): the
+/// response head, its data and its trailers.
+async fn call_with_timeout(
+    proxy: SocketAddr,
+    method: &str,
+    timeout: &str,
+) -> (http::HeaderMap, Vec<u8>, http::HeaderMap) {
+    use http_body_util::BodyExt;
+    let io = hyper_util::rt::TokioIo::new(tokio::net::TcpStream::connect(proxy).await.unwrap());
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::post(format!("http://{proxy}/test.Echo/{method}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .header("grpc-timeout", timeout)
+        .body(http_body_util::Full::new(bytes::Bytes::from_static(&[
+            0, 0, 0, 0, 1, b'x',
+        ])))
+        .unwrap();
+    let res = sender.send_request(req).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let (head, body) = res.into_parts();
+    let collected = body.collect().await.unwrap();
+    let trailers = collected.trailers().cloned().unwrap_or_default();
+    (head.headers, collected.to_bytes().to_vec(), trailers)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_timeout_is_the_calls_deadline_and_cancels_the_backend() {
+    if !grpcio_present() {
+        return;
+    }
+    let server = GrpcServer::start("blue");
+    let toml = format!(
+        "[proxy.timeouts]\nmax_grpc_timeout = \"400ms\"\n{}",
+        grpc_pool("blue", 100, server.addr)
+    );
+    let proxy = common::start_proxy(&toml).await;
+
+    // Before the response head: Trailers-Only DEADLINE_EXCEEDED.
+    let started = tokio::time::Instant::now();
+    let (head, _, _) = call_with_timeout(proxy.addr, "Stall", "200m").await;
+    assert_eq!(head["grpc-status"], "4", "{head:?}");
+    assert_eq!(head["x-sluice-error"], "upstream-timeout");
+    // The cap: a call asking for 20 s gets max_grpc_timeout (400 ms).
+    let (head, _, _) = call_with_timeout(proxy.addr, "Stall", "20S").await;
+    assert_eq!(head["grpc-status"], "4", "{head:?}");
+    // After the head and a first message: the stream ends with
+    // DEADLINE_EXCEEDED in its trailers.
+    let (head, data, trailers) = call_with_timeout(proxy.addr, "StallStream", "300m").await;
+    assert!(!head.contains_key("grpc-status"), "{head:?}");
+    assert_eq!(data, b"\0\0\0\0\x05first");
+    assert_eq!(trailers["grpc-status"], "4", "{trailers:?}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // The backend saw each of the three calls cancelled.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let out = call(server.addr, &["cancelled"]).await;
+        if out["cancelled"] == 3 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "backend calls not cancelled: {out}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // A call within its deadline is unaffected.
+    let out = call(proxy.addr, &["unary", "3"]).await;
+    assert_eq!(out["answers"]["blue"], 3, "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn not_serving_takes_a_grpc_backend_out_and_serving_brings_it_back() {
+    use crate::common::running::Running;
+    use crate::health_e2e::{TOKEN, healthy};
+    use std::time::Duration;
+    use tokio::time::Instant;
+    if !grpcio_present() {
+        return;
+    }
+    let (a, b) = (GrpcServer::start("a"), GrpcServer::start("b"));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("token"), TOKEN).unwrap();
+    let config = format!(
+        "[proxy]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[[admin.tokens]]\n\
+         name = \"ci\"\nrole = \"operator\"\nsecret = \"file:{d}/token\"\n[store]\nurl = \"sqlite://{d}/sluice.db\"\n\
+         [health]\nmode = \"grpc\"\ninterval = \"200ms\"\ntimeout = \"150ms\"\nhealthy_threshold = 2\nunhealthy_threshold = 2\n\
+         [pools.blue]\nversion = \"v1\"\nweight = 100\nprotocol = \"http2\"\nbackends = [\"{}\", \"{}\"]\n",
+        a.addr,
+        b.addr,
+        d = dir.path().display()
+    );
+    let sluice = Running::start(dir.path(), &config, &[]);
+    let c = common::client();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !(healthy(&c, &sluice, 0, 0).await && healthy(&c, &sluice, 0, 1).await) {
+        assert!(Instant::now() < deadline, "gRPC backends never probed healthy");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    call(a.addr, &["set-health", "NOT_SERVING"]).await;
+    let set = Instant::now();
+    while healthy(&c, &sluice, 0, 0).await {
+        assert!(
+            set.elapsed() < Duration::from_secs(3),
+            "NOT_SERVING backend still healthy"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // unhealthy_threshold (2) × interval, plus a probe and scheduling slack.
+    assert!(
+        set.elapsed() < Duration::from_millis(2 * 200 + 800),
+        "took {:?}",
+        set.elapsed()
+    );
+    let out = call(sluice.addr, &["unary", "40"]).await;
+    assert_eq!(out["answers"], serde_json::json!({"b": 40}), "{out}");
+
+    call(a.addr, &["set-health", "SERVING"]).await;
+    let set = Instant::now();
+    while !healthy(&c, &sluice, 0, 0).await {
+        assert!(
+            set.elapsed() < Duration::from_secs(3),
+            "SERVING backend never came back"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let out = call(sluice.addr, &["unary", "200"]).await;
+    assert!(out["answers"]["a"].as_u64().unwrap_or(0) > 40, "{out}");
+    assert_eq!(out["failed"], serde_json::json!({}), "{out}");
+}

@@ -8,11 +8,13 @@ No generated code: the methods take and return raw bytes. test.Echo/Unary
 answers "NAME:" + the request, or fails with the code a request
 "fail:CODE" names; test.Echo/Serve streams N messages ("stream:N");
 test.Echo/Health sets the health service's status ("SERVING" or
-"NOT_SERVING").
+"NOT_SERVING"); test.Echo/Stall and StallStream (after one message) stall
+for 10 s unless cancelled, and test.Echo/Cancelled says how many were.
 """
 
 import json
 import sys
+import time
 from concurrent import futures
 
 import grpc
@@ -39,6 +41,25 @@ def serve(name):
         for i in range(int(request.split(b":")[1])):
             yield b"%s:%d" % (name.encode(), i)
 
+    cancelled = [0]
+
+    def stall(context):
+        # Up to 10 s, or until the call is cancelled (counted).
+        for _ in range(200):
+            if not context.is_active():
+                cancelled[0] += 1
+                return
+            time.sleep(0.05)
+
+    def stall_unary(request, context):
+        stall(context)
+        return b"late"
+
+    def stall_stream(request, context):
+        yield b"first"
+        stall(context)
+        yield b"late"
+
     def set_health(request, context):
         status = getattr(health_pb2.HealthCheckResponse, request.decode())
         healthy.set("", status)
@@ -50,6 +71,11 @@ def serve(name):
             "Unary": grpc.unary_unary_rpc_method_handler(unary, identity, identity),
             "Serve": grpc.unary_stream_rpc_method_handler(stream, identity, identity),
             "Health": grpc.unary_unary_rpc_method_handler(set_health, identity, identity),
+            "Stall": grpc.unary_unary_rpc_method_handler(stall_unary, identity, identity),
+            "StallStream": grpc.unary_stream_rpc_method_handler(stall_stream, identity, identity),
+            "Cancelled": grpc.unary_unary_rpc_method_handler(
+                lambda request, context: b"%d" % cancelled[0], identity, identity
+            ),
         },
     )
     server.add_generic_rpc_handlers((handler,))
@@ -96,6 +122,9 @@ def client(target, command, *args):
             out = {"status": health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)}
         except grpc.RpcError as e:
             out = {"code": e.code().name}
+    elif command == "cancelled":
+        count = channel.unary_unary("/test.Echo/Cancelled", identity, identity)
+        out = {"cancelled": int(count(b"", timeout=5))}
     elif command == "set-health":
         setter = channel.unary_unary("/test.Echo/Health", identity, identity)
         setter(args[0].encode(), timeout=5)

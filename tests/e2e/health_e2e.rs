@@ -16,7 +16,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use tokio::time::Instant;
 
-const TOKEN: &str = "health-test";
+pub(crate) const TOKEN: &str = "health-test";
 const INTERVAL_MS: u64 = 200;
 
 fn config(dir: &Path, blue: &[SocketAddr], green: &[SocketAddr], green_weight: u32) -> String {
@@ -46,7 +46,7 @@ unhealthy_threshold = 2
     )
 }
 
-async fn pools(c: &TestClient, sluice: &Running) -> serde_json::Value {
+pub(crate) async fn pools(c: &TestClient, sluice: &Running) -> serde_json::Value {
     let req = http::Request::get(format!("http://{}/api/v1/pools", sluice.admin))
         .header("authorization", format!("Bearer {TOKEN}"))
         .body(Full::new(Bytes::new()))
@@ -63,7 +63,7 @@ async fn pools(c: &TestClient, sluice: &Running) -> serde_json::Value {
     serde_json::from_slice(&body).unwrap()
 }
 
-async fn healthy(c: &TestClient, sluice: &Running, pool: usize, backend: usize) -> bool {
+pub(crate) async fn healthy(c: &TestClient, sluice: &Running, pool: usize, backend: usize) -> bool {
     pools(c, sluice).await["pools"][pool]["backends"][backend]["healthy"] == true
 }
 

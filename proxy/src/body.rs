@@ -9,6 +9,8 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
+use tokio::sync::oneshot;
+
 use crate::grpc::{self, CallTally};
 use crate::h1raw::{HeaderLines, RawBody};
 use crate::h2::RecvBody;
@@ -181,6 +183,15 @@ pub enum ClientBody {
     Hyper(Incoming),
     Read(Option<Bytes>),
     Stream(RecvBody),
+    /// Frames read ahead (see [`RequestBody::read_ready`]), then the rest.
+    Ahead(Box<Ahead>),
+}
+
+/// What [`RequestBody::read_ready`] read before the body was whole.
+#[derive(Debug)]
+pub struct Ahead {
+    frames: std::collections::VecDeque<Result<Frame<Bytes>, BodyError>>,
+    rest: ClientBody,
 }
 
 impl Body for ClientBody {
@@ -202,6 +213,10 @@ impl Body for ClientBody {
             },
             Self::Read(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             Self::Stream(body) => Pin::new(body).poll_frame(cx).map_err(BodyError::from),
+            Self::Ahead(ahead) => match ahead.frames.pop_front() {
+                Some(frame) => Poll::Ready(Some(frame)),
+                None => Pin::new(&mut ahead.rest).poll_frame(cx),
+            },
         }
     }
 
@@ -210,6 +225,7 @@ impl Body for ClientBody {
             Self::Hyper(body) => body.is_end_stream(),
             Self::Read(bytes) => bytes.is_none(),
             Self::Stream(body) => body.is_end_stream(),
+            Self::Ahead(ahead) => ahead.frames.is_empty() && ahead.rest.is_end_stream(),
         }
     }
 
@@ -218,6 +234,7 @@ impl Body for ClientBody {
             Self::Hyper(body) => body.size_hint(),
             Self::Read(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
             Self::Stream(body) => body.size_hint(),
+            Self::Ahead(ahead) => ahead.rest.size_hint(),
         }
     }
 }
@@ -238,6 +255,24 @@ pub enum RequestBodyError {
 pub struct RequestBody {
     inner: ClientBody,
     remaining: u64,
+    /// Set on the way to HTTP/2 backends (see [`Self::keep_for_replay`]).
+    replay: Option<Box<Replay>>,
+}
+
+/// A copy of the body as sent, while it fits.
+#[derive(Debug)]
+struct Replay {
+    sent: bytes::BytesMut,
+    cap: usize,
+    give_back: oneshot::Sender<Unsent>,
+}
+
+/// A request body handed back whole: what was sent, the rest, the limit.
+#[derive(Debug)]
+pub struct Unsent {
+    sent: Bytes,
+    rest: ClientBody,
+    limit: u64,
 }
 
 impl RequestBody {
@@ -245,6 +280,35 @@ impl RequestBody {
         Self {
             inner,
             remaining: limit,
+            replay: None,
+        }
+    }
+
+    /// Keeps a copy of what is sent, up to `cap` bytes, so the request can
+    /// be sent again if the backend did not process it: when the body is
+    /// dropped (hyper drops it once the stream is refused) it hands back
+    /// through `give_back` what it sent and what it had not read yet.
+    pub fn keep_for_replay(&mut self, cap: usize, give_back: oneshot::Sender<Unsent>) {
+        self.replay = Some(Box::new(Replay {
+            sent: bytes::BytesMut::new(),
+            cap,
+            give_back,
+        }));
+    }
+
+    /// The body again: what was sent, then what was not read yet.
+    pub fn resume(unsent: Unsent) -> Self {
+        let Unsent { sent, rest, limit } = unsent;
+        let inner = if sent.is_empty() {
+            rest
+        } else {
+            let frames = std::iter::once(Ok(Frame::data(sent))).collect();
+            ClientBody::Ahead(Box::new(Ahead { frames, rest }))
+        };
+        Self {
+            inner,
+            remaining: limit,
+            replay: None,
         }
     }
 
@@ -258,6 +322,22 @@ impl RequestBody {
             }
         }
         Ok(())
+    }
+}
+
+impl Drop for RequestBody {
+    fn drop(&mut self) {
+        if let Some(replay) = self.replay.take() {
+            let Replay { sent, give_back, .. } = *replay;
+            let limit = self.remaining + sent.len() as u64;
+            let rest = std::mem::replace(&mut self.inner, ClientBody::Read(None));
+            // Nobody waiting (the exchange went well): dropped here.
+            let _ = give_back.send(Unsent {
+                sent: sent.freeze(),
+                rest,
+                limit,
+            });
+        }
     }
 }
 
@@ -278,6 +358,17 @@ impl Body for RequestBody {
                         return Poll::Ready(Some(Err(RequestBodyError::TooLarge)));
                     }
                     this.remaining -= len;
+                    if let Some(replay) = &mut this.replay {
+                        if replay.sent.len() + data.len() <= replay.cap {
+                            replay.sent.extend_from_slice(data);
+                        } else {
+                            // Too much to keep: this request cannot be replayed.
+                            this.replay = None;
+                        }
+                    }
+                } else {
+                    // Trailers are not kept: nor is the request replayed.
+                    this.replay = None;
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
@@ -293,5 +384,49 @@ impl Body for RequestBody {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+    use std::sync::Arc;
+
+    fn streamed(frames: &[&'static [u8]]) -> (crate::h2::RecvBody, impl FnOnce()) {
+        let consumed = Arc::new(crate::h2::recv::Consumed::new(Arc::default()));
+        let (sink, body) = crate::h2::RecvBody::channel(consumed, None);
+        for f in frames {
+            assert!(sink.data(Bytes::from_static(f)));
+        }
+        (body, move || drop(sink))
+    }
+
+    #[tokio::test]
+    async fn a_dropped_body_gives_back_what_it_sent_and_the_rest() {
+        let (stream, end) = streamed(&[b"hello ", b"wor"]);
+        let mut body = RequestBody::new(ClientBody::Stream(stream), 100);
+        let (tx, rx) = oneshot::channel();
+        body.keep_for_replay(64, tx);
+        // hyper sends the first frame, then the stream is refused.
+        let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(&first[..], b"hello ");
+        drop(body);
+        let again = RequestBody::resume(rx.await.unwrap());
+        end();
+        let whole = again.collect().await.unwrap().to_bytes();
+        assert_eq!(&whole[..], b"hello wor");
+    }
+
+    #[tokio::test]
+    async fn a_body_past_the_cap_is_not_kept() {
+        let (stream, end) = streamed(&[b"0123456789", b"0123456789"]);
+        end();
+        let mut body = RequestBody::new(ClientBody::Stream(stream), 100);
+        let (tx, rx) = oneshot::channel();
+        body.keep_for_replay(15, tx);
+        while body.frame().await.is_some() {}
+        drop(body);
+        assert!(rx.await.is_err(), "20 bytes sent, 15 kept: no replay");
     }
 }

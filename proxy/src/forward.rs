@@ -376,7 +376,8 @@ impl Proxy {
                 // connections need a header map.
                 let headers_as = match body {
                     ClientBody::Read(_) | ClientBody::Stream(_) => h1raw::HeadersAs::Lines,
-                    ClientBody::Hyper(_) => h1raw::HeadersAs::Map,
+                    // (Read-ahead bodies exist only on the way to HTTP/2 backends.)
+                    ClientBody::Hyper(_) | ClientBody::Ahead(_) => h1raw::HeadersAs::Map,
                 };
                 let body = RequestBody::new(body, settings.max_request_body_bytes);
                 let res = {

@@ -334,7 +334,7 @@ pub fn parse_whole(bytes: &[u8], max_headers: usize) -> Option<(Request<Option<B
             Some((
                 req.map(|body| match body {
                     ClientBody::Read(bytes) => bytes,
-                    ClientBody::Hyper(_) | ClientBody::Stream(_) => None,
+                    ClientBody::Hyper(_) | ClientBody::Stream(_) | ClientBody::Ahead(_) => None,
                 }),
                 consumed,
             ))

@@ -22,6 +22,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use sluice_config::{Timeouts, UpstreamProtocol};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tracing::debug;
 
@@ -286,25 +287,71 @@ impl Upstreams {
         }
     }
 
+    /// An exchange on the backend's shared HTTP/2 connection. A request
+    /// the backend did not process — a stream it refused, or one above its
+    /// GOAWAY's last-stream-id (RFC 9113 §8.7) — is sent again, whatever
+    /// its method, at most `RETRIES` times, while the body sent so far fits
+    /// in `REPLAY_CAP` (a unary gRPC call, a small POST; the rest of a
+    /// body still arriving follows the copy); otherwise it fails as before.
     async fn send_h2(
         &self,
         backend: &Arc<Backend>,
         tls: Option<&UpstreamTls>,
-        req: Request<RequestBody>,
+        mut req: Request<RequestBody>,
     ) -> Result<(Response<Incoming>, Lease), UpstreamError> {
-        let shared = backend.pool().h2.load_full().filter(|s| !s.is_closed());
-        let mut sender = match shared {
-            Some(s) => (*s).clone(),
-            None => {
-                // Boxed for the same reason as in `send_h1`.
-                let sender = Box::pin(self.dial_h2(backend, tls)).await?;
-                backend.pool().h2.store(Some(Arc::new(sender.clone())));
-                sender
+        let mut attempt = 0;
+        loop {
+            let mut sender = self.shared_h2(backend, tls).await?;
+            sender.ready().await.map_err(UpstreamError::Exchange)?;
+            let (give_back, unsent) = oneshot::channel();
+            let head = (attempt < RETRIES).then(|| {
+                req.body_mut().keep_for_replay(REPLAY_CAP, give_back);
+                (
+                    req.method().clone(),
+                    req.uri().clone(),
+                    req.version(),
+                    req.headers().clone(),
+                )
+            });
+            let err = match sender.send_request(req).await {
+                Ok(res) => return Ok((res, lease(backend, None))),
+                Err(e) => e,
+            };
+            let (Some((method, uri, version, headers)), Some(goaway)) = (head, unprocessed(&err)) else {
+                return Err(UpstreamError::Exchange(err));
+            };
+            // hyper drops the body once the stream is gone; it comes back
+            // with what it sent, if that was kept whole.
+            let Ok(Ok(body)) = tokio::time::timeout(Duration::from_secs(1), unsent).await else {
+                return Err(UpstreamError::Exchange(err));
+            };
+            if goaway {
+                // That connection takes no new streams: the next attempt
+                // dials another.
+                backend.pool().h2.store(None);
             }
-        };
-        sender.ready().await.map_err(UpstreamError::Exchange)?;
-        let res = sender.send_request(req).await.map_err(UpstreamError::Exchange)?;
-        Ok((res, lease(backend, None)))
+            attempt += 1;
+            req = Request::new(RequestBody::resume(body));
+            *req.method_mut() = method;
+            *req.uri_mut() = uri;
+            *req.version_mut() = version;
+            *req.headers_mut() = headers;
+        }
+    }
+
+    /// The backend's shared HTTP/2 connection, dialled when there is none.
+    async fn shared_h2(
+        &self,
+        backend: &Arc<Backend>,
+        tls: Option<&UpstreamTls>,
+    ) -> Result<http2::SendRequest<RequestBody>, UpstreamError> {
+        if let Some(s) = backend.pool().h2.load_full().filter(|s| !s.is_closed()) {
+            return Ok((*s).clone());
+        }
+        // Boxed for the same reason as in `send_h1`.
+        let sender = Box::pin(self.dial_h2(backend, tls)).await?;
+        backend.pool().h2.store(Some(Arc::new(sender.clone())));
+        Ok(sender)
     }
 
     /// TLS over a fresh connection, within the connect timeout.
@@ -348,6 +395,31 @@ where
         }
     });
     Ok(sender)
+}
+
+/// The most request body kept to send a refused request again.
+const REPLAY_CAP: usize = 64 * 1024;
+/// How many times a refused request is sent again.
+const RETRIES: u32 = 3;
+
+/// Whether the backend did not process the exchange that failed with
+/// `err` (RFC 9113 §8.7): `Some(false)` for a refused stream,
+/// `Some(true)` for one beyond a GOAWAY (the connection is going away).
+fn unprocessed(err: &hyper::Error) -> Option<bool> {
+    let mut source = std::error::Error::source(err);
+    while let Some(e) = source {
+        if let Some(h2) = e.downcast_ref::<h2::Error>() {
+            return if h2.is_go_away() && h2.is_remote() {
+                Some(true)
+            } else if h2.reason() == Some(h2::Reason::REFUSED_STREAM) {
+                Some(false)
+            } else {
+                None
+            };
+        }
+        source = e.source();
+    }
+    None
 }
 
 /// An HTTP/2 connection over `io`, driven by its own task.

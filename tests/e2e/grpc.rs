@@ -28,8 +28,15 @@ pub struct GrpcServer {
 
 impl GrpcServer {
     pub fn start(name: &str) -> Self {
+        Self::start_with(&[name])
+    }
+
+    /// `args`: the name, then the most concurrent streams it allows.
+    pub fn start_with(args: &[&str]) -> Self {
         let mut child = Command::new("python3")
-            .args([PEER, "server", name])
+            .arg(PEER)
+            .arg("server")
+            .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -370,4 +377,20 @@ async fn not_serving_takes_a_grpc_backend_out_and_serving_brings_it_back() {
     let out = call(sluice.addr, &["unary", "200"]).await;
     assert!(out["answers"]["a"].as_u64().unwrap_or(0) > 40, "{out}");
     assert_eq!(out["failed"], serde_json::json!({}), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_calls_than_a_backend_allows_streams_wait_instead_of_failing() {
+    if !grpcio_present() {
+        return;
+    }
+    // The backend allows 100 concurrent streams; 300 one-second calls at once.
+    let server = GrpcServer::start_with(&["blue", "100"]);
+    let proxy = common::start_proxy(&grpc_pool("blue", 100, server.addr)).await;
+    // One call first: the burst then meets an established connection.
+    assert_eq!(call(proxy.addr, &["unary", "1"]).await["answers"]["blue"], 1);
+    let started = tokio::time::Instant::now();
+    let out = call(proxy.addr, &["concurrent", "300", "1"]).await;
+    eprintln!("300 calls took {:?}", started.elapsed());
+    assert_eq!(out["codes"], serde_json::json!({"OK": 300}), "{out}");
 }

@@ -1,6 +1,7 @@
 """Real gRPC peers for the end-to-end tests (grpcio, built on grpc-core).
 
-  python3 grpc_peer.py server NAME        serves test.Echo and grpc.health.v1
+  python3 grpc_peer.py server NAME [MAX_STREAMS]
+                                          serves test.Echo and grpc.health.v1
                                           on 127.0.0.1:0; prints "port N"
   python3 grpc_peer.py client TARGET CMD  calls through TARGET; prints JSON
 
@@ -25,8 +26,11 @@ def identity(b):
     return b
 
 
-def serve(name):
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
+def serve(name, max_streams=None):
+    options = []
+    if max_streams:
+        options.append(("grpc.max_concurrent_streams", int(max_streams)))
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=400), options=options)
     healthy = health.HealthServicer()
     healthy.set("", health_pb2.HealthCheckResponse.SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(healthy, server)
@@ -60,6 +64,10 @@ def serve(name):
         stall(context)
         yield b"late"
 
+    def sleep_unary(request, context):
+        time.sleep(float(request.decode()))
+        return name.encode() + b":slept"
+
     def set_health(request, context):
         status = getattr(health_pb2.HealthCheckResponse, request.decode())
         healthy.set("", status)
@@ -72,6 +80,7 @@ def serve(name):
             "Serve": grpc.unary_stream_rpc_method_handler(stream, identity, identity),
             "Health": grpc.unary_unary_rpc_method_handler(set_health, identity, identity),
             "Stall": grpc.unary_unary_rpc_method_handler(stall_unary, identity, identity),
+            "Sleep": grpc.unary_unary_rpc_method_handler(sleep_unary, identity, identity),
             "StallStream": grpc.unary_stream_rpc_method_handler(stall_stream, identity, identity),
             "Cancelled": grpc.unary_unary_rpc_method_handler(
                 lambda request, context: b"%d" % cancelled[0], identity, identity
@@ -122,6 +131,19 @@ def client(target, command, *args):
             out = {"status": health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)}
         except grpc.RpcError as e:
             out = {"code": e.code().name}
+    elif command == "concurrent":
+        # N calls of test.Echo/Sleep (SECONDS each) at once on this channel.
+        sleep = channel.unary_unary("/test.Echo/Sleep", identity, identity)
+        calls = [sleep.future(args[1].encode(), timeout=60) for _ in range(int(args[0]))]
+        codes = {}
+        for c in calls:
+            try:
+                c.result()
+                code = "OK"
+            except grpc.RpcError as e:
+                code = e.code().name
+            codes[code] = codes.get(code, 0) + 1
+        out = {"codes": codes}
     elif command == "cancelled":
         count = channel.unary_unary("/test.Echo/Cancelled", identity, identity)
         out = {"cancelled": int(count(b"", timeout=5))}
@@ -134,6 +156,6 @@ def client(target, command, *args):
 
 if __name__ == "__main__":
     if sys.argv[1] == "server":
-        serve(sys.argv[2])
+        serve(*sys.argv[2:])
     else:
         client(*sys.argv[2:])

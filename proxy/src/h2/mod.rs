@@ -15,7 +15,7 @@ mod hpack;
 mod huffman;
 mod inbound;
 mod outbound;
-mod recv;
+pub(crate) mod recv;
 mod request;
 mod stream;
 

@@ -67,6 +67,9 @@ pub struct ConnPool {
     /// time each went idle.
     raw: ArrayQueue<(RawConn, Instant)>,
     h2: ArcSwapOption<http2::SendRequest<RequestBody>>,
+    /// Held while an HTTP/2 connection is dialled, so a burst of requests
+    /// meeting no connection opens one, not one each (taken only then).
+    h2_dialing: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for ConnPool {
@@ -81,6 +84,7 @@ impl Default for ConnPool {
             idle: ArrayQueue::new(MAX_IDLE_PER_BACKEND),
             raw: ArrayQueue::new(MAX_IDLE_PER_BACKEND),
             h2: ArcSwapOption::empty(),
+            h2_dialing: tokio::sync::Mutex::new(()),
         }
     }
 }
@@ -345,7 +349,13 @@ impl Upstreams {
         backend: &Arc<Backend>,
         tls: Option<&UpstreamTls>,
     ) -> Result<http2::SendRequest<RequestBody>, UpstreamError> {
-        if let Some(s) = backend.pool().h2.load_full().filter(|s| !s.is_closed()) {
+        let usable = || backend.pool().h2.load_full().filter(|s| !s.is_closed());
+        if let Some(s) = usable() {
+            return Ok((*s).clone());
+        }
+        let _dialing = backend.pool().h2_dialing.lock().await;
+        // Dialled by another request while this one waited.
+        if let Some(s) = usable() {
             return Ok((*s).clone());
         }
         // Boxed for the same reason as in `send_h1`.

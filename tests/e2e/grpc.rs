@@ -394,3 +394,29 @@ async fn more_calls_than_a_backend_allows_streams_wait_instead_of_failing() {
     eprintln!("300 calls took {:?}", started.elapsed());
     assert_eq!(out["codes"], serde_json::json!({"OK": 300}), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_on_a_cold_backend_opens_one_connection() {
+    // A plain HTTP/2 backend that counts connections: the first 50
+    // requests arrive together, before any connection exists.
+    let backend = sluice::demo::spawn_backend("blue", "v1", common::any_addr())
+        .await
+        .unwrap();
+    let toml = format!(
+        "{}protocol = \"http2\"\n",
+        common::pool_toml("blue", 100, &[backend.addr])
+    );
+    let proxy = common::start_proxy(&toml).await;
+    let client = common::client();
+    let url = proxy.url("/");
+    let calls: Vec<_> = (0..50)
+        .map(|_| {
+            let (client, url) = (client.clone(), url.clone());
+            tokio::spawn(async move { common::get(&client, &url, &[]).await.0 })
+        })
+        .collect();
+    for call in calls {
+        assert_eq!(call.await.unwrap(), 200);
+    }
+    assert_eq!(backend.knobs.connections(), 1, "one HTTP/2 connection for the burst");
+}

@@ -111,6 +111,8 @@ impl ClientConn {
 struct Counting {
     /// The chosen pool's counters (none before a pool is chosen).
     stats: Option<Arc<PoolStats>>,
+    /// The request is a gRPC call to an HTTP/2 pool.
+    grpc_call: bool,
     grpc: grpc::Seen,
 }
 
@@ -235,8 +237,6 @@ impl Proxy {
         async move {
             let started = Instant::now();
             let http1 = req.version() <= Version::HTTP_11;
-            // gRPC rides on HTTP/2: HTTP/1 requests pay one comparison.
-            let grpc_call = req.version() == Version::HTTP_2 && grpc::is_grpc(req.headers());
             let mut counting = Counting::default();
             // What the pool's counters see: the HTTP status (a gRPC call's
             // mapped from its code), the outcome and the gRPC code.
@@ -264,7 +264,7 @@ impl Proxy {
                             Outcome::Success
                         };
                         let status = err.status().as_u16();
-                        if grpc_call {
+                        if counting.grpc_call {
                             let code = grpc::code_for_status(status);
                             (err.into_grpc_response(code), status, outcome, Some(code))
                         } else {
@@ -313,6 +313,9 @@ impl Proxy {
                 headers::check_request(&req, settings.max_request_body_bytes, framing_checked)?;
                 let choice = select::choose_pool(&table, req.headers(), conn.peer.ip())?;
                 counting.stats = Some(Arc::clone(&choice.pool.stats));
+                // gRPC backends are HTTP/2 pools: only their requests are
+                // looked at (for sluice's own errors in gRPC's terms).
+                counting.grpc_call = choice.pool.protocol == UpstreamProtocol::Http2 && grpc::is_grpc(req.headers());
                 let backend = select::choose_backend(choice.pool).ok_or(ProxyError::NoBackend)?;
                 // P2C picked the less loaded of two: if even it is full, shed.
                 let cap = settings.max_in_flight_per_backend;

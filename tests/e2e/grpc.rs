@@ -57,6 +57,14 @@ impl GrpcServer {
     }
 }
 
+impl GrpcServer {
+    /// Starts the server's graceful stop: GOAWAY, then the calls in
+    /// flight finish (it stops listening at once).
+    pub fn stop_gracefully(&mut self) {
+        drop(self.child.stdin.take());
+    }
+}
+
 impl Drop for GrpcServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -419,4 +427,28 @@ async fn a_burst_on_a_cold_backend_opens_one_connection() {
         assert_eq!(call.await.unwrap(), 200);
     }
     assert_eq!(backend.knobs.connections(), 1, "one HTTP/2 connection for the burst");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_in_flight_finish_when_the_backend_goes_away_gracefully() {
+    if !grpcio_present() {
+        return;
+    }
+    let mut server = GrpcServer::start("blue");
+    let proxy = common::start_proxy(&grpc_pool("blue", 100, server.addr)).await;
+    assert_eq!(call(proxy.addr, &["unary", "1"]).await["answers"]["blue"], 1);
+    // Five two-second calls in flight on sluice's connection to it...
+    let target = proxy.addr;
+    let calls = tokio::spawn(async move { call(target, &["concurrent", "5", "2"]).await });
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while call(server.addr, &["sleeping"]).await["sleeping"] != 5 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the calls never reached the backend"
+        );
+    }
+    // ...when it sends GOAWAY and stops: all five still succeed.
+    server.stop_gracefully();
+    let out = calls.await.unwrap();
+    assert_eq!(out["codes"], serde_json::json!({"OK": 5}), "{out}");
 }

@@ -64,7 +64,10 @@ def serve(name, max_streams=None):
         stall(context)
         yield b"late"
 
+    sleeping = [0]
+
     def sleep_unary(request, context):
+        sleeping[0] += 1
         time.sleep(float(request.decode()))
         return name.encode() + b":slept"
 
@@ -82,6 +85,9 @@ def serve(name, max_streams=None):
             "Stall": grpc.unary_unary_rpc_method_handler(stall_unary, identity, identity),
             "Sleep": grpc.unary_unary_rpc_method_handler(sleep_unary, identity, identity),
             "StallStream": grpc.unary_stream_rpc_method_handler(stall_stream, identity, identity),
+            "Sleeping": grpc.unary_unary_rpc_method_handler(
+                lambda request, context: b"%d" % sleeping[0], identity, identity
+            ),
             "Cancelled": grpc.unary_unary_rpc_method_handler(
                 lambda request, context: b"%d" % cancelled[0], identity, identity
             ),
@@ -91,9 +97,10 @@ def serve(name, max_streams=None):
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     print("port %d" % port, flush=True)
-    # Until the test closes stdin (or dies).
+    # Until the test closes stdin (or kills it): then a graceful stop,
+    # GOAWAY first and up to 10 s for the calls in flight.
     sys.stdin.read()
-    server.stop(0)
+    server.stop(10).wait()
 
 
 def client(target, command, *args):
@@ -144,6 +151,9 @@ def client(target, command, *args):
                 code = e.code().name
             codes[code] = codes.get(code, 0) + 1
         out = {"codes": codes}
+    elif command == "sleeping":
+        count = channel.unary_unary("/test.Echo/Sleeping", identity, identity)
+        out = {"sleeping": int(count(b"", timeout=5))}
     elif command == "cancelled":
         count = channel.unary_unary("/test.Echo/Cancelled", identity, identity)
         out = {"cancelled": int(count(b"", timeout=5))}

@@ -393,7 +393,7 @@ async fn more_calls_than_a_backend_allows_streams_wait_instead_of_failing() {
         return;
     }
     // The backend allows 100 concurrent streams; 300 one-second calls at once.
-    let server = GrpcServer::start_with(&["blue", "100"]);
+    let server = GrpcServer::start_with(&["blue", "max=100"]);
     let proxy = common::start_proxy(&grpc_pool("blue", 100, server.addr)).await;
     // One call first: the burst then meets an established connection.
     assert_eq!(call(proxy.addr, &["unary", "1"]).await["answers"]["blue"], 1);
@@ -451,4 +451,76 @@ async fn calls_in_flight_finish_when_the_backend_goes_away_gracefully() {
     server.stop_gracefully();
     let out = calls.await.unwrap();
     assert_eq!(out["codes"], serde_json::json!({"OK": 5}), "{out}");
+}
+
+/// The real binary with gRPC health probes, `blue` at 100 and `green` at 0;
+/// then 50/50 under a stream of unary calls. Whether (and how fast) the
+/// guard rolls green back, within `watch`.
+async fn guard_with_green(green_args: &[&str], watch: std::time::Duration) -> Option<std::time::Duration> {
+    use crate::common::running::Running;
+    use crate::health_e2e::TOKEN;
+    use http_body_util::BodyExt;
+    let blue = GrpcServer::start("blue");
+    let green = GrpcServer::start_with(green_args);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("token"), TOKEN).unwrap();
+    let config = format!(
+        "[proxy]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[[admin.tokens]]\n\
+         name = \"ci\"\nrole = \"operator\"\nsecret = \"file:{d}/token\"\n[store]\nurl = \"sqlite://{d}/sluice.db\"\n\
+         [health]\nmode = \"grpc\"\ninterval = \"500ms\"\ntimeout = \"400ms\"\n{}{}",
+        grpc_pool("blue", 100, blue.addr),
+        grpc_pool("green", 0, green.addr),
+        d = dir.path().display()
+    );
+    let sluice = Running::start(dir.path(), &config, &[]);
+    let c = common::client();
+    let admin = |method: &str, path: &str, body: &str| {
+        http::Request::builder()
+            .method(method)
+            .uri(format!("http://{}{path}", sluice.admin))
+            .header("authorization", format!("Bearer {TOKEN}"))
+            .header("content-type", "application/json")
+            .body(http_body_util::Full::new(bytes::Bytes::from(body.to_owned())))
+            .unwrap()
+    };
+    let res = c
+        .request(admin(
+            "PUT",
+            "/api/v1/weights",
+            r#"{"weights": {"blue": 50, "green": 50}}"#,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let target = sluice.addr;
+    let load = tokio::spawn(async move { call(target, &["unary", "3000"]).await });
+    let started = tokio::time::Instant::now();
+    let outcome = loop {
+        let res = c.request(admin("GET", "/api/v1/pools", "")).await.unwrap();
+        let pools: serde_json::Value =
+            serde_json::from_slice(&res.into_body().collect().await.unwrap().to_bytes()).unwrap();
+        if pools["pools"][1]["weight"] == 0 {
+            break Some(started.elapsed());
+        }
+        if started.elapsed() > watch || load.is_finished() {
+            break None;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    load.abort();
+    outcome
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpc_canary_failing_with_unavailable_is_rolled_back_and_not_found_is_not() {
+    if !grpcio_present() {
+        return;
+    }
+    // Every 10th call UNAVAILABLE (HTTP 200 every time): rolled back.
+    let took = guard_with_green(&["green", "fail=UNAVAILABLE:10"], std::time::Duration::from_secs(30)).await;
+    let took = took.expect("a canary failing 10% of calls with UNAVAILABLE was not rolled back");
+    eprintln!("gRPC canary rolled back after {took:?}");
+    // Every 10th call NOT_FOUND: the client's concern, never a rollback.
+    let left = guard_with_green(&["green", "fail=NOT_FOUND:10"], std::time::Duration::from_secs(8)).await;
+    assert_eq!(left, None, "a canary answering NOT_FOUND was rolled back");
 }

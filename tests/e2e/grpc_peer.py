@@ -1,6 +1,6 @@
 """Real gRPC peers for the end-to-end tests (grpcio, built on grpc-core).
 
-  python3 grpc_peer.py server NAME [MAX_STREAMS]
+  python3 grpc_peer.py server NAME [max=N] [fail=CODE:K]
                                           serves test.Echo and grpc.health.v1
                                           on 127.0.0.1:0; prints "port N"
   python3 grpc_peer.py client TARGET CMD  calls through TARGET; prints JSON
@@ -26,16 +26,27 @@ def identity(b):
     return b
 
 
-def serve(name, max_streams=None):
+def serve(name, *opts):
+    # max=N: at most N concurrent streams; fail=CODE:K: every Kth
+    # test.Echo/Unary call fails with CODE.
+    opts = dict(o.split("=", 1) for o in opts)
     options = []
-    if max_streams:
-        options.append(("grpc.max_concurrent_streams", int(max_streams)))
+    if "max" in opts:
+        options.append(("grpc.max_concurrent_streams", int(opts["max"])))
+    fail_code, fail_every = None, 0
+    if "fail" in opts:
+        code, every = opts["fail"].split(":")
+        fail_code, fail_every = getattr(grpc.StatusCode, code), int(every)
+    calls = [0]
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=400), options=options)
     healthy = health.HealthServicer()
     healthy.set("", health_pb2.HealthCheckResponse.SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(healthy, server)
 
     def unary(request, context):
+        calls[0] += 1
+        if fail_every and calls[0] % fail_every == 0:
+            context.abort(fail_code, "canary failure")
         if request.startswith(b"fail:"):
             code = getattr(grpc.StatusCode, request[5:].decode())
             context.abort(code, "asked to fail with " + code.name)

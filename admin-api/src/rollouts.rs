@@ -10,7 +10,9 @@ use axum::extract::{Extension, Path, State};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sluice_control::hooks::{Hook, HookAction, HookPoint, OnFailure};
-use sluice_control::rollout::{Command, Comparison, RollbackMode, RolloutError, RolloutSpec, SmokeCheck, Step};
+use sluice_control::rollout::{
+    Command, Comparison, GrpcSmoke, RollbackMode, RolloutError, RolloutSpec, SmokeCheck, Step,
+};
 
 use crate::{AdminState, ApiError, Caller};
 
@@ -77,7 +79,11 @@ pub(crate) struct SmokeBody {
     name: String,
     #[serde(default)]
     method: Option<String>,
-    path: String,
+    path: Option<String>,
+    /// `{"service": ""}`: the gRPC health checking protocol.
+    grpc_health: Option<GrpcHealthBody>,
+    /// A unary gRPC call and the status it must end with.
+    grpc: Option<GrpcCallBody>,
     #[serde(default)]
     headers: BTreeMap<String, String>,
     body: Option<String>,
@@ -91,6 +97,67 @@ pub(crate) struct SmokeBody {
 
 fn ok_status() -> u16 {
     200
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct GrpcHealthBody {
+    #[serde(default)]
+    service: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct GrpcCallBody {
+    method: String,
+    #[serde(default)]
+    message_base64: String,
+    #[serde(default = "ok_code")]
+    expect_code: String,
+}
+
+fn ok_code() -> String {
+    "OK".into()
+}
+
+/// The gRPC part of smoke check `i`, if it has one; exactly one of
+/// `path`, `grpc_health` and `grpc` is given.
+fn grpc_smoke(i: usize, s: &mut SmokeBody) -> Result<Option<GrpcSmoke>, ApiError> {
+    let kinds = [s.path.is_some(), s.grpc_health.is_some(), s.grpc.is_some()];
+    if kinds.iter().filter(|k| **k).count() != 1 {
+        return Err(invalid(format!(
+            "smoke[{i}]: give exactly one of path, grpc_health and grpc"
+        )));
+    }
+    if let Some(h) = s.grpc_health.take() {
+        return Ok(Some(GrpcSmoke::Health { service: h.service }));
+    }
+    let Some(call) = s.grpc.take() else { return Ok(None) };
+    if !call.method.starts_with('/') || call.method[1..].split('/').count() != 2 {
+        return Err(invalid(format!(
+            "smoke[{i}].grpc.method: {:?} is not /package.Service/Method",
+            call.method
+        )));
+    }
+    use base64::Engine as _;
+    let message = base64::engine::general_purpose::STANDARD
+        .decode(call.message_base64.as_bytes())
+        .map_err(|e| invalid(format!("smoke[{i}].grpc.message_base64: {e}")))?;
+    let expect_code = sluice_proxy::grpc::CODE_NAMES
+        .iter()
+        .position(|n| *n == call.expect_code)
+        .and_then(|p| u8::try_from(p).ok())
+        .ok_or_else(|| {
+            invalid(format!(
+                "smoke[{i}].grpc.expect_code: {:?} is not a gRPC status (OK, NOT_FOUND, UNAVAILABLE, …)",
+                call.expect_code
+            ))
+        })?;
+    Ok(Some(GrpcSmoke::Call {
+        method: call.method,
+        message,
+        expect_code,
+    }))
 }
 
 #[derive(Debug, Deserialize)]
@@ -263,15 +330,17 @@ fn spec(body: RolloutBody, d: &crate::RolloutDefaults) -> Result<RolloutSpec, Ap
         .smoke
         .into_iter()
         .enumerate()
-        .map(|(i, s)| {
+        .map(|(i, mut s)| {
+            let grpc = grpc_smoke(i, &mut s)?;
             let method = s
                 .method
                 .as_deref()
                 .unwrap_or("GET")
                 .parse::<http::Method>()
                 .map_err(|_| invalid(format!("smoke[{i}].method: not an HTTP method")))?;
-            if !s.path.starts_with('/') {
-                return Err(invalid(format!("smoke[{i}].path: {:?} must start with /", s.path)));
+            let path = s.path.unwrap_or_else(|| "/".into());
+            if !path.starts_with('/') {
+                return Err(invalid(format!("smoke[{i}].path: {path:?} must start with /")));
             }
             let json_pointer = match (s.json_pointer, s.json_equals) {
                 (Some(p), Some(v)) if p.starts_with('/') => Some((p, v)),
@@ -294,7 +363,8 @@ fn spec(body: RolloutBody, d: &crate::RolloutDefaults) -> Result<RolloutSpec, Ap
                     .transpose()?
                     .unwrap_or(Duration::from_secs(5)),
                 name: s.name,
-                path: s.path,
+                path,
+                grpc,
                 expect_status: s.expect_status,
                 body_contains: s.body_contains,
             })

@@ -10,16 +10,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Method, Request, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use http::{Method, Request};
+use http_body_util::Full;
 use rand::Rng;
 use sluice_config::{HealthConfig, HealthMode, UpstreamProtocol};
 use sluice_proxy::RoutingHandle;
 use sluice_proxy::table::Backend;
-use sluice_proxy::upstream_tls::{UpstreamTls, dial};
+use sluice_proxy::upstream_tls::UpstreamTls;
 
-use crate::grpc_health;
+use crate::{direct, grpc};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
@@ -92,57 +91,28 @@ async fn exchange(
     protocol: UpstreamProtocol,
     cfg: &HealthConfig,
 ) -> Result<(), String> {
-    let stream = dial(addr, tls, protocol).await.map_err(|e| format!("connect: {e}"))?;
     let host = cfg.host.as_deref().unwrap_or(addr);
-    let grpc = cfg.mode == HealthMode::Grpc;
-    let (method, path, body) = if grpc {
-        (
-            Method::POST,
-            grpc_health::PATH,
-            grpc_health::request_body(&cfg.grpc_service),
-        )
-    } else {
-        let method = Method::from_bytes(cfg.method.as_bytes()).unwrap_or(Method::GET);
-        (method, cfg.path.as_str(), Bytes::new())
-    };
+    if cfg.mode == HealthMode::Grpc {
+        let call = grpc::Call {
+            method: grpc::HEALTH_CHECK,
+            message: grpc::health_request(&cfg.grpc_service),
+            user_agent: "sluice-health-check",
+        };
+        let answer = grpc::unary(addr, tls, host, &call).await?;
+        return answer.serving();
+    }
+    let method = Method::from_bytes(cfg.method.as_bytes()).unwrap_or(Method::GET);
     let mut req = Request::builder()
         .method(method)
+        .uri(direct::target(protocol, tls.is_some(), host, &cfg.path)?)
         .header(http::header::USER_AGENT, "sluice-health-check");
-    req = match protocol {
-        UpstreamProtocol::Http1 => req.uri(path).header(http::header::HOST, host),
-        // HTTP/2 names the authority in the target (:authority).
-        UpstreamProtocol::Http2 => {
-            let scheme = if tls.is_some() { "https" } else { "http" };
-            req.uri(format!("{scheme}://{host}{path}"))
-        }
-    };
-    if grpc {
-        req = req
-            .header(http::header::CONTENT_TYPE, "application/grpc")
-            .header(http::header::TE, "trailers");
+    if protocol == UpstreamProtocol::Http1 {
+        req = req.header(http::header::HOST, host);
     }
-    let req = req.body(Full::new(body)).map_err(|e| format!("probe request: {e}"))?;
-    let io = TokioIo::new(stream);
-    let res = match protocol {
-        UpstreamProtocol::Http1 => {
-            let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
-                .await
-                .map_err(|e| format!("handshake: {e}"))?;
-            tokio::spawn(conn);
-            sender.send_request(req).await
-        }
-        UpstreamProtocol::Http2 => {
-            let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
-                .await
-                .map_err(|e| format!("handshake: {e}"))?;
-            tokio::spawn(conn);
-            sender.send_request(req).await
-        }
-    }
-    .map_err(|e| format!("request: {e}"))?;
-    if grpc {
-        return grpc_answer(res).await;
-    }
+    let req = req
+        .body(Full::new(Bytes::new()))
+        .map_err(|e| format!("probe request: {e}"))?;
+    let res = direct::send(addr, tls, protocol, req).await?;
     // Only the status matters; the body is never read (a probe must not
     // buffer whatever the endpoint sends), and the connection goes with it.
     let (lo, hi) = cfg.expected_status;
@@ -152,30 +122,6 @@ async fn exchange(
     } else {
         Err(format!("status {status}"))
     }
-}
-
-/// A gRPC health answer: 200, then SERVING with `grpc-status: 0`.
-async fn grpc_answer(res: http::Response<hyper::body::Incoming>) -> Result<(), String> {
-    if res.status() != StatusCode::OK {
-        return Err(format!("status {}", res.status().as_u16()));
-    }
-    let (head, body) = res.into_parts();
-    // Trailers-Only: the status is in the head.
-    if let Some(code) = grpc_health::text(&head.headers, "grpc-status") {
-        return grpc_health::judge(Some(code), grpc_health::text(&head.headers, "grpc-message"), &[]);
-    }
-    // A health answer is a few bytes: anything past 4 KiB is not one.
-    let collected = Limited::new(body, 4096)
-        .collect()
-        .await
-        .map_err(|e| format!("health response: {e}"))?;
-    let trailers = collected.trailers().cloned().unwrap_or_default();
-    let bytes = collected.to_bytes();
-    grpc_health::judge(
-        grpc_health::text(&trailers, "grpc-status"),
-        grpc_health::text(&trailers, "grpc-message"),
-        &bytes,
-    )
 }
 
 /// Runs the health checker until the routing handle goes away. `ready` is

@@ -6,8 +6,9 @@
 
 pub mod alerts;
 pub mod cluster;
+pub mod direct;
 pub mod files;
-pub mod grpc_health;
+pub mod grpc;
 pub mod guard;
 pub mod health;
 pub mod hooks;

@@ -49,6 +49,23 @@ pub struct SmokeCheck {
     /// `json_equals`.
     pub json_pointer: Option<(String, Value)>,
     pub max_latency: Duration,
+    /// A gRPC check instead of the HTTP request (then only `name` and
+    /// `max_latency` apply).
+    pub grpc: Option<GrpcSmoke>,
+}
+
+/// A gRPC smoke check, for pools of gRPC servers (`protocol = "http2"`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GrpcSmoke {
+    /// `grpc.health.v1.Health/Check` for `service` answers SERVING.
+    Health { service: String },
+    /// `method` (`/pkg.Service/Method`) called with `message` (one encoded
+    /// protobuf message) ends with status `expect_code`.
+    Call {
+        method: String,
+        message: Vec<u8>,
+        expect_code: u8,
+    },
 }
 
 /// How an abort gives the traffic back.
@@ -913,7 +930,7 @@ async fn smoke(run: &Run) -> Result<(), String> {
     let mut results = Vec::new();
     for backend in &pool.backends {
         for check in &run.spec.smoke {
-            let outcome = crate::smoke::run(backend.addr(), pool.tls.as_deref(), check).await;
+            let outcome = crate::smoke::run(backend.addr(), pool.tls.as_deref(), pool.protocol, check).await;
             let line = match &outcome {
                 Ok(ms) => format!("{} on {}: ok in {ms} ms", check.name, backend.addr()),
                 Err(why) => format!("{} on {}: {why}", check.name, backend.addr()),

@@ -524,3 +524,76 @@ async fn a_grpc_canary_failing_with_unavailable_is_rolled_back_and_not_found_is_
     let left = guard_with_green(&["green", "fail=NOT_FOUND:10"], std::time::Duration::from_secs(8)).await;
     assert_eq!(left, None, "a canary answering NOT_FOUND was rolled back");
 }
+
+/// Blue (100) and green (0) grpcio servers behind the real binary with
+/// gRPC health probes.
+fn grpc_blue_green(dir: &std::path::Path, blue: &GrpcServer, green: &GrpcServer) -> crate::common::running::Running {
+    let config = format!(
+        "[proxy]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[store]\nurl = \"sqlite://{d}/sluice.db\"\n\
+         [health]\nmode = \"grpc\"\ninterval = \"500ms\"\ntimeout = \"400ms\"\n{}{}",
+        grpc_pool("blue", 100, blue.addr),
+        grpc_pool("green", 0, green.addr),
+        d = dir.display()
+    );
+    crate::common::running::Running::start(dir, &config, &[])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpc_canary_rollout_with_grpc_smoke_checks_promotes_itself() {
+    use crate::rollout_e2e::{FAST, call as api, weights};
+    if !grpcio_present() {
+        return;
+    }
+    let (blue, green) = (GrpcServer::start("blue"), GrpcServer::start("green"));
+    let dir = tempfile::tempdir().unwrap();
+    let sluice = grpc_blue_green(dir.path(), &blue, &green);
+    let c = common::client();
+    let rollouts = format!("http://{}/api/v1/rollouts", sluice.admin);
+
+    // A smoke call that ends with NOT_FOUND where OK is expected: no switch.
+    let body = r#"{"from": "blue", "to": "green", "strategy": "blue-green",
+        "smoke": [{"name": "lookup", "grpc": {"method": "/test.Echo/Unary", "message_base64": "ZmFpbDpOT1RfRk9VTkQ=", "expect_code": "OK"}}]}"#;
+    assert_eq!(api(&c, "POST", rollouts.clone(), body).await.0, 200);
+    let current = format!("{rollouts}/current");
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    let aborted = loop {
+        let (_, now) = api(&c, "GET", current.clone(), "").await;
+        if now["state"] == "aborted" {
+            break now;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{now}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let reason = aborted["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("lookup") && reason.contains("expected OK, got NOT_FOUND"),
+        "{aborted}"
+    );
+    assert_eq!(weights(&c, &sluice).await, (100, 0));
+
+    // gRPC smoke checks that pass, then a canary judged by gRPC calls.
+    let body = format!(
+        r#"{{"from": "blue", "to": "green", "steps": [{{"weight": 25, "hold": "1s"}}, {{"weight": 100}}], {FAST},
+        "smoke": [{{"name": "health", "grpc_health": {{"service": ""}}}},
+                  {{"name": "echo", "grpc": {{"method": "/test.Echo/Unary", "message_base64": "aGk="}}}}]}}"#
+    );
+    let (status, started) = api(&c, "POST", rollouts.clone(), &body).await;
+    assert_eq!(status, 200, "{started}");
+    let target = sluice.addr;
+    let load = tokio::spawn(async move { call(target, &["unary", "20000"]).await });
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    let done = loop {
+        let (_, now) = api(&c, "GET", current.clone(), "").await;
+        if now["state"] == "completed" {
+            break now;
+        }
+        assert!(now["state"] != "aborted", "{now}");
+        assert!(tokio::time::Instant::now() < deadline, "{now}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    load.abort();
+    assert_eq!(done["smoke"].as_array().unwrap().len(), 2, "{done}");
+    assert_eq!(weights(&c, &sluice).await, (0, 100));
+    let out = call(sluice.addr, &["unary", "20"]).await;
+    assert_eq!(out["answers"], serde_json::json!({"green": 20}), "{out}");
+}

@@ -1,17 +1,22 @@
 //! A minimal hyper backend for load tests: answers every request with the
 //! same 100-byte body (16 KiB on `/16k`) over keep-alive HTTP/1.1, on each
-//! port given.
+//! port given; a port written `gPORT` serves gRPC instead (HTTP/2 by prior
+//! knowledge): every call is answered with a 100-byte message and
+//! `grpc-status: 0` in the trailers.
 //!
-//! `cargo run --release --example bench_backend -- 9101 9102`
+//! `cargo run --release --example bench_backend -- 9101 9102 g9103`
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http_body_util::Full;
-use hyper::server::conn::http1;
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Body, Frame};
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
 static BIG: [u8; 16 * 1024] = [b'x'; 16 * 1024];
@@ -19,9 +24,35 @@ static BIG: [u8; 16 * 1024] = [b'x'; 16 * 1024];
 const BODY: &[u8; 100] =
     b"0123456789012345678901234567890123456789012345678901234567890123456789012345678901234567890123456\n\n\n";
 
+/// A unary gRPC answer: one framed message (`SERVING` to a health check),
+/// then the trailers.
+struct GrpcAnswer(u8, &'static [u8]);
+
+impl Body for GrpcAnswer {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.0 += 1;
+        Poll::Ready(match self.0 {
+            1 => {
+                let mut framed = vec![0, 0, 0, 0, self.1.len() as u8];
+                framed.extend_from_slice(self.1);
+                Some(Ok(Frame::data(Bytes::from(framed))))
+            }
+            2 => {
+                let mut trailers = http::HeaderMap::new();
+                trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+                Some(Ok(Frame::trailers(trailers)))
+            }
+            _ => None,
+        })
+    }
+}
+
 fn main() {
-    let ports: Vec<u16> = std::env::args().skip(1).map(|p| p.parse().expect("port")).collect();
-    assert!(!ports.is_empty(), "usage: bench_backend PORT...");
+    let ports: Vec<String> = std::env::args().skip(1).collect();
+    assert!(!ports.is_empty(), "usage: bench_backend [g]PORT...");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -29,6 +60,8 @@ fn main() {
     rt.block_on(async move {
         let mut tasks = Vec::new();
         for port in ports {
+            let grpc = port.starts_with('g');
+            let port: u16 = port.trim_start_matches('g').parse().expect("port");
             let listener = TcpListener::bind(("127.0.0.1", port)).await.expect("bind");
             tasks.push(tokio::spawn(async move {
                 loop {
@@ -36,12 +69,35 @@ fn main() {
                         continue;
                     };
                     let _ = stream.set_nodelay(true);
+                    let io = TokioIo::new(stream);
+                    if grpc {
+                        tokio::spawn(async move {
+                            let svc = service_fn(|req: hyper::Request<hyper::body::Incoming>| async move {
+                                // grpc.health.v1.HealthCheckResponse { status: SERVING }.
+                                let message: &'static [u8] = if req.uri().path() == "/grpc.health.v1.Health/Check" {
+                                    &[0x08, 0x01]
+                                } else {
+                                    BODY
+                                };
+                                // The request message is read, as a server would.
+                                let _ = req.into_body().collect().await;
+                                let mut res = hyper::Response::new(GrpcAnswer(0, message));
+                                res.headers_mut()
+                                    .insert("content-type", http::HeaderValue::from_static("application/grpc"));
+                                Ok::<_, Infallible>(res)
+                            });
+                            let _ = http2::Builder::new(TokioExecutor::new())
+                                .serve_connection(io, svc)
+                                .await;
+                        });
+                        continue;
+                    }
                     tokio::spawn(async move {
                         let svc = service_fn(|req: hyper::Request<hyper::body::Incoming>| async move {
                             let body: &'static [u8] = if req.uri().path() == "/16k" { &BIG } else { BODY };
                             Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from_static(body))))
                         });
-                        let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+                        let _ = http1::Builder::new().serve_connection(io, svc).await;
                     });
                 }
             }));

@@ -179,3 +179,33 @@ fn the_compose_config_validates_and_names_the_compose_services() {
     let dockerfile = std::fs::read_to_string(root().join("docker/Dockerfile")).unwrap();
     assert!(dockerfile.contains("HEALTHCHECK") && dockerfile.contains("USER sluice"));
 }
+
+#[test]
+fn the_grpc_example_validates_and_its_pools_name_its_services() {
+    let text = std::fs::read_to_string(root().join("deploy/kubernetes/grpc.yaml")).unwrap();
+    let objects = YamlLoader::load_from_str(&text).expect("deploy/kubernetes/grpc.yaml is not YAML");
+    let config_map = objects
+        .iter()
+        .find(|o| o["kind"].as_str() == Some("ConfigMap"))
+        .unwrap();
+    let config = sluice_config::Config::from_toml(config_map["data"]["sluice.toml"].as_str().unwrap())
+        .unwrap_or_else(|e| panic!("grpc.yaml's sluice.toml: {e}"));
+    let services = named(&objects, "Service");
+    for pool in &config.pools {
+        assert_eq!(pool.protocol, sluice_config::UpstreamProtocol::Http2, "{}", pool.name);
+        assert_eq!(pool.health.mode, sluice_config::HealthMode::Grpc, "{}", pool.name);
+        for backend in &pool.backends {
+            let service = backend.split('.').next().unwrap();
+            assert!(
+                services.contains(service),
+                "pool {} names no Service {service}",
+                pool.name
+            );
+        }
+    }
+    // The kubelet probes the pods with the same protocol.
+    for deployment in objects.iter().filter(|o| o["kind"].as_str() == Some("Deployment")) {
+        let probe = &deployment["spec"]["template"]["spec"]["containers"][0]["readinessProbe"];
+        assert_eq!(probe["grpc"]["port"].as_i64(), Some(50051));
+    }
+}

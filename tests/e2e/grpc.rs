@@ -74,8 +74,16 @@ impl Drop for GrpcServer {
 
 /// Runs the grpcio client against `target` and returns what it printed.
 pub async fn call(target: SocketAddr, args: &[&str]) -> Value {
+    call_with(target, None, args).await
+}
+
+/// [`call`], over TLS when `ca` names the CA of the target's certificate.
+pub async fn call_with(target: SocketAddr, ca: Option<&std::path::Path>, args: &[&str]) -> Value {
     let mut cmd = tokio::process::Command::new("python3");
     cmd.arg(PEER).arg("client").arg(target.to_string()).args(args);
+    if let Some(ca) = ca {
+        cmd.env("GRPC_PEER_CA", ca);
+    }
     let out = cmd.output().await.unwrap();
     assert!(
         out.status.success(),
@@ -596,4 +604,54 @@ async fn a_grpc_canary_rollout_with_grpc_smoke_checks_promotes_itself() {
     assert_eq!(weights(&c, &sluice).await, (0, 100));
     let out = call(sluice.addr, &["unary", "20"]).await;
     assert_eq!(out["answers"], serde_json::json!({"green": 20}), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_over_tls_at_the_edge_and_to_the_backends() {
+    if !grpcio_present() {
+        return;
+    }
+    // One CA signs sluice's certificate and the backends'.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ca = common::test_ca();
+    std::fs::write(d.join("ca.pem"), ca.pem()).unwrap();
+    for name in ["edge", "backend"] {
+        let leaf = common::leaf(&ca, &["localhost"]);
+        std::fs::write(d.join(format!("{name}.crt")), &leaf.cert_pem).unwrap();
+        std::fs::write(d.join(format!("{name}.key")), &leaf.key_pem).unwrap();
+    }
+    let tls = format!(
+        "tls={}:{}",
+        d.join("backend.crt").display(),
+        d.join("backend.key").display()
+    );
+    let server = GrpcServer::start_with(&["blue", &tls]);
+    let config = format!(
+        "[proxy]\nlisten = \"127.0.0.1:0\"\n[proxy.tls]\nlisten = \"127.0.0.1:0\"\n[[proxy.tls.certificates]]\n\
+         cert = \"file:{d}/edge.crt\"\nkey = \"file:{d}/edge.key\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+         [store]\nurl = \"sqlite://{d}/sluice.db\"\n[health]\nmode = \"grpc\"\ninterval = \"500ms\"\ntimeout = \"400ms\"\n\
+         {}[pools.blue.tls]\nca = \"file:{d}/ca.pem\"\nserver_name = \"localhost\"\n",
+        grpc_pool("blue", 100, server.addr),
+        d = d.display()
+    );
+    let sluice = crate::common::running::Running::start(d, &config, &[]);
+    let edge = sluice.tls.unwrap();
+    let ca_file = d.join("ca.pem");
+    // The TLS gRPC probe has to pass before traffic flows.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let out = call_with(edge, Some(&ca_file), &["fail", "NOT_FOUND"]).await;
+        if out["code"] == "NOT_FOUND" {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no call got through: {out}");
+    }
+    let out = call_with(edge, Some(&ca_file), &["unary", "200"]).await;
+    assert_eq!(out["answers"]["blue"], 200, "{out}");
+    assert_eq!(out["failed"], serde_json::json!({}), "{out}");
+    let out = call_with(edge, Some(&ca_file), &["fail", "NOT_FOUND"]).await;
+    assert_eq!(out["code"], "NOT_FOUND", "{out}");
+    let out = call_with(edge, Some(&ca_file), &["stream", "500"]).await;
+    assert_eq!(out["messages"], 500, "{out}");
 }

@@ -1,9 +1,10 @@
 """Real gRPC peers for the end-to-end tests (grpcio, built on grpc-core).
 
-  python3 grpc_peer.py server NAME [max=N] [fail=CODE:K]
+  python3 grpc_peer.py server NAME [max=N] [fail=CODE:K] [tls=CERT:KEY]
                                           serves test.Echo and grpc.health.v1
                                           on 127.0.0.1:0; prints "port N"
   python3 grpc_peer.py client TARGET CMD  calls through TARGET; prints JSON
+                                          (over TLS when GRPC_PEER_CA names a CA)
 
 No generated code: the methods take and return raw bytes. test.Echo/Unary
 answers "NAME:" + the request, or fails with the code a request
@@ -14,6 +15,7 @@ for 10 s unless cancelled, and test.Echo/Cancelled says how many were.
 """
 
 import json
+import os
 import sys
 import time
 from concurrent import futures
@@ -105,7 +107,13 @@ def serve(name, *opts):
         },
     )
     server.add_generic_rpc_handlers((handler,))
-    port = server.add_insecure_port("127.0.0.1:0")
+    if "tls" in opts:
+        # tls=CERT_FILE:KEY_FILE: h2 over TLS instead of h2c.
+        cert, key = opts["tls"].split(":")
+        pair = (open(key, "rb").read(), open(cert, "rb").read())
+        port = server.add_secure_port("127.0.0.1:0", grpc.ssl_server_credentials([pair]))
+    else:
+        port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     print("port %d" % port, flush=True)
     # Until the test closes stdin (or kills it): then a graceful stop,
@@ -115,7 +123,14 @@ def serve(name, *opts):
 
 
 def client(target, command, *args):
-    channel = grpc.insecure_channel(target)
+    ca = os.environ.get("GRPC_PEER_CA")
+    if ca:
+        # TLS to sluice, whose certificate names localhost.
+        credentials = grpc.ssl_channel_credentials(root_certificates=open(ca, "rb").read())
+        options = [("grpc.ssl_target_name_override", "localhost")]
+        channel = grpc.secure_channel(target, credentials, options=options)
+    else:
+        channel = grpc.insecure_channel(target)
     unary = channel.unary_unary("/test.Echo/Unary", identity, identity)
     out = {}
     if command == "unary":

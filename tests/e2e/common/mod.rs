@@ -450,6 +450,13 @@ pub async fn echo(s: &mut TcpStream, msg: &[u8]) {
 pub fn test_ca() -> rcgen::CertifiedIssuer<'static, rcgen::KeyPair> {
     let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    // Not rcgen's default name, which its leaves carry too: OpenSSL-based
+    // clients (grpc-core) take a leaf whose issuer is its own subject for
+    // self-signed.
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "sluice test CA");
     rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().unwrap()).unwrap()
 }
 

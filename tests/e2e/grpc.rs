@@ -655,3 +655,40 @@ async fn grpc_over_tls_at_the_edge_and_to_the_backends() {
     let out = call_with(edge, Some(&ca_file), &["stream", "500"]).await;
     assert_eq!(out["messages"], 500, "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_weight_flip_moves_new_calls_on_a_channel_at_once_and_streams_continue() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    if !grpcio_present() {
+        return;
+    }
+    let (blue, green) = (GrpcServer::start("blue"), GrpcServer::start("green"));
+    let toml = format!(
+        "{}{}",
+        grpc_pool("blue", 100, blue.addr),
+        grpc_pool("green", 0, green.addr)
+    );
+    let proxy = common::start_proxy(&toml).await;
+    let mut client = tokio::process::Command::new("python3")
+        .args([PEER, "client", &proxy.addr.to_string(), "flip", "50"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(client.stdout.take().unwrap()).lines();
+    let before: Value = serde_json::from_str(&lines.next_line().await.unwrap().unwrap()).unwrap();
+    assert_eq!(before["before"], serde_json::json!({"blue": 50}), "{before}");
+    // The flip, while a server stream from blue is in flight on the channel.
+    let weights = [("blue".to_owned(), 0), ("green".to_owned(), 100)]
+        .into_iter()
+        .collect();
+    proxy.routing.set_weights(&weights, "test", false).await.unwrap();
+    let mut stdin = client.stdin.take().unwrap();
+    stdin.write_all(b"go\n").await.unwrap();
+    let after: Value = serde_json::from_str(&lines.next_line().await.unwrap().unwrap()).unwrap();
+    assert_eq!(after["after"], serde_json::json!({"green": 50}), "{after}");
+    let stream = after["stream"].as_array().unwrap();
+    assert_eq!(stream.len(), 40, "{after}");
+    assert!(stream.iter().all(|who| who == "blue"), "{after}");
+    assert!(client.wait().await.unwrap().success());
+}

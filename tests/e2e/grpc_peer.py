@@ -55,8 +55,13 @@ def serve(name, *opts):
         return name.encode() + b":" + request
 
     def stream(request, context):
-        for i in range(int(request.split(b":")[1])):
+        # "stream:N" or "stream:N:SECONDS" between messages.
+        parts = request.split(b":")
+        pause = float(parts[2]) if len(parts) > 2 else 0
+        for i in range(int(parts[1])):
             yield b"%s:%d" % (name.encode(), i)
+            if pause:
+                time.sleep(pause)
 
     cancelled = [0]
 
@@ -180,6 +185,26 @@ def client(target, command, *args):
     elif command == "sleeping":
         count = channel.unary_unary("/test.Echo/Sleeping", identity, identity)
         out = {"sleeping": int(count(b"", timeout=5))}
+    elif command == "flip":
+        # A slow server stream in flight; N calls; a line from stdin (the
+        # test flips the weights); N calls; then the stream's end.
+        n = int(args[0])
+        serve_ = channel.unary_stream("/test.Echo/Serve", identity, identity)
+        stream = serve_(b"stream:40:0.05", timeout=60)
+        first = next(stream)
+
+        def calls():
+            answers = {}
+            for i in range(n):
+                who = unary(b"call", timeout=10).split(b":")[0].decode()
+                answers[who] = answers.get(who, 0) + 1
+            return answers
+
+        print(json.dumps({"before": calls()}), flush=True)
+        sys.stdin.readline()
+        after = calls()
+        rest = list(stream)
+        out = {"after": after, "stream": [first.split(b":")[0].decode()] + [m.split(b":")[0].decode() for m in rest]}
     elif command == "cancelled":
         count = channel.unary_unary("/test.Echo/Cancelled", identity, identity)
         out = {"cancelled": int(count(b"", timeout=5))}

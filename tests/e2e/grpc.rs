@@ -692,3 +692,67 @@ async fn a_weight_flip_moves_new_calls_on_a_channel_at_once_and_streams_continue
     assert!(stream.iter().all(|who| who == "blue"), "{after}");
     assert!(client.wait().await.unwrap().success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_server_stream_survives_weight_flips_a_reload_and_a_goaway_elsewhere() {
+    use crate::common::running::Running;
+    use crate::health_e2e::TOKEN;
+    use std::time::Duration;
+    if !grpcio_present() {
+        return;
+    }
+    let (blue, mut green) = (GrpcServer::start("blue"), GrpcServer::start("green"));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("token"), TOKEN).unwrap();
+    let config = |upstream_response: &str| {
+        format!(
+            "[proxy]\nlisten = \"127.0.0.1:0\"\n[proxy.timeouts]\nupstream_response = \"{upstream_response}\"\n\
+             [admin]\nlisten = \"127.0.0.1:0\"\n[[admin.tokens]]\nname = \"ci\"\nrole = \"operator\"\n\
+             secret = \"file:{d}/token\"\n[store]\nurl = \"sqlite://{d}/sluice.db\"\n\
+             [health]\nmode = \"grpc\"\ninterval = \"500ms\"\ntimeout = \"400ms\"\n{}{}",
+            grpc_pool("blue", 100, blue.addr),
+            grpc_pool("green", 0, green.addr),
+            d = dir.path().display()
+        )
+    };
+    let sluice = Running::start(dir.path(), &config("30s"), &[]);
+    let c = common::client();
+    let weights = |blue: u32| {
+        http::Request::put(format!("http://{}/api/v1/weights", sluice.admin))
+            .header("authorization", format!("Bearer {TOKEN}"))
+            .header("content-type", "application/json")
+            .body(http_body_util::Full::new(bytes::Bytes::from(format!(
+                r#"{{"weights": {{"blue": {blue}, "green": {}}}}}"#,
+                100 - blue
+            ))))
+            .unwrap()
+    };
+
+    // A server stream of 200 messages, 50 ms apart (10 s), from blue.
+    let target = sluice.addr;
+    let stream = tokio::spawn(async move { call(target, &["stream", "200", "0.05"]).await });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while call(blue.addr, &["streams"]).await["streams"] != 1 {
+        assert!(tokio::time::Instant::now() < deadline, "the stream never reached blue");
+    }
+    // 20 weight flips, with calls that follow each to its pool (so green
+    // has a connection of sluice's for its GOAWAY below).
+    for flip in 0..20 {
+        let to_blue = if flip % 2 == 0 { 0 } else { 100 };
+        assert_eq!(c.request(weights(to_blue)).await.unwrap().status(), 200);
+        let out = call(sluice.addr, &["unary", "2"]).await;
+        let expected = if to_blue == 100 { "blue" } else { "green" };
+        assert_eq!(out["answers"][expected], 2, "flip {flip}: {out}");
+    }
+    // A reload.
+    let tmp = dir.path().join("sluice.toml.new");
+    std::fs::write(&tmp, config("31s")).unwrap();
+    std::fs::rename(&tmp, &sluice.config).unwrap();
+    sluice.wait_log("config reloaded", Duration::from_secs(10));
+    // Green's backend sends GOAWAY on its connection and stops.
+    green.stop_gracefully();
+
+    let out = stream.await.unwrap();
+    assert_eq!(out["messages"], 200, "{out}");
+    assert_eq!(out["senders"], serde_json::json!(["blue"]), "{out}");
+}

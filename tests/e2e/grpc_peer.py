@@ -54,8 +54,11 @@ def serve(name, *opts):
             context.abort(code, "asked to fail with " + code.name)
         return name.encode() + b":" + request
 
+    streams = [0]
+
     def stream(request, context):
         # "stream:N" or "stream:N:SECONDS" between messages.
+        streams[0] += 1
         parts = request.split(b":")
         pause = float(parts[2]) if len(parts) > 2 else 0
         for i in range(int(parts[1])):
@@ -103,6 +106,9 @@ def serve(name, *opts):
             "Stall": grpc.unary_unary_rpc_method_handler(stall_unary, identity, identity),
             "Sleep": grpc.unary_unary_rpc_method_handler(sleep_unary, identity, identity),
             "StallStream": grpc.unary_stream_rpc_method_handler(stall_stream, identity, identity),
+            "Streams": grpc.unary_unary_rpc_method_handler(
+                lambda request, context: b"%d" % streams[0], identity, identity
+            ),
             "Sleeping": grpc.unary_unary_rpc_method_handler(
                 lambda request, context: b"%d" % sleeping[0], identity, identity
             ),
@@ -160,8 +166,14 @@ def client(target, command, *args):
         reply = unary(b"x" * size, timeout=30)
         out = {"length": len(reply)}
     elif command == "stream":
+        # N messages, PAUSE seconds apart if given: who sent each.
         serve_ = channel.unary_stream("/test.Echo/Serve", identity, identity)
-        out = {"messages": len(list(serve_(b"stream:" + args[0].encode(), timeout=30)))}
+        request = b"stream:" + ":".join(args).encode()
+        senders = [m.split(b":")[0].decode() for m in serve_(request, timeout=120)]
+        out = {"messages": len(senders), "senders": sorted(set(senders))}
+    elif command == "streams":
+        count = channel.unary_unary("/test.Echo/Streams", identity, identity)
+        out = {"streams": int(count(b"", timeout=5))}
     elif command == "health":
         stub = health_pb2_grpc.HealthStub(channel)
         try:

@@ -25,6 +25,13 @@ pub(crate) fn pool_json(p: &Pool) -> Value {
         },
         "requests": requests,
         "server_errors": errors,
+        // gRPC calls by status code, the codes seen (empty without gRPC).
+        "grpc": sluice_proxy::grpc::CODE_NAMES
+            .iter()
+            .zip(p.stats.grpc_codes())
+            .filter(|(_, n)| *n > 0)
+            .map(|(code, n)| ((*code).to_owned(), json!(n)))
+            .collect::<serde_json::Map<String, Value>>(),
         "backends": p.backends.iter().map(|b| json!({
             "addr": b.addr(),
             "healthy": b.is_healthy(),

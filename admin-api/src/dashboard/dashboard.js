@@ -57,11 +57,16 @@ function renderPools(pools) {
         })
         .join(" &nbsp; ");
       const failover = p.effective_weight !== p.weight ? ` (serving ${p.effective_weight}%)` : "";
+      // gRPC calls by status code: a gRPC failure is a 200 to HTTP.
+      const codes = Object.entries(p.grpc || {})
+        .map(([code, n]) => `<span class="grpc-code" data-code="${text(code)}">${text(code)} ${n}</span>`)
+        .join(" · ");
       return `<div class="pool" data-pool="${text(p.name)}">
         <div class="head"><strong>${text(p.name)}</strong> <span>${text(p.version)}</span>
           <span class="weight" data-weight="${p.weight}">${p.weight}%</span></div>
         <div class="bar"><div style="width:${p.weight}%"></div></div>
-        <div class="backends">${backends}${text(failover)}</div></div>`;
+        <div class="backends">${backends}${text(failover)}</div>
+        ${codes ? `<div class="grpc">gRPC: ${codes}</div>` : ""}</div>`;
     })
     .join("");
 }

@@ -223,4 +223,13 @@ async fn a_grpc_canary_rollout_with_grpc_smoke_checks_promotes_itself() {
     assert_eq!(weights(&c, &sluice).await, (0, 100));
     let out = call(sluice.addr, &["unary", "20"]).await;
     assert_eq!(out["answers"], serde_json::json!({"green": 20}), "{out}");
+    // The API (and the dashboard with it) shows the pools' gRPC codes.
+    let (_, pools) = api(&c, "GET", format!("http://{}/api/v1/pools", sluice.admin), "").await;
+    let green_ok = pools["pools"][1]["grpc"]["OK"].as_u64().unwrap_or(0);
+    assert!(green_ok >= 20, "{pools}");
+    assert_eq!(
+        pools["pools"][1]["grpc"].as_object().unwrap().len(),
+        1,
+        "only OK: {pools}"
+    );
 }

@@ -294,9 +294,10 @@ impl Upstreams {
     /// An exchange on the backend's shared HTTP/2 connection. A request
     /// the backend did not process — a stream it refused, or one above its
     /// GOAWAY's last-stream-id (RFC 9113 §8.7) — is sent again, whatever
-    /// its method, at most `RETRIES` times, while the body sent so far fits
-    /// in `REPLAY_CAP` (a unary gRPC call, a small POST; the rest of a
-    /// body still arriving follows the copy); otherwise it fails as before.
+    /// its method, at most `RETRIES` times after a growing pause, while the
+    /// body sent so far fits in `REPLAY_CAP` (a unary gRPC call, a small
+    /// POST; the rest of a body still arriving follows the copy);
+    /// otherwise it fails as before.
     async fn send_h2(
         &self,
         backend: &Arc<Backend>,
@@ -322,6 +323,7 @@ impl Upstreams {
                 Err(e) => e,
             };
             let (Some((method, uri, version, headers)), Some(goaway)) = (head, unprocessed(&err)) else {
+                debug!(backend = backend.addr(), attempt, error = %err, "HTTP/2 exchange failed, not retried");
                 return Err(UpstreamError::Exchange(err));
             };
             // hyper drops the body once the stream is gone; it comes back
@@ -334,6 +336,11 @@ impl Upstreams {
                 // dials another.
                 backend.pool().h2.store(None);
             }
+            // A backend that refuses streams is at its limit by its own
+            // count (grpc-core's lags the client's view): give it a moment
+            // before the next attempt, longer each time (25, 50, 100, …
+            // ms; the request's deadline still bounds the whole).
+            tokio::time::sleep(REFUSED_BACKOFF * (1 << attempt)).await;
             attempt += 1;
             req = Request::new(RequestBody::resume(body));
             *req.method_mut() = method;
@@ -410,7 +417,9 @@ where
 /// The most request body kept to send a refused request again.
 const REPLAY_CAP: usize = 64 * 1024;
 /// How many times a refused request is sent again.
-const RETRIES: u32 = 3;
+const RETRIES: u32 = 5;
+/// The pause before the first retry of a refused request (doubling).
+const REFUSED_BACKOFF: Duration = Duration::from_millis(25);
 
 /// Whether the backend did not process the exchange that failed with
 /// `err` (RFC 9113 §8.7): `Some(false)` for a refused stream,

@@ -9,6 +9,7 @@ use http::{HeaderMap, Request, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use prost::Message;
 use sluice_config::UpstreamProtocol;
+use sluice_proxy::grpc::status_of;
 use sluice_proxy::upstream_tls::UpstreamTls;
 
 use crate::direct;
@@ -52,7 +53,7 @@ pub async fn unary(addr: &str, tls: Option<&UpstreamTls>, host: &str, call: &Cal
     }
     let (head, body) = res.into_parts();
     // Trailers-Only: the status is in the head.
-    if let Some(code) = status(&head.headers) {
+    if let Some(code) = status_of(&head.headers) {
         return Ok(Answer {
             code,
             detail: text(&head.headers, "grpc-message"),
@@ -64,7 +65,7 @@ pub async fn unary(addr: &str, tls: Option<&UpstreamTls>, host: &str, call: &Cal
         .await
         .map_err(|e| format!("answer: {e}"))?;
     let trailers = collected.trailers().cloned().unwrap_or_default();
-    let code = status(&trailers).ok_or("no grpc-status")?;
+    let code = status_of(&trailers).ok_or("no grpc-status")?;
     let bytes = collected.to_bytes();
     Ok(Answer {
         code,
@@ -110,17 +111,6 @@ fn unframe(body: &[u8]) -> Result<Bytes, String> {
         (Some(flag), _, _) if *flag != 0 => Err("a compressed answer".into()),
         _ => Err("a malformed answer".into()),
     }
-}
-
-/// A `grpc-status` value (a malformed one reads as UNKNOWN, as clients do).
-fn status(headers: &HeaderMap) -> Option<u8> {
-    let value = headers.get("grpc-status")?;
-    Some(
-        std::str::from_utf8(value.as_bytes())
-            .ok()
-            .and_then(|s| s.parse::<u8>().ok())
-            .unwrap_or(2),
-    )
 }
 
 fn text(headers: &HeaderMap, name: &str) -> Option<String> {

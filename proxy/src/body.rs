@@ -259,10 +259,11 @@ pub struct RequestBody {
     replay: Option<Box<Replay>>,
 }
 
-/// A copy of the body as sent, while it fits.
+/// The body's frames as sent (shared, not copied), while they fit.
 #[derive(Debug)]
 struct Replay {
-    sent: bytes::BytesMut,
+    sent: Vec<Bytes>,
+    kept: usize,
     cap: usize,
     give_back: oneshot::Sender<Unsent>,
 }
@@ -270,7 +271,7 @@ struct Replay {
 /// A request body handed back whole: what was sent, the rest, the limit.
 #[derive(Debug)]
 pub struct Unsent {
-    sent: Bytes,
+    sent: Vec<Bytes>,
     rest: ClientBody,
     limit: u64,
 }
@@ -290,7 +291,8 @@ impl RequestBody {
     /// through `give_back` what it sent and what it had not read yet.
     pub fn keep_for_replay(&mut self, cap: usize, give_back: oneshot::Sender<Unsent>) {
         self.replay = Some(Box::new(Replay {
-            sent: bytes::BytesMut::new(),
+            sent: Vec::new(),
+            kept: 0,
             cap,
             give_back,
         }));
@@ -302,7 +304,7 @@ impl RequestBody {
         let inner = if sent.is_empty() {
             rest
         } else {
-            let frames = std::iter::once(Ok(Frame::data(sent))).collect();
+            let frames = sent.into_iter().map(|data| Ok(Frame::data(data))).collect();
             ClientBody::Ahead(Box::new(Ahead { frames, rest }))
         };
         Self {
@@ -327,16 +329,16 @@ impl RequestBody {
 
 impl Drop for RequestBody {
     fn drop(&mut self) {
-        if let Some(replay) = self.replay.take() {
-            let Replay { sent, give_back, .. } = *replay;
-            let limit = self.remaining + sent.len() as u64;
+        // Nobody waiting (the exchange went well): nothing to hand back.
+        if let Some(replay) = self.replay.take()
+            && !replay.give_back.is_closed()
+        {
+            let Replay {
+                sent, kept, give_back, ..
+            } = *replay;
+            let limit = self.remaining + kept as u64;
             let rest = std::mem::replace(&mut self.inner, ClientBody::Read(None));
-            // Nobody waiting (the exchange went well): dropped here.
-            let _ = give_back.send(Unsent {
-                sent: sent.freeze(),
-                rest,
-                limit,
-            });
+            let _ = give_back.send(Unsent { sent, rest, limit });
         }
     }
 }
@@ -359,8 +361,9 @@ impl Body for RequestBody {
                     }
                     this.remaining -= len;
                     if let Some(replay) = &mut this.replay {
-                        if replay.sent.len() + data.len() <= replay.cap {
-                            replay.sent.extend_from_slice(data);
+                        if replay.kept + data.len() <= replay.cap {
+                            replay.kept += data.len();
+                            replay.sent.push(data.clone());
                         } else {
                             // Too much to keep: this request cannot be replayed.
                             this.replay = None;

@@ -247,12 +247,7 @@ impl Proxy {
                             grpc::Seen::Ended(code) => (grpc::http_status(code), Some(code)),
                             _ => (res.status().as_u16(), None),
                         };
-                        let outcome = if status >= 500 {
-                            Outcome::Error
-                        } else {
-                            Outcome::Success
-                        };
-                        (res, status, outcome, code)
+                        (res, status, Outcome::of_status(status), code)
                     }
                     Err(err) => {
                         debug!(peer = %conn.peer, error = err.code(), "request failed");
@@ -280,13 +275,7 @@ impl Proxy {
             if let Some(stats) = counting.stats
                 && counting.grpc != grpc::Seen::Deferred
             {
-                let now = Instant::now();
-                let elapsed = now.saturating_duration_since(started);
-                stats.record(status, elapsed);
-                stats.window.record(now, elapsed, outcome);
-                if let Some(code) = grpc_code {
-                    stats.record_grpc(code);
-                }
+                stats.count(started, status, outcome, grpc_code);
             }
             res
         }
@@ -418,7 +407,8 @@ impl Proxy {
 
             // A gRPC call's own deadline (capped) replaces the head timeout
             // and bounds the whole call.
-            let grpc_deadline = (protocol == UpstreamProtocol::Http2 && grpc::is_grpc(&parts.headers))
+            let grpc_deadline = counting
+                .grpc_call
                 .then(|| grpc::timeout_of(&parts.headers))
                 .flatten()
                 .map(|t| t.min(settings.max_grpc_timeout));

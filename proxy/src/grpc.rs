@@ -197,17 +197,9 @@ impl CallTally {
     /// The call ended with `code`: counted against the pool's statuses,
     /// gRPC codes and window, and the backend's run of failures.
     pub fn finish(self, code: u8) {
-        let now = Instant::now();
-        let elapsed = now.saturating_duration_since(self.started);
         let status = http_status(code);
-        self.stats.record(status, elapsed);
-        self.stats.record_grpc(code);
-        let outcome = if status >= 500 {
-            Outcome::Error
-        } else {
-            Outcome::Success
-        };
-        self.stats.window.record(now, elapsed, outcome);
+        self.stats
+            .count(self.started, status, Outcome::of_status(status), Some(code));
         outlier::count_exchange(self.outliers.as_ref(), &self.pool, &self.backend, server_failed(code));
     }
 }

@@ -10,7 +10,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::error::ProxyError;
-use crate::window::Window;
+use tokio::time::Instant;
+
+use crate::window::{Outcome, Window};
 
 /// Upper bounds (seconds) of the latency histogram: 1 ms to 10 s.
 pub const LATENCY_BOUNDS: [f64; 13] = [
@@ -67,6 +69,19 @@ impl PoolStats {
             u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
             Ordering::Relaxed,
         );
+    }
+
+    /// Counts one answer that began at `started`: its (HTTP, or gRPC
+    /// mapped) status and latency, its outcome in the live window, and a
+    /// gRPC call's code. The request path's one way to count.
+    pub fn count(&self, started: Instant, status: u16, outcome: Outcome, grpc_code: Option<u8>) {
+        let now = Instant::now();
+        let elapsed = now.saturating_duration_since(started);
+        self.record(status, elapsed);
+        self.window.record(now, elapsed, outcome);
+        if let Some(code) = grpc_code {
+            self.record_grpc(code);
+        }
     }
 
     /// Counts one gRPC call's status code (beside [`PoolStats::record`]).

@@ -95,6 +95,13 @@ pub enum Outcome {
     UpstreamFailure,
 }
 
+impl Outcome {
+    /// An answer's outcome by its status: a 5xx is an error.
+    pub fn of_status(status: u16) -> Self {
+        if status >= 500 { Self::Error } else { Self::Success }
+    }
+}
+
 /// A sliding window of traffic for one pool or backend.
 pub struct Window {
     origin: Instant,

@@ -82,8 +82,11 @@ async fn sluice_fails_grpc_calls_in_grpc_language() {
 
 /// The real binary with gRPC health probes, `blue` at 100 and `green` at 0;
 /// then 50/50 under a stream of unary calls. Whether (and how fast) the
-/// guard rolls green back, within `watch`.
-async fn guard_with_green(green_args: &[&str], watch: std::time::Duration) -> Option<std::time::Duration> {
+/// guard rolls green back, within `watch`; and the pools as last seen.
+async fn guard_with_green(
+    green_args: &[&str],
+    watch: std::time::Duration,
+) -> (Option<std::time::Duration>, serde_json::Value) {
     use crate::common::running::Running;
     use crate::health_e2e::TOKEN;
     use http_body_util::BodyExt;
@@ -127,10 +130,10 @@ async fn guard_with_green(green_args: &[&str], watch: std::time::Duration) -> Op
         let pools: serde_json::Value =
             serde_json::from_slice(&res.into_body().collect().await.unwrap().to_bytes()).unwrap();
         if pools["pools"][1]["weight"] == 0 {
-            break Some(started.elapsed());
+            break (Some(started.elapsed()), pools);
         }
         if started.elapsed() > watch || load.is_finished() {
-            break None;
+            break (None, pools);
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     };
@@ -144,12 +147,16 @@ async fn a_grpc_canary_failing_with_unavailable_is_rolled_back_and_not_found_is_
         return;
     }
     // Every 10th call UNAVAILABLE (HTTP 200 every time): rolled back.
-    let took = guard_with_green(&["green", "fail=UNAVAILABLE:10"], std::time::Duration::from_secs(30)).await;
+    let (took, _) = guard_with_green(&["green", "fail=UNAVAILABLE:10"], std::time::Duration::from_secs(30)).await;
     let took = took.expect("a canary failing 10% of calls with UNAVAILABLE was not rolled back");
     eprintln!("gRPC canary rolled back after {took:?}");
-    // Every 10th call NOT_FOUND: the client's concern, never a rollback.
-    let left = guard_with_green(&["green", "fail=NOT_FOUND:10"], std::time::Duration::from_secs(8)).await;
+    // Every 10th call NOT_FOUND: the client's concern, never a rollback,
+    // though green answered enough of them for the guard to judge.
+    let (left, pools) = guard_with_green(&["green", "fail=NOT_FOUND:10"], std::time::Duration::from_secs(8)).await;
     assert_eq!(left, None, "a canary answering NOT_FOUND was rolled back");
+    let not_found = pools["pools"][1]["grpc"]["NOT_FOUND"].as_u64().unwrap_or(0);
+    assert!(not_found >= 2, "green answered too few calls to be judged: {pools}");
+    assert_eq!(pools["pools"][1]["weight"], 50, "{pools}");
 }
 
 /// Blue (100) and green (0) grpcio servers behind the real binary with

@@ -15,13 +15,7 @@ async fn grpc_calls_pass_through_and_are_balanced_per_call() {
     if !grpcio_present() {
         return;
     }
-    let (blue, green) = (GrpcServer::start("blue"), GrpcServer::start("green"));
-    let toml = format!(
-        "{}{}",
-        grpc_pool("blue", 50, blue.addr),
-        grpc_pool("green", 50, green.addr)
-    );
-    let proxy = common::start_proxy(&toml).await;
+    let (_blue, _green, proxy) = blue_green(50).await;
 
     // 1,000 unary calls on one client channel: each call routed on its own.
     let out = call(proxy.addr, &["unary", "1000"]).await;
@@ -249,13 +243,7 @@ async fn a_weight_flip_moves_new_calls_on_a_channel_at_once_and_streams_continue
     if !grpcio_present() {
         return;
     }
-    let (blue, green) = (GrpcServer::start("blue"), GrpcServer::start("green"));
-    let toml = format!(
-        "{}{}",
-        grpc_pool("blue", 100, blue.addr),
-        grpc_pool("green", 0, green.addr)
-    );
-    let proxy = common::start_proxy(&toml).await;
+    let (_blue, _green, proxy) = blue_green(100).await;
     let mut client = tokio::process::Command::new("python3")
         .args([PEER, "client", &proxy.addr.to_string(), "flip", "50"])
         .stdin(Stdio::piped())

@@ -104,3 +104,16 @@ pub async fn call_with(target: SocketAddr, ca: Option<&std::path::Path>, args: &
 pub fn grpc_pool(name: &str, weight: u32, backend: SocketAddr) -> String {
     format!("{}protocol = \"http2\"\n", common::pool_toml(name, weight, &[backend]))
 }
+
+/// grpcio servers `blue` and `green` behind an in-process proxy, blue at
+/// `blue_weight` percent.
+pub async fn blue_green(blue_weight: u32) -> (GrpcServer, GrpcServer, common::TestProxy) {
+    let (blue, green) = (GrpcServer::start("blue"), GrpcServer::start("green"));
+    let toml = format!(
+        "{}{}",
+        grpc_pool("blue", blue_weight, blue.addr),
+        grpc_pool("green", 100 - blue_weight, green.addr)
+    );
+    let proxy = common::start_proxy(&toml).await;
+    (blue, green, proxy)
+}

@@ -11,8 +11,8 @@ use std::net::IpAddr;
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use http::HeaderMap;
 use sluice_config::{Sticky, UpstreamProtocol};
-use sluice_proxy::select::{choose_backend, choose_pool};
-use sluice_proxy::{PoolSpec, RoutingHandle, RoutingPolicy};
+use sluice_routing::select::{choose_backend, choose_pool};
+use sluice_routing::{PoolSpec, RoutingHandle, RoutingPolicy};
 
 fn handle(backends: usize, sticky: Option<Sticky>) -> RoutingHandle {
     let pool = |name: &str, weight, base: usize| PoolSpec {
@@ -67,8 +67,8 @@ criterion_group!(benches, selection);
 /// What the request path pays to record one outcome: pool counters plus
 /// the live window (target: under 100 ns).
 fn recording(c: &mut Criterion) {
-    use sluice_proxy::stats::PoolStats;
-    use sluice_proxy::window::Outcome;
+    use sluice_routing::stats::PoolStats;
+    use sluice_routing::window::Outcome;
     use std::time::Duration;
     let stats = PoolStats::default();
     let rt = tokio::runtime::Builder::new_current_thread()

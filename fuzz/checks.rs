@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use http::{HeaderMap, HeaderValue};
 use sluice_config::{Sticky, UpstreamProtocol};
-use sluice_proxy::{PoolSpec, RoutingPolicy, RoutingTable};
+use sluice_routing::{PoolSpec, RoutingPolicy, RoutingTable};
 
 /// The config parser and validator: any text gives a config or errors
 /// with key paths, never a panic.
@@ -44,7 +44,7 @@ pub fn admin_json(data: &[u8]) {
             .iter()
             .filter_map(|(k, v)| Some((k.clone(), u32::try_from(v.as_u64()?).ok()?)))
             .collect();
-        let handle = sluice_proxy::RoutingHandle::new(&two_pools(), RoutingPolicy::default()).unwrap();
+        let handle = sluice_routing::RoutingHandle::new(&two_pools(), RoutingPolicy::default()).unwrap();
         let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
         if let Ok(table) = runtime.block_on(handle.set_weights(&weights, "fuzz", false)) {
             assert_eq!(table.pools().iter().map(|p| p.weight).sum::<u32>(), 100);
@@ -127,7 +127,7 @@ pub fn routing(data: &[u8]) {
             chunk.get(2).copied().unwrap_or(0),
             chunk.get(3).copied().unwrap_or(0),
         ));
-        if let Ok(choice) = sluice_proxy::select::choose_pool(&table, &headers, ip) {
+        if let Ok(choice) = sluice_routing::select::choose_pool(&table, &headers, ip) {
             assert!(choice.pool.weight > 0, "pool {} with weight 0 chosen", choice.pool.name);
         }
     }

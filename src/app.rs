@@ -10,7 +10,8 @@ use sluice_config::{Config, ConfigError};
 use sluice_control::alerts::{Alert, Alerter};
 use sluice_control::guard::RollbackCounter;
 use sluice_control::health::HealthSink;
-use sluice_proxy::{ListenerOptions, TableError};
+use sluice_proxy::ListenerOptions;
+use sluice_routing::TableError;
 use sluice_store::{AuditEntry, Engine, Store, StoreError};
 use std::sync::atomic::AtomicBool;
 use tokio::net::TcpListener;
@@ -27,7 +28,7 @@ pub enum AppError {
     #[error("admin tokens: {0}")]
     Tokens(#[from] sluice_admin_api::TokenError),
     #[error("TLS: {0}")]
-    Tls(#[from] sluice_proxy::tls::TlsError),
+    Tls(#[from] sluice_transport::TlsError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: std::net::SocketAddr,
@@ -95,7 +96,7 @@ pub async fn serve_config(config: Config, options: RunOptions) -> Result<(), App
     crate::state::follow(
         store.clone(),
         Arc::clone(&routing),
-        sluice_proxy::routing_from_config(&config)?.0,
+        sluice_routing::routing_from_config(&config)?.0,
     );
     let (outlier_tx, outlier_rx) = tokio::sync::mpsc::channel(256);
     let mut proxy = sluice_proxy::proxy_for(&config, Arc::clone(&routing));
@@ -175,10 +176,7 @@ pub async fn serve_config(config: Config, options: RunOptions) -> Result<(), App
         sink.clone(),
         Arc::clone(&health_ready),
     ));
-    tokio::spawn(sluice_proxy::upstream::close_stale_connections(
-        Arc::clone(&routing),
-        config.proxy.timeouts.keep_alive_idle,
-    ));
+    tokio::spawn(crate::sweep::run(Arc::clone(&routing), proxy.upstreams().clone()));
     tokio::spawn(sluice_control::outlier::run(
         Arc::clone(&routing),
         config.outlier.clone(),
@@ -408,11 +406,11 @@ fn replica_name(admin: std::net::SocketAddr) -> String {
 }
 
 /// Contract fences survive restarts: the old version stays refused.
-async fn load_fences(store: &Store, routing: &sluice_proxy::RoutingHandle) {
+async fn load_fences(store: &Store, routing: &sluice_routing::RoutingHandle) {
     match store.fences().await {
         Ok(fences) => {
             for f in fences {
-                routing.add_fence(sluice_proxy::Fence {
+                routing.add_fence(sluice_routing::Fence {
                     pool: f.pool,
                     version: f.version,
                     reason: f.reason,

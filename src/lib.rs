@@ -9,5 +9,6 @@ pub mod migrate_cmd;
 pub mod reload;
 pub mod rollouts;
 pub mod state;
+pub mod sweep;
 pub mod tls;
 pub mod upgrade;

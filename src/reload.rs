@@ -17,7 +17,7 @@ use std::time::Duration;
 use sluice_admin_api::Metrics;
 use sluice_config::Config;
 use sluice_control::files::{self, FileWatcher};
-use sluice_proxy::{PoolSpec, RoutingHandle, RoutingTable};
+use sluice_routing::{PoolSpec, RoutingHandle, RoutingTable};
 use sluice_store::{AuditEntry, Store};
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
@@ -111,7 +111,7 @@ impl Reloader {
     /// Re-reads the file and applies it; returns the new generation.
     pub async fn reload(&mut self) -> Result<u64, AppError> {
         let (config, _) = Config::load_with_env(&self.path, &Config::process_env())?;
-        let (specs, mut policy) = sluice_proxy::routing_from_config(&config)?;
+        let (specs, mut policy) = sluice_routing::routing_from_config(&config)?;
         let specs = merge(&self.baseline, specs, &self.routing.snapshot());
         policy.probe_new_backends = true;
         // The new socket is bound before anything changes: an address in
@@ -223,7 +223,7 @@ pub fn one_line(e: &AppError) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sluice_proxy::RoutingPolicy;
+    use sluice_routing::RoutingPolicy;
 
     fn config(blue: u32, green_backends: &str) -> Config {
         Config::from_toml(&format!(
@@ -235,11 +235,11 @@ mod tests {
     }
 
     fn specs_of(config: &Config) -> Vec<PoolSpec> {
-        sluice_proxy::routing_from_config(config).unwrap().0
+        sluice_routing::routing_from_config(config).unwrap().0
     }
 
     fn running(blue: u32) -> RoutingTable {
-        let (mut specs, _) = sluice_proxy::routing_from_config(&config(100, "\"127.0.0.1:2\"")).unwrap();
+        let (mut specs, _) = sluice_routing::routing_from_config(&config(100, "\"127.0.0.1:2\"")).unwrap();
         specs[0].weight = blue;
         specs[1].weight = 100 - blue;
         RoutingTable::build(5, &specs, RoutingPolicy::default(), None).unwrap()

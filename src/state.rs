@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use serde_json::json;
 use sluice_config::{Config, UpstreamProtocol};
-use sluice_proxy::{Change, PersistError, PoolSpec, RoutingHandle, RoutingStore, RoutingTable};
+use sluice_routing::{Change, PersistError, PoolSpec, RoutingHandle, RoutingStore, RoutingTable};
 use sluice_store::{AuditEntry, DeploymentRecord, PoolRecord, RoutingRecord, Store};
 use tracing::{info, warn};
 
@@ -152,7 +152,7 @@ pub async fn open_routing(
     reset: bool,
     environment: Option<String>,
 ) -> Result<Arc<RoutingHandle>, AppError> {
-    let (config_specs, mut policy) = sluice_proxy::routing_from_config(config)?;
+    let (config_specs, mut policy) = sluice_routing::routing_from_config(config)?;
     // A health checker runs beside this routing handle: backends added
     // later wait for their first passing probe.
     policy.probe_new_backends = true;
@@ -297,10 +297,10 @@ pub async fn share_windows(
         }
         match store.peer_windows(&replica, now_ms - 3000).await {
             Ok(records) => {
-                let mut by_pool: std::collections::HashMap<String, sluice_proxy::window::WindowSnapshot> =
+                let mut by_pool: std::collections::HashMap<String, sluice_routing::window::WindowSnapshot> =
                     std::collections::HashMap::new();
                 for r in records {
-                    let snap = sluice_proxy::window::WindowSnapshot::from_parts(
+                    let snap = sluice_routing::window::WindowSnapshot::from_parts(
                         span,
                         u64::try_from(r.requests).unwrap_or(0),
                         u64::try_from(r.errors).unwrap_or(0),

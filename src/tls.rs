@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use sluice_config::{SecretRef, TlsConfig};
 use sluice_control::files::{self, FileWatcher};
-use sluice_proxy::tls::{CertStore, server_config};
 use sluice_store::{AuditEntry, Store};
+use sluice_transport::{CertStore, server_config};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tracing::{error, info, warn};

@@ -5,7 +5,7 @@ use axum::Json;
 use axum::response::{IntoResponse, Response};
 use http::StatusCode;
 use serde_json::json;
-use sluice_proxy::TableError;
+use sluice_routing::TableError;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {

@@ -29,7 +29,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use http::Method;
 use sluice_config::Role;
-use sluice_proxy::RoutingHandle;
+use sluice_routing::RoutingHandle;
 use sluice_store::{AuditEntry, Store};
 use tokio::net::TcpListener;
 use tokio::time::Instant;

@@ -1,7 +1,7 @@
 //! `/metrics` in the Prometheus text format.
 //!
 //! Request-path numbers are atomics owned by the data plane (see
-//! `sluice_proxy::stats`); they are turned into metric families here at
+//! `sluice_routing::stats`); they are turned into metric families here at
 //! scrape time from the current routing snapshot, so recording a request
 //! never touches a label map or a lock. Control-plane counters (admin
 //! requests, reloads, rollbacks) live in an ordinary `prometheus` registry.
@@ -14,10 +14,10 @@ use prometheus::proto::{
     Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType, Quantile, Summary,
 };
 use prometheus::{Encoder, IntCounterVec, Opts, Registry, TextEncoder};
-use sluice_proxy::stats::{
+use sluice_routing::stats::{
     CONNECTION_PANICS, LATENCY_BOUNDS, OPEN_CONNECTIONS, REFUSED_CONNECTIONS, UpstreamErrorKind,
 };
-use sluice_proxy::{RoutingTable, grpc};
+use sluice_routing::{RoutingTable, grpc};
 
 use crate::AdminState;
 

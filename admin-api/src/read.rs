@@ -4,7 +4,7 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use sluice_proxy::table::Pool;
+use sluice_routing::table::Pool;
 use sluice_store::AuditQuery;
 
 use crate::{AdminState, ApiError};
@@ -26,7 +26,7 @@ pub(crate) fn pool_json(p: &Pool) -> Value {
         "requests": requests,
         "server_errors": errors,
         // gRPC calls by status code, the codes seen (empty without gRPC).
-        "grpc": sluice_proxy::grpc::CODE_NAMES
+        "grpc": sluice_routing::grpc::CODE_NAMES
             .iter()
             .zip(p.stats.grpc_codes())
             .filter(|(_, n)| *n > 0)

@@ -143,7 +143,7 @@ fn grpc_smoke(i: usize, s: &mut SmokeBody) -> Result<Option<GrpcSmoke>, ApiError
     let message = base64::engine::general_purpose::STANDARD
         .decode(call.message_base64.as_bytes())
         .map_err(|e| invalid(format!("smoke[{i}].grpc.message_base64: {e}")))?;
-    let expect_code = sluice_proxy::grpc::CODE_NAMES
+    let expect_code = sluice_routing::grpc::CODE_NAMES
         .iter()
         .position(|n| *n == call.expect_code)
         .and_then(|p| u8::try_from(p).ok())

@@ -13,7 +13,7 @@ use axum::extract::{Extension, Path, Query, State};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
-use sluice_proxy::{RoutingTable, TableError};
+use sluice_routing::{RoutingTable, TableError};
 use sluice_store::AuditQuery;
 use tokio::time::Instant;
 

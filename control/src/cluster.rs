@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::RwLock;
 
-use sluice_proxy::window::WindowSnapshot;
+use sluice_routing::window::WindowSnapshot;
 
 /// Per pool, the sum of the other replicas' windows (empty when alone).
 #[derive(Debug, Default)]

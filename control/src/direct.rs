@@ -8,7 +8,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use sluice_config::UpstreamProtocol;
-use sluice_proxy::upstream_tls::{UpstreamTls, dial};
+use sluice_transport::{UpstreamTls, dial};
 
 /// The target of a request to `host` for `path`: origin-form for HTTP/1.1
 /// (with a `Host` header added by [`send`]), absolute for HTTP/2, whose

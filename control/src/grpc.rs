@@ -9,8 +9,8 @@ use http::{HeaderMap, Request, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use prost::Message;
 use sluice_config::UpstreamProtocol;
-use sluice_proxy::grpc::status_of;
-use sluice_proxy::upstream_tls::UpstreamTls;
+use sluice_routing::grpc::status_of;
+use sluice_transport::UpstreamTls;
 
 use crate::direct;
 

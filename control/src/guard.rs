@@ -17,8 +17,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use sluice_config::RollbackConfig;
-use sluice_proxy::window::WindowSnapshot;
-use sluice_proxy::{RoutingHandle, RoutingTable};
+use sluice_routing::window::WindowSnapshot;
+use sluice_routing::{RoutingHandle, RoutingTable};
 use tokio::sync::broadcast::error::TryRecvError;
 use tokio::time::Instant;
 use tracing::{info, warn};

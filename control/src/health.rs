@@ -14,9 +14,9 @@ use http::{Method, Request};
 use http_body_util::Full;
 use rand::Rng;
 use sluice_config::{HealthConfig, HealthMode, UpstreamProtocol};
-use sluice_proxy::RoutingHandle;
-use sluice_proxy::table::Backend;
-use sluice_proxy::upstream_tls::UpstreamTls;
+use sluice_routing::RoutingHandle;
+use sluice_routing::table::Backend;
+use sluice_transport::UpstreamTls;
 
 use crate::{direct, grpc};
 use tokio::task::JoinHandle;

@@ -6,8 +6,8 @@
 use std::sync::Arc;
 
 use sluice_config::OutlierConfig;
-use sluice_proxy::RoutingHandle;
-use sluice_proxy::forward::OutlierReport;
+use sluice_routing::RoutingHandle;
+use sluice_routing::outlier::OutlierReport;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use http::Request;
 use http_body_util::{BodyExt, Full, Limited};
 use sluice_config::UpstreamProtocol;
-use sluice_proxy::upstream_tls::UpstreamTls;
+use sluice_transport::UpstreamTls;
 use tokio::time::Instant;
 
 use crate::rollout::{GrpcSmoke, SmokeCheck};
@@ -104,7 +104,7 @@ async fn run_grpc(addr: &str, tls: Option<&UpstreamTls>, check: &GrpcSmoke) -> R
                 Ok(())
             } else {
                 let name = |c: u8| {
-                    sluice_proxy::grpc::CODE_NAMES
+                    sluice_routing::grpc::CODE_NAMES
                         .get(usize::from(c))
                         .copied()
                         .unwrap_or("?")

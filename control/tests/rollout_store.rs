@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde_json::json;
 use sluice_config::{RollbackConfig, UpstreamProtocol};
 use sluice_control::rollout::{Engine, Phase, RollbackMode, RolloutSink, RolloutSpec, Status, Step};
-use sluice_proxy::{Change, PersistError, PoolSpec, RoutingHandle, RoutingPolicy, RoutingStore};
+use sluice_routing::{Change, PersistError, PoolSpec, RoutingHandle, RoutingPolicy, RoutingStore};
 use tokio::time::Instant;
 
 /// Stores every change's green weight; refuses while `down`.

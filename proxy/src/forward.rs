@@ -16,20 +16,23 @@ use hyper_util::rt::TokioIo;
 use sluice_config::{Engine, UpstreamProtocol};
 use tracing::debug;
 
-use crate::body::{ClientBody, ProxyBody, RequestBody, RequestBodyError};
+use crate::body::ProxyBody;
 use crate::deadline::Deadline;
-use crate::error::ProxyError;
-use crate::grpc::{self, CallTally};
+use crate::grpc::{CallTally, Seen};
 use crate::h1raw::{self, RawError};
-use crate::handle::RoutingHandle;
 use crate::headers::{self, ForwardedFor};
-pub use crate::outlier::OutlierReport;
-use crate::outlier::{self, OutlierHook};
-use crate::select;
-use crate::stats::{PoolStats, UpstreamErrorKind};
-use crate::table::{Backend, InFlight};
+use crate::request_body::{ClientBody, RequestBody, RequestBodyError};
+use crate::respond::ErrorResponse;
 use crate::upstream::{UpstreamError, Upstreams};
-use crate::window::Outcome;
+use sluice_routing::error::ProxyError;
+use sluice_routing::grpc;
+use sluice_routing::handle::RoutingHandle;
+use sluice_routing::outlier::OutlierReport;
+use sluice_routing::outlier::{self, OutlierHook};
+use sluice_routing::select;
+use sluice_routing::stats::{PoolStats, UpstreamErrorKind};
+use sluice_routing::table::{Backend, InFlight};
+use sluice_routing::window::Outcome;
 
 /// Buffers a client connection lends to each of its requests in turn, so
 /// that a request allocates neither the head it sends the backend nor,
@@ -113,7 +116,7 @@ struct Counting {
     stats: Option<Arc<PoolStats>>,
     /// The request is a gRPC call to an HTTP/2 pool.
     grpc_call: bool,
-    grpc: grpc::Seen,
+    grpc: Seen,
 }
 
 /// The proxy service shared by every connection.
@@ -156,6 +159,11 @@ impl Drop for TunnelGuard {
 }
 
 impl Proxy {
+    /// The backend connections this proxy sends on.
+    pub fn upstreams(&self) -> &Upstreams {
+        &self.upstreams
+    }
+
     pub fn new(routing: Arc<RoutingHandle>, upstreams: Upstreams) -> Self {
         Self {
             routing,
@@ -244,7 +252,7 @@ impl Proxy {
                 match self.forward(req, conn, scratch, started, &mut counting).await {
                     Ok(res) => {
                         let (status, code) = match counting.grpc {
-                            grpc::Seen::Ended(code) => (grpc::http_status(code), Some(code)),
+                            Seen::Ended(code) => (grpc::http_status(code), Some(code)),
                             _ => (res.status().as_u16(), None),
                         };
                         (res, status, Outcome::of_status(status), code)
@@ -273,7 +281,7 @@ impl Proxy {
             }
             // A call whose status is in its trailers is counted by its body.
             if let Some(stats) = counting.stats
-                && counting.grpc != grpc::Seen::Deferred
+                && counting.grpc != Seen::Deferred
             {
                 stats.count(started, status, outcome, grpc_code);
             }
@@ -425,20 +433,20 @@ impl Proxy {
                 && res.status() == StatusCode::OK
                 && grpc::is_grpc(res.headers())
             {
-                grpc::status_of(res.headers()).map_or(grpc::Seen::Deferred, grpc::Seen::Ended)
+                grpc::status_of(res.headers()).map_or(Seen::Deferred, Seen::Ended)
             } else {
-                grpc::Seen::Plain
+                Seen::Plain
             };
             let tally = match counting.grpc {
-                grpc::Seen::Plain => {
+                Seen::Plain => {
                     self.count_exchange(&pool_name, &backend, res.status().is_server_error());
                     None
                 }
-                grpc::Seen::Ended(code) => {
+                Seen::Ended(code) => {
                     self.count_exchange(&pool_name, &backend, grpc::server_failed(code));
                     None
                 }
-                grpc::Seen::Deferred => counting.stats.as_ref().map(|stats| {
+                Seen::Deferred => counting.stats.as_ref().map(|stats| {
                     CallTally::new(
                         Arc::clone(stats),
                         started,
@@ -601,7 +609,7 @@ fn body_error(err: &RequestBodyError) -> ProxyError {
 #[allow(clippy::unwrap_used)]
 pub(crate) fn test_proxy() -> (Proxy, Upstreams) {
     let upstreams = Upstreams::new(&sluice_config::Timeouts::default());
-    let pool = crate::table::PoolSpec {
+    let pool = sluice_routing::table::PoolSpec {
         name: "blue".into(),
         version: "v1".into(),
         weight: 100,
@@ -609,7 +617,7 @@ pub(crate) fn test_proxy() -> (Proxy, Upstreams) {
         backends: vec!["127.0.0.1:1".into()],
         tls: None,
     };
-    let routing = Arc::new(RoutingHandle::new(&[pool], crate::table::RoutingPolicy::default()).unwrap());
+    let routing = Arc::new(RoutingHandle::new(&[pool], sluice_routing::table::RoutingPolicy::default()).unwrap());
     (Proxy::new(routing, upstreams.clone()), upstreams)
 }
 
@@ -639,7 +647,7 @@ mod future_size {
         // Never called: only the futures' types are needed.
         let handle = move || async move { proxy.handle(never(), &conn, &mut super::Scratch::default()).await };
         let send = move || async move {
-            let backend: Arc<crate::table::Backend> = never();
+            let backend: Arc<sluice_routing::table::Backend> = never();
             upstreams.send(&backend, UpstreamProtocol::Http1, None, never()).await
         };
         let (handle, send) = (future_size(&handle), future_size(&send));

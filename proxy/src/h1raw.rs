@@ -22,9 +22,11 @@ use http_body::{Frame, SizeHint};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crossbeam_queue::ArrayQueue;
+use tokio::time::Instant;
+
 use crate::h1head::{HeaderSpan, content_length, record_spans};
 use crate::headers::{self, ForwardedFor};
-use crate::table::Backend;
 
 /// Request bodies of known length up to this size take the own exchange,
 /// read whole and sent with the head; larger ones stream through hyper.
@@ -105,6 +107,60 @@ impl RawConn {
     }
 }
 
+/// A backend's idle connections of the own exchange, each with the time
+/// it went idle. Shared by the backend's connection pool
+/// (`crate::upstream`) and the bodies that give connections back to it.
+#[derive(Debug)]
+pub struct RawIdle(ArrayQueue<(RawConn, Instant)>);
+
+impl RawIdle {
+    pub fn new(capacity: usize) -> Self {
+        Self(ArrayQueue::new(capacity))
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// A connection whose last exchange ended cleanly; a full queue drops
+    /// (closes) it.
+    pub fn put(&self, conn: RawConn) {
+        let _ = self.0.push((conn, Instant::now()));
+    }
+
+    /// The next idle connection that may carry a request: idle no longer
+    /// than `idle_timeout` and not closed by the backend meanwhile (the
+    /// others are closed on the way).
+    pub fn take(&self, idle_timeout: std::time::Duration) -> Option<RawConn> {
+        while let Some((mut conn, since)) = self.0.pop() {
+            if since.elapsed() <= idle_timeout && conn.alive() {
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    /// Closes the idle connections that the backend has closed or that
+    /// sat idle past `idle_timeout`. They are otherwise only noticed when
+    /// next taken, and a backend that closes its side would leave them
+    /// half-closed until traffic returns. One at a time, so requests
+    /// meanwhile still find the others.
+    pub fn close_stale(&self, idle_timeout: std::time::Duration) {
+        for _ in 0..self.0.len() {
+            let Some((mut conn, since)) = self.0.pop() else {
+                return;
+            };
+            if since.elapsed() <= idle_timeout && conn.alive() {
+                let _ = self.0.push((conn, since));
+            }
+        }
+    }
+}
+
 /// How the response body is delimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Framing {
@@ -165,7 +221,7 @@ pub async fn exchange(
     mut conn: RawConn,
     head: &[u8],
     method: &Method,
-    backend: &Arc<Backend>,
+    idle: &Arc<RawIdle>,
     headers: HeadersAs,
 ) -> Result<Response<RawBody>, RawError> {
     conn.io.write_all(head).await.map_err(|e| before_response(e, &conn))?;
@@ -180,7 +236,7 @@ pub async fn exchange(
             if res.status().is_informational() {
                 continue;
             }
-            let body = RawBody::new(conn, framing, keep_alive, Arc::clone(backend), lines);
+            let body = RawBody::new(conn, framing, keep_alive, Arc::clone(idle), lines);
             return Ok(res.map(|()| body));
         }
         if conn.buf.len() >= MAX_HEAD_BYTES {
@@ -431,24 +487,19 @@ pub struct RawBody {
     conn: Option<RawConn>,
     framing: Framing,
     keep_alive: bool,
-    backend: Arc<Backend>,
+    /// Where the connection goes when the body has been read to its end.
+    idle: Arc<RawIdle>,
     /// The response's headers, when asked for as lines.
     lines: Option<HeaderLines>,
 }
 
 impl RawBody {
-    fn new(
-        conn: RawConn,
-        framing: Framing,
-        keep_alive: bool,
-        backend: Arc<Backend>,
-        lines: Option<HeaderLines>,
-    ) -> Self {
+    fn new(conn: RawConn, framing: Framing, keep_alive: bool, idle: Arc<RawIdle>, lines: Option<HeaderLines>) -> Self {
         Self {
             conn: Some(conn),
             framing,
             keep_alive,
-            backend,
+            idle,
             lines,
         }
     }
@@ -471,7 +522,7 @@ impl RawBody {
             if conn.buf.capacity() > READ_MAX {
                 conn.buf = BytesMut::new();
             }
-            self.backend.pool().put_raw(conn);
+            self.idle.put(conn);
         }
     }
 

@@ -25,11 +25,12 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::body::{ClientBody, ProxyBody};
+use crate::body::ProxyBody;
 use crate::forward::{ClientConn, Proxy, Scratch};
 use crate::h1head::{HeaderSpan, content_length, record_spans, span_in};
 use crate::h1raw::HeaderLines;
-use crate::server::{IDLE_RELEASE_AFTER, ListenerOptions};
+use crate::options::{IDLE_RELEASE_AFTER, ListenerOptions};
+use crate::request_body::ClientBody;
 
 /// Headers parsed on the fast path; a request with more goes to hyper,
 /// which applies the configured limit.
@@ -136,7 +137,7 @@ where
         // (`server::tests`); not compiled into the product.
         #[cfg(test)]
         #[allow(clippy::panic)]
-        if req.uri().path() == crate::server::tests::PANIC_PATH {
+        if req.uri().path() == crate::options::PANIC_PATH {
             panic!("test-only trigger");
         }
         let head_only = req.method() == Method::HEAD;

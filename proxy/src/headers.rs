@@ -4,7 +4,7 @@
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Version};
 
-use crate::error::ProxyError;
+use sluice_routing::error::ProxyError;
 
 /// Headers that describe one connection and never cross the proxy.
 const HOP_BY_HOP: [&[u8]; 7] = [
@@ -211,7 +211,7 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
 /// exchange writes a backend's header lines without a header map).
 pub fn is_hop_by_hop_name(lower: &[u8]) -> bool {
     HOP_BY_HOP.contains(&lower)
-        || lower == crate::select::POOL_OVERRIDE_HEADER.as_str().as_bytes()
+        || lower == sluice_routing::select::POOL_OVERRIDE_HEADER.as_str().as_bytes()
         || lower.starts_with(b"proxy-")
 }
 

@@ -23,57 +23,29 @@
 pub mod body;
 mod date;
 mod deadline;
-pub mod error;
 pub mod forward;
 pub mod grpc;
 mod h1head;
 pub mod h1raw;
 pub mod h1server;
 pub mod h2;
-pub mod handle;
 pub mod headers;
-pub mod outlier;
-pub mod select;
+pub mod options;
+pub mod request_body;
+pub mod respond;
 pub mod server;
-pub mod stats;
-pub mod table;
-pub mod tls;
 pub mod upstream;
-pub mod upstream_tls;
-pub mod window;
 
 use std::sync::Arc;
 
-pub use error::{ProxyError, TableError};
 pub use forward::Proxy;
-pub use handle::{Change, Fence, PersistError, RoutingEvent, RoutingHandle, RoutingStore};
-pub use server::{ListenerOptions, serve, serve_moving, serve_with};
-pub use table::{ForwardSettings, PoolSpec, RoutingPolicy, RoutingTable};
+pub use options::ListenerOptions;
+pub use respond::{ERROR_HEADER, ErrorResponse};
+pub use server::{serve, serve_moving, serve_with};
 pub use upstream::Upstreams;
 
 use sluice_config::Config;
-
-/// The routing specs and policy a config describes.
-pub fn routing_from_config(config: &Config) -> Result<(Vec<PoolSpec>, RoutingPolicy), TableError> {
-    let specs = config
-        .pools
-        .iter()
-        .map(PoolSpec::from_config)
-        .collect::<Result<_, _>>()?;
-    let policy = RoutingPolicy {
-        forward: ForwardSettings {
-            upstream_response_timeout: config.proxy.timeouts.upstream_response,
-            max_grpc_timeout: config.proxy.timeouts.max_grpc_timeout,
-            max_request_body_bytes: config.proxy.limits.max_request_body_bytes,
-            max_in_flight_per_backend: config.proxy.limits.max_in_flight_per_backend,
-            engine: config.proxy.engine,
-        },
-        sticky: config.sticky.clone(),
-        allow_pool_override: config.proxy.allow_pool_override,
-        probe_new_backends: false,
-    };
-    Ok((specs, policy))
-}
+use sluice_routing::{RoutingHandle, TableError, routing_from_config};
 
 /// Builds the routing handle (without a store) and proxy service a config
 /// describes.

@@ -12,7 +12,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use sluice_config::{Engine, ProxyConfig};
+use sluice_config::Engine;
 use std::net::SocketAddr;
 
 use futures_util::FutureExt as _;
@@ -22,39 +22,11 @@ use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, error, info, warn};
 
-use crate::body::ClientBody;
 use crate::forward::{ClientConn, PROTOCOL_HTTP1_HYPER, PROTOCOL_HTTP2, PROTOCOL_HYPER, Proxy, Scratch};
-use crate::stats::{CONNECTION_PANICS, OPEN_CONNECTIONS, REFUSED_CONNECTIONS};
+use crate::options::ListenerOptions;
+use crate::request_body::ClientBody;
 use crate::{h1server, h2};
-
-/// Time between requests after which a client connection frees its
-/// buffers (both servers: `h1server` and `h2`), when the idle limit is
-/// longer: a keep-alive connection that went quiet holds its task and
-/// socket, not buffers it may never use again.
-pub(crate) const IDLE_RELEASE_AFTER: Duration = Duration::from_secs(1);
-
-/// Connection-level settings of a listener.
-#[derive(Debug, Clone, Copy)]
-pub struct ListenerOptions {
-    pub header_read_timeout: Duration,
-    pub max_header_bytes: usize,
-    pub max_headers: usize,
-    pub drain_timeout: Duration,
-    /// Open connections past which new ones are closed at once.
-    pub max_connections: usize,
-}
-
-impl From<&ProxyConfig> for ListenerOptions {
-    fn from(c: &ProxyConfig) -> Self {
-        Self {
-            header_read_timeout: c.timeouts.request_header,
-            max_header_bytes: c.limits.max_header_bytes,
-            max_headers: c.limits.max_headers,
-            drain_timeout: c.drain_timeout,
-            max_connections: c.limits.max_connections,
-        }
-    }
-}
+use sluice_routing::stats::{CONNECTION_PANICS, OPEN_CONNECTIONS, REFUSED_CONNECTIONS};
 
 /// hyper serves the HTTP/1 connections sluice's own loop hands over (HTTP/2
 /// goes to `h2`); it leaves header limits and the header timeout unset, and
@@ -377,10 +349,9 @@ pub(crate) mod tests {
     use tokio::net::{TcpListener, TcpStream};
 
     use super::{ListenerOptions, serve};
-    use crate::stats::CONNECTION_PANICS;
+    use sluice_routing::stats::CONNECTION_PANICS;
 
-    /// A request for this path panics inside its connection's task.
-    pub(crate) const PANIC_PATH: &str = "/__sluice_test_panic";
+    use crate::options::PANIC_PATH;
 
     async fn exchange(s: &mut TcpStream, path: &str) -> std::io::Result<String> {
         s.write_all(format!("GET {path} HTTP/1.1\r\nhost: x\r\n\r\n").as_bytes())

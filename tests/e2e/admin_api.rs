@@ -12,7 +12,7 @@ use http::{Method, Request, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use sluice_admin_api::{AdminState, Metrics, TokenSet};
-use sluice_proxy::RoutingHandle;
+use sluice_routing::RoutingHandle;
 use sluice_store::{AuditQuery, Store};
 use tower::ServiceExt;
 

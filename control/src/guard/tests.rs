@@ -5,8 +5,8 @@ use std::time::Duration;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use sluice_config::UpstreamProtocol;
-use sluice_proxy::window::{Outcome, Window};
-use sluice_proxy::{PoolSpec, RoutingPolicy};
+use sluice_routing::window::{Outcome, Window};
+use sluice_routing::{PoolSpec, RoutingPolicy};
 
 use super::*;
 

@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::task::AtomicWaker;
-use http::Response;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
@@ -21,9 +20,8 @@ use tracing::debug;
 use super::frame::{self, Head, Reason};
 use super::hpack::Decoder;
 use super::stream::{Slot, Stream};
-use crate::body::ProxyBody;
 use crate::forward::{ClientConn, Proxy, Scratch};
-use crate::server::{IDLE_RELEASE_AFTER, ListenerOptions};
+use crate::options::{IDLE_RELEASE_AFTER, ListenerOptions};
 
 /// Streams a client may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS).
 pub(super) const MAX_STREAMS: usize = 256;
@@ -51,8 +49,6 @@ const READ_SIZE: usize = 4096;
 /// How long the GOAWAY of a closing connection may take to be written.
 const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// A request's work: the response head, and the buffers it lent back.
-pub(super) type Handler<'a> = Pin<Box<dyn Future<Output = (Response<ProxyBody>, Scratch)> + Send + 'a>>;
 /// Buffers kept for the connection's next requests.
 pub(super) const SPARE_SCRATCH: usize = 4;
 

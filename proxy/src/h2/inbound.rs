@@ -11,14 +11,14 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::debug;
 
 use super::conn::{
-    BlockStart, Connection, Failure, Handler, MAX_BLOCK, MAX_CONTINUATIONS, MAX_EMPTY_DATA, MAX_STREAMS, Partial,
-    STREAM_WINDOW,
+    BlockStart, Connection, Failure, MAX_BLOCK, MAX_CONTINUATIONS, MAX_EMPTY_DATA, MAX_STREAMS, Partial, STREAM_WINDOW,
 };
 use super::frame::{self, Head, Reason};
 use super::recv::{Consumed, RecvBody};
 use super::request::{Refusal, RequestHead};
-use super::stream::{Slot, Stream};
-use crate::body::{ClientBody, ProxyBody};
+use super::stream::{Handler, Slot, Stream};
+use crate::body::ProxyBody;
+use crate::request_body::ClientBody;
 
 impl<'a, I: AsyncRead + AsyncWrite + Unpin> Connection<'a, I> {
     pub(super) fn on_frame(&mut self, head: Head, payload: Bytes) -> Result<(), Failure> {

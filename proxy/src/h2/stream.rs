@@ -2,16 +2,22 @@
 //! its way in, the response on its way out, and the waker that tells the
 //! connection which stream's handler to poll.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Wake, Waker};
 
 use bytes::Bytes;
 use futures_util::task::AtomicWaker;
+use http::Response;
 
-use super::conn::Handler;
 use super::recv::{Consumed, Sink};
 use crate::body::ProxyBody;
+use crate::forward::Scratch;
+
+/// A request's work: the response head, and the buffers it lent back.
+pub(super) type Handler<'a> = Pin<Box<dyn Future<Output = (Response<ProxyBody>, Scratch)> + Send + 'a>>;
 
 /// Wakes the connection for one stream's handler and notes which one.
 #[derive(Debug)]

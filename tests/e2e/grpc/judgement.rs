@@ -12,7 +12,7 @@ type Counted = (Vec<(u16, u64)>, Vec<(&'static str, u64)>, f64);
 fn counted(proxy: &common::TestProxy, name: &str) -> Counted {
     let table = proxy.routing.snapshot();
     let pool = table.pool(name).unwrap();
-    let codes = sluice_proxy::grpc::CODE_NAMES
+    let codes = sluice_routing::grpc::CODE_NAMES
         .iter()
         .copied()
         .zip(pool.stats.grpc_codes())

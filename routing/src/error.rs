@@ -1,14 +1,10 @@
-//! Errors of the data plane. Each request failure knows its status, a short
-//! machine-readable code (sent as `x-sluice-error`) and a message for people;
-//! the mapping lives here and nowhere else.
+//! Why a request could not be proxied, and why a routing change was
+//! refused. Each request failure knows its status, a short machine-readable
+//! code (sent as `x-sluice-error`) and a message for people; the mapping
+//! lives here and nowhere else. The data plane turns them into responses
+//! (`sluice_proxy::respond`).
 
-use bytes::Bytes;
-use http::{HeaderValue, Response, StatusCode};
-
-use crate::body::ProxyBody;
-
-/// The header naming why sluice, not the backend, produced a response.
-pub const ERROR_HEADER: &str = "x-sluice-error";
+use http::StatusCode;
 
 /// Why a request could not be proxied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -96,46 +92,6 @@ impl ProxyError {
         // does a client's transfer coding.
         self.status().is_server_error()
             && !matches!(self, ProxyError::BackendOverloaded | ProxyError::UnsupportedCoding)
-    }
-
-    /// A short plain-text response; client errors also close the connection,
-    /// since the rest of the byte stream can no longer be trusted.
-    pub fn into_response(self) -> Response<ProxyBody> {
-        let body = Bytes::from(format!("sluice: {self}\n"));
-        let mut res = Response::new(ProxyBody::full(body));
-        *res.status_mut() = self.status();
-        let h = res.headers_mut();
-        h.insert(
-            http::header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
-        h.insert(ERROR_HEADER, HeaderValue::from_static(self.code()));
-        if self.status().is_client_error() || self == ProxyError::UnsupportedCoding {
-            h.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
-        }
-        if self == ProxyError::BackendOverloaded {
-            h.insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
-        }
-        res
-    }
-}
-
-impl ProxyError {
-    /// sluice's own failure of a gRPC call, in gRPC's language: a
-    /// Trailers-Only response (HTTP 200, `grpc-status` `code`, and
-    /// `grpc-message` naming the error), `x-sluice-error` kept — so the
-    /// client's retry policy sees the right code, as with Envoy.
-    pub fn into_grpc_response(self, code: u8) -> Response<ProxyBody> {
-        let mut res = Response::new(ProxyBody::empty());
-        let h = res.headers_mut();
-        h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
-        h.insert(crate::grpc::GRPC_STATUS, crate::grpc::status_value(code));
-        // The code is plain ASCII: nothing to percent-encode.
-        if let Ok(message) = HeaderValue::from_str(&format!("sluice: {}", self.code())) {
-            h.insert(crate::grpc::GRPC_MESSAGE, message);
-        }
-        h.insert(ERROR_HEADER, HeaderValue::from_static(self.code()));
-        res
     }
 }
 

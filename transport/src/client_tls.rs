@@ -14,7 +14,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
-use crate::tls::{TlsError, describe, provider, read};
+use crate::server_tls::{TlsError, describe, provider, read};
 
 /// A pool's ready-to-use TLS client, built once per config.
 pub struct UpstreamTls {

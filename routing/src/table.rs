@@ -13,22 +13,46 @@ use std::time::Duration;
 use http::uri::Authority;
 use sluice_config::{Sticky, UpstreamProtocol, WEIGHT_TOTAL};
 
+use sluice_transport::UpstreamTls;
+
 use crate::error::TableError;
 use crate::stats::{BackendErrors, PoolStats};
-use crate::upstream::ConnPool;
-use crate::upstream_tls::UpstreamTls;
 
 /// Resolution of the cumulative weight ranges: a weight of 1% is 100 slots.
 pub const SLOTS: u32 = 10_000;
 
+/// Names one backend for as long as the process runs: the data plane
+/// keeps the backend's connections under it (`sluice_proxy::upstream`).
+/// Never reused, so a removed backend's connections are never handed to a
+/// new one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BackendId(u64);
+
+impl BackendId {
+    fn next() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        Self(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+
+    pub fn get(self) -> u64 {
+        self.0
+    }
+
+    /// An id made up by a test (real ones come from [`Backend::new`]).
+    #[doc(hidden)]
+    pub fn from_raw(n: u64) -> Self {
+        Self(n)
+    }
+}
+
 /// One upstream server. Shared between snapshots; its counters are atomics.
 #[derive(Debug)]
 pub struct Backend {
+    id: BackendId,
     addr: Box<str>,
     authority: Authority,
     in_flight: AtomicU64,
     requests: AtomicU64,
-    pool: ConnPool,
     errors: BackendErrors,
     /// The health checker's verdict; read when snapshots are built, never
     /// per request.
@@ -53,11 +77,11 @@ impl Backend {
             .filter(|a| a.port_u16().is_some())
             .ok_or_else(|| TableError::BadBackend(addr.to_owned()))?;
         Ok(Self {
+            id: BackendId::next(),
             addr: addr.into(),
             authority,
             in_flight: AtomicU64::new(0),
             requests: AtomicU64::new(0),
-            pool: ConnPool::default(),
             errors: BackendErrors::default(),
             healthy: AtomicBool::new(healthy),
             ejected: AtomicBool::new(false),
@@ -108,7 +132,7 @@ impl Backend {
         &self.addr
     }
 
-    pub(crate) fn authority(&self) -> &Authority {
+    pub fn authority(&self) -> &Authority {
         &self.authority
     }
 
@@ -117,9 +141,8 @@ impl Backend {
         &self.errors
     }
 
-    /// This backend's keep-alive connections.
-    pub fn pool(&self) -> &ConnPool {
-        &self.pool
+    pub fn id(&self) -> BackendId {
+        self.id
     }
 
     /// Requests currently being served (response body not yet finished).

@@ -1,0 +1,470 @@
+//! One rollout's run: pre-checks, steps with analysis, promotion and the
+//! watch after it, or the way back.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sluice_routing::{Fence, RoutingHandle};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use crate::guard::{Verdict, judge};
+use crate::hooks::{self, HookContext, HookPoint, OnFailure};
+
+use super::compare::compare;
+use super::spec::*;
+use super::status::*;
+
+/// How often a step the store refused is tried again.
+const STORE_RETRY: Duration = Duration::from_secs(1);
+
+struct Run {
+    routing: Arc<RoutingHandle>,
+    sink: Arc<dyn RolloutSink>,
+    status: Arc<Mutex<Status>>,
+    commands: mpsc::UnboundedReceiver<Command>,
+    spec: RolloutSpec,
+    /// Weights before the rollout: what an abort restores.
+    original: HashMap<String, u32>,
+    /// What hooks are told; versions as they were at the start.
+    context: HookContext,
+    peers: Arc<crate::cluster::PeerWindows>,
+    /// The rollout changed weights: an abort must put them back.
+    weighed: bool,
+    /// `pre_switch` (the expand step) started: an abort runs `on_rollback`.
+    expanded: bool,
+}
+
+/// How a wait ended.
+enum Wake {
+    Elapsed,
+    Promote { full: bool },
+    Abort(String),
+}
+
+impl Run {
+    fn set(&self, phase: Phase, reason: String) {
+        let snapshot = {
+            let mut s = lock(&self.status);
+            s.phase = phase;
+            s.reason = reason;
+            s.clone()
+        };
+        info!(state = snapshot.phase.name(), reason = %snapshot.reason, "rollout");
+        self.sink.transition(&snapshot);
+    }
+
+    /// Runs the hooks at `point` in order; `Err` on the first failing one
+    /// whose failure aborts.
+    async fn hooks(&self, point: HookPoint) -> Result<(), String> {
+        for hook in self.spec.hooks_at(point) {
+            let outcome = hooks::run(hook, point, &self.context).await;
+            let snapshot = {
+                let mut s = lock(&self.status);
+                s.hooks.push(outcome.json());
+                s.clone()
+            };
+            self.sink.hook(&snapshot, &outcome);
+            if !outcome.ok {
+                match hook.on_failure {
+                    OnFailure::Abort => return Err(format!("{} failed: {}", point.name(), outcome.summary())),
+                    OnFailure::Warn => warn!(hook = %outcome.summary(), "hook failed; continuing (on_failure = warn)"),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn weigh(&mut self, to_weight: u32, why: &str) -> Result<(), String> {
+        self.weighed = true;
+        let mut weights: HashMap<String, u32> = self
+            .routing
+            .snapshot()
+            .pools()
+            .iter()
+            .map(|p| (p.name.to_string(), 0))
+            .collect();
+        weights.insert(self.spec.from.clone(), 100 - to_weight);
+        weights.insert(self.spec.to.clone(), to_weight);
+        let before = lock(&self.status).reason.clone();
+        loop {
+            match self
+                .routing
+                .apply_weights_because(&weights, ROLLOUT_ACTOR, "rollout.step", Some(why), true)
+                .await
+            {
+                Ok(_) => break,
+                // The store is unreachable: a step that cannot be stored is
+                // not served, and giving up would need the store too. Wait.
+                Err(sluice_routing::TableError::Persist(e)) => {
+                    let waiting = format!(
+                        "paused: the store is unreachable ({e}); {why} ({} at {to_weight}%) is retried every second",
+                        self.spec.to
+                    );
+                    warn!(reason = %waiting, "rollout waiting for the store");
+                    lock(&self.status).reason = waiting;
+                    tokio::select! {
+                        command = self.commands.recv() => {
+                            if matches!(command, Some(Command::Abort) | None) {
+                                return Err("aborted by an operator while the store was unreachable".into());
+                            }
+                        }
+                        () = tokio::time::sleep(STORE_RETRY) => {}
+                    }
+                }
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        lock(&self.status).reason = before;
+        Ok(())
+    }
+
+    /// Waits `hold` (forever when `None`: a gate), analysing `to` every
+    /// interval and obeying commands; a paused hold does not expire.
+    async fn hold(&mut self, hold: Option<Duration>, analyse: bool) -> Wake {
+        if hold == Some(Duration::ZERO) {
+            return Wake::Elapsed;
+        }
+        let until = hold.map(|h| Instant::now() + h);
+        let mut failed = 0;
+        let mut paused = false;
+        let mut tick = tokio::time::interval(self.spec.analysis_interval);
+        tick.tick().await;
+        loop {
+            let expire = async {
+                match until {
+                    Some(at) if !paused => tokio::time::sleep_until(at).await,
+                    _ => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                command = self.commands.recv() => match command {
+                    Some(Command::Abort) | None => return Wake::Abort("aborted by an operator".into()),
+                    Some(Command::Promote { full }) => return Wake::Promote { full },
+                    Some(Command::Pause) => paused = true,
+                    Some(Command::Resume) => {
+                        if hold.is_none() {
+                            return Wake::Promote { full: false };
+                        }
+                        paused = false;
+                    }
+                },
+                _ = tick.tick() => {
+                    if analyse && let Some(reason) = self.analyse(&mut failed) {
+                        return Wake::Abort(reason);
+                    }
+                }
+                () = expire => return Wake::Elapsed,
+            }
+        }
+    }
+
+    /// One analysis: `Some(reason)` once `max_failed_checks` fail in a row.
+    fn analyse(&self, failed: &mut u32) -> Option<String> {
+        let table = self.routing.snapshot();
+        // Someone else changed the weights (an operator, the rollback guard).
+        let expected = lock(&self.status).phase.clone();
+        if let (Some(to), Phase::Step(_)) = (table.pool(&self.spec.to), expected)
+            && to.weight == 0
+            && self
+                .spec
+                .steps
+                .iter()
+                .all(|s| !matches!(s, Step::Weight { weight: 0, .. }))
+        {
+            return Some(format!("{} was taken out of traffic by another change", self.spec.to));
+        }
+        let now = Instant::now();
+        let window = self.spec.analysis.window;
+        let mut to = table.pool(&self.spec.to)?.stats.window.snapshot(now, window);
+        self.peers.add_to(&self.spec.to, &mut to);
+        let from = table.pool(&self.spec.from).map(|p| {
+            let mut snap = p.stats.window.snapshot(now, window);
+            self.peers.add_to(&self.spec.from, &mut snap);
+            snap
+        });
+        let verdict = match judge(&self.spec.to, &to, from.as_ref(), &self.spec.analysis) {
+            Verdict::Healthy => compare(&self.spec, &to, from.as_ref()),
+            other => other,
+        };
+        match verdict {
+            Verdict::Breach { reason, .. } => {
+                *failed += 1;
+                warn!(%reason, failed = *failed, "rollout analysis failed");
+                (*failed >= self.spec.max_failed_checks).then_some(reason)
+            }
+            _ => {
+                *failed = 0;
+                None
+            }
+        }
+    }
+
+    async fn abort(&mut self, reason: String) {
+        if self.weighed {
+            if self.spec.rollback == RollbackMode::Gradual {
+                self.walk_back(&reason).await;
+            }
+            let why = format!("rollout aborted: {reason}");
+            if let Err(e) = self
+                .routing
+                .apply_weights_because(&self.original, ROLLOUT_ACTOR, "rollout.abort", Some(&why), true)
+                .await
+            {
+                warn!(error = %e, "could not restore the weights after an abort");
+            }
+        }
+        // The backward migration, once the expand step may have run.
+        let rollback = if self.expanded && !self.spec.dry_run {
+            self.hooks(HookPoint::OnRollback).await.err()
+        } else {
+            None
+        };
+        let reason = match rollback {
+            Some(failed) => format!("{reason}; then {failed}"),
+            None => reason,
+        };
+        self.set(Phase::Aborted, reason);
+    }
+
+    /// Gradual rollback: `to` goes back down through the earlier steps'
+    /// weights, one analysis interval each, before the original weights.
+    async fn walk_back(&mut self, reason: &str) {
+        let now = self.routing.snapshot().pool(&self.spec.to).map_or(0, |p| p.weight);
+        let mut back: Vec<u32> = self
+            .spec
+            .steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Weight { weight, .. } if *weight < now && *weight > 0 => Some(*weight),
+                _ => None,
+            })
+            .collect();
+        back.sort_unstable_by(|a, b| b.cmp(a));
+        back.dedup();
+        for weight in back {
+            let phase = lock(&self.status).phase.clone();
+            self.set(
+                phase,
+                format!("rolling back gradually: {} at {weight}% ({reason})", self.spec.to),
+            );
+            if let Err(e) = self.weigh(weight, "gradual rollback").await {
+                warn!(error = %e, "gradual rollback step failed; restoring at once");
+                return;
+            }
+            tokio::time::sleep(self.spec.analysis_interval).await;
+        }
+    }
+}
+
+pub(super) async fn drive(
+    routing: Arc<RoutingHandle>,
+    peers: Arc<crate::cluster::PeerWindows>,
+    sink: Arc<dyn RolloutSink>,
+    status: Arc<Mutex<Status>>,
+    commands: mpsc::UnboundedReceiver<Command>,
+    resume_at: Option<(usize, Duration)>,
+) {
+    let (spec, id, from_version, to_version) = {
+        let s = lock(&status);
+        (s.spec.clone(), s.id, s.from_version.clone(), s.to_version.clone())
+    };
+    let table = routing.snapshot();
+    let mut original: HashMap<String, u32> = table.pools().iter().map(|p| (p.name.to_string(), p.weight)).collect();
+    if resume_at.is_some() {
+        // The weights before the rollout are gone with the old process:
+        // an abort sends everything back to `from`.
+        original.values_mut().for_each(|w| *w = 0);
+        original.insert(spec.from.clone(), 100);
+    }
+    let context = HookContext {
+        rollout_id: id,
+        from_pool: spec.from.clone(),
+        to_pool: spec.to.clone(),
+        from_version,
+        to_version,
+        dry_run: spec.dry_run,
+    };
+    let mut run = Run {
+        routing,
+        sink,
+        status,
+        commands,
+        spec,
+        original,
+        context,
+        peers,
+        weighed: resume_at.is_some(),
+        expanded: resume_at.is_some(),
+    };
+    if resume_at.is_none() {
+        let prepared = async {
+            run.hooks(HookPoint::PreRollout).await?;
+            pre_checks(&run).await?;
+            run.expanded = true;
+            run.hooks(HookPoint::PreSwitch).await
+        }
+        .await;
+        if let Err(reason) = prepared {
+            run.abort(reason).await;
+            return;
+        }
+    }
+    if run.spec.dry_run {
+        dry_run(&mut run).await;
+        return;
+    }
+    let steps = run.spec.steps.clone();
+    let (mut i, mut already_held) = resume_at.unwrap_or_default();
+    i = i.min(steps.len());
+    let mut resumed_step = resume_at.map(|_| i);
+    while i < steps.len() {
+        match &steps[i] {
+            Step::Weight { weight, hold } => {
+                run.set(Phase::Step(i), format!("step {}: {} at {weight}%", i + 1, run.spec.to));
+                // A resumed step whose weights are already served was
+                // applied by the replica that stored it: not again.
+                let applied = resumed_step.take() == Some(i)
+                    && run.routing.snapshot().pool(&run.spec.to).map(|p| p.weight) == Some(*weight);
+                if !applied && let Err(e) = run.weigh(*weight, &format!("rollout step {}", i + 1)).await {
+                    run.abort(format!("could not set the weights: {e}")).await;
+                    return;
+                }
+                if *weight == 100 {
+                    // The switch: check the new version again before holding.
+                    if let Err(reason) = smoke(&run).await {
+                        run.abort(reason).await;
+                        return;
+                    }
+                }
+                // After a restart, only what was left of the hold.
+                let hold = hold.saturating_sub(std::mem::take(&mut already_held));
+                match run.hold(Some(hold), true).await {
+                    Wake::Elapsed | Wake::Promote { full: false } => {}
+                    Wake::Promote { full: true } => break,
+                    Wake::Abort(reason) => {
+                        run.abort(reason).await;
+                        return;
+                    }
+                }
+            }
+            Step::Pause => {
+                run.set(
+                    Phase::Paused(i),
+                    format!("paused at step {}: waiting for promote", i + 1),
+                );
+                match run.hold(None, true).await {
+                    Wake::Elapsed | Wake::Promote { full: false } => {}
+                    Wake::Promote { full: true } => break,
+                    Wake::Abort(reason) => {
+                        run.abort(reason).await;
+                        return;
+                    }
+                }
+            }
+        }
+        i += 1;
+    }
+    if let Err(e) = run.weigh(100, "rollout promoted").await {
+        run.abort(format!("could not promote: {e}")).await;
+        return;
+    }
+    run.set(
+        Phase::Monitoring,
+        format!("promoted; {} watched for {:?}", run.spec.to, run.spec.post_promotion),
+    );
+    let monitoring = run.spec.post_promotion.saturating_sub(already_held);
+    if let Wake::Abort(reason) = run.hold(Some(monitoring), true).await {
+        run.abort(reason).await;
+        return;
+    }
+    // The contract step: only once the new version has proved itself.
+    if let Err(reason) = run.hooks(HookPoint::PostPromotion).await {
+        run.abort(reason).await;
+        return;
+    }
+    let contracted = run.spec.hooks_at(HookPoint::PostPromotion).next().is_some();
+    if contracted {
+        let fence = Fence {
+            pool: run.spec.from.clone(),
+            version: run.context.from_version.clone(),
+            reason: format!(
+                "pool {:?} runs {}, and rollout {}'s post_promotion (contract) hooks have run since: {} may not work \
+                 on the contracted schema. Roll forward with a new version instead, or force the change",
+                run.spec.from, run.context.from_version, run.context.rollout_id, run.context.from_version
+            ),
+        };
+        run.routing.add_fence(fence.clone());
+        lock(&run.status).fence = Some(fence);
+    }
+    run.set(Phase::Completed, format!("{} serves all traffic", run.spec.to));
+}
+
+/// The rest of a dry run once pre-checks and the first hooks passed: the
+/// later hooks (told `SLUICE_DRY_RUN=1`), then the plan; no weight changes.
+async fn dry_run(run: &mut Run) {
+    for point in [HookPoint::PostPromotion, HookPoint::OnRollback] {
+        if let Err(reason) = run.hooks(point).await {
+            run.set(Phase::Aborted, format!("dry run failed: {reason}"));
+            return;
+        }
+    }
+    run.set(
+        Phase::Completed,
+        format!(
+            "dry run passed: pre-checks and {} hook(s) ok; no weight was changed",
+            lock(&run.status).hooks.len()
+        ),
+    );
+}
+
+/// Every `to` backend healthy (within the health gate), then smoke checks.
+async fn pre_checks(run: &Run) -> Result<(), String> {
+    let deadline = Instant::now() + run.spec.health_gate;
+    loop {
+        let table = run.routing.snapshot();
+        let pool = table.pool(&run.spec.to).ok_or("the pool is gone")?;
+        let unhealthy: Vec<&str> = pool
+            .backends
+            .iter()
+            .filter(|b| !b.is_routable())
+            .map(|b| b.addr())
+            .collect();
+        if unhealthy.is_empty() {
+            break;
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "backends of {} not healthy: {}",
+                run.spec.to,
+                unhealthy.join(", ")
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    smoke(run).await
+}
+
+/// Runs the smoke checks against every `to` backend directly.
+async fn smoke(run: &Run) -> Result<(), String> {
+    let table = run.routing.snapshot();
+    let pool = table.pool(&run.spec.to).ok_or("the pool is gone")?;
+    let mut results = Vec::new();
+    for backend in &pool.backends {
+        for check in &run.spec.smoke {
+            let outcome = crate::smoke::run(backend.addr(), pool.tls.as_deref(), pool.protocol, check).await;
+            let line = match &outcome {
+                Ok(ms) => format!("{} on {}: ok in {ms} ms", check.name, backend.addr()),
+                Err(why) => format!("{} on {}: {why}", check.name, backend.addr()),
+            };
+            results.push(line.clone());
+            lock(&run.status).smoke = results.clone();
+            if outcome.is_err() {
+                return Err(format!("smoke check failed: {line}"));
+            }
+        }
+    }
+    Ok(())
+}

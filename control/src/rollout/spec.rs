@@ -1,0 +1,141 @@
+//! What a rollout is asked to do: its steps, checks, hooks and comparison,
+//! and the plan they make for people.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use sluice_config::RollbackConfig;
+
+use crate::hooks::{Hook, HookPoint};
+
+/// The actor recorded for the engine's own routing changes.
+pub const ROLLOUT_ACTOR: &str = "rollout";
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Step {
+    /// Give `to` this share and hold it for a while, analysing.
+    Weight { weight: u32, hold: Duration },
+    /// Wait for `promote` (or `resume`).
+    Pause,
+}
+
+/// One smoke check, sent to every `to` backend directly.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SmokeCheck {
+    pub name: String,
+    pub method: http::Method,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Option<String>,
+    pub expect_status: u16,
+    pub body_contains: Option<String>,
+    /// The answer is JSON and the value at this pointer (RFC 6901) equals
+    /// `json_equals`.
+    pub json_pointer: Option<(String, Value)>,
+    pub max_latency: Duration,
+    /// A gRPC check instead of the HTTP request (then only `name` and
+    /// `max_latency` apply).
+    pub grpc: Option<GrpcSmoke>,
+}
+
+/// A gRPC smoke check, for pools of gRPC servers (`protocol = "http2"`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GrpcSmoke {
+    /// `grpc.health.v1.Health/Check` for `service` answers SERVING.
+    Health { service: String },
+    /// `method` (`/pkg.Service/Method`) called with `message` (one encoded
+    /// protobuf message) ends with status `expect_code`.
+    Call {
+        method: String,
+        message: Vec<u8>,
+        expect_code: u8,
+    },
+}
+
+/// How an abort gives the traffic back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RollbackMode {
+    /// All of it at once (the default).
+    Instant,
+    /// Back down through the earlier steps, one analysis interval each.
+    Gradual,
+}
+
+/// `to` judged against `from` over the same window, on top of the
+/// absolute thresholds.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Comparison {
+    /// Most `to`'s error ratio may exceed `from`'s (0.005: half a point).
+    pub max_error_ratio_increase: Option<f64>,
+    /// Most `to`'s P95 may be as a multiple of `from`'s.
+    pub max_p95_ratio: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RolloutSpec {
+    pub from: String,
+    pub to: String,
+    /// `canary` or `blue-green`.
+    pub strategy: String,
+    pub steps: Vec<Step>,
+    pub analysis: RollbackConfig,
+    pub analysis_interval: Duration,
+    pub max_failed_checks: u32,
+    pub smoke: Vec<SmokeCheck>,
+    pub post_promotion: Duration,
+    /// How long pre-checks wait for every `to` backend to be healthy.
+    pub health_gate: Duration,
+    pub comparison: Comparison,
+    pub hooks: Vec<(HookPoint, Hook)>,
+    pub rollback: RollbackMode,
+    /// Pre-checks and hooks (with `SLUICE_DRY_RUN=1`) only; no weight changes.
+    pub dry_run: bool,
+    /// Start even if `to` runs a version fenced off by a contract step.
+    pub force: bool,
+}
+
+impl RolloutSpec {
+    pub(super) fn hooks_at(&self, point: HookPoint) -> impl Iterator<Item = &Hook> {
+        self.hooks.iter().filter(move |(p, _)| *p == point).map(|(_, h)| h)
+    }
+
+    /// What the rollout will do, step by step, for people (and dry runs).
+    pub fn plan(&self) -> Vec<String> {
+        let hooks = |point: HookPoint| {
+            let names: Vec<&str> = self.hooks_at(point).map(|h| h.name.as_str()).collect();
+            (!names.is_empty()).then(|| format!("{} hooks: {}", point.name(), names.join(", ")))
+        };
+        let mut plan = Vec::new();
+        plan.extend(hooks(HookPoint::PreRollout));
+        plan.push(format!(
+            "pre-checks: every backend of {} healthy within {:?}, then {} smoke check(s) on each",
+            self.to,
+            self.health_gate,
+            self.smoke.len()
+        ));
+        plan.extend(hooks(HookPoint::PreSwitch));
+        for (i, step) in self.steps.iter().enumerate() {
+            plan.push(match step {
+                Step::Weight { weight, hold } => format!(
+                    "step {}: {} at {weight}%, held {hold:?}, analysed every {:?}",
+                    i + 1,
+                    self.to,
+                    self.analysis_interval
+                ),
+                Step::Pause => format!("step {}: pause until promote", i + 1),
+            });
+        }
+        plan.push(format!(
+            "promote: {} at 100%, watched for {:?}",
+            self.to, self.post_promotion
+        ));
+        plan.extend(hooks(HookPoint::PostPromotion));
+        let mode = match self.rollback {
+            RollbackMode::Instant => "at once",
+            RollbackMode::Gradual => "back through the steps",
+        };
+        plan.push(format!("on failure: traffic back to {} {mode}", self.from));
+        plan.extend(hooks(HookPoint::OnRollback));
+        plan
+    }
+}

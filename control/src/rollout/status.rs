@@ -1,0 +1,134 @@
+//! Where a rollout stands, as operators see it, and what they may ask of
+//! it.
+
+use std::sync::Mutex;
+
+use serde_json::{Value, json};
+use sluice_routing::Fence;
+use tokio::time::Instant;
+
+use crate::hooks::HookOutcome;
+
+use super::spec::*;
+
+/// Where a rollout stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Phase {
+    PreChecks,
+    Step(usize),
+    Paused(usize),
+    Monitoring,
+    Completed,
+    Aborted,
+    /// Stopped here without an outcome: this replica lost the store or the
+    /// leadership. The stored record is where the leader continues from.
+    Suspended,
+}
+
+impl Phase {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Phase::PreChecks => "pre-checks",
+            Phase::Step(_) => "step",
+            Phase::Paused(_) => "paused",
+            Phase::Monitoring => "monitoring",
+            Phase::Completed => "completed",
+            Phase::Aborted => "aborted",
+            Phase::Suspended => "suspended",
+        }
+    }
+
+    pub fn finished(&self) -> bool {
+        matches!(self, Phase::Completed | Phase::Aborted)
+    }
+
+    /// Driven by this process right now.
+    pub fn active(&self) -> bool {
+        !self.finished() && *self != Phase::Suspended
+    }
+}
+
+/// A rollout's public state.
+#[derive(Debug, Clone)]
+pub struct Status {
+    pub id: u64,
+    pub spec: RolloutSpec,
+    pub phase: Phase,
+    /// What happened last, for people: "step 2: weight 25", the abort reason…
+    pub reason: String,
+    pub smoke: Vec<String>,
+    pub started: Instant,
+    /// The request that started it (stored, so a restart can resume it).
+    pub request: Value,
+    /// Every hook run so far, in order.
+    pub hooks: Vec<Value>,
+    /// The pools' versions when the rollout started.
+    pub from_version: String,
+    pub to_version: String,
+    /// Set once the contract step ran: `from`'s version is fenced off.
+    pub fence: Option<Fence>,
+}
+
+impl Status {
+    pub fn json(&self) -> Value {
+        let step = match self.phase {
+            Phase::Step(i) | Phase::Paused(i) => Some(i + 1),
+            _ => None,
+        };
+        json!({
+            "id": self.id,
+            "from": self.spec.from,
+            "to": self.spec.to,
+            "from_version": self.from_version,
+            "to_version": self.to_version,
+            "strategy": self.spec.strategy,
+            "state": self.phase.name(),
+            "step": step,
+            "steps": self.spec.steps.len(),
+            "reason": self.reason,
+            "smoke": self.smoke,
+            "hooks": self.hooks,
+            "dry_run": self.spec.dry_run,
+            "plan": self.spec.plan(),
+            "contracted": self.fence.is_some(),
+            "elapsed_seconds": self.started.elapsed().as_secs_f64(),
+        })
+    }
+}
+
+/// Told about every transition (storage, audit, alerts).
+pub trait RolloutSink: Send + Sync {
+    fn transition(&self, status: &Status);
+    /// A hook ran (audit trail; a failure is also worth an alert).
+    fn hook(&self, _status: &Status, _outcome: &HookOutcome) {}
+}
+
+/// What operators may ask of a running rollout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    Pause,
+    Resume,
+    /// Pass the gate or end the current hold; `full`: straight to 100%.
+    Promote {
+        full: bool,
+    },
+    Abort,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RolloutError {
+    #[error("a rollout is already running ({0})")]
+    Busy(String),
+    #[error("no rollout is running")]
+    NoneRunning,
+    #[error("{0}")]
+    Invalid(String),
+    /// `to` runs a version a contract step fenced off.
+    #[error("{0}")]
+    Fenced(String),
+}
+
+/// A lock that a panic elsewhere does not poison for good.
+pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}

@@ -1,0 +1,251 @@
+//! Every backend's connections, kept under the backend's id
+//! ([`BackendId`]) rather than inside the routing model: a lock-free table
+//! of slots that grows in doubling buckets, one slot per id, filled on a
+//! backend's first request and emptied by [`Connections::sweep`] once the
+//! backend has left the routing table.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use crossbeam_queue::ArrayQueue;
+use hyper::client::conn::http1;
+use sluice_routing::BackendId;
+use tokio::time::Instant;
+
+use crate::h1raw::RawIdle;
+use crate::request_body::RequestBody;
+
+/// Idle HTTP/1.1 connections kept per backend; more are closed when freed.
+const MAX_IDLE_PER_BACKEND: usize = 512;
+
+pub(super) struct IdleConn {
+    pub(super) sender: http1::SendRequest<RequestBody>,
+    pub(super) since: Instant,
+}
+
+/// One backend's connections.
+pub struct ConnPool {
+    pub(super) idle: ArrayQueue<IdleConn>,
+    /// Idle connections of sluice's own exchange ([`crate::h1raw`]).
+    pub(super) raw: Arc<RawIdle>,
+    pub(super) h2: ArcSwapOption<hyper::client::conn::http2::SendRequest<RequestBody>>,
+    /// Held while an HTTP/2 connection is dialled, so a burst of requests
+    /// meeting no connection opens one, not one each (taken only then).
+    pub(super) h2_dialing: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for ConnPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnPool").field("idle", &self.idle()).finish()
+    }
+}
+
+impl Default for ConnPool {
+    fn default() -> Self {
+        Self {
+            idle: ArrayQueue::new(MAX_IDLE_PER_BACKEND),
+            raw: Arc::new(RawIdle::new(MAX_IDLE_PER_BACKEND)),
+            h2: ArcSwapOption::empty(),
+            h2_dialing: tokio::sync::Mutex::new(()),
+        }
+    }
+}
+
+impl ConnPool {
+    /// Idle HTTP/1.1 connections right now.
+    pub fn idle(&self) -> usize {
+        self.idle.len() + self.raw.len()
+    }
+
+    pub(super) fn put(&self, sender: http1::SendRequest<RequestBody>) {
+        if !sender.is_closed() {
+            // A full queue drops the sender, which closes that connection.
+            let _ = self.idle.push(IdleConn {
+                sender,
+                since: Instant::now(),
+            });
+        }
+    }
+}
+
+/// The first bucket's size (a power of two); each next one is twice the
+/// last, so 40 buckets hold more ids than a process makes.
+const FIRST: u64 = 32;
+const FIRST_BITS: u32 = FIRST.trailing_zeros();
+const BUCKETS: usize = 40;
+
+type Bucket = Box<[ArcSwapOption<ConnPool>]>;
+
+/// Connection pools by backend id.
+pub struct Connections {
+    buckets: [OnceLock<Bucket>; BUCKETS],
+    /// The ids with a pool, for the sweep; written only when a pool is
+    /// made or dropped, never on a request that finds its pool.
+    filled: Mutex<BTreeSet<BackendId>>,
+}
+
+impl std::fmt::Debug for Connections {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connections").finish_non_exhaustive()
+    }
+}
+
+impl Default for Connections {
+    fn default() -> Self {
+        Self {
+            buckets: std::array::from_fn(|_| OnceLock::new()),
+            filled: Mutex::new(BTreeSet::new()),
+        }
+    }
+}
+
+impl Connections {
+    fn slot(&self, id: BackendId) -> Option<&ArcSwapOption<ConnPool>> {
+        let n = id.get().checked_add(FIRST)?;
+        let bucket = (63 - n.leading_zeros()).checked_sub(FIRST_BITS)?;
+        let size = FIRST.checked_shl(bucket)?;
+        let offset = usize::try_from(n - size).ok()?;
+        let slots = self
+            .buckets
+            .get(usize::try_from(bucket).ok()?)?
+            .get_or_init(|| (0..size).map(|_| ArcSwapOption::empty()).collect());
+        slots.get(offset)
+    }
+
+    /// The connections of backend `id`, made on its first request.
+    pub fn of(&self, id: BackendId) -> Arc<ConnPool> {
+        let Some(slot) = self.slot(id) else {
+            // Past every bucket (2^45 backends made): unpooled.
+            return Arc::new(ConnPool::default());
+        };
+        if let Some(pool) = slot.load_full() {
+            return pool;
+        }
+        let made = Arc::new(ConnPool::default());
+        let before = slot.compare_and_swap(&None::<Arc<ConnPool>>, Some(Arc::clone(&made)));
+        match &*before {
+            // Another request made it first.
+            Some(pool) => Arc::clone(pool),
+            None => {
+                if let Ok(mut filled) = self.filled.lock() {
+                    filled.insert(id);
+                }
+                made
+            }
+        }
+    }
+
+    /// The idle HTTP/1.1 connections backend `id` has (0 before its first
+    /// request).
+    pub fn idle(&self, id: BackendId) -> usize {
+        self.slot(id).and_then(ArcSwapOption::load_full).map_or(0, |p| p.idle())
+    }
+
+    /// Closes the stale idle connections of the backends in `live` (see
+    /// [`RawIdle::close_stale`]) and drops the pools, and with them the
+    /// connections, of backends no longer in it. The caller runs it every
+    /// few seconds with the backends of the table it serves.
+    pub fn sweep(&self, live: &BTreeSet<BackendId>, idle_timeout: Duration) {
+        let filled: Vec<BackendId> = match self.filled.lock() {
+            Ok(mut filled) => {
+                let gone: Vec<BackendId> = filled.difference(live).copied().collect();
+                for id in &gone {
+                    filled.remove(id);
+                }
+                for id in gone {
+                    if let Some(slot) = self.slot(id) {
+                        slot.store(None);
+                    }
+                }
+                filled.iter().copied().collect()
+            }
+            Err(_) => return,
+        };
+        for id in filled {
+            if let Some(pool) = self.slot(id).and_then(ArcSwapOption::load_full) {
+                pool.raw.close_stale(idle_timeout);
+            }
+        }
+    }
+}
+
+/// A connection on loan to one exchange. When the response body has been
+/// read to its end, [`Lease::release`] hands the connection back for reuse;
+/// dropped without that, the connection closes with it, since its state is
+/// unknown.
+#[derive(Debug)]
+pub struct Lease {
+    pool: Arc<ConnPool>,
+    sender: Option<http1::SendRequest<RequestBody>>,
+}
+
+impl Lease {
+    pub(super) fn new(pool: Arc<ConnPool>, sender: Option<http1::SendRequest<RequestBody>>) -> Self {
+        Self { pool, sender }
+    }
+
+    pub fn release(&mut self) {
+        if let Some(sender) = self.sender.take() {
+            repool(&self.pool, sender);
+        }
+    }
+
+    /// The connection becomes something else (a 101 upgrade): never reuse it.
+    pub fn forget(&mut self) {
+        self.sender = None;
+    }
+}
+
+/// Returns a connection to its backend's idle queue as soon as hyper is done
+/// with its previous exchange: at once when it is (the usual case), else
+/// from a small task, so that a request never waits on a connection that is,
+/// say, still streaming an earlier upload the backend answered early.
+pub(super) fn repool(pool: &Arc<ConnPool>, mut sender: http1::SendRequest<RequestBody>) {
+    if sender.is_ready() {
+        pool.put(sender);
+    } else if !sender.is_closed()
+        && let Ok(runtime) = tokio::runtime::Handle::try_current()
+    {
+        let pool = Arc::clone(pool);
+        runtime.spawn(async move {
+            if sender.ready().await.is_ok() {
+                pool.put(sender);
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_find_their_own_slot_across_buckets() {
+        let conns = Connections::default();
+        let ids: Vec<u64> = vec![0, 1, 31, 32, 95, 96, 1000, 100_000];
+        for &i in &ids {
+            let p = conns.slot(BackendId::from_raw(i)).map(|s| s as *const _);
+            assert!(p.is_some(), "{i}");
+            for &j in &ids {
+                if j != i {
+                    let q = conns.slot(BackendId::from_raw(j)).map(|s| s as *const _);
+                    assert_ne!(p, q, "{i} and {j} share a slot");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_backend_gone_from_the_table_loses_its_pool() {
+        let conns = Connections::default();
+        let (a, b) = (BackendId::from_raw(3), BackendId::from_raw(70));
+        let pa = conns.of(a);
+        assert!(Arc::ptr_eq(&pa, &conns.of(a)), "one pool per backend");
+        let _ = conns.of(b);
+        conns.sweep(&BTreeSet::from([a]), Duration::from_secs(1));
+        assert!(Arc::ptr_eq(&pa, &conns.of(a)), "a live backend keeps its pool");
+        assert_eq!(conns.filled.lock().map(|f| f.len()).unwrap_or(0), 1);
+    }
+}

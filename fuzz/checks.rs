@@ -30,13 +30,13 @@ pub fn admin_json(data: &[u8]) {
     let Ok(value) = serde_json::from_slice::<serde_json::Value>(data) else {
         return;
     };
-    let defaults = sluice_admin_api::RolloutDefaults {
+    let defaults = sluice_control::rollout::RolloutDefaults {
         analysis: sluice_config::RollbackConfig::default(),
         canary_percentage: 5,
         canary_duration: Duration::from_secs(300),
     };
-    if let Err(e) = sluice_admin_api::rollouts::parse_request(&value, &defaults) {
-        assert!(!e.message.is_empty());
+    if let Err(e) = sluice_control::rollout::parse_request(&value, &defaults) {
+        assert!(!e.to_string().is_empty());
     }
     // A weights body against a two-pool table: refused or summing to 100.
     if let Some(weights) = value.get("weights").and_then(|w| w.as_object()) {

@@ -6,40 +6,16 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use sluice_admin_api::{AdminState, Metrics, TokenSet};
-use sluice_config::{Config, ConfigError};
-use sluice_control::alerts::{Alert, Alerter};
-use sluice_control::guard::RollbackCounter;
-use sluice_control::health::HealthSink;
+use sluice_config::Config;
+use sluice_control::alerts::Alerter;
 use sluice_proxy::ListenerOptions;
-use sluice_routing::TableError;
-use sluice_store::{AuditEntry, Engine, Store, StoreError};
+use sluice_store::{Engine, Store};
 use std::sync::atomic::AtomicBool;
-use tokio::net::TcpListener;
-use tracing::{error, info, warn};
+use tracing::{error, info};
 
-#[derive(Debug, thiserror::Error)]
-pub enum AppError {
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    #[error("routing table: {0}")]
-    Table(#[from] TableError),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error("admin tokens: {0}")]
-    Tokens(#[from] sluice_admin_api::TokenError),
-    #[error("TLS: {0}")]
-    Tls(#[from] sluice_transport::TlsError),
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: std::net::SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("cannot start the runtime: {0}")]
-    Runtime(#[source] std::io::Error),
-    #[error("{0}")]
-    Other(String),
-}
+use crate::error::{AppError, bind};
+use crate::leader::{lead, load_fences, replica_name, resume_rollout};
+use crate::sinks::{GuardMetrics, HealthAudit};
 
 /// A multi-threaded runtime with `workers` threads (default: one per core).
 pub fn runtime(workers: Option<usize>) -> Result<tokio::runtime::Runtime, AppError> {
@@ -344,144 +320,9 @@ pub async fn shutdown_signal() {
 /// step (the stored weights are already being served), or from the start
 /// when it was still in its pre-checks. The old record is closed as
 /// `resumed`; the continuation is a new record.
-/// Campaigns for leadership every second; on winning, continues the stored
-/// rollout (a leader that died mid-rollout is replaced within seconds); on
-/// losing the connection, steps down.
-async fn lead(
-    store: Store,
-    engine: Arc<sluice_control::rollout::Engine>,
-    defaults: sluice_admin_api::RolloutDefaults,
-    leading: Arc<AtomicBool>,
-    replica: Arc<sluice_admin_api::ReplicaView>,
-) {
-    let mut held: Option<sluice_store::Leadership> = None;
-    loop {
-        match held.as_mut() {
-            None => match store.try_lead(replica.name()).await {
-                Ok(Some(lock)) => {
-                    held = Some(lock);
-                    leading.store(true, std::sync::atomic::Ordering::Relaxed);
-                    replica.set_leader(Some(replica.name().to_owned()));
-                    info!("this replica now leads the rollout controller and the rollback guard");
-                    resume_rollout(&store, &engine, &defaults).await;
-                }
-                Ok(None) => replica.set_leader(store.leader().await.ok().flatten()),
-                Err(e) => {
-                    replica.set_leader(None);
-                    warn!(error = %e, "cannot campaign for leadership");
-                }
-            },
-            Some(lock) => {
-                if !lock.still_held().await {
-                    held = None;
-                    leading.store(false, std::sync::atomic::Ordering::Relaxed);
-                    replica.set_leader(None);
-                    warn!("lost the leadership connection; another replica may lead now");
-                    // Another replica may take over: never drive it twice.
-                    engine.suspend(
-                        "suspended: this replica lost its connection to the store and with it the leadership; the \
-                         replica that leads next (this one again once PostgreSQL is reachable) continues the rollout \
-                         from its stored step",
-                    );
-                }
-            }
-        }
-        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-    }
-}
-
-/// How this replica is named to the others, `host:admin-port`: followers
-/// pass rollout requests to the leader at that address. The host is
-/// `SLUICE_REPLICA_HOST` (e.g. the pod IP), else the host name.
-fn replica_name(admin: std::net::SocketAddr) -> String {
-    let host = std::env::var("SLUICE_REPLICA_HOST")
-        .ok()
-        .filter(|h| !h.trim().is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
-        .map(|h| h.trim().to_owned())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| admin.ip().to_string());
-    format!("{host}:{}", admin.port())
-}
-
-/// Contract fences survive restarts: the old version stays refused.
-async fn load_fences(store: &Store, routing: &sluice_routing::RoutingHandle) {
-    match store.fences().await {
-        Ok(fences) => {
-            for f in fences {
-                routing.add_fence(sluice_routing::Fence {
-                    pool: f.pool,
-                    version: f.version,
-                    reason: f.reason,
-                });
-            }
-        }
-        Err(e) => warn!(error = %e, "could not read the contract fences"),
-    }
-}
-
-async fn resume_rollout(
-    store: &Store,
-    engine: &sluice_control::rollout::Engine,
-    defaults: &sluice_admin_api::RolloutDefaults,
-) {
-    let Ok(latest) = store.rollouts(1).await else { return };
-    let Some(stored) = latest.into_iter().next() else {
-        return;
-    };
-    if matches!(stored.state.as_str(), "completed" | "aborted" | "resumed") {
-        return;
-    }
-    let request: serde_json::Value = match serde_json::from_str(&stored.spec) {
-        Ok(v) => v,
-        Err(e) => {
-            warn!(id = stored.id, error = %e, "cannot resume a stored rollout");
-            return;
-        }
-    };
-    let spec = match sluice_admin_api::rollouts::parse_request(&request, defaults) {
-        Ok(spec) => spec,
-        Err(e) => {
-            warn!(id = stored.id, error = %e.message, "cannot resume a stored rollout");
-            return;
-        }
-    };
-    let steps = spec.steps.len();
-    // The stored step began at the last transition: only the rest of its
-    // hold is left.
-    let elapsed = humantime::parse_rfc3339_weak(&stored.updated_at)
-        .ok()
-        .and_then(|at| std::time::SystemTime::now().duration_since(at).ok())
-        .unwrap_or_default();
-    let started = match stored.state.as_str() {
-        "pre-checks" => engine.start(spec, request),
-        "monitoring" => engine.resume(spec, request, steps, elapsed),
-        _ => engine.resume(
-            spec,
-            request,
-            usize::try_from(stored.current_step.max(1) - 1).unwrap_or(0),
-            elapsed,
-        ),
-    };
-    match started {
-        Ok(status) => {
-            info!(id = stored.id, state = %stored.state, step = stored.current_step, "resuming the unfinished rollout");
-            let reason = format!("sluice restarted; continued as rollout {} of this process", status.id);
-            if let Err(e) = store
-                .update_rollout(stored.id, "resumed", stored.current_step, &reason, true)
-                .await
-            {
-                warn!(error = %e, "could not close the resumed rollout record");
-            }
-        }
-        Err(e) => warn!(id = stored.id, error = %e, "cannot resume a stored rollout"),
-    }
-}
-
 /// Rollout defaults: `[rollback]` for analysis, the story's
 /// `CANARY_PERCENTAGE` (5) and `CANARY_DURATION` (5m) for the first step.
-fn rollout_defaults(config: &Config) -> Result<sluice_admin_api::RolloutDefaults, AppError> {
+fn rollout_defaults(config: &Config) -> Result<sluice_control::rollout::RolloutDefaults, AppError> {
     let bad = |name: &str, v: &str| AppError::Other(format!("{name}={v:?} is not valid"));
     let canary_percentage = match std::env::var("CANARY_PERCENTAGE") {
         Ok(v) => v
@@ -496,65 +337,9 @@ fn rollout_defaults(config: &Config) -> Result<sluice_admin_api::RolloutDefaults
         Ok(v) => humantime::parse_duration(v.trim()).map_err(|_| bad("CANARY_DURATION", &v))?,
         Err(_) => std::time::Duration::from_secs(300),
     };
-    Ok(sluice_admin_api::RolloutDefaults {
+    Ok(sluice_control::rollout::RolloutDefaults {
         analysis: config.rollback.clone(),
         canary_percentage,
         canary_duration,
     })
-}
-
-/// Health changes go to the audit trail and, when they hurt, to the alerts.
-struct HealthAudit {
-    store: Store,
-    alerter: Alerter,
-    environment: Option<String>,
-}
-
-impl HealthSink for HealthAudit {
-    fn changed(&self, pool: &str, backend: &str, healthy: bool, detail: &str) {
-        if !healthy {
-            self.alerter.raise(Alert {
-                kind: if backend == "*" {
-                    "pool-unhealthy"
-                } else {
-                    "backend-down"
-                },
-                pool: pool.to_owned(),
-                message: detail.to_owned(),
-            });
-        }
-        let entry = AuditEntry {
-            actor: "health".into(),
-            action: if healthy {
-                "backend.up".into()
-            } else {
-                "backend.down".into()
-            },
-            target: format!("pools/{pool}/backends/{backend}"),
-            result: detail.to_owned(),
-            environment: self.environment.clone(),
-            ..Default::default()
-        };
-        let store = self.store.clone();
-        tokio::spawn(async move {
-            if let Err(e) = store.append_audit(&entry).await {
-                error!(error = %e, "could not audit a health change");
-            }
-        });
-    }
-}
-
-/// The guard's rollbacks, counted in the admin metrics.
-struct GuardMetrics(Arc<Metrics>);
-
-impl RollbackCounter for GuardMetrics {
-    fn rollback(&self, pool: &str, reason: &str) {
-        self.0.rollback(pool, reason);
-    }
-}
-
-pub(crate) async fn bind(addr: std::net::SocketAddr) -> Result<TcpListener, AppError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| AppError::Bind { addr, source })
 }

@@ -12,7 +12,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
 
-use crate::app::{self, AppError};
+use crate::app;
+use crate::error::AppError;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct CtlArgs {

@@ -24,7 +24,8 @@ use sluice_config::Config;
 use tokio::net::TcpListener;
 use tracing::debug;
 
-use crate::app::{self, AppError};
+use crate::app;
+use crate::error::AppError;
 
 /// Live-adjustable behaviour of a demo backend.
 #[derive(Debug, Default)]

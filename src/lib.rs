@@ -4,10 +4,13 @@
 pub mod app;
 pub mod ctl;
 pub mod demo;
+pub mod error;
+pub mod leader;
 pub mod logging;
 pub mod migrate_cmd;
 pub mod reload;
 pub mod rollouts;
+pub mod sinks;
 pub mod state;
 pub mod sweep;
 pub mod tls;

@@ -9,7 +9,8 @@ use std::path::PathBuf;
 use sluice_store::migrate::{Migration, MigrationSet, Migrator};
 use sluice_store::{StepState, Store};
 
-use crate::app::{self, AppError};
+use crate::app;
+use crate::error::AppError;
 
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum MigrateAction {

@@ -22,7 +22,7 @@ use sluice_store::{AuditEntry, Store};
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
-use crate::app::AppError;
+use crate::error::AppError;
 use crate::state::CONFIG_ACTOR;
 
 /// Everything a reload needs.
@@ -73,7 +73,7 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
 /// Binds the new proxy address, with a copy of the socket for upgrades.
 async fn bind_moved(addr: std::net::SocketAddr) -> Result<(tokio::net::TcpListener, std::os::fd::OwnedFd), AppError> {
     use std::os::fd::AsFd;
-    let listener = crate::app::bind(addr).await?;
+    let listener = crate::error::bind(addr).await?;
     let fd = listener
         .as_fd()
         .try_clone_to_owned()

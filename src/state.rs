@@ -14,7 +14,7 @@ use sluice_routing::{Change, PersistError, PoolSpec, RoutingHandle, RoutingStore
 use sluice_store::{AuditEntry, DeploymentRecord, PoolRecord, RoutingRecord, Store};
 use tracing::{info, warn};
 
-use crate::app::AppError;
+use crate::error::AppError;
 
 /// The actor recorded for changes that come from the config file.
 pub const CONFIG_ACTOR: &str = "config-file";

@@ -14,7 +14,7 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tracing::{error, info, warn};
 
-use crate::app::AppError;
+use crate::error::AppError;
 
 /// A bound TLS listener, ready to serve.
 pub struct TlsListener {

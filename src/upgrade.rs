@@ -23,7 +23,7 @@ use rustix::net::{
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
-use crate::app::AppError;
+use crate::error::AppError;
 
 const MAX_SOCKETS: usize = 3;
 

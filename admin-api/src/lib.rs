@@ -39,16 +39,7 @@ pub use error::ApiError;
 pub use metrics::Metrics;
 pub use watch::watch_token_files;
 
-/// What a rollout uses when its request leaves something out.
-#[derive(Debug, Clone)]
-pub struct RolloutDefaults {
-    /// The analysis policy (the `[rollback]` section).
-    pub analysis: sluice_config::RollbackConfig,
-    /// First canary step (`CANARY_PERCENTAGE`).
-    pub canary_percentage: u32,
-    /// Hold of each canary step (`CANARY_DURATION`).
-    pub canary_duration: Duration,
-}
+use sluice_control::rollout::RolloutDefaults;
 
 /// Everything the handlers share.
 /// This replica's name and which replica leads, as last seen: refreshed

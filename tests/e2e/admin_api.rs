@@ -83,7 +83,7 @@ backends = ["127.0.0.1:9011"]
                 },
             )),
         )),
-        rollout_defaults: sluice_admin_api::RolloutDefaults {
+        rollout_defaults: sluice_control::rollout::RolloutDefaults {
             analysis: config.rollback.clone(),
             canary_percentage: 5,
             canary_duration: Duration::from_secs(300),

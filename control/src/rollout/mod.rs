@@ -8,6 +8,7 @@
 
 mod compare;
 mod engine;
+mod request;
 mod run;
 mod spec;
 mod status;
@@ -15,5 +16,6 @@ mod status;
 mod tests;
 
 pub use engine::Engine;
+pub use request::{RolloutDefaults, SpecError, parse_request};
 pub use spec::*;
 pub use status::{Command, Phase, RolloutError, RolloutSink, Status};

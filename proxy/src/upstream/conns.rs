@@ -137,6 +137,18 @@ impl Connections {
         }
     }
 
+    /// The idle queue of backend `id`'s own-exchange connections. The
+    /// request path's lookup: one slot load and one reference count, as
+    /// when the queue lived in the backend itself.
+    pub fn raw_idle(&self, id: BackendId) -> Arc<RawIdle> {
+        if let Some(slot) = self.slot(id)
+            && let Some(pool) = &*slot.load()
+        {
+            return Arc::clone(&pool.raw);
+        }
+        Arc::clone(&self.of(id).raw)
+    }
+
     /// The idle HTTP/1.1 connections backend `id` has (0 before its first
     /// request).
     pub fn idle(&self, id: BackendId) -> usize {

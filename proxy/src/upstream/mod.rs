@@ -110,7 +110,7 @@ impl Upstreams {
         headers: h1raw::HeadersAs,
     ) -> Result<Response<RawBody>, UpstreamError> {
         let retry = method.is_idempotent();
-        let idle = Arc::clone(&self.conns.of(backend.id()).raw);
+        let idle = self.conns.raw_idle(backend.id());
         while let Some(conn) = idle.take(self.idle_timeout) {
             match h1raw::exchange(conn, head, method, &idle, headers).await {
                 Err(RawError::ClosedBeforeResponse) if retry => continue,

@@ -1,0 +1,62 @@
+//! Where the control loops report to the rest of the process: health
+//! changes into the audit trail and alerts, the guard's rollbacks into the
+//! admin metrics.
+
+use std::sync::Arc;
+
+use sluice_admin_api::Metrics;
+use sluice_control::alerts::{Alert, Alerter};
+use sluice_control::guard::RollbackCounter;
+use sluice_control::health::HealthSink;
+use sluice_store::{AuditEntry, Store};
+use tracing::error;
+
+/// Health changes go to the audit trail and, when they hurt, to the alerts.
+pub struct HealthAudit {
+    pub store: Store,
+    pub alerter: Alerter,
+    pub environment: Option<String>,
+}
+
+impl HealthSink for HealthAudit {
+    fn changed(&self, pool: &str, backend: &str, healthy: bool, detail: &str) {
+        if !healthy {
+            self.alerter.raise(Alert {
+                kind: if backend == "*" {
+                    "pool-unhealthy"
+                } else {
+                    "backend-down"
+                },
+                pool: pool.to_owned(),
+                message: detail.to_owned(),
+            });
+        }
+        let entry = AuditEntry {
+            actor: "health".into(),
+            action: if healthy {
+                "backend.up".into()
+            } else {
+                "backend.down".into()
+            },
+            target: format!("pools/{pool}/backends/{backend}"),
+            result: detail.to_owned(),
+            environment: self.environment.clone(),
+            ..Default::default()
+        };
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            if let Err(e) = store.append_audit(&entry).await {
+                error!(error = %e, "could not audit a health change");
+            }
+        });
+    }
+}
+
+/// The guard's rollbacks, counted in the admin metrics.
+pub struct GuardMetrics(pub Arc<Metrics>);
+
+impl RollbackCounter for GuardMetrics {
+    fn rollback(&self, pool: &str, reason: &str) {
+        self.0.rollback(pool, reason);
+    }
+}

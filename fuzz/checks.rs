@@ -243,10 +243,10 @@ pub fn backend_response(data: &[u8]) {
     } else {
         http::Method::GET
     };
-    if let Ok(Some((map, lines))) = sluice_proxy::h1raw::head_both_ways(bytes, &method) {
+    if let Ok(Some((map, lines))) = sluice_proxy::http1::head_both_ways(bytes, &method) {
         same_headers(&map, &lines);
     }
-    let Ok((res, _)) = sluice_proxy::h1raw::decode_whole(bytes, &method) else {
+    let Ok((res, _)) = sluice_proxy::http1::decode_whole(bytes, &method) else {
         return;
     };
     // Differential: hyper's client reads the same bytes, answering the same
@@ -286,7 +286,7 @@ pub fn backend_response(data: &[u8]) {
 /// each name (HeaderMap groups a name's values; lines keep the backend's
 /// order across names). A length is in the lines only where no body
 /// follows (HEAD, 1xx, 204, 304), and then as the map has it.
-fn same_headers(map: &http::HeaderMap, lines: &sluice_proxy::h1raw::HeaderLines) {
+fn same_headers(map: &http::HeaderMap, lines: &sluice_proxy::http1::HeaderLines) {
     let text = std::str::from_utf8(&lines.bytes).ok();
     // The HTTP/2 server reads the lines field by field: the same fields.
     let mut fields = lines.fields();
@@ -334,7 +334,7 @@ pub fn client_request(data: &[u8]) {
         return;
     };
     let max_headers = usize::from(limit % 64) + 1;
-    let Some((req, consumed)) = sluice_proxy::h1server::parse_whole(bytes, max_headers) else {
+    let Some((req, consumed)) = sluice_proxy::http1::parse_whole(bytes, max_headers) else {
         return;
     };
     assert!(consumed <= bytes.len());

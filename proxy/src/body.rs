@@ -14,7 +14,7 @@ use sluice_routing::grpc;
 use sluice_routing::table::InFlight;
 
 use crate::grpc::CallTally;
-use crate::h1raw::{HeaderLines, RawBody};
+use crate::http1::{HeaderLines, RawBody};
 use crate::upstream::Lease;
 
 pub use crate::request_body::BodyError;
@@ -66,7 +66,7 @@ impl ProxyBody {
     }
 
     /// The backend's header lines, when its response came through sluice's
-    /// own exchange asked for them as lines (see [`crate::h1raw::HeadersAs`]).
+    /// own exchange asked for them as lines (see [`crate::http1::HeadersAs`]).
     pub fn take_header_lines(&mut self) -> Option<HeaderLines> {
         match &mut self.kind {
             Kind::Raw { body, .. } => body.take_lines(),

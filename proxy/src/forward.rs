@@ -19,8 +19,8 @@ use tracing::debug;
 use crate::body::ProxyBody;
 use crate::deadline::Deadline;
 use crate::grpc::{CallTally, Seen};
-use crate::h1raw::{self, RawError};
 use crate::headers::{self, ForwardedFor};
+use crate::http1::{self, RawError};
 use crate::request_body::{ClientBody, RequestBody, RequestBodyError};
 use crate::respond::ErrorResponse;
 use crate::upstream::{UpstreamError, Upstreams};
@@ -354,7 +354,7 @@ impl Proxy {
                 parts.headers.insert(header::TE, HeaderValue::from_static("trailers"));
             }
 
-            let buffered = body.size_hint().exact().filter(|&n| n <= h1raw::MAX_BUFFERED_BODY);
+            let buffered = body.size_hint().exact().filter(|&n| n <= http1::MAX_BUFFERED_BODY);
             if let Some(len) = buffered
                 && protocol == UpstreamProtocol::Http1
                 && tls.is_none()
@@ -369,15 +369,15 @@ impl Proxy {
                 let head = &mut scratch.head;
                 head.clear();
                 head.reserve(384 + parts.headers.len() * 48 + len as usize);
-                h1raw::encode_head(&parts, &conn.forwarded, &host, len, head);
+                http1::encode_head(&parts, &conn.forwarded, &host, len, head);
                 // sluice's own HTTP/1.1 loop (the one source of `ClientBody::Read`)
                 // writes the backend's header lines as they are, and the HTTP/2
                 // server (`ClientBody::Stream`) encodes them; hyper's
                 // connections need a header map.
                 let headers_as = match body {
-                    ClientBody::Read(_) | ClientBody::Stream(_) => h1raw::HeadersAs::Lines,
+                    ClientBody::Read(_) | ClientBody::Stream(_) => http1::HeadersAs::Lines,
                     // (Read-ahead bodies exist only on the way to HTTP/2 backends.)
-                    ClientBody::Hyper(_) | ClientBody::Ahead(_) => h1raw::HeadersAs::Map,
+                    ClientBody::Hyper(_) | ClientBody::Ahead(_) => http1::HeadersAs::Map,
                 };
                 let body = RequestBody::new(body, settings.max_request_body_bytes);
                 let res = {

@@ -25,7 +25,7 @@ use tracing::{debug, error, info, warn};
 use crate::forward::{ClientConn, PROTOCOL_HTTP1_HYPER, PROTOCOL_HTTP2, PROTOCOL_HYPER, Proxy, Scratch};
 use crate::options::ListenerOptions;
 use crate::request_body::ClientBody;
-use crate::{h1server, h2};
+use crate::{h2, http1};
 use sluice_routing::stats::{CONNECTION_PANICS, OPEN_CONNECTIONS, REFUSED_CONNECTIONS};
 
 /// hyper serves the HTTP/1 connections sluice's own loop hands over (HTTP/2
@@ -294,9 +294,9 @@ async fn serve_connection<I>(
         Box::pin(serve_io(builder, TokioIo::new(io), conn, proxy, watcher)).await;
         return;
     }
-    match h1server::serve(io, &conn, &proxy, opts, idle_signal.clone()).await {
-        h1server::Outcome::Closed => {}
-        h1server::Outcome::HandOff(io) if h2::is_preface(io.prefix()) => {
+    match http1::serve(io, &conn, &proxy, opts, idle_signal.clone()).await {
+        http1::Outcome::Closed => {}
+        http1::Outcome::HandOff(io) if h2::is_preface(io.prefix()) => {
             conn.set_protocol(PROTOCOL_HTTP2);
             // Boxed: the task of every connection is as large as its
             // largest state, and HTTP/1.1 connections should not carry the
@@ -304,7 +304,7 @@ async fn serve_connection<I>(
             Box::pin(h2::serve(io, &conn, &proxy, opts, idle_signal)).await;
         }
         // Boxed for the same reason: few connections are handed to hyper.
-        h1server::Outcome::HandOff(io) => {
+        http1::Outcome::HandOff(io) => {
             conn.set_protocol(PROTOCOL_HTTP1_HYPER);
             Box::pin(serve_io(builder, TokioIo::new(io), conn, proxy, watcher)).await;
         }

@@ -442,7 +442,7 @@ pub fn encode_header(name: &HeaderName, value: &HeaderValue, out: &mut Vec<u8>) 
 }
 
 /// Appends a backend's header line as it came (see
-/// [`crate::h1raw::HeaderLines`]): a lower-case token name and a value
+/// [`crate::http1::HeaderLines`]): a lower-case token name and a value
 /// httparse has checked.
 pub fn encode_line(name: &[u8], value: &[u8], out: &mut Vec<u8>) {
     encode_field(name, value, 0x00, out);

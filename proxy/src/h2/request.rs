@@ -97,7 +97,8 @@ impl RequestHead {
                 }
                 self.has_host |= name == header::HOST;
                 if name == header::CONTENT_LENGTH {
-                    let n = crate::h1head::content_length(field.value.as_bytes()).ok_or("invalid content-length")?;
+                    let n =
+                        crate::http1::head::content_length(field.value.as_bytes()).ok_or("invalid content-length")?;
                     if self.content_length.replace(n).is_some_and(|old| old != n) {
                         return Err("conflicting content-length");
                     }

@@ -14,7 +14,7 @@ use hyper::client::conn::http1;
 use sluice_routing::BackendId;
 use tokio::time::Instant;
 
-use crate::h1raw::RawIdle;
+use crate::http1::RawIdle;
 use crate::request_body::RequestBody;
 
 /// Idle HTTP/1.1 connections kept per backend; more are closed when freed.
@@ -28,7 +28,7 @@ pub(super) struct IdleConn {
 /// One backend's connections.
 pub struct ConnPool {
     pub(super) idle: ArrayQueue<IdleConn>,
-    /// Idle connections of sluice's own exchange ([`crate::h1raw`]).
+    /// Idle connections of sluice's own exchange ([`crate::http1`]).
     pub(super) raw: Arc<RawIdle>,
     pub(super) h2: ArcSwapOption<hyper::client::conn::http2::SendRequest<RequestBody>>,
     /// Held while an HTTP/2 connection is dialled, so a burst of requests

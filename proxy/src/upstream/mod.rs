@@ -25,7 +25,7 @@ use tracing::debug;
 use sluice_routing::Backend;
 use sluice_transport::UpstreamTls;
 
-use crate::h1raw::{self, RawBody, RawConn, RawError};
+use crate::http1::{HeadersAs, RawBody, RawConn, RawError, exchange};
 use crate::request_body::RequestBody;
 
 mod conns;
@@ -107,19 +107,19 @@ impl Upstreams {
         backend: &Arc<Backend>,
         head: &[u8],
         method: &http::Method,
-        headers: h1raw::HeadersAs,
+        headers: HeadersAs,
     ) -> Result<Response<RawBody>, UpstreamError> {
         let retry = method.is_idempotent();
         let idle = self.conns.raw_idle(backend.id());
         while let Some(conn) = idle.take(self.idle_timeout) {
-            match h1raw::exchange(conn, head, method, &idle, headers).await {
+            match exchange(conn, head, method, &idle, headers).await {
                 Err(RawError::ClosedBeforeResponse) if retry => continue,
                 result => return result.map_err(UpstreamError::Raw),
             }
         }
         // Boxed, as in `send_h1`: only new connections pay for connecting.
         let tcp = Box::pin(self.connect(backend)).await?;
-        h1raw::exchange(RawConn::new(tcp), head, method, &idle, headers)
+        exchange(RawConn::new(tcp), head, method, &idle, headers)
             .await
             .map_err(UpstreamError::Raw)
     }

@@ -1,16 +1,14 @@
-//! HPACK (RFC 7541) for sluice's HTTP/2 server: a decoder for the client's
-//! header blocks, with the dynamic table the client writes into, and an
-//! encoder for response heads that uses only the static table (no state to
-//! keep in step, and no Huffman coding: both are the encoder's choice).
+//! HPACK decoding (RFC 7541 §3, §5, §6) of the client's header blocks,
+//! with the dynamic table the client writes into.
 
 use std::collections::VecDeque;
 use std::sync::LazyLock;
 
 use bytes::Bytes;
-use http::{HeaderName, HeaderValue, StatusCode};
+use http::{HeaderName, HeaderValue};
 use thiserror::Error;
 
-use super::huffman::{self, HuffmanError};
+use super::super::huffman::{self, HuffmanError};
 
 /// Why a header block does not decode: a connection error
 /// (COMPRESSION_ERROR), since the table can no longer be trusted.
@@ -163,7 +161,7 @@ impl Field {
     }
 }
 
-const STATIC_FIELDS: [(&str, &str); 61] = [
+pub(super) const STATIC_FIELDS: [(&str, &str); 61] = [
     (":authority", ""),
     (":method", "GET"),
     (":method", "POST"),
@@ -246,8 +244,8 @@ pub const TABLE_SIZE: usize = 4096;
 /// Decodes one connection's header blocks, in order.
 #[derive(Debug)]
 pub struct Decoder {
-    dynamic: VecDeque<Field>,
-    size: usize,
+    pub(super) dynamic: VecDeque<Field>,
+    pub(super) size: usize,
     max_size: usize,
 }
 
@@ -345,7 +343,7 @@ impl Decoder {
 
 /// An integer with a `prefix`-bit first octet (RFC 7541 §5.1) and the
 /// number of octets it took.
-fn integer(buf: &[u8], prefix: u8) -> Result<(usize, usize), HpackError> {
+pub(super) fn integer(buf: &[u8], prefix: u8) -> Result<(usize, usize), HpackError> {
     let mask = (1usize << prefix) - 1;
     let first = usize::from(*buf.first().ok_or(HpackError::Truncated)?);
     let mut value = first & mask;
@@ -386,131 +384,6 @@ fn string(block: &Bytes, pos: usize) -> Result<(Bytes, usize), HpackError> {
     Ok((value, end))
 }
 
-fn write_integer(out: &mut Vec<u8>, prefix: u8, flags: u8, value: usize) {
-    let max = (1usize << prefix) - 1;
-    if value < max {
-        out.push(flags | value as u8);
-        return;
-    }
-    out.push(flags | max as u8);
-    let mut rest = value - max;
-    while rest >= 0x80 {
-        out.push((rest & 0x7f) as u8 | 0x80);
-        rest >>= 7;
-    }
-    out.push(rest as u8);
-}
-
-fn write_string(out: &mut Vec<u8>, bytes: &[u8]) {
-    write_integer(out, 7, 0, bytes.len());
-    out.extend_from_slice(bytes);
-}
-
-/// Appends a dynamic table size update to 0 (RFC 7541 §6.3): sluice's
-/// encoder uses no dynamic table, and says so at the start of the first
-/// block after a client lowers SETTINGS_HEADER_TABLE_SIZE (§4.2).
-pub fn encode_table_size_zero(out: &mut Vec<u8>) {
-    write_integer(out, 5, 0x20, 0);
-}
-
-/// Appends `:status`.
-pub fn encode_status(status: StatusCode, out: &mut Vec<u8>) {
-    let indexed = match status.as_u16() {
-        200 => 8,
-        204 => 9,
-        206 => 10,
-        304 => 11,
-        400 => 12,
-        404 => 13,
-        500 => 14,
-        _ => 0,
-    };
-    if indexed > 0 {
-        out.push(0x80 | indexed);
-    } else {
-        // Literal without indexing, name :status (index 8).
-        out.push(0x08);
-        write_string(out, status.as_str().as_bytes());
-    }
-}
-
-/// Appends one header field, not indexed; never indexed when the value is
-/// marked sensitive, so later hops do not index it either.
-pub fn encode_header(name: &HeaderName, value: &HeaderValue, out: &mut Vec<u8>) {
-    let flags = if value.is_sensitive() { 0x10 } else { 0x00 };
-    encode_field(name.as_str().as_bytes(), value.as_bytes(), flags, out);
-}
-
-/// Appends a backend's header line as it came (see
-/// [`crate::http1::HeaderLines`]): a lower-case token name and a value
-/// httparse has checked.
-pub fn encode_line(name: &[u8], value: &[u8], out: &mut Vec<u8>) {
-    encode_field(name, value, 0x00, out);
-}
-
-/// Appends `content-length`.
-pub fn encode_length(length: u64, out: &mut Vec<u8>) {
-    encode_field(
-        b"content-length",
-        itoa::Buffer::new().format(length).as_bytes(),
-        0x00,
-        out,
-    );
-}
-
-fn encode_field(name: &[u8], value: &[u8], flags: u8, out: &mut Vec<u8>) {
-    match static_name_index(name) {
-        Some(index) => write_integer(out, 4, flags, index),
-        None => {
-            out.push(flags);
-            write_string(out, name);
-        }
-    }
-    write_string(out, value);
-}
-
-/// Appends `date` with the current date, formatted once a second.
-pub fn encode_date(out: &mut Vec<u8>) {
-    // Without indexing, name index 33 (date); an HTTP date is 29 bytes.
-    out.extend_from_slice(&[0x0f, 33 - 15, 29]);
-    crate::date::append(out);
-}
-
-/// The static table's index for the response header names it lists (a
-/// match on bytes compiles to a switch on the length, then a compare).
-fn static_name_index(name: &[u8]) -> Option<usize> {
-    Some(match name {
-        b"content-length" => 28,
-        b"content-type" => 31,
-        b"date" => 33,
-        b"cache-control" => 24,
-        b"server" => 54,
-        b"etag" => 34,
-        b"last-modified" => 44,
-        b"set-cookie" => 55,
-        b"vary" => 59,
-        b"content-encoding" => 26,
-        b"location" => 46,
-        b"expires" => 36,
-        b"accept-ranges" => 18,
-        b"access-control-allow-origin" => 20,
-        b"age" => 21,
-        b"allow" => 22,
-        b"content-disposition" => 25,
-        b"content-language" => 27,
-        b"content-location" => 29,
-        b"content-range" => 30,
-        b"link" => 45,
-        b"proxy-authenticate" => 48,
-        b"refresh" => 52,
-        b"retry-after" => 53,
-        b"strict-transport-security" => 56,
-        b"via" => 60,
-        b"www-authenticate" => 61,
-        _ => return None,
-    })
-}
-
 /// Fields as name and value bytes.
 #[doc(hidden)]
 pub type HeaderList = Vec<(Vec<u8>, Vec<u8>)>;
@@ -538,204 +411,4 @@ pub fn decode_blocks(blocks: &[&[u8]]) -> Vec<Result<HeaderList, String>> {
         }
     }
     out
-}
-
-/// A response head as sluice's encoder writes it (`:status`, then each
-/// field; after a lowered SETTINGS_HEADER_TABLE_SIZE, a size update
-/// first), for the round trip through an independent decoder.
-#[doc(hidden)]
-pub fn encode_response(status: StatusCode, fields: &[(HeaderName, HeaderValue)], size_update: bool) -> Vec<u8> {
-    let mut out = Vec::new();
-    if size_update {
-        encode_table_size_zero(&mut out);
-    }
-    encode_status(status, &mut out);
-    for (name, value) in fields {
-        encode_header(name, value, &mut out);
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn decode_all(decoder: &mut Decoder, block: &[u8]) -> Result<Vec<(String, String)>, HpackError> {
-        let mut fields = Vec::new();
-        decoder.decode(&Bytes::copy_from_slice(block), |f| {
-            let name = match f.name {
-                Name::Pseudo(p) => format!("{p:?}"),
-                Name::Header(n) => n.to_string(),
-                Name::Invalid(b) => format!("invalid:{}", String::from_utf8_lossy(&b)),
-            };
-            fields.push((name, String::from_utf8_lossy(f.value.as_bytes()).into_owned()));
-        })?;
-        Ok(fields)
-    }
-
-    fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
-        list.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
-    }
-
-    #[test]
-    fn rfc_7541_c3_requests_without_huffman_share_the_table() {
-        let mut d = Decoder::default();
-        let start = [
-            ("Method", "GET"),
-            ("Scheme", "http"),
-            ("Path", "/"),
-            ("Authority", "www.example.com"),
-        ];
-        let first = b"\x82\x86\x84\x41\x0fwww.example.com";
-        assert_eq!(decode_all(&mut d, first).unwrap(), pairs(&start));
-        assert_eq!(d.size, 57);
-        let second = b"\x82\x86\x84\xbe\x58\x08no-cache";
-        let expected = [&start[..], &[("cache-control", "no-cache")]].concat();
-        assert_eq!(decode_all(&mut d, second).unwrap(), pairs(&expected));
-        assert_eq!(d.size, 110);
-        let third = b"\x82\x87\x85\xbf\x40\x0acustom-key\x0ccustom-value";
-        let expected = [
-            ("Method", "GET"),
-            ("Scheme", "https"),
-            ("Path", "/index.html"),
-            ("Authority", "www.example.com"),
-            ("custom-key", "custom-value"),
-        ];
-        assert_eq!(decode_all(&mut d, third).unwrap(), pairs(&expected));
-        assert_eq!(d.size, 164);
-    }
-
-    #[test]
-    fn rfc_7541_c4_requests_with_huffman() {
-        let mut d = Decoder::default();
-        let first = b"\x82\x86\x84\x41\x8c\xf1\xe3\xc2\xe5\xf2\x3a\x6b\xa0\xab\x90\xf4\xff";
-        assert_eq!(
-            decode_all(&mut d, first).unwrap(),
-            pairs(&[
-                ("Method", "GET"),
-                ("Scheme", "http"),
-                ("Path", "/"),
-                ("Authority", "www.example.com")
-            ])
-        );
-        let second = b"\x82\x86\x84\xbe\x58\x86\xa8\xeb\x10\x64\x9c\xbf";
-        assert_eq!(
-            decode_all(&mut d, second).unwrap().last(),
-            Some(&("cache-control".into(), "no-cache".into()))
-        );
-    }
-
-    #[test]
-    fn the_table_evicts_oldest_first_and_obeys_size_updates() {
-        let mut d = Decoder::default();
-        // Size update to 60: room for one 57-byte entry at a time.
-        decode_all(&mut d, b"\x3f\x1d\x41\x0fwww.example.com").unwrap();
-        assert_eq!((d.dynamic.len(), d.size), (1, 57));
-        decode_all(&mut d, b"\x41\x0fwww.example.org").unwrap();
-        assert_eq!(d.dynamic.len(), 1);
-        assert_eq!(
-            decode_all(&mut d, b"\xbe").unwrap(),
-            pairs(&[("Authority", "www.example.org")])
-        );
-        assert_eq!(decode_all(&mut d, b"\xbf"), Err(HpackError::Index(63)));
-        // Past the allowed size, or after a field: refused.
-        assert_eq!(decode_all(&mut d, b"\x3f\xe2\x1f"), Err(HpackError::TableSize));
-        assert_eq!(decode_all(&mut d, b"\x82\x20"), Err(HpackError::TableSize));
-    }
-
-    #[test]
-    fn broken_blocks_are_errors_not_panics() {
-        let mut d = Decoder::default();
-        for block in [
-            &b"\x80"[..],
-            b"\x41",
-            b"\x41\x0fwww",
-            b"\x7f",
-            b"\x7f\xff\xff\xff\xff\xff\x01",
-            b"\x41\x85\xff\xff\xff\xff\xff",
-            b"\x00\x03ab",
-        ] {
-            assert!(decode_all(&mut d, block).is_err(), "{block:?}");
-        }
-    }
-
-    #[test]
-    fn odd_names_are_kept_but_marked() {
-        let mut d = Decoder::default();
-        let fields = decode_all(&mut d, b"\x40\x03Abc\x01x\x40\x04:foo\x01y\x40\x01a\x01z").unwrap();
-        assert_eq!(
-            fields,
-            pairs(&[("invalid:Abc", "x"), ("invalid::foo", "y"), ("a", "z")])
-        );
-        // Each went into the table all the same.
-        assert_eq!(d.dynamic.len(), 3);
-    }
-
-    #[test]
-    fn encoded_heads_decode_to_what_was_written() {
-        let mut block = Vec::new();
-        encode_status(StatusCode::OK, &mut block);
-        encode_status(StatusCode::IM_A_TEAPOT, &mut block);
-        encode_header(
-            &http::header::CONTENT_TYPE,
-            &HeaderValue::from_static("text/plain"),
-            &mut block,
-        );
-        let mut secret = HeaderValue::from_static("sid=1");
-        secret.set_sensitive(true);
-        encode_header(&http::header::SET_COOKIE, &secret, &mut block);
-        let long = "v".repeat(300);
-        encode_header(
-            &HeaderName::from_static("x-long"),
-            &HeaderValue::from_str(&long).unwrap(),
-            &mut block,
-        );
-        encode_line(b"etag", b"\"v1\"", &mut block);
-        encode_line(b"x-app", b"kept", &mut block);
-        encode_length(1234, &mut block);
-        encode_date(&mut block);
-        assert_eq!(block[0], 0x88);
-        let mut fields = decode_all(&mut Decoder::default(), &block).unwrap();
-        let (name, date) = fields.pop().unwrap();
-        assert_eq!(name, "date");
-        assert!(httpdate::parse_http_date(&date).is_ok(), "{date}");
-        assert_eq!(
-            fields,
-            pairs(&[
-                ("Status", "200"),
-                ("Status", "418"),
-                ("content-type", "text/plain"),
-                ("set-cookie", "sid=1"),
-                ("x-long", &long),
-                ("etag", "\"v1\""),
-                ("x-app", "kept"),
-                ("content-length", "1234")
-            ])
-        );
-    }
-
-    #[test]
-    fn response_names_point_at_their_static_entries() {
-        // Every name the lookup knows is in the table, so this reaches
-        // every one of its arms.
-        let mut known = 0;
-        for (name, _) in &STATIC_FIELDS {
-            if let Some(index) = static_name_index(name.as_bytes()) {
-                assert_eq!(STATIC_FIELDS[index - 1].0, *name);
-                known += 1;
-            }
-        }
-        assert_eq!(known, 27);
-        assert_eq!(static_name_index(b"x-app"), None);
-        assert_eq!(static_name_index(b"Content-Type"), None);
-    }
-
-    #[test]
-    fn integers_follow_rfc_7541_c1() {
-        assert_eq!(integer(&[0x0a], 5), Ok((10, 1)));
-        assert_eq!(integer(&[0x1f, 0x9a, 0x0a], 5), Ok((1337, 3)));
-        let mut out = Vec::new();
-        write_integer(&mut out, 5, 0, 1337);
-        assert_eq!(out, [0x1f, 0x9a, 0x0a]);
-    }
 }

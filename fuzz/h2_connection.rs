@@ -111,7 +111,7 @@ pub fn h2_connection(data: &[u8]) {
         rig.runtime.block_on(async {
             let run = async {
                 let (client, server) = tokio::io::duplex(64 * 1024);
-                let conn = sluice_proxy::forward::ClientConn::new("127.0.0.1:40000".parse().unwrap(), false);
+                let conn = sluice_proxy::client::ClientConn::new("127.0.0.1:40000".parse().unwrap(), false);
                 let served = sluice_proxy::h2::serve(server, &conn, &rig.proxy, &rig.opts, rig.drain.subscribe());
                 tokio::join!(served, peer(client, data))
             };

@@ -1,28 +1,27 @@
 //! The request path: check → load the table once → pick pool and backend →
 //! rewrite headers → send on a pooled connection → stream the response back.
 
-use std::error::Error as StdError;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use http::header::{self, HeaderMap, HeaderValue};
-use http::uri::{PathAndQuery, Scheme};
-use http::{Request, Response, StatusCode, Uri, Version};
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode, Version};
 use http_body::Body as _;
-use hyper_util::rt::TokioIo;
 use sluice_config::{Engine, UpstreamProtocol};
 use tracing::debug;
 
 use crate::body::ProxyBody;
+use crate::client::{ClientConn, Scratch};
 use crate::deadline::Deadline;
 use crate::grpc::{CallTally, Seen};
-use crate::headers::{self, ForwardedFor};
-use crate::http1::{self, RawError};
-use crate::request_body::{ClientBody, RequestBody, RequestBodyError};
+use crate::headers::{self};
+use crate::http1::{self};
+use crate::request_body::{ClientBody, RequestBody};
 use crate::respond::ErrorResponse;
+use crate::rewrite::{authority_value, original_authority, respond, upstream_uri};
+use crate::tunnel::{TunnelGuard, Tunnels, tunnel};
 use crate::upstream::{UpstreamError, Upstreams};
 use sluice_routing::error::ProxyError;
 use sluice_routing::grpc;
@@ -33,81 +32,6 @@ use sluice_routing::select;
 use sluice_routing::stats::{PoolStats, UpstreamErrorKind};
 use sluice_routing::table::{Backend, InFlight};
 use sluice_routing::window::Outcome;
-
-/// Buffers a client connection lends to each of its requests in turn, so
-/// that a request allocates neither the head it sends the backend nor,
-/// on sluice's own HTTP/1.1 loop, its header map.
-#[derive(Debug, Default)]
-pub struct Scratch {
-    /// The backend request's head while it is sent; free otherwise (the
-    /// own loop writes responses in it).
-    pub(crate) head: Vec<u8>,
-    headers: Option<HeaderMap>,
-    /// The backend response deadline's timer, kept across requests.
-    deadline: Deadline,
-}
-
-impl Scratch {
-    /// The last request's header map, emptied, for the next request.
-    pub(crate) fn take_headers(&mut self) -> Option<HeaderMap> {
-        self.headers.take()
-    }
-
-    /// Frees what is kept for the next request (an idle connection).
-    pub(crate) fn release(&mut self) {
-        self.head = Vec::new();
-        self.headers = None;
-    }
-
-    pub(crate) fn give_back(&mut self, mut headers: HeaderMap) {
-        // A request with unusually many headers does not pin its map's
-        // memory to an idle connection (a kept map of up to 32 entries is
-        // a few KiB).
-        if headers.capacity() <= 32 {
-            headers.clear();
-            self.headers = Some(headers);
-        }
-    }
-}
-
-/// What the request path knows about the client connection.
-#[derive(Debug)]
-pub struct ClientConn {
-    pub peer: SocketAddr,
-    pub forwarded: ForwardedFor,
-    /// Which server serves the connection now (for a caught panic's log).
-    pub protocol: std::sync::atomic::AtomicU8,
-}
-
-/// [`ClientConn::protocol`] values.
-pub const PROTOCOL_HTTP1: u8 = 0;
-pub const PROTOCOL_HTTP2: u8 = 1;
-pub const PROTOCOL_HTTP1_HYPER: u8 = 2;
-pub const PROTOCOL_HYPER: u8 = 3;
-
-impl ClientConn {
-    pub fn new(peer: SocketAddr, tls: bool) -> Self {
-        Self {
-            peer,
-            forwarded: ForwardedFor::new(peer.ip(), tls),
-            protocol: std::sync::atomic::AtomicU8::new(PROTOCOL_HTTP1),
-        }
-    }
-
-    pub fn set_protocol(&self, protocol: u8) {
-        self.protocol.store(protocol, std::sync::atomic::Ordering::Relaxed);
-    }
-
-    /// The protocol's name for logs.
-    pub fn protocol_name(&self) -> &'static str {
-        match self.protocol.load(std::sync::atomic::Ordering::Relaxed) {
-            PROTOCOL_HTTP2 => "h2",
-            PROTOCOL_HTTP1_HYPER => "http/1.1 (hyper)",
-            PROTOCOL_HYPER => "hyper engine",
-            _ => "http/1.1",
-        }
-    }
-}
 
 /// What the request path tells its caller to count the response by.
 #[derive(Debug, Default)]
@@ -135,29 +59,6 @@ pub struct Proxy {
     tunnels: Arc<Tunnels>,
 }
 
-#[derive(Debug, Default)]
-struct Tunnels {
-    open: std::sync::atomic::AtomicUsize,
-    closed: tokio::sync::Notify,
-}
-
-/// Counts one open tunnel while it lives.
-struct TunnelGuard(Arc<Tunnels>);
-
-impl TunnelGuard {
-    fn open(tunnels: &Arc<Tunnels>) -> Self {
-        tunnels.open.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-        Self(Arc::clone(tunnels))
-    }
-}
-
-impl Drop for TunnelGuard {
-    fn drop(&mut self) {
-        self.0.open.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
-        self.0.closed.notify_waiters();
-    }
-}
-
 impl Proxy {
     /// The backend connections this proxy sends on.
     pub fn upstreams(&self) -> &Upstreams {
@@ -176,25 +77,13 @@ impl Proxy {
 
     /// Upgraded connections (WebSocket tunnels) open right now.
     pub fn open_tunnels(&self) -> usize {
-        self.tunnels.open.load(std::sync::atomic::Ordering::Acquire)
+        self.tunnels.open()
     }
 
     /// Waits until every upgraded connection has closed, at most until
     /// `deadline`; whether they all did.
     pub async fn wait_for_tunnels(&self, deadline: Instant) -> bool {
-        loop {
-            let closed = self.tunnels.closed.notified();
-            tokio::pin!(closed);
-            // Registered before the count is read, so a close in between
-            // is not missed.
-            closed.as_mut().enable();
-            if self.open_tunnels() == 0 {
-                return true;
-            }
-            if tokio::time::timeout_at(deadline, closed).await.is_err() {
-                return self.open_tunnels() == 0;
-            }
-        }
+        self.tunnels.wait_closed(deadline).await
     }
 
     /// From now on, HTTP/1 responses close their connection (and HTTP/2
@@ -491,7 +380,7 @@ impl Proxy {
     ) -> Result<R, ProxyError> {
         let outcome = match deadline.within(started, timeout, sent).await {
             Err(_) => Err(ProxyError::UpstreamTimeout),
-            Ok(sent) => sent.map_err(|e| classify(&e)),
+            Ok(sent) => sent.map_err(|e| e.cause()),
         };
         outcome.inspect_err(|&err| {
             if let Some(kind) = UpstreamErrorKind::of(err) {
@@ -502,159 +391,6 @@ impl Proxy {
     }
 }
 
-/// The backend's response on its way to the client: without hop-by-hop
-/// headers, with the stickiness cookie when one was chosen.
-fn respond(mut parts: http::response::Parts, set_cookie: Option<HeaderValue>, body: ProxyBody) -> Response<ProxyBody> {
-    headers::strip_hop_by_hop(&mut parts.headers);
-    if let Some(cookie) = set_cookie {
-        parts.headers.append(header::SET_COOKIE, cookie);
-    }
-    Response::from_parts(parts, body)
-}
-
-/// The authority an HTTP/2 (or absolute-form) request addressed, as a Host
-/// value (`check_request` refused one with userinfo).
-fn original_authority(uri: &Uri) -> Option<HeaderValue> {
-    HeaderValue::from_str(uri.authority()?.as_str()).ok()
-}
-
-fn authority_value(backend: &Backend) -> HeaderValue {
-    // host:port text is always a valid header value.
-    HeaderValue::from_str(backend.authority().as_str()).unwrap_or(HeaderValue::from_static("localhost"))
-}
-
-/// Copies bytes both ways between an upgraded client and backend connection
-/// until either side closes.
-async fn tunnel(
-    client: hyper::upgrade::OnUpgrade,
-    upstream: hyper::upgrade::OnUpgrade,
-    _in_flight: InFlight,
-    _open: TunnelGuard,
-) {
-    let (client, upstream) = match tokio::try_join!(client, upstream) {
-        Ok(pair) => pair,
-        Err(e) => {
-            debug!(error = %e, "upgrade did not complete");
-            return;
-        }
-    };
-    let mut client = TokioIo::new(client);
-    let mut upstream = TokioIo::new(upstream);
-    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-        debug!(error = %e, "upgraded connection ended with an error");
-    }
-}
-
-/// The request target sent upstream: origin-form (`/path?query`) for
-/// HTTP/1.1, whatever form the client used; absolute with the backend's
-/// authority for HTTP/2, which needs `:scheme` and `:authority`.
-fn upstream_uri(client_uri: &Uri, protocol: UpstreamProtocol, backend: &Backend) -> Result<Uri, ProxyError> {
-    let path = client_uri
-        .path_and_query()
-        .cloned()
-        .unwrap_or(PathAndQuery::from_static("/"));
-    match protocol {
-        // Origin-form already (the usual case): reuse it as is.
-        UpstreamProtocol::Http1 if client_uri.scheme().is_none() && client_uri.authority().is_none() => {
-            Ok(client_uri.clone())
-        }
-        UpstreamProtocol::Http1 => Ok(Uri::from(path)),
-        UpstreamProtocol::Http2 => Uri::builder()
-            .scheme(Scheme::HTTP)
-            .authority(backend.authority().clone())
-            .path_and_query(path)
-            .build()
-            .map_err(|_| ProxyError::BadTarget),
-    }
-}
-
-/// Maps an upstream failure to its cause; request-body failures travel
-/// inside hyper's error as its source.
-fn classify(err: &UpstreamError) -> ProxyError {
-    let hyper_err = match err {
-        UpstreamError::Raw(RawError::Malformed(_)) => return ProxyError::UpstreamMalformed,
-        UpstreamError::Raw(_) => return ProxyError::UpstreamReset,
-        UpstreamError::RequestBody(body) => return body_error(body),
-        UpstreamError::ConnectTimeout => return ProxyError::ConnectTimeout,
-        UpstreamError::Connect(_) | UpstreamError::Tls(_) => return ProxyError::ConnectFailed,
-        UpstreamError::Handshake(_) => return ProxyError::UpstreamReset,
-        UpstreamError::Exchange(e) => e,
-    };
-    let mut source: Option<&(dyn StdError + 'static)> = hyper_err.source();
-    while let Some(e) = source {
-        if let Some(body) = e.downcast_ref::<RequestBodyError>() {
-            return body_error(body);
-        }
-        source = e.source();
-    }
-    if hyper_err.is_parse() || hyper_err.is_parse_status() || hyper_err.is_parse_too_large() {
-        ProxyError::UpstreamMalformed
-    } else {
-        ProxyError::UpstreamReset
-    }
-}
-
-/// The client's body failed on its way up: too large, or the client's fault.
-fn body_error(err: &RequestBodyError) -> ProxyError {
-    match err {
-        RequestBodyError::TooLarge => ProxyError::BodyTooLarge,
-        RequestBodyError::Client(_) => ProxyError::ClientBodyFailed,
-    }
-}
-
-/// A proxy for unit tests: one pool, `blue`, with one backend at
-/// 127.0.0.1:1, where nothing listens (sluice answers 502); and its
-/// upstream clients.
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
-pub(crate) fn test_proxy() -> (Proxy, Upstreams) {
-    let upstreams = Upstreams::new(&sluice_config::Timeouts::default());
-    let pool = sluice_routing::table::PoolSpec {
-        name: "blue".into(),
-        version: "v1".into(),
-        weight: 100,
-        protocol: UpstreamProtocol::Http1,
-        backends: vec!["127.0.0.1:1".into()],
-        tls: None,
-    };
-    let routing = Arc::new(RoutingHandle::new(&[pool], sluice_routing::table::RoutingPolicy::default()).unwrap());
-    (Proxy::new(routing, upstreams.clone()), upstreams)
-}
-
-#[cfg(test)]
-mod future_size {
-    //! Every request's future is copied as it moves (into hyper's in-flight
-    //! slot, into an HTTP/2 stream's task): state that grows it is paid on
-    //! every request. Once a TLS handshake sat inline in it and doubled the
-    //! instructions per request; these bounds catch that kind of change.
-    use std::sync::Arc;
-
-    use sluice_config::UpstreamProtocol;
-
-    fn future_size<F: FnOnce() -> Fut, Fut>(_: &F) -> usize {
-        std::mem::size_of::<Fut>()
-    }
-
-    /// A value for a closure that is never called.
-    fn never<T>() -> T {
-        panic!("only the closure's type is used")
-    }
-
-    #[test]
-    fn the_request_future_stays_small() {
-        let (proxy, upstreams) = super::test_proxy();
-        let conn = super::ClientConn::new("127.0.0.1:1".parse().unwrap(), false);
-        // Never called: only the futures' types are needed.
-        let handle = move || async move { proxy.handle(never(), &conn, &mut super::Scratch::default()).await };
-        let send = move || async move {
-            let backend: Arc<sluice_routing::table::Backend> = never();
-            upstreams.send(&backend, UpstreamProtocol::Http1, None, never()).await
-        };
-        let (handle, send) = (future_size(&handle), future_size(&send));
-        // 2,952 and 1,320 bytes with toolchain 1.95 (3,312 for the request
-        // while `handle` and `forward` were `async fn`s, 4,272 and 2,416
-        // before connecting and handshakes were boxed).
-        assert!(handle <= 3584, "the request future is {handle} bytes");
-        assert!(send <= 2048, "the upstream exchange future is {send} bytes");
-    }
-}
+#[path = "forward_tests.rs"]
+pub(crate) mod tests;

@@ -21,6 +21,7 @@
 )]
 
 pub mod body;
+pub mod client;
 mod date;
 mod deadline;
 pub mod forward;
@@ -31,7 +32,9 @@ pub mod http1;
 pub mod options;
 pub mod request_body;
 pub mod respond;
+pub mod rewrite;
 pub mod server;
+pub mod tunnel;
 pub mod upstream;
 
 use std::sync::Arc;

@@ -90,6 +90,17 @@ pub enum RequestBodyError {
     Client(#[from] BodyError),
 }
 
+impl RequestBodyError {
+    /// The failure as the client and the counters see it: too large, or
+    /// the client's fault.
+    pub fn cause(&self) -> sluice_routing::ProxyError {
+        match self {
+            Self::TooLarge => sluice_routing::ProxyError::BodyTooLarge,
+            Self::Client(_) => sluice_routing::ProxyError::ClientBodyFailed,
+        }
+    }
+}
+
 /// The client's request body on its way upstream, cut off with an error once
 /// it passes the configured limit (for bodies without a Content-Length,
 /// which are refused up front instead).

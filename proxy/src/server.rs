@@ -22,7 +22,8 @@ use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, error, info, warn};
 
-use crate::forward::{ClientConn, PROTOCOL_HTTP1_HYPER, PROTOCOL_HTTP2, PROTOCOL_HYPER, Proxy, Scratch};
+use crate::client::{ClientConn, PROTOCOL_HTTP1_HYPER, PROTOCOL_HTTP2, PROTOCOL_HYPER, Scratch};
+use crate::forward::Proxy;
 use crate::options::ListenerOptions;
 use crate::request_body::ClientBody;
 use crate::{h2, http1};
@@ -364,7 +365,7 @@ pub(crate) mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_panicking_connection_is_counted_and_harms_no_other() {
         // Its backend does not listen: every request is answered 502.
-        let proxy = Arc::new(crate::forward::test_proxy().0);
+        let proxy = Arc::new(crate::forward::tests::test_proxy().0);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let opts = ListenerOptions {

@@ -20,7 +20,8 @@ use tracing::debug;
 use super::frame::{self, Head, Reason};
 use super::hpack::Decoder;
 use super::stream::{Slot, Stream};
-use crate::forward::{ClientConn, Proxy, Scratch};
+use crate::client::{ClientConn, Scratch};
+use crate::forward::Proxy;
 use crate::options::{IDLE_RELEASE_AFTER, ListenerOptions};
 
 /// Streams a client may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS).

@@ -14,7 +14,7 @@ use http::Response;
 
 use super::recv::{Consumed, Sink};
 use crate::body::ProxyBody;
-use crate::forward::Scratch;
+use crate::client::Scratch;
 
 /// A request's work: the response head, and the buffers it lent back.
 pub(super) type Handler<'a> = Pin<Box<dyn Future<Output = (Response<ProxyBody>, Scratch)> + Send + 'a>>;

@@ -8,7 +8,7 @@ use bytes::{Bytes, BytesMut};
 use http::{HeaderName, HeaderValue, Method, Request, Uri};
 
 use super::head::{HeaderSpan, content_length, record_spans, span_in};
-use crate::forward::Scratch;
+use crate::client::Scratch;
 use crate::request_body::ClientBody;
 
 /// Headers parsed on the fast path; a request with more goes to hyper,

@@ -20,7 +20,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::forward::{ClientConn, Proxy, Scratch};
+use crate::client::{ClientConn, Scratch};
+use crate::forward::Proxy;
 use crate::options::{IDLE_RELEASE_AFTER, ListenerOptions};
 
 use super::prefixed::Prefixed;

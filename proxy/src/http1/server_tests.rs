@@ -5,7 +5,7 @@ use http::{HeaderMap, HeaderValue, StatusCode, header};
 
 use super::request::*;
 use super::write::*;
-use crate::forward::Scratch;
+use crate::client::Scratch;
 use crate::request_body::ClientBody;
 
 fn parse(bytes: &[u8]) -> (Parsed, BytesMut) {

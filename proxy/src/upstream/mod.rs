@@ -26,7 +26,8 @@ use sluice_routing::Backend;
 use sluice_transport::UpstreamTls;
 
 use crate::http1::{HeadersAs, RawBody, RawConn, RawError, exchange};
-use crate::request_body::RequestBody;
+use crate::request_body::{RequestBody, RequestBodyError};
+use sluice_routing::ProxyError;
 
 mod conns;
 mod h2;
@@ -52,7 +53,35 @@ pub enum UpstreamError {
     Raw(#[source] RawError),
     /// The client's body, read whole before a small request goes out.
     #[error("{0}")]
-    RequestBody(#[source] crate::request_body::RequestBodyError),
+    RequestBody(#[source] RequestBodyError),
+}
+
+impl UpstreamError {
+    /// The failure's cause, as the client and the counters see it;
+    /// request-body failures travel inside hyper's error as its source.
+    pub fn cause(&self) -> ProxyError {
+        let hyper_err = match self {
+            UpstreamError::Raw(RawError::Malformed(_)) => return ProxyError::UpstreamMalformed,
+            UpstreamError::Raw(_) => return ProxyError::UpstreamReset,
+            UpstreamError::RequestBody(body) => return body.cause(),
+            UpstreamError::ConnectTimeout => return ProxyError::ConnectTimeout,
+            UpstreamError::Connect(_) | UpstreamError::Tls(_) => return ProxyError::ConnectFailed,
+            UpstreamError::Handshake(_) => return ProxyError::UpstreamReset,
+            UpstreamError::Exchange(e) => e,
+        };
+        let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(hyper_err);
+        while let Some(e) = source {
+            if let Some(body) = e.downcast_ref::<RequestBodyError>() {
+                return body.cause();
+            }
+            source = e.source();
+        }
+        if hyper_err.is_parse() || hyper_err.is_parse_status() || hyper_err.is_parse_too_large() {
+            ProxyError::UpstreamMalformed
+        } else {
+            ProxyError::UpstreamReset
+        }
+    }
 }
 
 /// Opens and reuses backend connections.

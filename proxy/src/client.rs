@@ -1,0 +1,85 @@
+//! What a client connection lends the request path and tells it: the
+//! buffers each request borrows in turn ([`Scratch`]) and the peer,
+//! scheme and protocol ([`ClientConn`]).
+
+use std::net::SocketAddr;
+
+use http::header::HeaderMap;
+
+use crate::deadline::Deadline;
+use crate::headers::ForwardedFor;
+
+/// Buffers a client connection lends to each of its requests in turn, so
+/// that a request allocates neither the head it sends the backend nor,
+/// on sluice's own HTTP/1.1 loop, its header map.
+#[derive(Debug, Default)]
+pub struct Scratch {
+    /// The backend request's head while it is sent; free otherwise (the
+    /// own loop writes responses in it).
+    pub(crate) head: Vec<u8>,
+    headers: Option<HeaderMap>,
+    /// The backend response deadline's timer, kept across requests.
+    pub(crate) deadline: Deadline,
+}
+
+impl Scratch {
+    /// The last request's header map, emptied, for the next request.
+    pub(crate) fn take_headers(&mut self) -> Option<HeaderMap> {
+        self.headers.take()
+    }
+
+    /// Frees what is kept for the next request (an idle connection).
+    pub(crate) fn release(&mut self) {
+        self.head = Vec::new();
+        self.headers = None;
+    }
+
+    pub(crate) fn give_back(&mut self, mut headers: HeaderMap) {
+        // A request with unusually many headers does not pin its map's
+        // memory to an idle connection (a kept map of up to 32 entries is
+        // a few KiB).
+        if headers.capacity() <= 32 {
+            headers.clear();
+            self.headers = Some(headers);
+        }
+    }
+}
+
+/// What the request path knows about the client connection.
+#[derive(Debug)]
+pub struct ClientConn {
+    pub peer: SocketAddr,
+    pub forwarded: ForwardedFor,
+    /// Which server serves the connection now (for a caught panic's log).
+    pub protocol: std::sync::atomic::AtomicU8,
+}
+
+/// [`ClientConn::protocol`] values.
+pub const PROTOCOL_HTTP1: u8 = 0;
+pub const PROTOCOL_HTTP2: u8 = 1;
+pub const PROTOCOL_HTTP1_HYPER: u8 = 2;
+pub const PROTOCOL_HYPER: u8 = 3;
+
+impl ClientConn {
+    pub fn new(peer: SocketAddr, tls: bool) -> Self {
+        Self {
+            peer,
+            forwarded: ForwardedFor::new(peer.ip(), tls),
+            protocol: std::sync::atomic::AtomicU8::new(PROTOCOL_HTTP1),
+        }
+    }
+
+    pub fn set_protocol(&self, protocol: u8) {
+        self.protocol.store(protocol, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The protocol's name for logs.
+    pub fn protocol_name(&self) -> &'static str {
+        match self.protocol.load(std::sync::atomic::Ordering::Relaxed) {
+            PROTOCOL_HTTP2 => "h2",
+            PROTOCOL_HTTP1_HYPER => "http/1.1 (hyper)",
+            PROTOCOL_HYPER => "hyper engine",
+            _ => "http/1.1",
+        }
+    }
+}

@@ -2,7 +2,8 @@
 //! knowledge, and h2 over TLS): frames (`frame`), header compression
 //! (`hpack`, `huffman`), requests (`request`) and their bodies (`recv`),
 //! and the connection that drives them (`conn`; frames in: `inbound`;
-//! responses out: `outbound`; per-stream state: `stream`).
+//! responses out: `outbound`; per-stream state: `stream`; which streams
+//! are open, reset or idle: `streams`).
 //!
 //! It serves what a proxy needs and no more: no server push, no priority
 //! scheduling (responses go out as they are ready), no extended CONNECT.
@@ -18,6 +19,7 @@ mod outbound;
 pub(crate) mod recv;
 mod request;
 mod stream;
+mod streams;
 
 pub use conn::serve;
 #[doc(hidden)]

@@ -10,7 +10,9 @@ mod env;
 mod error;
 mod model;
 mod parse;
+mod pools;
 mod reader;
+mod sections;
 
 use std::path::Path;
 

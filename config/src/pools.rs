@@ -1,0 +1,158 @@
+//! `[pools.NAME]`: versions, weights, protocols, backends, per-pool health
+//! and backend TLS.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+
+use crate::model::*;
+use crate::reader::{Problems, Section};
+use crate::sections::{health, secret};
+
+/// `[pools.NAME.tls]`: a CA, an optional SNI name, an optional client pair.
+fn upstream_tls(mut s: Section, problems: &mut Problems) -> Option<UpstreamTlsConfig> {
+    let ca = secret(&mut s, "ca", problems);
+    let server_name: Option<String> = s.take("server_name", problems);
+    if let Some(name) = &server_name
+        && rustls_name_is_invalid(name)
+    {
+        problems.push(
+            s.key_path("server_name"),
+            format!("{name:?} is not a DNS name or IP address"),
+        );
+    }
+    let client_cert = match (s.has("cert"), s.has("key")) {
+        (false, false) => None,
+        (true, true) => {
+            let cert = secret(&mut s, "cert", problems);
+            let key = secret(&mut s, "key", problems);
+            cert.zip(key).map(|(cert, key)| CertificateConfig { cert, key })
+        }
+        _ => {
+            problems.push(s.key_path("cert"), "a client certificate needs both cert and key");
+            None
+        }
+    };
+    s.finish(problems);
+    Some(UpstreamTlsConfig {
+        ca: ca?,
+        server_name,
+        client_cert,
+    })
+}
+
+fn rustls_name_is_invalid(name: &str) -> bool {
+    name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b':' | b'_'))
+}
+
+pub(crate) fn pools(section: Section, default_health: &HealthConfig, problems: &mut Problems) -> Vec<PoolConfig> {
+    let mut pools = Vec::new();
+    let mut total: u32 = 0;
+    let mut all_weights_known = true;
+    for (name, mut p) in section.named_sections(problems) {
+        let path = p.key_path("");
+        let path = path.trim_end_matches('.').to_owned();
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            problems.push(path.clone(), "pool names use letters, digits, '-' and '_' only");
+        }
+        let version = p.take::<String>("version", problems).unwrap_or_else(|| {
+            problems.push(p.key_path("version"), "is required (the version label, e.g. \"v1\")");
+            String::new()
+        });
+        let weight = match p.take::<i64>("weight", problems) {
+            Some(w) if (0..=i64::from(WEIGHT_TOTAL)).contains(&w) => w as u32,
+            Some(_) => {
+                problems.push(p.key_path("weight"), "must be an integer between 0 and 100");
+                all_weights_known = false;
+                0
+            }
+            // A pool without a weight takes no traffic until given some.
+            None => 0,
+        };
+        total += weight;
+        let backends: Vec<String> = p.take("backends", problems).unwrap_or_default();
+        let mut seen = HashSet::new();
+        for (i, b) in backends.iter().enumerate() {
+            if let Err(reason) = check_backend(b) {
+                problems.push(format!("{}[{i}]", p.key_path("backends")), reason);
+            } else if !seen.insert(b.as_str()) {
+                problems.push(
+                    format!("{}[{i}]", p.key_path("backends")),
+                    format!("{b:?} is listed twice"),
+                );
+            }
+        }
+        if weight > 0 && backends.is_empty() {
+            problems.push(
+                p.key_path("backends"),
+                "a pool with weight above 0 needs at least one backend",
+            );
+        }
+        let protocol = match p.take::<String>("protocol", problems).as_deref() {
+            None | Some("http1") => UpstreamProtocol::Http1,
+            Some("http2") | Some("h2c") => UpstreamProtocol::Http2,
+            Some(other) => {
+                problems.push(
+                    p.key_path("protocol"),
+                    format!("{other:?} is not a protocol; use \"http1\" or \"http2\""),
+                );
+                UpstreamProtocol::Http1
+            }
+        };
+        let health = health(p.section("health", problems), default_health.clone(), problems);
+        if health.mode == HealthMode::Grpc && protocol == UpstreamProtocol::Http1 {
+            problems.push(
+                p.key_path("protocol"),
+                "gRPC health checks ([health] mode = \"grpc\") need protocol = \"http2\"",
+            );
+        }
+        let tls = p.section("tls", problems).map(|t| upstream_tls(t, problems));
+        p.finish(problems);
+        pools.push(PoolConfig {
+            name,
+            version,
+            weight,
+            backends,
+            protocol,
+            health,
+            tls: tls.flatten(),
+        });
+    }
+    if pools.is_empty() {
+        problems.push("pools", "at least one pool is required");
+    } else if all_weights_known && total != WEIGHT_TOTAL {
+        problems.push(
+            "pools",
+            format!("weights must sum to {WEIGHT_TOTAL}, they sum to {total}"),
+        );
+    }
+    pools
+}
+
+/// A backend is `host:port`: an IP or DNS name and a port.
+fn check_backend(text: &str) -> Result<(), String> {
+    if text.parse::<SocketAddr>().is_ok() {
+        return Ok(());
+    }
+    let Some((host, port)) = text.rsplit_once(':') else {
+        return Err(format!("{text:?} is not host:port"));
+    };
+    if port.parse::<u16>().map_or(true, |p| p == 0) {
+        return Err(format!("{text:?} has no valid port"));
+    }
+    let host_ok = !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+    if host_ok {
+        Ok(())
+    } else {
+        Err(format!("{text:?} is not host:port"))
+    }
+}

@@ -17,7 +17,7 @@ use std::time::Duration;
 use sluice_admin_api::Metrics;
 use sluice_config::Config;
 use sluice_control::files::{self, FileWatcher};
-use sluice_routing::{PoolSpec, RoutingHandle, RoutingTable};
+use sluice_routing::{PoolSpec, RoutingAction, RoutingHandle, RoutingTable};
 use sluice_store::{AuditEntry, Store};
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
@@ -126,7 +126,7 @@ impl Reloader {
         };
         let table = self
             .routing
-            .replace(specs, policy, CONFIG_ACTOR, "config.reload")
+            .replace(specs, policy, CONFIG_ACTOR, RoutingAction::ConfigReload)
             .await?;
         if let (Some((listener, fd)), Some(mover)) = (moved, &self.listener) {
             crate::upgrade::replace_handoff(&mover.handoff, "proxy", fd);

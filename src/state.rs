@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use serde_json::json;
 use sluice_config::{Config, UpstreamProtocol};
-use sluice_routing::{Change, PersistError, PoolSpec, RoutingHandle, RoutingStore, RoutingTable};
+use sluice_routing::{Change, PersistError, PoolSpec, RoutingAction, RoutingHandle, RoutingStore, RoutingTable};
 use sluice_store::{AuditEntry, DeploymentRecord, PoolRecord, RoutingRecord, Store};
 use tracing::{info, warn};
 
@@ -41,7 +41,7 @@ impl RoutingStore for StoreAdapter {
         Box::pin(async move {
             let audit = AuditEntry {
                 actor: change.actor.to_owned(),
-                action: change.action.to_owned(),
+                action: change.action.as_str().to_owned(),
                 target: "routing".to_owned(),
                 before: Some(table_json(change.before).to_string()),
                 after: Some(table_json(change.after).to_string()),
@@ -160,7 +160,7 @@ pub async fn open_routing(
     let stored = store.load_routing().await?;
     let Some(stored) = stored else {
         let handle = RoutingHandle::restore(0, &config_specs, policy, Some(adapter))?;
-        handle.persist_current(CONFIG_ACTOR, "routing.init").await?;
+        handle.persist_current(CONFIG_ACTOR, RoutingAction::RoutingInit).await?;
         info!("no stored routing state: starting from the config file and storing it");
         return Ok(Arc::new(handle));
     };
@@ -175,7 +175,7 @@ pub async fn open_routing(
     let handle = RoutingHandle::restore(generation, &stored_specs, policy.clone(), Some(adapter))?;
     if reset {
         handle
-            .replace(config_specs, policy, CONFIG_ACTOR, "routing.reset")
+            .replace(config_specs, policy, CONFIG_ACTOR, RoutingAction::RoutingReset)
             .await?;
         warn!(
             stored_generation = generation,

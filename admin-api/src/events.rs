@@ -23,7 +23,7 @@ fn table_event(kind: &str, routing: &RoutingHandle, change: Option<&RoutingEvent
         "type": kind,
         "generation": change.map_or(table.generation(), |c| c.generation),
         "actor": change.map(|c| &*c.actor),
-        "action": change.map(|c| &*c.action),
+        "action": change.map(|c| c.action.as_str()),
         "pools": table.pools().iter().map(pool_json).collect::<Vec<_>>(),
     });
     Event::default().event(kind).data(data.to_string())

@@ -4,7 +4,6 @@
 //! its generation and the store as they were.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
@@ -13,7 +12,7 @@ use axum::extract::{Extension, Path, Query, State};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
-use sluice_routing::{RoutingTable, TableError};
+use sluice_routing::{PoolChange, RoutingAction, RoutingTable, TableError, WeightChange};
 use sluice_store::AuditQuery;
 use tokio::time::Instant;
 
@@ -86,11 +85,20 @@ pub(crate) async fn put_weights(
     let result = async {
         let req = body(parsed)?;
         let weights = weights_of(&req.weights)?;
-        let table = state.routing.set_weights(&weights, &caller.name, req.force).await?;
+        let table = state
+            .routing
+            .change_weights(WeightChange {
+                weights: &weights,
+                actor: &caller.name,
+                action: RoutingAction::WeightsSet,
+                reason: None,
+                force: req.force,
+            })
+            .await?;
         Ok(changed(&table))
     }
     .await;
-    audited(&state, &caller, "weights.set", "routing", result).await
+    audited(&state, &caller, RoutingAction::WeightsSet.as_str(), "routing", result).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -119,36 +127,27 @@ pub(crate) async fn put_pool(
         if req.version.as_deref().is_some_and(|v| v.trim().is_empty()) {
             return Err(ApiError::invalid("invalid-version", "version must not be empty"));
         }
+        let change = PoolChange::Update {
+            version: req.version,
+            backends: req.backends,
+            force: req.force,
+        };
         let table = state
             .routing
-            .update(&caller.name, "pool.update", |current| {
-                let mut specs = current.specs();
-                let spec = specs
-                    .iter_mut()
-                    .find(|s| s.name == pool)
-                    .ok_or_else(|| TableError::UnknownPool(pool.clone()))?;
-                let changes_version = req.version.as_ref().is_some_and(|v| *v != spec.version);
-                let changes_backends = req.backends.as_ref().is_some_and(|b| *b != spec.backends);
-                if spec.weight > 0 && (changes_version || changes_backends) && !req.force {
-                    return Err(TableError::PoolCarriesTraffic {
-                        pool: pool.clone(),
-                        weight: spec.weight,
-                    });
-                }
-                if let Some(v) = &req.version {
-                    spec.version = v.clone();
-                }
-                if let Some(b) = &req.backends {
-                    spec.backends = b.clone();
-                }
-                Ok((specs, current.policy().clone()))
-            })
+            .change_pool(&pool, &change, &caller.name)
             .await
             .map_err(in_path)?;
         Ok(changed(&table))
     }
     .await;
-    audited(&state, &caller, "pool.update", &format!("pools/{pool}"), result).await
+    audited(
+        &state,
+        &caller,
+        RoutingAction::PoolUpdate.as_str(),
+        &format!("pools/{pool}"),
+        result,
+    )
+    .await
 }
 
 #[derive(Debug, Deserialize)]
@@ -167,24 +166,20 @@ pub(crate) async fn add_backend(
         let req = body(parsed)?;
         let table = state
             .routing
-            .update(&caller.name, "backend.add", |current| {
-                let mut specs = current.specs();
-                let spec = specs
-                    .iter_mut()
-                    .find(|s| s.name == pool)
-                    .ok_or_else(|| TableError::UnknownPool(pool.clone()))?;
-                if spec.backends.contains(&req.addr) {
-                    return Err(TableError::BackendExists(pool.clone(), req.addr.clone()));
-                }
-                spec.backends.push(req.addr.clone());
-                Ok((specs, current.policy().clone()))
-            })
+            .change_pool(&pool, &PoolChange::AddBackend(req.addr), &caller.name)
             .await
             .map_err(in_path)?;
         Ok(changed(&table))
     }
     .await;
-    audited(&state, &caller, "backend.add", &format!("pools/{pool}"), result).await
+    audited(
+        &state,
+        &caller,
+        RoutingAction::BackendAdd.as_str(),
+        &format!("pools/{pool}"),
+        result,
+    )
+    .await
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -193,50 +188,26 @@ pub(crate) struct ForceParam {
     force: bool,
 }
 
-/// Takes `addr` out of `pool` as one change; returns the new table.
-async fn take_out(
-    state: &AdminState,
-    caller: &Caller,
-    action: &str,
-    pool: &str,
-    addr: &str,
-    force: bool,
-) -> Result<Arc<RoutingTable>, ApiError> {
-    state
-        .routing
-        .update(&caller.name, action, |current| {
-            let mut specs = current.specs();
-            let spec = specs
-                .iter_mut()
-                .find(|s| s.name == pool)
-                .ok_or_else(|| TableError::UnknownPool(pool.to_owned()))?;
-            let before = spec.backends.len();
-            spec.backends.retain(|b| b != addr);
-            if spec.backends.len() == before {
-                return Err(TableError::UnknownBackend(pool.to_owned(), addr.to_owned()));
-            }
-            if spec.backends.is_empty() && spec.weight > 0 && !force {
-                return Err(TableError::LastBackend(pool.to_owned(), addr.to_owned()));
-            }
-            Ok((specs, current.policy().clone()))
-        })
-        .await
-        .map_err(in_path)
-}
-
 pub(crate) async fn remove_backend(
     State(state): State<AdminState>,
     Extension(caller): Extension<Caller>,
     Path((pool, addr)): Path<(String, String)>,
     Query(ForceParam { force }): Query<ForceParam>,
 ) -> Result<Json<Value>, ApiError> {
-    let result = take_out(&state, &caller, "backend.remove", &pool, &addr, force)
+    let change = PoolChange::RemoveBackend {
+        addr: addr.clone(),
+        force,
+    };
+    let result = state
+        .routing
+        .change_pool(&pool, &change, &caller.name)
         .await
+        .map_err(in_path)
         .map(|t| changed(&t));
     audited(
         &state,
         &caller,
-        "backend.remove",
+        change.action().as_str(),
         &format!("pools/{pool}/backends/{addr}"),
         result,
     )
@@ -257,11 +228,19 @@ pub(crate) async fn drain_backend(
         .snapshot()
         .pool(&pool)
         .and_then(|p| p.backends.iter().find(|b| b.addr() == addr).cloned());
-    let result = take_out(&state, &caller, "backend.drain", &pool, &addr, force).await;
+    let change = PoolChange::DrainBackend {
+        addr: addr.clone(),
+        force,
+    };
+    let result = state
+        .routing
+        .change_pool(&pool, &change, &caller.name)
+        .await
+        .map_err(in_path);
     let table = audited(
         &state,
         &caller,
-        "backend.drain",
+        change.action().as_str(),
         &format!("pools/{pool}/backends/{addr}"),
         result,
     )
@@ -295,7 +274,7 @@ pub(crate) async fn rollback(
         let last = state
             .store
             .audit(&AuditQuery {
-                action: Some("weights.set".into()),
+                action: Some(RoutingAction::WeightsSet.as_str().into()),
                 limit: Some(50),
                 ..Default::default()
             })
@@ -325,11 +304,17 @@ pub(crate) async fn rollback(
             .collect();
         let table = state
             .routing
-            .apply_weights(&weights, &caller.name, "rollback", force)
+            .change_weights(WeightChange {
+                weights: &weights,
+                actor: &caller.name,
+                action: RoutingAction::Rollback,
+                reason: None,
+                force,
+            })
             .await?;
         state.metrics.rollback("all", "manual");
         Ok(changed(&table))
     }
     .await;
-    audited(&state, &caller, "rollback", "routing", result).await
+    audited(&state, &caller, RoutingAction::Rollback.as_str(), "routing", result).await
 }

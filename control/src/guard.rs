@@ -18,6 +18,7 @@ use std::sync::Arc;
 
 use sluice_config::RollbackConfig;
 use sluice_routing::window::WindowSnapshot;
+use sluice_routing::{RoutingAction, WeightChange};
 use sluice_routing::{RoutingHandle, RoutingTable};
 use tokio::sync::broadcast::error::TryRecvError;
 use tokio::time::Instant;
@@ -215,7 +216,7 @@ pub async fn run_while_leading(
             match changes.try_recv() {
                 Ok(event) => {
                     let table = routing.snapshot();
-                    if &*event.actor == GUARD_ACTOR || &*event.action == "rollback" {
+                    if &*event.actor == GUARD_ACTOR || event.action == RoutingAction::Rollback {
                         watch = None;
                     } else if let Some(candidate) = gainer(&last, &table) {
                         let stable = last
@@ -292,7 +293,14 @@ pub async fn run_while_leading(
                     continue;
                 }
                 match routing
-                    .apply_weights_because(&w.known_good, GUARD_ACTOR, "rollback", Some(&reason), true)
+                    .change_weights(WeightChange {
+                        weights: &w.known_good,
+                        actor: GUARD_ACTOR,
+                        action: RoutingAction::Rollback,
+                        reason: Some(&reason),
+                        // The fence was checked above, with its own alert.
+                        force: true,
+                    })
                     .await
                 {
                     Ok(table) => {

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use arc_swap::{ArcSwap, Guard};
 use tokio::sync::{Mutex, broadcast};
 
+use crate::change::{PoolChange, RoutingAction, WeightChange};
 use crate::error::TableError;
 use crate::table::{PoolSpec, RoutingPolicy, RoutingTable};
 
@@ -24,8 +25,8 @@ use crate::table::{PoolSpec, RoutingPolicy, RoutingTable};
 pub struct Change<'a> {
     /// Who asked: a token name, `config-file`, `rollback-guard`, …
     pub actor: &'a str,
-    /// What was asked, e.g. `weights.set`, `pool.update`, `config.reload`.
-    pub action: &'a str,
+    /// What was asked.
+    pub action: RoutingAction,
     pub before: &'a RoutingTable,
     pub after: &'a RoutingTable,
     /// Why, when the change was decided rather than asked for (a rollback).
@@ -62,7 +63,7 @@ pub struct Fence {
 pub struct RoutingEvent {
     pub generation: u64,
     pub actor: Arc<str>,
-    pub action: Arc<str>,
+    pub action: RoutingAction,
     pub reason: Option<Arc<str>>,
 }
 
@@ -148,79 +149,33 @@ impl RoutingHandle {
         self.changes.subscribe()
     }
 
-    /// Sets every pool's weight at once. Every pool must be named, no unknown
-    /// pool may be, and the weights must sum to 100. Weight on a pool without
-    /// backends (its share would get 503s) needs `force`.
-    pub async fn set_weights(
-        &self,
-        weights: &HashMap<String, u32>,
-        actor: &str,
-        force: bool,
-    ) -> Result<Arc<RoutingTable>, TableError> {
-        self.apply_weights(weights, actor, "weights.set", force).await
-    }
-
-    /// [`Self::set_weights`] recorded as `action` (e.g. `rollback`).
-    pub async fn apply_weights(
-        &self,
-        weights: &HashMap<String, u32>,
-        actor: &str,
-        action: &str,
-        force: bool,
-    ) -> Result<Arc<RoutingTable>, TableError> {
-        self.apply_weights_because(weights, actor, action, None, force).await
-    }
-
-    /// [`Self::apply_weights`] with the reason recorded in the audit trail.
-    pub async fn apply_weights_because(
-        &self,
-        weights: &HashMap<String, u32>,
-        actor: &str,
-        action: &str,
-        reason: Option<&str>,
-        force: bool,
-    ) -> Result<Arc<RoutingTable>, TableError> {
-        if !force && let Some(reason) = self.fenced(weights) {
+    /// Sets every pool's weight at once, under [`WeightChange::apply`]'s
+    /// rule and the contract fences (unless forced).
+    pub async fn change_weights(&self, change: WeightChange<'_>) -> Result<Arc<RoutingTable>, TableError> {
+        if !change.force
+            && let Some(reason) = self.fenced(change.weights)
+        {
             return Err(TableError::Fenced(reason));
         }
-        self.update_because(actor, action, reason, |current| {
-            if let Some(unknown) = weights.keys().find(|name| current.pool(name).is_none()) {
-                return Err(TableError::UnknownPool(unknown.clone()));
-            }
+        self.update_because(change.actor, change.action, change.reason, |current| {
             let mut specs = current.specs();
-            for spec in &mut specs {
-                spec.weight = *weights
-                    .get(&spec.name)
-                    .ok_or_else(|| TableError::MissingPool(spec.name.clone()))?;
-                if spec.weight > 0 && spec.backends.is_empty() && !force {
-                    return Err(TableError::NoBackends(spec.name.clone()));
-                }
-            }
+            change.apply(&mut specs)?;
             Ok((specs, current.policy().clone()))
         })
         .await
     }
 
-    /// Replaces a pool's version label and/or backends.
-    pub async fn set_pool(
+    /// Changes one pool's version or backends, under
+    /// [`PoolChange::apply`]'s rule.
+    pub async fn change_pool(
         &self,
         pool: &str,
-        version: Option<String>,
-        backends: Option<Vec<String>>,
+        change: &PoolChange,
         actor: &str,
     ) -> Result<Arc<RoutingTable>, TableError> {
-        self.update(actor, "pool.update", |current| {
+        self.update(actor, change.action(), |current| {
             let mut specs = current.specs();
-            let spec = specs
-                .iter_mut()
-                .find(|s| s.name == pool)
-                .ok_or_else(|| TableError::UnknownPool(pool.to_owned()))?;
-            if let Some(v) = version {
-                spec.version = v;
-            }
-            if let Some(b) = backends {
-                spec.backends = b;
-            }
+            change.apply(pool, &mut specs)?;
             Ok((specs, current.policy().clone()))
         })
         .await
@@ -232,7 +187,7 @@ impl RoutingHandle {
         specs: Vec<PoolSpec>,
         policy: RoutingPolicy,
         actor: &str,
-        action: &str,
+        action: RoutingAction,
     ) -> Result<Arc<RoutingTable>, TableError> {
         self.update(actor, action, |_| Ok((specs, policy))).await
     }
@@ -255,7 +210,7 @@ impl RoutingHandle {
                 let _ = self.changes.send(RoutingEvent {
                     generation: next.generation(),
                     actor: "health".into(),
-                    action: "health".into(),
+                    action: RoutingAction::Health,
                     reason: Some(reason.into()),
                 });
                 next
@@ -267,7 +222,7 @@ impl RoutingHandle {
 
     /// Stores the current table as it is (e.g. the first state of a fresh
     /// store) under the next generation.
-    pub async fn persist_current(&self, actor: &str, action: &str) -> Result<Arc<RoutingTable>, TableError> {
+    pub async fn persist_current(&self, actor: &str, action: RoutingAction) -> Result<Arc<RoutingTable>, TableError> {
         self.update(actor, action, |current| Ok((current.specs(), current.policy().clone())))
             .await
     }
@@ -277,7 +232,7 @@ impl RoutingHandle {
     pub async fn update(
         &self,
         actor: &str,
-        action: &str,
+        action: RoutingAction,
         change: impl FnOnce(&RoutingTable) -> Result<(Vec<PoolSpec>, RoutingPolicy), TableError>,
     ) -> Result<Arc<RoutingTable>, TableError> {
         self.update_because(actor, action, None, change).await
@@ -287,7 +242,7 @@ impl RoutingHandle {
     pub async fn update_because(
         &self,
         actor: &str,
-        action: &str,
+        action: RoutingAction,
         reason: Option<&str>,
         change: impl FnOnce(&RoutingTable) -> Result<(Vec<PoolSpec>, RoutingPolicy), TableError>,
     ) -> Result<Arc<RoutingTable>, TableError> {
@@ -320,7 +275,7 @@ impl RoutingHandle {
         let _ = self.changes.send(RoutingEvent {
             generation: next.generation(),
             actor: actor.into(),
-            action: action.into(),
+            action,
             reason: reason.map(Into::into),
         });
         Ok(next)
@@ -350,7 +305,7 @@ impl RoutingHandle {
         let _ = self.changes.send(RoutingEvent {
             generation,
             actor: actor.into(),
-            action: "routing.sync".into(),
+            action: RoutingAction::RoutingSync,
             reason: None,
         });
         Ok(Some(next))
@@ -360,6 +315,7 @@ impl RoutingHandle {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::change::{PoolChange, WeightChange};
     use sluice_config::UpstreamProtocol;
     use std::sync::Mutex as StdMutex;
 
@@ -393,7 +349,7 @@ mod tests {
             } else {
                 self.seen.lock().unwrap().push((
                     c.actor.to_owned(),
-                    c.action.to_owned(),
+                    c.action.as_str().to_owned(),
                     c.before.generation(),
                     c.after.generation(),
                 ));
@@ -408,7 +364,7 @@ mod tests {
         let h = RoutingHandle::new(&specs(), RoutingPolicy::default()).unwrap();
         let before = h.snapshot();
         let after = h
-            .set_weights(&weights(&[("blue", 20), ("green", 80)]), "t", false)
+            .change_weights(WeightChange::set(&weights(&[("blue", 20), ("green", 80)]), "t"))
             .await
             .unwrap();
         assert_eq!(after.generation(), before.generation() + 1);
@@ -432,19 +388,32 @@ mod tests {
             (weights(&[("blue", 100)]), TableError::MissingPool("green".into())),
         ];
         for (w, expected) in cases {
-            assert_eq!(h.set_weights(&w, "t", false).await.unwrap_err(), expected);
+            assert_eq!(
+                h.change_weights(WeightChange::set(&w, "t")).await.unwrap_err(),
+                expected
+            );
             assert_eq!(h.snapshot().generation(), 1);
         }
-        h.set_pool("green", None, Some(vec![]), "t").await.unwrap();
+        h.change_pool(
+            "green",
+            &PoolChange::Update {
+                version: None,
+                backends: Some(vec![]),
+                force: true,
+            },
+            "t",
+        )
+        .await
+        .unwrap();
         assert_eq!(
-            h.set_weights(&weights(&[("blue", 0), ("green", 100)]), "t", false)
+            h.change_weights(WeightChange::set(&weights(&[("blue", 0), ("green", 100)]), "t"))
                 .await
                 .unwrap_err(),
             TableError::NoBackends("green".into())
         );
         // Forced, the weight is taken (and the pool answers 503 until it has backends).
         let forced = h
-            .set_weights(&weights(&[("blue", 50), ("green", 50)]), "t", true)
+            .change_weights(WeightChange::set(&weights(&[("blue", 50), ("green", 50)]), "t").forced())
             .await
             .unwrap();
         assert_eq!(forced.pool("green").unwrap().weight, 50);
@@ -455,7 +424,7 @@ mod tests {
     async fn changes_are_persisted_before_they_are_served() {
         let store = Arc::new(FakeStore::default());
         let h = RoutingHandle::restore(7, &specs(), RoutingPolicy::default(), Some(store.clone())).unwrap();
-        h.set_weights(&weights(&[("blue", 90), ("green", 10)]), "ci", false)
+        h.change_weights(WeightChange::set(&weights(&[("blue", 90), ("green", 10)]), "ci"))
             .await
             .unwrap();
         assert_eq!(
@@ -465,7 +434,7 @@ mod tests {
 
         *store.fail.lock().unwrap() = true;
         let err = h
-            .set_weights(&weights(&[("blue", 0), ("green", 100)]), "ci", false)
+            .change_weights(WeightChange::set(&weights(&[("blue", 0), ("green", 100)]), "ci"))
             .await
             .unwrap_err();
         assert_eq!(err, TableError::Persist("disk full".into()));
@@ -485,7 +454,10 @@ mod tests {
                 for i in 0..50u32 {
                     let green = (t * 50 + i) % 101;
                     let table = h
-                        .set_weights(&weights(&[("blue", 100 - green), ("green", green)]), "t", false)
+                        .change_weights(WeightChange::set(
+                            &weights(&[("blue", 100 - green), ("green", green)]),
+                            "t",
+                        ))
                         .await
                         .unwrap();
                     generations.push(table.generation());

@@ -20,6 +20,7 @@
     clippy::panic_in_result_fn
 )]
 
+pub mod change;
 pub mod error;
 pub mod grpc;
 pub mod handle;
@@ -29,6 +30,7 @@ pub mod stats;
 pub mod table;
 pub mod window;
 
+pub use change::{PoolChange, RoutingAction, WeightChange};
 pub use error::{ProxyError, TableError};
 pub use handle::{Change, Fence, PersistError, RoutingEvent, RoutingHandle, RoutingStore};
 pub use table::{Backend, BackendId, ForwardSettings, Pool, PoolSpec, RoutingPolicy, RoutingTable};

@@ -3,6 +3,7 @@
 //! backend.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use sluice_routing::PoolChange;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -69,7 +70,15 @@ async fn pool_without_backends_is_503() {
     let (proxy, _b, _g) = blue_green(100, "[proxy]\nallow_pool_override = true\n").await;
     proxy
         .routing
-        .set_pool("green", None, Some(vec![]), "test")
+        .change_pool(
+            "green",
+            &PoolChange::Update {
+                version: None,
+                backends: Some(vec![]),
+                force: true,
+            },
+            "test",
+        )
         .await
         .unwrap();
     let (status, headers, _) = get(&client(), &proxy.url("/"), &[("x-sluice-pool", "green")]).await;

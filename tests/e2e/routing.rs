@@ -2,6 +2,7 @@
 //! the outside: which pool answered each request.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use sluice_routing::WeightChange;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -96,7 +97,7 @@ async fn sticky_cookie_keeps_clients_and_raising_a_pool_only_adds() {
 
     proxy
         .routing
-        .set_weights(&weights(&[("blue", 75), ("green", 25)]), "test", false)
+        .change_weights(WeightChange::set(&weights(&[("blue", 75), ("green", 25)]), "test"))
         .await
         .unwrap();
     let mut moved_out = 0;
@@ -189,7 +190,10 @@ async fn atomic_swap_under_load_fails_no_request() {
                 } else {
                     [("blue", 100), ("green", 0)]
                 };
-                routing.set_weights(&weights(&w), "test", false).await.unwrap();
+                routing
+                    .change_weights(WeightChange::set(&weights(&w), "test"))
+                    .await
+                    .unwrap();
                 to_green = !to_green;
                 n += 1;
             }

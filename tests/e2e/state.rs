@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use crate::pg;
+use sluice_routing::WeightChange;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -241,7 +242,10 @@ async fn a_failed_store_write_refuses_the_change_and_serves_the_old_table() {
     // Break the store underneath: the audit row of the change cannot be written.
     sqlx::query("DROP TABLE audit_log").execute(store.pool()).await.unwrap();
     let weights: HashMap<String, u32> = [("blue".to_owned(), 0), ("green".to_owned(), 100)].into();
-    let err = routing.set_weights(&weights, "ci", false).await.unwrap_err();
+    let err = routing
+        .change_weights(WeightChange::set(&weights, "ci"))
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("could not be stored"), "{err}");
     let served = routing.snapshot();
     assert_eq!(served.generation(), before);

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sluice_routing::{Fence, RoutingHandle};
+use sluice_routing::{RoutingAction, WeightChange};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{info, warn};
@@ -92,7 +93,14 @@ impl Run {
         loop {
             match self
                 .routing
-                .apply_weights_because(&weights, ROLLOUT_ACTOR, "rollout.step", Some(why), true)
+                .change_weights(WeightChange {
+                    weights: &weights,
+                    actor: ROLLOUT_ACTOR,
+                    action: RoutingAction::RolloutStep,
+                    reason: Some(why),
+                    // Fences were checked when the rollout started.
+                    force: true,
+                })
                 .await
             {
                 Ok(_) => break,
@@ -210,7 +218,13 @@ impl Run {
             let why = format!("rollout aborted: {reason}");
             if let Err(e) = self
                 .routing
-                .apply_weights_because(&self.original, ROLLOUT_ACTOR, "rollout.abort", Some(&why), true)
+                .change_weights(WeightChange {
+                    weights: &self.original,
+                    actor: ROLLOUT_ACTOR,
+                    action: RoutingAction::RolloutAbort,
+                    reason: Some(&why),
+                    force: true,
+                })
                 .await
             {
                 warn!(error = %e, "could not restore the weights after an abort");

@@ -2,6 +2,7 @@
 //! messages, streams, TLS, deadlines, weight flips, and the backend side
 //! (concurrency limits, refused streams, GOAWAY, one connection per burst).
 
+use sluice_routing::WeightChange;
 use std::net::SocketAddr;
 use std::process::Stdio;
 
@@ -257,7 +258,11 @@ async fn a_weight_flip_moves_new_calls_on_a_channel_at_once_and_streams_continue
     let weights = [("blue".to_owned(), 0), ("green".to_owned(), 100)]
         .into_iter()
         .collect();
-    proxy.routing.set_weights(&weights, "test", false).await.unwrap();
+    proxy
+        .routing
+        .change_weights(WeightChange::set(&weights, "test"))
+        .await
+        .unwrap();
     let mut stdin = client.stdin.take().unwrap();
     stdin.write_all(b"go\n").await.unwrap();
     let after: Value = serde_json::from_str(&lines.next_line().await.unwrap().unwrap()).unwrap();

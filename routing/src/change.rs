@@ -1,0 +1,260 @@
+//! The routing changes there are, each with its one rule: the action it is
+//! recorded as, and what it checks before a table is built from it. The
+//! admin API, reloads, the guard, rollouts and tests all change routing
+//! through these (`RoutingHandle::change_weights`, `change_pool`).
+
+use std::collections::HashMap;
+use std::fmt;
+
+use crate::error::TableError;
+use crate::table::PoolSpec;
+
+/// What a routing change is recorded as (audit rows, events).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RoutingAction {
+    WeightsSet,
+    PoolUpdate,
+    BackendAdd,
+    BackendRemove,
+    BackendDrain,
+    /// Back to earlier weights: the guard's, or an operator's.
+    Rollback,
+    RolloutStep,
+    RolloutAbort,
+    ConfigReload,
+    /// The config's routing stored in a store that had none.
+    RoutingInit,
+    /// The config's routing over the stored one (`--reset-state`).
+    RoutingReset,
+    /// Another replica's stored change, served here (not stored again).
+    RoutingSync,
+    /// Health verdicts changed the routable sets (published, not stored).
+    Health,
+}
+
+impl RoutingAction {
+    /// The name the audit trail, the events and `sluice ctl` show.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::WeightsSet => "weights.set",
+            Self::PoolUpdate => "pool.update",
+            Self::BackendAdd => "backend.add",
+            Self::BackendRemove => "backend.remove",
+            Self::BackendDrain => "backend.drain",
+            Self::Rollback => "rollback",
+            Self::RolloutStep => "rollout.step",
+            Self::RolloutAbort => "rollout.abort",
+            Self::ConfigReload => "config.reload",
+            Self::RoutingInit => "routing.init",
+            Self::RoutingReset => "routing.reset",
+            Self::RoutingSync => "routing.sync",
+            Self::Health => "health",
+        }
+    }
+}
+
+impl fmt::Display for RoutingAction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A new weight for every pool, and who asked and why.
+#[derive(Debug, Clone, Copy)]
+pub struct WeightChange<'a> {
+    pub weights: &'a HashMap<String, u32>,
+    /// A token name, `rollback-guard`, `rollout`, …
+    pub actor: &'a str,
+    pub action: RoutingAction,
+    /// Why, when the change was decided rather than asked for.
+    pub reason: Option<&'a str>,
+    /// Past a contract fence, and weight onto a pool without backends
+    /// (its share would get 503s).
+    pub force: bool,
+}
+
+impl<'a> WeightChange<'a> {
+    /// An operator's `weights.set` by `actor`, checked in full.
+    pub fn set(weights: &'a HashMap<String, u32>, actor: &'a str) -> Self {
+        Self {
+            weights,
+            actor,
+            action: RoutingAction::WeightsSet,
+            reason: None,
+            force: false,
+        }
+    }
+
+    /// The same, past fences and onto pools without backends.
+    pub fn forced(self) -> Self {
+        Self { force: true, ..self }
+    }
+
+    /// The rule: every pool named, none unknown, no weight on a pool
+    /// without backends unless forced (the sum is the table's own check).
+    pub fn apply(&self, specs: &mut [PoolSpec]) -> Result<(), TableError> {
+        if let Some(unknown) = self.weights.keys().find(|name| !specs.iter().any(|s| &s.name == *name)) {
+            return Err(TableError::UnknownPool(unknown.clone()));
+        }
+        for spec in specs {
+            spec.weight = *self
+                .weights
+                .get(&spec.name)
+                .ok_or_else(|| TableError::MissingPool(spec.name.clone()))?;
+            if spec.weight > 0 && spec.backends.is_empty() && !self.force {
+                return Err(TableError::NoBackends(spec.name.clone()));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A change to one pool's version label or backends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PoolChange {
+    /// A new version and/or backend list. While the pool carries traffic,
+    /// refused unless forced: its clients would meet the new version at once.
+    Update {
+        version: Option<String>,
+        backends: Option<Vec<String>>,
+        force: bool,
+    },
+    /// One more backend.
+    AddBackend(String),
+    /// One backend out; the last one of a pool with traffic only if forced.
+    RemoveBackend { addr: String, force: bool },
+    /// As [`PoolChange::RemoveBackend`], recorded as a drain (the caller
+    /// then waits for the backend's requests).
+    DrainBackend { addr: String, force: bool },
+}
+
+impl PoolChange {
+    pub fn action(&self) -> RoutingAction {
+        match self {
+            Self::Update { .. } => RoutingAction::PoolUpdate,
+            Self::AddBackend(_) => RoutingAction::BackendAdd,
+            Self::RemoveBackend { .. } => RoutingAction::BackendRemove,
+            Self::DrainBackend { .. } => RoutingAction::BackendDrain,
+        }
+    }
+
+    /// Applies the change to pool `pool` among `specs`, under its rule;
+    /// a refused change leaves them as they were.
+    pub fn apply(&self, pool: &str, specs: &mut [PoolSpec]) -> Result<(), TableError> {
+        let spec = specs
+            .iter_mut()
+            .find(|s| s.name == pool)
+            .ok_or_else(|| TableError::UnknownPool(pool.to_owned()))?;
+        match self {
+            Self::Update {
+                version,
+                backends,
+                force,
+            } => {
+                let new_version = version.as_ref().is_some_and(|v| *v != spec.version);
+                let new_backends = backends.as_ref().is_some_and(|b| *b != spec.backends);
+                if spec.weight > 0 && (new_version || new_backends) && !force {
+                    return Err(TableError::PoolCarriesTraffic {
+                        pool: pool.to_owned(),
+                        weight: spec.weight,
+                    });
+                }
+                if let Some(v) = version {
+                    spec.version.clone_from(v);
+                }
+                if let Some(b) = backends {
+                    spec.backends.clone_from(b);
+                }
+            }
+            Self::AddBackend(addr) => {
+                if spec.backends.contains(addr) {
+                    return Err(TableError::BackendExists(pool.to_owned(), addr.clone()));
+                }
+                spec.backends.push(addr.clone());
+            }
+            Self::RemoveBackend { addr, force } | Self::DrainBackend { addr, force } => {
+                if !spec.backends.contains(addr) {
+                    return Err(TableError::UnknownBackend(pool.to_owned(), addr.clone()));
+                }
+                if spec.backends.len() == 1 && spec.weight > 0 && !force {
+                    return Err(TableError::LastBackend(pool.to_owned(), addr.clone()));
+                }
+                spec.backends.retain(|b| b != addr);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+    use sluice_config::UpstreamProtocol;
+
+    fn specs() -> Vec<PoolSpec> {
+        let spec = |name: &str, weight| PoolSpec {
+            name: name.into(),
+            version: "v1".into(),
+            weight,
+            protocol: UpstreamProtocol::Http1,
+            backends: vec![format!("{name}:80")],
+            tls: None,
+        };
+        vec![spec("blue", 100), spec("green", 0)]
+    }
+
+    #[test]
+    fn a_pool_with_traffic_keeps_its_version_and_last_backend_unless_forced() {
+        let mut s = specs();
+        let update = |force| PoolChange::Update {
+            version: Some("v2".into()),
+            backends: None,
+            force,
+        };
+        assert_eq!(
+            update(false).apply("blue", &mut s),
+            Err(TableError::PoolCarriesTraffic {
+                pool: "blue".into(),
+                weight: 100
+            })
+        );
+        update(false).apply("green", &mut s).unwrap();
+        assert_eq!(s[1].version, "v2");
+        let remove = |force| PoolChange::RemoveBackend {
+            addr: "blue:80".into(),
+            force,
+        };
+        assert_eq!(
+            remove(false).apply("blue", &mut s),
+            Err(TableError::LastBackend("blue".into(), "blue:80".into()))
+        );
+        remove(true).apply("blue", &mut s).unwrap();
+        assert!(s[0].backends.is_empty());
+        assert_eq!(
+            PoolChange::AddBackend("green:80".into()).apply("green", &mut s),
+            Err(TableError::BackendExists("green".into(), "green:80".into()))
+        );
+        assert_eq!(
+            PoolChange::AddBackend("x:1".into()).apply("red", &mut s),
+            Err(TableError::UnknownPool("red".into()))
+        );
+    }
+
+    #[test]
+    fn weights_name_every_pool_and_stay_off_empty_pools_unless_forced() {
+        let mut s = specs();
+        s[1].backends.clear();
+        let w: HashMap<String, u32> = [("blue".into(), 50), ("green".into(), 50)].into();
+        assert_eq!(
+            WeightChange::set(&w, "t").apply(&mut s),
+            Err(TableError::NoBackends("green".into()))
+        );
+        WeightChange::set(&w, "t").forced().apply(&mut s).unwrap();
+        let partial: HashMap<String, u32> = [("blue".into(), 100)].into();
+        assert_eq!(
+            WeightChange::set(&partial, "t").apply(&mut s),
+            Err(TableError::MissingPool("green".into()))
+        );
+    }
+}

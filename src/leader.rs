@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
+use sluice_control::rollout::{Phase, RESUMED};
 use sluice_store::Store;
 use tracing::{info, warn};
 
@@ -94,9 +95,10 @@ pub async fn resume_rollout(
     let Some(stored) = latest.into_iter().next() else {
         return;
     };
-    if matches!(stored.state.as_str(), "completed" | "aborted" | "resumed") {
+    let step = usize::try_from(stored.current_step.max(1) - 1).unwrap_or(0);
+    let Some(phase) = Phase::from_stored(&stored.state, step).filter(|p| !p.finished()) else {
         return;
-    }
+    };
     let request: serde_json::Value = match serde_json::from_str(&stored.spec) {
         Ok(v) => v,
         Err(e) => {
@@ -118,22 +120,17 @@ pub async fn resume_rollout(
         .ok()
         .and_then(|at| std::time::SystemTime::now().duration_since(at).ok())
         .unwrap_or_default();
-    let started = match stored.state.as_str() {
-        "pre-checks" => engine.start(spec, request),
-        "monitoring" => engine.resume(spec, request, steps, elapsed),
-        _ => engine.resume(
-            spec,
-            request,
-            usize::try_from(stored.current_step.max(1) - 1).unwrap_or(0),
-            elapsed,
-        ),
+    let started = match phase {
+        Phase::PreChecks => engine.start(spec, request),
+        Phase::Monitoring => engine.resume(spec, request, steps, elapsed),
+        _ => engine.resume(spec, request, step, elapsed),
     };
     match started {
         Ok(status) => {
             info!(id = stored.id, state = %stored.state, step = stored.current_step, "resuming the unfinished rollout");
             let reason = format!("sluice restarted; continued as rollout {} of this process", status.id);
             if let Err(e) = store
-                .update_rollout(stored.id, "resumed", stored.current_step, &reason, true)
+                .update_rollout(stored.id, RESUMED, stored.current_step, &reason, true)
                 .await
             {
                 warn!(error = %e, "could not close the resumed rollout record");

@@ -15,6 +15,7 @@ use http_body_util::{BodyExt, Limited};
 
 use crate::MAX_BODY_BYTES;
 use crate::error::ApiError;
+use crate::error::ErrorCode;
 
 /// Set on a request one replica passes to another.
 pub const FORWARDED: HeaderName = HeaderName::from_static("x-sluice-forwarded-by");
@@ -40,7 +41,7 @@ pub(crate) async fn pass_on(leader: &str, from: &str, req: Request) -> Response 
 fn unreachable_leader(leader: &str, why: &str) -> ApiError {
     ApiError::new(
         http::StatusCode::BAD_GATEWAY,
-        "leader-unreachable",
+        ErrorCode::LeaderUnreachable,
         format!("this replica does not lead rollouts, and the leader {leader} could not be reached: {why}"),
     )
 }
@@ -53,7 +54,7 @@ async fn exchange(leader: &str, from: &str, req: Request) -> Result<Response, Ap
         .map_err(|_| {
             ApiError::new(
                 http::StatusCode::PAYLOAD_TOO_LARGE,
-                "too-large",
+                ErrorCode::BodyTooLarge,
                 "request body too large",
             )
         })?

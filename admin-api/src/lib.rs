@@ -35,7 +35,7 @@ use tokio::net::TcpListener;
 use tokio::time::Instant;
 
 pub use auth::{Caller, TokenError, TokenSet};
-pub use error::ApiError;
+pub use error::{ApiError, ErrorCode};
 pub use metrics::Metrics;
 pub use watch::watch_token_files;
 
@@ -106,7 +106,7 @@ impl AdminState {
         // Refused because the store is unreachable: the audit row could not
         // be written either, and trying would hold the caller for another
         // connection timeout. The log keeps it.
-        if err.code == "store-unavailable" {
+        if err.code == ErrorCode::StoreUnavailable {
             tracing::warn!(actor = %caller.name, action, target, error = %err.message, "refused: the store is unreachable");
             return;
         }

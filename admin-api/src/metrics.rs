@@ -172,18 +172,10 @@ fn rollout_families(r: &sluice_control::rollout::Status) -> String {
             "sluice_rollout_state",
             "1 for the state the current rollout is in.",
             MetricType::GAUGE,
-            [
-                "pre-checks",
-                "step",
-                "paused",
-                "monitoring",
-                "completed",
-                "aborted",
-                "suspended",
-            ]
-            .iter()
-            .map(|s| gauge(&[("state", s)], if *s == r.phase.name() { 1.0 } else { 0.0 }))
-            .collect(),
+            Phase::NAMES
+                .iter()
+                .map(|s| gauge(&[("state", s)], if *s == r.phase.name() { 1.0 } else { 0.0 }))
+                .collect(),
         ),
     ];
     let mut out = Vec::new();

@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 use sluice_routing::table::Pool;
 use sluice_store::AuditQuery;
 
+use crate::error::ErrorCode;
 use crate::{AdminState, ApiError};
 
 /// A pool as the API shows it.
@@ -108,7 +109,7 @@ pub(crate) async fn audit(
     State(state): State<AdminState>,
     params: Result<Query<AuditParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let Query(p) = params.map_err(|e| ApiError::bad_request("bad-query", e.body_text()))?;
+    let Query(p) = params.map_err(|e| ApiError::bad_request(ErrorCode::BadQuery, e.body_text()))?;
     // Stored times are RFC 3339 with milliseconds and compared as text:
     // bring the filters to the same form.
     let normalize = |name: &str, value: Option<String>| -> Result<Option<String>, ApiError> {
@@ -118,7 +119,7 @@ pub(crate) async fn audit(
                     .map(|t| humantime::format_rfc3339_millis(t).to_string())
                     .map_err(|_| {
                         ApiError::bad_request(
-                            "bad-query",
+                            ErrorCode::BadQuery,
                             format!("{name}={v:?} is not a time; use RFC 3339, e.g. 2026-11-26T15:00:00Z"),
                         )
                     })
@@ -128,7 +129,10 @@ pub(crate) async fn audit(
     let since = normalize("since", p.since)?;
     let until = normalize("until", p.until)?;
     if p.limit.is_some_and(|l| !(1..=10_000).contains(&l)) {
-        return Err(ApiError::bad_request("bad-query", "limit must be between 1 and 10000"));
+        return Err(ApiError::bad_request(
+            ErrorCode::BadQuery,
+            "limit must be between 1 and 10000",
+        ));
     }
     let rows = state
         .store
@@ -171,10 +175,13 @@ pub(crate) async fn history(
     State(state): State<AdminState>,
     params: Result<Query<HistoryParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let Query(p) = params.map_err(|e| ApiError::bad_request("bad-query", e.body_text()))?;
+    let Query(p) = params.map_err(|e| ApiError::bad_request(ErrorCode::BadQuery, e.body_text()))?;
     let limit = p.limit.unwrap_or(50);
     if !(1..=10_000).contains(&limit) {
-        return Err(ApiError::bad_request("bad-query", "limit must be between 1 and 10000"));
+        return Err(ApiError::bad_request(
+            ErrorCode::BadQuery,
+            "limit must be between 1 and 10000",
+        ));
     }
     let rows = state
         .store

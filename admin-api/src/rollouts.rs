@@ -8,14 +8,15 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sluice_control::rollout::{Command, RolloutError, SpecError, parse_request};
 
+use crate::error::ErrorCode;
 use crate::{AdminState, ApiError, Caller};
 
 /// A rollout request's problem as an API error: not the shape of one
 /// (400 `bad-json`) or not one that can run (422 `invalid-rollout`).
 fn spec_error(e: SpecError) -> ApiError {
     match e {
-        SpecError::Shape(_) => ApiError::bad_request("bad-json", e.to_string()),
-        SpecError::Invalid(m) => ApiError::invalid("invalid-rollout", m),
+        SpecError::Shape(_) => ApiError::bad_request(ErrorCode::BadJson, e.to_string()),
+        SpecError::Invalid(m) => ApiError::invalid(ErrorCode::InvalidRollout, m),
     }
 }
 
@@ -29,7 +30,7 @@ fn require_leader(state: &AdminState) -> Result<(), ApiError> {
             None => "no replica leads it right now (is the store reachable?)".to_owned(),
         };
         Err(ApiError::conflict(
-            "not-leader",
+            ErrorCode::NotLeader,
             format!(
                 "this replica ({}) does not lead the rollout controller: {leader}. Send rollout requests to the \
                  replica whose GET /api/v1/status shows \"leader\": true",
@@ -41,10 +42,10 @@ fn require_leader(state: &AdminState) -> Result<(), ApiError> {
 
 fn engine_error(e: RolloutError) -> ApiError {
     match e {
-        RolloutError::Busy(_) => ApiError::conflict("rollout-running", e.to_string()),
+        RolloutError::Busy(_) => ApiError::conflict(ErrorCode::RolloutRunning, e.to_string()),
         RolloutError::NoneRunning => ApiError::not_found(e.to_string()),
-        RolloutError::Invalid(m) => ApiError::invalid("invalid-rollout", m),
-        RolloutError::Fenced(m) => ApiError::conflict("contracted", m),
+        RolloutError::Invalid(m) => ApiError::invalid(ErrorCode::InvalidRollout, m),
+        RolloutError::Fenced(m) => ApiError::conflict(ErrorCode::Contracted, m),
     }
 }
 

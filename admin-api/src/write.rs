@@ -16,6 +16,7 @@ use sluice_routing::{PoolChange, RoutingAction, RoutingTable, TableError, Weight
 use sluice_store::AuditQuery;
 use tokio::time::Instant;
 
+use crate::error::ErrorCode;
 use crate::read::pool_json;
 use crate::{AdminState, ApiError, Caller};
 
@@ -69,7 +70,7 @@ fn weights_of(raw: &HashMap<String, Value>) -> Result<HashMap<String, u32>, ApiE
                 .map(|w| (pool.clone(), w as u32))
                 .ok_or_else(|| {
                     ApiError::invalid(
-                        "invalid-weights",
+                        ErrorCode::InvalidWeights,
                         format!("weight of pool {pool:?} must be an integer from 0 to 100, got {v}"),
                     )
                 })
@@ -120,12 +121,15 @@ pub(crate) async fn put_pool(
         let req = body(parsed)?;
         if req.version.is_none() && req.backends.is_none() {
             return Err(ApiError::invalid(
-                "nothing-to-change",
+                ErrorCode::NothingToChange,
                 "give a version, backends, or both",
             ));
         }
         if req.version.as_deref().is_some_and(|v| v.trim().is_empty()) {
-            return Err(ApiError::invalid("invalid-version", "version must not be empty"));
+            return Err(ApiError::invalid(
+                ErrorCode::InvalidVersion,
+                "version must not be empty",
+            ));
         }
         let change = PoolChange::Update {
             version: req.version,
@@ -287,7 +291,7 @@ pub(crate) async fn rollback(
             .and_then(|b| serde_json::from_str::<Value>(b).ok())
             .ok_or_else(|| {
                 ApiError::conflict(
-                    "nothing-to-roll-back",
+                    ErrorCode::NothingToRollBack,
                     "no earlier weights are recorded to roll back to",
                 )
             })?;

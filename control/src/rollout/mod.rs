@@ -18,4 +18,4 @@ mod tests;
 pub use engine::Engine;
 pub use request::{RolloutDefaults, SpecError, parse_request};
 pub use spec::*;
-pub use status::{Command, Phase, RolloutError, RolloutSink, Status};
+pub use status::{Command, Phase, RESUMED, RolloutError, RolloutSink, Status};

@@ -11,6 +11,10 @@ use crate::hooks::HookOutcome;
 
 use super::spec::*;
 
+/// The state a stored rollout record is closed with when a later process
+/// continued it (as a new record).
+pub const RESUMED: &str = "resumed";
+
 /// Where a rollout stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Phase {
@@ -36,6 +40,32 @@ impl Phase {
             Phase::Aborted => "aborted",
             Phase::Suspended => "suspended",
         }
+    }
+
+    /// Every phase's name, in the order a rollout meets them.
+    pub const NAMES: [&'static str; 7] = [
+        "pre-checks",
+        "step",
+        "paused",
+        "monitoring",
+        "completed",
+        "aborted",
+        "suspended",
+    ];
+
+    /// The phase a stored rollout record names ([`Phase::name`], at
+    /// `step`); `None` for [`RESUMED`] and anything else.
+    pub fn from_stored(name: &str, step: usize) -> Option<Phase> {
+        Some(match name {
+            "pre-checks" => Phase::PreChecks,
+            "step" => Phase::Step(step),
+            "paused" => Phase::Paused(step),
+            "monitoring" => Phase::Monitoring,
+            "completed" => Phase::Completed,
+            "aborted" => Phase::Aborted,
+            "suspended" => Phase::Suspended,
+            _ => return None,
+        })
     }
 
     pub fn finished(&self) -> bool {

@@ -4,7 +4,6 @@
 use axum::Json;
 use axum::response::{IntoResponse, Response};
 use http::StatusCode;
-use serde_json::json;
 use sluice_routing::TableError;
 
 /// The machine-readable reason in every error body (`error.code`).
@@ -138,7 +137,12 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = Json(json!({"error": {"code": self.code.as_str(), "message": self.message}}));
+        let body = Json(sluice_api::ErrorBody {
+            error: sluice_api::ErrorDetail {
+                code: self.code.as_str().to_owned(),
+                message: self.message,
+            },
+        });
         let mut res = (self.status, body).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
             res.headers_mut().insert(

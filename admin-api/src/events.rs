@@ -9,24 +9,26 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::Stream;
-use serde_json::json;
+use sluice_api as api;
 use sluice_routing::{RoutingEvent, RoutingHandle};
 use tokio::sync::broadcast::Receiver;
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::AdminState;
-use crate::read::{pool_json, pool_with_window};
+use crate::read::{pool_view, pool_with_window};
 
 fn table_event(kind: &str, routing: &RoutingHandle, change: Option<&RoutingEvent>) -> Event {
     let table = routing.snapshot();
-    let data = json!({
-        "type": kind,
-        "generation": change.map_or(table.generation(), |c| c.generation),
-        "actor": change.map(|c| &*c.actor),
-        "action": change.map(|c| c.action.as_str()),
-        "pools": table.pools().iter().map(pool_json).collect::<Vec<_>>(),
-    });
-    Event::default().event(kind).data(data.to_string())
+    let data = api::TableEvent {
+        kind: kind.to_owned(),
+        generation: change.map_or(table.generation(), |c| c.generation),
+        actor: change.map(|c| c.actor.to_string()),
+        action: change.map(|c| c.action.as_str().to_owned()),
+        pools: table.pools().iter().map(pool_view).collect(),
+    };
+    Event::default()
+        .event(kind)
+        .data(serde_json::to_string(&data).unwrap_or_default())
 }
 
 /// The span of the `stats` events' windows.
@@ -34,12 +36,14 @@ const STATS_SPAN: std::time::Duration = std::time::Duration::from_secs(10);
 
 fn stats_event(routing: &RoutingHandle) -> Event {
     let table = routing.snapshot();
-    let data = json!({
-        "type": "stats",
-        "generation": table.generation(),
-        "pools": table.pools().iter().map(|p| pool_with_window(p, STATS_SPAN)).collect::<Vec<_>>(),
-    });
-    Event::default().event("stats").data(data.to_string())
+    let data = api::StatsEvent {
+        kind: "stats".to_owned(),
+        generation: table.generation(),
+        pools: table.pools().iter().map(|p| pool_with_window(p, STATS_SPAN)).collect(),
+    };
+    Event::default()
+        .event("stats")
+        .data(serde_json::to_string(&data).unwrap_or_default())
 }
 
 struct Feed {

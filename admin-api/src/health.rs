@@ -7,15 +7,17 @@
 use axum::Json;
 use axum::extract::State;
 use http::StatusCode;
-use serde_json::{Value, json};
+use sluice_api as api;
 
 use crate::AdminState;
 
-pub(crate) async fn live() -> Json<Value> {
-    Json(json!({"status": "live"}))
+pub(crate) async fn live() -> Json<api::Liveness> {
+    Json(api::Liveness {
+        status: "live".to_owned(),
+    })
 }
 
-pub(crate) async fn ready(State(state): State<AdminState>) -> (StatusCode, Json<Value>) {
+pub(crate) async fn ready(State(state): State<AdminState>) -> (StatusCode, Json<api::Readiness>) {
     let table = state.routing.snapshot();
     let routable = table.pools().iter().any(|p| p.weight > 0 && !p.backends.is_empty());
     let store = state.store.ping().await;
@@ -29,12 +31,12 @@ pub(crate) async fn ready(State(state): State<AdminState>) -> (StatusCode, Json<
     };
     (
         status,
-        Json(json!({
-            "status": if ready { "ready" } else { "not-ready" },
-            "routing_table": routable,
-            "store": store,
-            "first_health_round": probed,
-            "generation": table.generation(),
-        })),
+        Json(api::Readiness {
+            status: if ready { "ready" } else { "not-ready" }.to_owned(),
+            routing_table: routable,
+            store,
+            first_health_round: probed,
+            generation: table.generation(),
+        }),
     )
 }

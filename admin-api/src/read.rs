@@ -3,7 +3,8 @@
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
+use sluice_api as api;
 use sluice_routing::table::Pool;
 use sluice_store::AuditQuery;
 
@@ -11,89 +12,108 @@ use crate::error::ErrorCode;
 use crate::{AdminState, ApiError};
 
 /// A pool as the API shows it.
-pub(crate) fn pool_json(p: &Pool) -> Value {
+pub(crate) fn pool_view(p: &Pool) -> api::Pool {
     let statuses = p.stats.statuses();
     let requests: u64 = statuses.iter().map(|(_, n)| n).sum();
-    let errors: u64 = statuses.iter().filter(|(c, _)| *c >= 500).map(|(_, n)| n).sum();
-    json!({
-        "name": &*p.name,
-        "version": &*p.version,
-        "weight": p.weight,
-        "effective_weight": p.effective_weight,
-        "protocol": match p.protocol {
+    let server_errors: u64 = statuses.iter().filter(|(c, _)| *c >= 500).map(|(_, n)| n).sum();
+    api::Pool {
+        name: p.name.to_string(),
+        version: p.version.to_string(),
+        weight: p.weight,
+        effective_weight: p.effective_weight,
+        protocol: match p.protocol {
             sluice_config::UpstreamProtocol::Http1 => "http1",
             sluice_config::UpstreamProtocol::Http2 => "http2",
-        },
-        "requests": requests,
-        "server_errors": errors,
+        }
+        .to_owned(),
+        requests,
+        server_errors,
         // gRPC calls by status code, the codes seen (empty without gRPC).
-        "grpc": sluice_routing::grpc::CODE_NAMES
+        grpc: sluice_routing::grpc::CODE_NAMES
             .iter()
             .zip(p.stats.grpc_codes())
             .filter(|(_, n)| *n > 0)
-            .map(|(code, n)| ((*code).to_owned(), json!(n)))
-            .collect::<serde_json::Map<String, Value>>(),
-        "backends": p.backends.iter().map(|b| json!({
-            "addr": b.addr(),
-            "healthy": b.is_healthy(),
-            "ejected": b.is_ejected(),
-            "in_flight": b.in_flight(),
-            "requests": b.requests(),
-        })).collect::<Vec<_>>(),
-    })
+            .map(|(code, n)| ((*code).to_owned(), n))
+            .collect(),
+        backends: p
+            .backends
+            .iter()
+            .map(|b| api::Backend {
+                addr: b.addr().to_owned(),
+                healthy: b.is_healthy(),
+                ejected: b.is_ejected(),
+                in_flight: b.in_flight(),
+                requests: b.requests(),
+            })
+            .collect(),
+        window: None,
+    }
 }
 
 /// A pool with its live window over `span`: rate, error ratio, quantiles.
-pub(crate) fn pool_with_window(p: &Pool, span: std::time::Duration) -> Value {
+pub(crate) fn pool_with_window(p: &Pool, span: std::time::Duration) -> api::Pool {
     let snap = p.stats.window.snapshot(tokio::time::Instant::now(), span);
     let ms = |q: f64| snap.quantile(q).map(|d| d.as_secs_f64() * 1000.0);
-    let mut v = pool_json(p);
-    v["window"] = json!({
-        "seconds": snap.span.as_secs(),
-        "requests": snap.requests,
-        "rate": snap.rate(),
-        "error_ratio": snap.error_ratio(),
-        "p50_ms": ms(0.5),
-        "p95_ms": ms(0.95),
-        "p99_ms": ms(0.99),
-    });
-    v
+    api::Pool {
+        window: Some(api::Window {
+            seconds: snap.span.as_secs(),
+            requests: snap.requests,
+            rate: snap.rate(),
+            error_ratio: snap.error_ratio(),
+            p50_ms: ms(0.5),
+            p95_ms: ms(0.95),
+            p99_ms: ms(0.99),
+        }),
+        ..pool_view(p)
+    }
 }
 
-pub(crate) async fn status(State(state): State<AdminState>) -> Json<Value> {
+pub(crate) async fn status(State(state): State<AdminState>) -> Json<api::Status> {
     let table = state.routing.snapshot();
-    Json(json!({
-        "version": env!("CARGO_PKG_VERSION"),
-        "generation": table.generation(),
-        "uptime_seconds": state.started.elapsed().as_secs(),
-        "leader": state.leading.load(std::sync::atomic::Ordering::Relaxed),
-        "replica": state.replica.name(),
-        "leader_replica": state.replica.leader(),
-        "environment": state.environment,
-        "store": {
-            "engine": format!("{:?}", state.store.engine()).to_lowercase(),
-            "reachable": state.store.ping().await,
+    Json(api::Status {
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        generation: table.generation(),
+        uptime_seconds: state.started.elapsed().as_secs(),
+        leader: state.leading.load(std::sync::atomic::Ordering::Relaxed),
+        replica: state.replica.name().to_owned(),
+        leader_replica: state.replica.leader(),
+        environment: state.environment.clone(),
+        store: api::StoreState {
+            engine: format!("{:?}", state.store.engine()).to_lowercase(),
+            reachable: state.store.ping().await,
         },
-        "pools": table.pools().iter().map(|p| pool_with_window(p, state.window)).collect::<Vec<_>>(),
-    }))
+        pools: table
+            .pools()
+            .iter()
+            .map(|p| pool_with_window(p, state.window))
+            .collect(),
+    })
 }
 
-pub(crate) async fn pools(State(state): State<AdminState>) -> Json<Value> {
+pub(crate) async fn pools(State(state): State<AdminState>) -> Json<api::Routing> {
     let table = state.routing.snapshot();
-    Json(json!({
-        "generation": table.generation(),
-        "pools": table.pools().iter().map(|p| pool_with_window(p, state.window)).collect::<Vec<_>>(),
-    }))
+    Json(api::Routing {
+        generation: table.generation(),
+        pools: table
+            .pools()
+            .iter()
+            .map(|p| pool_with_window(p, state.window))
+            .collect(),
+    })
 }
 
-pub(crate) async fn pool(State(state): State<AdminState>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+pub(crate) async fn pool(
+    State(state): State<AdminState>,
+    Path(name): Path<String>,
+) -> Result<Json<api::PoolDetail>, ApiError> {
     let table = state.routing.snapshot();
     let pool = table
         .pool(&name)
         .ok_or_else(|| ApiError::not_found(format!("no pool named {name:?}")))?;
-    let mut body = pool_with_window(pool, state.window);
-    body["generation"] = json!(table.generation());
-    Ok(Json(body))
+    Ok(Json(api::PoolDetail {
+        pool: pool_with_window(pool, state.window),
+        generation: table.generation(),
+    }))
 }
 
 #[derive(Debug, Deserialize)]
@@ -108,7 +128,7 @@ pub(crate) struct AuditParams {
 pub(crate) async fn audit(
     State(state): State<AdminState>,
     params: Result<Query<AuditParams>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<api::AuditPage>, ApiError> {
     let Query(p) = params.map_err(|e| ApiError::bad_request(ErrorCode::BadQuery, e.body_text()))?;
     // Stored times are RFC 3339 with milliseconds and compared as text:
     // bring the filters to the same form.
@@ -145,24 +165,22 @@ pub(crate) async fn audit(
         })
         .await
         .map_err(|e| ApiError::unavailable(e.to_string()))?;
-    let entries: Vec<Value> = rows
+    let parse = |s: Option<String>| s.map(|t| serde_json::from_str::<Value>(&t).unwrap_or(Value::String(t)));
+    let entries = rows
         .into_iter()
-        .map(|r| {
-            let parse = |s: Option<String>| s.map(|t| serde_json::from_str::<Value>(&t).unwrap_or(Value::String(t)));
-            json!({
-                "id": r.id,
-                "at": r.at,
-                "actor": r.entry.actor,
-                "action": r.entry.action,
-                "target": r.entry.target,
-                "before": parse(r.entry.before),
-                "after": parse(r.entry.after),
-                "result": r.entry.result,
-                "environment": r.entry.environment,
-            })
+        .map(|r| api::AuditEntry {
+            id: r.id,
+            at: r.at,
+            actor: r.entry.actor,
+            action: r.entry.action,
+            target: r.entry.target,
+            before: parse(r.entry.before),
+            after: parse(r.entry.after),
+            result: r.entry.result,
+            environment: r.entry.environment,
         })
         .collect();
-    Ok(Json(json!({ "entries": entries })))
+    Ok(Json(api::AuditPage { entries }))
 }
 
 #[derive(Debug, Deserialize)]
@@ -174,7 +192,7 @@ pub(crate) struct HistoryParams {
 pub(crate) async fn history(
     State(state): State<AdminState>,
     params: Result<Query<HistoryParams>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<api::History>, ApiError> {
     let Query(p) = params.map_err(|e| ApiError::bad_request(ErrorCode::BadQuery, e.body_text()))?;
     let limit = p.limit.unwrap_or(50);
     if !(1..=10_000).contains(&limit) {
@@ -188,14 +206,17 @@ pub(crate) async fn history(
         .deployments(limit)
         .await
         .map_err(|e| ApiError::unavailable(e.to_string()))?;
-    Ok(Json(json!({
-        "deployments": rows.iter().map(|d| json!({
-            "pool": d.pool,
-            "from_version": d.from_version,
-            "to_version": d.to_version,
-            "result": d.result,
-            "started_at": d.started_at,
-            "finished_at": d.finished_at,
-        })).collect::<Vec<_>>(),
-    })))
+    Ok(Json(api::History {
+        deployments: rows
+            .into_iter()
+            .map(|d| api::Deployment {
+                pool: d.pool,
+                from_version: d.from_version,
+                to_version: d.to_version,
+                result: d.result,
+                started_at: d.started_at,
+                finished_at: d.finished_at,
+            })
+            .collect(),
+    }))
 }

@@ -5,7 +5,8 @@ use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Extension, Path, State};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
+use sluice_api as api;
 use sluice_control::rollout::{Command, RolloutError, SpecError, parse_request};
 
 use crate::error::ErrorCode;
@@ -73,38 +74,41 @@ pub(crate) async fn current(State(state): State<AdminState>) -> Result<Json<Valu
         .ok_or_else(|| ApiError::not_found("no rollout has run since this sluice started"))
 }
 
-fn record_json(r: &sluice_store::RolloutRecord) -> Value {
-    json!({
-        "id": r.id,
-        "spec": serde_json::from_str::<Value>(&r.spec).unwrap_or(Value::Null),
-        "state": r.state,
-        "step": r.current_step,
-        "started_at": r.started_at,
-        "updated_at": r.updated_at,
-        "finished_at": r.finished_at,
-        "reason": r.reason,
-    })
+fn record_view(r: &sluice_store::RolloutRecord) -> api::RolloutRecord {
+    api::RolloutRecord {
+        id: r.id,
+        spec: serde_json::from_str::<Value>(&r.spec).unwrap_or(Value::Null),
+        state: r.state.clone(),
+        step: r.current_step,
+        started_at: r.started_at.clone(),
+        updated_at: r.updated_at.clone(),
+        finished_at: r.finished_at.clone(),
+        reason: r.reason.clone(),
+    }
 }
 
-pub(crate) async fn list(State(state): State<AdminState>) -> Result<Json<Value>, ApiError> {
+pub(crate) async fn list(State(state): State<AdminState>) -> Result<Json<api::RolloutList>, ApiError> {
     let rows = state
         .store
         .rollouts(50)
         .await
         .map_err(|e| ApiError::unavailable(e.to_string()))?;
-    Ok(Json(
-        json!({ "rollouts": rows.iter().map(record_json).collect::<Vec<_>>() }),
-    ))
+    Ok(Json(api::RolloutList {
+        rollouts: rows.iter().map(record_view).collect(),
+    }))
 }
 
 /// One stored rollout (the URL in rollout notifications).
-pub(crate) async fn one(State(state): State<AdminState>, Path(id): Path<i64>) -> Result<Json<Value>, ApiError> {
+pub(crate) async fn one(
+    State(state): State<AdminState>,
+    Path(id): Path<i64>,
+) -> Result<Json<api::RolloutRecord>, ApiError> {
     state
         .store
         .rollout(id)
         .await
         .map_err(|e| ApiError::unavailable(e.to_string()))?
-        .map(|r| Json(record_json(&r)))
+        .map(|r| Json(record_view(&r)))
         .ok_or_else(|| ApiError::not_found(format!("no rollout {id}")))
 }
 

@@ -11,24 +11,25 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{Extension, Path, Query, State};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
-use serde_json::{Value, json};
+use serde_json::Value;
 use sluice_routing::{PoolChange, RoutingAction, RoutingTable, TableError, WeightChange};
 use sluice_store::AuditQuery;
 use tokio::time::Instant;
 
 use crate::error::ErrorCode;
-use crate::read::pool_json;
+use crate::read::pool_view;
 use crate::{AdminState, ApiError, Caller};
+use sluice_api as api;
 
 fn body<T: DeserializeOwned>(parsed: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
     parsed.map(|Json(v)| v).map_err(|e| ApiError::bad_body(&e))
 }
 
-fn changed(table: &RoutingTable) -> Json<Value> {
-    Json(json!({
-        "generation": table.generation(),
-        "pools": table.pools().iter().map(pool_json).collect::<Vec<_>>(),
-    }))
+fn changed(table: &RoutingTable) -> Json<api::Routing> {
+    Json(api::Routing {
+        generation: table.generation(),
+        pools: table.pools().iter().map(pool_view).collect(),
+    })
 }
 
 /// Runs a change; a refusal is audited before it is returned.
@@ -82,7 +83,7 @@ pub(crate) async fn put_weights(
     State(state): State<AdminState>,
     Extension(caller): Extension<Caller>,
     parsed: Result<Json<WeightsBody>, JsonRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<api::Routing>, ApiError> {
     let result = async {
         let req = body(parsed)?;
         let weights = weights_of(&req.weights)?;
@@ -116,7 +117,7 @@ pub(crate) async fn put_pool(
     Extension(caller): Extension<Caller>,
     Path(pool): Path<String>,
     parsed: Result<Json<PoolBody>, JsonRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<api::Routing>, ApiError> {
     let result = async {
         let req = body(parsed)?;
         if req.version.is_none() && req.backends.is_none() {
@@ -165,7 +166,7 @@ pub(crate) async fn add_backend(
     Extension(caller): Extension<Caller>,
     Path(pool): Path<String>,
     parsed: Result<Json<BackendBody>, JsonRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<api::Routing>, ApiError> {
     let result = async {
         let req = body(parsed)?;
         let table = state
@@ -197,7 +198,7 @@ pub(crate) async fn remove_backend(
     Extension(caller): Extension<Caller>,
     Path((pool, addr)): Path<(String, String)>,
     Query(ForceParam { force }): Query<ForceParam>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<api::Routing>, ApiError> {
     let change = PoolChange::RemoveBackend {
         addr: addr.clone(),
         force,
@@ -225,7 +226,7 @@ pub(crate) async fn drain_backend(
     Extension(caller): Extension<Caller>,
     Path((pool, addr)): Path<(String, String)>,
     Query(ForceParam { force }): Query<ForceParam>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<api::Drained>, ApiError> {
     // Keep the backend object: requests already on it hold it too.
     let backend = state
         .routing
@@ -258,14 +259,14 @@ pub(crate) async fn drain_backend(
         }
         now_in_flight = b.in_flight();
     }
-    Ok(Json(json!({
-        "generation": table.generation(),
-        "pool": pool,
-        "backend": addr,
-        "in_flight_at_start": at_start,
-        "in_flight_now": now_in_flight,
-        "drained": now_in_flight == 0,
-    })))
+    Ok(Json(api::Drained {
+        generation: table.generation(),
+        pool,
+        backend: addr,
+        in_flight_at_start: at_start,
+        in_flight_now: now_in_flight,
+        drained: now_in_flight == 0,
+    }))
 }
 
 /// Restores the weights in force before the latest weight change.
@@ -273,7 +274,7 @@ pub(crate) async fn rollback(
     State(state): State<AdminState>,
     Extension(caller): Extension<Caller>,
     Query(ForceParam { force }): Query<ForceParam>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<api::Routing>, ApiError> {
     let result = async {
         let last = state
             .store

@@ -1,0 +1,123 @@
+//! Routing as the API shows it: pools with their backends and live
+//! windows, the generation they belong to, and the process's status.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// `GET /api/v1/status`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    pub version: String,
+    pub generation: u64,
+    pub uptime_seconds: u64,
+    /// This replica leads the rollout controller and the rollback guard.
+    pub leader: bool,
+    /// This replica's name: host name and admin port.
+    pub replica: String,
+    /// The leading replica, as last seen; `None` while none leads.
+    pub leader_replica: Option<String>,
+    pub environment: Option<String>,
+    pub store: StoreState,
+    pub pools: Vec<Pool>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StoreState {
+    /// `sqlite` or `postgres`.
+    pub engine: String,
+    pub reachable: bool,
+}
+
+/// `GET /api/v1/pools` and the answer to every routing change.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Routing {
+    pub generation: u64,
+    pub pools: Vec<Pool>,
+}
+
+/// `GET /api/v1/pools/{pool}`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PoolDetail {
+    #[serde(flatten)]
+    pub pool: Pool,
+    pub generation: u64,
+}
+
+/// One pool.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Pool {
+    pub name: String,
+    pub version: String,
+    /// Integer percentage of traffic, as set.
+    pub weight: u32,
+    /// The share actually served: 0 while no backend is routable.
+    pub effective_weight: u32,
+    /// `http1` or `http2`.
+    pub protocol: String,
+    pub requests: u64,
+    pub server_errors: u64,
+    /// gRPC calls by `grpc-status` name, the codes seen.
+    pub grpc: BTreeMap<String, u64>,
+    pub backends: Vec<Backend>,
+    /// The live window, on the routes that measure one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<Window>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Backend {
+    pub addr: String,
+    pub healthy: bool,
+    pub ejected: bool,
+    pub in_flight: u64,
+    pub requests: u64,
+}
+
+/// What a pool's traffic did over the last `seconds`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Window {
+    pub seconds: u64,
+    pub requests: u64,
+    /// Requests per second.
+    pub rate: f64,
+    /// Server errors over requests, 0 to 1.
+    pub error_ratio: f64,
+    pub p50_ms: Option<f64>,
+    pub p95_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+}
+
+/// `POST /api/v1/pools/{pool}/backends/{addr}/drain`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Drained {
+    pub generation: u64,
+    pub pool: String,
+    pub backend: String,
+    pub in_flight_at_start: u64,
+    pub in_flight_now: u64,
+    pub drained: bool,
+}
+
+/// The `data` of a `snapshot` or `change` event on `GET /api/v1/events`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TableEvent {
+    /// `snapshot` (the first) or `change`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub generation: u64,
+    /// Who changed routing and how; `None` on the snapshot.
+    pub actor: Option<String>,
+    pub action: Option<String>,
+    pub pools: Vec<Pool>,
+}
+
+/// The `data` of a `stats` event: every pool's window, each second.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StatsEvent {
+    /// `stats`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub generation: u64,
+    pub pools: Vec<Pool>,
+}

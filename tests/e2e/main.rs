@@ -10,6 +10,7 @@ mod common;
 mod pg;
 
 mod admin_api;
+mod api_types;
 mod admin_e2e;
 mod adversarial;
 mod backend_framing;

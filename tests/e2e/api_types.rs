@@ -35,14 +35,23 @@ fn documented_properties() -> BTreeMap<String, BTreeSet<String>> {
             && !rest.starts_with(' ')
             && let Some((name, _)) = rest.split_once(':')
         {
-            schemas.get_mut(current.as_ref().unwrap()).unwrap().insert(name.to_owned());
+            schemas
+                .get_mut(current.as_ref().unwrap())
+                .unwrap()
+                .insert(name.to_owned());
         }
     }
     schemas
 }
 
 fn fields<T: Serialize>(value: &T) -> BTreeSet<String> {
-    serde_json::to_value(value).unwrap().as_object().unwrap().keys().cloned().collect()
+    serde_json::to_value(value)
+        .unwrap()
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect()
 }
 
 #[test]
@@ -69,7 +78,11 @@ fn every_schema_names_the_fields_its_type_carries() {
     let documented = documented_properties();
     assert!(documented.len() >= cases.len(), "parsed only {documented:?}");
     for (schema, carried) in cases {
-        assert_eq!(documented.get(schema), Some(&carried), "schema {schema} and its type differ");
+        assert_eq!(
+            documented.get(schema),
+            Some(&carried),
+            "schema {schema} and its type differ"
+        );
     }
     // One pool with the generation, flattened.
     let detail = fields(&api::PoolDetail {

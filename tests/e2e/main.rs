@@ -10,9 +10,9 @@ mod common;
 mod pg;
 
 mod admin_api;
-mod api_types;
 mod admin_e2e;
 mod adversarial;
+mod api_types;
 mod backend_framing;
 mod backend_tls;
 mod client_framing;

@@ -14,7 +14,7 @@ use sluice_routing::grpc;
 use sluice_routing::table::InFlight;
 
 use crate::grpc::CallTally;
-use crate::http1::{HeaderLines, RawBody};
+use crate::http1::RawBody;
 use crate::upstream::Lease;
 
 pub use crate::request_body::BodyError;
@@ -62,15 +62,6 @@ impl ProxyBody {
                 body,
                 _in_flight: in_flight,
             },
-        }
-    }
-
-    /// The backend's header lines, when its response came through sluice's
-    /// own exchange asked for them as lines (see [`crate::http1::HeadersAs`]).
-    pub fn take_header_lines(&mut self) -> Option<HeaderLines> {
-        match &mut self.kind {
-            Kind::Raw { body, .. } => body.take_lines(),
-            _ => None,
         }
     }
 

@@ -17,7 +17,7 @@ use crate::client::{ClientConn, Scratch};
 use crate::deadline::Deadline;
 use crate::grpc::{CallTally, Seen};
 use crate::headers::{self};
-use crate::http1::{self};
+use crate::http1::{self, HeaderLines, HeadersAs};
 use crate::request_body::{ClientBody, RequestBody};
 use crate::respond::ErrorResponse;
 use crate::rewrite::{authority_value, original_authority, respond, upstream_uri};
@@ -41,6 +41,17 @@ struct Counting {
     /// The request is a gRPC call to an HTTP/2 pool.
     grpc_call: bool,
     grpc: Seen,
+}
+
+/// What the request path answers one request with: the response and,
+/// when the caller asked for them ([`HeadersAs::Lines`]) and the backend's
+/// head was read by sluice's own exchange, the backend's header lines to
+/// write as they are (the response's header map then holds only what
+/// sluice adds).
+#[derive(Debug)]
+pub struct Answer {
+    pub response: Response<ProxyBody>,
+    pub lines: Option<HeaderLines>,
 }
 
 /// The proxy service shared by every connection.
@@ -118,7 +129,9 @@ impl Proxy {
     }
 
     /// Serves one request; failures become short plain-text responses.
-    /// `scratch` is the connection's (see [`Scratch`]).
+    /// `scratch` is the connection's (see [`Scratch`]). `headers_as` says
+    /// whether the caller can write a backend's header lines as they are
+    /// (sluice's own servers) or needs a header map (hyper's).
     ///
     /// Written as a function returning an `async move` block rather than an
     /// `async fn` (here and in `forward`): an `async fn` moves its arguments
@@ -130,40 +143,45 @@ impl Proxy {
         req: Request<ClientBody>,
         conn: &ClientConn,
         scratch: &mut Scratch,
-    ) -> impl Future<Output = Response<ProxyBody>> {
+        headers_as: HeadersAs,
+    ) -> impl Future<Output = Answer> {
         async move {
             let started = Instant::now();
             let http1 = req.version() <= Version::HTTP_11;
             let mut counting = Counting::default();
             // What the pool's counters see: the HTTP status (a gRPC call's
             // mapped from its code), the outcome and the gRPC code.
-            let (mut res, status, outcome, grpc_code) =
-                match self.forward(req, conn, scratch, started, &mut counting).await {
-                    Ok(res) => {
-                        let (status, code) = match counting.grpc {
-                            Seen::Ended(code) => (grpc::http_status(code), Some(code)),
-                            _ => (res.status().as_u16(), None),
-                        };
-                        (res, status, Outcome::of_status(status), code)
+            let mut lines = None;
+            let (mut res, status, outcome, grpc_code) = match self
+                .forward(req, conn, scratch, started, &mut counting, headers_as)
+                .await
+            {
+                Ok((res, backend_lines)) => {
+                    lines = backend_lines;
+                    let (status, code) = match counting.grpc {
+                        Seen::Ended(code) => (grpc::http_status(code), Some(code)),
+                        _ => (res.status().as_u16(), None),
+                    };
+                    (res, status, Outcome::of_status(status), code)
+                }
+                Err(err) => {
+                    debug!(peer = %conn.peer, error = err.code(), "request failed");
+                    let outcome = if UpstreamErrorKind::of(err).is_some() {
+                        Outcome::UpstreamFailure
+                    } else if err.is_upstream() {
+                        Outcome::Error
+                    } else {
+                        Outcome::Success
+                    };
+                    let status = err.status().as_u16();
+                    if counting.grpc_call {
+                        let code = grpc::code_for_status(status);
+                        (err.into_grpc_response(code), status, outcome, Some(code))
+                    } else {
+                        (err.into_response(), status, outcome, None)
                     }
-                    Err(err) => {
-                        debug!(peer = %conn.peer, error = err.code(), "request failed");
-                        let outcome = if UpstreamErrorKind::of(err).is_some() {
-                            Outcome::UpstreamFailure
-                        } else if err.is_upstream() {
-                            Outcome::Error
-                        } else {
-                            Outcome::Success
-                        };
-                        let status = err.status().as_u16();
-                        if counting.grpc_call {
-                            let code = grpc::code_for_status(status);
-                            (err.into_grpc_response(code), status, outcome, Some(code))
-                        } else {
-                            (err.into_response(), status, outcome, None)
-                        }
-                    }
-                };
+                }
+            };
             if http1 && self.draining.load(std::sync::atomic::Ordering::Relaxed) {
                 res.headers_mut()
                     .insert(header::CONNECTION, HeaderValue::from_static("close"));
@@ -174,7 +192,7 @@ impl Proxy {
             {
                 stats.count(started, status, outcome, grpc_code);
             }
-            res
+            Answer { response: res, lines }
         }
     }
 
@@ -188,7 +206,8 @@ impl Proxy {
         scratch: &mut Scratch,
         started: Instant,
         counting: &mut Counting,
-    ) -> impl Future<Output = Result<Response<ProxyBody>, ProxyError>> {
+        headers_as: HeadersAs,
+    ) -> impl Future<Output = Result<(Response<ProxyBody>, Option<HeaderLines>), ProxyError>> {
         async move {
             // The table is loaded once, and released before any await. Settings
             // live in it, so a reload changes them for new requests only.
@@ -259,15 +278,6 @@ impl Proxy {
                 head.clear();
                 head.reserve(384 + parts.headers.len() * 48 + len as usize);
                 http1::encode_head(&parts, &conn.forwarded, &host, len, head);
-                // sluice's own HTTP/1.1 loop (the one source of `ClientBody::Read`)
-                // writes the backend's header lines as they are, and the HTTP/2
-                // server (`ClientBody::Stream`) encodes them; hyper's
-                // connections need a header map.
-                let headers_as = match body {
-                    ClientBody::Read(_) | ClientBody::Stream(_) => http1::HeadersAs::Lines,
-                    // (Read-ahead bodies exist only on the way to HTTP/2 backends.)
-                    ClientBody::Hyper(_) | ClientBody::Ahead(_) => http1::HeadersAs::Map,
-                };
                 let body = RequestBody::new(body, settings.max_request_body_bytes);
                 let res = {
                     let sent = std::pin::pin!(async {
@@ -282,10 +292,10 @@ impl Proxy {
                 };
                 // The head is sent: the map goes back for the next request.
                 scratch.give_back(std::mem::take(&mut parts.headers));
-                let res = res?;
+                let (res, lines) = res?;
                 self.count_exchange(&pool_name, &backend, res.status().is_server_error());
                 let (parts, body) = res.into_parts();
-                return Ok(respond(parts, set_cookie, ProxyBody::raw(body, in_flight)));
+                return Ok((respond(parts, set_cookie, ProxyBody::raw(body, in_flight)), lines));
             }
 
             parts.uri = upstream_uri(&parts.uri, protocol, &backend)?;
@@ -355,15 +365,12 @@ impl Proxy {
                 let open = TunnelGuard::open(&self.tunnels);
                 tokio::spawn(tunnel(client_upgrade, upstream_upgrade, in_flight, open));
                 let (parts, _) = res.into_parts();
-                return Ok(Response::from_parts(parts, ProxyBody::empty()));
+                return Ok((Response::from_parts(parts, ProxyBody::empty()), None));
             }
 
             let (parts, body) = res.into_parts();
-            Ok(respond(
-                parts,
-                set_cookie,
-                ProxyBody::upstream(body, lease, in_flight, tally),
-            ))
+            let body = ProxyBody::upstream(body, lease, in_flight, tally);
+            Ok((respond(parts, set_cookie, body), None))
         }
     }
 

@@ -45,7 +45,11 @@ fn the_request_future_stays_small() {
     let (proxy, upstreams) = test_proxy();
     let conn = ClientConn::new("127.0.0.1:1".parse().unwrap(), false);
     // Never called: only the futures' types are needed.
-    let handle = move || async move { proxy.handle(never(), &conn, &mut Scratch::default()).await };
+    let handle = move || async move {
+        proxy
+            .handle(never(), &conn, &mut Scratch::default(), crate::http1::HeadersAs::Lines)
+            .await
+    };
     let send = move || async move {
         let backend: Arc<sluice_routing::table::Backend> = never();
         upstreams.send(&backend, UpstreamProtocol::Http1, None, never()).await

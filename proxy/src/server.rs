@@ -24,6 +24,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::client::{ClientConn, PROTOCOL_HTTP1_HYPER, PROTOCOL_HTTP2, PROTOCOL_HYPER, Scratch};
 use crate::forward::Proxy;
+use crate::http1::HeadersAs;
 use crate::options::ListenerOptions;
 use crate::request_body::ClientBody;
 use crate::{h2, http1};
@@ -327,10 +328,15 @@ async fn serve_io<I>(
         let proxy = Arc::clone(&proxy);
         let conn = Arc::clone(&conn);
         async move {
-            let res = proxy
-                .handle(req.map(ClientBody::Hyper), &conn, &mut Scratch::default())
+            let answer = proxy
+                .handle(
+                    req.map(ClientBody::Hyper),
+                    &conn,
+                    &mut Scratch::default(),
+                    HeadersAs::Map,
+                )
                 .await;
-            Ok::<_, std::convert::Infallible>(res)
+            Ok::<_, std::convert::Infallible>(answer.response)
         }
     });
     let connection = builder.serve_connection_with_upgrades(io, service);

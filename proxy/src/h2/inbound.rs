@@ -18,6 +18,8 @@ use super::recv::{Consumed, RecvBody};
 use super::request::{Refusal, RequestHead};
 use super::stream::{Handler, Slot, Stream};
 use crate::body::ProxyBody;
+use crate::forward::Answer;
+use crate::http1::HeadersAs;
 use crate::request_body::ClientBody;
 
 impl<'a, I: AsyncRead + AsyncWrite + Unpin> Connection<'a, I> {
@@ -359,7 +361,7 @@ impl<'a, I: AsyncRead + AsyncWrite + Unpin> Connection<'a, I> {
             Ok(req) => {
                 let (proxy, client) = (self.proxy, self.client);
                 Some(Box::pin(async move {
-                    let res = proxy.handle(req, client, &mut scratch).await;
+                    let res = proxy.handle(req, client, &mut scratch, HeadersAs::Lines).await;
                     (res, scratch)
                 }))
             }
@@ -398,7 +400,13 @@ impl<'a, I: AsyncRead + AsyncWrite + Unpin> Connection<'a, I> {
                 .status(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE)
                 .body(ProxyBody::full("request header fields too large\n"))
                 .unwrap_or_else(|_| Response::new(ProxyBody::empty()));
-            self.send_head(i, res);
+            self.send_head(
+                i,
+                Answer {
+                    response: res,
+                    lines: None,
+                },
+            );
         }
         Ok(())
     }

@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 
-use http::{Response, header};
+use http::header;
 use http_body::Body;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::debug;
@@ -15,7 +15,7 @@ use super::conn::{CONNECTION_WINDOW, Connection, MAX_BACKLOG, SPARE_SCRATCH, STR
 use super::frame::{self, Reason};
 use super::hpack;
 use super::request::is_connection_specific;
-use crate::body::ProxyBody;
+use crate::forward::Answer;
 
 impl<I: AsyncRead + AsyncWrite + Unpin> Connection<'_, I> {
     /// Polls the handlers woken since they were last polled.
@@ -42,8 +42,9 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Connection<'_, I> {
     }
 
     /// Writes a response's head; its body, if any, follows in `send_bodies`.
-    pub(super) fn send_head(&mut self, i: usize, res: Response<ProxyBody>) {
-        let (parts, mut body) = res.into_parts();
+    pub(super) fn send_head(&mut self, i: usize, answer: Answer) {
+        let Answer { response, lines } = answer;
+        let (parts, body) = response.into_parts();
         let block = &mut self.block;
         block.clear();
         if std::mem::take(&mut self.table_update) {
@@ -51,7 +52,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Connection<'_, I> {
         }
         hpack::encode_status(parts.status, block);
         let mut has_date = false;
-        if let Some(lines) = body.take_header_lines() {
+        if let Some(lines) = lines {
             // The backend's lines have no hop-by-hop (so no
             // connection-specific) fields, and a length only where no body
             // follows; where one does and its length is known, say it.

@@ -10,14 +10,14 @@ use std::task::{Wake, Waker};
 
 use bytes::Bytes;
 use futures_util::task::AtomicWaker;
-use http::Response;
 
 use super::recv::{Consumed, Sink};
 use crate::body::ProxyBody;
 use crate::client::Scratch;
+use crate::forward::Answer;
 
 /// A request's work: the response head, and the buffers it lent back.
-pub(super) type Handler<'a> = Pin<Box<dyn Future<Output = (Response<ProxyBody>, Scratch)> + Send + 'a>>;
+pub(super) type Handler<'a> = Pin<Box<dyn Future<Output = (Answer, Scratch)> + Send + 'a>>;
 
 /// Wakes the connection for one stream's handler and notes which one.
 #[derive(Debug)]

@@ -28,15 +28,15 @@ use super::response::{HeaderLines, HeadersAs, MAX_HEAD_BYTES, parse_head};
 
 /// Sends `head` on `conn` and reads the response head; the body streams
 /// from the socket as the response's [`RawBody`] is polled. The headers
-/// come as [`HeaderLines`] on the body when `headers` says so, else in the
-/// response's header map.
+/// come as [`HeaderLines`] beside the response when `headers` says so,
+/// else in the response's header map.
 pub async fn exchange(
     mut conn: RawConn,
     head: &[u8],
     method: &Method,
     idle: &Arc<RawIdle>,
     headers: HeadersAs,
-) -> Result<Response<RawBody>, RawError> {
+) -> Result<(Response<RawBody>, Option<HeaderLines>), RawError> {
     conn.io.write_all(head).await.map_err(|e| before_response(e, &conn))?;
     loop {
         if let Some((res, framing, keep_alive, lines)) = parse_head(&mut conn.buf, method, headers)? {
@@ -49,8 +49,8 @@ pub async fn exchange(
             if res.status().is_informational() {
                 continue;
             }
-            let body = RawBody::new(conn, framing, keep_alive, Arc::clone(idle), lines);
-            return Ok(res.map(|()| body));
+            let body = RawBody::new(conn, framing, keep_alive, Arc::clone(idle));
+            return Ok((res.map(|()| body), lines));
         }
         if conn.buf.len() >= MAX_HEAD_BYTES {
             return Err(RawError::Malformed("response head too large"));
@@ -94,25 +94,16 @@ pub struct RawBody {
     pub(super) keep_alive: bool,
     /// Where the connection goes when the body has been read to its end.
     pub(super) idle: Arc<RawIdle>,
-    /// The response's headers, when asked for as lines.
-    pub(super) lines: Option<HeaderLines>,
 }
 
 impl RawBody {
-    fn new(conn: RawConn, framing: Framing, keep_alive: bool, idle: Arc<RawIdle>, lines: Option<HeaderLines>) -> Self {
+    fn new(conn: RawConn, framing: Framing, keep_alive: bool, idle: Arc<RawIdle>) -> Self {
         Self {
             conn: Some(conn),
             framing,
             keep_alive,
             idle,
-            lines,
         }
-    }
-
-    /// The response's headers, when the exchange was asked for them as
-    /// lines ([`HeadersAs::Lines`]); once.
-    pub fn take_lines(&mut self) -> Option<HeaderLines> {
-        self.lines.take()
     }
 
     fn finish(&mut self) {

@@ -26,6 +26,7 @@ use crate::options::{IDLE_RELEASE_AFTER, ListenerOptions};
 
 use super::prefixed::Prefixed;
 use super::request::{MAX_HEADERS, Parsed, parse_request};
+use super::response::HeadersAs;
 use super::write::{Conn, WRITE_AT, until_client_leaves, write_response};
 
 /// Read size for request heads; most fit many times over.
@@ -130,7 +131,7 @@ where
             // request's head meanwhile.
             scratch.head = std::mem::take(&mut out);
             let res = {
-                let handled = pin!(proxy.handle(req, conn, &mut scratch));
+                let handled = pin!(proxy.handle(req, conn, &mut scratch, HeadersAs::Lines));
                 until_client_leaves(handled, &mut io, &mut buf, limit).await
             };
             out = std::mem::take(&mut scratch.head);
@@ -139,7 +140,7 @@ where
                 None => return Outcome::Closed,
             }
         };
-        let close = !keep_alive || res.headers().contains_key(header::CONNECTION);
+        let close = !keep_alive || res.response.headers().contains_key(header::CONNECTION);
         out.clear();
         let conn = Conn {
             io: &mut io,

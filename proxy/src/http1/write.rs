@@ -8,13 +8,13 @@ use std::pin::{Pin, pin};
 use std::task::{Context, Poll};
 
 use bytes::{Buf, BytesMut};
-use http::{HeaderMap, Response, StatusCode, header};
+use http::{HeaderMap, StatusCode, header};
 use http_body::Body;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::head::content_length;
 use super::response::HeaderLines;
-use crate::body::ProxyBody;
+use crate::forward::Answer;
 
 /// Response bytes gathered before a write.
 pub(super) const WRITE_AT: usize = 64 * 1024;
@@ -45,7 +45,7 @@ pub(super) struct Conn<'a, I> {
 /// reused (the client went away, or the body failed midway).
 pub(super) async fn write_response<I>(
     conn: Conn<'_, I>,
-    res: Response<ProxyBody>,
+    answer: Answer,
     head_only: bool,
     close: bool,
 ) -> std::io::Result<()>
@@ -53,8 +53,8 @@ where
     I: AsyncRead + AsyncWrite + Unpin,
 {
     let Conn { io, out, buf, limit } = conn;
-    let (parts, mut body) = res.into_parts();
-    let lines = body.take_header_lines();
+    let Answer { response, lines } = answer;
+    let (parts, body) = response.into_parts();
     let status = parts.status;
     let framing = if head_only
         || status.is_informational()

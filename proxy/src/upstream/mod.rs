@@ -25,7 +25,7 @@ use tracing::debug;
 use sluice_routing::Backend;
 use sluice_transport::UpstreamTls;
 
-use crate::http1::{HeadersAs, RawBody, RawConn, RawError, exchange};
+use crate::http1::{HeaderLines, HeadersAs, RawBody, RawConn, RawError, exchange};
 use crate::request_body::{RequestBody, RequestBodyError};
 use sluice_routing::ProxyError;
 
@@ -137,7 +137,7 @@ impl Upstreams {
         head: &[u8],
         method: &http::Method,
         headers: HeadersAs,
-    ) -> Result<Response<RawBody>, UpstreamError> {
+    ) -> Result<(Response<RawBody>, Option<HeaderLines>), UpstreamError> {
         let retry = method.is_idempotent();
         let idle = self.conns.raw_idle(backend.id());
         while let Some(conn) = idle.take(self.idle_timeout) {

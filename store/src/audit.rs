@@ -62,7 +62,7 @@ impl Store {
     /// Appends one entry on its own (changes that touch no other table, and
     /// refused changes).
     pub async fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.db().begin().await?;
         insert(&mut tx, entry).await?;
         tx.commit().await?;
         Ok(())
@@ -84,7 +84,7 @@ impl Store {
         .bind(q.actor.as_deref().unwrap_or(""))
         .bind(q.action.as_deref().unwrap_or(""))
         .bind(q.limit.unwrap_or(100).clamp(1, 10_000))
-        .fetch_all(self.pool())
+        .fetch_all(self.db())
         .await?;
         rows.iter()
             .map(|r| {

@@ -58,7 +58,7 @@ impl Store {
         )
         .bind(LOCK_KEY >> 32)
         .bind(LOCK_KEY & 0xffff_ffff)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.db)
         .await?;
         Ok(name)
     }

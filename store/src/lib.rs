@@ -75,7 +75,7 @@ pub enum StoreError {
 /// A connection pool to the store.
 #[derive(Debug, Clone)]
 pub struct Store {
-    pool: AnyPool,
+    db: AnyPool,
     engine: Engine,
     /// For connections outside the pool (PostgreSQL LISTEN).
     url: std::sync::Arc<str>,
@@ -126,7 +126,7 @@ impl Store {
             sqlx::query("PRAGMA journal_mode = WAL").execute(&pool).await?;
         }
         Ok(Store {
-            pool,
+            db: pool,
             engine,
             url: url.as_str().into(),
         })
@@ -136,13 +136,14 @@ impl Store {
         self.engine
     }
 
-    pub fn pool(&self) -> &AnyPool {
-        &self.pool
+    /// The SQL connection pool (sqlx), for queries outside this crate.
+    pub fn db(&self) -> &AnyPool {
+        &self.db
     }
 
     /// Whether the store answers a trivial query.
     pub async fn ping(&self) -> bool {
-        sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
+        sqlx::query("SELECT 1").execute(&self.db).await.is_ok()
     }
 
     /// Checks that the schema is exactly at this binary's latest version.
@@ -165,7 +166,7 @@ impl Store {
     }
 
     pub async fn close(&self) {
-        self.pool.close().await;
+        self.db.close().await;
     }
 }
 

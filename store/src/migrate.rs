@@ -180,7 +180,7 @@ impl<'a> Migrator<'a> {
         };
         let n: i64 = sqlx::query_scalar(sql)
             .bind(&self.set.table)
-            .fetch_one(self.store.pool())
+            .fetch_one(self.store.db())
             .await?;
         Ok(n > 0)
     }
@@ -196,7 +196,7 @@ impl<'a> Migrator<'a> {
             )",
             self.set.table
         );
-        sqlx::raw_sql(AssertSqlSafe(sql)).execute(self.store.pool()).await?;
+        sqlx::raw_sql(AssertSqlSafe(sql)).execute(self.store.db()).await?;
         Ok(())
     }
 
@@ -209,7 +209,7 @@ impl<'a> Migrator<'a> {
             "SELECT version, description, checksum, applied_at, duration_ms FROM {} ORDER BY version",
             self.set.table
         );
-        let rows = sqlx::query(AssertSqlSafe(sql)).fetch_all(self.store.pool()).await?;
+        let rows = sqlx::query(AssertSqlSafe(sql)).fetch_all(self.store.db()).await?;
         rows.iter()
             .map(|r| {
                 Ok(AppliedMigration {
@@ -314,7 +314,7 @@ impl<'a> Migrator<'a> {
         for m in self.plan_up(to).await? {
             tracing::info!(version = m.version, description = %m.description, "applying migration");
             let started = Instant::now();
-            let mut tx = self.store.pool().begin().await?;
+            let mut tx = self.store.db().begin().await?;
             run_step(&mut tx, m.version, &m.up).await?;
             let insert = format!(
                 "INSERT INTO {} (version, description, checksum, applied_at, duration_ms) VALUES ($1, $2, $3, $4, $5)",
@@ -339,7 +339,7 @@ impl<'a> Migrator<'a> {
     pub async fn down(&self, to: i64) -> Result<Vec<i64>, StoreError> {
         let mut done = Vec::new();
         for m in self.plan_down(to).await? {
-            let mut tx = self.store.pool().begin().await?;
+            let mut tx = self.store.db().begin().await?;
             run_step(&mut tx, m.version, &m.down).await?;
             let delete = format!("DELETE FROM {} WHERE version = $1", self.set.table);
             sqlx::query(AssertSqlSafe(delete))

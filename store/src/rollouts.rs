@@ -28,7 +28,7 @@ impl Store {
         .bind(spec)
         .bind(state)
         .bind(&at)
-        .fetch_one(self.pool())
+        .fetch_one(self.db())
         .await?;
         Ok(id)
     }
@@ -57,7 +57,7 @@ impl Store {
         .bind(finished_at)
         .bind(outcome)
         .bind(id)
-        .execute(self.pool())
+        .execute(self.db())
         .await?;
         Ok(())
     }
@@ -79,7 +79,7 @@ impl Store {
         )
         .bind(id.unwrap_or(0))
         .bind(limit)
-        .fetch_all(self.pool())
+        .fetch_all(self.db())
         .await?;
         rows.iter()
             .map(|r| {
@@ -120,7 +120,7 @@ impl Store {
         .bind(&fence.reason)
         .bind(fence.rollout_id)
         .bind(&fence.created_at)
-        .execute(self.pool())
+        .execute(self.db())
         .await?;
         Ok(())
     }
@@ -131,7 +131,7 @@ impl Store {
             "SELECT pool, version, reason, rollout_id, created_at FROM contract_fences
              WHERE id IN (SELECT MAX(id) FROM contract_fences GROUP BY pool) ORDER BY id",
         )
-        .fetch_all(self.pool())
+        .fetch_all(self.db())
         .await?;
         rows.iter()
             .map(|r| {

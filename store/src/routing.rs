@@ -43,16 +43,16 @@ impl Store {
     /// The last stored routing state, if any was ever stored.
     pub async fn load_routing(&self) -> Result<Option<RoutingRecord>, StoreError> {
         let Some(head) = sqlx::query("SELECT generation, updated_by, updated_at FROM routing_generation WHERE id = 1")
-            .fetch_optional(self.pool())
+            .fetch_optional(self.db())
             .await?
         else {
             return Ok(None);
         };
         let pools = sqlx::query("SELECT name, version, weight, protocol FROM pools ORDER BY position")
-            .fetch_all(self.pool())
+            .fetch_all(self.db())
             .await?;
         let backends = sqlx::query("SELECT pool, addr FROM pool_backends ORDER BY pool, position")
-            .fetch_all(self.pool())
+            .fetch_all(self.db())
             .await?;
         let mut records = Vec::with_capacity(pools.len());
         for p in &pools {
@@ -90,7 +90,7 @@ impl Store {
         audit: &AuditEntry,
         deployments: &[DeploymentRecord],
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.db().begin().await?;
         let stored: Option<i64> = sqlx::query_scalar("SELECT generation FROM routing_generation WHERE id = 1")
             .fetch_optional(&mut *tx)
             .await?;
@@ -233,7 +233,7 @@ impl Store {
              FROM deployments ORDER BY id DESC LIMIT $1",
         )
         .bind(limit)
-        .fetch_all(self.pool())
+        .fetch_all(self.db())
         .await?;
         rows.iter()
             .map(|r| {

@@ -36,7 +36,7 @@ impl Store {
         .bind(w.errors)
         .bind(w.upstream_failures)
         .bind(latency.join(","))
-        .execute(self.pool())
+        .execute(self.db())
         .await?;
         Ok(())
     }
@@ -50,7 +50,7 @@ impl Store {
         )
         .bind(replica)
         .bind(since_ms)
-        .fetch_all(self.pool())
+        .fetch_all(self.db())
         .await?;
         rows.iter()
             .map(|r| {

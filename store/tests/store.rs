@@ -28,7 +28,7 @@ async fn catalog(store: &Store) -> Vec<String> {
         }
     };
     sqlx::query(sql)
-        .fetch_all(store.pool())
+        .fetch_all(store.db())
         .await
         .unwrap()
         .iter()

@@ -125,7 +125,7 @@ fn a_migration_killed_halfway_leaves_the_previous_version() {
         let store = Store::connect(&url).await.unwrap();
         let exists: i64 =
             sqlx::query_scalar("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'backfill'")
-                .fetch_one(store.pool())
+                .fetch_one(store.db())
                 .await
                 .unwrap();
         assert_eq!(exists, 0, "half of migration 2 was left behind");
@@ -214,7 +214,7 @@ async fn run_refuses_a_schema_behind_without_auto_migrate_and_one_newer_always()
         "INSERT INTO sluice_schema_migrations (version, description, checksum, applied_at, duration_ms)
          VALUES (99, 'from the future', 'x', '2030-01-01T00:00:00Z', 1)",
     )
-    .execute(store.pool())
+    .execute(store.db())
     .await
     .unwrap();
     write_config(true);
@@ -240,7 +240,7 @@ async fn a_failed_store_write_refuses_the_change_and_serves_the_old_table() {
         .unwrap();
     let before = routing.snapshot().generation();
     // Break the store underneath: the audit row of the change cannot be written.
-    sqlx::query("DROP TABLE audit_log").execute(store.pool()).await.unwrap();
+    sqlx::query("DROP TABLE audit_log").execute(store.db()).await.unwrap();
     let weights: HashMap<String, u32> = [("blue".to_owned(), 0), ("green".to_owned(), 100)].into();
     let err = routing
         .change_weights(WeightChange::set(&weights, "ci"))

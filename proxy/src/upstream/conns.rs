@@ -26,7 +26,7 @@ pub(super) struct IdleConn {
 }
 
 /// One backend's connections.
-pub struct ConnPool {
+pub struct BackendConns {
     pub(super) idle: ArrayQueue<IdleConn>,
     /// Idle connections of sluice's own exchange ([`crate::http1`]).
     pub(super) raw: Arc<RawIdle>,
@@ -36,13 +36,13 @@ pub struct ConnPool {
     pub(super) h2_dialing: tokio::sync::Mutex<()>,
 }
 
-impl std::fmt::Debug for ConnPool {
+impl std::fmt::Debug for BackendConns {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ConnPool").field("idle", &self.idle()).finish()
+        f.debug_struct("BackendConns").field("idle", &self.idle()).finish()
     }
 }
 
-impl Default for ConnPool {
+impl Default for BackendConns {
     fn default() -> Self {
         Self {
             idle: ArrayQueue::new(MAX_IDLE_PER_BACKEND),
@@ -53,7 +53,7 @@ impl Default for ConnPool {
     }
 }
 
-impl ConnPool {
+impl BackendConns {
     /// Idle HTTP/1.1 connections right now.
     pub fn idle(&self) -> usize {
         self.idle.len() + self.raw.len()
@@ -76,7 +76,7 @@ const FIRST: u64 = 32;
 const FIRST_BITS: u32 = FIRST.trailing_zeros();
 const BUCKETS: usize = 40;
 
-type Bucket = Box<[ArcSwapOption<ConnPool>]>;
+type Bucket = Box<[ArcSwapOption<BackendConns>]>;
 
 /// Connection pools by backend id.
 pub struct Connections {
@@ -102,7 +102,7 @@ impl Default for Connections {
 }
 
 impl Connections {
-    fn slot(&self, id: BackendId) -> Option<&ArcSwapOption<ConnPool>> {
+    fn slot(&self, id: BackendId) -> Option<&ArcSwapOption<BackendConns>> {
         let n = id.get().checked_add(FIRST)?;
         let bucket = (63 - n.leading_zeros()).checked_sub(FIRST_BITS)?;
         let size = FIRST.checked_shl(bucket)?;
@@ -115,16 +115,16 @@ impl Connections {
     }
 
     /// The connections of backend `id`, made on its first request.
-    pub fn of(&self, id: BackendId) -> Arc<ConnPool> {
+    pub fn of(&self, id: BackendId) -> Arc<BackendConns> {
         let Some(slot) = self.slot(id) else {
             // Past every bucket (2^45 backends made): unpooled.
-            return Arc::new(ConnPool::default());
+            return Arc::new(BackendConns::default());
         };
         if let Some(pool) = slot.load_full() {
             return pool;
         }
-        let made = Arc::new(ConnPool::default());
-        let before = slot.compare_and_swap(&None::<Arc<ConnPool>>, Some(Arc::clone(&made)));
+        let made = Arc::new(BackendConns::default());
+        let before = slot.compare_and_swap(&None::<Arc<BackendConns>>, Some(Arc::clone(&made)));
         match &*before {
             // Another request made it first.
             Some(pool) => Arc::clone(pool),
@@ -189,12 +189,12 @@ impl Connections {
 /// unknown.
 #[derive(Debug)]
 pub struct Lease {
-    pool: Arc<ConnPool>,
+    pool: Arc<BackendConns>,
     sender: Option<http1::SendRequest<RequestBody>>,
 }
 
 impl Lease {
-    pub(super) fn new(pool: Arc<ConnPool>, sender: Option<http1::SendRequest<RequestBody>>) -> Self {
+    pub(super) fn new(pool: Arc<BackendConns>, sender: Option<http1::SendRequest<RequestBody>>) -> Self {
         Self { pool, sender }
     }
 
@@ -214,7 +214,7 @@ impl Lease {
 /// with its previous exchange: at once when it is (the usual case), else
 /// from a small task, so that a request never waits on a connection that is,
 /// say, still streaming an earlier upload the backend answered early.
-pub(super) fn repool(pool: &Arc<ConnPool>, mut sender: http1::SendRequest<RequestBody>) {
+pub(super) fn repool(pool: &Arc<BackendConns>, mut sender: http1::SendRequest<RequestBody>) {
     if sender.is_ready() {
         pool.put(sender);
     } else if !sender.is_closed()

@@ -94,7 +94,7 @@ impl Upstreams {
     /// The backend's shared HTTP/2 connection, dialled when there is none.
     async fn shared_h2(
         &self,
-        pool: &super::ConnPool,
+        pool: &super::BackendConns,
         backend: &Arc<Backend>,
         tls: Option<&UpstreamTls>,
     ) -> Result<http2::SendRequest<RequestBody>, UpstreamError> {

@@ -32,7 +32,7 @@ use sluice_routing::ProxyError;
 mod conns;
 mod h2;
 
-pub use conns::{ConnPool, Connections, Lease};
+pub use conns::{BackendConns, Connections, Lease};
 use conns::{IdleConn, repool};
 
 /// Idle HTTP/1.1 connections kept per backend; more are closed when freed.

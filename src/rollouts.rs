@@ -123,7 +123,7 @@ impl Writer {
             actor: "rollout".into(),
             action: format!("rollout.{state}"),
             target: format!("rollouts/{id}"),
-            after: Some(status.json().to_string()),
+            after: serde_json::to_string(&status.view()).ok(),
             result: status.reason.clone(),
             ..Default::default()
         })
@@ -148,7 +148,7 @@ impl Writer {
             actor: "rollout".into(),
             action: format!("rollout.hook.{}", outcome.point.name()),
             target: format!("rollouts/{id}/hooks/{}", outcome.name),
-            after: Some(outcome.json().to_string()),
+            after: serde_json::to_string(&outcome.view()).ok(),
             result: if outcome.ok { "ok".into() } else { outcome.summary() },
             ..Default::default()
         })

@@ -54,7 +54,7 @@ pub(crate) async fn start(
     State(state): State<AdminState>,
     Extension(caller): Extension<Caller>,
     parsed: Result<Json<Value>, JsonRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<api::Rollout>, ApiError> {
     let result = parsed.map_err(|e| ApiError::bad_body(&e)).and_then(|Json(request)| {
         require_leader(&state)?;
         let spec = parse_request(&request, &state.rollout_defaults).map_err(spec_error)?;
@@ -63,14 +63,14 @@ pub(crate) async fn start(
     if let Err(e) = &result {
         state.audit_rejection(&caller, "rollout.start", "rollouts", e).await;
     }
-    Ok(Json(result?.json()))
+    Ok(Json(result?.view()))
 }
 
-pub(crate) async fn current(State(state): State<AdminState>) -> Result<Json<Value>, ApiError> {
+pub(crate) async fn current(State(state): State<AdminState>) -> Result<Json<api::Rollout>, ApiError> {
     state
         .rollouts
         .current()
-        .map(|s| Json(s.json()))
+        .map(|s| Json(s.view()))
         .ok_or_else(|| ApiError::not_found("no rollout has run since this sluice started"))
 }
 
@@ -123,7 +123,7 @@ pub(crate) async fn command(
     Extension(caller): Extension<Caller>,
     Path(action): Path<String>,
     axum::extract::Query(PromoteParams { full }): axum::extract::Query<PromoteParams>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<api::Rollout>, ApiError> {
     let command = match action.as_str() {
         "pause" => Command::Pause,
         "resume" => Command::Resume,
@@ -141,5 +141,5 @@ pub(crate) async fn command(
             .audit_rejection(&caller, &format!("rollout.{action}"), "rollouts/current", e)
             .await;
     }
-    Ok(Json(result?.json()))
+    Ok(Json(result?.view()))
 }

@@ -6,9 +6,11 @@
 //! routes that measure one carry.
 
 mod records;
+mod rollout;
 mod routing;
 
 pub use records::{AuditEntry, AuditPage, Deployment, History, RolloutList, RolloutRecord};
+pub use rollout::{HookRun, Rollout};
 pub use routing::{Backend, Drained, Pool, PoolDetail, Routing, StatsEvent, Status, StoreState, TableEvent, Window};
 
 use serde::{Deserialize, Serialize};

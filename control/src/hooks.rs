@@ -9,7 +9,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use bytes::Bytes;
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::io::AsyncReadExt;
 use tokio::process::Command;
 use tokio::time::Instant;
@@ -103,16 +103,17 @@ pub struct HookOutcome {
 }
 
 impl HookOutcome {
-    pub fn json(&self) -> Value {
-        json!({
-            "name": self.name,
-            "point": self.point.name(),
-            "ok": self.ok,
-            "code": self.code,
-            "duration_ms": self.duration.as_millis() as u64,
-            "output": self.output,
-            "error": self.error,
-        })
+    /// As the API shows it.
+    pub fn view(&self) -> sluice_api::HookRun {
+        sluice_api::HookRun {
+            name: self.name.clone(),
+            point: self.point.name().to_owned(),
+            ok: self.ok,
+            code: self.code,
+            duration_ms: u64::try_from(self.duration.as_millis()).unwrap_or(u64::MAX),
+            output: self.output.clone(),
+            error: self.error.clone(),
+        }
     }
 
     /// One line: `pre_switch hook "expand": exit 0 in 12 ms`.

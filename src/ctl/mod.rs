@@ -129,7 +129,7 @@ async fn execute(api: &Api, args: &CtlArgs) -> Result<String, AppError> {
         CtlCommand::History => print::history_table(&typed(value)?),
         CtlCommand::Audit { .. } => print::audit_table(&typed(value)?),
         CtlCommand::Rollout(RolloutCommand::List) => print::rollouts_table(&typed(value)?),
-        CtlCommand::Rollout(_) => print::rollout_line(&value),
+        CtlCommand::Rollout(_) => print::rollout_line(&typed(value)?),
         CtlCommand::Watch { .. } => String::new(),
     })
 }

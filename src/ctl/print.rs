@@ -3,8 +3,6 @@
 
 use std::fmt::Write as _;
 
-use serde_json::Value;
-
 use sluice_api as api;
 
 /// Which replica answered and which one leads the rollout controller.
@@ -63,36 +61,27 @@ pub(super) fn history_table(h: &api::History) -> String {
     out
 }
 
-/// A running rollout, as the engine reports it (its JSON is the
-/// engine's own, not yet one of `sluice_api`'s types).
-pub(super) fn rollout_line(v: &Value) -> String {
-    let step = v["step"]
-        .as_u64()
-        .map(|s| format!(" step {s}/{}", v["steps"]))
-        .unwrap_or_default();
+/// A rollout, as the engine reports it.
+pub(super) fn rollout_line(r: &api::Rollout) -> String {
+    let step = r.step.map(|s| format!(" step {s}/{}", r.steps)).unwrap_or_default();
     let mut out = format!(
         "rollout {} {} → {} ({}): {}{step}\n  {}\n",
-        v["id"],
-        v["from"].as_str().unwrap_or("?"),
-        v["to"].as_str().unwrap_or("?"),
-        v["strategy"].as_str().unwrap_or("?"),
-        v["state"].as_str().unwrap_or("?"),
-        v["reason"].as_str().unwrap_or(""),
+        r.id, r.from, r.to, r.strategy, r.state, r.reason,
     );
-    if v["dry_run"] == true {
+    if r.dry_run {
         out.push_str("plan (dry run):\n");
-        for line in v["plan"].as_array().into_iter().flatten() {
-            let _ = writeln!(out, "  - {}", line.as_str().unwrap_or("?"));
+        for line in &r.plan {
+            let _ = writeln!(out, "  - {line}");
         }
     }
-    for hook in v["hooks"].as_array().into_iter().flatten() {
+    for hook in &r.hooks {
         let _ = writeln!(
             out,
             "  hook {} {}: {} in {} ms",
-            hook["point"].as_str().unwrap_or("?"),
-            hook["name"].as_str().unwrap_or("?"),
-            hook["error"].as_str().unwrap_or("ok"),
-            hook["duration_ms"],
+            hook.point,
+            hook.name,
+            hook.error.as_deref().unwrap_or("ok"),
+            hook.duration_ms,
         );
     }
     out

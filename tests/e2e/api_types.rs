@@ -73,6 +73,8 @@ fn every_schema_names_the_fields_its_type_carries() {
         ("AuditEntry", fields(&api::AuditEntry::default())),
         ("RolloutRecord", fields(&api::RolloutRecord::default())),
         ("TableEvent", fields(&api::TableEvent::default())),
+        ("Rollout", fields(&api::Rollout::default())),
+        ("HookRun", fields(&api::HookRun::default())),
         ("Error", fields(&api::ErrorBody::default())),
     ];
     let documented = documented_properties();

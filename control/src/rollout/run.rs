@@ -64,7 +64,7 @@ impl Run {
             let outcome = hooks::run(hook, point, &self.context).await;
             let snapshot = {
                 let mut s = lock(&self.status);
-                s.hooks.push(outcome.json());
+                s.hooks.push(outcome.view());
                 s.clone()
             };
             self.sink.hook(&snapshot, &outcome);

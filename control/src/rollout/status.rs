@@ -3,7 +3,7 @@
 
 use std::sync::Mutex;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 use sluice_routing::Fence;
 use tokio::time::Instant;
 
@@ -91,7 +91,7 @@ pub struct Status {
     /// The request that started it (stored, so a restart can resume it).
     pub request: Value,
     /// Every hook run so far, in order.
-    pub hooks: Vec<Value>,
+    pub hooks: Vec<sluice_api::HookRun>,
     /// The pools' versions when the rollout started.
     pub from_version: String,
     pub to_version: String,
@@ -100,29 +100,30 @@ pub struct Status {
 }
 
 impl Status {
-    pub fn json(&self) -> Value {
+    /// As the API shows it.
+    pub fn view(&self) -> sluice_api::Rollout {
         let step = match self.phase {
             Phase::Step(i) | Phase::Paused(i) => Some(i + 1),
             _ => None,
         };
-        json!({
-            "id": self.id,
-            "from": self.spec.from,
-            "to": self.spec.to,
-            "from_version": self.from_version,
-            "to_version": self.to_version,
-            "strategy": self.spec.strategy,
-            "state": self.phase.name(),
-            "step": step,
-            "steps": self.spec.steps.len(),
-            "reason": self.reason,
-            "smoke": self.smoke,
-            "hooks": self.hooks,
-            "dry_run": self.spec.dry_run,
-            "plan": self.spec.plan(),
-            "contracted": self.fence.is_some(),
-            "elapsed_seconds": self.started.elapsed().as_secs_f64(),
-        })
+        sluice_api::Rollout {
+            id: self.id,
+            from: self.spec.from.clone(),
+            to: self.spec.to.clone(),
+            from_version: self.from_version.clone(),
+            to_version: self.to_version.clone(),
+            strategy: self.spec.strategy.clone(),
+            state: self.phase.name().to_owned(),
+            step,
+            steps: self.spec.steps.len(),
+            reason: self.reason.clone(),
+            smoke: self.smoke.clone(),
+            hooks: self.hooks.clone(),
+            dry_run: self.spec.dry_run,
+            plan: self.spec.plan(),
+            contracted: self.fence.is_some(),
+            elapsed_seconds: self.started.elapsed().as_secs_f64(),
+        }
     }
 }
 

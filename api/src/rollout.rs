@@ -1,0 +1,51 @@
+//! A rollout as the engine reports it: `POST /api/v1/rollouts`,
+//! `GET /api/v1/rollouts/current` and the commands on it.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Rollout {
+    /// Counted from 1 in each process.
+    pub id: u64,
+    pub from: String,
+    pub to: String,
+    /// The pools' versions when the rollout started.
+    pub from_version: String,
+    pub to_version: String,
+    /// `canary` or `blue-green`.
+    pub strategy: String,
+    /// A phase name: `pre-checks`, `step`, `paused`, `monitoring`,
+    /// `completed`, `aborted` or `suspended`.
+    pub state: String,
+    /// The step (from 1) while in `step` or `paused`.
+    pub step: Option<usize>,
+    pub steps: usize,
+    /// What happened last, for people.
+    pub reason: String,
+    /// The smoke checks' results, one line each.
+    pub smoke: Vec<String>,
+    /// Every hook run so far, in order.
+    pub hooks: Vec<HookRun>,
+    pub dry_run: bool,
+    /// What the rollout does, step by step.
+    pub plan: Vec<String>,
+    /// The contract step ran: `from`'s version is fenced off.
+    pub contracted: bool,
+    pub elapsed_seconds: f64,
+}
+
+/// One run of a rollout hook.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct HookRun {
+    pub name: String,
+    /// `pre_rollout`, `pre_switch`, `post_promotion` or `on_rollback`.
+    pub point: String,
+    pub ok: bool,
+    /// Exit code of a command, HTTP status of a webhook.
+    pub code: Option<i32>,
+    pub duration_ms: u64,
+    /// stdout then stderr (or the response body), cut at 4 KiB.
+    pub output: String,
+    /// Why it failed, for people.
+    pub error: Option<String>,
+}

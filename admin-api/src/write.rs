@@ -54,6 +54,8 @@ fn in_path(e: TableError) -> ApiError {
     }
 }
 
+/// [`api::WeightsRequest`] read loosely: a weight that is not an integer
+/// from 0 to 100 gets a 422 naming its pool, not serde's 400.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct WeightsBody {
@@ -103,20 +105,11 @@ pub(crate) async fn put_weights(
     audited(&state, &caller, RoutingAction::WeightsSet.as_str(), "routing", result).await
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct PoolBody {
-    version: Option<String>,
-    backends: Option<Vec<String>>,
-    #[serde(default)]
-    force: bool,
-}
-
 pub(crate) async fn put_pool(
     State(state): State<AdminState>,
     Extension(caller): Extension<Caller>,
     Path(pool): Path<String>,
-    parsed: Result<Json<PoolBody>, JsonRejection>,
+    parsed: Result<Json<api::PoolUpdate>, JsonRejection>,
 ) -> Result<Json<api::Routing>, ApiError> {
     let result = async {
         let req = body(parsed)?;
@@ -155,17 +148,11 @@ pub(crate) async fn put_pool(
     .await
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct BackendBody {
-    addr: String,
-}
-
 pub(crate) async fn add_backend(
     State(state): State<AdminState>,
     Extension(caller): Extension<Caller>,
     Path(pool): Path<String>,
-    parsed: Result<Json<BackendBody>, JsonRejection>,
+    parsed: Result<Json<api::BackendAdd>, JsonRejection>,
 ) -> Result<Json<api::Routing>, ApiError> {
     let result = async {
         let req = body(parsed)?;

@@ -6,10 +6,12 @@
 //! routes that measure one carry.
 
 mod records;
+mod requests;
 mod rollout;
 mod routing;
 
 pub use records::{AuditEntry, AuditPage, Deployment, History, RolloutList, RolloutRecord};
+pub use requests::{BackendAdd, PoolUpdate, WeightsRequest};
 pub use rollout::{HookRun, Rollout};
 pub use routing::{Backend, Drained, Pool, PoolDetail, Routing, StatsEvent, Status, StoreState, TableEvent, Window};
 

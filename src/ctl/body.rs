@@ -1,6 +1,7 @@
 //! The request bodies `sluice ctl` sends: weights from `POOL=PERCENT`
 //! pairs, a rollout from flags on top of an optional `--spec` file.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde_json::{Value, json};
@@ -90,8 +91,8 @@ pub(super) fn rollout_body(f: StartFlags<'_>) -> Result<Value, AppError> {
     Ok(body)
 }
 
-pub(super) fn parse_weights(pairs: &[String]) -> Result<Value, AppError> {
-    let mut weights = serde_json::Map::new();
+pub(super) fn parse_weights(pairs: &[String]) -> Result<BTreeMap<String, u32>, AppError> {
+    let mut weights = BTreeMap::new();
     for pair in pairs {
         let (pool, weight) = pair
             .split_once('=')
@@ -99,7 +100,7 @@ pub(super) fn parse_weights(pairs: &[String]) -> Result<Value, AppError> {
         let weight: u32 = weight
             .parse()
             .map_err(|_| AppError::Other(format!("{pair:?}: the weight must be a whole number from 0 to 100")))?;
-        weights.insert(pool.to_owned(), json!(weight));
+        weights.insert(pool.to_owned(), weight);
     }
-    Ok(Value::Object(weights))
+    Ok(weights)
 }

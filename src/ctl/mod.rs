@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use http::Method;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use sluice_api as api;
 
@@ -39,7 +39,10 @@ async fn execute(api: &Api, args: &CtlArgs) -> Result<String, AppError> {
         CtlCommand::Status => api.call(Method::GET, "/api/v1/status", None).await?,
         CtlCommand::Pools => api.call(Method::GET, "/api/v1/pools", None).await?,
         CtlCommand::Weights { weights, force } => {
-            let body = json!({"weights": parse_weights(weights)?, "force": force});
+            let body = to_body(&api::WeightsRequest {
+                weights: parse_weights(weights)?,
+                force: *force,
+            })?;
             api.call(Method::PUT, "/api/v1/weights", Some(body)).await?
         }
         CtlCommand::Deploy {
@@ -48,7 +51,11 @@ async fn execute(api: &Api, args: &CtlArgs) -> Result<String, AppError> {
             backends,
             force,
         } => {
-            let body = json!({"version": version, "backends": backends, "force": force});
+            let body = to_body(&api::PoolUpdate {
+                version: Some(version.clone()),
+                backends: Some(backends.clone()),
+                force: *force,
+            })?;
             api.call(Method::PUT, &format!("/api/v1/pools/{pool}"), Some(body))
                 .await?
         }
@@ -132,6 +139,11 @@ async fn execute(api: &Api, args: &CtlArgs) -> Result<String, AppError> {
         CtlCommand::Rollout(_) => print::rollout_line(&typed(value)?),
         CtlCommand::Watch { .. } => String::new(),
     })
+}
+
+/// A request body as JSON.
+fn to_body<T: serde::Serialize>(body: &T) -> Result<Value, AppError> {
+    serde_json::to_value(body).map_err(|e| AppError::Other(format!("cannot encode the request: {e}")))
 }
 
 /// The answer as the API's type for it.

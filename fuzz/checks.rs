@@ -3,7 +3,7 @@
 //! (`tests/e2e/fuzz_replay.rs`), so a finding stays a regression test.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use sluice_routing::WeightChange;
+use sluice_routing::{Actor, WeightChange};
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
@@ -47,7 +47,8 @@ pub fn admin_json(data: &[u8]) {
             .collect();
         let handle = sluice_routing::RoutingHandle::new(&two_pools(), RoutingPolicy::default()).unwrap();
         let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
-        if let Ok(table) = runtime.block_on(handle.change_weights(WeightChange::set(&weights, "fuzz"))) {
+        if let Ok(table) = runtime.block_on(handle.change_weights(WeightChange::set(&weights, Actor::operator("fuzz"))))
+        {
             assert_eq!(table.pools().iter().map(|p| p.weight).sum::<u32>(), 100);
         }
     }

@@ -17,13 +17,12 @@ use std::time::Duration;
 use sluice_admin_api::Metrics;
 use sluice_config::Config;
 use sluice_control::files::{self, FileWatcher};
-use sluice_routing::{PoolSpec, RoutingAction, RoutingHandle, RoutingTable};
+use sluice_routing::{Actor, PoolSpec, RoutingAction, RoutingHandle, RoutingTable};
 use sluice_store::{AuditEntry, Store};
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
 use crate::error::AppError;
-use crate::state::CONFIG_ACTOR;
 
 /// Everything a reload needs.
 pub struct Reloader {
@@ -126,7 +125,7 @@ impl Reloader {
         };
         let table = self
             .routing
-            .replace(specs, policy, CONFIG_ACTOR, RoutingAction::ConfigReload)
+            .replace(specs, policy, &Actor::ConfigFile, RoutingAction::ConfigReload)
             .await?;
         if let (Some((listener, fd)), Some(mover)) = (moved, &self.listener) {
             crate::upgrade::replace_handoff(&mover.handoff, "proxy", fd);
@@ -173,7 +172,7 @@ impl Reloader {
                     let message = one_line(&e);
                     error!(path = %self.path.display(), error = %message, trigger, "config reload failed; keeping the running config");
                     let entry = AuditEntry {
-                        actor: CONFIG_ACTOR.into(),
+                        actor: Actor::ConfigFile.as_str().into(),
                         action: "config.reload".into(),
                         target: self.path.display().to_string(),
                         result: format!("rejected: {message}"),

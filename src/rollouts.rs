@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use sluice_control::alerts::{Alert, Alerter};
 use sluice_control::hooks::HookOutcome;
 use sluice_control::rollout::{Phase, RolloutSink, Status};
+use sluice_routing::Actor;
 use sluice_store::{AuditEntry, FenceRecord, Store};
 use tokio::sync::mpsc;
 use tracing::warn;
@@ -120,7 +121,7 @@ impl Writer {
             warn!(error = %e, "could not store a rollout transition");
         }
         self.audit(AuditEntry {
-            actor: "rollout".into(),
+            actor: Actor::Rollout.as_str().into(),
             action: format!("rollout.{state}"),
             target: format!("rollouts/{id}"),
             after: serde_json::to_string(&status.view()).ok(),
@@ -145,7 +146,7 @@ impl Writer {
     async fn hook(&mut self, status: &Status, outcome: &HookOutcome) {
         let Some(id) = self.stored_id(status).await else { return };
         self.audit(AuditEntry {
-            actor: "rollout".into(),
+            actor: Actor::Rollout.as_str().into(),
             action: format!("rollout.hook.{}", outcome.point.name()),
             target: format!("rollouts/{id}/hooks/{}", outcome.name),
             after: serde_json::to_string(&outcome.view()).ok(),

@@ -32,7 +32,7 @@ impl HealthSink for HealthAudit {
             });
         }
         let entry = AuditEntry {
-            actor: "health".into(),
+            actor: sluice_routing::Actor::Health.as_str().into(),
             action: if healthy {
                 "backend.up".into()
             } else {

@@ -10,14 +10,11 @@ use std::sync::Arc;
 
 use serde_json::json;
 use sluice_config::{Config, UpstreamProtocol};
-use sluice_routing::{Change, PersistError, PoolSpec, RoutingAction, RoutingHandle, RoutingStore, RoutingTable};
+use sluice_routing::{Actor, Change, PersistError, PoolSpec, RoutingAction, RoutingHandle, RoutingStore, RoutingTable};
 use sluice_store::{AuditEntry, DeploymentRecord, PoolRecord, RoutingRecord, Store};
 use tracing::{info, warn};
 
 use crate::error::AppError;
-
-/// The actor recorded for changes that come from the config file.
-pub const CONFIG_ACTOR: &str = "config-file";
 
 /// Writes routing changes to the store.
 #[derive(Debug, Clone)]
@@ -40,7 +37,7 @@ impl RoutingStore for StoreAdapter {
     ) -> Pin<Box<dyn Future<Output = Result<(), PersistError>> + Send + 'a>> {
         Box::pin(async move {
             let audit = AuditEntry {
-                actor: change.actor.to_owned(),
+                actor: change.actor.as_str().to_owned(),
                 action: change.action.as_str().to_owned(),
                 target: "routing".to_owned(),
                 before: Some(table_json(change.before).to_string()),
@@ -54,7 +51,7 @@ impl RoutingStore for StoreAdapter {
             self.store
                 .save_routing(
                     Some(expected),
-                    &record(change.after, change.actor),
+                    &record(change.after, change.actor.as_str()),
                     &audit,
                     &version_switches(change.before, change.after),
                 )
@@ -160,7 +157,9 @@ pub async fn open_routing(
     let stored = store.load_routing().await?;
     let Some(stored) = stored else {
         let handle = RoutingHandle::restore(0, &config_specs, policy, Some(adapter))?;
-        handle.persist_current(CONFIG_ACTOR, RoutingAction::RoutingInit).await?;
+        handle
+            .persist_current(&Actor::ConfigFile, RoutingAction::RoutingInit)
+            .await?;
         info!("no stored routing state: starting from the config file and storing it");
         return Ok(Arc::new(handle));
     };
@@ -175,7 +174,7 @@ pub async fn open_routing(
     let handle = RoutingHandle::restore(generation, &stored_specs, policy.clone(), Some(adapter))?;
     if reset {
         handle
-            .replace(config_specs, policy, CONFIG_ACTOR, RoutingAction::RoutingReset)
+            .replace(config_specs, policy, &Actor::ConfigFile, RoutingAction::RoutingReset)
             .await?;
         warn!(
             stored_generation = generation,
@@ -253,7 +252,11 @@ async fn sync_once(store: &Store, routing: &RoutingHandle, config_specs: &[PoolS
             .find(|c| c.name == spec.name)
             .and_then(|c| c.tls.clone());
     }
-    if routing.adopt(generation, &specs, &stored.updated_by).await?.is_some() {
+    if routing
+        .adopt(generation, &specs, &Actor::from_recorded(&stored.updated_by))
+        .await?
+        .is_some()
+    {
         info!(generation, by = %stored.updated_by, "serving a routing change made on another replica");
     }
     Ok(())

@@ -87,7 +87,7 @@ fn watch(cfg: TlsConfig, certs: Arc<CertStore>, store: Store, environment: Optio
                 }
             };
             let entry = AuditEntry {
-                actor: "certificate-file".into(),
+                actor: sluice_routing::Actor::CertificateFile.as_str().into(),
                 action: "tls.reload".into(),
                 target: "proxy.tls.certificates".into(),
                 result,

@@ -34,6 +34,13 @@ pub struct Caller {
     pub role: Role,
 }
 
+impl Caller {
+    /// The caller as routing changes record it.
+    pub fn actor(&self) -> sluice_routing::Actor {
+        sluice_routing::Actor::Operator(std::sync::Arc::clone(&self.name))
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
     #[error("token {name:?}: cannot read its secret file {path}: {reason}")]

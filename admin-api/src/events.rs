@@ -22,7 +22,7 @@ fn table_event(kind: &str, routing: &RoutingHandle, change: Option<&RoutingEvent
     let data = api::TableEvent {
         kind: kind.to_owned(),
         generation: change.map_or(table.generation(), |c| c.generation),
-        actor: change.map(|c| c.actor.to_string()),
+        actor: change.map(|c| c.actor.as_str().to_owned()),
         action: change.map(|c| c.action.as_str().to_owned()),
         pools: table.pools().iter().map(pool_view).collect(),
     };

@@ -30,7 +30,7 @@ pub fn watch_token_files(
                     for name in changed {
                         info!(token = %name, "admin token rotated");
                         let entry = AuditEntry {
-                            actor: "token-file".into(),
+                            actor: sluice_routing::Actor::TokenFile.as_str().into(),
                             action: "token.rotate".into(),
                             target: format!("tokens/{name}"),
                             result: "ok".into(),

@@ -93,7 +93,7 @@ pub(crate) async fn put_weights(
             .routing
             .change_weights(WeightChange {
                 weights: &weights,
-                actor: &caller.name,
+                actor: caller.actor(),
                 action: RoutingAction::WeightsSet,
                 reason: None,
                 force: req.force,
@@ -132,7 +132,7 @@ pub(crate) async fn put_pool(
         };
         let table = state
             .routing
-            .change_pool(&pool, &change, &caller.name)
+            .change_pool(&pool, &change, &caller.actor())
             .await
             .map_err(in_path)?;
         Ok(changed(&table))
@@ -158,7 +158,7 @@ pub(crate) async fn add_backend(
         let req = body(parsed)?;
         let table = state
             .routing
-            .change_pool(&pool, &PoolChange::AddBackend(req.addr), &caller.name)
+            .change_pool(&pool, &PoolChange::AddBackend(req.addr), &caller.actor())
             .await
             .map_err(in_path)?;
         Ok(changed(&table))
@@ -192,7 +192,7 @@ pub(crate) async fn remove_backend(
     };
     let result = state
         .routing
-        .change_pool(&pool, &change, &caller.name)
+        .change_pool(&pool, &change, &caller.actor())
         .await
         .map_err(in_path)
         .map(|t| changed(&t));
@@ -226,7 +226,7 @@ pub(crate) async fn drain_backend(
     };
     let result = state
         .routing
-        .change_pool(&pool, &change, &caller.name)
+        .change_pool(&pool, &change, &caller.actor())
         .await
         .map_err(in_path);
     let table = audited(
@@ -298,7 +298,7 @@ pub(crate) async fn rollback(
             .routing
             .change_weights(WeightChange {
                 weights: &weights,
-                actor: &caller.name,
+                actor: caller.actor(),
                 action: RoutingAction::Rollback,
                 reason: None,
                 force,

@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use sluice_config::RollbackConfig;
 use sluice_routing::window::WindowSnapshot;
-use sluice_routing::{RoutingAction, WeightChange};
+use sluice_routing::{Actor, RoutingAction, WeightChange};
 use sluice_routing::{RoutingHandle, RoutingTable};
 use tokio::sync::broadcast::error::TryRecvError;
 use tokio::time::Instant;
@@ -26,8 +26,6 @@ use tracing::{info, warn};
 
 use crate::alerts::{Alert, Alerter};
 
-/// The actor recorded for the guard's own changes.
-pub const GUARD_ACTOR: &str = "sluice";
 /// Significance required before an error ratio counts as a breach: the
 /// chance that a pool truly at the threshold shows this many errors must
 /// be below 0.1%.
@@ -216,7 +214,7 @@ pub async fn run_while_leading(
             match changes.try_recv() {
                 Ok(event) => {
                     let table = routing.snapshot();
-                    if &*event.actor == GUARD_ACTOR || event.action == RoutingAction::Rollback {
+                    if event.actor == Actor::Guard || event.action == RoutingAction::Rollback {
                         watch = None;
                     } else if let Some(candidate) = gainer(&last, &table) {
                         let stable = last
@@ -295,7 +293,7 @@ pub async fn run_while_leading(
                 match routing
                     .change_weights(WeightChange {
                         weights: &w.known_good,
-                        actor: GUARD_ACTOR,
+                        actor: Actor::Guard,
                         action: RoutingAction::Rollback,
                         reason: Some(&reason),
                         // The fence was checked above, with its own alert.

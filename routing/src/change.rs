@@ -5,9 +5,70 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::Arc;
 
 use crate::error::TableError;
 use crate::table::PoolSpec;
+
+/// Who changed something, as the audit trail and the events name them.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Actor {
+    /// An admin API token, by its name.
+    Operator(Arc<str>),
+    /// The config file: at start, on reload, with `--reset-state`.
+    ConfigFile,
+    /// The rollback guard.
+    Guard,
+    /// The rollout engine.
+    Rollout,
+    /// The health checker.
+    Health,
+    /// The admin token files, reloaded.
+    TokenFile,
+    /// The listener's certificate files, reloaded.
+    CertificateFile,
+}
+
+impl Actor {
+    pub fn operator(name: &str) -> Self {
+        Self::Operator(name.into())
+    }
+
+    /// The name the audit trail, the events and `sluice ctl` show.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Operator(name) => name,
+            Self::ConfigFile => "config-file",
+            Self::Guard => "sluice",
+            Self::Rollout => "rollout",
+            Self::Health => "health",
+            Self::TokenFile => "token-file",
+            Self::CertificateFile => "certificate-file",
+        }
+    }
+
+    /// The actor a stored name stands for (another replica's change):
+    /// sluice's own names, else an operator's token.
+    pub fn from_recorded(name: &str) -> Self {
+        [
+            Self::ConfigFile,
+            Self::Guard,
+            Self::Rollout,
+            Self::Health,
+            Self::TokenFile,
+            Self::CertificateFile,
+        ]
+        .into_iter()
+        .find(|a| a.as_str() == name)
+        .unwrap_or_else(|| Self::operator(name))
+    }
+}
+
+impl fmt::Display for Actor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// What a routing change is recorded as (audit rows, events).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -60,11 +121,10 @@ impl fmt::Display for RoutingAction {
 }
 
 /// A new weight for every pool, and who asked and why.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct WeightChange<'a> {
     pub weights: &'a HashMap<String, u32>,
-    /// A token name, `rollback-guard`, `rollout`, …
-    pub actor: &'a str,
+    pub actor: Actor,
     pub action: RoutingAction,
     /// Why, when the change was decided rather than asked for.
     pub reason: Option<&'a str>,
@@ -75,7 +135,7 @@ pub struct WeightChange<'a> {
 
 impl<'a> WeightChange<'a> {
     /// An operator's `weights.set` by `actor`, checked in full.
-    pub fn set(weights: &'a HashMap<String, u32>, actor: &'a str) -> Self {
+    pub fn set(weights: &'a HashMap<String, u32>, actor: Actor) -> Self {
         Self {
             weights,
             actor,
@@ -247,14 +307,34 @@ mod tests {
         s[1].backends.clear();
         let w: HashMap<String, u32> = [("blue".into(), 50), ("green".into(), 50)].into();
         assert_eq!(
-            WeightChange::set(&w, "t").apply(&mut s),
+            WeightChange::set(&w, Actor::operator("t")).apply(&mut s),
             Err(TableError::NoBackends("green".into()))
         );
-        WeightChange::set(&w, "t").forced().apply(&mut s).unwrap();
+        WeightChange::set(&w, Actor::operator("t"))
+            .forced()
+            .apply(&mut s)
+            .unwrap();
         let partial: HashMap<String, u32> = [("blue".into(), 100)].into();
         assert_eq!(
-            WeightChange::set(&partial, "t").apply(&mut s),
+            WeightChange::set(&partial, Actor::operator("t")).apply(&mut s),
             Err(TableError::MissingPool("green".into()))
         );
+    }
+
+    #[test]
+    fn actors_read_back_as_recorded() {
+        for actor in [
+            Actor::ConfigFile,
+            Actor::Guard,
+            Actor::Rollout,
+            Actor::Health,
+            Actor::TokenFile,
+            Actor::CertificateFile,
+            Actor::operator("ci-bot"),
+        ] {
+            assert_eq!(Actor::from_recorded(actor.as_str()), actor);
+        }
+        // The guard's changes have always been recorded as "sluice".
+        assert_eq!(Actor::Guard.as_str(), "sluice");
     }
 }

@@ -16,15 +16,15 @@ use std::sync::Arc;
 use arc_swap::{ArcSwap, Guard};
 use tokio::sync::{Mutex, broadcast};
 
-use crate::change::{PoolChange, RoutingAction, WeightChange};
+use crate::change::{Actor, PoolChange, RoutingAction, WeightChange};
 use crate::error::TableError;
 use crate::table::{PoolSpec, RoutingPolicy, RoutingTable};
 
 /// One routing change, as the store and the audit trail see it.
 #[derive(Debug, Clone, Copy)]
 pub struct Change<'a> {
-    /// Who asked: a token name, `config-file`, `rollback-guard`, …
-    pub actor: &'a str,
+    /// Who asked.
+    pub actor: &'a Actor,
     /// What was asked.
     pub action: RoutingAction,
     pub before: &'a RoutingTable,
@@ -62,7 +62,7 @@ pub struct Fence {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoutingEvent {
     pub generation: u64,
-    pub actor: Arc<str>,
+    pub actor: Actor,
     pub action: RoutingAction,
     pub reason: Option<Arc<str>>,
 }
@@ -157,7 +157,7 @@ impl RoutingHandle {
         {
             return Err(TableError::Fenced(reason));
         }
-        self.update_because(change.actor, change.action, change.reason, |current| {
+        self.update_because(&change.actor, change.action, change.reason, |current| {
             let mut specs = current.specs();
             change.apply(&mut specs)?;
             Ok((specs, current.policy().clone()))
@@ -171,7 +171,7 @@ impl RoutingHandle {
         &self,
         pool: &str,
         change: &PoolChange,
-        actor: &str,
+        actor: &Actor,
     ) -> Result<Arc<RoutingTable>, TableError> {
         self.update(actor, change.action(), |current| {
             let mut specs = current.specs();
@@ -186,7 +186,7 @@ impl RoutingHandle {
         &self,
         specs: Vec<PoolSpec>,
         policy: RoutingPolicy,
-        actor: &str,
+        actor: &Actor,
         action: RoutingAction,
     ) -> Result<Arc<RoutingTable>, TableError> {
         self.update(actor, action, |_| Ok((specs, policy))).await
@@ -209,7 +209,7 @@ impl RoutingHandle {
                 self.current.store(Arc::clone(&next));
                 let _ = self.changes.send(RoutingEvent {
                     generation: next.generation(),
-                    actor: "health".into(),
+                    actor: Actor::Health,
                     action: RoutingAction::Health,
                     reason: Some(reason.into()),
                 });
@@ -222,7 +222,7 @@ impl RoutingHandle {
 
     /// Stores the current table as it is (e.g. the first state of a fresh
     /// store) under the next generation.
-    pub async fn persist_current(&self, actor: &str, action: RoutingAction) -> Result<Arc<RoutingTable>, TableError> {
+    pub async fn persist_current(&self, actor: &Actor, action: RoutingAction) -> Result<Arc<RoutingTable>, TableError> {
         self.update(actor, action, |current| Ok((current.specs(), current.policy().clone())))
             .await
     }
@@ -231,7 +231,7 @@ impl RoutingHandle {
     /// `actor`: built, stored, then served — or refused whole.
     pub async fn update(
         &self,
-        actor: &str,
+        actor: &Actor,
         action: RoutingAction,
         change: impl FnOnce(&RoutingTable) -> Result<(Vec<PoolSpec>, RoutingPolicy), TableError>,
     ) -> Result<Arc<RoutingTable>, TableError> {
@@ -241,7 +241,7 @@ impl RoutingHandle {
     /// [`Self::update`] with the reason for the change recorded.
     pub async fn update_because(
         &self,
-        actor: &str,
+        actor: &Actor,
         action: RoutingAction,
         reason: Option<&str>,
         change: impl FnOnce(&RoutingTable) -> Result<(Vec<PoolSpec>, RoutingPolicy), TableError>,
@@ -274,7 +274,7 @@ impl RoutingHandle {
         // No listener is fine.
         let _ = self.changes.send(RoutingEvent {
             generation: next.generation(),
-            actor: actor.into(),
+            actor: actor.clone(),
             action,
             reason: reason.map(Into::into),
         });
@@ -288,7 +288,7 @@ impl RoutingHandle {
         &self,
         generation: u64,
         specs: &[PoolSpec],
-        actor: &str,
+        actor: &Actor,
     ) -> Result<Option<Arc<RoutingTable>>, TableError> {
         let _writer = self.writer.lock().await;
         let current = self.current.load_full();
@@ -304,7 +304,7 @@ impl RoutingHandle {
         self.current.store(Arc::clone(&next));
         let _ = self.changes.send(RoutingEvent {
             generation,
-            actor: actor.into(),
+            actor: actor.clone(),
             action: RoutingAction::RoutingSync,
             reason: None,
         });
@@ -315,7 +315,7 @@ impl RoutingHandle {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::change::{PoolChange, WeightChange};
+    use crate::change::{Actor, PoolChange, WeightChange};
     use sluice_config::UpstreamProtocol;
     use std::sync::Mutex as StdMutex;
 
@@ -348,7 +348,7 @@ mod tests {
                 Err(PersistError::Failed("disk full".to_owned()))
             } else {
                 self.seen.lock().unwrap().push((
-                    c.actor.to_owned(),
+                    c.actor.as_str().to_owned(),
                     c.action.as_str().to_owned(),
                     c.before.generation(),
                     c.after.generation(),
@@ -364,7 +364,10 @@ mod tests {
         let h = RoutingHandle::new(&specs(), RoutingPolicy::default()).unwrap();
         let before = h.snapshot();
         let after = h
-            .change_weights(WeightChange::set(&weights(&[("blue", 20), ("green", 80)]), "t"))
+            .change_weights(WeightChange::set(
+                &weights(&[("blue", 20), ("green", 80)]),
+                Actor::operator("t"),
+            ))
             .await
             .unwrap();
         assert_eq!(after.generation(), before.generation() + 1);
@@ -389,7 +392,9 @@ mod tests {
         ];
         for (w, expected) in cases {
             assert_eq!(
-                h.change_weights(WeightChange::set(&w, "t")).await.unwrap_err(),
+                h.change_weights(WeightChange::set(&w, Actor::operator("t")))
+                    .await
+                    .unwrap_err(),
                 expected
             );
             assert_eq!(h.snapshot().generation(), 1);
@@ -401,19 +406,22 @@ mod tests {
                 backends: Some(vec![]),
                 force: true,
             },
-            "t",
+            &Actor::operator("t"),
         )
         .await
         .unwrap();
         assert_eq!(
-            h.change_weights(WeightChange::set(&weights(&[("blue", 0), ("green", 100)]), "t"))
-                .await
-                .unwrap_err(),
+            h.change_weights(WeightChange::set(
+                &weights(&[("blue", 0), ("green", 100)]),
+                Actor::operator("t")
+            ))
+            .await
+            .unwrap_err(),
             TableError::NoBackends("green".into())
         );
         // Forced, the weight is taken (and the pool answers 503 until it has backends).
         let forced = h
-            .change_weights(WeightChange::set(&weights(&[("blue", 50), ("green", 50)]), "t").forced())
+            .change_weights(WeightChange::set(&weights(&[("blue", 50), ("green", 50)]), Actor::operator("t")).forced())
             .await
             .unwrap();
         assert_eq!(forced.pool("green").unwrap().weight, 50);
@@ -424,9 +432,12 @@ mod tests {
     async fn changes_are_persisted_before_they_are_served() {
         let store = Arc::new(FakeStore::default());
         let h = RoutingHandle::restore(7, &specs(), RoutingPolicy::default(), Some(store.clone())).unwrap();
-        h.change_weights(WeightChange::set(&weights(&[("blue", 90), ("green", 10)]), "ci"))
-            .await
-            .unwrap();
+        h.change_weights(WeightChange::set(
+            &weights(&[("blue", 90), ("green", 10)]),
+            Actor::operator("ci"),
+        ))
+        .await
+        .unwrap();
         assert_eq!(
             store.seen.lock().unwrap().as_slice(),
             [("ci".to_owned(), "weights.set".to_owned(), 7, 8)]
@@ -434,7 +445,10 @@ mod tests {
 
         *store.fail.lock().unwrap() = true;
         let err = h
-            .change_weights(WeightChange::set(&weights(&[("blue", 0), ("green", 100)]), "ci"))
+            .change_weights(WeightChange::set(
+                &weights(&[("blue", 0), ("green", 100)]),
+                Actor::operator("ci"),
+            ))
             .await
             .unwrap_err();
         assert_eq!(err, TableError::Persist("disk full".into()));
@@ -456,7 +470,7 @@ mod tests {
                     let table = h
                         .change_weights(WeightChange::set(
                             &weights(&[("blue", 100 - green), ("green", green)]),
-                            "t",
+                            Actor::operator("t"),
                         ))
                         .await
                         .unwrap();

@@ -30,7 +30,7 @@ pub mod stats;
 pub mod table;
 pub mod window;
 
-pub use change::{PoolChange, RoutingAction, WeightChange};
+pub use change::{Actor, PoolChange, RoutingAction, WeightChange};
 pub use error::{ProxyError, TableError};
 pub use handle::{Change, Fence, PersistError, RoutingEvent, RoutingHandle, RoutingStore};
 pub use table::{Backend, BackendId, ForwardSettings, Pool, PoolSpec, RoutingPolicy, RoutingTable};

@@ -3,7 +3,7 @@
 //! backend.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use sluice_routing::PoolChange;
+use sluice_routing::{Actor, PoolChange};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -77,7 +77,7 @@ async fn pool_without_backends_is_503() {
                 backends: Some(vec![]),
                 force: true,
             },
-            "test",
+            &Actor::operator("test"),
         )
         .await
         .unwrap();

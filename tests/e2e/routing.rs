@@ -2,7 +2,7 @@
 //! the outside: which pool answered each request.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use sluice_routing::WeightChange;
+use sluice_routing::{Actor, WeightChange};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -97,7 +97,10 @@ async fn sticky_cookie_keeps_clients_and_raising_a_pool_only_adds() {
 
     proxy
         .routing
-        .change_weights(WeightChange::set(&weights(&[("blue", 75), ("green", 25)]), "test"))
+        .change_weights(WeightChange::set(
+            &weights(&[("blue", 75), ("green", 25)]),
+            Actor::operator("test"),
+        ))
         .await
         .unwrap();
     let mut moved_out = 0;
@@ -191,7 +194,7 @@ async fn atomic_swap_under_load_fails_no_request() {
                     [("blue", 100), ("green", 0)]
                 };
                 routing
-                    .change_weights(WeightChange::set(&weights(&w), "test"))
+                    .change_weights(WeightChange::set(&weights(&w), Actor::operator("test")))
                     .await
                     .unwrap();
                 to_green = !to_green;

@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use crate::pg;
-use sluice_routing::WeightChange;
+use sluice_routing::{Actor, WeightChange};
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -243,7 +243,7 @@ async fn a_failed_store_write_refuses_the_change_and_serves_the_old_table() {
     sqlx::query("DROP TABLE audit_log").execute(store.db()).await.unwrap();
     let weights: HashMap<String, u32> = [("blue".to_owned(), 0), ("green".to_owned(), 100)].into();
     let err = routing
-        .change_weights(WeightChange::set(&weights, "ci"))
+        .change_weights(WeightChange::set(&weights, Actor::operator("ci")))
         .await
         .unwrap_err();
     assert!(err.to_string().contains("could not be stored"), "{err}");

@@ -1,4 +1,4 @@
-use sluice_routing::WeightChange;
+use sluice_routing::{Actor, WeightChange};
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -175,7 +175,10 @@ async fn a_failing_canary_is_rolled_back_within_a_few_evaluations() {
     ));
     tokio::task::yield_now().await;
     let w: HashMap<String, u32> = [("blue".into(), 50), ("green".into(), 50)].into();
-    routing.change_weights(WeightChange::set(&w, "ci")).await.unwrap();
+    routing
+        .change_weights(WeightChange::set(&w, Actor::operator("ci")))
+        .await
+        .unwrap();
 
     let failing_since = Instant::now();
     let mut restored_after = None;
@@ -215,7 +218,10 @@ async fn with_automatic_rollback_off_the_guard_only_alerts() {
     ));
     tokio::task::yield_now().await;
     let w: HashMap<String, u32> = [("blue".into(), 50), ("green".into(), 50)].into();
-    routing.change_weights(WeightChange::set(&w, "ci")).await.unwrap();
+    routing
+        .change_weights(WeightChange::set(&w, Actor::operator("ci")))
+        .await
+        .unwrap();
     for _ in 0..10 {
         traffic(&routing, "green", 50, 10);
         tokio::time::advance(Duration::from_secs(1)).await;

@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use sluice_routing::{Actor, RoutingAction, WeightChange};
 use sluice_routing::{Fence, RoutingHandle};
-use sluice_routing::{RoutingAction, WeightChange};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{info, warn};
@@ -95,7 +95,7 @@ impl Run {
                 .routing
                 .change_weights(WeightChange {
                     weights: &weights,
-                    actor: ROLLOUT_ACTOR,
+                    actor: Actor::Rollout,
                     action: RoutingAction::RolloutStep,
                     reason: Some(why),
                     // Fences were checked when the rollout started.
@@ -220,7 +220,7 @@ impl Run {
                 .routing
                 .change_weights(WeightChange {
                     weights: &self.original,
-                    actor: ROLLOUT_ACTOR,
+                    actor: Actor::Rollout,
                     action: RoutingAction::RolloutAbort,
                     reason: Some(&why),
                     force: true,

@@ -8,9 +8,6 @@ use sluice_config::RollbackConfig;
 
 use crate::hooks::{Hook, HookPoint};
 
-/// The actor recorded for the engine's own routing changes.
-pub const ROLLOUT_ACTOR: &str = "rollout";
-
 #[derive(Debug, Clone, PartialEq)]
 pub enum Step {
     /// Give `to` this share and hold it for a while, analysing.

@@ -2,7 +2,7 @@
 //! messages, streams, TLS, deadlines, weight flips, and the backend side
 //! (concurrency limits, refused streams, GOAWAY, one connection per burst).
 
-use sluice_routing::WeightChange;
+use sluice_routing::{Actor, WeightChange};
 use std::net::SocketAddr;
 use std::process::Stdio;
 
@@ -260,7 +260,7 @@ async fn a_weight_flip_moves_new_calls_on_a_channel_at_once_and_streams_continue
         .collect();
     proxy
         .routing
-        .change_weights(WeightChange::set(&weights, "test"))
+        .change_weights(WeightChange::set(&weights, Actor::operator("test")))
         .await
         .unwrap();
     let mut stdin = client.stdin.take().unwrap();

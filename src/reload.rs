@@ -16,9 +16,9 @@ use std::time::Duration;
 
 use sluice_admin_api::Metrics;
 use sluice_config::Config;
-use sluice_control::files::{self, FileWatcher};
 use sluice_routing::{Actor, PoolSpec, RoutingAction, RoutingHandle, RoutingTable};
 use sluice_store::{AuditEntry, Store};
+use sluice_transport::files::{self, FileWatcher};
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 

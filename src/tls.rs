@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use sluice_config::{SecretRef, TlsConfig};
-use sluice_control::files::{self, FileWatcher};
 use sluice_store::{AuditEntry, Store};
+use sluice_transport::files::{self, FileWatcher};
 use sluice_transport::{CertStore, server_config};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;

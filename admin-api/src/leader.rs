@@ -73,7 +73,7 @@ async fn exchange(leader: &str, from: &str, req: Request) -> Result<Response, Ap
             headers.push((name, v.clone()));
         }
     }
-    let answer = sluice_control::webclient::post(&url, &headers, body, 1024 * 1024)
+    let answer = sluice_transport::webclient::post(&url, &headers, body, 1024 * 1024)
         .await
         .map_err(|e| unreachable_leader(leader, &e))?;
     let mut res = Response::new(Body::from(answer.body));

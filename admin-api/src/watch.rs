@@ -15,16 +15,16 @@ pub fn watch_token_files(
     tokens: Arc<TokenSet>,
     store: Store,
     environment: Option<String>,
-) -> notify::Result<Option<sluice_control::files::FileWatcher>> {
+) -> notify::Result<Option<sluice_transport::files::FileWatcher>> {
     let files = tokens.files();
     if files.is_empty() {
         return Ok(None);
     }
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
-    let watcher = sluice_control::files::watch(&files, tx, ())?;
+    let watcher = sluice_transport::files::watch(&files, tx, ())?;
     tokio::spawn(async move {
         while rx.recv().await.is_some() {
-            sluice_control::files::settle(&mut rx).await;
+            sluice_transport::files::settle(&mut rx).await;
             match tokens.reload() {
                 Ok(changed) => {
                     for name in changed {

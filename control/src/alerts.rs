@@ -10,7 +10,7 @@ use sluice_config::{WebhookConfig, WebhookFormat};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
-use crate::webclient::post_json;
+use sluice_transport::webclient::post_json;
 
 const ATTEMPTS: u32 = 3;
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);

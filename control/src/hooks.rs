@@ -227,7 +227,7 @@ async fn run_webhook(url: &str, point: HookPoint, ctx: &HookContext, timeout: Du
         "to_version": ctx.to_version,
         "dry_run": ctx.dry_run,
     });
-    let exchange = crate::webclient::post_json(url, Bytes::from(body.to_string()), MAX_OUTPUT * 4);
+    let exchange = sluice_transport::webclient::post_json(url, Bytes::from(body.to_string()), MAX_OUTPUT * 4);
     let (status, text) = tokio::time::timeout(timeout, exchange)
         .await
         .map_err(|_| format!("timed out after {timeout:?}"))??;

@@ -7,7 +7,6 @@
 pub mod alerts;
 pub mod cluster;
 pub mod direct;
-pub mod files;
 pub mod grpc;
 pub mod guard;
 pub mod health;
@@ -15,4 +14,3 @@ pub mod hooks;
 pub mod outlier;
 pub mod rollout;
 pub mod smoke;
-pub mod webclient;

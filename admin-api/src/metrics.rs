@@ -19,7 +19,12 @@ use sluice_routing::stats::{
 };
 use sluice_routing::{RoutingTable, grpc};
 
+use sluice_control::guard::BreachKind;
+
 use crate::AdminState;
+
+/// Rollbacks asked for through the API: of all pools at once, by hand.
+const MANUAL_ROLLBACK: (&str, &str) = ("all", "manual");
 
 /// Control-plane counters.
 #[derive(Debug)]
@@ -68,6 +73,12 @@ impl Metrics {
             "Weight rollbacks by pool and reason (manual, error_ratio, latency).",
             &["pool", "reason"],
         );
+        // Known label values exist from the first scrape, at 0, so
+        // `rate()` and alerts see them before the first event.
+        for result in ["ok", "error"] {
+            config_reloads.with_label_values(&[result]);
+        }
+        rollbacks.with_label_values(&[MANUAL_ROLLBACK.0, MANUAL_ROLLBACK.1]);
         Self {
             registry,
             admin_requests,
@@ -86,12 +97,24 @@ impl Metrics {
             .inc();
     }
 
+    /// The pool and reason a rollback through the API is counted under.
+    pub fn manual_rollback(&self) {
+        self.rollback(MANUAL_ROLLBACK.0, MANUAL_ROLLBACK.1);
+    }
+
     pub fn rollback(&self, pool: &str, reason: &str) {
         self.rollbacks.with_label_values(&[pool, reason]).inc();
     }
 
     /// Every family, as exposition text; window gauges cover `window`.
     pub fn render(&self, table: &RoutingTable, window: std::time::Duration, environment: Option<&str>) -> Vec<u8> {
+        // Every pool's automatic rollbacks, at 0 until one happens (a
+        // pool added later gets its series at the next scrape).
+        for pool in table.pools() {
+            for kind in BreachKind::ALL {
+                self.rollbacks.with_label_values(&[&*pool.name, kind.label()]);
+            }
+        }
         let mut families = traffic_families(table, window);
         families.push(family(
             "sluice_info",
@@ -296,14 +319,12 @@ fn traffic_families(table: &RoutingTable, window: std::time::Duration) -> Vec<Me
                 &[("pool", name), ("backend", backend.addr())],
                 if backend.is_healthy() { 1.0 } else { 0.0 },
             ));
+            // Every kind from the first scrape, at 0 until it happens.
             for kind in UpstreamErrorKind::ALL {
-                let n = backend.errors().count(kind);
-                if n > 0 {
-                    errors.push(counter(
-                        &[("pool", name), ("backend", backend.addr()), ("kind", kind.label())],
-                        n as f64,
-                    ));
-                }
+                errors.push(counter(
+                    &[("pool", name), ("backend", backend.addr()), ("kind", kind.label())],
+                    backend.errors().count(kind) as f64,
+                ));
             }
         }
     }
@@ -407,4 +428,43 @@ fn traffic_families(table: &RoutingTable, window: std::time::Duration) -> Vec<Me
     // Families without samples are not valid exposition.
     families.retain(|f| !f.get_metric().is_empty());
     families
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use sluice_routing::{PoolSpec, RoutingPolicy};
+
+    #[test]
+    fn known_series_exist_at_zero_from_the_first_scrape() {
+        let spec = PoolSpec {
+            name: "blue".into(),
+            version: "v1".into(),
+            weight: 100,
+            protocol: sluice_config::UpstreamProtocol::Http1,
+            backends: vec!["127.0.0.1:1".into()],
+            tls: None,
+        };
+        let table = RoutingTable::build(1, &[spec], RoutingPolicy::default(), None).unwrap();
+        let text = String::from_utf8(Metrics::new().render(&table, std::time::Duration::from_secs(30), None)).unwrap();
+        let zero = |series: &str| {
+            assert!(
+                text.lines().any(|l| l == format!("{series} 0")),
+                "{series} 0 missing from:\n{text}"
+            );
+        };
+        for kind in UpstreamErrorKind::ALL {
+            zero(&format!(
+                "sluice_upstream_errors_total{{pool=\"blue\",backend=\"127.0.0.1:1\",kind=\"{}\"}}",
+                kind.label()
+            ));
+        }
+        zero("sluice_rollbacks_total{pool=\"blue\",reason=\"error_ratio\"}");
+        zero("sluice_rollbacks_total{pool=\"blue\",reason=\"latency\"}");
+        zero("sluice_rollbacks_total{pool=\"all\",reason=\"manual\"}");
+        zero("sluice_config_reloads_total{result=\"ok\"}");
+        zero("sluice_config_reloads_total{result=\"error\"}");
+        zero("sluice_grpc_requests_total{pool=\"blue\",grpc_code=\"UNAVAILABLE\"}");
+    }
 }

@@ -304,7 +304,7 @@ pub(crate) async fn rollback(
                 force,
             })
             .await?;
-        state.metrics.rollback("all", "manual");
+        state.metrics.manual_rollback();
         Ok(changed(&table))
     }
     .await;

@@ -52,6 +52,8 @@ pub enum BreachKind {
 }
 
 impl BreachKind {
+    pub const ALL: [BreachKind; 2] = [BreachKind::ErrorRatio, BreachKind::Latency];
+
     pub fn label(self) -> &'static str {
         match self {
             BreachKind::ErrorRatio => "error_ratio",

@@ -55,9 +55,6 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.proxy.workers != new.proxy.workers {
         keys.push("proxy.workers");
     }
-    if old.proxy.request_id_header != new.proxy.request_id_header {
-        keys.push("proxy.request_id_header");
-    }
     if old.store != new.store {
         keys.push("store");
     }

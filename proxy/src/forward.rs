@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use http::header::{self, HeaderName, HeaderValue};
+use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Version};
 use http_body::Body as _;
 use sluice_config::{Engine, UpstreamProtocol};
@@ -19,7 +19,6 @@ use crate::grpc::{CallTally, Seen};
 use crate::headers::{self};
 use crate::http1::{self, HeaderLines, HeadersAs};
 use crate::request_body::{ClientBody, RequestBody};
-use crate::request_id;
 use crate::respond::ErrorResponse;
 use crate::rewrite::{authority_value, original_authority, respond, upstream_uri};
 use crate::tunnel::{TunnelGuard, Tunnels, tunnel};
@@ -62,8 +61,6 @@ pub struct Proxy {
     upstreams: Upstreams,
     /// Where backends failing `threshold` times in a row are reported.
     outliers: Option<OutlierHook>,
-    /// The header carrying request ids (`proxy.request_id_header`).
-    request_id: Option<HeaderName>,
     /// Set when this process stops: HTTP/1 responses then announce
     /// `Connection: close`, so clients move to new connections in-band
     /// instead of racing a close of an idle one.
@@ -84,7 +81,6 @@ impl Proxy {
             routing,
             upstreams,
             outliers: None,
-            request_id: None,
             draining: std::sync::atomic::AtomicBool::new(false),
             tunnels: Arc::default(),
         }
@@ -113,12 +109,6 @@ impl Proxy {
 
     /// Reports backends that fail `threshold` exchanges in a row to `tx`
     /// (never blocking: a full channel drops the report).
-    /// Gives every request an id in `header` (see [`crate::request_id`]).
-    pub fn with_request_id_header(mut self, header: Option<HeaderName>) -> Self {
-        self.request_id = header;
-        self
-    }
-
     pub fn with_outlier_reports(mut self, tx: tokio::sync::mpsc::Sender<OutlierReport>, threshold: u32) -> Self {
         self.outliers = Some(OutlierHook::new(tx, threshold));
         self
@@ -150,16 +140,11 @@ impl Proxy {
     #[allow(clippy::manual_async_fn)]
     pub fn handle(
         &self,
-        mut req: Request<ClientBody>,
+        req: Request<ClientBody>,
         conn: &ClientConn,
         scratch: &mut Scratch,
         headers_as: HeadersAs,
     ) -> impl Future<Output = Answer> {
-        // Before the future: the request is not stored in it twice.
-        let request_id = self
-            .request_id
-            .as_ref()
-            .map(|name| request_id::take_or_make(name, req.headers_mut()));
         async move {
             let started = Instant::now();
             let http1 = req.version() <= Version::HTTP_11;
@@ -193,17 +178,10 @@ impl Proxy {
                         let code = grpc::code_for_status(status);
                         (err.into_grpc_response(code), status, outcome, Some(code))
                     } else {
-                        (err.into_response(request_id.as_ref()), status, outcome, None)
+                        (err.into_response(), status, outcome, None)
                     }
                 }
             };
-            // The id goes back with the response, unless the backend's own
-            // header lines (written as they are) already carry one.
-            if let (Some(name), Some(id)) = (&self.request_id, request_id)
-                && !lines.as_ref().is_some_and(|l| l.names(name.as_str()))
-            {
-                res.headers_mut().insert(name.clone(), id);
-            }
             if http1 && self.draining.load(std::sync::atomic::Ordering::Relaxed) {
                 res.headers_mut()
                     .insert(header::CONNECTION, HeaderValue::from_static("close"));

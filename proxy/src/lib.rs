@@ -31,7 +31,6 @@ pub mod headers;
 pub mod http1;
 pub mod options;
 pub mod request_body;
-pub mod request_id;
 pub mod respond;
 pub mod rewrite;
 pub mod server;
@@ -59,11 +58,5 @@ pub fn build(config: &Config) -> Result<(Arc<RoutingHandle>, Arc<Proxy>), TableE
 
 /// The proxy service for `config`, routing through `routing`.
 pub fn proxy_for(config: &Config, routing: Arc<RoutingHandle>) -> Proxy {
-    Proxy::new(routing, Upstreams::new(&config.proxy.timeouts)).with_request_id_header(
-        config
-            .proxy
-            .request_id_header
-            .as_deref()
-            .and_then(|name| http::HeaderName::from_bytes(name.as_bytes()).ok()),
-    )
+    Proxy::new(routing, Upstreams::new(&config.proxy.timeouts))
 }

@@ -43,12 +43,6 @@ pub struct HeaderLines {
 }
 
 impl HeaderLines {
-    /// Whether a line is named `lower` (a lower-case name).
-    pub fn names(&self, lower: &str) -> bool {
-        self.fields()
-            .any(|(name, _)| name.eq_ignore_ascii_case(lower.as_bytes()))
-    }
-
     /// Each line's name and value, for a client that does not take them
     /// as they are (the HTTP/2 server).
     pub fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> {

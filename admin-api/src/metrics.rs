@@ -195,9 +195,14 @@ fn rollout_families(r: &sluice_control::rollout::Status) -> String {
             "sluice_rollout_state",
             "1 for the state the current rollout is in.",
             MetricType::GAUGE,
-            Phase::NAMES
+            Phase::every(0)
                 .iter()
-                .map(|s| gauge(&[("state", s)], if *s == r.phase.name() { 1.0 } else { 0.0 }))
+                .map(|p| {
+                    gauge(
+                        &[("state", p.name())],
+                        if p.name() == r.phase.name() { 1.0 } else { 0.0 },
+                    )
+                })
                 .collect(),
         ),
     ];

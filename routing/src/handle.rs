@@ -228,8 +228,10 @@ impl RoutingHandle {
     }
 
     /// Applies `change` to the current table as one routing change by
-    /// `actor`: built, stored, then served — or refused whole.
-    pub async fn update(
+    /// `actor`: built, stored, then served — or refused whole. Private:
+    /// callers change routing through the methods above, each with its
+    /// rule (`crate::change`).
+    async fn update(
         &self,
         actor: &Actor,
         action: RoutingAction,
@@ -239,7 +241,7 @@ impl RoutingHandle {
     }
 
     /// [`Self::update`] with the reason for the change recorded.
-    pub async fn update_because(
+    async fn update_because(
         &self,
         actor: &Actor,
         action: RoutingAction,

@@ -42,30 +42,24 @@ impl Phase {
         }
     }
 
-    /// Every phase's name, in the order a rollout meets them.
-    pub const NAMES: [&'static str; 7] = [
-        "pre-checks",
-        "step",
-        "paused",
-        "monitoring",
-        "completed",
-        "aborted",
-        "suspended",
-    ];
+    /// Every phase, in the order a rollout meets them (the steps at
+    /// `step`).
+    pub fn every(step: usize) -> [Phase; 7] {
+        [
+            Phase::PreChecks,
+            Phase::Step(step),
+            Phase::Paused(step),
+            Phase::Monitoring,
+            Phase::Completed,
+            Phase::Aborted,
+            Phase::Suspended,
+        ]
+    }
 
     /// The phase a stored rollout record names ([`Phase::name`], at
     /// `step`); `None` for [`RESUMED`] and anything else.
     pub fn from_stored(name: &str, step: usize) -> Option<Phase> {
-        Some(match name {
-            "pre-checks" => Phase::PreChecks,
-            "step" => Phase::Step(step),
-            "paused" => Phase::Paused(step),
-            "monitoring" => Phase::Monitoring,
-            "completed" => Phase::Completed,
-            "aborted" => Phase::Aborted,
-            "suspended" => Phase::Suspended,
-            _ => return None,
-        })
+        Phase::every(step).into_iter().find(|p| p.name() == name)
     }
 
     pub fn finished(&self) -> bool {

@@ -63,6 +63,12 @@ impl RawConn {
     }
 }
 
+/// Whether an idle connection may carry a request: idle no longer than
+/// `idle_timeout`, and not closed by the backend meanwhile.
+fn usable(conn: &mut RawConn, since: Instant, idle_timeout: std::time::Duration) -> bool {
+    since.elapsed() <= idle_timeout && conn.alive()
+}
+
 /// A backend's idle connections of the own exchange, each with the time
 /// it went idle. Shared by the backend's connection pool
 /// (`crate::upstream`) and the bodies that give connections back to it.
@@ -93,7 +99,7 @@ impl RawIdle {
     /// others are closed on the way).
     pub fn take(&self, idle_timeout: std::time::Duration) -> Option<RawConn> {
         while let Some((mut conn, since)) = self.0.pop() {
-            if since.elapsed() <= idle_timeout && conn.alive() {
+            if usable(&mut conn, since, idle_timeout) {
                 return Some(conn);
             }
         }
@@ -110,7 +116,7 @@ impl RawIdle {
             let Some((mut conn, since)) = self.0.pop() else {
                 return;
             };
-            if since.elapsed() <= idle_timeout && conn.alive() {
+            if usable(&mut conn, since, idle_timeout) {
                 let _ = self.0.push((conn, since));
             }
         }

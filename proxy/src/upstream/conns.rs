@@ -149,12 +149,6 @@ impl Connections {
         Arc::clone(&self.of(id).raw)
     }
 
-    /// The idle HTTP/1.1 connections backend `id` has (0 before its first
-    /// request).
-    pub fn idle(&self, id: BackendId) -> usize {
-        self.slot(id).and_then(ArcSwapOption::load_full).map_or(0, |p| p.idle())
-    }
-
     /// Closes the stale idle connections of the backends in `live` (see
     /// [`RawIdle::close_stale`]) and drops the pools, and with them the
     /// connections, of backends no longer in it. The caller runs it every
@@ -255,9 +249,14 @@ mod tests {
         let (a, b) = (BackendId::from_raw(3), BackendId::from_raw(70));
         let pa = conns.of(a);
         assert!(Arc::ptr_eq(&pa, &conns.of(a)), "one pool per backend");
-        let _ = conns.of(b);
+        let pb = conns.of(b);
         conns.sweep(&BTreeSet::from([a]), Duration::from_secs(1));
         assert!(Arc::ptr_eq(&pa, &conns.of(a)), "a live backend keeps its pool");
         assert_eq!(conns.filled.lock().map(|f| f.len()).unwrap_or(0), 1);
+        assert!(
+            conns.slot(b).is_some_and(|s| s.load().is_none()),
+            "the gone backend's slot was emptied"
+        );
+        assert!(!Arc::ptr_eq(&pb, &conns.of(b)), "it would start over with a new pool");
     }
 }

@@ -101,11 +101,6 @@ impl Upstreams {
         }
     }
 
-    /// Every backend's connections.
-    pub fn connections(&self) -> &Connections {
-        &self.conns
-    }
-
     /// Closes stale idle connections of the backends in `live` and drops
     /// those of backends gone from the table ([`Connections::sweep`]);
     /// the caller runs it every few seconds.

@@ -80,6 +80,7 @@ pub async fn serve_config(config: Config, options: RunOptions) -> Result<(), App
         proxy = proxy.with_outlier_reports(outlier_tx, config.outlier.consecutive_failures);
     }
     let proxy = Arc::new(proxy);
+    crate::access_log::start(&proxy, &config.access_log);
     let metrics = Arc::new(Metrics::new());
     let tokens = Arc::new(TokenSet::load(&config.admin.tokens)?);
     let health_ready = Arc::new(AtomicBool::new(false));
@@ -228,6 +229,7 @@ pub async fn serve_config(config: Config, options: RunOptions) -> Result<(), App
         crate::reload::Reloader {
             path,
             routing: Arc::clone(&routing),
+            proxy: Arc::clone(&proxy),
             metrics: Arc::clone(&metrics),
             store: store.clone(),
             baseline: config.clone(),
@@ -265,6 +267,7 @@ pub async fn serve_config(config: Config, options: RunOptions) -> Result<(), App
         let _ = rx.wait_for(|stop| *stop).await;
     };
     let opts = ListenerOptions::from(&config.proxy);
+    let logged = Arc::clone(&proxy);
     let plain = sluice_proxy::serve_moving(
         listener,
         None,
@@ -281,6 +284,7 @@ pub async fn serve_config(config: Config, options: RunOptions) -> Result<(), App
     };
     let (plain_drained, tls_drained) = tokio::join!(plain, secure);
     let drained = plain_drained && tls_drained;
+    crate::access_log::close(logged).await;
     store.close().await;
     if drained {
         Ok(())

@@ -200,6 +200,10 @@ allow_pool_override = true
 [admin]
 listen = "{admin}"
 
+# One JSON line per request on standard output.
+[access_log]
+enabled = true
+
 [[admin.tokens]]
 name = "demo"
 role = "operator"

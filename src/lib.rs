@@ -1,6 +1,7 @@
 //! The `sluice` binary's library half: the commands it runs, shared with the
 //! end-to-end tests so they can start the same pieces in-process.
 
+pub mod access_log;
 pub mod app;
 pub mod ctl;
 pub mod demo;

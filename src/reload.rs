@@ -28,6 +28,8 @@ use crate::error::AppError;
 pub struct Reloader {
     pub path: PathBuf,
     pub routing: Arc<RoutingHandle>,
+    /// Whose access log a reload turns on, off or moves.
+    pub proxy: Arc<sluice_proxy::Proxy>,
     pub metrics: Arc<Metrics>,
     pub store: Store,
     /// The file as last loaded: the baseline for "what the file changed".
@@ -127,6 +129,7 @@ impl Reloader {
             .routing
             .replace(specs, policy, &Actor::ConfigFile, RoutingAction::ConfigReload)
             .await?;
+        self.proxy.access_log().configure(&config.access_log);
         if let (Some((listener, fd)), Some(mover)) = (moved, &self.listener) {
             crate::upgrade::replace_handoff(&mover.handoff, "proxy", fd);
             info!(listen = ?listener.local_addr().ok(), "proxy listener moving to the new address");

@@ -15,7 +15,7 @@ use prometheus::proto::{
 };
 use prometheus::{Encoder, IntCounterVec, Opts, Registry, TextEncoder};
 use sluice_routing::stats::{
-    CONNECTION_PANICS, LATENCY_BOUNDS, OPEN_CONNECTIONS, REFUSED_CONNECTIONS, UpstreamErrorKind,
+    ACCESS_LOG_DROPPED, CONNECTION_PANICS, LATENCY_BOUNDS, OPEN_CONNECTIONS, REFUSED_CONNECTIONS, UpstreamErrorKind,
 };
 use sluice_routing::{RoutingTable, grpc};
 
@@ -419,6 +419,15 @@ fn traffic_families(table: &RoutingTable, window: std::time::Duration) -> Vec<Me
             vec![counter(
                 &[],
                 CONNECTION_PANICS.load(std::sync::atomic::Ordering::Relaxed) as f64,
+            )],
+        ),
+        family(
+            "sluice_access_log_dropped_total",
+            "Access-log lines dropped: the writer was behind (its bounded buffer full) or could not write.",
+            MetricType::COUNTER,
+            vec![counter(
+                &[],
+                ACCESS_LOG_DROPPED.load(std::sync::atomic::Ordering::Relaxed) as f64,
             )],
         ),
     ];

@@ -85,6 +85,13 @@ impl Config {
             "outlier.consecutive_failures",
             self.outlier.consecutive_failures.to_string(),
         );
+        let a = &self.access_log;
+        push("access_log.enabled", a.enabled.to_string());
+        if a.enabled {
+            push("access_log.path", a.path.clone());
+            push("access_log.format", a.format.as_str().into());
+            push("access_log.sample", a.sample.to_string());
+        }
         push(
             "sticky",
             match &self.sticky {

@@ -9,6 +9,7 @@ mod effective;
 mod env;
 mod error;
 mod model;
+mod observe;
 mod parse;
 mod pools;
 mod reader;

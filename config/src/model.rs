@@ -18,6 +18,7 @@ pub struct Config {
     pub rollback: RollbackConfig,
     pub alerts: AlertsConfig,
     pub outlier: OutlierConfig,
+    pub access_log: AccessLogConfig,
     /// Pools in a stable order (sorted by name), which is also the order of
     /// their slices in the cumulative weight ranges.
     pub pools: Vec<PoolConfig>,
@@ -273,6 +274,46 @@ impl Default for OutlierConfig {
             consecutive_failures: 5,
             base_ejection: Duration::from_secs(30),
             max_ejection: Duration::from_secs(300),
+        }
+    }
+}
+
+/// The access log: one line per request (`[access_log]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AccessLogConfig {
+    pub enabled: bool,
+    /// `"-"` for standard output, else a file, reopened when it is rotated.
+    pub path: String,
+    pub format: AccessLogFormat,
+    /// Share of 1xx–3xx lines kept (0–1); 4xx, 5xx and sluice's own errors
+    /// are always written.
+    pub sample: f64,
+}
+
+impl Default for AccessLogConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            path: "-".into(),
+            format: AccessLogFormat::Json,
+            sample: 1.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessLogFormat {
+    /// One JSON object per line, with the field names in docs/operations.md.
+    Json,
+    /// nginx's and Apache's combined format plus sluice's fields.
+    Combined,
+}
+
+impl AccessLogFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Json => "json",
+            Self::Combined => "combined",
         }
     }
 }

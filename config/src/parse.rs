@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 
 use crate::error::ConfigError;
 use crate::model::*;
+use crate::observe::access_log;
 use crate::pools::pools;
 use crate::reader::{Problems, Section};
 use crate::sections::{alerts, health, outlier, rollback, secret, sticky};
@@ -38,6 +39,7 @@ pub(crate) fn parse_table(table: toml::Table) -> Result<Config, ConfigError> {
     let rollback = rollback(root.section("rollback", &mut problems), &mut problems);
     let alerts = alerts(root.section("alerts", &mut problems), &mut problems);
     let outlier = outlier(root.section("outlier", &mut problems), &mut problems);
+    let access_log = access_log(root.section("access_log", &mut problems), &mut problems);
     let pools = match root.section("pools", &mut problems) {
         Some(section) => pools(section, &health, &mut problems),
         None => {
@@ -60,6 +62,7 @@ pub(crate) fn parse_table(table: toml::Table) -> Result<Config, ConfigError> {
             rollback,
             alerts,
             outlier,
+            access_log,
             pools,
         })
     } else {

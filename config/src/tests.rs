@@ -250,3 +250,31 @@ fn grpc_health_checks_need_http2_pools() {
         vec!["health.mode: \"tcp\" is not a health mode; use \"http\" or \"grpc\""]
     );
 }
+
+#[test]
+fn access_log_is_off_by_default_and_its_keys_are_checked() {
+    let base = "[pools.blue]\nversion = \"v1\"\nweight = 100\nbackends = [\"127.0.0.1:9001\"]\n";
+    let c = Config::from_toml(base).unwrap();
+    assert_eq!(c.access_log, AccessLogConfig::default());
+    assert!(!c.access_log.enabled);
+
+    let on = format!(
+        "[access_log]\nenabled = true\npath = \"/var/log/sluice.log\"\nformat = \"combined\"\nsample = 0.25\n{base}"
+    );
+    let a = Config::from_toml(&on).unwrap().access_log;
+    assert!(a.enabled);
+    assert_eq!(a.path, "/var/log/sluice.log");
+    assert_eq!(a.format, AccessLogFormat::Combined);
+    assert_eq!(a.sample, 0.25);
+
+    let bad = format!("[access_log]\npath = \"\"\nformat = \"clf\"\nsample = 1.5\nbuffer = 3\n{base}");
+    let found = problems(&bad);
+    for key in [
+        "access_log.path",
+        "access_log.format",
+        "access_log.sample",
+        "access_log.buffer",
+    ] {
+        assert!(found.iter().any(|p| p.starts_with(key)), "{key} not named in {found:?}");
+    }
+}

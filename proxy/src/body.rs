@@ -13,6 +13,7 @@ use hyper::body::Incoming;
 use sluice_routing::grpc;
 use sluice_routing::table::InFlight;
 
+use crate::access::Entry;
 use crate::grpc::CallTally;
 use crate::http1::RawBody;
 use crate::upstream::Lease;
@@ -23,6 +24,8 @@ pub use crate::request_body::BodyError;
 #[derive(Debug)]
 pub struct ProxyBody {
     kind: Kind,
+    /// The request's access-log entry, written when the body ends.
+    log: Option<Box<Entry>>,
 }
 
 #[derive(Debug)]
@@ -49,11 +52,15 @@ impl ProxyBody {
         let bytes = bytes.into();
         Self {
             kind: Kind::Full((!bytes.is_empty()).then_some(bytes)),
+            log: None,
         }
     }
 
     pub fn empty() -> Self {
-        Self { kind: Kind::Full(None) }
+        Self {
+            kind: Kind::Full(None),
+            log: None,
+        }
     }
 
     pub fn raw(body: RawBody, in_flight: InFlight) -> Self {
@@ -62,6 +69,7 @@ impl ProxyBody {
                 body,
                 _in_flight: in_flight,
             },
+            log: None,
         }
     }
 
@@ -74,15 +82,16 @@ impl ProxyBody {
                 _in_flight: in_flight,
                 grpc: grpc.map(Box::new),
             },
+            log: None,
         }
     }
-}
 
-impl Body for ProxyBody {
-    type Data = Bytes;
-    type Error = BodyError;
+    /// Writes `entry` to the access log when this body ends.
+    pub(crate) fn log_to(&mut self, entry: Box<Entry>) {
+        self.log = Some(entry);
+    }
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+    fn poll_kind(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match &mut self.kind {
             Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             Kind::Upstream { body, lease, grpc, .. } => {
@@ -129,6 +138,26 @@ impl Body for ProxyBody {
             Kind::Raw { body, .. } => body.poll_frame(cx).map_err(BodyError::from),
         }
     }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = self.get_mut();
+        let frame = this.poll_kind(cx);
+        if let Some(entry) = &mut this.log {
+            match &frame {
+                Poll::Ready(Some(Ok(f))) => entry.saw(f),
+                Poll::Ready(Some(Err(_))) => {
+                    entry.error = entry.error.or(Some(sluice_routing::ProxyError::UpstreamReset.code()));
+                }
+                _ => {}
+            }
+        }
+        frame
+    }
 
     fn is_end_stream(&self) -> bool {
         match &self.kind {
@@ -161,6 +190,9 @@ impl Drop for ProxyBody {
             if let Some(tally) = grpc.take() {
                 tally.finish(if ended { grpc::UNKNOWN } else { grpc::CANCELLED });
             }
+        }
+        if let Some(entry) = self.log.take() {
+            entry.finish();
         }
     }
 }

@@ -12,6 +12,7 @@ use http_body::Body as _;
 use sluice_config::{Engine, UpstreamProtocol};
 use tracing::debug;
 
+use crate::access::{AccessLog, Entry};
 use crate::body::ProxyBody;
 use crate::client::{ClientConn, Scratch};
 use crate::deadline::Deadline;
@@ -41,6 +42,8 @@ struct Counting {
     /// The request is a gRPC call to an HTTP/2 pool.
     grpc_call: bool,
     grpc: Seen,
+    /// The access-log entry, when the log is on.
+    log: Option<Box<Entry>>,
 }
 
 /// What the request path answers one request with: the response and,
@@ -68,9 +71,15 @@ pub struct Proxy {
     /// Upgraded connections (WebSocket tunnels) still open: a drain waits
     /// for them as it does for requests.
     tunnels: Arc<Tunnels>,
+    access_log: AccessLog,
 }
 
 impl Proxy {
+    /// The access log, turned on, off or moved by `[access_log]`.
+    pub fn access_log(&self) -> &AccessLog {
+        &self.access_log
+    }
+
     /// The backend connections this proxy sends on.
     pub fn upstreams(&self) -> &Upstreams {
         &self.upstreams
@@ -83,6 +92,7 @@ impl Proxy {
             outliers: None,
             draining: std::sync::atomic::AtomicBool::new(false),
             tunnels: Arc::default(),
+            access_log: AccessLog::default(),
         }
     }
 
@@ -148,7 +158,10 @@ impl Proxy {
         async move {
             let started = Instant::now();
             let http1 = req.version() <= Version::HTTP_11;
-            let mut counting = Counting::default();
+            let mut counting = Counting {
+                log: self.access_log.begin(&req, conn, started),
+                ..Counting::default()
+            };
             // What the pool's counters see: the HTTP status (a gRPC call's
             // mapped from its code), the outcome and the gRPC code.
             let mut lines = None;
@@ -174,6 +187,9 @@ impl Proxy {
                         Outcome::Success
                     };
                     let status = err.status().as_u16();
+                    if let Some(entry) = &mut counting.log {
+                        entry.error = Some(err.code());
+                    }
                     if counting.grpc_call {
                         let code = grpc::code_for_status(status);
                         (err.into_grpc_response(code), status, outcome, Some(code))
@@ -185,6 +201,11 @@ impl Proxy {
             if http1 && self.draining.load(std::sync::atomic::Ordering::Relaxed) {
                 res.headers_mut()
                     .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            if let Some(mut entry) = counting.log {
+                entry.status = res.status().as_u16();
+                entry.grpc_status = grpc_code;
+                res.body_mut().log_to(entry);
             }
             // A call whose status is in its trailers is counted by its body.
             if let Some(stats) = counting.stats
@@ -221,7 +242,14 @@ impl Proxy {
                 // gRPC backends are HTTP/2 pools: only their requests are
                 // looked at (for sluice's own errors in gRPC's terms).
                 counting.grpc_call = choice.pool.protocol == UpstreamProtocol::Http2 && grpc::is_grpc(req.headers());
+                if let Some(entry) = &mut counting.log {
+                    entry.pool = Some(Arc::clone(&choice.pool.name));
+                    entry.pool_version = Some(Arc::clone(&choice.pool.version));
+                }
                 let backend = select::choose_backend(choice.pool).ok_or(ProxyError::NoBackend)?;
+                if let Some(entry) = &mut counting.log {
+                    entry.backend = Some(Arc::clone(backend));
+                }
                 // P2C picked the less loaded of two: if even it is full, shed.
                 let cap = settings.max_in_flight_per_backend;
                 if cap > 0 && backend.in_flight() >= u64::from(cap) {
@@ -293,6 +321,9 @@ impl Proxy {
                 // The head is sent: the map goes back for the next request.
                 scratch.give_back(std::mem::take(&mut parts.headers));
                 let (res, lines) = res?;
+                if let Some(entry) = &mut counting.log {
+                    entry.upstream = Some(started.elapsed());
+                }
                 self.count_exchange(&pool_name, &backend, res.status().is_server_error());
                 let (parts, body) = res.into_parts();
                 return Ok((respond(parts, set_cookie, ProxyBody::raw(body, in_flight)), lines));
@@ -327,6 +358,9 @@ impl Proxy {
             let (mut res, mut lease) = self
                 .response_head(sent, &mut scratch.deadline, timeout, &backend, &pool_name)
                 .await?;
+            if let Some(entry) = &mut counting.log {
+                entry.upstream = Some(started.elapsed());
+            }
             // A gRPC call is judged by its grpc-status, not by its 200.
             counting.grpc = if protocol == UpstreamProtocol::Http2
                 && res.status() == StatusCode::OK

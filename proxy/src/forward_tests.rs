@@ -57,7 +57,8 @@ fn the_request_future_stays_small() {
     let (handle, send) = (future_size(&handle), future_size(&send));
     // 2,952 and 1,320 bytes with toolchain 1.95 (3,312 for the request
     // while `handle` and `forward` were `async fn`s, 4,272 and 2,416
-    // before connecting and handshakes were boxed).
-    assert!(handle <= 3584, "the request future is {handle} bytes");
+    // before connecting and handshakes were boxed; 3,600 with the
+    // access-log entry's pointer).
+    assert!(handle <= 3600, "the request future is {handle} bytes");
     assert!(send <= 2048, "the upstream exchange future is {send} bytes");
 }

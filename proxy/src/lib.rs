@@ -20,6 +20,7 @@
     clippy::panic_in_result_fn
 )]
 
+pub mod access;
 pub mod body;
 pub mod client;
 mod date;
@@ -39,6 +40,7 @@ pub mod upstream;
 
 use std::sync::Arc;
 
+pub use access::AccessLog;
 pub use forward::Proxy;
 pub use options::ListenerOptions;
 pub use respond::{ERROR_HEADER, ErrorResponse};

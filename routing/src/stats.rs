@@ -198,6 +198,10 @@ pub static REFUSED_CONNECTIONS: AtomicU64 = AtomicU64::new(0);
 /// closed). Any count above zero is a bug to report.
 pub static CONNECTION_PANICS: AtomicU64 = AtomicU64::new(0);
 
+/// Access-log lines dropped because the writer fell behind (its buffer was
+/// full) or could not write (a full disk, a closed stdout).
+pub static ACCESS_LOG_DROPPED: AtomicU64 = AtomicU64::new(0);
+
 #[cfg(test)]
 mod tests {
     use super::*;

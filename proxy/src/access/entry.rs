@@ -1,0 +1,130 @@
+//! One request's access-log entry: gathered on the request path when the
+//! log is on, finished when the response body ends or is dropped (per
+//! stream on HTTP/2; for an upgrade, when the 101 is sent).
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::header::HeaderValue;
+use http::{Method, Uri, Version};
+use http_body::Frame;
+use tokio::time::Instant;
+
+use sluice_routing::grpc;
+use sluice_routing::stats::ACCESS_LOG_DROPPED;
+use sluice_routing::table::Backend;
+
+use super::Sink;
+
+/// What one line says. Header values are shared with the request, not
+/// copied; formatting happens on the writer task.
+#[derive(Debug)]
+pub(crate) struct Entry {
+    pub(crate) at: SystemTime,
+    pub(crate) started: Instant,
+    pub(crate) client: IpAddr,
+    pub(crate) method: Method,
+    pub(crate) uri: Uri,
+    pub(crate) version: Version,
+    pub(crate) referer: Option<HeaderValue>,
+    pub(crate) user_agent: Option<HeaderValue>,
+    pub(crate) request_id: Option<HeaderValue>,
+    /// The trace id of a valid incoming `traceparent`.
+    pub(crate) trace_id: Option<HeaderValue>,
+    pub(crate) status: u16,
+    pub(crate) grpc_status: Option<u8>,
+    pub(crate) pool: Option<Arc<str>>,
+    pub(crate) pool_version: Option<Arc<str>>,
+    pub(crate) backend: Option<Arc<Backend>>,
+    /// From the request's start to the backend's response head.
+    pub(crate) upstream: Option<Duration>,
+    /// From the request's start to the body's end; set when finished.
+    pub(crate) duration: Duration,
+    /// The request body's declared length (unknown for a streamed body
+    /// without one).
+    pub(crate) bytes_in: Option<u64>,
+    pub(crate) bytes_out: u64,
+    /// sluice's own error code (`x-sluice-error`), or why the response
+    /// body broke off.
+    pub(crate) error: Option<&'static str>,
+    pub(crate) sink: Arc<Sink>,
+}
+
+impl Entry {
+    /// Counts a response frame on its way to the client.
+    pub(crate) fn saw(&mut self, frame: &Frame<Bytes>) {
+        if let Some(data) = frame.data_ref() {
+            self.bytes_out += data.len() as u64;
+        } else if let Some(trailers) = frame.trailers_ref()
+            && let Some(code) = grpc::status_of(trailers)
+        {
+            self.grpc_status = Some(code);
+        }
+    }
+
+    /// The response ended: the line goes to the writer, unless sampled
+    /// out or the writer is behind (then it is counted as dropped). Never
+    /// waits.
+    pub(crate) fn finish(mut self: Box<Self>) {
+        self.duration = self.started.elapsed();
+        let always = self.status >= 400 || self.error.is_some();
+        let sample = self.sink.sample;
+        if !always && sample < 1.0 && rand::random::<f64>() >= sample {
+            return;
+        }
+        let sink = Arc::clone(&self.sink);
+        if sink.tx.try_send(self).is_err() {
+            ACCESS_LOG_DROPPED.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The trace id (32 hex digits) of a well-formed W3C `traceparent`
+/// (version 00 or a later one read as 00; ids not all zero).
+pub(crate) fn trace_id(traceparent: &HeaderValue) -> Option<HeaderValue> {
+    let b = traceparent.as_bytes();
+    let hex = |s: &[u8]| s.iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'));
+    let zero = |s: &[u8]| s.iter().all(|&c| c == b'0');
+    let (version, rest) = b.split_at_checked(2)?;
+    let valid = hex(version)
+        && version != b"ff"
+        && (rest.len() == 53 || (version != b"00" && rest.get(53) == Some(&b'-')))
+        && rest.first() == Some(&b'-')
+        && rest.get(33) == Some(&b'-')
+        && rest.get(50) == Some(&b'-');
+    let id = rest.get(1..33)?;
+    let parent = rest.get(34..50)?;
+    let flags = rest.get(51..53)?;
+    (valid && hex(id) && hex(parent) && hex(flags) && !zero(id) && !zero(parent))
+        .then(|| HeaderValue::from_maybe_shared(Bytes::copy_from_slice(id)).ok())
+        .flatten()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trace_ids_come_only_from_well_formed_traceparents() {
+        let id = |s: &'static str| trace_id(&HeaderValue::from_static(s)).map(|v| v.to_str().unwrap().to_owned());
+        let good = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        assert_eq!(id(good).as_deref(), Some("4bf92f3577b34da6a3ce929d0e0e4736"));
+        // A later version may append fields after a dash.
+        assert!(id("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-xyz").is_some());
+        for bad in [
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-xyz",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "",
+            "00",
+        ] {
+            assert_eq!(id(bad), None, "{bad}");
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! The access log (`[access_log]`): one line per request, gathered on the
+//! request path only while the log is on (off, it costs one relaxed load
+//! per request), handed through a bounded channel to a writer thread that
+//! formats and writes it. The request path never waits for the writer:
+//! when the channel is full, the line is dropped and counted
+//! (`sluice_access_log_dropped_total`). A reload turns the log on, off or
+//! moves it; the old writer finishes the lines it was given and ends.
+
+mod entry;
+mod format;
+mod writer;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwapOption;
+use http::Request;
+use http::header::{self, HeaderName};
+use http_body::Body as _;
+use sluice_config::AccessLogConfig;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::client::ClientConn;
+use crate::request_body::ClientBody;
+
+pub(crate) use entry::Entry;
+
+/// Lines waiting for the writer at most; past this they are dropped.
+const QUEUE: usize = 16 * 1024;
+
+static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// What the request path hands finished entries to.
+#[derive(Debug)]
+pub(crate) struct Sink {
+    pub(crate) tx: mpsc::Sender<Box<Entry>>,
+    pub(crate) sample: f64,
+}
+
+/// The access log as the proxy holds it: on or off, and where lines go.
+#[derive(Debug, Default)]
+pub struct AccessLog {
+    on: AtomicBool,
+    sink: ArcSwapOption<Sink>,
+    /// The settings in force and their writer (control plane only).
+    state: Mutex<Option<Running>>,
+}
+
+#[derive(Debug)]
+struct Running {
+    config: AccessLogConfig,
+    writer: writer::Handle,
+}
+
+impl AccessLog {
+    /// Applies `[access_log]`: unchanged settings keep the running writer;
+    /// changed ones start a new writer and let the old one finish.
+    pub fn configure(&self, config: &AccessLogConfig) {
+        let mut state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !config.enabled {
+            self.on.store(false, Ordering::Relaxed);
+            self.sink.store(None);
+            *state = None;
+            return;
+        }
+        if state.as_ref().is_some_and(|running| running.config == *config) {
+            return;
+        }
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let writer = writer::start(rx, config.path.clone(), config.format);
+        self.sink.store(Some(Arc::new(Sink {
+            tx,
+            sample: config.sample,
+        })));
+        self.on.store(true, Ordering::Relaxed);
+        *state = Some(Running {
+            config: config.clone(),
+            writer,
+        });
+    }
+
+    /// Reopens the log file (SIGUSR1, after a rotation that copied it
+    /// away); renames and removals are noticed without it.
+    pub fn reopen(&self) {
+        let state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(running) = state.as_ref() {
+            running.writer.reopen();
+        }
+    }
+
+    /// Stops taking lines and waits, at most `within`, for the writer to
+    /// write those it has (at shutdown, after the drain).
+    pub fn close(&self, within: Duration) {
+        self.on.store(false, Ordering::Relaxed);
+        self.sink.store(None);
+        let running = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(running) = running {
+            running.writer.wait(within);
+        }
+    }
+
+    /// An entry for `req` when the log is on.
+    pub(crate) fn begin(&self, req: &Request<ClientBody>, conn: &ClientConn, started: Instant) -> Option<Box<Entry>> {
+        if !self.on.load(Ordering::Relaxed) {
+            return None;
+        }
+        let sink = self.sink.load_full()?;
+        let headers = req.headers();
+        Some(Box::new(Entry {
+            at: SystemTime::now(),
+            started,
+            client: conn.peer.ip(),
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            version: req.version(),
+            referer: headers.get(header::REFERER).cloned(),
+            user_agent: headers.get(header::USER_AGENT).cloned(),
+            request_id: headers.get(&REQUEST_ID).cloned(),
+            trace_id: headers.get(&TRACEPARENT).and_then(entry::trace_id),
+            status: 0,
+            grpc_status: None,
+            pool: None,
+            pool_version: None,
+            backend: None,
+            upstream: None,
+            duration: Duration::ZERO,
+            bytes_in: req.body().size_hint().exact(),
+            bytes_out: 0,
+            error: None,
+            sink,
+        }))
+    }
+}

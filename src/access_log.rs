@@ -5,16 +5,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sluice_config::AccessLogConfig;
 use sluice_proxy::Proxy;
 use tracing::{error, info};
 
 /// How long shutdown waits for the writer to write what it was given.
 const FLUSH_WITHIN: Duration = Duration::from_secs(5);
 
-/// Applies `[access_log]` and reopens the file on each SIGUSR1.
-pub fn start(proxy: &Arc<Proxy>, config: &AccessLogConfig) {
-    proxy.access_log().configure(config);
+/// Reopens the access-log file on each SIGUSR1 (the log itself was
+/// started with the proxy, see `sluice_proxy::proxy_for`).
+pub fn start(proxy: &Arc<Proxy>) {
     #[cfg(unix)]
     {
         let proxy = Arc::clone(proxy);

@@ -80,7 +80,7 @@ pub async fn serve_config(config: Config, options: RunOptions) -> Result<(), App
         proxy = proxy.with_outlier_reports(outlier_tx, config.outlier.consecutive_failures);
     }
     let proxy = Arc::new(proxy);
-    crate::access_log::start(&proxy, &config.access_log);
+    crate::access_log::start(&proxy);
     let metrics = Arc::new(Metrics::new());
     let tokens = Arc::new(TokenSet::load(&config.admin.tokens)?);
     let health_ready = Arc::new(AtomicBool::new(false));

@@ -58,7 +58,10 @@ pub fn build(config: &Config) -> Result<(Arc<RoutingHandle>, Arc<Proxy>), TableE
     Ok((Arc::clone(&routing), Arc::new(proxy_for(config, routing))))
 }
 
-/// The proxy service for `config`, routing through `routing`.
+/// The proxy service for `config`, routing through `routing`, with its
+/// access log started when `[access_log]` turns it on.
 pub fn proxy_for(config: &Config, routing: Arc<RoutingHandle>) -> Proxy {
-    Proxy::new(routing, Upstreams::new(&config.proxy.timeouts))
+    let proxy = Proxy::new(routing, Upstreams::new(&config.proxy.timeouts));
+    proxy.access_log().configure(&config.access_log);
+    proxy
 }

@@ -9,6 +9,7 @@ mod common;
 #[path = "../../store/tests/pg/mod.rs"]
 mod pg;
 
+mod access_log;
 mod admin_api;
 mod admin_e2e;
 mod adversarial;

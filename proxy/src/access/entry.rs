@@ -4,7 +4,6 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -14,7 +13,6 @@ use http_body::Frame;
 use tokio::time::Instant;
 
 use sluice_routing::grpc;
-use sluice_routing::stats::ACCESS_LOG_DROPPED;
 use sluice_routing::table::Backend;
 
 use super::Sink;
@@ -50,10 +48,55 @@ pub(crate) struct Entry {
     /// sluice's own error code (`x-sluice-error`), or why the response
     /// body broke off.
     pub(crate) error: Option<&'static str>,
-    pub(crate) sink: Arc<Sink>,
+    /// Where the entry goes when finished; `None` once it is on its way
+    /// or back on the free list.
+    pub(crate) sink: Option<Arc<Sink>>,
 }
 
 impl Entry {
+    /// An entry holding nothing: what the free list keeps.
+    pub(crate) fn blank() -> Self {
+        Self {
+            at: SystemTime::UNIX_EPOCH,
+            started: Instant::now(),
+            client: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+            method: Method::GET,
+            uri: Uri::from_static("/"),
+            version: Version::HTTP_11,
+            referer: None,
+            user_agent: None,
+            request_id: None,
+            trace_id: None,
+            status: 0,
+            grpc_status: None,
+            pool: None,
+            pool_version: None,
+            backend: None,
+            upstream: None,
+            duration: Duration::ZERO,
+            bytes_in: None,
+            bytes_out: 0,
+            error: None,
+            sink: None,
+        }
+    }
+
+    /// Lets go of what the entry shares with its request (the client's
+    /// buffer behind the path and header values, the pool's names), so a
+    /// recycled entry pins no memory.
+    pub(crate) fn clear(&mut self) {
+        self.method = Method::GET;
+        self.uri = Uri::from_static("/");
+        self.referer = None;
+        self.user_agent = None;
+        self.request_id = None;
+        self.trace_id = None;
+        self.pool = None;
+        self.pool_version = None;
+        self.backend = None;
+        self.sink = None;
+    }
+
     /// Counts a response frame on its way to the client.
     pub(crate) fn saw(&mut self, frame: &Frame<Bytes>) {
         if let Some(data) = frame.data_ref() {
@@ -69,16 +112,15 @@ impl Entry {
     /// out or the writer is behind (then it is counted as dropped). Never
     /// waits.
     pub(crate) fn finish(mut self: Box<Self>) {
+        let Some(sink) = self.sink.take() else { return };
         self.duration = self.started.elapsed();
         let always = self.status >= 400 || self.error.is_some();
-        let sample = self.sink.sample;
-        if !always && sample < 1.0 && rand::random::<f64>() >= sample {
+        if !always && sink.sample < 1.0 && rand::random::<f64>() >= sink.sample {
+            self.clear();
+            sink.recycle(self);
             return;
         }
-        let sink = Arc::clone(&self.sink);
-        if sink.tx.try_send(self).is_err() {
-            ACCESS_LOG_DROPPED.fetch_add(1, Ordering::Relaxed);
-        }
+        sink.send(self);
     }
 }
 

@@ -4,14 +4,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use http::header::HeaderValue;
 use http::{Method, Version};
 use sluice_config::AccessLogFormat;
-use tokio::sync::mpsc;
 
-use super::super::Sink;
 use super::super::entry::Entry;
 use super::*;
 
 fn entry() -> Entry {
-    let (tx, _rx) = mpsc::channel(1);
     Entry {
         // 2026-12-07T01:40:12.345Z
         at: UNIX_EPOCH + Duration::from_millis(1_796_607_612_345),
@@ -34,7 +31,7 @@ fn entry() -> Entry {
         bytes_in: Some(0),
         bytes_out: 17,
         error: Some("upstream-connect-failed"),
-        sink: Arc::new(Sink { tx, sample: 1.0 }),
+        sink: None,
     }
 }
 
@@ -91,4 +88,20 @@ fn dates_are_the_calendar_s() {
     let mut out = Vec::new();
     rfc3339(now, &mut out);
     assert_eq!(out.len(), 24);
+}
+
+#[test]
+fn milliseconds_are_written_as_json_numbers_to_the_microsecond() {
+    for (micros, text) in [
+        (0, "0"),
+        (1, "0.001"),
+        (17_000, "17"),
+        (10_010, "10.01"),
+        (1_500, "1.5"),
+        (123_456_789, "123456.789"),
+    ] {
+        let mut out = Vec::new();
+        ms(Duration::from_micros(micros), &mut out);
+        assert_eq!(String::from_utf8(out).unwrap(), text);
+    }
 }

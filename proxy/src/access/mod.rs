@@ -18,8 +18,7 @@ use arc_swap::ArcSwapOption;
 use http::Request;
 use http::header::{self, HeaderName};
 use http_body::Body as _;
-use sluice_config::AccessLogConfig;
-use tokio::sync::mpsc;
+use sluice_config::{AccessLogConfig, AccessLogFormat};
 use tokio::time::Instant;
 
 use crate::client::ClientConn;
@@ -27,17 +26,47 @@ use crate::request_body::ClientBody;
 
 pub(crate) use entry::Entry;
 
-/// Lines waiting for the writer at most; past this they are dropped.
-const QUEUE: usize = 16 * 1024;
+/// Lines waiting for the writer at most; past this they are dropped. An
+/// entry shares the client's read buffer until written, so this bounds
+/// what a stalled writer can hold (4,096 × a 4 KiB buffer at worst).
+const QUEUE: usize = 4096;
 
 static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// What the request path hands finished entries to.
+/// What the request path hands finished entries to. When the last one
+/// is gone (the log was moved or turned off, and every entry begun before
+/// is finished) its writer drains and ends.
 #[derive(Debug)]
 pub(crate) struct Sink {
-    pub(crate) tx: mpsc::Sender<Box<Entry>>,
+    shared: Arc<writer::Shared>,
     pub(crate) sample: f64,
+    /// The combined format logs the referer and user agent; JSON does not.
+    combined: bool,
+}
+
+impl Sink {
+    fn new(shared: Arc<writer::Shared>, sample: f64, combined: bool) -> Self {
+        Self {
+            shared,
+            sample,
+            combined,
+        }
+    }
+
+    pub(crate) fn send(&self, entry: Box<Entry>) {
+        self.shared.send(entry);
+    }
+
+    pub(crate) fn recycle(&self, entry: Box<Entry>) {
+        self.shared.recycle(entry);
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        self.shared.close();
+    }
 }
 
 /// The access log as the proxy holds it: on or off, and where lines go.
@@ -69,12 +98,10 @@ impl AccessLog {
         if state.as_ref().is_some_and(|running| running.config == *config) {
             return;
         }
-        let (tx, rx) = mpsc::channel(QUEUE);
-        let writer = writer::start(rx, config.path.clone(), config.format);
-        self.sink.store(Some(Arc::new(Sink {
-            tx,
-            sample: config.sample,
-        })));
+        let writer = writer::start(QUEUE, config.path.clone(), config.format);
+        let combined = config.format == AccessLogFormat::Combined;
+        let sink = Sink::new(Arc::clone(&writer.shared), config.sample, combined);
+        self.sink.store(Some(Arc::new(sink)));
         self.on.store(true, Ordering::Relaxed);
         *state = Some(Running {
             config: config.clone(),
@@ -87,7 +114,7 @@ impl AccessLog {
     pub fn reopen(&self) {
         let state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(running) = state.as_ref() {
-            running.writer.reopen();
+            running.writer.shared.reopen();
         }
     }
 
@@ -113,15 +140,24 @@ impl AccessLog {
         }
         let sink = self.sink.load_full()?;
         let headers = req.headers();
-        Some(Box::new(Entry {
+        let mut entry = sink.shared.recycled().unwrap_or_else(|| Box::new(Entry::blank()));
+        let (referer, user_agent) = if sink.combined {
+            (
+                headers.get(header::REFERER).cloned(),
+                headers.get(header::USER_AGENT).cloned(),
+            )
+        } else {
+            (None, None)
+        };
+        *entry = Entry {
             at: SystemTime::now(),
             started,
             client: conn.peer.ip(),
             method: req.method().clone(),
             uri: req.uri().clone(),
             version: req.version(),
-            referer: headers.get(header::REFERER).cloned(),
-            user_agent: headers.get(header::USER_AGENT).cloned(),
+            referer,
+            user_agent,
             request_id: headers.get(&REQUEST_ID).cloned(),
             trace_id: headers.get(&TRACEPARENT).and_then(entry::trace_id),
             status: 0,
@@ -134,7 +170,8 @@ impl AccessLog {
             bytes_in: req.body().size_hint().exact(),
             bytes_out: 0,
             error: None,
-            sink,
-        }))
+            sink: Some(sink),
+        };
+        Some(entry)
     }
 }

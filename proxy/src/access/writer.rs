@@ -1,22 +1,28 @@
 //! The access log's writer: a thread of its own (a slow disk never stalls
-//! the runtime's workers) that takes lines in batches, formats them and
-//! writes each batch with one call. A log file renamed or removed away
-//! (logrotate) is noticed within a second and a new one opened; SIGUSR1
-//! reopens it at once. Lines that cannot be written (no file, a full disk)
-//! are dropped and counted, and the file is tried again, so a broken log
-//! never fails a request or grows memory.
+//! the runtime's workers) that takes finished entries from a bounded
+//! lock-free queue in batches, formats them and writes each batch with one
+//! call, then hands the emptied entries back for reuse (no allocation per
+//! request). Producers never wait and, while the writer is busy or polling
+//! (every few milliseconds under traffic), never make a system call; an
+//! idle writer sleeps until the next entry wakes it.
+//!
+//! A log file renamed or removed away (logrotate) is noticed within a
+//! second and a new one opened; SIGUSR1 reopens it at once. Lines that
+//! cannot be written (no file, a full disk) are dropped and counted, and
+//! the file is tried again, so a broken log never fails a request or grows
+//! memory.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering, fence};
+use std::sync::{Arc, OnceLock};
+use std::thread::Thread;
 use std::time::Duration;
 
-use tokio::time::Instant;
-
+use crossbeam_queue::ArrayQueue;
 use sluice_config::AccessLogFormat;
 use sluice_routing::stats::ACCESS_LOG_DROPPED;
-use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tracing::warn;
 
 use super::entry::Entry;
@@ -27,60 +33,151 @@ const BATCH: u64 = 512;
 /// How often the file's path is checked for a rotation (and a failed open
 /// retried).
 const CHECK_EVERY: Duration = Duration::from_secs(1);
+/// Under traffic the writer looks for lines this often…
+const POLL_EVERY: Duration = Duration::from_millis(20);
+/// …and after this long without any it sleeps until woken.
+const SLEEP_AFTER: Duration = Duration::from_secs(1);
 
-/// The running writer, as its owner holds it.
+/// What the request path and the writer share.
 #[derive(Debug)]
-pub(super) struct Handle {
-    reopen: Arc<AtomicBool>,
-    done: std::sync::mpsc::Receiver<()>,
+pub(super) struct Shared {
+    lines: ArrayQueue<Box<Entry>>,
+    free: ArrayQueue<Box<Entry>>,
+    sleeping: AtomicBool,
+    /// Set when the last producer is gone: the writer drains and ends.
+    closed: AtomicBool,
+    reopen: AtomicBool,
+    thread: OnceLock<Thread>,
 }
 
-impl Handle {
+impl Shared {
+    fn new(capacity: usize) -> Self {
+        Self {
+            lines: ArrayQueue::new(capacity),
+            free: ArrayQueue::new(capacity),
+            sleeping: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            reopen: AtomicBool::new(false),
+            thread: OnceLock::new(),
+        }
+    }
+
+    /// A reusable entry, if one is free.
+    pub(super) fn recycled(&self) -> Option<Box<Entry>> {
+        self.free.pop()
+    }
+
+    pub(super) fn recycle(&self, entry: Box<Entry>) {
+        let _ = self.free.push(entry);
+    }
+
+    /// Queues a finished entry; a full queue drops and counts it.
+    pub(super) fn send(&self, entry: Box<Entry>) {
+        if let Err(entry) = self.lines.push(entry) {
+            ACCESS_LOG_DROPPED.fetch_add(1, Ordering::Relaxed);
+            let mut entry = entry;
+            entry.clear();
+            self.recycle(entry);
+            return;
+        }
+        // Pairs with the writer's fence between `sleeping` and its last
+        // look at the queue: one of the two sees the other.
+        fence(Ordering::SeqCst);
+        if self.sleeping.load(Ordering::Relaxed) && self.sleeping.swap(false, Ordering::Relaxed) {
+            self.wake();
+        }
+    }
+
+    pub(super) fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        self.wake();
+    }
+
     pub(super) fn reopen(&self) {
         self.reopen.store(true, Ordering::Relaxed);
     }
 
-    /// Waits until the writer has ended (its channel closed and drained).
+    fn wake(&self) {
+        if let Some(thread) = self.thread.get() {
+            thread.unpark();
+        }
+    }
+}
+
+/// The running writer, as its owner holds it.
+#[derive(Debug)]
+pub(super) struct Handle {
+    pub(super) shared: Arc<Shared>,
+    done: std::sync::mpsc::Receiver<()>,
+}
+
+impl Handle {
+    /// Waits until the writer has ended (closed and drained).
     pub(super) fn wait(&self, within: Duration) {
         let _ = self.done.recv_timeout(within);
     }
 }
 
-pub(super) fn start(rx: mpsc::Receiver<Box<Entry>>, path: String, format: AccessLogFormat) -> Handle {
-    let reopen = Arc::new(AtomicBool::new(false));
+pub(super) fn start(capacity: usize, path: String, format: AccessLogFormat) -> Handle {
+    let shared = Arc::new(Shared::new(capacity));
     let (done_tx, done) = std::sync::mpsc::channel();
-    let flag = Arc::clone(&reopen);
+    let theirs = Arc::clone(&shared);
     let spawned = std::thread::Builder::new()
         .name("sluice-access-log".into())
         .spawn(move || {
-            run(rx, Output::new(path), format, &flag);
+            run(&theirs, Output::new(path), format);
             let _ = done_tx.send(());
         });
-    if let Err(e) = spawned {
-        warn!(error = %e, "cannot start the access-log writer; lines are dropped and counted");
+    match spawned {
+        Ok(handle) => {
+            let _ = shared.thread.set(handle.thread().clone());
+        }
+        Err(e) => warn!(error = %e, "cannot start the access-log writer; lines are dropped and counted"),
     }
-    Handle { reopen, done }
+    Handle { shared, done }
 }
 
-fn run(mut rx: mpsc::Receiver<Box<Entry>>, mut out: Output, format: AccessLogFormat, reopen: &AtomicBool) {
+fn run(shared: &Shared, mut out: Output, format: AccessLogFormat) {
     let mut buf = Vec::with_capacity(64 * 1024);
-    while let Some(first) = rx.blocking_recv() {
+    let mut last_line = Instant::now();
+    loop {
         buf.clear();
-        format::line(format, &first, &mut buf);
-        drop(first);
-        let mut lines = 1;
+        let mut lines = 0;
         while lines < BATCH {
-            let Ok(entry) = rx.try_recv() else { break };
+            let Some(mut entry) = shared.lines.pop() else { break };
             format::line(format, &entry, &mut buf);
+            entry.clear();
+            shared.recycle(entry);
             lines += 1;
         }
-        if reopen.swap(false, Ordering::Relaxed) {
-            out.reopen();
+        if lines > 0 {
+            if shared.reopen.swap(false, Ordering::Relaxed) {
+                out.reopen();
+            }
+            out.write(&buf, lines);
+            if buf.capacity() > 1024 * 1024 {
+                buf = Vec::with_capacity(64 * 1024);
+            }
+            last_line = Instant::now();
+            continue;
         }
-        out.write(&buf, lines);
-        if buf.capacity() > 1024 * 1024 {
-            buf = Vec::with_capacity(64 * 1024);
+        if shared.closed.load(Ordering::SeqCst) {
+            if shared.lines.is_empty() {
+                break;
+            }
+            continue;
         }
+        if last_line.elapsed() < SLEEP_AFTER {
+            std::thread::park_timeout(POLL_EVERY);
+            continue;
+        }
+        shared.sleeping.store(true, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+        if shared.lines.is_empty() && !shared.closed.load(Ordering::SeqCst) {
+            std::thread::park();
+        }
+        shared.sleeping.store(false, Ordering::Relaxed);
+        last_line = Instant::now();
     }
     out.flush();
 }

@@ -20,6 +20,8 @@ pub struct Scratch {
     headers: Option<HeaderMap>,
     /// The backend response deadline's timer, kept across requests.
     pub(crate) deadline: Deadline,
+    /// The request's access-log entry while it is served (log on).
+    pub(crate) log: Option<Box<crate::access::Entry>>,
 }
 
 impl Scratch {

@@ -12,7 +12,7 @@ use http_body::Body as _;
 use sluice_config::{Engine, UpstreamProtocol};
 use tracing::debug;
 
-use crate::access::{AccessLog, Entry};
+use crate::access::AccessLog;
 use crate::body::ProxyBody;
 use crate::client::{ClientConn, Scratch};
 use crate::deadline::Deadline;
@@ -42,8 +42,6 @@ struct Counting {
     /// The request is a gRPC call to an HTTP/2 pool.
     grpc_call: bool,
     grpc: Seen,
-    /// The access-log entry, when the log is on.
-    log: Option<Box<Entry>>,
 }
 
 /// What the request path answers one request with: the response and,
@@ -158,10 +156,10 @@ impl Proxy {
         async move {
             let started = Instant::now();
             let http1 = req.version() <= Version::HTTP_11;
-            let mut counting = Counting {
-                log: self.access_log.begin(&req, conn, started),
-                ..Counting::default()
-            };
+            // Kept in the connection's scratch rather than in this future,
+            // which every request moves: the log costs nothing there when off.
+            scratch.log = self.access_log.begin(&req, conn, started);
+            let mut counting = Counting::default();
             // What the pool's counters see: the HTTP status (a gRPC call's
             // mapped from its code), the outcome and the gRPC code.
             let mut lines = None;
@@ -187,7 +185,7 @@ impl Proxy {
                         Outcome::Success
                     };
                     let status = err.status().as_u16();
-                    if let Some(entry) = &mut counting.log {
+                    if let Some(entry) = &mut scratch.log {
                         entry.error = Some(err.code());
                     }
                     if counting.grpc_call {
@@ -202,7 +200,7 @@ impl Proxy {
                 res.headers_mut()
                     .insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
-            if let Some(mut entry) = counting.log {
+            if let Some(mut entry) = scratch.log.take() {
                 entry.status = res.status().as_u16();
                 entry.grpc_status = grpc_code;
                 res.body_mut().log_to(entry);
@@ -242,12 +240,12 @@ impl Proxy {
                 // gRPC backends are HTTP/2 pools: only their requests are
                 // looked at (for sluice's own errors in gRPC's terms).
                 counting.grpc_call = choice.pool.protocol == UpstreamProtocol::Http2 && grpc::is_grpc(req.headers());
-                if let Some(entry) = &mut counting.log {
+                if let Some(entry) = &mut scratch.log {
                     entry.pool = Some(Arc::clone(&choice.pool.name));
                     entry.pool_version = Some(Arc::clone(&choice.pool.version));
                 }
                 let backend = select::choose_backend(choice.pool).ok_or(ProxyError::NoBackend)?;
-                if let Some(entry) = &mut counting.log {
+                if let Some(entry) = &mut scratch.log {
                     entry.backend = Some(Arc::clone(backend));
                 }
                 // P2C picked the less loaded of two: if even it is full, shed.
@@ -321,7 +319,7 @@ impl Proxy {
                 // The head is sent: the map goes back for the next request.
                 scratch.give_back(std::mem::take(&mut parts.headers));
                 let (res, lines) = res?;
-                if let Some(entry) = &mut counting.log {
+                if let Some(entry) = &mut scratch.log {
                     entry.upstream = Some(started.elapsed());
                 }
                 self.count_exchange(&pool_name, &backend, res.status().is_server_error());
@@ -358,7 +356,7 @@ impl Proxy {
             let (mut res, mut lease) = self
                 .response_head(sent, &mut scratch.deadline, timeout, &backend, &pool_name)
                 .await?;
-            if let Some(entry) = &mut counting.log {
+            if let Some(entry) = &mut scratch.log {
                 entry.upstream = Some(started.elapsed());
             }
             // A gRPC call is judged by its grpc-status, not by its 200.

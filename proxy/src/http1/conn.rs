@@ -23,7 +23,12 @@ pub struct RawConn {
     /// Space offered to the next response's first read: it grows while
     /// reads fill it, so that a whole response usually takes one read (as
     /// hyper's adaptive buffer does), and shrinks when they stay small.
-    pub(super) read_size: usize,
+    /// (u32 with `keep_alive` beside it keeps the connection, and so every
+    /// response body of the own exchange, 8 bytes smaller.)
+    read_size: u32,
+    /// The backend lets the connection be reused after the response being
+    /// read (set per response).
+    pub(super) keep_alive: bool,
 }
 
 impl RawConn {
@@ -31,16 +36,22 @@ impl RawConn {
         Self {
             io,
             buf: BytesMut::new(),
-            read_size: READ_CHUNK,
+            read_size: READ_CHUNK as u32,
+            keep_alive: true,
         }
+    }
+
+    /// How much the next read offers.
+    pub(super) fn read_size(&self) -> usize {
+        self.read_size as usize
     }
 
     /// Adapts [`RawConn::read_size`] to a read of `n` bytes into `offered`.
     pub(super) fn adapt(&mut self, n: usize, offered: usize) {
         if n >= offered {
-            self.read_size = (self.read_size * 2).min(READ_MAX);
-        } else if n < self.read_size / 4 {
-            self.read_size = (self.read_size / 2).max(READ_CHUNK);
+            self.read_size = (self.read_size * 2).min(READ_MAX as u32);
+        } else if n < self.read_size() / 4 {
+            self.read_size = (self.read_size / 2).max(READ_CHUNK as u32);
         }
     }
 

@@ -55,7 +55,7 @@ pub async fn exchange(
         if conn.buf.len() >= MAX_HEAD_BYTES {
             return Err(RawError::Malformed("response head too large"));
         }
-        conn.buf.reserve(conn.read_size);
+        conn.buf.reserve(conn.read_size());
         let offered = conn.buf.capacity() - conn.buf.len();
         let n = conn
             .io
@@ -91,17 +91,16 @@ pub(super) fn before_response(e: std::io::Error, conn: &RawConn) -> RawError {
 pub struct RawBody {
     pub(super) conn: Option<RawConn>,
     pub(super) framing: Framing,
-    pub(super) keep_alive: bool,
     /// Where the connection goes when the body has been read to its end.
     pub(super) idle: Arc<RawIdle>,
 }
 
 impl RawBody {
-    fn new(conn: RawConn, framing: Framing, keep_alive: bool, idle: Arc<RawIdle>) -> Self {
+    fn new(mut conn: RawConn, framing: Framing, keep_alive: bool, idle: Arc<RawIdle>) -> Self {
+        conn.keep_alive = keep_alive;
         Self {
             conn: Some(conn),
             framing,
-            keep_alive,
             idle,
         }
     }
@@ -109,7 +108,7 @@ impl RawBody {
     fn finish(&mut self) {
         self.framing = Framing::Done;
         if let Some(mut conn) = self.conn.take()
-            && self.keep_alive
+            && conn.keep_alive
             && conn.buf.is_empty()
         {
             // The empty buffer keeps the last response's allocation: once
@@ -139,7 +138,8 @@ impl RawBody {
             let Some(conn) = self.conn.as_mut() else {
                 return Poll::Ready(None);
             };
-            match next_step(&mut self.framing, &mut conn.buf, conn.read_size)? {
+            let read_size = conn.read_size();
+            match next_step(&mut self.framing, &mut conn.buf, read_size)? {
                 Step::End => {
                     self.finish();
                     return Poll::Ready(None);
@@ -165,7 +165,7 @@ impl RawBody {
                             return Poll::Ready(Some(Err(RawError::Io(e))));
                         }
                         Poll::Ready(Ok(0)) if self.framing == Framing::UntilClose => {
-                            self.keep_alive = false;
+                            conn.keep_alive = false;
                             self.finish();
                             return Poll::Ready(None);
                         }

@@ -142,6 +142,12 @@ async fn answer(req: Request<Incoming>, knobs: &Knobs, identity: &(String, Strin
         }
     }
     let method = req.method().to_string();
+    // What the backend saw of the request id sluice sends (x-request-id).
+    let request_id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     // Drain the request body so keep-alive connections stay usable.
     let received = req.into_body().collect().await.map(|b| b.to_bytes().len()).unwrap_or(0);
     let latency = knobs.latency_ms.load(Ordering::Relaxed);
@@ -157,6 +163,7 @@ async fn answer(req: Request<Incoming>, knobs: &Knobs, identity: &(String, Strin
     let body = serde_json::json!({
         "pool": pool, "version": version, "backend": backend,
         "method": method, "path": path, "received_bytes": received, "ok": !fail,
+        "request_id": request_id,
     });
     let mut res = Response::new(Full::new(Bytes::from(format!("{body}\n"))));
     *res.status_mut() = status;

@@ -54,6 +54,9 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.proxy.tls != new.proxy.tls {
         keys.push("proxy.tls (certificate files themselves reload on change)");
     }
+    if old.proxy.request_id_header != new.proxy.request_id_header {
+        keys.push("proxy.request_id_header");
+    }
     if old.proxy.workers != new.proxy.workers {
         keys.push("proxy.workers");
     }

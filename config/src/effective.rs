@@ -45,6 +45,10 @@ impl Config {
         );
         push("proxy.engine", p.engine.as_str().to_owned());
         push("proxy.allow_pool_override", p.allow_pool_override.to_string());
+        push(
+            "proxy.request_id_header",
+            p.request_id_header.clone().unwrap_or_default(),
+        );
         push("proxy.drain_timeout", format!("{:?}", p.drain_timeout));
         push("proxy.timeouts.connect", format!("{:?}", p.timeouts.connect));
         push(

@@ -34,6 +34,9 @@ pub struct ProxyConfig {
     pub workers: Option<usize>,
     /// Honour the `x-sluice-pool` header (testers reaching a pool directly).
     pub allow_pool_override: bool,
+    /// The header that carries each request's id (lower-case; `None`:
+    /// `request_id_header = ""`, no ids).
+    pub request_id_header: Option<String>,
     /// How long in-flight requests get to finish on SIGTERM.
     pub drain_timeout: Duration,
     pub timeouts: Timeouts,

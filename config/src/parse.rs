@@ -96,6 +96,20 @@ fn proxy(section: Option<Section>, problems: &mut Problems) -> ProxyConfig {
         }
     });
     let allow_pool_override = s.take("allow_pool_override", problems).unwrap_or(false);
+    let request_id_header = match s.take::<String>("request_id_header", problems) {
+        None => Some("x-request-id".to_owned()),
+        Some(name) if name.is_empty() => None,
+        Some(name) if is_header_name(&name) => Some(name.to_ascii_lowercase()),
+        Some(name) => {
+            problems.push(
+                s.key_path("request_id_header"),
+                format!(
+                    "{name:?} is not a header name (letters, digits and -_.!#$%&'*+^`|~), or \"\" for no request ids"
+                ),
+            );
+            None
+        }
+    };
     let engine = match s.take::<String>("engine", problems).as_deref() {
         None | Some("sluice") => Engine::Sluice,
         Some("hyper") => Engine::Hyper,
@@ -174,6 +188,7 @@ fn proxy(section: Option<Section>, problems: &mut Problems) -> ProxyConfig {
         engine,
         workers,
         allow_pool_override,
+        request_id_header,
         drain_timeout,
         timeouts,
         limits,
@@ -271,4 +286,13 @@ fn store(section: Option<Section>, problems: &mut Problems) -> StoreConfig {
     let auto_migrate = s.take("auto_migrate", problems);
     s.finish(problems);
     StoreConfig { url, auto_migrate }
+}
+
+/// An HTTP field name: a token (RFC 9110 §5.1), at most 64 bytes here.
+fn is_header_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }

@@ -20,6 +20,11 @@ pub struct Scratch {
     headers: Option<HeaderMap>,
     /// The backend response deadline's timer, kept across requests.
     pub(crate) deadline: Deadline,
+    /// The id of the request being served (see [`crate::request_id`]).
+    pub(crate) request_id: crate::request_id::RequestId,
+    /// The response still needs the id as a line after the backend's (see
+    /// [`crate::forward::Proxy::id_line`]).
+    pub(crate) id_line: bool,
     /// The request's access-log entry while it is served (log on).
     pub(crate) log: Option<Box<crate::access::Entry>>,
 }

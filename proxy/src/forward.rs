@@ -20,6 +20,7 @@ use crate::grpc::{CallTally, Seen};
 use crate::headers::{self};
 use crate::http1::{self, HeaderLines, HeadersAs};
 use crate::request_body::{ClientBody, RequestBody};
+use crate::request_id::IdHeader;
 use crate::respond::ErrorResponse;
 use crate::rewrite::{authority_value, original_authority, respond, upstream_uri};
 use crate::tunnel::{TunnelGuard, Tunnels, tunnel};
@@ -70,6 +71,8 @@ pub struct Proxy {
     /// for them as it does for requests.
     tunnels: Arc<Tunnels>,
     access_log: AccessLog,
+    /// The header carrying request ids (`proxy.request_id_header`).
+    request_ids: Option<IdHeader>,
 }
 
 impl Proxy {
@@ -91,7 +94,23 @@ impl Proxy {
             draining: std::sync::atomic::AtomicBool::new(false),
             tunnels: Arc::default(),
             access_log: AccessLog::default(),
+            request_ids: None,
         }
+    }
+
+    /// The request id line an own server writes after the backend's header
+    /// lines, when [`Proxy::handle`] left it to them.
+    pub(crate) fn id_line<'a>(&'a self, scratch: &'a Scratch) -> Option<(&'a IdHeader, &'a [u8])> {
+        if !scratch.id_line {
+            return None;
+        }
+        Some((self.request_ids.as_ref()?, scratch.request_id.as_bytes()?))
+    }
+
+    /// Gives every request an id in `header` (see [`crate::request_id`]).
+    pub fn with_request_ids(mut self, header: Option<http::HeaderName>) -> Self {
+        self.request_ids = header.map(IdHeader::new);
+        self
     }
 
     /// Upgraded connections (WebSocket tunnels) open right now.
@@ -148,17 +167,22 @@ impl Proxy {
     #[allow(clippy::manual_async_fn)]
     pub fn handle(
         &self,
-        req: Request<ClientBody>,
+        mut req: Request<ClientBody>,
         conn: &ClientConn,
         scratch: &mut Scratch,
         headers_as: HeadersAs,
     ) -> impl Future<Output = Answer> {
+        // Before the future, so the request is not held in it twice.
+        match &self.request_ids {
+            Some(ids) => scratch.request_id.take_or_make(&ids.name, req.headers_mut()),
+            None => scratch.request_id.clear(),
+        }
         async move {
             let started = Instant::now();
             let http1 = req.version() <= Version::HTTP_11;
             // Kept in the connection's scratch rather than in this future,
             // which every request moves: the log costs nothing there when off.
-            scratch.log = self.access_log.begin(&req, conn, started);
+            scratch.log = self.access_log.begin(&req, conn, started, &scratch.request_id);
             let mut counting = Counting::default();
             // What the pool's counters see: the HTTP status (a gRPC call's
             // mapped from its code), the outcome and the gRPC code.
@@ -192,10 +216,28 @@ impl Proxy {
                         let code = grpc::code_for_status(status);
                         (err.into_grpc_response(code), status, outcome, Some(code))
                     } else {
-                        (err.into_response(), status, outcome, None)
+                        (err.into_response(scratch.request_id.as_bytes()), status, outcome, None)
                     }
                 }
             };
+            // The id goes back with the response, unless the backend's own
+            // header lines (written as they are) already carry one: one
+            // more line on the own servers' path, else in the map.
+            scratch.id_line = false;
+            if let Some(ids) = &self.request_ids
+                && scratch.request_id.as_bytes().is_some()
+            {
+                match &lines {
+                    // Written by the own server after the lines.
+                    Some(l) => scratch.id_line = !ids.in_lines(&l.bytes),
+                    None if res.headers().contains_key(&ids.name) => {}
+                    None => {
+                        if let Some(value) = scratch.request_id.value() {
+                            res.headers_mut().insert(ids.name.clone(), value);
+                        }
+                    }
+                }
+            }
             if http1 && self.draining.load(std::sync::atomic::Ordering::Relaxed) {
                 res.headers_mut()
                     .insert(header::CONNECTION, HeaderValue::from_static("close"));
@@ -303,7 +345,11 @@ impl Proxy {
                 let head = &mut scratch.head;
                 head.clear();
                 head.reserve(384 + parts.headers.len() * 48 + len as usize);
-                http1::encode_head(&parts, &conn.forwarded, &host, len, head);
+                let made = match (&self.request_ids, scratch.request_id.as_bytes()) {
+                    (Some(ids), Some(id)) if scratch.request_id.is_made() => Some((ids, id)),
+                    _ => None,
+                };
+                http1::encode_head(&parts, &conn.forwarded, &host, len, made, head);
                 let body = RequestBody::new(body, settings.max_request_body_bytes);
                 let res = {
                     let sent = std::pin::pin!(async {
@@ -329,6 +375,12 @@ impl Proxy {
 
             parts.uri = upstream_uri(&parts.uri, protocol, &backend)?;
             headers::add_forwarding(&mut parts.headers, &conn.forwarded, &host);
+            if let Some(ids) = &self.request_ids
+                && scratch.request_id.is_made()
+                && let Some(value) = scratch.request_id.value()
+            {
+                parts.headers.insert(ids.name.clone(), value);
+            }
             if let Some(proto) = &upgrade {
                 parts
                     .headers

@@ -32,6 +32,7 @@ pub mod headers;
 pub mod http1;
 pub mod options;
 pub mod request_body;
+pub mod request_id;
 pub mod respond;
 pub mod rewrite;
 pub mod server;
@@ -61,7 +62,9 @@ pub fn build(config: &Config) -> Result<(Arc<RoutingHandle>, Arc<Proxy>), TableE
 /// The proxy service for `config`, routing through `routing`, with its
 /// access log started when `[access_log]` turns it on.
 pub fn proxy_for(config: &Config, routing: Arc<RoutingHandle>) -> Proxy {
-    let proxy = Proxy::new(routing, Upstreams::new(&config.proxy.timeouts));
+    let ids = config.proxy.request_id_header.as_deref();
+    let proxy = Proxy::new(routing, Upstreams::new(&config.proxy.timeouts))
+        .with_request_ids(ids.and_then(|name| http::HeaderName::from_bytes(name.as_bytes()).ok()));
     proxy.access_log().configure(&config.access_log);
     proxy
 }

@@ -17,7 +17,7 @@ pub trait ErrorResponse {
     /// A short plain-text response; client errors also close the
     /// connection, since the rest of the byte stream can no longer be
     /// trusted.
-    fn into_response(self) -> Response<ProxyBody>;
+    fn into_response(self, request_id: Option<&[u8]>) -> Response<ProxyBody>;
 
     /// sluice's own failure of a gRPC call, in gRPC's language: a
     /// Trailers-Only response (HTTP 200, `grpc-status` `code`, and
@@ -27,8 +27,11 @@ pub trait ErrorResponse {
 }
 
 impl ErrorResponse for ProxyError {
-    fn into_response(self) -> Response<ProxyBody> {
-        let body = Bytes::from(format!("sluice: {self}\n"));
+    fn into_response(self, request_id: Option<&[u8]>) -> Response<ProxyBody> {
+        let body = Bytes::from(match request_id.and_then(|id| std::str::from_utf8(id).ok()) {
+            Some(id) => format!("sluice: {self} (request id {id})\n"),
+            None => format!("sluice: {self}\n"),
+        });
         let mut res = Response::new(ProxyBody::full(body));
         *res.status_mut() = self.status();
         let h = res.headers_mut();

@@ -39,7 +39,7 @@ fn log_section(path: &Path, extra: &str) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_request_is_one_json_line_naming_its_pool_version_backend_and_id() {
+async fn every_request_is_one_json_line_and_its_id_agrees_with_the_client_and_backend() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("access.log");
     let blue = spawn_backend("blue", "v1", any_addr()).await.unwrap();
@@ -53,7 +53,8 @@ async fn every_request_is_one_json_line_naming_its_pool_version_backend_and_id()
     let proxy = start_proxy(&toml).await;
     const TOTAL: usize = 10_000;
     const H2: usize = 1_000;
-    // What each client saw, by the request id it sent.
+    // What each client saw, by the request id it got back; half send
+    // their own, the others get one made by sluice.
     let mut seen: HashMap<String, (String, usize, &str)> = HashMap::new();
     let (h1, h2) = (client(), h2_client());
     for batch in 0..TOTAL / 100 {
@@ -66,15 +67,24 @@ async fn every_request_is_one_json_line_naming_its_pool_version_backend_and_id()
             };
             let url = proxy.url(&format!("/item/{i}?q=%22x%22"));
             calls.push(tokio::spawn(async move {
-                let id = format!("req-{i}");
-                let (status, _, body) = get(&c, &url, &[("x-request-id", &id)]).await;
+                let own = format!("req-{i}");
+                let sent: &[(&str, &str)] = if i % 2 == 0 { &[("x-request-id", &own)] } else { &[] };
+                let (status, headers, body) = get(&c, &url, sent).await;
                 assert_eq!(status, 200, "{body}");
+                let id = headers["x-request-id"].to_str().unwrap().to_owned();
+                if i % 2 == 0 {
+                    assert_eq!(id, own, "a client's id is kept");
+                } else {
+                    assert!(id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
+                }
+                let at_backend: serde_json::Value = serde_json::from_str(&body).unwrap();
+                assert_eq!(at_backend["request_id"], id.as_str(), "the backend saw another id");
                 (id, (pool_of(&body), body.len(), protocol))
             }));
         }
         for call in calls {
             let (id, view) = call.await.unwrap();
-            seen.insert(id, view);
+            assert!(seen.insert(id, view).is_none(), "an id repeats");
         }
     }
     let lines = lines(&file, TOTAL, Duration::from_secs(30)).await;
@@ -178,7 +188,13 @@ async fn combined_lines_match_the_combined_format() {
     assert_eq!(&first[8], r#"tool/1.0 \x22quoted\x22"#);
     assert_eq!((&first[9], &first[10]), ("blue", "blue-v"));
     assert_eq!(&first[11], blue.addr.to_string());
-    assert_eq!((&first[14], &first[15]), ("-", "-"));
+    // No id sent: the one sluice made.
+    assert!(
+        first[14].len() == 32 && first[14].bytes().all(|b| b.is_ascii_hexdigit()),
+        "{}",
+        &first[14]
+    );
+    assert_eq!(&first[15], "-");
     let second = combined
         .captures(&lines[1])
         .unwrap_or_else(|| panic!("not combined: {}", lines[1]));

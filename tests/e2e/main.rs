@@ -34,6 +34,7 @@ mod overload;
 mod process;
 mod protocols;
 mod replicas;
+mod request_ids;
 mod rollout_e2e;
 mod rollout_hooks;
 mod routing;

@@ -16,6 +16,7 @@ use sluice_routing::grpc;
 use sluice_routing::table::Backend;
 
 use super::Sink;
+use crate::request_id::RequestId;
 
 /// What one line says. Header values are shared with the request, not
 /// copied; formatting happens on the writer task.
@@ -29,7 +30,7 @@ pub(crate) struct Entry {
     pub(crate) version: Version,
     pub(crate) referer: Option<HeaderValue>,
     pub(crate) user_agent: Option<HeaderValue>,
-    pub(crate) request_id: Option<HeaderValue>,
+    pub(crate) request_id: RequestId,
     /// The trace id of a valid incoming `traceparent`.
     pub(crate) trace_id: Option<HeaderValue>,
     pub(crate) status: u16,
@@ -65,7 +66,7 @@ impl Entry {
             version: Version::HTTP_11,
             referer: None,
             user_agent: None,
-            request_id: None,
+            request_id: RequestId::default(),
             trace_id: None,
             status: 0,
             grpc_status: None,
@@ -89,7 +90,7 @@ impl Entry {
         self.uri = Uri::from_static("/");
         self.referer = None;
         self.user_agent = None;
-        self.request_id = None;
+        self.request_id.clear();
         self.trace_id = None;
         self.pool = None;
         self.pool_version = None;

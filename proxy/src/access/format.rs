@@ -111,7 +111,7 @@ fn json(e: &Entry, out: &mut Vec<u8>) {
     out.extend_from_slice(b",\"bytes_out\":");
     int(e.bytes_out, out);
     out.extend_from_slice(b",\"request_id\":");
-    json_opt(e.request_id.as_ref().map(HeaderValue::as_bytes), out);
+    json_opt(e.request_id.as_bytes(), out);
     out.extend_from_slice(b",\"trace_id\":");
     json_opt(e.trace_id.as_ref().map(HeaderValue::as_bytes), out);
     out.extend_from_slice(b",\"error\":");
@@ -198,7 +198,7 @@ fn combined(e: &Entry, out: &mut Vec<u8>) {
     out.extend_from_slice(b" duration_ms=");
     ms(e.duration, out);
     out.extend_from_slice(b" request_id=\"");
-    quoted_value(e.request_id.as_ref(), out);
+    escaped(e.request_id.as_bytes().unwrap_or(b"-"), out);
     out.extend_from_slice(b"\" error=\"");
     escaped(e.error.unwrap_or("-").as_bytes(), out);
     out.push(b'"');

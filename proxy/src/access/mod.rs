@@ -23,6 +23,7 @@ use tokio::time::Instant;
 
 use crate::client::ClientConn;
 use crate::request_body::ClientBody;
+use crate::request_id::RequestId;
 
 pub(crate) use entry::Entry;
 
@@ -32,7 +33,6 @@ pub(crate) use entry::Entry;
 const QUEUE: usize = 4096;
 
 static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
-static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// What the request path hands finished entries to. When the last one
 /// is gone (the log was moved or turned off, and every entry begun before
@@ -136,15 +136,27 @@ impl AccessLog {
     /// An entry for `req` when the log is on. Inlined: off, this is one
     /// load and a branch on the request path.
     #[inline(always)]
-    pub(crate) fn begin(&self, req: &Request<ClientBody>, conn: &ClientConn, started: Instant) -> Option<Box<Entry>> {
+    pub(crate) fn begin(
+        &self,
+        req: &Request<ClientBody>,
+        conn: &ClientConn,
+        started: Instant,
+        id: &RequestId,
+    ) -> Option<Box<Entry>> {
         if !self.on.load(Ordering::Relaxed) {
             return None;
         }
-        self.begin_on(req, conn, started)
+        self.begin_on(req, conn, started, id)
     }
 
     #[inline(never)]
-    fn begin_on(&self, req: &Request<ClientBody>, conn: &ClientConn, started: Instant) -> Option<Box<Entry>> {
+    fn begin_on(
+        &self,
+        req: &Request<ClientBody>,
+        conn: &ClientConn,
+        started: Instant,
+        id: &RequestId,
+    ) -> Option<Box<Entry>> {
         let sink = self.sink.load_full()?;
         let headers = req.headers();
         let mut entry = sink.shared.recycled().unwrap_or_else(|| Box::new(Entry::blank()));
@@ -165,7 +177,7 @@ impl AccessLog {
             version: req.version(),
             referer,
             user_agent,
-            request_id: headers.get(&REQUEST_ID).cloned(),
+            request_id: id.clone(),
             trace_id: headers.get(&TRACEPARENT).and_then(entry::trace_id),
             status: 0,
             grpc_status: None,

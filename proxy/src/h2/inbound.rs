@@ -406,6 +406,7 @@ impl<'a, I: AsyncRead + AsyncWrite + Unpin> Connection<'a, I> {
                     response: res,
                     lines: None,
                 },
+                None,
             );
         }
         Ok(())

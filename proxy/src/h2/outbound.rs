@@ -16,6 +16,7 @@ use super::frame::{self, Reason};
 use super::hpack;
 use super::request::is_connection_specific;
 use crate::forward::Answer;
+use crate::request_id::IdHeader;
 
 impl<I: AsyncRead + AsyncWrite + Unpin> Connection<'_, I> {
     /// Polls the handlers woken since they were last polled.
@@ -31,10 +32,10 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Connection<'_, I> {
             }
             if let Poll::Ready((res, scratch)) = handler.as_mut().poll(&mut Context::from_waker(&stream.slot.waker)) {
                 stream.handler = None;
+                self.send_head(i, res, self.proxy.id_line(&scratch));
                 if self.scratch.len() < SPARE_SCRATCH {
                     self.scratch.push(scratch);
                 }
-                self.send_head(i, res);
                 busy = true;
             }
         }
@@ -42,7 +43,8 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Connection<'_, I> {
     }
 
     /// Writes a response's head; its body, if any, follows in `send_bodies`.
-    pub(super) fn send_head(&mut self, i: usize, answer: Answer) {
+    /// `id_line`: the request id, after the backend's lines.
+    pub(super) fn send_head(&mut self, i: usize, answer: Answer, id_line: Option<(&IdHeader, &[u8])>) {
         let Answer { response, lines } = answer;
         let (parts, body) = response.into_parts();
         let block = &mut self.block;
@@ -65,6 +67,9 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Connection<'_, I> {
                 hpack::encode_length(n, block);
             }
             has_date = lines.has_date;
+        }
+        if let Some((header, id)) = id_line {
+            hpack::encode_line(header.name.as_str().as_bytes(), id, block);
         }
         for (name, value) in &parts.headers {
             if is_connection_specific(name) {

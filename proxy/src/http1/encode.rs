@@ -3,6 +3,7 @@
 use http::{HeaderValue, Method, header, request};
 
 use crate::headers::{self, ForwardedFor};
+use crate::request_id::IdHeader;
 
 /// Request bodies of known length up to this size take the own exchange,
 /// read whole and sent with the head; larger ones stream through hyper.
@@ -12,7 +13,15 @@ pub const MAX_BUFFERED_BODY: u64 = 64 * 1024;
 /// it), with the forwarding headers for `fwd` and `host` (see
 /// [`headers::write_forwarding`]). Header names are lower-case already
 /// (`http` stores them so).
-pub fn encode_head(parts: &request::Parts, fwd: &ForwardedFor, host: &HeaderValue, body_len: u64, out: &mut Vec<u8>) {
+/// `extra`: a line of sluice's own not in the map (a made request id).
+pub fn encode_head(
+    parts: &request::Parts,
+    fwd: &ForwardedFor,
+    host: &HeaderValue,
+    body_len: u64,
+    extra: Option<(&IdHeader, &[u8])>,
+    out: &mut Vec<u8>,
+) {
     out.extend_from_slice(parts.method.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(parts.uri.path_and_query().map_or("/", |p| p.as_str()).as_bytes());
@@ -25,6 +34,9 @@ pub fn encode_head(parts: &request::Parts, fwd: &ForwardedFor, host: &HeaderValu
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
+    }
+    if let Some((header, id)) = extra {
+        header.write_line(id, out);
     }
     headers::write_forwarding(&parts.headers, fwd, host, out);
     // The body's length, when the client did not state it: always for a

@@ -148,7 +148,8 @@ where
             buf: &mut buf,
             limit,
         };
-        if write_response(conn, res, head_only, close).await.is_err() || close {
+        let id_line = proxy.id_line(&scratch);
+        if write_response(conn, res, id_line, head_only, close).await.is_err() || close {
             let _ = io.shutdown().await;
             return Outcome::Closed;
         }

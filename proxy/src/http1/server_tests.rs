@@ -108,7 +108,7 @@ fn response_heads_state_their_framing() {
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("999"));
     headers.insert("x-app", HeaderValue::from_static("1"));
     let mut out = Vec::new();
-    encode_head(StatusCode::OK, None, &headers, Framing::Length(5), true, &mut out);
+    encode_head(StatusCode::OK, None, None, &headers, Framing::Length(5), true, &mut out);
     let text = String::from_utf8(out).unwrap();
     assert!(
         text.starts_with("HTTP/1.1 200 OK\r\nx-app: 1\r\ncontent-length: 5\r\n"),
@@ -122,6 +122,7 @@ fn response_heads_state_their_framing() {
     encode_head(
         StatusCode::OK,
         None,
+        None,
         &HeaderMap::new(),
         Framing::Chunked,
         false,
@@ -134,6 +135,6 @@ fn response_heads_state_their_framing() {
     );
     // HEAD: the backend's length describes the representation.
     let mut out = Vec::new();
-    encode_head(StatusCode::OK, None, &headers, Framing::None, false, &mut out);
+    encode_head(StatusCode::OK, None, None, &headers, Framing::None, false, &mut out);
     assert!(String::from_utf8(out).unwrap().contains("content-length: 999\r\n"));
 }

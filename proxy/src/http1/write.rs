@@ -10,6 +10,8 @@ use std::task::{Context, Poll};
 use bytes::{Buf, BytesMut};
 use http::{HeaderMap, StatusCode, header};
 use http_body::Body;
+
+use crate::request_id::IdHeader;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::head::content_length;
@@ -46,6 +48,7 @@ pub(super) struct Conn<'a, I> {
 pub(super) async fn write_response<I>(
     conn: Conn<'_, I>,
     answer: Answer,
+    id_line: Option<(&IdHeader, &[u8])>,
     head_only: bool,
     close: bool,
 ) -> std::io::Result<()>
@@ -67,7 +70,7 @@ where
     } else {
         Framing::Chunked
     };
-    encode_head(status, lines.as_ref(), &parts.headers, framing, close, out);
+    encode_head(status, lines.as_ref(), id_line, &parts.headers, framing, close, out);
     let mut body = pin!(body);
     let mut left = match framing {
         Framing::Length(n) => n,
@@ -161,10 +164,12 @@ pub(super) fn declared_length(headers: &HeaderMap) -> Option<u64> {
 }
 
 /// Status line and headers: the backend's `lines` when it gave them so
-/// (ready to write), then `headers`; the framing headers are sluice's own.
+/// (ready to write) and the request id's line after them, then `headers`;
+/// the framing headers are sluice's own.
 pub(super) fn encode_head(
     status: StatusCode,
     lines: Option<&HeaderLines>,
+    id_line: Option<(&IdHeader, &[u8])>,
     headers: &HeaderMap,
     framing: Framing,
     close: bool,
@@ -179,6 +184,9 @@ pub(super) fn encode_head(
     if let Some(lines) = lines {
         out.extend_from_slice(&lines.bytes);
         has_date = lines.has_date;
+    }
+    if let Some((header, id)) = id_line {
+        header.write_line(id, out);
     }
     let mut has_connection = false;
     for (name, value) in headers {

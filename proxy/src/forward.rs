@@ -182,7 +182,9 @@ impl Proxy {
             let http1 = req.version() <= Version::HTTP_11;
             // Kept in the connection's scratch rather than in this future,
             // which every request moves: the log costs nothing there when off.
-            scratch.log = self.access_log.begin(&req, conn, started, &scratch.request_id);
+            scratch.log = self
+                .access_log
+                .begin(&req, conn.peer.ip(), started, &scratch.request_id);
             let mut counting = Counting::default();
             // What the pool's counters see: the HTTP status (a gRPC call's
             // mapped from its code), the outcome and the gRPC code.

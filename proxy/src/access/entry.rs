@@ -1,6 +1,8 @@
 //! One request's access-log entry: gathered on the request path when the
 //! log is on, finished when the response body ends or is dropped (per
-//! stream on HTTP/2; for an upgrade, when the 101 is sent).
+//! stream on HTTP/2; for an upgrade, when the 101 is sent), and its way to
+//! the writer: the [`Sink`] the request path holds and the queues it
+//! shares with the writer thread ([`Shared`]).
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -12,10 +14,15 @@ use http::{Method, Uri, Version};
 use http_body::Frame;
 use tokio::time::Instant;
 
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering, fence};
+use std::thread::Thread;
+
+use crossbeam_queue::ArrayQueue;
 use sluice_routing::grpc;
+use sluice_routing::stats::ACCESS_LOG_DROPPED;
 use sluice_routing::table::Backend;
 
-use super::Sink;
 use crate::request_id::RequestId;
 
 /// What one line says. Header values are shared with the request, not
@@ -122,6 +129,107 @@ impl Entry {
             return;
         }
         sink.send(self);
+    }
+}
+
+/// What the request path hands finished entries to. When the last one
+/// is gone (the log was moved or turned off, and every entry begun before
+/// is finished) its writer drains and ends.
+#[derive(Debug)]
+pub(crate) struct Sink {
+    pub(super) shared: Arc<Shared>,
+    pub(crate) sample: f64,
+    /// The combined format logs the referer and user agent; JSON does not.
+    pub(super) combined: bool,
+}
+
+impl Sink {
+    pub(super) fn new(shared: Arc<Shared>, sample: f64, combined: bool) -> Self {
+        Self {
+            shared,
+            sample,
+            combined,
+        }
+    }
+
+    pub(crate) fn send(&self, entry: Box<Entry>) {
+        self.shared.send(entry);
+    }
+
+    pub(crate) fn recycle(&self, entry: Box<Entry>) {
+        self.shared.recycle(entry);
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        self.shared.close();
+    }
+}
+
+/// What the request path and the writer share.
+#[derive(Debug)]
+pub(super) struct Shared {
+    pub(super) lines: ArrayQueue<Box<Entry>>,
+    free: ArrayQueue<Box<Entry>>,
+    pub(super) sleeping: AtomicBool,
+    /// Set when the last producer is gone: the writer drains and ends.
+    pub(super) closed: AtomicBool,
+    pub(super) reopen: AtomicBool,
+    pub(super) thread: OnceLock<Thread>,
+}
+
+impl Shared {
+    pub(super) fn new(capacity: usize) -> Self {
+        Self {
+            lines: ArrayQueue::new(capacity),
+            free: ArrayQueue::new(capacity),
+            sleeping: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            reopen: AtomicBool::new(false),
+            thread: OnceLock::new(),
+        }
+    }
+
+    /// A reusable entry, if one is free.
+    pub(super) fn recycled(&self) -> Option<Box<Entry>> {
+        self.free.pop()
+    }
+
+    pub(super) fn recycle(&self, entry: Box<Entry>) {
+        let _ = self.free.push(entry);
+    }
+
+    /// Queues a finished entry; a full queue drops and counts it.
+    pub(super) fn send(&self, entry: Box<Entry>) {
+        if let Err(entry) = self.lines.push(entry) {
+            ACCESS_LOG_DROPPED.fetch_add(1, Ordering::Relaxed);
+            let mut entry = entry;
+            entry.clear();
+            self.recycle(entry);
+            return;
+        }
+        // Pairs with the writer's fence between `sleeping` and its last
+        // look at the queue: one of the two sees the other.
+        fence(Ordering::SeqCst);
+        if self.sleeping.load(Ordering::Relaxed) && self.sleeping.swap(false, Ordering::Relaxed) {
+            self.wake();
+        }
+    }
+
+    pub(super) fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        self.wake();
+    }
+
+    pub(super) fn reopen(&self) {
+        self.reopen.store(true, Ordering::Relaxed);
+    }
+
+    fn wake(&self) {
+        if let Some(thread) = self.thread.get() {
+            thread.unpark();
+        }
     }
 }
 

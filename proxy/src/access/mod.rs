@@ -10,6 +10,7 @@ mod entry;
 mod format;
 mod writer;
 
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -17,15 +18,13 @@ use std::time::{Duration, SystemTime};
 use arc_swap::ArcSwapOption;
 use http::Request;
 use http::header::{self, HeaderName};
-use http_body::Body as _;
 use sluice_config::{AccessLogConfig, AccessLogFormat};
 use tokio::time::Instant;
 
-use crate::client::ClientConn;
-use crate::request_body::ClientBody;
 use crate::request_id::RequestId;
 
 pub(crate) use entry::Entry;
+use entry::Sink;
 
 /// Lines waiting for the writer at most; past this they are dropped. An
 /// entry shares the client's read buffer until written, so this bounds
@@ -33,41 +32,6 @@ pub(crate) use entry::Entry;
 const QUEUE: usize = 4096;
 
 static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
-
-/// What the request path hands finished entries to. When the last one
-/// is gone (the log was moved or turned off, and every entry begun before
-/// is finished) its writer drains and ends.
-#[derive(Debug)]
-pub(crate) struct Sink {
-    shared: Arc<writer::Shared>,
-    pub(crate) sample: f64,
-    /// The combined format logs the referer and user agent; JSON does not.
-    combined: bool,
-}
-
-impl Sink {
-    fn new(shared: Arc<writer::Shared>, sample: f64, combined: bool) -> Self {
-        Self {
-            shared,
-            sample,
-            combined,
-        }
-    }
-
-    pub(crate) fn send(&self, entry: Box<Entry>) {
-        self.shared.send(entry);
-    }
-
-    pub(crate) fn recycle(&self, entry: Box<Entry>) {
-        self.shared.recycle(entry);
-    }
-}
-
-impl Drop for Sink {
-    fn drop(&mut self) {
-        self.shared.close();
-    }
-}
 
 /// The access log as the proxy holds it: on or off, and where lines go.
 #[derive(Debug, Default)]
@@ -136,24 +100,24 @@ impl AccessLog {
     /// An entry for `req` when the log is on. Inlined: off, this is one
     /// load and a branch on the request path.
     #[inline(always)]
-    pub(crate) fn begin(
+    pub(crate) fn begin<B: http_body::Body>(
         &self,
-        req: &Request<ClientBody>,
-        conn: &ClientConn,
+        req: &Request<B>,
+        client: IpAddr,
         started: Instant,
         id: &RequestId,
     ) -> Option<Box<Entry>> {
         if !self.on.load(Ordering::Relaxed) {
             return None;
         }
-        self.begin_on(req, conn, started, id)
+        self.begin_on(req, client, started, id)
     }
 
     #[inline(never)]
-    fn begin_on(
+    fn begin_on<B: http_body::Body>(
         &self,
-        req: &Request<ClientBody>,
-        conn: &ClientConn,
+        req: &Request<B>,
+        client: IpAddr,
         started: Instant,
         id: &RequestId,
     ) -> Option<Box<Entry>> {
@@ -171,7 +135,7 @@ impl AccessLog {
         *entry = Entry {
             at: SystemTime::now(),
             started,
-            client: conn.peer.ip(),
+            client,
             method: req.method().clone(),
             uri: req.uri().clone(),
             version: req.version(),

@@ -14,18 +14,16 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::sync::atomic::{AtomicBool, Ordering, fence};
-use std::sync::{Arc, OnceLock};
-use std::thread::Thread;
+use std::sync::Arc;
+use std::sync::atomic::{Ordering, fence};
 use std::time::Duration;
 
-use crossbeam_queue::ArrayQueue;
 use sluice_config::AccessLogFormat;
 use sluice_routing::stats::ACCESS_LOG_DROPPED;
 use tokio::time::Instant;
 use tracing::warn;
 
-use super::entry::Entry;
+use super::entry::Shared;
 use super::format;
 
 /// Lines written per call at most.
@@ -37,72 +35,6 @@ const CHECK_EVERY: Duration = Duration::from_secs(1);
 const POLL_EVERY: Duration = Duration::from_millis(20);
 /// …and after this long without any it sleeps until woken.
 const SLEEP_AFTER: Duration = Duration::from_secs(1);
-
-/// What the request path and the writer share.
-#[derive(Debug)]
-pub(super) struct Shared {
-    lines: ArrayQueue<Box<Entry>>,
-    free: ArrayQueue<Box<Entry>>,
-    sleeping: AtomicBool,
-    /// Set when the last producer is gone: the writer drains and ends.
-    closed: AtomicBool,
-    reopen: AtomicBool,
-    thread: OnceLock<Thread>,
-}
-
-impl Shared {
-    fn new(capacity: usize) -> Self {
-        Self {
-            lines: ArrayQueue::new(capacity),
-            free: ArrayQueue::new(capacity),
-            sleeping: AtomicBool::new(false),
-            closed: AtomicBool::new(false),
-            reopen: AtomicBool::new(false),
-            thread: OnceLock::new(),
-        }
-    }
-
-    /// A reusable entry, if one is free.
-    pub(super) fn recycled(&self) -> Option<Box<Entry>> {
-        self.free.pop()
-    }
-
-    pub(super) fn recycle(&self, entry: Box<Entry>) {
-        let _ = self.free.push(entry);
-    }
-
-    /// Queues a finished entry; a full queue drops and counts it.
-    pub(super) fn send(&self, entry: Box<Entry>) {
-        if let Err(entry) = self.lines.push(entry) {
-            ACCESS_LOG_DROPPED.fetch_add(1, Ordering::Relaxed);
-            let mut entry = entry;
-            entry.clear();
-            self.recycle(entry);
-            return;
-        }
-        // Pairs with the writer's fence between `sleeping` and its last
-        // look at the queue: one of the two sees the other.
-        fence(Ordering::SeqCst);
-        if self.sleeping.load(Ordering::Relaxed) && self.sleeping.swap(false, Ordering::Relaxed) {
-            self.wake();
-        }
-    }
-
-    pub(super) fn close(&self) {
-        self.closed.store(true, Ordering::SeqCst);
-        self.wake();
-    }
-
-    pub(super) fn reopen(&self) {
-        self.reopen.store(true, Ordering::Relaxed);
-    }
-
-    fn wake(&self) {
-        if let Some(thread) = self.thread.get() {
-            thread.unpark();
-        }
-    }
-}
 
 /// The running writer, as its owner holds it.
 #[derive(Debug)]

@@ -81,6 +81,8 @@ pub async fn serve_config(config: Config, options: RunOptions) -> Result<(), App
     }
     let proxy = Arc::new(proxy);
     crate::access_log::start(&proxy);
+    let log_tap = Arc::new(sluice_routing::tap::LogTap::default());
+    proxy.access_log().set_tap(Arc::clone(&log_tap));
     let metrics = Arc::new(Metrics::new());
     let tokens = Arc::new(TokenSet::load(&config.admin.tokens)?);
     let health_ready = Arc::new(AtomicBool::new(false));
@@ -126,6 +128,7 @@ pub async fn serve_config(config: Config, options: RunOptions) -> Result<(), App
         rollouts,
         rollout_defaults: defaults,
         started: tokio::time::Instant::now(),
+        log_tap,
     };
     let leading_for_loop = Arc::clone(&leading);
     tokio::spawn(sluice_control::guard::run_while_leading(

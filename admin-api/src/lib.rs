@@ -12,6 +12,7 @@ pub mod error;
 mod events;
 mod health;
 pub mod leader;
+mod logs;
 pub mod metrics;
 mod read;
 pub mod rollouts;
@@ -98,6 +99,8 @@ pub struct AdminState {
     pub rollouts: Arc<sluice_control::rollout::Engine>,
     pub rollout_defaults: RolloutDefaults,
     pub started: Instant,
+    /// Access-log lines published by the proxy's log writer.
+    pub log_tap: Arc<sluice_routing::tap::LogTap>,
 }
 
 impl AdminState {
@@ -147,6 +150,8 @@ pub fn router(state: AdminState) -> Router {
         .route("/rollouts/{id}", get(rollouts::one))
         .route("/rollouts/current/{action}", post(rollouts::command))
         .route("/events", get(events::events))
+        .route("/logs", get(logs::recent))
+        .route("/logs/stream", get(logs::stream))
         .route_layer(middleware::from_fn_with_state(state.clone(), authorize));
     Router::new()
         .route("/", get(dashboard::page))

@@ -10,7 +10,7 @@ mod requests;
 mod rollout;
 mod routing;
 
-pub use records::{AuditEntry, AuditPage, Deployment, History, RolloutList, RolloutRecord};
+pub use records::{AccessLine, AccessLines, AuditEntry, AuditPage, Deployment, History, RolloutList, RolloutRecord};
 pub use requests::{BackendAdd, PoolUpdate, WeightsRequest};
 pub use rollout::{HookRun, Rollout};
 pub use routing::{Backend, Drained, Pool, PoolDetail, Routing, StatsEvent, Status, StoreState, TableEvent, Window};

@@ -61,3 +61,37 @@ pub struct RolloutRecord {
     pub finished_at: Option<String>,
     pub reason: Option<String>,
 }
+
+/// `GET /api/v1/logs`: the last lines of failed requests, oldest first.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AccessLines {
+    pub lines: Vec<AccessLine>,
+}
+
+/// One access-log line (the JSON format's fields; see docs/operations.md,
+/// "Find one request").
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AccessLine {
+    /// The request's start, RFC 3339 UTC with milliseconds.
+    pub ts: String,
+    pub client: String,
+    pub method: String,
+    pub path: String,
+    pub protocol: String,
+    pub status: u16,
+    pub pool: Option<String>,
+    pub version: Option<String>,
+    pub backend: Option<String>,
+    pub duration_ms: f64,
+    pub upstream_ms: Option<f64>,
+    pub bytes_in: Option<u64>,
+    pub bytes_out: u64,
+    pub request_id: Option<String>,
+    pub trace_id: Option<String>,
+    /// sluice's own error code (`x-sluice-error`).
+    pub error: Option<String>,
+    pub retries: u32,
+    /// gRPC calls only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grpc_status: Option<u8>,
+}

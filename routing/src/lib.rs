@@ -28,6 +28,7 @@ pub mod outlier;
 pub mod select;
 pub mod stats;
 pub mod table;
+pub mod tap;
 pub mod window;
 
 pub use change::{Actor, PoolChange, RoutingAction, WeightChange};

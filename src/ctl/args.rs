@@ -66,6 +66,19 @@ pub enum CtlCommand {
     /// Start, follow and steer rollouts.
     #[command(subcommand)]
     Rollout(RolloutCommand),
+    /// Access-log lines: the last failed requests, or with --follow every
+    /// new line (operator role; needs [access_log] on).
+    Logs {
+        /// Keep printing new lines until interrupted.
+        #[arg(long)]
+        follow: bool,
+        /// Only this pool's.
+        #[arg(long)]
+        pool: Option<String>,
+        /// Only this status class (5xx, 4xx, …) or code.
+        #[arg(long)]
+        status: Option<String>,
+    },
     /// Follow routing changes live.
     Watch {
         /// Stop after this many events (default: until interrupted).

@@ -112,6 +112,18 @@ async fn execute(api: &Api, args: &CtlArgs) -> Result<String, AppError> {
             }
         }
         CtlCommand::Watch { count } => return watch::watch(api, *count, json_out).await,
+        CtlCommand::Logs { follow, pool, status } => {
+            let mut query = String::new();
+            for (k, v) in [("pool", pool), ("status", status)] {
+                if let Some(v) = v {
+                    let _ = write!(query, "{}{k}={}", if query.is_empty() { "?" } else { "&" }, encode(v));
+                }
+            }
+            if *follow {
+                return watch::follow_logs(api, &format!("/api/v1/logs/stream{query}"), json_out).await;
+            }
+            api.call(Method::GET, &format!("/api/v1/logs{query}"), None).await?
+        }
     };
     if json_out {
         return Ok(format!("{value:#}\n"));
@@ -138,6 +150,10 @@ async fn execute(api: &Api, args: &CtlArgs) -> Result<String, AppError> {
         CtlCommand::Rollout(RolloutCommand::List) => print::rollouts_table(&typed(value)?),
         CtlCommand::Rollout(_) => print::rollout_line(&typed(value)?),
         CtlCommand::Watch { .. } => String::new(),
+        CtlCommand::Logs { .. } => {
+            let lines: api::AccessLines = typed(value)?;
+            lines.lines.iter().map(print::access_line).collect()
+        }
     })
 }
 

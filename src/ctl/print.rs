@@ -116,3 +116,24 @@ pub(super) fn audit_table(page: &api::AuditPage) -> String {
     }
     out
 }
+
+/// One access-log line for people: when, status, request, where it went,
+/// how long, the id and sluice's error.
+pub fn access_line(l: &api::AccessLine) -> String {
+    let target = match (&l.pool, &l.version, &l.backend) {
+        (Some(p), Some(v), Some(b)) => format!("{p}/{v} {b}"),
+        (Some(p), Some(v), None) => format!("{p}/{v}"),
+        _ => "-".to_owned(),
+    };
+    format!(
+        "{} {} {} {} -> {} {:.1}ms id={}{}\n",
+        l.ts,
+        l.status,
+        l.method,
+        l.path,
+        target,
+        l.duration_ms,
+        l.request_id.as_deref().unwrap_or("-"),
+        l.error.as_ref().map(|e| format!(" error={e}")).unwrap_or_default()
+    )
+}

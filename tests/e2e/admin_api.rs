@@ -89,6 +89,7 @@ backends = ["127.0.0.1:9011"]
             canary_duration: Duration::from_secs(300),
         },
         started: tokio::time::Instant::now(),
+        log_tap: Default::default(),
     };
     Api {
         router: sluice_admin_api::router(state),
@@ -609,8 +610,8 @@ async fn openapi_document_and_router_agree() {
     // And every documented route really answers (no fallback, no 405).
     let api = api().await;
     for (method, path) in &documented {
-        if path == "/api/v1/events" {
-            // A stream that never ends; covered by its own test above.
+        if path == "/api/v1/events" || path == "/api/v1/logs/stream" {
+            // Streams that never end; covered by their own tests.
             continue;
         }
         let concrete = path
@@ -667,7 +668,10 @@ async fn every_route_requires_the_right_role() {
             StatusCode::UNAUTHORIZED,
             "{method} {concrete} with a wrong token"
         );
-        if method == "GET" {
+        if concrete.starts_with("/api/v1/logs") {
+            // Access-log lines name clients and paths: operators only.
+            assert_eq!(viewer, StatusCode::FORBIDDEN, "a viewer may not read {concrete}");
+        } else if method == "GET" {
             assert!(
                 viewer != StatusCode::UNAUTHORIZED && viewer != StatusCode::FORBIDDEN,
                 "a viewer may read {concrete}: {viewer}"

@@ -76,6 +76,14 @@ fn every_schema_names_the_fields_its_type_carries() {
         ("Rollout", fields(&api::Rollout::default())),
         ("HookRun", fields(&api::HookRun::default())),
         ("Error", fields(&api::ErrorBody::default())),
+        ("AccessLines", fields(&api::AccessLines::default())),
+        (
+            "AccessLine",
+            fields(&api::AccessLine {
+                grpc_status: Some(0),
+                ..Default::default()
+            }),
+        ),
     ];
     let documented = documented_properties();
     assert!(documented.len() >= cases.len(), "parsed only {documented:?}");

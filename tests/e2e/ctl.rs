@@ -272,3 +272,97 @@ async fn ctl_tokens_with_a_trailing_newline_work_and_inner_controls_are_refused(
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctl_logs_shows_failed_requests_and_follows_new_lines_for_operators_only() {
+    use std::io::BufRead;
+    let blue = spawn_backend("blue", "v1", any_addr()).await.unwrap();
+    let green = spawn_backend("green", "v2", any_addr()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ops"), "ops-secret").unwrap();
+    std::fs::write(dir.path().join("view"), "view-secret").unwrap();
+    let config = format!(
+        "[proxy]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+         [[admin.tokens]]\nname = \"ops\"\nrole = \"operator\"\nsecret = \"file:{d}/ops\"\n\
+         [[admin.tokens]]\nname = \"view\"\nrole = \"viewer\"\nsecret = \"file:{d}/view\"\n\
+         [store]\nurl = \"sqlite://{d}/sluice.db\"\n[access_log]\nenabled = true\npath = \"{d}/access.log\"\n{}{}",
+        pool_toml("blue", 100, &[blue.addr]),
+        pool_toml("green", 0, &[green.addr]),
+        d = dir.path().display()
+    );
+    let sluice = Running::start(dir.path(), &config, &[]);
+    let c = client();
+    let url = |path: &str| format!("http://{}{path}", sluice.addr);
+    blue.knobs.set_error_rate(1.0);
+    for _ in 0..3 {
+        assert_eq!(get(&c, &url("/fails"), &[("x-request-id", "bad-1")]).await.0, 500);
+    }
+    blue.knobs.set_error_rate(0.0);
+    assert_eq!(get(&c, &url("/fine"), &[]).await.0, 200);
+
+    // The failed requests are kept (the writer publishes them off the
+    // request path: poll).
+    let end = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    let out = loop {
+        let (code, out, err) = ctl(
+            sluice.admin,
+            "ops-secret",
+            &["logs", "--status", "5xx", "--pool", "blue"],
+        );
+        assert_eq!(code, 0, "{err}");
+        if out.lines().count() >= 3 {
+            break out;
+        }
+        assert!(tokio::time::Instant::now() < end, "kept lines: {out}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(out.lines().count(), 3, "{out}");
+    assert!(
+        out.lines()
+            .all(|l| l.contains(" 500 GET /fails -> blue/blue-v ") && l.contains("id=bad-1")),
+        "{out}"
+    );
+    let (code, out, _) = ctl(sluice.admin, "ops-secret", &["logs", "--pool", "green"]);
+    assert_eq!((code, out.as_str()), (0, ""));
+    let (code, _, err) = ctl(sluice.admin, "view-secret", &["logs"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("403"), "{err}");
+    let (code, _, err) = ctl(sluice.admin, "ops-secret", &["logs", "--status", "5x"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("400") && err.contains("5xx"), "{err}");
+
+    // --follow: the kept lines, then each new one as it is written.
+    let mut follow = Command::new(SLUICE)
+        .args(["ctl", "logs", "--follow", "--pool", "blue"])
+        .env("SLUICE_ADMIN", format!("http://{}", sluice.admin))
+        .env("SLUICE_TOKEN", "ops-secret")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = follow.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            if tx.send(line.unwrap()).is_err() {
+                return;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        seen.push(rx.recv_timeout(std::time::Duration::from_secs(10)).expect("kept lines"));
+    }
+    // Sent until the follower shows it (it may subscribe after the first).
+    let end = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    'found: loop {
+        assert_eq!(get(&c, &url("/live"), &[("x-request-id", "live-1")]).await.0, 200);
+        while let Ok(line) = rx.recv_timeout(std::time::Duration::from_millis(200)) {
+            if line.contains(" 200 GET /live -> blue/blue-v ") && line.contains("id=live-1") {
+                break 'found;
+            }
+        }
+        assert!(tokio::time::Instant::now() < end, "the follower never showed /live");
+    }
+    let _ = follow.kill();
+    let _ = follow.wait();
+}

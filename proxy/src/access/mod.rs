@@ -19,6 +19,7 @@ use arc_swap::ArcSwapOption;
 use http::Request;
 use http::header::{self, HeaderName};
 use sluice_config::{AccessLogConfig, AccessLogFormat};
+use sluice_routing::tap::LogTap;
 use tokio::time::Instant;
 
 use crate::request_id::RequestId;
@@ -40,6 +41,8 @@ pub struct AccessLog {
     sink: ArcSwapOption<Sink>,
     /// The settings in force and their writer (control plane only).
     state: Mutex<Option<Running>>,
+    /// Where writers also publish lines for the admin API, once set.
+    tap: writer::Tap,
 }
 
 #[derive(Debug)]
@@ -62,7 +65,7 @@ impl AccessLog {
         if state.as_ref().is_some_and(|running| running.config == *config) {
             return;
         }
-        let writer = writer::start(QUEUE, config.path.clone(), config.format);
+        let writer = writer::start(QUEUE, config.path.clone(), config.format, Arc::clone(&self.tap));
         let combined = config.format == AccessLogFormat::Combined;
         let sink = Sink::new(Arc::clone(&writer.shared), config.sample, combined);
         self.sink.store(Some(Arc::new(sink)));
@@ -71,6 +74,11 @@ impl AccessLog {
             config: config.clone(),
             writer,
         });
+    }
+
+    /// Lines go to `tap` too (the admin API's `/api/v1/logs`), from now on.
+    pub fn set_tap(&self, tap: Arc<LogTap>) {
+        let _ = self.tap.set(tap);
     }
 
     /// Reopens the log file (SIGUSR1, after a rotation that copied it

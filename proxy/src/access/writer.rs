@@ -14,16 +14,17 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::sync::Arc;
 use std::sync::atomic::{Ordering, fence};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use sluice_config::AccessLogFormat;
 use sluice_routing::stats::ACCESS_LOG_DROPPED;
+use sluice_routing::tap::LogTap;
 use tokio::time::Instant;
 use tracing::warn;
 
-use super::entry::Shared;
+use super::entry::{Entry, Shared};
 use super::format;
 
 /// Lines written per call at most.
@@ -50,14 +51,17 @@ impl Handle {
     }
 }
 
-pub(super) fn start(capacity: usize, path: String, format: AccessLogFormat) -> Handle {
+/// Where the writer also publishes lines for the admin API, once set.
+pub(super) type Tap = Arc<OnceLock<Arc<LogTap>>>;
+
+pub(super) fn start(capacity: usize, path: String, format: AccessLogFormat, tap: Tap) -> Handle {
     let shared = Arc::new(Shared::new(capacity));
     let (done_tx, done) = std::sync::mpsc::channel();
     let theirs = Arc::clone(&shared);
     let spawned = std::thread::Builder::new()
         .name("sluice-access-log".into())
         .spawn(move || {
-            run(&theirs, Output::new(path), format);
+            run(&theirs, Output::new(path), format, &tap);
             let _ = done_tx.send(());
         });
     match spawned {
@@ -69,15 +73,20 @@ pub(super) fn start(capacity: usize, path: String, format: AccessLogFormat) -> H
     Handle { shared, done }
 }
 
-fn run(shared: &Shared, mut out: Output, format: AccessLogFormat) {
+fn run(shared: &Shared, mut out: Output, format: AccessLogFormat, tap: &Tap) {
     let mut buf = Vec::with_capacity(64 * 1024);
+    let mut json = Vec::new();
     let mut last_line = Instant::now();
     loop {
         buf.clear();
         let mut lines = 0;
         while lines < BATCH {
             let Some(mut entry) = shared.lines.pop() else { break };
+            let start = buf.len();
             format::line(format, &entry, &mut buf);
+            if let Some(tap) = tap.get() {
+                publish(tap, &entry, format, buf.get(start..).unwrap_or_default(), &mut json);
+            }
             entry.clear();
             shared.recycle(entry);
             lines += 1;
@@ -112,6 +121,27 @@ fn run(shared: &Shared, mut out: Output, format: AccessLogFormat) {
         last_line = Instant::now();
     }
     out.flush();
+}
+
+/// Hands a line to the admin API's tap, as JSON: kept when the request
+/// failed, sent when someone follows the feed.
+fn publish(tap: &LogTap, entry: &Entry, format: AccessLogFormat, line: &[u8], json: &mut Vec<u8>) {
+    let failed = entry.status >= 500 || entry.error.is_some();
+    if !failed && !tap.listening() {
+        return;
+    }
+    let line = match format {
+        AccessLogFormat::Json => line,
+        AccessLogFormat::Combined => {
+            json.clear();
+            format::line(AccessLogFormat::Json, entry, json);
+            json
+        }
+    };
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    if let Ok(text) = std::str::from_utf8(line) {
+        tap.publish(text, failed);
+    }
 }
 
 /// Where lines go: standard output, or a file found by its path.

@@ -1,6 +1,6 @@
 // Drives the dashboard in Debian's Chromium: the token prompt, both pools
-// and their weights, a weight change arriving live, and the rollback
-// button (with its confirmation). Usage: node dashboard.mjs ADMIN_URL
+// and their weights, a weight change arriving live, the rollback button
+// (with its confirmation) and a failed request's id in the errors panel. Usage: node dashboard.mjs ADMIN_URL
 // TOKEN SCREENSHOT. Exits non-zero with a message on any failure.
 import { chromium } from "playwright-core";
 
@@ -69,6 +69,10 @@ await expectWeights(60, 40);
 await page.click("#rollback");
 await expectWeights(100, 0);
 if (!dialogs.some((m) => m.toLowerCase().includes("roll back"))) await fail(page, "no confirmation was asked: " + dialogs);
+
+// The failed request, by its id, in the errors panel.
+await page.waitForSelector("#errors td.request-id:has-text('dash-err-1')", { timeout: 10000 })
+  .catch(() => fail(page, "the failed request never showed in the errors panel"));
 
 // Live charts get data.
 await page.waitForFunction(() => document.querySelector("#legend")?.textContent.includes("blue"), null, { timeout: 10000 })

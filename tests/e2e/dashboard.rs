@@ -26,7 +26,8 @@ async fn the_dashboard_shows_pools_and_rolls_back_in_chromium() {
     std::fs::write(dir.path().join("token"), token).unwrap();
     let text = format!(
         "[proxy]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[[admin.tokens]]\nname = \"ops\"\n\
-         role = \"operator\"\nsecret = \"file:{d}/token\"\n[store]\nurl = \"sqlite://{d}/sluice.db\"\n{}{}",
+         role = \"operator\"\nsecret = \"file:{d}/token\"\n[store]\nurl = \"sqlite://{d}/sluice.db\"\n\
+         [access_log]\nenabled = true\npath = \"{d}/access.log\"\n{}{}",
         pool_toml("blue", 100, &[blue.addr]),
         pool_toml("green", 0, &[green.addr]),
         d = dir.path().display()
@@ -37,6 +38,16 @@ async fn the_dashboard_shows_pools_and_rolls_back_in_chromium() {
     for _ in 0..20 {
         get(&c, &format!("http://{}/", sluice.addr), &[]).await;
     }
+    // One failed request for the errors panel, with an id to look for.
+    blue.knobs.set_error_rate(1.0);
+    let (status, _, _) = get(
+        &c,
+        &format!("http://{}/checkout", sluice.addr),
+        &[("x-request-id", "dash-err-1")],
+    )
+    .await;
+    assert_eq!(status, 500);
+    blue.knobs.set_error_rate(0.0);
     let screenshot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");
     let admin = format!("http://{}", sluice.admin);
     let shot = screenshot.display().to_string();

@@ -117,6 +117,8 @@ function onStats(data) {
   draw("#chart-rate", "rate");
   draw("#chart-errors", "errors");
   draw("#chart-p95", "p95");
+  // Failed requests arrive without routing events: look every 5 s.
+  if (++statsSeen % 5 === 0) refreshErrors().catch(() => {});
 }
 
 async function refreshStatus() {
@@ -156,8 +158,32 @@ async function refreshAudit() {
     .join("");
 }
 
+// The access log's last failed requests, newest first (operator tokens
+// only: the lines name clients and paths).
+async function refreshErrors() {
+  let l;
+  try {
+    l = await api("GET", "/logs");
+  } catch (e) {
+    if (e.message === "unauthorized") throw e;
+    $("#errors-note").textContent = "Failed requests are shown to operator tokens, with [access_log] on.";
+    $("#errors").innerHTML = "";
+    return;
+  }
+  $("#errors-note").textContent = l.lines.length ? "" : "None kept (they need [access_log] on).";
+  $("#errors").innerHTML = l.lines
+    .slice(-10)
+    .reverse()
+    .map((e) => `<tr><td>${text(e.ts)}</td><td>${e.status}</td><td>${text(e.method)} ${text(e.path)}</td>
+      <td>${text(e.pool || "-")} ${text(e.version || "")}</td><td>${text(e.backend || "-")}</td>
+      <td class="request-id">${text(e.request_id || "-")}</td><td>${text(e.error || "-")}</td></tr>`)
+    .join("");
+}
+
+let statsSeen = 0;
+
 function refreshAll() {
-  return Promise.all([refreshStatus(), refreshRollout(), refreshAudit()]).catch((e) => {
+  return Promise.all([refreshStatus(), refreshRollout(), refreshAudit(), refreshErrors()]).catch((e) => {
     if (e.message !== "unauthorized") $("#app-error").textContent = e.message;
   });
 }

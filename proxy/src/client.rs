@@ -39,6 +39,9 @@ impl Scratch {
     pub(crate) fn release(&mut self) {
         self.head = Vec::new();
         self.headers = None;
+        // A client's id shares the last request's read buffer.
+        self.request_id.clear();
+        self.log = None;
     }
 
     pub(crate) fn give_back(&mut self, mut headers: HeaderMap) {

@@ -333,3 +333,29 @@ async fn a_full_disk_fails_no_request_and_the_lost_lines_are_counted() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_leaves_before_its_answer_is_logged_with_499() {
+    use tokio::io::AsyncWriteExt;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("access.log");
+    let (proxy, blue, _g) = blue_green(100, &log_section(&file, "")).await;
+    blue.knobs.set_latency(Duration::from_secs(2));
+    let mut stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    stream
+        .write_all(b"GET /slow HTTP/1.1\r\nhost: x\r\nx-request-id: gave-up-1\r\n\r\n")
+        .await
+        .unwrap();
+    // Gone while the backend still works on it.
+    wait_until(Duration::from_secs(5), "the backend got the request", || {
+        blue.knobs.received() >= 1
+    })
+    .await;
+    drop(stream);
+    let line = &lines(&file, 1, Duration::from_secs(10)).await[0];
+    let v = json(line);
+    assert_eq!(v["status"], 499, "{line}");
+    assert_eq!(v["error"], "client-closed", "{line}");
+    assert_eq!(v["request_id"], "gave-up-1", "{line}");
+    assert_eq!(v["pool"], "blue", "{line}");
+}

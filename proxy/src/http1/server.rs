@@ -137,7 +137,10 @@ where
             out = std::mem::take(&mut scratch.head);
             match res {
                 Some(res) => res,
-                None => return Outcome::Closed,
+                None => {
+                    proxy.client_left(&mut scratch);
+                    return Outcome::Closed;
+                }
             }
         };
         let close = !keep_alive || res.response.headers().contains_key(header::CONNECTION);

@@ -89,10 +89,16 @@ impl Entry {
         }
     }
 
-    /// Lets go of what the entry shares with its request (the client's
-    /// buffer behind the path and header values, the pool's names), so a
-    /// recycled entry pins no memory.
+    /// Back to blank: lets go of what the entry shares with its request
+    /// (the client's buffer behind the path and header values, the pool's
+    /// names), so a recycled entry pins no memory.
     pub(crate) fn clear(&mut self) {
+        self.status = 0;
+        self.grpc_status = None;
+        self.upstream = None;
+        self.duration = Duration::ZERO;
+        self.bytes_out = 0;
+        self.error = None;
         self.method = Method::GET;
         self.uri = Uri::from_static("/");
         self.referer = None;

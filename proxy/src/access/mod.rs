@@ -140,29 +140,20 @@ impl AccessLog {
         } else {
             (None, None)
         };
-        *entry = Entry {
-            at: SystemTime::now(),
-            started,
-            client,
-            method: req.method().clone(),
-            uri: req.uri().clone(),
-            version: req.version(),
-            referer,
-            user_agent,
-            request_id: id.clone(),
-            trace_id: headers.get(&TRACEPARENT).and_then(entry::trace_id),
-            status: 0,
-            grpc_status: None,
-            pool: None,
-            pool_version: None,
-            backend: None,
-            upstream: None,
-            duration: Duration::ZERO,
-            bytes_in: req.body().size_hint().exact(),
-            bytes_out: 0,
-            error: None,
-            sink: Some(sink),
-        };
+        // Blank (new, or cleared when it came back): only the request's
+        // own fields are set here, the rest as the request goes on.
+        entry.at = SystemTime::now();
+        entry.started = started;
+        entry.client = client;
+        entry.method = req.method().clone();
+        entry.uri = req.uri().clone();
+        entry.version = req.version();
+        entry.referer = referer;
+        entry.user_agent = user_agent;
+        entry.request_id = id.clone();
+        entry.trace_id = headers.get(&TRACEPARENT).and_then(entry::trace_id);
+        entry.bytes_in = req.body().size_hint().exact();
+        entry.sink = Some(sink);
         Some(entry)
     }
 }

@@ -124,6 +124,8 @@ pub async fn serve_config(config: Config, options: RunOptions) -> Result<(), App
         drain_timeout: config.proxy.drain_timeout,
         metrics_require_token: config.admin.metrics_require_token,
         window: config.rollback.window,
+        max_error_ratio: config.rollback.max_error_ratio,
+        max_p95: config.rollback.max_p95,
         health_ready: Arc::clone(&health_ready),
         rollouts,
         rollout_defaults: defaults,

@@ -46,6 +46,52 @@ fn stats_event(routing: &RoutingHandle) -> Event {
         .data(serde_json::to_string(&data).unwrap_or_default())
 }
 
+/// Points in `/api/v1/stats/history`: the windows' 60 s of buckets hold
+/// this many 10 s windows.
+const HISTORY_POINTS: u64 = 50;
+
+/// `GET /api/v1/stats/history`: what the `stats` events showed over the
+/// last minute, so charts start full.
+pub(crate) async fn history(State(state): State<AdminState>) -> axum::Json<api::StatsHistory> {
+    let now = tokio::time::Instant::now();
+    // Before sluice started there was no traffic (a window asked about an
+    // earlier time would read its first second instead).
+    let uptime = state.started.elapsed().as_secs();
+    let table = state.routing.snapshot();
+    let pools = table
+        .pools()
+        .iter()
+        .map(|p| api::PoolHistory {
+            name: p.name.to_string(),
+            points: (0..HISTORY_POINTS)
+                .rev()
+                .filter_map(|ago| {
+                    if ago > uptime {
+                        return Some(api::StatsPoint {
+                            ago,
+                            ..Default::default()
+                        });
+                    }
+                    let at = now.checked_sub(std::time::Duration::from_secs(ago))?;
+                    let snap = p.stats.window.snapshot(at, STATS_SPAN);
+                    Some(api::StatsPoint {
+                        ago,
+                        rate: snap.rate(),
+                        error_ratio: snap.error_ratio(),
+                        p95_ms: snap.quantile(0.95).map(|d| d.as_secs_f64() * 1000.0),
+                    })
+                })
+                .collect(),
+        })
+        .collect();
+    axum::Json(api::StatsHistory {
+        span_seconds: STATS_SPAN.as_secs(),
+        max_error_ratio: state.max_error_ratio,
+        max_p95_ms: state.max_p95.as_secs_f64() * 1000.0,
+        pools,
+    })
+}
+
 struct Feed {
     rx: Receiver<RoutingEvent>,
     routing: Arc<RoutingHandle>,

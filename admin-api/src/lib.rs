@@ -93,6 +93,9 @@ pub struct AdminState {
     pub metrics_require_token: bool,
     /// Span of the live-window numbers shown (the rollback window).
     pub window: Duration,
+    /// The rollback thresholds, drawn on the dashboard's charts.
+    pub max_error_ratio: f64,
+    pub max_p95: Duration,
     /// Set once the first round of health checks is done.
     pub health_ready: Arc<std::sync::atomic::AtomicBool>,
     /// The rollout engine.
@@ -150,6 +153,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/rollouts/{id}", get(rollouts::one))
         .route("/rollouts/current/{action}", post(rollouts::command))
         .route("/events", get(events::events))
+        .route("/stats/history", get(events::history))
         .route("/logs", get(logs::recent))
         .route("/logs/stream", get(logs::stream))
         .route_layer(middleware::from_fn_with_state(state.clone(), authorize));

@@ -13,7 +13,10 @@ mod routing;
 pub use records::{AccessLine, AccessLines, AuditEntry, AuditPage, Deployment, History, RolloutList, RolloutRecord};
 pub use requests::{BackendAdd, PoolUpdate, WeightsRequest};
 pub use rollout::{HookRun, Rollout};
-pub use routing::{Backend, Drained, Pool, PoolDetail, Routing, StatsEvent, Status, StoreState, TableEvent, Window};
+pub use routing::{
+    Backend, Drained, Pool, PoolDetail, PoolHistory, Routing, StatsEvent, StatsHistory, StatsPoint, Status, StoreState,
+    TableEvent, Window,
+};
 
 use serde::{Deserialize, Serialize};
 

@@ -121,3 +121,33 @@ pub struct StatsEvent {
     pub generation: u64,
     pub pools: Vec<Pool>,
 }
+
+/// `GET /api/v1/stats/history`: each pool's live window as the `stats`
+/// events showed it, once a second over the last minute (for charts that
+/// start full), and the rollback thresholds to draw against it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StatsHistory {
+    /// The span of each point's window.
+    pub span_seconds: u64,
+    /// `rollback.max_error_ratio`.
+    pub max_error_ratio: f64,
+    /// `rollback.max_p95`.
+    pub max_p95_ms: f64,
+    pub pools: Vec<PoolHistory>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PoolHistory {
+    pub name: String,
+    /// Oldest first.
+    pub points: Vec<StatsPoint>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StatsPoint {
+    /// Seconds before now.
+    pub ago: u64,
+    pub rate: f64,
+    pub error_ratio: f64,
+    pub p95_ms: Option<f64>,
+}

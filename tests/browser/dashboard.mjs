@@ -56,6 +56,14 @@ await page.click("#login-form button");
 await page.waitForSelector("#app:not(.hidden)", { timeout: 10000 }).catch(() => fail(page, "the dashboard never opened"));
 await expectWeights(100, 0);
 
+// The charts start full, from the server's last minute, with the rollback
+// thresholds on them (rollback.max_error_ratio's default 0.01 → 1%).
+const points = Number(await page.locator("#chart-rate").getAttribute("data-points"));
+if (!(points >= 40)) await fail(page, `the rate chart opened with ${points} points, not the last minute`);
+if ((await page.locator("#chart-errors").getAttribute("data-threshold")) !== "1") {
+  await fail(page, "the error chart has no rollback threshold");
+}
+
 // A change made elsewhere arrives through the event stream.
 const put = await fetch(adminUrl + "/api/v1/weights", {
   method: "PUT",

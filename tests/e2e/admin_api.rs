@@ -71,6 +71,8 @@ backends = ["127.0.0.1:9011"]
         drain_timeout: Duration::from_secs(5),
         metrics_require_token: false,
         window: Duration::from_secs(30),
+        max_error_ratio: 0.05,
+        max_p95: Duration::from_secs(1),
         health_ready: Arc::new(std::sync::atomic::AtomicBool::new(true)),
         rollouts: Arc::new(sluice_control::rollout::Engine::new(
             Arc::clone(&routing),

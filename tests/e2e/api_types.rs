@@ -77,6 +77,9 @@ fn every_schema_names_the_fields_its_type_carries() {
         ("HookRun", fields(&api::HookRun::default())),
         ("Error", fields(&api::ErrorBody::default())),
         ("AccessLines", fields(&api::AccessLines::default())),
+        ("StatsHistory", fields(&api::StatsHistory::default())),
+        ("PoolHistory", fields(&api::PoolHistory::default())),
+        ("StatsPoint", fields(&api::StatsPoint::default())),
         (
             "AccessLine",
             fields(&api::AccessLine {

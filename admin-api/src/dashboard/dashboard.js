@@ -10,6 +10,8 @@ const $ = (s) => document.querySelector(s);
 let token = sessionStorage.getItem(KEY);
 let stream = null;
 const series = new Map(); // pool -> {rate: [], errors: [], p95: []}
+// The rollback thresholds, drawn on their charts (errors in %, P95 in ms).
+const thresholds = {};
 
 function text(s) {
   const d = document.createElement("div");
@@ -86,25 +88,85 @@ function draw(id, key) {
   const g = canvas.getContext("2d");
   g.clearRect(0, 0, canvas.width, canvas.height);
   const all = [...series.values()].flatMap((s) => s[key]);
-  const max = Math.max(1e-9, ...all) * 1.1;
+  const top = Math.max(1e-9, ...all);
+  // The threshold is in scale when it is near the data; far above it, it
+  // is named instead of flattening the lines.
+  const limit = thresholds[key];
+  const inScale = limit != null && limit <= top * 3;
+  const max = Math.max(top, inScale ? limit : 0) * 1.1;
+  const label = (v) => v.toFixed(v < 10 ? 2 : 0);
+  const font = 11 * ratio;
+  const bottom = canvas.height - font - 2 * ratio; // room for the time axis
+  const y = (v) => bottom - (v / max) * (bottom - font);
   g.fillStyle = "#6b7280";
-  g.font = `${11 * ratio}px system-ui`;
-  g.fillText(max.toFixed(max < 10 ? 2 : 0), 2, 11 * ratio);
+  g.font = `${font}px system-ui`;
+  g.fillText(label(max), 2, font);
+  g.fillText("0", 2, bottom - 2);
+  g.fillText(`−${HISTORY} s`, 2, canvas.height - 2);
+  g.fillText("now", canvas.width - 3 * font, canvas.height - 2);
+  g.strokeStyle = "#d1d5db";
+  g.lineWidth = ratio;
+  g.beginPath();
+  g.moveTo(0, bottom);
+  g.lineTo(canvas.width, bottom);
+  g.stroke();
+  if (limit != null) {
+    g.fillStyle = "#dc2626";
+    if (inScale) {
+      g.strokeStyle = "#dc2626";
+      g.setLineDash([6 * ratio, 4 * ratio]);
+      g.beginPath();
+      g.moveTo(0, y(limit));
+      g.lineTo(canvas.width, y(limit));
+      g.stroke();
+      g.setLineDash([]);
+      g.fillText(`rollback at ${label(limit)}`, canvas.width / 2, y(limit) - 3 * ratio);
+    } else {
+      g.fillText(`rollback at ${label(limit)} (off scale)`, canvas.width / 2, font);
+    }
+  }
+  let most = 0;
   [...series.entries()].forEach(([, s], i) => {
     const points = s[key];
+    most = Math.max(most, points.length);
     g.strokeStyle = COLORS[i % COLORS.length];
     g.lineWidth = 2 * ratio;
     g.beginPath();
+    // The newest point at the right edge.
+    const offset = HISTORY - points.length;
     points.forEach((v, x) => {
-      const px = (x / (HISTORY - 1)) * canvas.width;
-      const py = canvas.height - (v / max) * canvas.height;
-      x === 0 ? g.moveTo(px, py) : g.lineTo(px, py);
+      const px = ((x + offset) / (HISTORY - 1)) * canvas.width;
+      x === 0 ? g.moveTo(px, y(v)) : g.lineTo(px, y(v));
     });
     g.stroke();
   });
+  canvas.dataset.points = String(most);
+  canvas.dataset.threshold = limit == null ? "" : String(limit);
   $("#legend").innerHTML = [...series.keys()]
     .map((name, i) => `<span style="color:${COLORS[i % COLORS.length]}">■ ${text(name)}</span>`)
     .join("");
+}
+
+function drawAll() {
+  draw("#chart-rate", "rate");
+  draw("#chart-errors", "errors");
+  draw("#chart-p95", "p95");
+}
+
+// The last minute as the server kept it, so the charts start full.
+async function loadHistory() {
+  const h = await api("GET", "/stats/history");
+  thresholds.errors = h.max_error_ratio * 100;
+  thresholds.p95 = h.max_p95_ms;
+  for (const p of h.pools) {
+    series.set(p.name, { rate: [], errors: [], p95: [] });
+    for (const point of p.points) {
+      push(p.name, "rate", point.rate);
+      push(p.name, "errors", point.error_ratio * 100);
+      push(p.name, "p95", point.p95_ms);
+    }
+  }
+  drawAll();
 }
 
 function onStats(data) {
@@ -114,9 +176,7 @@ function onStats(data) {
     push(p.name, "errors", (w.error_ratio || 0) * 100);
     push(p.name, "p95", w.p95_ms);
   }
-  draw("#chart-rate", "rate");
-  draw("#chart-errors", "errors");
-  draw("#chart-p95", "p95");
+  drawAll();
   // Failed requests arrive without routing events: look every 5 s.
   if (++statsSeen % 5 === 0) refreshErrors().catch(() => {});
 }
@@ -246,6 +306,7 @@ async function start() {
   }
   $("#login").classList.add("hidden");
   $("#app").classList.remove("hidden");
+  await loadHistory().catch(() => {});
   refreshAll();
   follow();
   // The rollout's own state changes are not routing changes: poll them.

@@ -1,6 +1,7 @@
 // Drives the dashboard in Debian's Chromium: the token prompt, both pools
 // and their weights, a weight change arriving live, the rollback button
-// (with its confirmation) and a failed request's id in the errors panel. Usage: node dashboard.mjs ADMIN_URL
+// (with its confirmation), a failed request's id in the errors panel and
+// the banner of an automatic rollback. Usage: node dashboard.mjs ADMIN_URL
 // TOKEN SCREENSHOT. Exits non-zero with a message on any failure.
 import { chromium } from "playwright-core";
 
@@ -55,6 +56,12 @@ await page.fill("#token", token);
 await page.click("#login-form button");
 await page.waitForSelector("#app:not(.hidden)", { timeout: 10000 }).catch(() => fail(page, "the dashboard never opened"));
 await expectWeights(100, 0);
+
+// The guard's rollback of the failing canary, with its measured reason.
+await page.waitForSelector("#rollback-banner:not(.hidden):has-text('Automatic rollback')", { timeout: 10000 })
+  .catch(() => fail(page, "no banner for the automatic rollback"));
+const banner = await page.locator("#rollback-banner").textContent();
+if (!banner.includes("error ratio")) await fail(page, "the banner does not say why: " + banner);
 
 // The charts start full, from the server's last minute, with the rollback
 // thresholds on them (rollback.max_error_ratio's default 0.01 → 1%).

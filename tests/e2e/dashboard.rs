@@ -38,6 +38,36 @@ async fn the_dashboard_shows_pools_and_rolls_back_in_chromium() {
     for _ in 0..20 {
         get(&c, &format!("http://{}/", sluice.addr), &[]).await;
     }
+    // A canary that fails, rolled back by the guard: the banner's reason.
+    let auth = format!("Bearer {token}");
+    let weights = http::Request::put(format!("http://{}/api/v1/weights", sluice.admin))
+        .header("authorization", &auth)
+        .header("content-type", "application/json")
+        .body(http_body_util::Full::new(bytes::Bytes::from_static(
+            br#"{"weights": {"blue": 50, "green": 50}}"#,
+        )))
+        .unwrap();
+    assert_eq!(c.request(weights).await.unwrap().status(), 200);
+    green.knobs.set_error_rate(1.0);
+    let end = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        get(&c, &format!("http://{}/", sluice.addr), &[]).await;
+        let (_, _, audit) = get(
+            &c,
+            &format!("http://{}/api/v1/audit?actor=sluice&action=rollback", sluice.admin),
+            &[("authorization", &auth)],
+        )
+        .await;
+        if audit.contains("\"rollback\"") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < end,
+            "the guard never rolled green back: {audit}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    green.knobs.set_error_rate(0.0);
     // One failed request for the errors panel, with an id to look for.
     blue.knobs.set_error_rate(1.0);
     let (status, _, _) = get(

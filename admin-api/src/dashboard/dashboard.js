@@ -212,6 +212,16 @@ async function refreshRollout() {
 }
 
 async function refreshAudit() {
+  // The last automatic rollback (the guard acts as "sluice"), with the
+  // reason it measured.
+  const guard = await api("GET", "/audit?actor=sluice&action=rollback&limit=1");
+  const last = guard.entries[0];
+  const banner = $("#rollback-banner");
+  banner.classList.toggle("hidden", !last);
+  if (last) {
+    const reason = String(last.result || "").replace(/^ok: /, "");
+    banner.textContent = `Automatic rollback at ${last.at}: ${reason}`;
+  }
   const a = await api("GET", "/audit?limit=10");
   $("#audit").innerHTML = a.entries
     .map((e) => `<tr><td>${text(e.at)}</td><td>${text(e.actor)}</td><td>${text(e.action)}</td><td>${text(e.result)}</td></tr>`)

@@ -1,7 +1,7 @@
 // Drives the dashboard in Debian's Chromium: the token prompt, both pools
 // and their weights, a weight change arriving live, the rollback button
-// (with its confirmation), a failed request's id in the errors panel and
-// the banner of an automatic rollback. Usage: node dashboard.mjs ADMIN_URL
+// (with its confirmation), a failed request's id in the errors panel, the
+// banner of an automatic rollback, and a rollout as its steps. Usage: node dashboard.mjs ADMIN_URL
 // TOKEN SCREENSHOT. Exits non-zero with a message on any failure.
 import { chromium } from "playwright-core";
 
@@ -92,6 +92,21 @@ await page.waitForSelector("#errors td.request-id:has-text('dash-err-1')", { tim
 // Live charts get data.
 await page.waitForFunction(() => document.querySelector("#legend")?.textContent.includes("blue"), null, { timeout: 10000 })
   .catch(() => fail(page, "the live charts never got data"));
+// A rollout shows as its steps: the first current, the second next.
+const start = await fetch(adminUrl + "/api/v1/rollouts", {
+  method: "POST",
+  headers: { authorization: "Bearer " + token, "content-type": "application/json" },
+  body: JSON.stringify({
+    from: "blue", to: "green", health_gate: "10s",
+    steps: [{ weight: 10, hold: "1h" }, { weight: 50, hold: "1h" }],
+  }),
+});
+if (start.status !== 201 && start.status !== 200) await fail(page, "POST /rollouts answered " + start.status + " " + (await start.text()));
+await page.waitForSelector("#rollout-steps li.current[data-step='1']", { timeout: 15000 })
+  .catch(() => fail(page, "the rollout's first step never showed as current"));
+if ((await page.locator("#rollout-steps li.next[data-step='2']").count()) !== 1) {
+  await fail(page, "the rollout's second step is not shown as next");
+}
 await page.screenshot({ path: screenshot, fullPage: true });
 if (errors.length) await fail(page, "page errors: " + errors.join("; "));
 await browser.close();

@@ -198,14 +198,29 @@ async function refreshRollout() {
     return;
   }
   const step = r.step ? ` · step ${r.step} of ${r.steps}` : "";
-  const plan = (r.plan || []).map((l) => `<li>${text(l)}</li>`).join("");
+  const finished = ["monitoring", "completed"].includes(r.state);
+  // The plan's steps as done / current / next; the current one carries the
+  // latest evidence (the reason the engine gave).
+  const steps = (r.plan || [])
+    .map((line) => {
+      const m = /^step (\d+):/.exec(line);
+      if (!m) return "";
+      const n = Number(m[1]);
+      const where = finished || (r.step && n < r.step) ? "done" : r.step === n ? "current" : "next";
+      const mark = { done: "✓", current: "▶", next: "·" }[where];
+      const evidence = where === "current" && r.reason ? `<div class="evidence">${text(r.reason)}</div>` : "";
+      return `<li class="${where}" data-step="${n}">${mark} ${text(line)}${evidence}</li>`;
+    })
+    .join("");
   const smoke = (r.smoke || []).map((l) => `<li>${text(l)}</li>`).join("");
   const hooks = (r.hooks || [])
     .map((h) => `<li>${text(h.point)} ${text(h.name)}: ${h.ok ? "ok" : text(h.error)} (${h.duration_ms} ms)</li>`)
     .join("");
+  const plan = (r.plan || []).map((l) => `<li>${text(l)}</li>`).join("");
   $("#rollout").innerHTML = `<div><span class="state" id="rollout-state">${text(r.state)}</span>${step}
-      · ${text(r.from)} (${text(r.from_version)}) → ${text(r.to)} (${text(r.to_version)}) · ${text(r.strategy)}</div>
-    <div>${text(r.reason)}</div>
+      · ${text(r.from)} (${text(r.from_version)}) → ${text(r.to)} (${text(r.to_version)}) · ${text(r.strategy)}
+      · ${Math.round(r.elapsed_seconds)} s</div>
+    ${steps ? `<ol class="steps" id="rollout-steps">${steps}</ol>` : `<div>${text(r.reason)}</div>`}
     ${smoke ? `<div>Smoke checks:<ol>${smoke}</ol></div>` : ""}
     ${hooks ? `<div>Hooks:<ol>${hooks}</ol></div>` : ""}
     <details><summary>Plan</summary><ol>${plan}</ol></details>`;

@@ -1,7 +1,8 @@
 // Drives the dashboard in Debian's Chromium: the token prompt, both pools
 // and their weights, a weight change arriving live, the rollback button
 // (with its confirmation), a failed request's id in the errors panel, the
-// banner of an automatic rollback, and a rollout as its steps. Usage: node dashboard.mjs ADMIN_URL
+// banner of an automatic rollback, a deployment in the history and a
+// rollout as its steps. Usage: node dashboard.mjs ADMIN_URL
 // TOKEN SCREENSHOT. Exits non-zero with a message on any failure.
 import { chromium } from "playwright-core";
 
@@ -92,6 +93,16 @@ await page.waitForSelector("#errors td.request-id:has-text('dash-err-1')", { tim
 // Live charts get data.
 await page.waitForFunction(() => document.querySelector("#legend")?.textContent.includes("blue"), null, { timeout: 10000 })
   .catch(() => fail(page, "the live charts never got data"));
+// A new version deployed to the idle pool joins the history's timeline.
+const deploy = await fetch(adminUrl + "/api/v1/pools/green", {
+  method: "PUT",
+  headers: { authorization: "Bearer " + token, "content-type": "application/json" },
+  body: JSON.stringify({ version: "green-v2" }),
+});
+if (deploy.status !== 200) await fail(page, "PUT /pools/green answered " + deploy.status + " " + (await deploy.text()));
+await page.waitForSelector("#history li[data-pool='green'][data-version='green-v2']", { timeout: 10000 })
+  .catch(() => fail(page, "the deployment never showed in the history"));
+
 // A rollout shows as its steps: the first current, the second next.
 const start = await fetch(adminUrl + "/api/v1/rollouts", {
   method: "POST",

@@ -226,6 +226,20 @@ async function refreshRollout() {
     <details><summary>Plan</summary><ol>${plan}</ol></details>`;
 }
 
+// Which version ran where, newest first, as a timeline.
+async function refreshHistory() {
+  const h = await api("GET", "/history");
+  $("#history").innerHTML = h.deployments.length
+    ? h.deployments
+        .slice(0, 10)
+        .map((d) => `<li data-pool="${text(d.pool)}" data-version="${text(d.to_version)}">
+          <span class="when">${text(d.started_at)}</span>
+          <strong>${text(d.pool)}</strong>: ${text(d.from_version || "–")} → <strong>${text(d.to_version)}</strong>
+          <span class="result">${text(d.result)}</span></li>`)
+        .join("")
+    : "<li>No deployment since the store was created.</li>";
+}
+
 async function refreshAudit() {
   // The last automatic rollback (the guard acts as "sluice"), with the
   // reason it measured.
@@ -268,7 +282,7 @@ async function refreshErrors() {
 let statsSeen = 0;
 
 function refreshAll() {
-  return Promise.all([refreshStatus(), refreshRollout(), refreshAudit(), refreshErrors()]).catch((e) => {
+  return Promise.all([refreshStatus(), refreshRollout(), refreshAudit(), refreshErrors(), refreshHistory()]).catch((e) => {
     if (e.message !== "unauthorized") $("#app-error").textContent = e.message;
   });
 }

@@ -29,6 +29,17 @@ pub struct Scratch {
     pub(crate) log: Option<Box<crate::access::Entry>>,
 }
 
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        // An entry still here belongs to a request whose future was dropped
+        // before its answer (a client that closed its connection, an
+        // HTTP/2 stream it reset, hyper giving up on a gone client).
+        if let Some(entry) = self.log.take() {
+            entry.abandoned();
+        }
+    }
+}
+
 impl Scratch {
     /// The last request's header map, emptied, for the next request.
     pub(crate) fn take_headers(&mut self) -> Option<HeaderMap> {

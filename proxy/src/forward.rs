@@ -98,16 +98,6 @@ impl Proxy {
         }
     }
 
-    /// The client went away before its response (its request's future was
-    /// dropped): the access log says so, as nginx does, with 499.
-    pub(crate) fn client_left(&self, scratch: &mut Scratch) {
-        if let Some(mut entry) = scratch.log.take() {
-            entry.status = 499;
-            entry.error = Some("client-closed");
-            entry.finish();
-        }
-    }
-
     /// The request id line an own server writes after the backend's header
     /// lines, when [`Proxy::handle`] left it to them.
     pub(crate) fn id_line<'a>(&'a self, scratch: &'a Scratch) -> Option<(&'a IdHeader, &'a [u8])> {

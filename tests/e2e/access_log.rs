@@ -359,3 +359,32 @@ async fn a_client_that_leaves_before_its_answer_is_logged_with_499() {
     assert_eq!(v["request_id"], "gave-up-1", "{line}");
     assert_eq!(v["pool"], "blue", "{line}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_stream_the_client_resets_is_logged_with_499() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("access.log");
+    let (proxy, blue, _g) = blue_green(100, &log_section(&file, "")).await;
+    blue.knobs.set_latency(Duration::from_secs(2));
+    let c = h2_client();
+    let url = proxy.url("/slow-h2");
+    let call = tokio::spawn(async move { get(&c, &url, &[("x-request-id", "reset-1")]).await });
+    wait_until(Duration::from_secs(5), "the backend got the request", || {
+        blue.knobs.received() >= 1
+    })
+    .await;
+    // Dropping the call resets its stream (RST_STREAM CANCEL).
+    call.abort();
+    let line = &lines(&file, 1, Duration::from_secs(10)).await[0];
+    let v = json(line);
+    assert_eq!(
+        (v["status"].as_u64(), v["error"].as_str()),
+        (Some(499), Some("client-closed")),
+        "{line}"
+    );
+    assert_eq!(
+        (v["protocol"].as_str(), v["request_id"].as_str()),
+        (Some("HTTP/2.0"), Some("reset-1")),
+        "{line}"
+    );
+}

@@ -122,6 +122,13 @@ impl Entry {
         }
     }
 
+    /// The client went away before its answer: 499, as nginx logs it.
+    pub(crate) fn abandoned(mut self: Box<Self>) {
+        self.status = 499;
+        self.error = Some("client-closed");
+        self.finish();
+    }
+
     /// The response ended: the line goes to the writer, unless sampled
     /// out or the writer is behind (then it is counted as dropped). Never
     /// waits.

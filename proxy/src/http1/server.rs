@@ -137,10 +137,9 @@ where
             out = std::mem::take(&mut scratch.head);
             match res {
                 Some(res) => res,
-                None => {
-                    proxy.client_left(&mut scratch);
-                    return Outcome::Closed;
-                }
+                // An unanswered request's log entry is written as the
+                // scratch goes (see `Scratch`'s drop).
+                None => return Outcome::Closed,
             }
         };
         let close = !keep_alive || res.response.headers().contains_key(header::CONNECTION);

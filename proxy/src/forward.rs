@@ -231,7 +231,7 @@ impl Proxy {
             {
                 match &lines {
                     // Written by the own server after the lines.
-                    Some(l) => scratch.id_line = !ids.in_lines(&l.bytes),
+                    Some(l) => scratch.id_line = !l.has_id,
                     None if res.headers().contains_key(&ids.name) => {}
                     None => {
                         if let Some(value) = scratch.request_id.value() {
@@ -358,7 +358,10 @@ impl Proxy {
                         if len > 0 {
                             body.append_to(head).await.map_err(UpstreamError::RequestBody)?;
                         }
-                        self.upstreams.send_raw(&backend, head, &parts.method, headers_as).await
+                        let id_name = self.request_ids.as_ref().map(|ids| ids.name.as_str().as_bytes());
+                        self.upstreams
+                            .send_raw(&backend, head, &parts.method, headers_as, id_name)
+                            .await
                     });
                     let timeout = (started, settings.upstream_response_timeout);
                     self.response_head(sent, &mut scratch.deadline, timeout, &backend, &pool_name)

@@ -11,7 +11,7 @@ use super::whole::*;
 use crate::headers::ForwardedFor;
 
 fn parse(text: &[u8], method: &Method) -> Result<Option<Parsed>, RawError> {
-    parse_head(&mut BytesMut::from(text), method, HeadersAs::Map)
+    parse_head(&mut BytesMut::from(text), method, HeadersAs::Map, None)
 }
 
 fn framing_of(text: &[u8]) -> (Framing, bool) {
@@ -88,7 +88,9 @@ fn a_length_beside_chunked_is_dropped_and_the_connection_not_reused() {
 fn headers_and_status_arrive_intact_and_the_head_is_consumed() {
     let mut buf =
         BytesMut::from(&b"HTTP/1.1 404 Not Found\r\nX-Tag: a\r\nx-tag: b\r\ncontent-length: 2\r\n\r\nhiNEXT"[..]);
-    let (res, ..) = parse_head(&mut buf, &Method::GET, HeadersAs::Map).unwrap().unwrap();
+    let (res, ..) = parse_head(&mut buf, &Method::GET, HeadersAs::Map, None)
+        .unwrap()
+        .unwrap();
     assert_eq!(res.status(), 404);
     let tags: Vec<_> = res.headers().get_all("x-tag").iter().collect();
     assert_eq!(tags, ["a", "b"]);

@@ -36,10 +36,11 @@ pub async fn exchange(
     method: &Method,
     idle: &Arc<RawIdle>,
     headers: HeadersAs,
+    id_name: Option<&[u8]>,
 ) -> Result<(Response<RawBody>, Option<HeaderLines>), RawError> {
     conn.io.write_all(head).await.map_err(|e| before_response(e, &conn))?;
     loop {
-        if let Some((res, framing, keep_alive, lines)) = parse_head(&mut conn.buf, method, headers)? {
+        if let Some((res, framing, keep_alive, lines)) = parse_head(&mut conn.buf, method, headers, id_name)? {
             // 1xx answers (100 Continue, 103 Early Hints) precede the real
             // one; a 101 answers no request sent here (upgrades go through
             // hyper), and what follows it may not be HTTP.

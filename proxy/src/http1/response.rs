@@ -40,6 +40,9 @@ pub struct HeaderLines {
     /// capacity allocates one).
     pub bytes: Vec<u8>,
     pub has_date: bool,
+    /// A line carries the request id header asked about (the backend sent
+    /// its own id).
+    pub has_id: bool,
 }
 
 impl HeaderLines {
@@ -60,10 +63,13 @@ pub(super) type Parsed = (Response<()>, Framing, bool, Option<HeaderLines>);
 
 /// Parses a complete response head off the front of `buf`, or `None` when
 /// more bytes are needed.
+/// `id_name`: the request id header (lower-case), noted in the lines when
+/// the backend sends one.
 pub(super) fn parse_head(
     buf: &mut BytesMut,
     method: &Method,
     headers_as: HeadersAs,
+    id_name: Option<&[u8]>,
 ) -> Result<Option<Parsed>, RawError> {
     if buf.is_empty() {
         return Ok(None);
@@ -162,7 +168,7 @@ pub(super) fn parse_head(
         }
         HeadersAs::Lines => {
             let keep_length = no_body && !drop_length;
-            Some(header_lines(&head, spans, keep_length, listed))
+            Some(header_lines(&head, spans, keep_length, listed, id_name))
         }
     };
     Ok(Some((res, framing, keep_alive, lines)))
@@ -195,9 +201,15 @@ pub(super) fn header_map(head: &Bytes, spans: &[HeaderSpan], drop_length: bool) 
 
 /// See [`HeaderLines`]. `listed`: a `Connection` header names other
 /// headers, which go too. Names are tokens already (httparse checks).
-pub(super) fn header_lines(head: &[u8], spans: &[HeaderSpan], keep_length: bool, listed: bool) -> HeaderLines {
+pub(super) fn header_lines(
+    head: &[u8],
+    spans: &[HeaderSpan],
+    keep_length: bool,
+    listed: bool,
+    id_name: Option<&[u8]>,
+) -> HeaderLines {
     let mut out = Vec::with_capacity(head.len());
-    let mut has_date = false;
+    let (mut has_date, mut has_id) = (false, false);
     for &(ns, ne, vs, ve) in spans {
         let name = head.get(ns as usize..ne as usize).unwrap_or_default();
         let start = out.len();
@@ -211,11 +223,16 @@ pub(super) fn header_lines(head: &[u8], spans: &[HeaderSpan], keep_length: bool,
             continue;
         }
         has_date |= lower == b"date";
+        has_id |= id_name.is_some_and(|name| lower == name);
         out.extend_from_slice(b": ");
         out.extend_from_slice(head.get(vs as usize..ve as usize).unwrap_or_default());
         out.extend_from_slice(b"\r\n");
     }
-    HeaderLines { bytes: out, has_date }
+    HeaderLines {
+        bytes: out,
+        has_date,
+        has_id,
+    }
 }
 
 /// Whether a `Connection` header in `head` lists `lower`.

@@ -19,7 +19,7 @@ use super::response::{HeaderLines, HeadersAs, parse_head};
 pub fn decode_whole(bytes: &[u8], method: &Method) -> Result<(Response<Vec<u8>>, bool), RawError> {
     let mut buf = BytesMut::from(bytes);
     let (res, mut framing, keep_alive, _) = loop {
-        match parse_head(&mut buf, method, HeadersAs::Map)? {
+        match parse_head(&mut buf, method, HeadersAs::Map, None)? {
             None => return Err(RawError::Incomplete),
             Some((res, ..)) if res.status() == StatusCode::SWITCHING_PROTOCOLS => {
                 return Err(RawError::Malformed("101 to a request that asked for no upgrade"));
@@ -48,8 +48,8 @@ pub fn decode_whole(bytes: &[u8], method: &Method) -> Result<(Response<Vec<u8>>,
 /// the tests, which check that the two say the same.
 #[doc(hidden)]
 pub fn head_both_ways(bytes: &[u8], method: &Method) -> Result<Option<(HeaderMap, HeaderLines)>, RawError> {
-    let as_map = parse_head(&mut BytesMut::from(bytes), method, HeadersAs::Map)?;
-    let as_lines = parse_head(&mut BytesMut::from(bytes), method, HeadersAs::Lines)?;
+    let as_map = parse_head(&mut BytesMut::from(bytes), method, HeadersAs::Map, None)?;
+    let as_lines = parse_head(&mut BytesMut::from(bytes), method, HeadersAs::Lines, None)?;
     Ok(match (as_map, as_lines) {
         (Some((mut res, ..)), Some((.., Some(lines)))) => {
             headers::strip_hop_by_hop(res.headers_mut());

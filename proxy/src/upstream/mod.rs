@@ -132,18 +132,19 @@ impl Upstreams {
         head: &[u8],
         method: &http::Method,
         headers: HeadersAs,
+        id_name: Option<&[u8]>,
     ) -> Result<(Response<RawBody>, Option<HeaderLines>), UpstreamError> {
         let retry = method.is_idempotent();
         let idle = self.conns.raw_idle(backend.id());
         while let Some(conn) = idle.take(self.idle_timeout) {
-            match exchange(conn, head, method, &idle, headers).await {
+            match exchange(conn, head, method, &idle, headers, id_name).await {
                 Err(RawError::ClosedBeforeResponse) if retry => continue,
                 result => return result.map_err(UpstreamError::Raw),
             }
         }
         // Boxed, as in `send_h1`: only new connections pay for connecting.
         let tcp = Box::pin(self.connect(backend)).await?;
-        exchange(RawConn::new(tcp), head, method, &idle, headers)
+        exchange(RawConn::new(tcp), head, method, &idle, headers, id_name)
             .await
             .map_err(UpstreamError::Raw)
     }

@@ -64,9 +64,11 @@ fn directory_of(file: &Path) -> PathBuf {
 }
 
 /// Writers and mounts change files in several steps: waits a moment and
-/// drops the events that arrived meanwhile.
+/// drops the events that arrived meanwhile. (A Kubernetes mount's swap is
+/// one rename after its files are written; 100 ms leaves a rotation most
+/// of its one-second promise on a loaded machine.)
 pub async fn settle<T>(rx: &mut mpsc::UnboundedReceiver<T>) {
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
     while rx.try_recv().is_ok() {}
 }
 

@@ -180,3 +180,10 @@ impl From<TableError> for ApiError {
         }
     }
 }
+
+/// A query string that does not parse (every route with query parameters).
+impl From<axum::extract::rejection::QueryRejection> for ApiError {
+    fn from(e: axum::extract::rejection::QueryRejection) -> Self {
+        ApiError::bad_request(ErrorCode::BadQuery, e.body_text())
+    }
+}

@@ -84,18 +84,13 @@ fn operator(caller: &Caller) -> Result<(), ApiError> {
     }
 }
 
-fn params(params: Result<Query<LogParams>, axum::extract::rejection::QueryRejection>) -> Result<Filter, ApiError> {
-    let Query(p) = params.map_err(|e| ApiError::bad_request(ErrorCode::BadQuery, e.body_text()))?;
-    Filter::from(p)
-}
-
 pub(crate) async fn recent(
     State(state): State<AdminState>,
     Extension(caller): Extension<Caller>,
     query: Result<Query<LogParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<api::AccessLines>, ApiError> {
     operator(&caller)?;
-    let filter = params(query)?;
+    let filter = Filter::from(query?.0)?;
     let lines = state
         .log_tap
         .recent_errors()
@@ -111,7 +106,7 @@ pub(crate) async fn stream(
     query: Result<Query<LogParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     operator(&caller)?;
-    let filter = params(query)?;
+    let filter = Filter::from(query?.0)?;
     // Subscribed before the kept lines are read: nothing falls between.
     let rx = state.log_tap.subscribe();
     let kept: Vec<Arc<str>> = state.log_tap.recent_errors();

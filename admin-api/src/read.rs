@@ -129,7 +129,7 @@ pub(crate) async fn audit(
     State(state): State<AdminState>,
     params: Result<Query<AuditParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<api::AuditPage>, ApiError> {
-    let Query(p) = params.map_err(|e| ApiError::bad_request(ErrorCode::BadQuery, e.body_text()))?;
+    let Query(p) = params?;
     // Stored times are RFC 3339 with milliseconds and compared as text:
     // bring the filters to the same form.
     let normalize = |name: &str, value: Option<String>| -> Result<Option<String>, ApiError> {
@@ -193,7 +193,7 @@ pub(crate) async fn history(
     State(state): State<AdminState>,
     params: Result<Query<HistoryParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<api::History>, ApiError> {
-    let Query(p) = params.map_err(|e| ApiError::bad_request(ErrorCode::BadQuery, e.body_text()))?;
+    let Query(p) = params?;
     let limit = p.limit.unwrap_or(50);
     if !(1..=10_000).contains(&limit) {
         return Err(ApiError::bad_request(

@@ -22,9 +22,6 @@ pub struct Scratch {
     pub(crate) deadline: Deadline,
     /// The id of the request being served (see [`crate::request_id`]).
     pub(crate) request_id: crate::request_id::RequestId,
-    /// The response still needs the id as a line after the backend's (see
-    /// [`crate::forward::Proxy::id_line`]).
-    pub(crate) id_line: bool,
     /// The request's access-log entry while it is served (log on).
     pub(crate) log: Option<Box<crate::access::Entry>>,
 }

@@ -99,9 +99,14 @@ impl Proxy {
     }
 
     /// The request id line an own server writes after the backend's header
-    /// lines, when [`Proxy::handle`] left it to them.
-    pub(crate) fn id_line<'a>(&'a self, scratch: &'a Scratch) -> Option<(&'a IdHeader, &'a [u8])> {
-        if !scratch.id_line {
+    /// `lines` (when it sent none of its own); a response without lines
+    /// got the id in its map from [`Proxy::handle`].
+    pub(crate) fn id_line<'a>(
+        &'a self,
+        scratch: &'a Scratch,
+        lines: Option<&HeaderLines>,
+    ) -> Option<(&'a IdHeader, &'a [u8])> {
+        if lines.is_none_or(|l| l.has_id) {
             return None;
         }
         Some((self.request_ids.as_ref()?, scratch.request_id.as_bytes()?))
@@ -222,23 +227,15 @@ impl Proxy {
                     }
                 }
             };
-            // The id goes back with the response, unless the backend's own
-            // header lines (written as they are) already carry one: one
-            // more line on the own servers' path, else in the map.
-            scratch.id_line = false;
-            if let Some(ids) = &self.request_ids
-                && scratch.request_id.as_bytes().is_some()
+            // The id goes back with the response, unless the backend already
+            // gave one: with the backend's lines the own server writes it
+            // (see `id_line`), else it goes into the map.
+            if lines.is_none()
+                && let Some(ids) = &self.request_ids
+                && let http::header::Entry::Vacant(slot) = res.headers_mut().entry(&ids.name)
+                && let Some(value) = scratch.request_id.value()
             {
-                match &lines {
-                    // Written by the own server after the lines.
-                    Some(l) => scratch.id_line = !l.has_id,
-                    None if res.headers().contains_key(&ids.name) => {}
-                    None => {
-                        if let Some(value) = scratch.request_id.value() {
-                            res.headers_mut().insert(ids.name.clone(), value);
-                        }
-                    }
-                }
+                slot.insert(value);
             }
             if http1 && self.draining.load(std::sync::atomic::Ordering::Relaxed) {
                 res.headers_mut()

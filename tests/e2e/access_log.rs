@@ -89,6 +89,12 @@ async fn every_request_is_one_json_line_and_its_id_agrees_with_the_client_and_ba
     }
     let lines = lines(&file, TOTAL, Duration::from_secs(30)).await;
     assert_eq!(lines.len(), TOTAL, "one line per request");
+    // The writer's fields are the API's (`ctl logs`, the dashboard): the
+    // hand-written JSON and `sluice_api::AccessLine` name the same keys.
+    let written = json(&lines[0]);
+    let typed: sluice_api::AccessLine = serde_json::from_value(written.clone()).unwrap();
+    let keys = |v: &serde_json::Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+    assert_eq!(keys(&written), keys(&serde_json::to_value(typed).unwrap()));
     let mut logged = 0;
     for line in &lines {
         let v = json(line);

@@ -224,32 +224,6 @@ fn escaped(bytes: &[u8], out: &mut Vec<u8>) {
     }
 }
 
-/// Days since 1970-01-01 → (year, month, day), after Howard Hinnant's
-/// `civil_from_days`.
-fn civil(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
-}
-
-/// (date, seconds into the day, milliseconds) of a wall-clock time in UTC.
-fn utc(at: SystemTime) -> ((i64, u32, u32), u64, u32) {
-    let since = at.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = since.as_secs();
-    (civil((secs / 86_400) as i64), secs % 86_400, since.subsec_millis())
-}
-
-fn two(n: u64, out: &mut Vec<u8>) {
-    out.extend_from_slice(&[b'0' + (n / 10 % 10) as u8, b'0' + (n % 10) as u8]);
-}
-
 /// The second last formatted on this thread, in both layouts.
 struct Second {
     at: u64,
@@ -265,46 +239,38 @@ thread_local! {
     };
 }
 
+const MONTHS: [&str; 12] = [
+    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+];
+
 /// Appends the second of `at` in one of its layouts (formatted when the
-/// second changes) and returns its milliseconds.
+/// second changes: humantime writes the calendar date, the combined
+/// layout is cut from it) and returns its milliseconds.
 fn with_second(at: SystemTime, clf: bool, out: &mut Vec<u8>) -> u32 {
     let since = at.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = since.as_secs();
     SECOND.with_borrow_mut(|second| {
         if second.at != secs {
-            let ((y, mo, d), s, _) = utc(at);
-            let (h, mi, sec) = (s / 3600, s / 60 % 60, s % 60);
             second.at = secs;
-            let r = &mut second.rfc3339;
-            r.clear();
-            int(y, r);
-            r.push(b'-');
-            two(u64::from(mo), r);
-            r.push(b'-');
-            two(u64::from(d), r);
-            r.push(b'T');
-            for (i, n) in [h, mi, sec].into_iter().enumerate() {
-                if i > 0 {
-                    r.push(b':');
-                }
-                two(n, r);
-            }
-            r.push(b'.');
-            const MONTHS: [&str; 12] = [
-                "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-            ];
+            // `2026-12-07T01:40:12Z`
+            let text = humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs)).to_string();
+            let part = |range: std::ops::Range<usize>| text.get(range).unwrap_or("00");
+            second.rfc3339.clear();
+            second.rfc3339.extend_from_slice(text.trim_end_matches('Z').as_bytes());
+            second.rfc3339.push(b'.');
+            let month = part(5..7)
+                .parse::<usize>()
+                .ok()
+                .and_then(|m| MONTHS.get(m.wrapping_sub(1)));
             let c = &mut second.clf;
             c.clear();
-            two(u64::from(d), c);
+            c.extend_from_slice(part(8..10).as_bytes());
             c.push(b'/');
-            let month = MONTHS.get(mo.saturating_sub(1) as usize).copied().unwrap_or("Jan");
-            c.extend_from_slice(month.as_bytes());
+            c.extend_from_slice(month.copied().unwrap_or("Jan").as_bytes());
             c.push(b'/');
-            int(y, c);
-            for n in [h, mi, sec] {
-                c.push(b':');
-                two(n, c);
-            }
+            c.extend_from_slice(part(0..4).as_bytes());
+            c.push(b':');
+            c.extend_from_slice(part(11..19).as_bytes());
             c.extend_from_slice(b" +0000");
         }
         out.extend_from_slice(if clf { &second.clf } else { &second.rfc3339 });

@@ -32,7 +32,9 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Connection<'_, I> {
             }
             if let Poll::Ready((res, scratch)) = handler.as_mut().poll(&mut Context::from_waker(&stream.slot.waker)) {
                 stream.handler = None;
-                self.send_head(i, res, self.proxy.id_line(&scratch));
+                let proxy = self.proxy;
+                let id_line = proxy.id_line(&scratch, res.lines.as_ref());
+                self.send_head(i, res, id_line);
                 if self.scratch.len() < SPARE_SCRATCH {
                     self.scratch.push(scratch);
                 }

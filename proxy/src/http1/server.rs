@@ -150,7 +150,7 @@ where
             buf: &mut buf,
             limit,
         };
-        let id_line = proxy.id_line(&scratch);
+        let id_line = proxy.id_line(&scratch, res.lines.as_ref());
         if write_response(conn, res, id_line, head_only, close).await.is_err() || close {
             let _ = io.shutdown().await;
             return Outcome::Closed;

@@ -1,6 +1,7 @@
 //! The access log's place in the process: started from the config,
 //! reopened on SIGUSR1 (as nginx does after a rotation), moved or turned
-//! off by a reload (see `reload`), and flushed at shutdown.
+//! off by a reload (see `reload`), and flushed at shutdown, as are the
+//! spans still waiting for the collector.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,7 +32,12 @@ pub fn start(proxy: &Arc<Proxy>) {
     }
 }
 
-/// Stops taking lines and waits for the writer to write those it has.
+/// Stops taking lines and spans and waits for the writer to write those it
+/// has and the exporter to send its spans.
 pub async fn close(proxy: Arc<Proxy>) {
-    let _ = tokio::task::spawn_blocking(move || proxy.access_log().close(FLUSH_WITHIN)).await;
+    let _ = tokio::task::spawn_blocking(move || {
+        proxy.access_log().close(FLUSH_WITHIN);
+        proxy.tracing().close(FLUSH_WITHIN);
+    })
+    .await;
 }

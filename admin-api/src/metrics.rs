@@ -15,7 +15,8 @@ use prometheus::proto::{
 };
 use prometheus::{Encoder, IntCounterVec, Opts, Registry, TextEncoder};
 use sluice_routing::stats::{
-    ACCESS_LOG_DROPPED, CONNECTION_PANICS, LATENCY_BOUNDS, OPEN_CONNECTIONS, REFUSED_CONNECTIONS, UpstreamErrorKind,
+    ACCESS_LOG_DROPPED, CONNECTION_PANICS, LATENCY_BOUNDS, OPEN_CONNECTIONS, REFUSED_CONNECTIONS, SPANS_DROPPED,
+    UpstreamErrorKind,
 };
 use sluice_routing::{RoutingTable, grpc};
 
@@ -428,6 +429,15 @@ fn traffic_families(table: &RoutingTable, window: std::time::Duration) -> Vec<Me
             vec![counter(
                 &[],
                 ACCESS_LOG_DROPPED.load(std::sync::atomic::Ordering::Relaxed) as f64,
+            )],
+        ),
+        family(
+            "sluice_spans_dropped_total",
+            "Spans dropped: the exporter was behind (its bounded queue full) or the collector did not take them.",
+            MetricType::COUNTER,
+            vec![counter(
+                &[],
+                SPANS_DROPPED.load(std::sync::atomic::Ordering::Relaxed) as f64,
             )],
         ),
     ];

@@ -96,6 +96,12 @@ impl Config {
             push("access_log.format", a.format.as_str().into());
             push("access_log.sample", a.sample.to_string());
         }
+        let t = &self.tracing;
+        push("tracing.propagate", t.propagate.to_string());
+        if let Some(endpoint) = &t.otlp_endpoint {
+            push("tracing.otlp_endpoint", endpoint.clone());
+            push("tracing.sample_ratio", t.sample_ratio.to_string());
+        }
         push(
             "sticky",
             match &self.sticky {

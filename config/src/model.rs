@@ -19,6 +19,7 @@ pub struct Config {
     pub alerts: AlertsConfig,
     pub outlier: OutlierConfig,
     pub access_log: AccessLogConfig,
+    pub tracing: TracingConfig,
     /// Pools in a stable order (sorted by name), which is also the order of
     /// their slices in the cumulative weight ranges.
     pub pools: Vec<PoolConfig>,
@@ -300,6 +301,30 @@ impl Default for AccessLogConfig {
             path: "-".into(),
             format: AccessLogFormat::Json,
             sample: 1.0,
+        }
+    }
+}
+
+/// W3C trace context and span export (`[tracing]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TracingConfig {
+    /// Check `traceparent`/`tracestate` (an invalid one is removed) and,
+    /// with an exporter, take part in the trace. Off: both pass untouched.
+    pub propagate: bool,
+    /// Where spans go over OTLP/HTTP (protobuf), an `http://` URL; `None`:
+    /// sluice records no spans and starts no traces.
+    pub otlp_endpoint: Option<String>,
+    /// Share of the traces sluice starts that are sampled (0–1); a
+    /// caller's sampled flag is followed (parent-based sampling).
+    pub sample_ratio: f64,
+}
+
+impl Default for TracingConfig {
+    fn default() -> Self {
+        Self {
+            propagate: true,
+            otlp_endpoint: None,
+            sample_ratio: 1.0,
         }
     }
 }

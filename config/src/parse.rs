@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 
 use crate::error::ConfigError;
 use crate::model::*;
-use crate::observe::access_log;
+use crate::observe::{access_log, tracing};
 use crate::pools::pools;
 use crate::reader::{Problems, Section};
 use crate::sections::{alerts, health, outlier, rollback, secret, sticky};
@@ -40,6 +40,7 @@ pub(crate) fn parse_table(table: toml::Table) -> Result<Config, ConfigError> {
     let alerts = alerts(root.section("alerts", &mut problems), &mut problems);
     let outlier = outlier(root.section("outlier", &mut problems), &mut problems);
     let access_log = access_log(root.section("access_log", &mut problems), &mut problems);
+    let tracing = tracing(root.section("tracing", &mut problems), &mut problems);
     let pools = match root.section("pools", &mut problems) {
         Some(section) => pools(section, &health, &mut problems),
         None => {
@@ -63,6 +64,7 @@ pub(crate) fn parse_table(table: toml::Table) -> Result<Config, ConfigError> {
             alerts,
             outlier,
             access_log,
+            tracing,
             pools,
         })
     } else {

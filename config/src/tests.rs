@@ -278,3 +278,35 @@ fn access_log_is_off_by_default_and_its_keys_are_checked() {
         assert!(found.iter().any(|p| p.starts_with(key)), "{key} not named in {found:?}");
     }
 }
+
+#[test]
+fn tracing_propagates_by_default_exports_only_when_told_and_checks_its_keys() {
+    let base = "[pools.blue]\nversion = \"v1\"\nweight = 100\nbackends = [\"127.0.0.1:9001\"]\n";
+    let t = Config::from_toml(base).unwrap().tracing;
+    assert_eq!(t, TracingConfig::default());
+    assert!(t.propagate && t.otlp_endpoint.is_none() && t.sample_ratio == 1.0);
+
+    let on = format!("[tracing]\notlp_endpoint = \"http://127.0.0.1:4318/v1/traces\"\nsample_ratio = 0.01\n{base}");
+    let t = Config::from_toml(&on).unwrap().tracing;
+    assert!(t.propagate);
+    assert_eq!(t.otlp_endpoint.as_deref(), Some("http://127.0.0.1:4318/v1/traces"));
+    assert_eq!(t.sample_ratio, 0.01);
+
+    let off = format!("[tracing]\npropagate = false\n{base}");
+    assert!(!Config::from_toml(&off).unwrap().tracing.propagate);
+
+    for (bad, key) in [
+        (
+            "propagate = false\notlp_endpoint = \"http://c:4318/v1/traces\"",
+            "tracing.propagate",
+        ),
+        ("otlp_endpoint = \"https://c:4318/v1/traces\"", "tracing.otlp_endpoint"),
+        ("otlp_endpoint = \"c:4318\"", "tracing.otlp_endpoint"),
+        ("otlp_endpoint = \"http:///v1/traces\"", "tracing.otlp_endpoint"),
+        ("sample_ratio = 2.0", "tracing.sample_ratio"),
+        ("exporter = \"jaeger\"", "tracing.exporter"),
+    ] {
+        let found = problems(&format!("[tracing]\n{bad}\n{base}"));
+        assert!(found.iter().any(|p| p.starts_with(key)), "{key} not named in {found:?}");
+    }
+}

@@ -22,7 +22,10 @@ pub struct Scratch {
     pub(crate) deadline: Deadline,
     /// The id of the request being served (see [`crate::request_id`]).
     pub(crate) request_id: crate::request_id::RequestId,
-    /// The request's access-log entry while it is served (log on).
+    /// The trace context of the request being served (see [`crate::trace`]).
+    pub(crate) trace: crate::trace::Trace,
+    /// The request's access-log entry while it is served (log on, or its
+    /// span recorded).
     pub(crate) log: Option<Box<crate::access::Entry>>,
 }
 

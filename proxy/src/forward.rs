@@ -19,10 +19,12 @@ use crate::deadline::Deadline;
 use crate::grpc::{CallTally, Seen};
 use crate::headers::{self};
 use crate::http1::{self, HeaderLines, HeadersAs};
+use crate::noted;
 use crate::request_body::{ClientBody, RequestBody};
 use crate::request_id::IdHeader;
 use crate::respond::ErrorResponse;
 use crate::rewrite::{authority_value, original_authority, respond, upstream_uri};
+use crate::trace::{Mode, Tracing};
 use crate::tunnel::{TunnelGuard, Tunnels, tunnel};
 use crate::upstream::{UpstreamError, Upstreams};
 use sluice_routing::error::ProxyError;
@@ -71,6 +73,7 @@ pub struct Proxy {
     /// for them as it does for requests.
     tunnels: Arc<Tunnels>,
     access_log: AccessLog,
+    tracing: Tracing,
     /// The header carrying request ids (`proxy.request_id_header`).
     request_ids: Option<IdHeader>,
 }
@@ -79,6 +82,11 @@ impl Proxy {
     /// The access log, turned on, off or moved by `[access_log]`.
     pub fn access_log(&self) -> &AccessLog {
         &self.access_log
+    }
+
+    /// Trace context and spans, as `[tracing]` sets them.
+    pub fn tracing(&self) -> &Tracing {
+        &self.tracing
     }
 
     /// The backend connections this proxy sends on.
@@ -94,6 +102,7 @@ impl Proxy {
             draining: std::sync::atomic::AtomicBool::new(false),
             tunnels: Arc::default(),
             access_log: AccessLog::default(),
+            tracing: Tracing::default(),
             request_ids: None,
         }
     }
@@ -178,18 +187,34 @@ impl Proxy {
         headers_as: HeadersAs,
     ) -> impl Future<Output = Answer> {
         // Before the future, so the request is not held in it twice.
-        match &self.request_ids {
-            Some(ids) => scratch.request_id.take_or_make(&ids.name, req.headers_mut()),
-            None => scratch.request_id.clear(),
+        let trace = self.tracing.mode();
+        if self.request_ids.is_some() || trace != Mode::Off {
+            let ids = self.request_ids.as_ref();
+            let mut noted = noted::note(req.headers(), ids.map(|i| &i.name), trace != Mode::Off);
+            match ids {
+                Some(ids) => scratch
+                    .request_id
+                    .take_noted(noted.id.take(), noted.ids, &ids.name, req.headers_mut()),
+                None => scratch.request_id.clear(),
+            }
+            self.tracing.take(trace, &mut scratch.trace, req.headers_mut(), &noted);
+        } else {
+            scratch.request_id.clear();
+            scratch.trace.clear();
         }
         async move {
             let started = Instant::now();
             let http1 = req.version() <= Version::HTTP_11;
             // Kept in the connection's scratch rather than in this future,
             // which every request moves: the log costs nothing there when off.
-            scratch.log = self
-                .access_log
-                .begin(&req, conn.peer.ip(), started, &scratch.request_id);
+            scratch.log = self.access_log.begin(
+                &req,
+                conn.peer.ip(),
+                started,
+                &scratch.request_id,
+                &scratch.trace,
+                &self.tracing,
+            );
             let mut counting = Counting::default();
             // What the pool's counters see: the HTTP status (a gRPC call's
             // mapped from its code), the outcome and the gRPC code.
@@ -348,7 +373,8 @@ impl Proxy {
                     (Some(ids), Some(id)) if scratch.request_id.is_made() => Some((ids, id)),
                     _ => None,
                 };
-                http1::encode_head(&parts, &conn.forwarded, &host, len, made, head);
+                let trace = scratch.trace.as_line.then(|| scratch.trace.value());
+                http1::encode_head(&parts, &conn.forwarded, &host, len, made, trace, head);
                 let body = RequestBody::new(body, settings.max_request_body_bytes);
                 let res = {
                     let sent = std::pin::pin!(async {
@@ -382,6 +408,11 @@ impl Proxy {
                 && let Some(value) = scratch.request_id.value()
             {
                 parts.headers.insert(ids.name.clone(), value);
+            }
+            if scratch.trace.as_line
+                && let Some(value) = scratch.trace.header_value()
+            {
+                parts.headers.insert(&crate::trace::context::TRACEPARENT, value);
             }
             if let Some(proto) = &upgrade {
                 parts

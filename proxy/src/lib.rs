@@ -30,12 +30,15 @@ pub mod grpc;
 pub mod h2;
 pub mod headers;
 pub mod http1;
+mod ids;
+mod noted;
 pub mod options;
 pub mod request_body;
 pub mod request_id;
 pub mod respond;
 pub mod rewrite;
 pub mod server;
+pub mod trace;
 pub mod tunnel;
 pub mod upstream;
 
@@ -46,6 +49,7 @@ pub use forward::Proxy;
 pub use options::ListenerOptions;
 pub use respond::{ERROR_HEADER, ErrorResponse};
 pub use server::{serve, serve_moving, serve_with};
+pub use trace::Tracing;
 pub use upstream::Upstreams;
 
 use sluice_config::Config;
@@ -60,11 +64,13 @@ pub fn build(config: &Config) -> Result<(Arc<RoutingHandle>, Arc<Proxy>), TableE
 }
 
 /// The proxy service for `config`, routing through `routing`, with its
-/// access log started when `[access_log]` turns it on.
+/// access log started when `[access_log]` turns it on and its span
+/// exporter when `[tracing]` names a collector.
 pub fn proxy_for(config: &Config, routing: Arc<RoutingHandle>) -> Proxy {
     let ids = config.proxy.request_id_header.as_deref();
     let proxy = Proxy::new(routing, Upstreams::new(&config.proxy.timeouts))
         .with_request_ids(ids.and_then(|name| http::HeaderName::from_bytes(name.as_bytes()).ok()));
     proxy.access_log().configure(&config.access_log);
+    proxy.tracing().configure(&config.tracing);
     proxy
 }

@@ -12,11 +12,9 @@
 //! (through header maps, callgrind measured ids at +16% instructions per
 //! request).
 
-use std::cell::RefCell;
-
 use http::{HeaderMap, HeaderName, HeaderValue};
-use rand::rngs::SmallRng;
-use rand::{Rng, SeedableRng};
+
+use crate::ids::{hex_into, random_u128};
 
 /// Ids longer than this from a client are replaced (they end up in logs).
 pub const MAX_LEN: usize = 128;
@@ -90,17 +88,21 @@ impl RequestId {
     /// The request's id: the client's single, well-formed one in `name`, or
     /// a new one (the client's others are then removed from the request).
     pub fn take_or_make(&mut self, name: &HeaderName, headers: &mut HeaderMap) {
-        // One pass comparing names is cheaper than hashing a custom name
-        // for a lookup, for the few headers requests have.
-        let (mut found, mut count) = (None, 0);
-        for (n, v) in headers.iter() {
-            if n == name {
-                found = Some(v);
-                count += 1;
-            }
-        }
+        let noted = crate::noted::note(headers, Some(name), false);
+        self.take_noted(noted.id, noted.ids, name, headers);
+    }
+
+    /// [`RequestId::take_or_make`] with the headers already looked
+    /// through: `found`, the last of `count` values in `name`.
+    pub(crate) fn take_noted(
+        &mut self,
+        found: Option<HeaderValue>,
+        count: u32,
+        name: &HeaderName,
+        headers: &mut HeaderMap,
+    ) {
         *self = match found {
-            Some(value) if count == 1 && well_formed(value.as_bytes()) => Self::Kept(value.clone()),
+            Some(value) if count == 1 && well_formed(value.as_bytes()) => Self::Kept(value),
             Some(_) => {
                 headers.remove(name);
                 Self::Made(make())
@@ -115,43 +117,19 @@ fn well_formed(id: &[u8]) -> bool {
     !id.is_empty() && id.len() <= MAX_LEN && id.iter().all(u8::is_ascii_graphic)
 }
 
-thread_local! {
-    /// A fast generator per thread, seeded from the operating system's
-    /// randomness through rand's thread generator: ids need to be unique
-    /// (128 bits), not secret.
-    static RNG: RefCell<SmallRng> = RefCell::new(SmallRng::from_rng(&mut rand::rng()));
-}
-
 /// 128 random bits as 32 lower-case hex digits: unique across replicas
 /// without coordination.
 fn make() -> [u8; 32] {
-    let bits: u128 = RNG.with_borrow_mut(|rng| rng.random());
     let mut out = [0u8; 32];
-    for (chunk, word) in out.chunks_exact_mut(8).zip((bits.to_be_bytes()).chunks_exact(4)) {
-        let mut four = [0u8; 4];
-        four.copy_from_slice(word);
-        chunk.copy_from_slice(&hex8(u32::from_be_bytes(four)));
-    }
+    hex_into(&random_u128().to_be_bytes(), &mut out);
     out
-}
-
-/// A 32-bit word as 8 lower-case hex digits, most significant first,
-/// eight at a time in one u64 (no per-digit branch or table).
-fn hex8(v: u32) -> [u8; 8] {
-    let mut x = u64::from(v);
-    // Spread the nibbles to one per byte, the most significant lowest.
-    x = ((x & 0x0000_FFFF) << 32) | ((x & 0xFFFF_0000) >> 16);
-    x = ((x & 0x0000_00FF_0000_00FF) << 16) | ((x & 0x0000_FF00_0000_FF00) >> 8);
-    x = ((x & 0x000F_000F_000F_000F) << 8) | ((x & 0x00F0_00F0_00F0_00F0) >> 4);
-    // Each byte n (0–15): '0' + n, and 39 more for the letters ('a' - '0' - 10).
-    let letters = ((x + 0x0606_0606_0606_0606) >> 4) & 0x0101_0101_0101_0101;
-    (x + 0x3030_3030_3030_3030 + letters * 39).to_le_bytes()
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::ids::hex8;
 
     fn name() -> HeaderName {
         HeaderName::from_static("x-request-id")

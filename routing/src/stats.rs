@@ -202,6 +202,10 @@ pub static CONNECTION_PANICS: AtomicU64 = AtomicU64::new(0);
 /// full) or could not write (a full disk, a closed stdout).
 pub static ACCESS_LOG_DROPPED: AtomicU64 = AtomicU64::new(0);
 
+/// Spans dropped because the exporter fell behind (its queue was full) or
+/// the collector did not take them (down, slow, refusing).
+pub static SPANS_DROPPED: AtomicU64 = AtomicU64::new(0);
+
 #[cfg(test)]
 mod tests {
     use super::*;

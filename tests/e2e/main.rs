@@ -41,5 +41,6 @@ mod routing;
 mod smuggling;
 mod state;
 mod tls_e2e;
+mod trace_context;
 mod webhooks_tls;
 mod zero_downtime;

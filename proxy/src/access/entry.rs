@@ -15,19 +15,20 @@ use http_body::Frame;
 use tokio::time::Instant;
 
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, Ordering, fence};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering, fence};
 use std::thread::Thread;
 
 use crossbeam_queue::ArrayQueue;
 use sluice_routing::grpc;
-use sluice_routing::stats::ACCESS_LOG_DROPPED;
 use sluice_routing::table::Backend;
 
 use crate::request_id::RequestId;
+use crate::trace::context::Trace;
 
-/// What one line says. Header values are shared with the request, not
-/// copied; formatting happens on the writer task.
-#[derive(Debug)]
+/// What one line says, and a recorded span's data. Header values are
+/// shared with the request, not copied; formatting happens on the writer
+/// thread.
+#[derive(Debug, Clone)]
 pub(crate) struct Entry {
     pub(crate) at: SystemTime,
     pub(crate) started: Instant,
@@ -38,8 +39,10 @@ pub(crate) struct Entry {
     pub(crate) referer: Option<HeaderValue>,
     pub(crate) user_agent: Option<HeaderValue>,
     pub(crate) request_id: RequestId,
-    /// The trace id of a valid incoming `traceparent`.
-    pub(crate) trace_id: Option<HeaderValue>,
+    /// The request's trace context (its trace id is logged).
+    pub(crate) trace: Trace,
+    /// The request's Host or :authority (a recorded span's `server.address`).
+    pub(crate) host: Option<HeaderValue>,
     pub(crate) status: u16,
     pub(crate) grpc_status: Option<u8>,
     pub(crate) pool: Option<Arc<str>>,
@@ -59,6 +62,8 @@ pub(crate) struct Entry {
     /// Where the entry goes when finished; `None` once it is on its way
     /// or back on the free list.
     pub(crate) sink: Option<Arc<Sink>>,
+    /// Where the span goes when the request's span is recorded.
+    pub(crate) spans: Option<Arc<Sink>>,
 }
 
 impl Entry {
@@ -74,7 +79,8 @@ impl Entry {
             referer: None,
             user_agent: None,
             request_id: RequestId::default(),
-            trace_id: None,
+            trace: Trace::default(),
+            host: None,
             status: 0,
             grpc_status: None,
             pool: None,
@@ -86,6 +92,7 @@ impl Entry {
             bytes_out: 0,
             error: None,
             sink: None,
+            spans: None,
         }
     }
 
@@ -104,11 +111,13 @@ impl Entry {
         self.referer = None;
         self.user_agent = None;
         self.request_id.clear();
-        self.trace_id = None;
+        self.trace.clear();
+        self.host = None;
         self.pool = None;
         self.pool_version = None;
         self.backend = None;
         self.sink = None;
+        self.spans = None;
     }
 
     /// Counts a response frame on its way to the client.
@@ -133,8 +142,18 @@ impl Entry {
     /// out or the writer is behind (then it is counted as dropped). Never
     /// waits.
     pub(crate) fn finish(mut self: Box<Self>) {
-        let Some(sink) = self.sink.take() else { return };
         self.duration = self.started.elapsed();
+        if let Some(spans) = self.spans.take() {
+            if self.sink.is_none() {
+                spans.send(self);
+                return;
+            }
+            // Logged and recorded (a sampled share): a copy for the span.
+            let mut copy = Box::new((*self).clone());
+            copy.sink = None;
+            spans.send(copy);
+        }
+        let Some(sink) = self.sink.take() else { return };
         let always = self.status >= 400 || self.error.is_some();
         if !always && sink.sample < 1.0 && rand::random::<f64>() >= sink.sample {
             self.clear();
@@ -150,14 +169,14 @@ impl Entry {
 /// is finished) its writer drains and ends.
 #[derive(Debug)]
 pub(crate) struct Sink {
-    pub(super) shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
     pub(crate) sample: f64,
     /// The combined format logs the referer and user agent; JSON does not.
-    pub(super) combined: bool,
+    pub(crate) combined: bool,
 }
 
 impl Sink {
-    pub(super) fn new(shared: Arc<Shared>, sample: f64, combined: bool) -> Self {
+    pub(crate) fn new(shared: Arc<Shared>, sample: f64, combined: bool) -> Self {
         Self {
             shared,
             sample,
@@ -182,19 +201,22 @@ impl Drop for Sink {
 
 /// What the request path and the writer share.
 #[derive(Debug)]
-pub(super) struct Shared {
-    pub(super) lines: ArrayQueue<Box<Entry>>,
+pub(crate) struct Shared {
+    pub(crate) lines: ArrayQueue<Box<Entry>>,
     free: ArrayQueue<Box<Entry>>,
-    pub(super) sleeping: AtomicBool,
+    pub(crate) sleeping: AtomicBool,
     /// Set when the last producer is gone: the writer drains and ends.
-    pub(super) closed: AtomicBool,
-    pub(super) reopen: AtomicBool,
-    pub(super) thread: OnceLock<Thread>,
+    pub(crate) closed: AtomicBool,
+    pub(crate) reopen: AtomicBool,
+    pub(crate) thread: OnceLock<Thread>,
+    /// Counts what a full queue drops.
+    dropped: &'static AtomicU64,
 }
 
 impl Shared {
-    pub(super) fn new(capacity: usize) -> Self {
+    pub(crate) fn new(capacity: usize, dropped: &'static AtomicU64) -> Self {
         Self {
+            dropped,
             lines: ArrayQueue::new(capacity),
             free: ArrayQueue::new(capacity),
             sleeping: AtomicBool::new(false),
@@ -205,18 +227,18 @@ impl Shared {
     }
 
     /// A reusable entry, if one is free.
-    pub(super) fn recycled(&self) -> Option<Box<Entry>> {
+    pub(crate) fn recycled(&self) -> Option<Box<Entry>> {
         self.free.pop()
     }
 
-    pub(super) fn recycle(&self, entry: Box<Entry>) {
+    pub(crate) fn recycle(&self, entry: Box<Entry>) {
         let _ = self.free.push(entry);
     }
 
     /// Queues a finished entry; a full queue drops and counts it.
-    pub(super) fn send(&self, entry: Box<Entry>) {
+    pub(crate) fn send(&self, entry: Box<Entry>) {
         if let Err(entry) = self.lines.push(entry) {
-            ACCESS_LOG_DROPPED.fetch_add(1, Ordering::Relaxed);
+            self.dropped.fetch_add(1, Ordering::Relaxed);
             let mut entry = entry;
             entry.clear();
             self.recycle(entry);
@@ -230,65 +252,18 @@ impl Shared {
         }
     }
 
-    pub(super) fn close(&self) {
+    pub(crate) fn close(&self) {
         self.closed.store(true, Ordering::SeqCst);
         self.wake();
     }
 
-    pub(super) fn reopen(&self) {
+    pub(crate) fn reopen(&self) {
         self.reopen.store(true, Ordering::Relaxed);
     }
 
     fn wake(&self) {
         if let Some(thread) = self.thread.get() {
             thread.unpark();
-        }
-    }
-}
-
-/// The trace id (32 hex digits) of a well-formed W3C `traceparent`
-/// (version 00 or a later one read as 00; ids not all zero).
-pub(crate) fn trace_id(traceparent: &HeaderValue) -> Option<HeaderValue> {
-    let b = traceparent.as_bytes();
-    let hex = |s: &[u8]| s.iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'));
-    let zero = |s: &[u8]| s.iter().all(|&c| c == b'0');
-    let (version, rest) = b.split_at_checked(2)?;
-    let valid = hex(version)
-        && version != b"ff"
-        && (rest.len() == 53 || (version != b"00" && rest.get(53) == Some(&b'-')))
-        && rest.first() == Some(&b'-')
-        && rest.get(33) == Some(&b'-')
-        && rest.get(50) == Some(&b'-');
-    let id = rest.get(1..33)?;
-    let parent = rest.get(34..50)?;
-    let flags = rest.get(51..53)?;
-    (valid && hex(id) && hex(parent) && hex(flags) && !zero(id) && !zero(parent))
-        .then(|| HeaderValue::from_maybe_shared(Bytes::copy_from_slice(id)).ok())
-        .flatten()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn trace_ids_come_only_from_well_formed_traceparents() {
-        let id = |s: &'static str| trace_id(&HeaderValue::from_static(s)).map(|v| v.to_str().unwrap().to_owned());
-        let good = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-        assert_eq!(id(good).as_deref(), Some("4bf92f3577b34da6a3ce929d0e0e4736"));
-        // A later version may append fields after a dash.
-        assert!(id("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-xyz").is_some());
-        for bad in [
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-xyz",
-            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
-            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
-            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
-            "",
-            "00",
-        ] {
-            assert_eq!(id(bad), None, "{bad}");
         }
     }
 }

@@ -113,7 +113,7 @@ fn json(e: &Entry, out: &mut Vec<u8>) {
     out.extend_from_slice(b",\"request_id\":");
     json_opt(e.request_id.as_bytes(), out);
     out.extend_from_slice(b",\"trace_id\":");
-    json_opt(e.trace_id.as_ref().map(HeaderValue::as_bytes), out);
+    json_opt(e.trace.trace_id_hex(), out);
     out.extend_from_slice(b",\"error\":");
     json_opt(e.error.map(str::as_bytes), out);
     out.extend_from_slice(b",\"retries\":0");

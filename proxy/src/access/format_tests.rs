@@ -24,7 +24,8 @@ fn entry() -> Entry {
         referer: None,
         user_agent: Some(HeaderValue::from_static("curl/8.5 \"quoted\"")),
         request_id: id(b"abc-123"),
-        trace_id: None,
+        trace: Default::default(),
+        host: None,
         status: 502,
         grpc_status: None,
         pool: Some(Arc::from("green")),
@@ -36,6 +37,7 @@ fn entry() -> Entry {
         bytes_out: 17,
         error: Some("upstream-connect-failed"),
         sink: None,
+        spans: None,
     }
 }
 

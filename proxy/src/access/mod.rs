@@ -6,7 +6,7 @@
 //! (`sluice_access_log_dropped_total`). A reload turns the log on, off or
 //! moves it; the old writer finishes the lines it was given and ends.
 
-mod entry;
+pub(crate) mod entry;
 mod format;
 mod writer;
 
@@ -16,23 +16,21 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwapOption;
-use http::Request;
-use http::header::{self, HeaderName};
+use http::header;
+use http::{HeaderValue, Request};
 use sluice_config::{AccessLogConfig, AccessLogFormat};
 use sluice_routing::tap::LogTap;
 use tokio::time::Instant;
 
 use crate::request_id::RequestId;
+use crate::trace::{Trace, Tracing, context};
 
-pub(crate) use entry::Entry;
-use entry::Sink;
+pub(crate) use entry::{Entry, Sink};
 
 /// Lines waiting for the writer at most; past this they are dropped. An
 /// entry shares the client's read buffer until written, so this bounds
 /// what a stalled writer can hold (4,096 × a 4 KiB buffer at worst).
 const QUEUE: usize = 4096;
-
-static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 
 /// The access log as the proxy holds it: on or off, and where lines go.
 #[derive(Debug, Default)]
@@ -105,8 +103,9 @@ impl AccessLog {
         }
     }
 
-    /// An entry for `req` when the log is on. Inlined: off, this is one
-    /// load and a branch on the request path.
+    /// An entry for `req` when the log is on or its span is recorded.
+    /// Inlined: with neither, this is one load and two compares on the
+    /// request path.
     #[inline(always)]
     pub(crate) fn begin<B: http_body::Body>(
         &self,
@@ -114,11 +113,13 @@ impl AccessLog {
         client: IpAddr,
         started: Instant,
         id: &RequestId,
+        trace: &Trace,
+        tracing: &Tracing,
     ) -> Option<Box<Entry>> {
-        if !self.on.load(Ordering::Relaxed) {
+        if !self.on.load(Ordering::Relaxed) && !trace.recorded() {
             return None;
         }
-        self.begin_on(req, client, started, id)
+        self.begin_on(req, client, started, id, trace, tracing)
     }
 
     #[inline(never)]
@@ -128,11 +129,20 @@ impl AccessLog {
         client: IpAddr,
         started: Instant,
         id: &RequestId,
+        trace: &Trace,
+        tracing: &Tracing,
     ) -> Option<Box<Entry>> {
-        let sink = self.sink.load_full()?;
+        let sink = self.sink.load_full().filter(|_| self.on.load(Ordering::Relaxed));
+        let spans = tracing.spans().filter(|_| trace.recorded());
+        let recycled = match (&sink, &spans) {
+            (Some(sink), _) => sink.shared.recycled(),
+            (None, Some(spans)) => spans.shared.recycled(),
+            (None, None) => return None,
+        };
+        let mut entry = recycled.unwrap_or_else(|| Box::new(Entry::blank()));
         let headers = req.headers();
-        let mut entry = sink.shared.recycled().unwrap_or_else(|| Box::new(Entry::blank()));
-        let (referer, user_agent) = if sink.combined {
+        let combined = sink.as_ref().is_some_and(|s| s.combined);
+        let (referer, user_agent) = if combined || spans.is_some() {
             (
                 headers.get(header::REFERER).cloned(),
                 headers.get(header::USER_AGENT).cloned(),
@@ -151,9 +161,24 @@ impl AccessLog {
         entry.referer = referer;
         entry.user_agent = user_agent;
         entry.request_id = id.clone();
-        entry.trace_id = headers.get(&TRACEPARENT).and_then(entry::trace_id);
+        entry.trace = *trace;
+        if trace.trace_id_hex().is_none()
+            && let Some(traceparent) = headers.get(&context::TRACEPARENT)
+        {
+            // Not looked at on the way in (`propagate = false`): a
+            // caller's trace id is still worth a line.
+            let _ = entry.trace.note_caller(traceparent.as_bytes());
+        }
+        if spans.is_some() {
+            entry.host = req
+                .uri()
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+                .or_else(|| headers.get(header::HOST).cloned());
+        }
         entry.bytes_in = req.body().size_hint().exact();
-        entry.sink = Some(sink);
+        entry.sink = sink;
+        entry.spans = spans;
         Some(entry)
     }
 }

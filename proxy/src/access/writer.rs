@@ -55,7 +55,7 @@ impl Handle {
 pub(super) type Tap = Arc<OnceLock<Arc<LogTap>>>;
 
 pub(super) fn start(capacity: usize, path: String, format: AccessLogFormat, tap: Tap) -> Handle {
-    let shared = Arc::new(Shared::new(capacity));
+    let shared = Arc::new(Shared::new(capacity, &ACCESS_LOG_DROPPED));
     let (done_tx, done) = std::sync::mpsc::channel();
     let theirs = Arc::clone(&shared);
     let spawned = std::thread::Builder::new()

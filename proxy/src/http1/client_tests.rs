@@ -218,7 +218,15 @@ fn bodyless_requests_say_so_only_where_a_body_is_expected() {
         parts.headers.append("x-multi", HeaderValue::from_static("2"));
         let mut out = Vec::new();
         let fwd = ForwardedFor::new("10.0.0.1".parse().unwrap(), false);
-        encode_head(&parts, &fwd, &HeaderValue::from_static("example"), 0, None, &mut out);
+        encode_head(
+            &parts,
+            &fwd,
+            &HeaderValue::from_static("example"),
+            0,
+            None,
+            None,
+            &mut out,
+        );
         String::from_utf8(out).unwrap()
     };
     assert_eq!(

@@ -13,13 +13,15 @@ pub const MAX_BUFFERED_BODY: u64 = 64 * 1024;
 /// it), with the forwarding headers for `fwd` and `host` (see
 /// [`headers::write_forwarding`]). Header names are lower-case already
 /// (`http` stores them so).
-/// `extra`: a line of sluice's own not in the map (a made request id).
+/// `extra`: a line of sluice's own not in the map (a made request id);
+/// `trace`: sluice's `traceparent` line, when the map has none.
 pub fn encode_head(
     parts: &request::Parts,
     fwd: &ForwardedFor,
     host: &HeaderValue,
     body_len: u64,
     extra: Option<(&IdHeader, &[u8])>,
+    trace: Option<&[u8; crate::trace::context::VALUE]>,
     out: &mut Vec<u8>,
 ) {
     out.extend_from_slice(parts.method.as_str().as_bytes());
@@ -37,6 +39,11 @@ pub fn encode_head(
     }
     if let Some((header, id)) = extra {
         header.write_line(id, out);
+    }
+    if let Some(value) = trace {
+        out.extend_from_slice(b"traceparent: ");
+        out.extend_from_slice(value);
+        out.extend_from_slice(b"\r\n");
     }
     headers::write_forwarding(&parts.headers, fwd, host, out);
     // The body's length, when the client did not state it: always for a

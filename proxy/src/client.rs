@@ -23,7 +23,7 @@ pub struct Scratch {
     /// The id of the request being served (see [`crate::request_id`]).
     pub(crate) request_id: crate::request_id::RequestId,
     /// The trace context of the request being served (see [`crate::trace`]).
-    pub(crate) trace: crate::trace::Trace,
+    pub(crate) trace: crate::trace::TraceSlot,
     /// The request's access-log entry while it is served (log on, or its
     /// span recorded).
     pub(crate) log: Option<Box<crate::access::Entry>>,
@@ -52,6 +52,7 @@ impl Scratch {
         self.headers = None;
         // A client's id shares the last request's read buffer.
         self.request_id.clear();
+        self.trace.release();
         self.log = None;
     }
 

@@ -111,7 +111,9 @@ async fn spans_reach_the_collector_as_the_parents_the_backend_was_sent() {
     let (backend, recorder) = Recorder::start().await;
     let proxy = start_proxy(&format!("{}{}", collector.toml(""), pool_toml("blue", 100, &[backend]))).await;
 
-    // A caller's sampled trace: joined, sluice's span its child.
+    // All requests first: their spans go in one batch (sent at the latest
+    // 5 s after the first), in the order the responses ended.
+    // 0. A caller's sampled trace: joined, sluice's span its child.
     let (status, headers, _) = get(
         &client(),
         &proxy.url("/orders?id=7"),
@@ -119,6 +121,16 @@ async fn spans_reach_the_collector_as_the_parents_the_backend_was_sent() {
     )
     .await;
     assert_eq!(status, 200);
+    // 1. A caller's unsampled trace: its flag is followed, no span.
+    let unsampled = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
+    get(&client(), &proxy.url("/quiet"), &[("traceparent", unsampled)]).await;
+    // 2. No traceparent (over HTTP/2 this time): sluice starts the trace.
+    let (status, _, _) = get(&h2_client(), &proxy.url("/new"), &[("tracestate", "stray=1")]).await;
+    assert_eq!(status, 200);
+    // 3. An invalid one is replaced by a new trace.
+    let invalid = [("traceparent", "00-zz-zz-01"), ("tracestate", "a=1")];
+    get(&client(), &proxy.url("/bad"), &invalid).await;
+
     let sent = recorder.header_map(0);
     let (trace, parent, flags) = ids(&sent["traceparent"][0]);
     assert_eq!((trace.as_str(), flags.as_str()), (&CALLER[3..35], "01"));
@@ -139,6 +151,7 @@ async fn spans_reach_the_collector_as_the_parents_the_backend_was_sent() {
     assert_eq!(a["http.request.method"], "GET");
     assert_eq!(a["url.path"], "/orders");
     assert_eq!(a["url.query"], "id=7");
+    assert_eq!(a["url.scheme"], "http");
     assert_eq!(a["http.response.status_code"], 200);
     assert_eq!(a["server.address"], "127.0.0.1");
     assert_eq!(a["server.port"], proxy.addr.port());
@@ -152,10 +165,10 @@ async fn spans_reach_the_collector_as_the_parents_the_backend_was_sent() {
     assert_eq!(span["status"], 0, "unset for a 2xx");
     assert!(span["end"].as_u64() >= span["start"].as_u64());
 
-    // No traceparent (over HTTP/2 this time): sluice starts the trace.
-    let (status, _, _) = get(&h2_client(), &proxy.url("/new"), &[("tracestate", "stray=1")]).await;
-    assert_eq!(status, 200);
-    let sent = recorder.header_map(1);
+    let (trace, _, flags) = ids(&recorder.header_map(1)["traceparent"][0]);
+    assert_eq!((trace.as_str(), flags.as_str()), (&unsampled[3..35], "00"));
+
+    let sent = recorder.header_map(2);
     let (trace, parent, flags) = ids(&sent["traceparent"][0]);
     assert_eq!(flags, "01", "sample_ratio defaults to 1");
     assert!(
@@ -169,23 +182,15 @@ async fn spans_reach_the_collector_as_the_parents_the_backend_was_sent() {
     );
     assert_eq!(span["attributes"]["network.protocol.version"], "2");
 
-    // An invalid one is replaced by a new trace.
-    get(
-        &client(),
-        &proxy.url("/bad"),
-        &[("traceparent", "00-zz-zz-01"), ("tracestate", "a=1")],
-    )
-    .await;
-    let sent = recorder.header_map(2);
+    let sent = recorder.header_map(3);
     let (_, parent, _) = ids(&sent["traceparent"][0]);
     assert!(!sent.contains_key("tracestate"));
     assert_eq!(collector.span(&parent).await["parent_span_id"], "");
-
-    // A caller's unsampled trace: its flag is followed, no span recorded.
-    let unsampled = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
-    get(&client(), &proxy.url("/quiet"), &[("traceparent", unsampled)]).await;
-    let (trace, _, flags) = ids(&recorder.header_map(3)["traceparent"][0]);
-    assert_eq!((trace.as_str(), flags.as_str()), (&unsampled[3..35], "00"));
+    // The unsampled request recorded nothing (no span is made for it,
+    // so none can come later).
+    let spans = collector.spans.lock().unwrap();
+    assert!(spans.iter().all(|s| s["attributes"]["url.path"] != "/quiet"));
+    assert_eq!(spans.len(), 3, "{spans:?}");
 }
 
 #[tokio::test]

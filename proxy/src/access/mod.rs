@@ -113,10 +113,10 @@ impl AccessLog {
         client: IpAddr,
         started: Instant,
         id: &RequestId,
-        trace: &Trace,
+        trace: Option<&Trace>,
         tracing: &Tracing,
     ) -> Option<Box<Entry>> {
-        if !self.on.load(Ordering::Relaxed) && !trace.recorded() {
+        if !self.on.load(Ordering::Relaxed) && !trace.is_some_and(Trace::recorded) {
             return None;
         }
         self.begin_on(req, client, started, id, trace, tracing)
@@ -129,9 +129,10 @@ impl AccessLog {
         client: IpAddr,
         started: Instant,
         id: &RequestId,
-        trace: &Trace,
+        trace: Option<&Trace>,
         tracing: &Tracing,
     ) -> Option<Box<Entry>> {
+        let trace = trace.copied().unwrap_or_default();
         let sink = self.sink.load_full().filter(|_| self.on.load(Ordering::Relaxed));
         let spans = tracing.spans().filter(|_| trace.recorded());
         let recycled = match (&sink, &spans) {
@@ -161,7 +162,7 @@ impl AccessLog {
         entry.referer = referer;
         entry.user_agent = user_agent;
         entry.request_id = id.clone();
-        entry.trace = *trace;
+        entry.trace = trace;
         if trace.trace_id_hex().is_none()
             && let Some(traceparent) = headers.get(&context::TRACEPARENT)
         {

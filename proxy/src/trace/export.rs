@@ -1,7 +1,7 @@
 //! The span exporter: a thread of its own with a one-thread runtime for
 //! OpenTelemetry's OTLP/HTTP exporter. It takes finished entries from the
 //! bounded queue the request path fills (never waiting on it), makes them
-//! spans in batches of up to 512, at least once a second, and sends each
+//! spans in batches of up to 512, at least every 5 seconds, and sends each
 //! batch once, with a deadline. A batch the collector does not take (down,
 //! slow, refusing) is dropped and counted in `sluice_spans_dropped_total`,
 //! so a dead collector fails no request and grows no memory.
@@ -22,8 +22,9 @@ use crate::access::entry::Shared;
 
 /// Spans sent per request at most.
 const BATCH: usize = 512;
-/// A batch smaller than that waits at most this long.
-const FLUSH_EVERY: Duration = Duration::from_secs(1);
+/// A batch smaller than that waits at most this long (OpenTelemetry's
+/// batch processor's default delay: fewer, larger requests).
+const FLUSH_EVERY: Duration = Duration::from_secs(5);
 /// How long one batch may take to be sent, retries included.
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
 

@@ -25,7 +25,7 @@ use sluice_config::TracingConfig;
 use crate::access::entry::Sink;
 use crate::noted::Noted;
 
-pub use context::Trace;
+pub use context::{Trace, TraceSlot};
 
 /// Spans waiting for the exporter at most; past this they are dropped.
 const QUEUE: usize = 2048;
@@ -135,11 +135,13 @@ impl Tracing {
     /// The request's trace context, from and into its headers, which
     /// `noted` has looked through.
     #[inline(always)]
-    pub(crate) fn take(&self, mode: Mode, trace: &mut Trace, headers: &mut HeaderMap, noted: &Noted) {
+    pub(crate) fn take(&self, mode: Mode, trace: &mut TraceSlot, headers: &mut HeaderMap, noted: &Noted) {
         match mode {
-            Mode::Check if noted.traceparent => trace.check(headers),
+            Mode::Check if noted.traceparent => trace.make().check(headers),
             Mode::Off | Mode::Check => trace.clear(),
-            Mode::Export => trace.join_or_start(headers, self.threshold.load(Ordering::Relaxed), noted),
+            Mode::Export => trace
+                .make()
+                .join_or_start(headers, self.threshold.load(Ordering::Relaxed), noted),
         }
     }
 

@@ -30,7 +30,6 @@ pub(super) fn of(e: &Entry, scope: &InstrumentationScope) -> SpanData {
         put("url.query", query.to_owned().into());
     }
     put("url.scheme", e.uri.scheme_str().unwrap_or("http").to_owned().into());
-    put("network.protocol.name", "http".into());
     put("network.protocol.version", protocol(e.version).into());
     if let Some((host, port)) = e.host.as_ref().and_then(|h| h.to_str().ok()).map(split_host) {
         put("server.address", host.to_owned().into());

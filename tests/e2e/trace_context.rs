@@ -309,3 +309,32 @@ async fn a_collector_that_never_answers_fails_no_request_and_holds_no_more_than_
     })
     .await;
 }
+
+#[tokio::test]
+async fn the_access_log_span_and_backend_name_the_same_trace() {
+    let Some(collector) = Collector::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("access.log");
+    let (backend, recorder) = Recorder::start().await;
+    let toml = format!(
+        "[access_log]\nenabled = true\npath = \"{}\"\n{}{}",
+        file.display(),
+        collector.toml(""),
+        pool_toml("blue", 100, &[backend])
+    );
+    let proxy = start_proxy(&toml).await;
+    let (status, headers, _) = get(&client(), &proxy.url("/one"), &[]).await;
+    assert_eq!(status, 200);
+    let (trace, parent, _) = ids(&recorder.header_map(0)["traceparent"][0]);
+    let span = collector.span(&parent).await;
+    assert_eq!(span["trace_id"], trace);
+    let line = {
+        let read = || std::fs::read_to_string(&file).unwrap_or_default();
+        wait_until(Duration::from_secs(10), "the access-log line", || !read().is_empty()).await;
+        read()
+    };
+    let logged: Value = serde_json::from_str(line.lines().next().unwrap()).unwrap();
+    assert_eq!(logged["trace_id"], trace);
+    assert_eq!(logged["request_id"], headers["x-request-id"].to_str().unwrap());
+    assert_eq!(span["attributes"]["sluice.request_id"], logged["request_id"]);
+}

@@ -150,3 +150,41 @@ impl Tracing {
         self.spans.load_full()
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn config(propagate: bool, endpoint: Option<&str>) -> TracingConfig {
+        TracingConfig {
+            propagate,
+            otlp_endpoint: endpoint.map(str::to_owned),
+            sample_ratio: 0.5,
+        }
+    }
+
+    #[test]
+    fn a_reload_moves_between_off_checking_and_exporting() {
+        let tracing = Tracing::default();
+        assert_eq!(tracing.mode(), Mode::Check, "as [tracing] left out");
+        let collector = Some("http://127.0.0.1:9/v1/traces");
+        tracing.configure(&config(true, collector));
+        assert_eq!(tracing.mode(), Mode::Export);
+        assert_eq!(tracing.threshold.load(Ordering::Relaxed), 1 << 62);
+        let first = tracing.spans().unwrap();
+        // The same endpoint keeps its exporter (a new ratio or not).
+        tracing.configure(&config(true, collector));
+        assert!(Arc::ptr_eq(&first, &tracing.spans().unwrap()));
+        tracing.configure(&config(true, Some("http://127.0.0.1:10/v1/traces")));
+        assert!(!Arc::ptr_eq(&first, &tracing.spans().unwrap()));
+        tracing.configure(&config(false, None));
+        assert_eq!(tracing.mode(), Mode::Off);
+        assert!(tracing.spans().is_none());
+        tracing.configure(&config(true, None));
+        assert_eq!(tracing.mode(), Mode::Check);
+        tracing.configure(&config(true, collector));
+        tracing.close(Duration::from_secs(1));
+        assert_eq!((tracing.mode(), tracing.spans().is_none()), (Mode::Check, true));
+    }
+}

@@ -32,6 +32,10 @@ pub struct Rollout {
     /// The contract step ran: `from`'s version is fenced off.
     pub contracted: bool,
     pub elapsed_seconds: f64,
+    /// What is left of the current timed hold (a step's or monitoring's),
+    /// when one runs; a paused hold keeps counting but does not end.
+    #[serde(default)]
+    pub hold_remaining_seconds: Option<f64>,
 }
 
 /// One run of a rollout hook.

@@ -64,8 +64,12 @@ pub(super) fn history_table(h: &api::History) -> String {
 /// A rollout, as the engine reports it.
 pub(super) fn rollout_line(r: &api::Rollout) -> String {
     let step = r.step.map(|s| format!(" step {s}/{}", r.steps)).unwrap_or_default();
+    let hold = r
+        .hold_remaining_seconds
+        .map(|left| format!(", {}s of its hold left", left.round()))
+        .unwrap_or_default();
     let mut out = format!(
-        "rollout {} {} → {} ({}): {}{step}\n  {}\n",
+        "rollout {} {} → {} ({}): {}{step}{hold}\n  {}\n",
         r.id, r.from, r.to, r.strategy, r.state, r.reason,
     );
     if r.dry_run {

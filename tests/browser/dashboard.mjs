@@ -103,7 +103,7 @@ if (deploy.status !== 200) await fail(page, "PUT /pools/green answered " + deplo
 await page.waitForSelector("#history li[data-pool='green'][data-version='green-v2']", { timeout: 10000 })
   .catch(() => fail(page, "the deployment never showed in the history"));
 
-// A rollout shows as its steps: the first current, the second next.
+// A rollout shows as its steps: the first current (with its hold), the second next.
 const start = await fetch(adminUrl + "/api/v1/rollouts", {
   method: "POST",
   headers: { authorization: "Bearer " + token, "content-type": "application/json" },
@@ -118,6 +118,11 @@ await page.waitForSelector("#rollout-steps li.current[data-step='1']", { timeout
 if ((await page.locator("#rollout-steps li.next[data-step='2']").count()) !== 1) {
   await fail(page, "the rollout's second step is not shown as next");
 }
+// The current step says what is left of its hour (refreshed every 2 s).
+await page.waitForSelector("#rollout-steps li.current #rollout-hold", { timeout: 10000 })
+  .catch(() => fail(page, "the current step's hold never showed"));
+const hold = await page.locator("#rollout-hold").textContent();
+if (!/^hold: (1h 00m|59m \d\ds) left$/.test(hold.trim())) await fail(page, "the hold reads " + JSON.stringify(hold));
 await page.screenshot({ path: screenshot, fullPage: true });
 if (errors.length) await fail(page, "page errors: " + errors.join("; "));
 await browser.close();

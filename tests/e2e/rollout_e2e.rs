@@ -200,6 +200,10 @@ async fn a_manual_gate_waits_for_promote() {
     );
     let paused = wait_state(&c, &sluice, "paused", Duration::from_secs(10)).await;
     assert_eq!(paused["step"], 2);
+    assert!(
+        paused["hold_remaining_seconds"].is_null(),
+        "a gate has no end: {paused}"
+    );
     // It stays at the gate.
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(weights(&c, &sluice).await, (90, 10));
@@ -281,11 +285,17 @@ async fn a_rollout_survives_kill_9_and_continues_after_restart() {
             .0,
         200
     );
+    // Step 2 holding: the API says what is left of its 60 s.
+    let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let (_, current) = call(&c, "GET", format!("http://{}/api/v1/rollouts/current", first.admin), "").await;
-        if current["step"] == 2 {
+        if current["step"] == 2
+            && let Some(left) = current["hold_remaining_seconds"].as_f64()
+        {
+            assert!(left > 50.0 && left <= 60.0, "{current}");
             break;
         }
+        assert!(Instant::now() < deadline, "step 2 never held: {current}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // Wait for the step to be stored, then die without any shutdown.

@@ -34,6 +34,14 @@ async function api(method, path, body) {
   return data;
 }
 
+// Seconds as "1h 02m", "4m 05s" or "12s".
+function duration(seconds) {
+  const s = Math.max(0, Math.round(seconds));
+  const [h, m, r] = [Math.floor(s / 3600), Math.floor((s % 3600) / 60), s % 60];
+  const two = (n) => String(n).padStart(2, "0");
+  return h ? `${h}h ${two(m)}m` : m ? `${m}m ${two(r)}s` : `${r}s`;
+}
+
 function showLogin(message) {
   $("#app").classList.add("hidden");
   $("#login").classList.remove("hidden");
@@ -209,7 +217,10 @@ async function refreshRollout() {
       const where = finished || (r.step && n < r.step) ? "done" : r.step === n ? "current" : "next";
       const mark = { done: "✓", current: "▶", next: "·" }[where];
       const evidence = where === "current" && r.reason ? `<div class="evidence">${text(r.reason)}</div>` : "";
-      return `<li class="${where}" data-step="${n}">${mark} ${text(line)}${evidence}</li>`;
+      const left = where === "current" && r.hold_remaining_seconds != null
+        ? `<div class="hold" id="rollout-hold">${r.state === "paused" ? "paused; " : ""}hold: ${duration(r.hold_remaining_seconds)} left</div>`
+        : "";
+      return `<li class="${where}" data-step="${n}">${mark} ${text(line)}${left}${evidence}</li>`;
     })
     .join("");
   const smoke = (r.smoke || []).map((l) => `<li>${text(l)}</li>`).join("");

@@ -138,6 +138,7 @@ impl Engine {
             from_version: version(&spec.from),
             to_version: version(&spec.to),
             fence: None,
+            hold_until: None,
         }));
         let (tx, rx) = mpsc::unbounded_channel();
         let snapshot = lock(&status).clone();

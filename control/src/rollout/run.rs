@@ -130,12 +130,20 @@ impl Run {
     }
 
     /// Waits `hold` (forever when `None`: a gate), analysing `to` every
-    /// interval and obeying commands; a paused hold does not expire.
+    /// interval and obeying commands; a paused hold does not expire. Its
+    /// end is in the status while it runs (the API shows what is left).
     async fn hold(&mut self, hold: Option<Duration>, analyse: bool) -> Wake {
         if hold == Some(Duration::ZERO) {
             return Wake::Elapsed;
         }
         let until = hold.map(|h| Instant::now() + h);
+        lock(&self.status).hold_until = until;
+        let wake = self.wait(until, hold.is_none(), analyse).await;
+        lock(&self.status).hold_until = None;
+        wake
+    }
+
+    async fn wait(&mut self, until: Option<Instant>, gate: bool, analyse: bool) -> Wake {
         let mut failed = 0;
         let mut paused = false;
         let mut tick = tokio::time::interval(self.spec.analysis_interval);
@@ -153,7 +161,7 @@ impl Run {
                     Some(Command::Promote { full }) => return Wake::Promote { full },
                     Some(Command::Pause) => paused = true,
                     Some(Command::Resume) => {
-                        if hold.is_none() {
+                        if gate {
                             return Wake::Promote { full: false };
                         }
                         paused = false;

@@ -91,6 +91,8 @@ pub struct Status {
     pub to_version: String,
     /// Set once the contract step ran: `from`'s version is fenced off.
     pub fence: Option<Fence>,
+    /// When the timed hold running now ends (a step's or monitoring's).
+    pub hold_until: Option<Instant>,
 }
 
 impl Status {
@@ -117,6 +119,9 @@ impl Status {
             plan: self.spec.plan(),
             contracted: self.fence.is_some(),
             elapsed_seconds: self.started.elapsed().as_secs_f64(),
+            hold_remaining_seconds: self
+                .hold_until
+                .map(|until| until.saturating_duration_since(Instant::now()).as_secs_f64()),
         }
     }
 }

@@ -272,4 +272,22 @@ mod tests {
         );
         assert_eq!((merged[0].weight, merged[1].weight), (80, 20));
     }
+
+    #[test]
+    fn settings_a_reload_cannot_apply_are_named_and_the_others_are_not() {
+        let base = config(100, "\"127.0.0.1:2\"");
+        let with = |text: &str| Config::from_toml(&format!("{text}\n{}", base_toml())).unwrap();
+        let ids = with("[proxy]\nrequest_id_header = \"x-correlation-id\"");
+        assert_eq!(needs_restart(&base, &ids), ["proxy.request_id_header"]);
+        // The access log and tracing are applied by the reload itself.
+        let observed = with("[access_log]\nenabled = true\n[tracing]\npropagate = false");
+        assert!(needs_restart(&base, &observed).is_empty());
+        assert!(needs_restart(&base, &base).is_empty());
+    }
+
+    fn base_toml() -> String {
+        "[pools.blue]\nversion = \"v1\"\nweight = 100\nbackends = [\"127.0.0.1:1\"]\n\
+         [pools.green]\nversion = \"v2\"\nweight = 0\nbackends = [\"127.0.0.1:2\"]\n"
+            .to_owned()
+    }
 }

@@ -134,6 +134,7 @@ impl Reloader {
             .await?;
         self.proxy.access_log().configure(&config.access_log);
         self.proxy.tracing().configure(&config.tracing);
+        self.proxy.limits().configure(&config.rate_limits);
         if let (Some((listener, fd)), Some(mover)) = (moved, &self.listener) {
             crate::upgrade::replace_handoff(&mover.handoff, "proxy", fd);
             info!(listen = ?listener.local_addr().ok(), "proxy listener moving to the new address");

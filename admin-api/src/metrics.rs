@@ -14,6 +14,7 @@ use prometheus::proto::{
     Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType, Quantile, Summary,
 };
 use prometheus::{Encoder, IntCounterVec, Opts, Registry, TextEncoder};
+use sluice_routing::ratelimit::{KEY_KINDS, REFUSED};
 use sluice_routing::stats::{
     ACCESS_LOG_DROPPED, CONNECTION_PANICS, LATENCY_BOUNDS, OPEN_CONNECTIONS, REFUSED_CONNECTIONS, SPANS_DROPPED,
     UpstreamErrorKind,
@@ -439,6 +440,16 @@ fn traffic_families(table: &RoutingTable, window: std::time::Duration) -> Vec<Me
                 &[],
                 SPANS_DROPPED.load(std::sync::atomic::Ordering::Relaxed) as f64,
             )],
+        ),
+        family(
+            "sluice_rate_limited_total",
+            "Requests refused with 429 by [[rate_limits]], by the kind of key of the limit that refused them (per replica).",
+            MetricType::COUNTER,
+            KEY_KINDS
+                .iter()
+                .zip(&REFUSED)
+                .map(|(key, n)| counter(&[("key", key)], n.load(std::sync::atomic::Ordering::Relaxed) as f64))
+                .collect(),
         ),
     ];
     if !errors.is_empty() {

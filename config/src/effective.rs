@@ -96,6 +96,12 @@ impl Config {
             push("access_log.format", a.format.as_str().into());
             push("access_log.sample", a.sample.to_string());
         }
+        for (i, limit) in self.rate_limits.iter().enumerate() {
+            push(
+                &format!("rate_limits[{i}]"),
+                format!("{} {}/s burst {}", limit.key.describe(), limit.rate, limit.burst),
+            );
+        }
         let t = &self.tracing;
         push("tracing.propagate", t.propagate.to_string());
         if let Some(endpoint) = &t.otlp_endpoint {

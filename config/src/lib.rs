@@ -11,6 +11,7 @@ mod error;
 mod model;
 mod observe;
 mod parse;
+mod policy;
 mod pools;
 mod reader;
 mod sections;

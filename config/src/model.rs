@@ -20,6 +20,8 @@ pub struct Config {
     pub outlier: OutlierConfig,
     pub access_log: AccessLogConfig,
     pub tracing: TracingConfig,
+    /// `[[rate_limits]]`, in the file's order (every one must allow).
+    pub rate_limits: Vec<RateLimitConfig>,
     /// Pools in a stable order (sorted by name), which is also the order of
     /// their slices in the cumulative weight ranges.
     pub pools: Vec<PoolConfig>,
@@ -301,6 +303,40 @@ impl Default for AccessLogConfig {
             path: "-".into(),
             format: AccessLogFormat::Json,
             sample: 1.0,
+        }
+    }
+}
+
+/// One `[[rate_limits]]` entry: a token bucket per key, per replica.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RateLimitConfig {
+    pub key: RateKey,
+    /// Requests per second allowed on average, per key.
+    pub rate: f64,
+    /// Requests allowed at once after a quiet spell (the bucket's size).
+    pub burst: u32,
+}
+
+/// What a rate limit counts by.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum RateKey {
+    /// The connection's peer address (not a forwarded header a client
+    /// could write).
+    ClientIp,
+    /// A request header's value (lower-case name), e.g. an API key; a
+    /// request without it is not counted by this limit.
+    Header(String),
+    /// Every request together.
+    Global,
+}
+
+impl RateKey {
+    /// As written in the config: `client_ip`, `header:NAME`, `global`.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::ClientIp => "client_ip".into(),
+            Self::Header(name) => format!("header:{name}"),
+            Self::Global => "global".into(),
         }
     }
 }

@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use crate::error::ConfigError;
 use crate::model::*;
 use crate::observe::{access_log, tracing};
+use crate::policy::rate_limits;
 use crate::pools::pools;
 use crate::reader::{Problems, Section};
 use crate::sections::{alerts, health, outlier, rollback, secret, sticky};
@@ -41,6 +42,7 @@ pub(crate) fn parse_table(table: toml::Table) -> Result<Config, ConfigError> {
     let outlier = outlier(root.section("outlier", &mut problems), &mut problems);
     let access_log = access_log(root.section("access_log", &mut problems), &mut problems);
     let tracing = tracing(root.section("tracing", &mut problems), &mut problems);
+    let rate_limits = rate_limits(root.sections("rate_limits", &mut problems), &mut problems);
     let pools = match root.section("pools", &mut problems) {
         Some(section) => pools(section, &health, &mut problems),
         None => {
@@ -65,6 +67,7 @@ pub(crate) fn parse_table(table: toml::Table) -> Result<Config, ConfigError> {
             outlier,
             access_log,
             tracing,
+            rate_limits,
             pools,
         })
     } else {

@@ -310,3 +310,47 @@ fn tracing_propagates_by_default_exports_only_when_told_and_checks_its_keys() {
         assert!(found.iter().any(|p| p.starts_with(key)), "{key} not named in {found:?}");
     }
 }
+
+#[test]
+fn rate_limits_are_read_in_order_with_a_second_s_burst_by_default() {
+    let base = "[pools.blue]\nversion = \"v1\"\nweight = 100\nbackends = [\"127.0.0.1:9001\"]\n";
+    assert!(Config::from_toml(base).unwrap().rate_limits.is_empty());
+    let text = format!(
+        "[[rate_limits]]\nkey = \"client_ip\"\nrate = 100\nburst = 200\n\
+         [[rate_limits]]\nkey = \"header:X-Api-Key\"\nrate = 2.5\n\
+         [[rate_limits]]\nkey = \"global\"\nrate = 1000\n{base}"
+    );
+    let limits = Config::from_toml(&text).unwrap().rate_limits;
+    assert_eq!(
+        limits,
+        vec![
+            RateLimitConfig {
+                key: RateKey::ClientIp,
+                rate: 100.0,
+                burst: 200
+            },
+            RateLimitConfig {
+                key: RateKey::Header("x-api-key".into()),
+                rate: 2.5,
+                burst: 3
+            },
+            RateLimitConfig {
+                key: RateKey::Global,
+                rate: 1000.0,
+                burst: 1000
+            },
+        ]
+    );
+    for (bad, key) in [
+        ("key = \"ip\"\nrate = 1", "rate_limits[0].key"),
+        ("key = \"header:bad name\"\nrate = 1", "rate_limits[0].key"),
+        ("rate = 1", "rate_limits[0].key"),
+        ("key = \"global\"\nrate = 0", "rate_limits[0].rate"),
+        ("key = \"global\"", "rate_limits[0].rate"),
+        ("key = \"global\"\nrate = 1\nburst = 0", "rate_limits[0].burst"),
+        ("key = \"global\"\nrate = 1\nwindow = \"1s\"", "rate_limits[0].window"),
+    ] {
+        let found = problems(&format!("[[rate_limits]]\n{bad}\n{base}"));
+        assert!(found.iter().any(|p| p.starts_with(key)), "{key} not named in {found:?}");
+    }
+}

@@ -19,6 +19,7 @@ use crate::deadline::Deadline;
 use crate::grpc::{CallTally, Seen};
 use crate::headers::{self};
 use crate::http1::{self, HeaderLines, HeadersAs};
+use crate::limits::Limits;
 use crate::noted;
 use crate::request_body::{ClientBody, RequestBody};
 use crate::request_id::IdHeader;
@@ -74,6 +75,7 @@ pub struct Proxy {
     tunnels: Arc<Tunnels>,
     access_log: AccessLog,
     tracing: Tracing,
+    limits: Limits,
     /// The header carrying request ids (`proxy.request_id_header`).
     request_ids: Option<IdHeader>,
 }
@@ -82,6 +84,11 @@ impl Proxy {
     /// The access log, turned on, off or moved by `[access_log]`.
     pub fn access_log(&self) -> &AccessLog {
         &self.access_log
+    }
+
+    /// Rate limits, as `[[rate_limits]]` sets them.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
     }
 
     /// Trace context and spans, as `[tracing]` sets them.
@@ -103,6 +110,7 @@ impl Proxy {
             tunnels: Arc::default(),
             access_log: AccessLog::default(),
             tracing: Tracing::default(),
+            limits: Limits::default(),
             request_ids: None,
         }
     }
@@ -304,6 +312,7 @@ impl Proxy {
         headers_as: HeadersAs,
     ) -> impl Future<Output = Result<(Response<ProxyBody>, Option<HeaderLines>), ProxyError>> {
         async move {
+            self.limits.check(&req, conn.peer.ip(), started)?;
             // The table is loaded once, and released before any await. Settings
             // live in it, so a reload changes them for new requests only.
             let (backend, protocol, tls, set_cookie, pool_name, settings) = {

@@ -31,6 +31,7 @@ pub mod h2;
 pub mod headers;
 pub mod http1;
 mod ids;
+pub mod limits;
 mod noted;
 pub mod options;
 pub mod request_body;
@@ -72,5 +73,6 @@ pub fn proxy_for(config: &Config, routing: Arc<RoutingHandle>) -> Proxy {
         .with_request_ids(ids.and_then(|name| http::HeaderName::from_bytes(name.as_bytes()).ok()));
     proxy.access_log().configure(&config.access_log);
     proxy.tracing().configure(&config.tracing);
+    proxy.limits().configure(&config.rate_limits);
     proxy
 }

@@ -40,11 +40,18 @@ impl ErrorResponse for ProxyError {
             HeaderValue::from_static("text/plain; charset=utf-8"),
         );
         h.insert(ERROR_HEADER, HeaderValue::from_static(self.code()));
-        if self.status().is_client_error() || self == ProxyError::UnsupportedCoding {
-            h.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
-        }
-        if self == ProxyError::BackendOverloaded {
-            h.insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+        match self {
+            // The stream is fine: a limited client may go on (when it waits).
+            ProxyError::RateLimited { retry_after_secs } => {
+                h.insert(http::header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+            }
+            ProxyError::BackendOverloaded => {
+                h.insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            _ if self.status().is_client_error() || self == ProxyError::UnsupportedCoding => {
+                h.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            _ => {}
         }
         res
     }

@@ -35,6 +35,9 @@ pub enum ProxyError {
     NoBackend,
     #[error("the backend is at its in-flight request limit; retry shortly")]
     BackendOverloaded,
+    /// A `[[rate_limits]]` entry refused it; retry after that many seconds.
+    #[error("too many requests: rate limited; retry in {retry_after_secs} s")]
+    RateLimited { retry_after_secs: u32 },
     #[error("could not connect to the backend")]
     ConnectFailed,
     #[error("connecting to the backend timed out")]
@@ -56,6 +59,7 @@ impl ProxyError {
             }
             UnsupportedCoding => StatusCode::NOT_IMPLEMENTED,
             BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             NoPool | NoBackend | BackendOverloaded => StatusCode::SERVICE_UNAVAILABLE,
             ConnectFailed | UpstreamReset | UpstreamMalformed => StatusCode::BAD_GATEWAY,
             ConnectTimeout | UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -78,6 +82,7 @@ impl ProxyError {
             NoPool => "no-pool",
             NoBackend => "no-backend",
             BackendOverloaded => "backend-overloaded",
+            RateLimited { .. } => "rate-limited",
             ConnectFailed => "upstream-connect-failed",
             ConnectTimeout => "upstream-connect-timeout",
             UpstreamTimeout => "upstream-timeout",

@@ -25,6 +25,7 @@ pub mod error;
 pub mod grpc;
 pub mod handle;
 pub mod outlier;
+pub mod ratelimit;
 pub mod select;
 pub mod stats;
 pub mod table;

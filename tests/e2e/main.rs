@@ -33,6 +33,7 @@ mod health_e2e;
 mod overload;
 mod process;
 mod protocols;
+mod rate_limits;
 mod replicas;
 mod request_ids;
 mod rollout_e2e;

@@ -1,0 +1,79 @@
+//! Traffic policy sections: `[[rate_limits]]`.
+
+use crate::model::{RateKey, RateLimitConfig};
+use crate::reader::{Problems, Section};
+
+pub(crate) fn rate_limits(sections: Vec<Section>, problems: &mut Problems) -> Vec<RateLimitConfig> {
+    let mut out = Vec::new();
+    for mut s in sections {
+        let key = match s.take::<String>("key", problems) {
+            None => {
+                problems.push(
+                    s.key_path("key"),
+                    "required: \"client_ip\", \"header:NAME\" or \"global\"",
+                );
+                None
+            }
+            Some(key) => match rate_key(&key) {
+                Ok(key) => Some(key),
+                Err(why) => {
+                    problems.push(s.key_path("key"), why);
+                    None
+                }
+            },
+        };
+        let rate = match s.take::<f64>("rate", problems) {
+            Some(rate) if rate.is_finite() && rate > 0.0 && rate <= 1e9 => Some(rate),
+            Some(rate) => {
+                problems.push(
+                    s.key_path("rate"),
+                    format!("{rate} is not a rate; write requests per second above 0"),
+                );
+                None
+            }
+            None => {
+                problems.push(s.key_path("rate"), "required: requests per second, per key");
+                None
+            }
+        };
+        let burst = match s.take::<i64>("burst", problems) {
+            Some(burst) if (1..=1_000_000_000).contains(&burst) => u32::try_from(burst).ok(),
+            Some(burst) => {
+                problems.push(
+                    s.key_path("burst"),
+                    format!("{burst} is not a burst; write how many requests may come at once (1 or more)"),
+                );
+                None
+            }
+            // A second's worth by default.
+            None => rate.map(|r| r.ceil().clamp(1.0, 1e9) as u32),
+        };
+        s.finish(problems);
+        if let (Some(key), Some(rate), Some(burst)) = (key, rate, burst) {
+            out.push(RateLimitConfig { key, rate, burst });
+        }
+    }
+    out
+}
+
+fn rate_key(key: &str) -> Result<RateKey, String> {
+    match key {
+        "client_ip" => Ok(RateKey::ClientIp),
+        "global" => Ok(RateKey::Global),
+        _ => match key.strip_prefix("header:") {
+            Some(name) if valid_header_name(name) => Ok(RateKey::Header(name.to_ascii_lowercase())),
+            Some(name) => Err(format!("{name:?} is not a header name")),
+            None => Err(format!(
+                "{key:?} is not a key; use \"client_ip\", \"header:NAME\" (e.g. \"header:x-api-key\") or \"global\""
+            )),
+        },
+    }
+}
+
+/// An HTTP field name: one or more token characters (RFC 9110 §5.1).
+fn valid_header_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}

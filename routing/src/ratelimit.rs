@@ -3,8 +3,8 @@
 //! instead of a token count and a timestamp), per replica.
 //!
 //! Keyed limits keep their buckets in a fixed table whatever the number of
-//! distinct keys: each key hashes (SipHash, keyed per process, so keys
-//! cannot be crafted to collide) to two slots and is judged by the less
+//! distinct keys: each key hashes (keyed per process, so keys cannot be
+//! crafted to collide) to two slots and is judged by the less
 //! loaded one, both then charged ("conservative update", as in a
 //! count-min sketch). A flood of new keys cannot grow memory; at worst it
 //! loads the table so that keys sharing both slots with heavy ones are
@@ -41,7 +41,10 @@ pub struct RateLimits {
     limits: Vec<Limit>,
     /// Time zero for the arrival times (nanoseconds since).
     epoch: Instant,
+    /// Keys header values (any length) with SipHash.
     hasher: std::collections::hash_map::RandomState,
+    /// Secret seeds of the addresses' hash (see [`RateLimits::slots_of_ip`]).
+    seeds: [u64; 2],
 }
 
 #[derive(Debug)]
@@ -86,6 +89,7 @@ impl RateLimits {
             limits,
             epoch: Instant::now(),
             hasher: std::collections::hash_map::RandomState::new(),
+            seeds: [rand::random(), rand::random()],
         }
     }
 
@@ -103,11 +107,15 @@ impl RateLimits {
         client: std::net::IpAddr,
         header: impl Fn(&str) -> Option<&'a [u8]>,
     ) -> Result<(), Limited> {
-        let t = u64::try_from(now.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX);
+        let since = now.saturating_duration_since(self.epoch);
+        let t = since
+            .as_secs()
+            .saturating_mul(1_000_000_000)
+            .saturating_add(u64::from(since.subsec_nanos()));
         for (i, limit) in self.limits.iter().enumerate() {
             let slots = match &limit.config.key {
                 RateKey::Global => (0, 0),
-                RateKey::ClientIp => self.slots_of(&client),
+                RateKey::ClientIp => self.slots_of_ip(client),
                 RateKey::Header(name) => match header(name) {
                     Some(value) => self.slots_of(value),
                     // Not counted by this limit (documented).
@@ -129,10 +137,32 @@ impl RateLimits {
 
     /// The key's two slots, from one 64-bit keyed hash.
     fn slots_of(&self, key: &(impl Hash + ?Sized)) -> (usize, usize) {
-        let h = self.hasher.hash_one(key);
-        let mask = (SLOTS - 1) as u64;
-        ((h & mask) as usize, ((h >> 32) & mask) as usize)
+        split(self.hasher.hash_one(key))
     }
+
+    /// An address's two slots: a folded multiply of its 128 bits with two
+    /// secret seeds (as foldhash and wyhash mix), a tenth of SipHash's
+    /// cost; the seeds are random per process, and nothing of the hash is
+    /// ever shown to clients, so addresses cannot be picked to collide.
+    fn slots_of_ip(&self, client: std::net::IpAddr) -> (usize, usize) {
+        let bits = match client {
+            std::net::IpAddr::V4(v4) => u128::from(v4.to_bits()),
+            std::net::IpAddr::V6(v6) => v6.to_bits() ^ (1 << 127),
+        };
+        let fold = |a: u64, b: u64| {
+            let m = u128::from(a).wrapping_mul(u128::from(b));
+            (m as u64) ^ ((m >> 64) as u64)
+        };
+        let [s0, s1] = self.seeds;
+        let h = fold((bits as u64) ^ s0, ((bits >> 64) as u64) ^ s1);
+        split(fold(h ^ s1, s0 | 1))
+    }
+}
+
+/// Two table indices from a 64-bit hash's two halves.
+fn split(h: u64) -> (usize, usize) {
+    let mask = (SLOTS - 1) as u64;
+    ((h & mask) as usize, ((h >> 32) & mask) as usize)
 }
 
 impl Limit {

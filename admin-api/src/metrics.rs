@@ -19,6 +19,7 @@ use sluice_routing::stats::{
     ACCESS_LOG_DROPPED, CONNECTION_PANICS, LATENCY_BOUNDS, OPEN_CONNECTIONS, REFUSED_CONNECTIONS, SPANS_DROPPED,
     UpstreamErrorKind,
 };
+use sluice_routing::table::Cap;
 use sluice_routing::{RoutingTable, grpc};
 
 use sluice_control::guard::BreachKind;
@@ -264,6 +265,8 @@ fn traffic_families(table: &RoutingTable, window: std::time::Duration) -> Vec<Me
     let mut weights = Vec::new();
     let mut errors = Vec::new();
     let mut in_flight = Vec::new();
+    let mut pending = Vec::new();
+    let mut shed = Vec::new();
     let mut healthy = Vec::new();
     let mut effective = Vec::new();
     for pool in table.pools() {
@@ -322,6 +325,16 @@ fn traffic_families(table: &RoutingTable, window: std::time::Duration) -> Vec<Me
                 &[("pool", name), ("backend", backend.addr())],
                 backend.in_flight() as f64,
             ));
+            pending.push(gauge(
+                &[("pool", name), ("backend", backend.addr())],
+                f64::from(backend.pending()),
+            ));
+            for cap in Cap::ALL {
+                shed.push(counter(
+                    &[("pool", name), ("backend", backend.addr()), ("cap", cap.label())],
+                    backend.shed(cap) as f64,
+                ));
+            }
             healthy.push(gauge(
                 &[("pool", name), ("backend", backend.addr())],
                 if backend.is_healthy() { 1.0 } else { 0.0 },
@@ -389,6 +402,18 @@ fn traffic_families(table: &RoutingTable, window: std::time::Duration) -> Vec<Me
             "Requests in flight per backend.",
             MetricType::GAUGE,
             in_flight,
+        ),
+        family(
+            "sluice_backend_pending",
+            "Requests waiting for a new connection to the backend (connecting).",
+            MetricType::GAUGE,
+            pending,
+        ),
+        family(
+            "sluice_backend_shed_total",
+            "Requests refused with 503 at a backend's cap: in_flight (backend-overloaded) or pending (upstream-overloaded).",
+            MetricType::COUNTER,
+            shed,
         ),
         family(
             "sluice_routing_generation",

@@ -112,6 +112,10 @@ pub struct Limits {
     /// Requests in flight to one backend; more get 503 + `Retry-After`
     /// (0: no limit).
     pub max_in_flight_per_backend: u32,
+    /// Requests waiting for a new connection to one backend (its TCP
+    /// connect); more fail at once with 503 `upstream-overloaded` (0: no
+    /// limit).
+    pub max_pending_per_backend: u32,
 }
 
 impl Default for Limits {
@@ -122,6 +126,7 @@ impl Default for Limits {
             max_request_body_bytes: 100 * 1024 * 1024,
             max_connections: 20_000,
             max_in_flight_per_backend: 1024,
+            max_pending_per_backend: 1024,
         }
     }
 }

@@ -183,6 +183,12 @@ fn proxy(section: Option<Section>, problems: &mut Problems) -> ProxyConfig {
                 Err(_) => problems.push(l.key_path("max_in_flight_per_backend"), "is too large (0: no limit)"),
             }
         }
+        if let Some(v) = l.take::<u64>("max_pending_per_backend", problems) {
+            match u32::try_from(v) {
+                Ok(v) => limits.max_pending_per_backend = v,
+                Err(_) => problems.push(l.key_path("max_pending_per_backend"), "is too large (0: no limit)"),
+            }
+        }
         l.finish(problems);
     }
 

@@ -35,7 +35,7 @@ use sluice_routing::outlier::OutlierReport;
 use sluice_routing::outlier::{self, OutlierHook};
 use sluice_routing::select;
 use sluice_routing::stats::{PoolStats, UpstreamErrorKind};
-use sluice_routing::table::{Backend, InFlight};
+use sluice_routing::table::{Backend, Cap, InFlight};
 use sluice_routing::window::Outcome;
 
 /// What the request path tells its caller to count the response by.
@@ -336,7 +336,15 @@ impl Proxy {
                 // P2C picked the less loaded of two: if even it is full, shed.
                 let cap = settings.max_in_flight_per_backend;
                 if cap > 0 && backend.in_flight() >= u64::from(cap) {
+                    backend.count_shed(Cap::InFlight);
                     return Err(ProxyError::BackendOverloaded);
+                }
+                // Connects piling up: the backend (or the path to it) is not
+                // taking connections; fail fast instead of queueing more.
+                let cap = settings.max_pending_per_backend;
+                if cap > 0 && backend.pending() >= cap {
+                    backend.count_shed(Cap::Pending);
+                    return Err(ProxyError::UpstreamOverloaded);
                 }
                 (
                     Arc::clone(backend),

@@ -45,7 +45,7 @@ impl ErrorResponse for ProxyError {
             ProxyError::RateLimited { retry_after_secs } => {
                 h.insert(http::header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
             }
-            ProxyError::BackendOverloaded => {
+            ProxyError::BackendOverloaded | ProxyError::UpstreamOverloaded => {
                 h.insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             _ if self.status().is_client_error() || self == ProxyError::UnsupportedCoding => {

@@ -35,6 +35,8 @@ pub enum ProxyError {
     NoBackend,
     #[error("the backend is at its in-flight request limit; retry shortly")]
     BackendOverloaded,
+    #[error("too many requests are waiting to connect to the backend; retry shortly")]
+    UpstreamOverloaded,
     /// A `[[rate_limits]]` entry refused it; retry after that many seconds.
     #[error("too many requests: rate limited; retry in {retry_after_secs} s")]
     RateLimited { retry_after_secs: u32 },
@@ -60,7 +62,7 @@ impl ProxyError {
             UnsupportedCoding => StatusCode::NOT_IMPLEMENTED,
             BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            NoPool | NoBackend | BackendOverloaded => StatusCode::SERVICE_UNAVAILABLE,
+            NoPool | NoBackend | BackendOverloaded | UpstreamOverloaded => StatusCode::SERVICE_UNAVAILABLE,
             ConnectFailed | UpstreamReset | UpstreamMalformed => StatusCode::BAD_GATEWAY,
             ConnectTimeout | UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
         }
@@ -82,6 +84,7 @@ impl ProxyError {
             NoPool => "no-pool",
             NoBackend => "no-backend",
             BackendOverloaded => "backend-overloaded",
+            UpstreamOverloaded => "upstream-overloaded",
             RateLimited { .. } => "rate-limited",
             ConnectFailed => "upstream-connect-failed",
             ConnectTimeout => "upstream-connect-timeout",
@@ -93,10 +96,14 @@ impl ProxyError {
 
     /// Whether the failure lies with the upstream (counts against a pool).
     pub fn is_upstream(self) -> bool {
-        // Load shed by sluice itself says nothing about the version, nor
-        // does a client's transfer coding.
+        // Load shed by sluice itself says nothing about the version (the
+        // connects that hang behind a pending cap fail, and count, on their
+        // own), nor does a client's transfer coding.
         self.status().is_server_error()
-            && !matches!(self, ProxyError::BackendOverloaded | ProxyError::UnsupportedCoding)
+            && !matches!(
+                self,
+                ProxyError::BackendOverloaded | ProxyError::UpstreamOverloaded | ProxyError::UnsupportedCoding
+            )
     }
 }
 

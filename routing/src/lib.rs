@@ -52,6 +52,7 @@ pub fn routing_from_config(config: &Config) -> Result<(Vec<PoolSpec>, RoutingPol
             max_grpc_timeout: config.proxy.timeouts.max_grpc_timeout,
             max_request_body_bytes: config.proxy.limits.max_request_body_bytes,
             max_in_flight_per_backend: config.proxy.limits.max_in_flight_per_backend,
+            max_pending_per_backend: config.proxy.limits.max_pending_per_backend,
             engine: config.proxy.engine,
         },
         sticky: config.sticky.clone(),

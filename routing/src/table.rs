@@ -52,6 +52,10 @@ pub struct Backend {
     addr: Box<str>,
     authority: Authority,
     in_flight: AtomicU64,
+    /// Requests waiting for a new connection (connecting).
+    pending: AtomicU32,
+    /// Requests refused at this backend's caps: in flight, then pending.
+    shed: [AtomicU64; 2],
     requests: AtomicU64,
     errors: BackendErrors,
     /// The health checker's verdict; read when snapshots are built, never
@@ -81,6 +85,8 @@ impl Backend {
             addr: addr.into(),
             authority,
             in_flight: AtomicU64::new(0),
+            pending: AtomicU32::new(0),
+            shed: [AtomicU64::new(0), AtomicU64::new(0)],
             requests: AtomicU64::new(0),
             errors: BackendErrors::default(),
             healthy: AtomicBool::new(healthy),
@@ -150,9 +156,63 @@ impl Backend {
         self.in_flight.load(Ordering::Relaxed)
     }
 
+    /// Requests waiting for a new connection to this backend.
+    pub fn pending(&self) -> u32 {
+        self.pending.load(Ordering::Relaxed)
+    }
+
+    /// Counts a request as waiting for a new connection while the guard
+    /// lives.
+    pub fn connecting(&self) -> Connecting<'_> {
+        self.pending.fetch_add(1, Ordering::Relaxed);
+        Connecting(self)
+    }
+
+    /// Counts a request refused at a cap ([`Cap`]).
+    pub fn count_shed(&self, cap: Cap) {
+        if let Some(n) = self.shed.get(cap as usize) {
+            n.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Requests refused at a cap since the backend was added.
+    pub fn shed(&self, cap: Cap) -> u64 {
+        self.shed.get(cap as usize).map_or(0, |n| n.load(Ordering::Relaxed))
+    }
+
     /// Requests sent to this backend since it was added.
     pub fn requests(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
+    }
+}
+
+/// A backend's per-request caps (`[proxy.limits]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cap {
+    /// `max_in_flight_per_backend`: 503 `backend-overloaded`.
+    InFlight = 0,
+    /// `max_pending_per_backend`: 503 `upstream-overloaded`.
+    Pending = 1,
+}
+
+impl Cap {
+    pub const ALL: [Cap; 2] = [Cap::InFlight, Cap::Pending];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Cap::InFlight => "in_flight",
+            Cap::Pending => "pending",
+        }
+    }
+}
+
+/// A request waiting for a new connection to a backend, until dropped.
+#[derive(Debug)]
+pub struct Connecting<'a>(&'a Backend);
+
+impl Drop for Connecting<'_> {
+    fn drop(&mut self) {
+        self.0.pending.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -237,6 +297,8 @@ pub struct ForwardSettings {
     pub max_request_body_bytes: u64,
     /// 0: no limit.
     pub max_in_flight_per_backend: u32,
+    /// 0: no limit.
+    pub max_pending_per_backend: u32,
     /// Read once per accepted connection, and per request for the
     /// backend client.
     pub engine: sluice_config::Engine,
@@ -249,6 +311,7 @@ impl Default for ForwardSettings {
             max_grpc_timeout: Duration::from_secs(3600),
             max_request_body_bytes: 10 * 1024 * 1024,
             max_in_flight_per_backend: 0,
+            max_pending_per_backend: 0,
             engine: sluice_config::Engine::Sluice,
         }
     }

@@ -268,3 +268,66 @@ async fn a_slow_reader_keeps_memory_bounded() {
     // It is still serving.
     assert_eq!(get(&client(), &format!("http://{}/up", sluice.addr), &[]).await.0, 200);
 }
+
+/// A backend whose listen queue is full and never drained: past the first
+/// connections, connects hang (the kernel drops the SYNs).
+async fn blackhole() -> (tokio::net::TcpListener, std::net::SocketAddr) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(any_addr()).unwrap();
+    let listener = socket.listen(1).unwrap();
+    let addr = listener.local_addr().unwrap();
+    (listener, addr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connects_piling_up_past_the_pending_cap_fail_fast_and_other_pools_are_served() {
+    let (_held, hole) = blackhole().await;
+    let green = spawn_backend("green", "v2", any_addr()).await.unwrap();
+    let proxy = start_proxy(&format!(
+        "[proxy]\nallow_pool_override = true\n[proxy.limits]\nmax_pending_per_backend = 4\n\
+         [proxy.timeouts]\nconnect = \"4s\"\nupstream_response = \"4s\"\n{}{}",
+        pool_toml("blue", 100, &[hole]),
+        pool_toml("green", 0, &[green.addr])
+    ))
+    .await;
+    let c = client();
+    let mut calls = tokio::task::JoinSet::new();
+    for _ in 0..200 {
+        let (c, url) = (c.clone(), proxy.url("/"));
+        calls.spawn(async move {
+            let start = tokio::time::Instant::now();
+            let (status, headers, _) = get(&c, &url, &[]).await;
+            let error = headers
+                .get("x-sluice-error")
+                .map(|v| v.to_str().unwrap().to_owned())
+                .unwrap_or_default();
+            (status, error, start.elapsed(), headers.contains_key("retry-after"))
+        });
+    }
+    // While blue's connects hang, green (by override) is served at once.
+    let start = tokio::time::Instant::now();
+    let (status, _, body) = get(&c, &proxy.url("/"), &[("x-sluice-pool", "green")]).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "green waited {:?}",
+        start.elapsed()
+    );
+    let results = calls.join_all().await;
+    let shed: Vec<_> = results.iter().filter(|r| r.1 == "upstream-overloaded").collect();
+    // At most a few connect (the cap, plus the queue's first connections
+    // and requests that passed the check together); the rest fail fast.
+    assert!(shed.len() >= 180, "{} of 200 shed: {results:?}", shed.len());
+    for (status, _, took, retry_after) in &shed {
+        assert_eq!(*status, 503);
+        assert!(*retry_after, "no Retry-After");
+        assert!(*took < Duration::from_secs(2), "a shed request took {took:?}");
+    }
+    // The ones that did connect or wait failed as what they were.
+    for (status, error, _, _) in results.iter().filter(|r| r.1 != "upstream-overloaded") {
+        assert!(
+            [502, 504].contains(status) && error.starts_with("upstream-"),
+            "{status} {error}"
+        );
+    }
+}

@@ -211,6 +211,8 @@ impl Upstreams {
     }
 
     pub(super) async fn connect(&self, backend: &Backend) -> Result<TcpStream, UpstreamError> {
+        // Counted while connecting: `max_pending_per_backend` reads it.
+        let _pending = backend.connecting();
         let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(backend.addr()))
             .await
             .map_err(|_| UpstreamError::ConnectTimeout)?

@@ -197,6 +197,10 @@ pub struct HealthConfig {
     pub mode: HealthMode,
     /// The service a gRPC probe names (`""`: the server as a whole).
     pub grpc_service: String,
+    /// A backend that becomes routable again (healthy, or back from an
+    /// ejection) ramps from a tenth of its share to all of it over this
+    /// long (zero: at once).
+    pub slow_start: Duration,
 }
 
 /// How backends are probed (`[health] mode`).
@@ -222,6 +226,7 @@ impl Default for HealthConfig {
             host: None,
             mode: HealthMode::Http,
             grpc_service: String::new(),
+            slow_start: Duration::ZERO,
         }
     }
 }

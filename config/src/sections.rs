@@ -47,6 +47,9 @@ pub(crate) fn health(section: Option<Section>, base: HealthConfig, problems: &mu
     if let Some(d) = s.duration("timeout", problems) {
         h.timeout = d;
     }
+    if let Some(d) = s.duration("slow_start", problems) {
+        h.slow_start = d;
+    }
     for (key, slot) in [
         ("healthy_threshold", &mut h.healthy_threshold),
         ("unhealthy_threshold", &mut h.unhealthy_threshold),

@@ -354,3 +354,21 @@ fn rate_limits_are_read_in_order_with_a_second_s_burst_by_default() {
         assert!(found.iter().any(|p| p.starts_with(key)), "{key} not named in {found:?}");
     }
 }
+
+#[test]
+fn slow_start_is_off_by_default_and_a_pool_may_set_its_own() {
+    let text = "[health]\nslow_start = \"30s\"\n\
+        [pools.blue]\nversion = \"v1\"\nweight = 100\nbackends = [\"127.0.0.1:9001\"]\n\
+        [pools.green]\nversion = \"v2\"\nweight = 0\nbackends = [\"127.0.0.1:9002\"]\n\
+        [pools.green.health]\nslow_start = \"5s\"\n";
+    let c = Config::from_toml(text).unwrap();
+    assert_eq!(c.health.slow_start, Duration::from_secs(30));
+    let green = c.pools.iter().find(|p| p.name == "green").unwrap();
+    assert_eq!(green.health.slow_start, Duration::from_secs(5));
+    assert_eq!(HealthConfig::default().slow_start, Duration::ZERO);
+    assert!(
+        problems(&text.replace("\"5s\"", "\"soon\""))
+            .iter()
+            .any(|p| p.starts_with("pools.green.health.slow_start"))
+    );
+}

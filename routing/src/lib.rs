@@ -58,6 +58,12 @@ pub fn routing_from_config(config: &Config) -> Result<(Vec<PoolSpec>, RoutingPol
         sticky: config.sticky.clone(),
         allow_pool_override: config.proxy.allow_pool_override,
         probe_new_backends: false,
+        slow_start: config
+            .pools
+            .iter()
+            .filter(|p| !p.health.slow_start.is_zero())
+            .map(|p| (p.name.clone(), p.health.slow_start))
+            .collect(),
     };
     Ok((specs, policy))
 }

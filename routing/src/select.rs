@@ -7,6 +7,7 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::header::{COOKIE, HeaderValue};
 use http::{HeaderMap, HeaderName};
@@ -78,8 +79,36 @@ pub fn choose_backend(pool: &Pool) -> Option<&Arc<Backend>> {
                 b += 1;
             }
             let (x, y) = (backends.get(a)?, backends.get(b)?);
-            Some(if y.in_flight() < x.in_flight() { y } else { x })
+            let (won, lost) = if y.in_flight() < x.in_flight() { (y, x) } else { (x, y) };
+            if pool.slow_start.is_zero() {
+                return Some(won);
+            }
+            Some(ramped(
+                won,
+                lost,
+                pool.slow_start,
+                crate::table::clock_ms(),
+                rng.random(),
+            ))
         }
+    }
+}
+
+/// Slow start: a ramping winner keeps its pick with the probability of its
+/// ramp (`roll` uniform in [0, 1)), so its share grows from a tenth to all
+/// of it over the window.
+fn ramped<'a>(
+    won: &'a Arc<Backend>,
+    lost: &'a Arc<Backend>,
+    window: Duration,
+    now: u64,
+    roll: f64,
+) -> &'a Arc<Backend> {
+    let share = won.ramp(window, now);
+    if share < 1.0 && roll >= share && lost.ramp(window, now) > share {
+        lost
+    } else {
+        won
     }
 }
 
@@ -258,5 +287,70 @@ mod tests {
             choose_pool(&none, &HeaderMap::new(), IpAddr::from([127, 0, 0, 1])),
             Err(ProxyError::NoPool)
         ));
+    }
+
+    #[test]
+    fn a_returning_backend_s_share_rises_roughly_linearly_over_its_window() {
+        let a = Arc::new(Backend::new("127.0.0.1:1").unwrap());
+        let b = Arc::new(Backend::new("127.0.0.1:2").unwrap());
+        b.returned(1_000);
+        let window = Duration::from_secs(10);
+        let mut rng = rand::rng();
+        // Ten buckets of a second; two candidates each winning half the
+        // picks, as power-of-two-choices does with equal load.
+        let share = |bucket: u64, rng: &mut rand::rngs::ThreadRng| {
+            let picks = (0..10_000u64)
+                .filter(|&i| {
+                    let now = 1_000 + bucket * 1_000 + i / 10;
+                    let (won, lost) = if i % 2 == 0 { (&a, &b) } else { (&b, &a) };
+                    Arc::ptr_eq(ramped(won, lost, window, now, rng.random()), &b)
+                })
+                .count();
+            picks as f64 / 10_000.0
+        };
+        for bucket in 0..10 {
+            let got = share(bucket, &mut rng);
+            let expected = 0.5 * (0.1 + 0.9 * (bucket as f64 + 0.5) / 10.0);
+            assert!(
+                (got - expected).abs() < 0.02,
+                "bucket {bucket}: {got:.3}, expected {expected:.3}"
+            );
+        }
+        // After the window: its whole share, and no more clock reads.
+        assert!((share(10, &mut rng) - 0.5).abs() < 0.02);
+        assert_eq!(b.ramp(window, 99_999), 1.0);
+    }
+
+    #[test]
+    fn only_a_backend_back_from_unhealthy_or_ejected_ramps() {
+        let b = Backend::new("127.0.0.1:3").unwrap();
+        let window = Duration::from_secs(30);
+        assert_eq!(b.ramp(window, crate::table::clock_ms()), 1.0, "routable from the start");
+        b.set_healthy(true);
+        assert_eq!(
+            b.ramp(window, crate::table::clock_ms()),
+            1.0,
+            "still healthy is no return"
+        );
+        b.set_healthy(false);
+        b.set_healthy(true);
+        assert!(b.ramp(window, crate::table::clock_ms()) < 0.2, "healthy again");
+        let c = Backend::new("127.0.0.1:4").unwrap();
+        c.set_ejected(true);
+        c.set_ejected(false);
+        assert!(c.ramp(window, crate::table::clock_ms()) < 0.2, "back from an ejection");
+    }
+
+    #[test]
+    fn a_pool_s_slow_start_comes_from_its_health_section() {
+        let config = sluice_config::Config::from_toml(
+            "[health]\nslow_start = \"30s\"\n[pools.blue]\nversion = \"v1\"\nweight = 100\nbackends = [\"127.0.0.1:1\"]\n\
+             [pools.green]\nversion = \"v2\"\nweight = 0\nbackends = [\"127.0.0.1:2\"]\n[pools.green.health]\nslow_start = \"0s\"\n",
+        )
+        .unwrap();
+        let (specs, policy) = crate::routing_from_config(&config).unwrap();
+        let t = RoutingTable::build(1, &specs, policy, None).unwrap();
+        assert_eq!(t.pool("blue").unwrap().slow_start, Duration::from_secs(30));
+        assert_eq!(t.pool("green").unwrap().slow_start, Duration::ZERO);
     }
 }

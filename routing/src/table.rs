@@ -65,6 +65,9 @@ pub struct Backend {
     ejected: AtomicBool,
     /// Upstream failures in a row, reset by any success.
     consecutive_failures: AtomicU32,
+    /// When it last became routable again, in milliseconds on [`clock_ms`]
+    /// (0: routable from the start, or its ramp is over).
+    returned_at: AtomicU64,
 }
 
 impl Backend {
@@ -92,6 +95,7 @@ impl Backend {
             healthy: AtomicBool::new(healthy),
             ejected: AtomicBool::new(false),
             consecutive_failures: AtomicU32::new(0),
+            returned_at: AtomicU64::new(0),
         })
     }
 
@@ -104,9 +108,34 @@ impl Backend {
         self.ejected.load(Ordering::Acquire)
     }
 
-    /// Sets the ejection flag; takes effect with the next snapshot.
+    /// Sets the ejection flag; takes effect with the next snapshot. Back
+    /// from an ejection, it ramps up again where the pool has `slow_start`.
     pub fn set_ejected(&self, ejected: bool) {
-        self.ejected.store(ejected, Ordering::Release);
+        if self.ejected.swap(ejected, Ordering::AcqRel) && !ejected {
+            self.returned(clock_ms());
+        }
+    }
+
+    /// Marks it as routable again from `at` (ms on [`clock_ms`]).
+    pub fn returned(&self, at: u64) {
+        self.returned_at.store(at.max(1), Ordering::Relaxed);
+    }
+
+    /// Its share of traffic under a `window` ramp at `now` (ms): from 0.1
+    /// when it returned to 1 at the window's end; 1 when not ramping.
+    pub fn ramp(&self, window: Duration, now: u64) -> f64 {
+        let at = self.returned_at.load(Ordering::Relaxed);
+        if at == 0 {
+            return 1.0;
+        }
+        let window_ms = window.as_millis().max(1) as f64;
+        let f = now.saturating_sub(at) as f64 / window_ms;
+        if f >= 1.0 {
+            // Over: later requests skip the clock.
+            self.returned_at.store(0, Ordering::Relaxed);
+            return 1.0;
+        }
+        0.1 + 0.9 * f
     }
 
     /// Counts one exchange for outlier detection; returns the number of
@@ -130,8 +159,13 @@ impl Backend {
 
     /// Sets the health verdict; takes effect with the next snapshot
     /// ([`crate::RoutingHandle::refresh_health`]). Returns the previous one.
+    /// Healthy again, it ramps up where the pool has `slow_start`.
     pub fn set_healthy(&self, healthy: bool) -> bool {
-        self.healthy.swap(healthy, Ordering::AcqRel)
+        let was = self.healthy.swap(healthy, Ordering::AcqRel);
+        if healthy && !was {
+            self.returned(clock_ms());
+        }
+        was
     }
 
     pub fn addr(&self) -> &str {
@@ -184,6 +218,14 @@ impl Backend {
     pub fn requests(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
     }
+}
+
+/// Milliseconds since the process's first look at this clock (never 0
+/// after the first millisecond; ramps count on it).
+pub fn clock_ms() -> u64 {
+    static EPOCH: std::sync::OnceLock<tokio::time::Instant> = std::sync::OnceLock::new();
+    let epoch = EPOCH.get_or_init(tokio::time::Instant::now);
+    u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
 /// A backend's per-request caps (`[proxy.limits]`).
@@ -254,6 +296,8 @@ pub struct Pool {
     pub effective_weight: u32,
     /// Traffic counters, kept across snapshots.
     pub stats: Arc<PoolStats>,
+    /// A returning backend's ramp (zero: none).
+    pub slow_start: Duration,
 }
 
 /// What a caller asks for; [`RoutingTable::build`] turns it into a snapshot.
@@ -327,6 +371,8 @@ pub struct RoutingPolicy {
     /// Backends added after start must pass a health probe before they get
     /// traffic (set when a health checker runs).
     pub probe_new_backends: bool,
+    /// Pools whose returning backends ramp up (`slow_start`), by name.
+    pub slow_start: std::collections::BTreeMap<String, std::time::Duration>,
 }
 
 /// One immutable, complete view of routing.
@@ -373,7 +419,16 @@ impl RoutingTable {
                 let starts_healthy = previous.is_none() || !policy.probe_new_backends;
                 backends.push(match reused {
                     Some(b) => Arc::clone(b),
-                    None => Arc::new(Backend::with_health(addr, starts_healthy)?),
+                    None => {
+                        let added = Backend::with_health(addr, starts_healthy)?;
+                        // Added to a running pool and routable at once: it
+                        // ramps up like a returning one (a probed one does
+                        // when it passes).
+                        if starts_healthy && old.is_some() {
+                            added.returned(clock_ms());
+                        }
+                        Arc::new(added)
+                    }
                 });
             }
             let routable: Vec<Arc<Backend>> = backends.iter().filter(|b| b.is_routable()).cloned().collect();
@@ -388,6 +443,7 @@ impl RoutingTable {
                 routable,
                 effective_weight,
                 stats: old.map_or_else(Default::default, |p| Arc::clone(&p.stats)),
+                slow_start: policy.slow_start.get(&spec.name).copied().unwrap_or_default(),
             });
         }
         // Slot ranges follow effective weights, scaled back to the whole

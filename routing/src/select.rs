@@ -80,7 +80,8 @@ pub fn choose_backend(pool: &Pool) -> Option<&Arc<Backend>> {
             }
             let (x, y) = (backends.get(a)?, backends.get(b)?);
             let (won, lost) = if y.in_flight() < x.in_flight() { (y, x) } else { (x, y) };
-            if pool.slow_start.is_zero() {
+            // The clock and a roll only while the winner ramps.
+            if pool.slow_start.is_zero() || !won.ramping() {
                 return Some(won);
             }
             Some(ramped(

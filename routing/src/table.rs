@@ -121,6 +121,11 @@ impl Backend {
         self.returned_at.store(at.max(1), Ordering::Relaxed);
     }
 
+    /// Whether it returned and may still be ramping up.
+    pub fn ramping(&self) -> bool {
+        self.returned_at.load(Ordering::Relaxed) != 0
+    }
+
     /// Its share of traffic under a `window` ramp at `now` (ms): from 0.1
     /// when it returned to 1 at the window's end; 1 when not ramping.
     pub fn ramp(&self, window: Duration, now: u64) -> f64 {

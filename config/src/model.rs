@@ -434,6 +434,25 @@ pub struct PoolConfig {
     pub health: HealthConfig,
     /// TLS to the backends (`[pools.NAME.tls]`); plain TCP when absent.
     pub tls: Option<UpstreamTlsConfig>,
+    /// `[[pools.NAME.match]]`: requests that match any go to this pool
+    /// whatever the weights, while it has a routable backend.
+    pub matches: Vec<MatchRule>,
+}
+
+/// A request that goes to a pool by what it carries (testers).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MatchRule {
+    pub on: MatchOn,
+    /// Compared exactly.
+    pub value: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MatchOn {
+    /// A request header (lower-case name).
+    Header(String),
+    /// A cookie by name.
+    Cookie(String),
 }
 
 /// TLS from sluice to a pool's backends.

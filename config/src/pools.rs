@@ -113,6 +113,11 @@ pub(crate) fn pools(section: Section, default_health: &HealthConfig, problems: &
             );
         }
         let tls = p.section("tls", problems).map(|t| upstream_tls(t, problems));
+        let matches = p
+            .sections("match", problems)
+            .into_iter()
+            .filter_map(|m| match_rule(m, problems))
+            .collect();
         p.finish(problems);
         pools.push(PoolConfig {
             name,
@@ -122,6 +127,7 @@ pub(crate) fn pools(section: Section, default_health: &HealthConfig, problems: &
             protocol,
             health,
             tls: tls.flatten(),
+            matches,
         });
     }
     if pools.is_empty() {
@@ -155,4 +161,51 @@ fn check_backend(text: &str) -> Result<(), String> {
     } else {
         Err(format!("{text:?} is not host:port"))
     }
+}
+
+/// One `[[pools.NAME.match]]`: a `header` or a `cookie` name,
+/// and the `value` it must have.
+fn match_rule(mut m: Section, problems: &mut Problems) -> Option<MatchRule> {
+    let header = m.take::<String>("header", problems);
+    let cookie = m.take::<String>("cookie", problems);
+    let value = m.take::<String>("value", problems);
+    let on = match (header, cookie) {
+        (Some(name), None) if is_token(&name) => Some(MatchOn::Header(name.to_ascii_lowercase())),
+        (None, Some(name)) if is_token(&name) => Some(MatchOn::Cookie(name)),
+        (Some(name), None) | (None, Some(name)) => {
+            problems.push(m.key_path("header"), format!("{name:?} is not a header or cookie name"));
+            None
+        }
+        _ => {
+            problems.push(
+                m.key_path("header"),
+                "give either header = \"NAME\" or cookie = \"NAME\"",
+            );
+            None
+        }
+    };
+    let value = match value {
+        Some(v) if !v.is_empty() && v.bytes().all(|b| b.is_ascii_graphic() || b == b' ') => Some(v),
+        Some(_) => {
+            problems.push(m.key_path("value"), "must be visible ASCII, not empty");
+            None
+        }
+        None => {
+            problems.push(
+                m.key_path("value"),
+                "required: the value that sends a request to this pool",
+            );
+            None
+        }
+    };
+    m.finish(problems);
+    Some(MatchRule { on: on?, value: value? })
+}
+
+/// An RFC 9110 token (header and cookie names).
+fn is_token(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }

@@ -372,3 +372,44 @@ fn slow_start_is_off_by_default_and_a_pool_may_set_its_own() {
             .any(|p| p.starts_with("pools.green.health.slow_start"))
     );
 }
+
+#[test]
+fn match_rules_name_a_header_or_a_cookie_and_a_value() {
+    let base = "[pools.blue]\nversion = \"v1\"\nweight = 100\nbackends = [\"127.0.0.1:9001\"]\n\
+        [pools.green]\nversion = \"v2\"\nweight = 0\nbackends = [\"127.0.0.1:9002\"]\n";
+    let text = format!(
+        "{base}[[pools.green.match]]\nheader = \"X-Beta\"\nvalue = \"1\"\n[[pools.green.match]]\ncookie = \"beta\"\nvalue = \"yes\"\n"
+    );
+    let c = Config::from_toml(&text).unwrap();
+    let green = c.pools.iter().find(|p| p.name == "green").unwrap();
+    assert_eq!(
+        green.matches,
+        vec![
+            MatchRule {
+                on: MatchOn::Header("x-beta".into()),
+                value: "1".into()
+            },
+            MatchRule {
+                on: MatchOn::Cookie("beta".into()),
+                value: "yes".into()
+            },
+        ]
+    );
+    for (bad, key) in [
+        ("header = \"x-beta\"", "pools.green.match[0].value"),
+        ("value = \"1\"", "pools.green.match[0].header"),
+        (
+            "header = \"a\"\ncookie = \"b\"\nvalue = \"1\"",
+            "pools.green.match[0].header",
+        ),
+        ("header = \"bad name\"\nvalue = \"1\"", "pools.green.match[0].header"),
+        ("header = \"x\"\nvalue = \"\"", "pools.green.match[0].value"),
+        (
+            "header = \"x\"\nvalue = \"1\"\nregex = \".*\"",
+            "pools.green.match[0].regex",
+        ),
+    ] {
+        let found = problems(&format!("{base}[[pools.green.match]]\n{bad}\n"));
+        assert!(found.iter().any(|p| p.starts_with(key)), "{key} not named in {found:?}");
+    }
+}

@@ -64,6 +64,11 @@ pub fn routing_from_config(config: &Config) -> Result<(Vec<PoolSpec>, RoutingPol
             .filter(|p| !p.health.slow_start.is_zero())
             .map(|p| (p.name.clone(), p.health.slow_start))
             .collect(),
+        matches: config
+            .pools
+            .iter()
+            .flat_map(|p| p.matches.iter().map(|m| (p.name.clone(), m.clone())))
+            .collect(),
     };
     Ok((specs, policy))
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use http::header::{COOKIE, HeaderValue};
 use http::{HeaderMap, HeaderName};
 use rand::Rng;
-use sluice_config::Sticky;
+use sluice_config::{MatchOn, MatchRule, Sticky};
 
 use crate::error::ProxyError;
 use crate::table::{Backend, Pool, RoutingTable, SLOTS};
@@ -44,6 +44,17 @@ pub fn choose_pool<'t>(
             .and_then(|name| table.pool(name))
             .ok_or(ProxyError::UnknownPoolOverride)?;
         return Ok(PoolChoice { pool, set_cookie: None });
+    }
+    // Testers matched by header or cookie go to their pool whatever the
+    // weights, while it has a routable backend; everyone else is split as
+    // before (nothing to look at when no rules are set).
+    for (name, rule) in &policy.matches {
+        if matches(rule, headers)
+            && let Some(pool) = table.pool(name)
+            && !pool.routable.is_empty()
+        {
+            return Ok(PoolChoice { pool, set_cookie: None });
+        }
     }
     let (slot, set_cookie) = match &policy.sticky {
         None => (random_slot(), None),
@@ -132,6 +143,16 @@ pub fn slot_of(key: &[u8]) -> u32 {
     h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
     h ^= h >> 33;
     (h % u64::from(SLOTS)) as u32
+}
+
+fn matches(rule: &MatchRule, headers: &HeaderMap) -> bool {
+    match &rule.on {
+        MatchOn::Header(name) => headers
+            .get_all(name.as_str())
+            .iter()
+            .any(|v| v.as_bytes() == rule.value.as_bytes()),
+        MatchOn::Cookie(name) => cookie_value(headers, name) == Some(rule.value.as_str()),
+    }
 }
 
 /// Finds `name=value` in the request's `Cookie` headers without allocating.
@@ -353,5 +374,42 @@ mod tests {
         let t = RoutingTable::build(1, &specs, policy, None).unwrap();
         assert_eq!(t.pool("blue").unwrap().slow_start, Duration::from_secs(30));
         assert_eq!(t.pool("green").unwrap().slow_start, Duration::ZERO);
+    }
+
+    #[test]
+    fn testers_matched_by_header_or_cookie_reach_their_pool_whatever_the_weights() {
+        let config = sluice_config::Config::from_toml(
+            "[pools.blue]\nversion = \"v1\"\nweight = 100\nbackends = [\"127.0.0.1:1\"]\n\
+             [pools.green]\nversion = \"v2\"\nweight = 0\nbackends = [\"127.0.0.1:2\"]\n\
+             [[pools.green.match]]\nheader = \"X-Beta\"\nvalue = \"1\"\n\
+             [[pools.green.match]]\ncookie = \"beta\"\nvalue = \"yes\"\n",
+        )
+        .unwrap();
+        let (specs, policy) = crate::routing_from_config(&config).unwrap();
+        let t = RoutingTable::build(1, &specs, policy, None).unwrap();
+        let peer: IpAddr = "192.0.2.1".parse().unwrap();
+        let pool_for = |pairs: &[(&'static str, &'static str)]| {
+            let mut h = HeaderMap::new();
+            for (k, v) in pairs {
+                h.append(*k, HeaderValue::from_static(v));
+            }
+            choose_pool(&t, &h, peer).unwrap().pool.name.to_string()
+        };
+        assert_eq!(pool_for(&[("x-beta", "1")]), "green");
+        assert_eq!(pool_for(&[("cookie", "a=b; beta=yes")]), "green");
+        for other in [
+            &[("x-beta", "2")][..],
+            &[("cookie", "beta=no")],
+            &[("x-beta-2", "1")],
+            &[],
+        ] {
+            assert_eq!(pool_for(other), "blue", "{other:?}");
+        }
+        // Without a routable backend, testers are split like everyone.
+        t.pool("green").unwrap().backends[0].set_healthy(false);
+        let t = RoutingTable::build(2, &specs, t.policy().clone(), Some(&t)).unwrap();
+        let mut h = HeaderMap::new();
+        h.insert("x-beta", HeaderValue::from_static("1"));
+        assert_eq!(&*choose_pool(&t, &h, peer).unwrap().pool.name, "blue");
     }
 }

@@ -378,6 +378,9 @@ pub struct RoutingPolicy {
     pub probe_new_backends: bool,
     /// Pools whose returning backends ramp up (`slow_start`), by name.
     pub slow_start: std::collections::BTreeMap<String, std::time::Duration>,
+    /// `[[pools.NAME.match]]` rules, with the pool each sends to, in the
+    /// config's order (see [`crate::select::choose_pool`]).
+    pub matches: Vec<(String, sluice_config::MatchRule)>,
 }
 
 /// One immutable, complete view of routing.

@@ -256,3 +256,30 @@ async fn upstream_connections_are_kept_alive_and_reused() {
         "8 concurrent clients opened {counts} upstream connections for 800 requests"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn testers_matched_by_header_or_cookie_reach_green_while_the_split_goes_on() {
+    let (proxy, _blue, _green) = blue_green(
+        90,
+        "[[pools.green.match]]\nheader = \"x-beta\"\nvalue = \"1\"\n\
+         [[pools.green.match]]\ncookie = \"beta\"\nvalue = \"yes\"\n",
+    )
+    .await;
+    let c = client();
+    let url = proxy.url("/");
+    for headers in [&[("x-beta", "1")][..], &[("cookie", "session=7; beta=yes")]] {
+        for _ in 0..200 {
+            let (status, _, body) = get(&c, &url, headers).await;
+            assert_eq!((status, pool_of(&body).as_str()), (200, "green"), "{headers:?}");
+        }
+    }
+    // Everyone else: the 90/10 split, unchanged.
+    let n = 4000;
+    let mut green = 0;
+    for _ in 0..n {
+        let (_, _, body) = get(&c, &url, &[("x-beta", "0")]).await;
+        green += usize::from(pool_of(&body) == "green");
+    }
+    let share = green as f64 / n as f64;
+    assert!((share - 0.10).abs() < 0.02, "green got {share:.3} of the others");
+}

@@ -298,3 +298,54 @@ async fn a_backend_failing_in_a_row_is_ejected_but_never_half_the_pool() {
         "more than half the pool was ejected: {p}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_back_from_the_dead_ramps_up_over_slow_start() {
+    let b1 = spawn_backend("blue", "v1", any_addr()).await.unwrap();
+    let b2 = spawn_backend("blue", "v1", any_addr()).await.unwrap();
+    let green = spawn_backend("green", "v2", any_addr()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "{}[pools.blue.health]\nslow_start = \"3s\"\n",
+        config(dir.path(), &[b1.addr, b2.addr], &[green.addr], 0)
+    );
+    let sluice = Running::start(dir.path(), &text, &[]);
+    let c = client();
+    b1.stop();
+    wait_for_health(&c, &sluice, false).await;
+    let revived = spawn_backend("blue", "v1", b1.addr).await.unwrap();
+    wait_for_health(&c, &sluice, true).await;
+    let back = Instant::now();
+    // Requests one at a time: with nothing in flight, two backends would
+    // each get half.
+    let share = |until: Instant| {
+        let (c, url, revived) = (c.clone(), format!("http://{}/", sluice.addr), &revived);
+        async move {
+            let (before, mut sent) = (revived.knobs.received(), 0u64);
+            while Instant::now() < until {
+                assert_eq!(get(&c, &url, &[]).await.0, 200);
+                sent += 1;
+            }
+            (revived.knobs.received() - before) as f64 / sent as f64
+        }
+    };
+    let first = share(back + Duration::from_secs(1)).await;
+    tokio::time::sleep_until(back + Duration::from_millis(3200)).await;
+    let after = share(Instant::now() + Duration::from_secs(1)).await;
+    eprintln!("revived backend's share: {first:.3} in its first second, {after:.3} after the ramp");
+    // From a tenth of its half towards 40% of it within the first second.
+    assert!(first < 0.3, "first second: {first:.3}");
+    assert!(after > 0.35, "after the ramp: {after:.3}");
+}
+
+/// Polls the API until the first blue backend's health is `healthy`.
+async fn wait_for_health(c: &TestClient, sluice: &Running, want: bool) {
+    let start = Instant::now();
+    while healthy(c, sluice, 0, 0).await != want {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "backend never became healthy={want}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -126,6 +126,19 @@ pub fn timeout_of(headers: &HeaderMap) -> Option<Duration> {
     })
 }
 
+/// `timeout` as a `grpc-timeout` value: milliseconds (rounded up, so a
+/// deadline is never shortened by the encoding), or whole seconds when
+/// that needs more than the protocol's 8 digits.
+pub fn timeout_value(timeout: Duration) -> HeaderValue {
+    let ms = timeout.as_nanos().div_ceil(1_000_000);
+    let text = if ms <= 99_999_999 {
+        format!("{ms}m")
+    } else {
+        format!("{}S", timeout.as_secs().min(99_999_999))
+    };
+    HeaderValue::from_str(&text).unwrap_or(HeaderValue::from_static("99999999S"))
+}
+
 /// Whether code `code` is the server's failure (what the guard and
 /// outlier detection count): a 5xx by the mapping. Client-side codes
 /// (INVALID_ARGUMENT, NOT_FOUND, CANCELLED, …) never are.
@@ -192,5 +205,25 @@ mod tests {
         assert_eq!(http_status(12), 501);
         assert_eq!(code_for_status(503), UNAVAILABLE);
         assert_eq!(code_for_status(504), DEADLINE_EXCEEDED);
+    }
+
+    #[test]
+    fn timeouts_are_written_as_the_protocol_reads_them() {
+        let read = |v: HeaderValue| {
+            let mut h = HeaderMap::new();
+            h.insert(GRPC_TIMEOUT, v);
+            timeout_of(&h)
+        };
+        assert_eq!(timeout_value(Duration::from_millis(400)), "400m");
+        assert_eq!(timeout_value(Duration::from_micros(1500)), "2m", "rounded up");
+        assert_eq!(timeout_value(Duration::from_secs(30)), "30000m");
+        assert_eq!(timeout_value(Duration::from_secs(200_000)), "200000S");
+        for d in [
+            Duration::from_millis(1),
+            Duration::from_secs(3600),
+            Duration::from_secs(1_000_000),
+        ] {
+            assert_eq!(read(timeout_value(d)), Some(d));
+        }
     }
 }

@@ -115,6 +115,10 @@ def serve(name, *opts):
             "Cancelled": grpc.unary_unary_rpc_method_handler(
                 lambda request, context: b"%d" % cancelled[0], identity, identity
             ),
+            # The call's deadline as the server sees it (seconds left).
+            "Remaining": grpc.unary_unary_rpc_method_handler(
+                lambda request, context: b"%.3f" % (context.time_remaining() or -1.0), identity, identity
+            ),
         },
     )
     server.add_generic_rpc_handlers((handler,))

@@ -339,3 +339,29 @@ async fn a_long_server_stream_survives_weight_flips_a_reload_and_a_goaway_elsewh
     assert_eq!(out["messages"], 200, "{out}");
     assert_eq!(out["senders"], serde_json::json!(["blue"]), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_backend_is_told_the_capped_deadline() {
+    if !grpcio_present() {
+        return;
+    }
+    let server = GrpcServer::start("blue");
+    let toml = format!(
+        "[proxy.timeouts]\nmax_grpc_timeout = \"2s\"\n{}",
+        grpc_pool("blue", 100, server.addr)
+    );
+    let proxy = common::start_proxy(&toml).await;
+    let left = |data: Vec<u8>| -> f64 {
+        let text = String::from_utf8(data.get(5..).unwrap_or_default().to_vec()).unwrap();
+        text.parse().unwrap_or_else(|_| panic!("{text:?}"))
+    };
+    // Asking for 60 s: the server's deadline is sluice's 2 s.
+    let (head, data, trailers) = call_with_timeout(proxy.addr, "Remaining", "60S").await;
+    assert_eq!(trailers["grpc-status"], "0", "{head:?} {trailers:?}");
+    let capped = left(data);
+    assert!(capped > 0.0 && capped <= 2.0, "the backend had {capped} s left");
+    // Under the cap: the call's own deadline goes on unchanged.
+    let (_, data, _) = call_with_timeout(proxy.addr, "Remaining", "1500m").await;
+    let own = left(data);
+    assert!(own > 0.0 && own <= 1.5, "the backend had {own} s left");
+}

@@ -455,15 +455,20 @@ impl Proxy {
 
             // A gRPC call's own deadline (capped) replaces the head timeout
             // and bounds the whole call.
-            let asked = counting.grpc_call.then(|| grpc::timeout_of(&parts.headers)).flatten();
-            let grpc_deadline = asked.map(|t| t.min(settings.max_grpc_timeout));
-            if asked > grpc_deadline
-                && let Some(capped) = grpc_deadline
-            {
-                // The backend is told the deadline sluice keeps, so it stops
-                // working on the call when sluice has given up on it.
-                parts.headers.insert(grpc::GRPC_TIMEOUT, grpc::timeout_value(capped));
-            }
+            // In a block: nothing here lives across the awaits below (the
+            // request future's size is held by a test).
+            let grpc_deadline = {
+                let asked = counting.grpc_call.then(|| grpc::timeout_of(&parts.headers)).flatten();
+                let capped = asked.map(|t| t.min(settings.max_grpc_timeout));
+                if asked > capped
+                    && let Some(capped) = capped
+                {
+                    // The backend is told the deadline sluice keeps, so it
+                    // stops working on the call when sluice has given up.
+                    parts.headers.insert(grpc::GRPC_TIMEOUT, grpc::timeout_value(capped));
+                }
+                capped
+            };
             let upstream_req = Request::from_parts(parts, RequestBody::new(body, settings.max_request_body_bytes));
             // Pinned in place: the exchange's state is large, and the timeout
             // would otherwise copy it in (callgrind: ~2% of the instructions).

@@ -199,6 +199,50 @@ impl Drop for Sink {
     }
 }
 
+/// A thread draining a [`Shared`] queue (the access log's writer, the span
+/// exporter), as its owner holds it.
+#[derive(Debug)]
+pub(crate) struct Handle {
+    pub(crate) shared: Arc<Shared>,
+    done: std::sync::mpsc::Receiver<()>,
+}
+
+impl Handle {
+    /// A queue of `capacity` (what a full one drops is counted in
+    /// `dropped`) and thread `name` running `run` on it; when the thread
+    /// cannot start, says so (`what` is dropped and counted).
+    pub(crate) fn spawn(
+        name: &str,
+        capacity: usize,
+        dropped: &'static AtomicU64,
+        what: &'static str,
+        run: impl FnOnce(&Shared) + Send + 'static,
+    ) -> Self {
+        let shared = Arc::new(Shared::new(capacity, dropped));
+        let (done_tx, done) = std::sync::mpsc::channel();
+        let theirs = Arc::clone(&shared);
+        let spawned = std::thread::Builder::new().name(name.into()).spawn(move || {
+            run(&theirs);
+            let _ = done_tx.send(());
+        });
+        match spawned {
+            Ok(handle) => {
+                let _ = shared.thread.set(handle.thread().clone());
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, thread = name, "cannot start the thread; {what} are dropped and counted")
+            }
+        }
+        Self { shared, done }
+    }
+
+    /// Waits until the thread has ended (closed and drained), at most
+    /// `within`.
+    pub(crate) fn wait(&self, within: Duration) {
+        let _ = self.done.recv_timeout(within);
+    }
+}
+
 /// What the request path and the writer share.
 #[derive(Debug)]
 pub(crate) struct Shared {

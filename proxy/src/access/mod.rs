@@ -46,7 +46,7 @@ pub struct AccessLog {
 #[derive(Debug)]
 struct Running {
     config: AccessLogConfig,
-    writer: writer::Handle,
+    writer: entry::Handle,
 }
 
 impl AccessLog {

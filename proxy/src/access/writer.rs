@@ -24,7 +24,7 @@ use sluice_routing::tap::LogTap;
 use tokio::time::Instant;
 use tracing::warn;
 
-use super::entry::{Entry, Shared};
+use super::entry::{Entry, Handle, Shared};
 use super::format;
 
 /// Lines written per call at most.
@@ -37,40 +37,19 @@ const POLL_EVERY: Duration = Duration::from_millis(20);
 /// …and after this long without any it sleeps until woken.
 const SLEEP_AFTER: Duration = Duration::from_secs(1);
 
-/// The running writer, as its owner holds it.
-#[derive(Debug)]
-pub(super) struct Handle {
-    pub(super) shared: Arc<Shared>,
-    done: std::sync::mpsc::Receiver<()>,
-}
-
-impl Handle {
-    /// Waits until the writer has ended (closed and drained).
-    pub(super) fn wait(&self, within: Duration) {
-        let _ = self.done.recv_timeout(within);
-    }
-}
-
 /// Where the writer also publishes lines for the admin API, once set.
 pub(super) type Tap = Arc<OnceLock<Arc<LogTap>>>;
 
 pub(super) fn start(capacity: usize, path: String, format: AccessLogFormat, tap: Tap) -> Handle {
-    let shared = Arc::new(Shared::new(capacity, &ACCESS_LOG_DROPPED));
-    let (done_tx, done) = std::sync::mpsc::channel();
-    let theirs = Arc::clone(&shared);
-    let spawned = std::thread::Builder::new()
-        .name("sluice-access-log".into())
-        .spawn(move || {
-            run(&theirs, Output::new(path), format, &tap);
-            let _ = done_tx.send(());
-        });
-    match spawned {
-        Ok(handle) => {
-            let _ = shared.thread.set(handle.thread().clone());
-        }
-        Err(e) => warn!(error = %e, "cannot start the access-log writer; lines are dropped and counted"),
-    }
-    Handle { shared, done }
+    Handle::spawn(
+        "sluice-access-log",
+        capacity,
+        &ACCESS_LOG_DROPPED,
+        "lines",
+        move |shared| {
+            run(shared, Output::new(path), format, &tap);
+        },
+    )
 }
 
 fn run(shared: &Shared, mut out: Output, format: AccessLogFormat, tap: &Tap) {

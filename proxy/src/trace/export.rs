@@ -6,7 +6,6 @@
 //! slow, refusing) is dropped and counted in `sluice_spans_dropped_total`,
 //! so a dead collector fails no request and grows no memory.
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -18,7 +17,7 @@ use sluice_routing::stats::SPANS_DROPPED;
 use tracing::{info, warn};
 
 use super::span;
-use crate::access::entry::Shared;
+use crate::access::entry::{Handle, Shared};
 
 /// Spans sent per request at most.
 const BATCH: usize = 512;
@@ -28,35 +27,10 @@ const FLUSH_EVERY: Duration = Duration::from_secs(5);
 /// How long one batch may take to be sent, retries included.
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The running exporter, as its owner holds it.
-#[derive(Debug)]
-pub(super) struct Handle {
-    pub(super) shared: Arc<Shared>,
-    done: std::sync::mpsc::Receiver<()>,
-}
-
-impl Handle {
-    /// Waits until the exporter has ended (closed and its spans sent).
-    pub(super) fn wait(&self, within: Duration) {
-        let _ = self.done.recv_timeout(within);
-    }
-}
-
 pub(super) fn start(capacity: usize, endpoint: String) -> Handle {
-    let shared = Arc::new(Shared::new(capacity, &SPANS_DROPPED));
-    let (done_tx, done) = std::sync::mpsc::channel();
-    let theirs = Arc::clone(&shared);
-    let spawned = std::thread::Builder::new().name("sluice-spans".into()).spawn(move || {
-        run(&theirs, &endpoint);
-        let _ = done_tx.send(());
-    });
-    match spawned {
-        Ok(handle) => {
-            let _ = shared.thread.set(handle.thread().clone());
-        }
-        Err(e) => warn!(error = %e, "cannot start the span exporter; spans are dropped and counted"),
-    }
-    Handle { shared, done }
+    Handle::spawn("sluice-spans", capacity, &SPANS_DROPPED, "spans", move |shared| {
+        run(shared, &endpoint);
+    })
 }
 
 fn run(shared: &Shared, endpoint: &str) {

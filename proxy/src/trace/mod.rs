@@ -22,7 +22,7 @@ use arc_swap::ArcSwapOption;
 use http::HeaderMap;
 use sluice_config::TracingConfig;
 
-use crate::access::entry::Sink;
+use crate::access::entry::{Handle, Sink};
 use crate::noted::Noted;
 
 pub use context::{Trace, TraceSlot};
@@ -60,7 +60,7 @@ pub struct Tracing {
 #[derive(Debug)]
 struct Running {
     config: TracingConfig,
-    exporter: Option<export::Handle>,
+    exporter: Option<Handle>,
 }
 
 impl Default for Tracing {

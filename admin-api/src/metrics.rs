@@ -15,6 +15,7 @@ use prometheus::proto::{
 };
 use prometheus::{Encoder, IntCounterVec, Opts, Registry, TextEncoder};
 use sluice_routing::ratelimit::{KEY_KINDS, REFUSED};
+use sluice_routing::retry::Condition;
 use sluice_routing::stats::{
     ACCESS_LOG_DROPPED, CONNECTION_PANICS, LATENCY_BOUNDS, OPEN_CONNECTIONS, REFUSED_CONNECTIONS, SPANS_DROPPED,
     UpstreamErrorKind,
@@ -267,6 +268,8 @@ fn traffic_families(table: &RoutingTable, window: std::time::Duration) -> Vec<Me
     let mut in_flight = Vec::new();
     let mut pending = Vec::new();
     let mut shed = Vec::new();
+    let mut retries = Vec::new();
+    let mut retries_refused = Vec::new();
     let mut healthy = Vec::new();
     let mut effective = Vec::new();
     for pool in table.pools() {
@@ -299,6 +302,10 @@ fn traffic_families(table: &RoutingTable, window: std::time::Duration) -> Vec<Me
         m.set_histogram(h);
         durations.push(m);
         weights.push(gauge(&[("pool", name)], f64::from(pool.weight)));
+        for (condition, n) in Condition::ALL.iter().zip(pool.stats.retries.made()) {
+            retries.push(counter(&[("pool", name), ("reason", condition.name())], n as f64));
+        }
+        retries_refused.push(counter(&[("pool", name)], pool.stats.retries.exhausted() as f64));
         effective.push(gauge(&[("pool", name)], f64::from(pool.effective_weight)));
         let snap = pool.stats.window.snapshot(now, window);
         error_ratio.push(gauge(&[("pool", name)], snap.error_ratio()));
@@ -414,6 +421,18 @@ fn traffic_families(table: &RoutingTable, window: std::time::Duration) -> Vec<Me
             "Requests refused with 503 at a backend's cap: in_flight (backend-overloaded) or pending (upstream-overloaded).",
             MetricType::COUNTER,
             shed,
+        ),
+        family(
+            "sluice_retries_total",
+            "Tries sent again to another backend of the pool ([retry]), by why the try before failed.",
+            MetricType::COUNTER,
+            retries,
+        ),
+        family(
+            "sluice_retry_budget_exhausted_total",
+            "Retries not made because the pool's retry budget was spent (the failed try's answer went to the client).",
+            MetricType::COUNTER,
+            retries_refused,
         ),
         family(
             "sluice_routing_generation",

@@ -22,6 +22,8 @@ pub struct Config {
     pub tracing: TracingConfig,
     /// `[[rate_limits]]`, in the file's order (every one must allow).
     pub rate_limits: Vec<RateLimitConfig>,
+    /// `[retry]`: the defaults every pool's retries start from.
+    pub retry: RetryConfig,
     /// Pools in a stable order (sorted by name), which is also the order of
     /// their slices in the cumulative weight ranges.
     pub pools: Vec<PoolConfig>,
@@ -437,6 +439,65 @@ pub struct PoolConfig {
     /// `[[pools.NAME.match]]`: requests that match any go to this pool
     /// whatever the weights, while it has a routable backend.
     pub matches: Vec<MatchRule>,
+    /// `[retry]` with this pool's `[pools.NAME.retry]` applied.
+    pub retry: RetryConfig,
+}
+
+/// Which failed tries are tried again on another backend (`[retry]`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RetryConfig {
+    /// Tries in all, the first included (1: no retries, the default while
+    /// no `[retry]` is written).
+    pub attempts: u32,
+    pub on: RetryOn,
+    /// Retries stay within this share of the pool's requests over the last
+    /// 10 s ...
+    pub budget: f64,
+    /// ... plus this many per second, so a quiet pool can still retry.
+    pub min_per_second: u32,
+    /// How long each try waits for a response head (none: the request's
+    /// `upstream_response` timeout alone, which bounds all tries together).
+    pub per_try_timeout: Option<Duration>,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            attempts: 1,
+            on: RetryOn::DEFAULT,
+            budget: 0.2,
+            min_per_second: 3,
+            per_try_timeout: None,
+        }
+    }
+}
+
+/// The conditions a try is retried on, as a set (`[retry] on`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryOn(pub u8);
+
+impl RetryOn {
+    /// The request never reached the backend (connect refused or timed out).
+    pub const CONNECT_FAILURE: u8 = 1;
+    /// The connection broke before a response head came back.
+    pub const RESET: u8 = 2;
+    pub const STATUS_502: u8 = 4;
+    pub const STATUS_503: u8 = 8;
+    /// No response head within the per-try (or the request's) timeout.
+    pub const TIMEOUT: u8 = 16;
+    pub const DEFAULT: RetryOn = RetryOn(Self::CONNECT_FAILURE | Self::RESET | Self::STATUS_503);
+    /// The names written in config, with their bits.
+    pub const NAMES: [(&'static str, u8); 5] = [
+        ("connect-failure", Self::CONNECT_FAILURE),
+        ("reset", Self::RESET),
+        ("502", Self::STATUS_502),
+        ("503", Self::STATUS_503),
+        ("timeout", Self::TIMEOUT),
+    ];
+
+    pub fn contains(self, bit: u8) -> bool {
+        self.0 & bit != 0
+    }
 }
 
 /// A request that goes to a pool by what it carries (testers).

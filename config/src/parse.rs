@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use crate::error::ConfigError;
 use crate::model::*;
 use crate::observe::{access_log, tracing};
-use crate::policy::rate_limits;
+use crate::policy::{rate_limits, retry};
 use crate::pools::pools;
 use crate::reader::{Problems, Section};
 use crate::sections::{alerts, health, outlier, rollback, secret, sticky};
@@ -43,8 +43,13 @@ pub(crate) fn parse_table(table: toml::Table) -> Result<Config, ConfigError> {
     let access_log = access_log(root.section("access_log", &mut problems), &mut problems);
     let tracing = tracing(root.section("tracing", &mut problems), &mut problems);
     let rate_limits = rate_limits(root.sections("rate_limits", &mut problems), &mut problems);
+    let retry = retry(
+        root.section("retry", &mut problems),
+        RetryConfig::default(),
+        &mut problems,
+    );
     let pools = match root.section("pools", &mut problems) {
-        Some(section) => pools(section, &health, &mut problems),
+        Some(section) => pools(section, &health, &retry, &mut problems),
         None => {
             problems.push(
                 "pools",
@@ -68,6 +73,7 @@ pub(crate) fn parse_table(table: toml::Table) -> Result<Config, ConfigError> {
             access_log,
             tracing,
             rate_limits,
+            retry,
             pools,
         })
     } else {

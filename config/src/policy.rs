@@ -1,6 +1,6 @@
-//! Traffic policy sections: `[[rate_limits]]`.
+//! Traffic policy sections: `[[rate_limits]]`, `[retry]`.
 
-use crate::model::{RateKey, RateLimitConfig};
+use crate::model::{RateKey, RateLimitConfig, RetryConfig, RetryOn};
 use crate::reader::{Problems, Section};
 
 pub(crate) fn rate_limits(sections: Vec<Section>, problems: &mut Problems) -> Vec<RateLimitConfig> {
@@ -76,4 +76,62 @@ fn valid_header_name(name: &str) -> bool {
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// Reads a retry table over `base`: `[retry]` over the built-in defaults,
+/// or `[pools.NAME.retry]` over `[retry]`. Writing the table turns retries
+/// on (two tries) unless it says how many.
+pub(crate) fn retry(section: Option<Section>, base: RetryConfig, problems: &mut Problems) -> RetryConfig {
+    let Some(mut s) = section else { return base };
+    let mut r = base;
+    if r.attempts == 1 {
+        r.attempts = 2;
+    }
+    if let Some(n) = s.take::<i64>("attempts", problems) {
+        match u32::try_from(n) {
+            Ok(n @ 1..=5) => r.attempts = n,
+            _ => problems.push(
+                s.key_path("attempts"),
+                format!("{n} is not a number of tries; write 1 (no retries) to 5"),
+            ),
+        }
+    }
+    if let Some(names) = s.take::<Vec<String>>("on", problems) {
+        let mut on = 0;
+        for name in &names {
+            match RetryOn::NAMES.iter().find(|(n, _)| n == name) {
+                Some((_, bit)) => on |= bit,
+                None => problems.push(
+                    s.key_path("on"),
+                    format!("{name:?} is not a retry condition; use connect-failure, reset, 502, 503 or timeout"),
+                ),
+            }
+        }
+        r.on = RetryOn(on);
+    }
+    if let Some(budget) = s.take::<f64>("budget", problems) {
+        if (0.0..=1.0).contains(&budget) {
+            r.budget = budget;
+        } else {
+            problems.push(
+                s.key_path("budget"),
+                format!("{budget} is not a share; write retries per request from 0 to 1 (0.2: 20%)"),
+            );
+        }
+    }
+    if let Some(n) = s.take::<i64>("min_per_second", problems) {
+        match u32::try_from(n) {
+            Ok(n @ 0..=100_000) => r.min_per_second = n,
+            _ => problems.push(s.key_path("min_per_second"), "must be between 0 and 100000"),
+        }
+    }
+    if let Some(d) = s.duration("per_try_timeout", problems) {
+        if d.is_zero() {
+            problems.push(s.key_path("per_try_timeout"), "must be above 0");
+        } else {
+            r.per_try_timeout = Some(d);
+        }
+    }
+    s.finish(problems);
+    r
 }

@@ -5,6 +5,7 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 
 use crate::model::*;
+use crate::policy::retry;
 use crate::reader::{Problems, Section};
 use crate::sections::{health, secret};
 
@@ -47,7 +48,12 @@ fn rustls_name_is_invalid(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b':' | b'_'))
 }
 
-pub(crate) fn pools(section: Section, default_health: &HealthConfig, problems: &mut Problems) -> Vec<PoolConfig> {
+pub(crate) fn pools(
+    section: Section,
+    default_health: &HealthConfig,
+    default_retry: &RetryConfig,
+    problems: &mut Problems,
+) -> Vec<PoolConfig> {
     let mut pools = Vec::new();
     let mut total: u32 = 0;
     let mut all_weights_known = true;
@@ -113,6 +119,7 @@ pub(crate) fn pools(section: Section, default_health: &HealthConfig, problems: &
             );
         }
         let tls = p.section("tls", problems).map(|t| upstream_tls(t, problems));
+        let retry = retry(p.section("retry", problems), *default_retry, problems);
         let matches = p
             .sections("match", problems)
             .into_iter()
@@ -128,6 +135,7 @@ pub(crate) fn pools(section: Section, default_health: &HealthConfig, problems: &
             health,
             tls: tls.flatten(),
             matches,
+            retry,
         });
     }
     if pools.is_empty() {

@@ -413,3 +413,36 @@ fn match_rules_name_a_header_or_a_cookie_and_a_value() {
         assert!(found.iter().any(|p| p.starts_with(key)), "{key} not named in {found:?}");
     }
 }
+
+#[test]
+fn retries_are_off_until_written_and_a_pool_overrides_any_key() {
+    let pools = "[pools.blue]\nversion = \"v1\"\nweight = 100\nbackends = [\"127.0.0.1:9001\"]\n\
+                 [pools.green]\nversion = \"v2\"\nweight = 0\nbackends = [\"127.0.0.1:9002\"]\n";
+    let off = Config::from_toml(pools).unwrap();
+    assert_eq!(off.retry.attempts, 1);
+    assert!(off.pools.iter().all(|p| p.retry.attempts == 1));
+    let text = format!(
+        "[retry]\non = [\"connect-failure\", \"502\"]\nbudget = 0.1\nper_try_timeout = \"2s\"\n{pools}\
+         [pools.green.retry]\nattempts = 3\n"
+    );
+    let c = Config::from_toml(&text).unwrap();
+    let (blue, green) = (&c.pools[0].retry, &c.pools[1].retry);
+    assert_eq!(blue.attempts, 2, "writing [retry] turns retries on");
+    assert_eq!(blue.on, RetryOn(RetryOn::CONNECT_FAILURE | RetryOn::STATUS_502));
+    assert_eq!((blue.budget, blue.min_per_second), (0.1, 3));
+    assert_eq!(blue.per_try_timeout, Some(Duration::from_secs(2)));
+    assert_eq!(green.attempts, 3);
+    assert_eq!(green.on, blue.on, "the rest comes from [retry]");
+    for (bad, key) in [
+        ("attempts = 6", "retry.attempts"),
+        ("attempts = 0", "retry.attempts"),
+        ("on = [\"500\"]", "retry.on"),
+        ("budget = 1.5", "retry.budget"),
+        ("min_per_second = -1", "retry.min_per_second"),
+        ("per_try_timeout = \"0s\"", "retry.per_try_timeout"),
+        ("tries = 2", "retry.tries"),
+    ] {
+        let found = problems(&format!("[retry]\n{bad}\n{pools}"));
+        assert!(found.iter().any(|p| p.starts_with(key)), "{key} not named in {found:?}");
+    }
+}

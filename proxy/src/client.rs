@@ -27,6 +27,11 @@ pub struct Scratch {
     /// The request's access-log entry while it is served (log on, or its
     /// span recorded).
     pub(crate) log: Option<Box<crate::access::Entry>>,
+    /// The chosen pool's retries (none: it makes one try).
+    pub(crate) retry: Option<sluice_routing::retry::RetryPolicy>,
+    /// The head a request without a body went out with, kept while its
+    /// pool retries and it could be retried on the hyper clients.
+    pub(crate) replay: Option<crate::replay::Replay>,
 }
 
 impl Drop for Scratch {
@@ -54,6 +59,7 @@ impl Scratch {
         self.request_id.clear();
         self.trace.release();
         self.log = None;
+        self.replay = None;
     }
 
     pub(crate) fn give_back(&mut self, mut headers: HeaderMap) {

@@ -34,6 +34,7 @@ mod ids;
 pub mod limits;
 mod noted;
 pub mod options;
+mod replay;
 pub mod request_body;
 pub mod request_id;
 pub mod respond;

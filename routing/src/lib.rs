@@ -26,6 +26,7 @@ pub mod grpc;
 pub mod handle;
 pub mod outlier;
 pub mod ratelimit;
+pub mod retry;
 pub mod select;
 pub mod stats;
 pub mod table;
@@ -63,6 +64,11 @@ pub fn routing_from_config(config: &Config) -> Result<(Vec<PoolSpec>, RoutingPol
             .iter()
             .filter(|p| !p.health.slow_start.is_zero())
             .map(|p| (p.name.clone(), p.health.slow_start))
+            .collect(),
+        retry: config
+            .pools
+            .iter()
+            .filter_map(|p| Some((p.name.clone(), retry::RetryPolicy::from_config(&p.retry)?)))
             .collect(),
         matches: config
             .pools

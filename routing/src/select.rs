@@ -15,7 +15,7 @@ use rand::Rng;
 use sluice_config::{MatchOn, MatchRule, Sticky};
 
 use crate::error::ProxyError;
-use crate::table::{Backend, Pool, RoutingTable, SLOTS};
+use crate::table::{Backend, BackendId, Pool, RoutingTable, SLOTS};
 
 /// Testers reach a pool directly with this header, when the config allows.
 pub const POOL_OVERRIDE_HEADER: HeaderName = HeaderName::from_static("x-sluice-pool");
@@ -104,6 +104,24 @@ pub fn choose_backend(pool: &Pool) -> Option<&Arc<Backend>> {
             ))
         }
     }
+}
+
+/// A routable backend of `pool` none of whose ids is in `tried`: where a
+/// retry goes. The less loaded of two random picks, as for a first try
+/// (no slow-start ramp: a retry is rare and needs a backend now).
+pub fn choose_other_backend<'p>(pool: &'p Pool, tried: &[BackendId]) -> Option<&'p Arc<Backend>> {
+    let fresh = || pool.routable.iter().filter(|b| !tried.contains(&b.id()));
+    let n = fresh().count();
+    if n == 0 {
+        return None;
+    }
+    let mut rng = rand::rng();
+    let x = fresh().nth(rng.random_range(0..n))?;
+    if n == 1 {
+        return Some(x);
+    }
+    let y = fresh().nth(rng.random_range(0..n))?;
+    Some(if y.in_flight() < x.in_flight() { y } else { x })
 }
 
 /// Slow start: a ramping winner keeps its pick with the probability of its

@@ -33,6 +33,8 @@ pub struct PoolStats {
     grpc: [AtomicU64; GRPC_CODES],
     /// The last minute of traffic, second by second.
     pub window: Window,
+    /// Retries and their budget (used when the pool retries).
+    pub retries: crate::retry::RetryBudget,
 }
 
 /// gRPC status codes 0–16.
@@ -46,6 +48,7 @@ impl Default for PoolStats {
             latency_sum_micros: AtomicU64::new(0),
             grpc: Default::default(),
             window: Window::default(),
+            retries: Default::default(),
         }
     }
 }

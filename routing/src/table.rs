@@ -303,6 +303,8 @@ pub struct Pool {
     pub stats: Arc<PoolStats>,
     /// A returning backend's ramp (zero: none).
     pub slow_start: Duration,
+    /// Which failed tries go again on another backend (none: no retries).
+    pub retry: Option<crate::retry::RetryPolicy>,
 }
 
 /// What a caller asks for; [`RoutingTable::build`] turns it into a snapshot.
@@ -378,6 +380,8 @@ pub struct RoutingPolicy {
     pub probe_new_backends: bool,
     /// Pools whose returning backends ramp up (`slow_start`), by name.
     pub slow_start: std::collections::BTreeMap<String, std::time::Duration>,
+    /// Pools that retry failed tries, by name.
+    pub retry: std::collections::BTreeMap<String, crate::retry::RetryPolicy>,
     /// `[[pools.NAME.match]]` rules, with the pool each sends to, in the
     /// config's order (see [`crate::select::choose_pool`]).
     pub matches: Vec<(String, sluice_config::MatchRule)>,
@@ -452,6 +456,7 @@ impl RoutingTable {
                 effective_weight,
                 stats: old.map_or_else(Default::default, |p| Arc::clone(&p.stats)),
                 slow_start: policy.slow_start.get(&spec.name).copied().unwrap_or_default(),
+                retry: policy.retry.get(&spec.name).copied(),
             });
         }
         // Slot ranges follow effective weights, scaled back to the whole

@@ -181,7 +181,7 @@ async fn combined_lines_match_the_combined_format() {
     let lines = lines(&file, 2, Duration::from_secs(10)).await;
     // nginx's combined format, then sluice's fields.
     let combined = regex::Regex::new(
-        r#"^(\S+) - (\S+) \[(\d{2}/[A-Z][a-z]{2}/\d{4}:\d{2}:\d{2}:\d{2} [+-]\d{4})\] "([^"]*)" (\d{3}) (\d+) "([^"]*)" "([^"]*)" pool="([^"]*)" version="([^"]*)" backend="([^"]*)" upstream_ms=([\d.]+|-) duration_ms=([\d.]+) request_id="([^"]*)" error="([^"]*)"$"#,
+        r#"^(\S+) - (\S+) \[(\d{2}/[A-Z][a-z]{2}/\d{4}:\d{2}:\d{2}:\d{2} [+-]\d{4})\] "([^"]*)" (\d{3}) (\d+) "([^"]*)" "([^"]*)" pool="([^"]*)" version="([^"]*)" backend="([^"]*)" upstream_ms=([\d.]+|-) duration_ms=([\d.]+) request_id="([^"]*)" error="([^"]*)" retries=(\d+)$"#,
     )
     .unwrap();
     let first = combined

@@ -36,6 +36,7 @@ mod protocols;
 mod rate_limits;
 mod replicas;
 mod request_ids;
+mod retries;
 mod rollout_e2e;
 mod rollout_hooks;
 mod routing;

@@ -59,6 +59,8 @@ pub(crate) struct Entry {
     /// sluice's own error code (`x-sluice-error`), or why the response
     /// body broke off.
     pub(crate) error: Option<&'static str>,
+    /// Tries made again on another backend (`[retry]`).
+    pub(crate) retries: u8,
     /// Where the entry goes when finished; `None` once it is on its way
     /// or back on the free list.
     pub(crate) sink: Option<Arc<Sink>>,
@@ -91,6 +93,7 @@ impl Entry {
             bytes_in: None,
             bytes_out: 0,
             error: None,
+            retries: 0,
             sink: None,
             spans: None,
         }
@@ -106,6 +109,7 @@ impl Entry {
         self.duration = Duration::ZERO;
         self.bytes_out = 0;
         self.error = None;
+        self.retries = 0;
         self.method = Method::GET;
         self.uri = Uri::from_static("/");
         self.referer = None;

@@ -116,7 +116,8 @@ fn json(e: &Entry, out: &mut Vec<u8>) {
     json_opt(e.trace.trace_id_hex(), out);
     out.extend_from_slice(b",\"error\":");
     json_opt(e.error.map(str::as_bytes), out);
-    out.extend_from_slice(b",\"retries\":0");
+    out.extend_from_slice(b",\"retries\":");
+    int(e.retries, out);
     if let Some(code) = e.grpc_status {
         out.extend_from_slice(b",\"grpc_status\":");
         int(code, out);
@@ -201,7 +202,8 @@ fn combined(e: &Entry, out: &mut Vec<u8>) {
     escaped(e.request_id.as_bytes().unwrap_or(b"-"), out);
     out.extend_from_slice(b"\" error=\"");
     escaped(e.error.unwrap_or("-").as_bytes(), out);
-    out.push(b'"');
+    out.extend_from_slice(b"\" retries=");
+    int(e.retries, out);
 }
 
 fn quoted_value(v: Option<&HeaderValue>, out: &mut Vec<u8>) {

@@ -36,6 +36,7 @@ fn entry() -> Entry {
         bytes_in: Some(0),
         bytes_out: 17,
         error: Some("upstream-connect-failed"),
+        retries: 0,
         sink: None,
         spans: None,
     }
@@ -76,7 +77,7 @@ fn combined_lines_start_as_nginx_writes_them() {
     let text = text(AccessLogFormat::Combined, &entry());
     assert_eq!(
         text.trim_end(),
-        r#"192.0.2.7 - - [07/Dec/2026:01:40:12 +0000] "GET /search?q=a%20b HTTP/1.1" 502 17 "-" "curl/8.5 \x22quoted\x22" pool="green" version="v2" backend="-" upstream_ms=1.5 duration_ms=2.25 request_id="abc-123" error="upstream-connect-failed""#
+        r#"192.0.2.7 - - [07/Dec/2026:01:40:12 +0000] "GET /search?q=a%20b HTTP/1.1" 502 17 "-" "curl/8.5 \x22quoted\x22" pool="green" version="v2" backend="-" upstream_ms=1.5 duration_ms=2.25 request_id="abc-123" error="upstream-connect-failed" retries=0"#
     );
 }
 

@@ -216,10 +216,19 @@ impl Proxy {
             // What the pool's counters see: the HTTP status (a gRPC call's
             // mapped from its code), the outcome and the gRPC code.
             let mut lines = None;
-            let (mut res, status, outcome, grpc_code) = match self
+            let reply = self
                 .forward(req, conn, scratch, started, &mut counting, headers_as)
-                .await
-            {
+                .await;
+            let forwarded = match reply {
+                Ok(Reply::Answer(res, lines)) => Ok((res, lines)),
+                // Awaited here rather than in `forward` (a second wait there
+                // would keep its locals apart from the other path's), and
+                // the reply moved whole into `retrying`: a part moved out
+                // would keep the rest's room across the wait.
+                again @ Ok(Reply::Retry(_)) => self.retrying(again, scratch).await,
+                Err(err) => Err(err),
+            };
+            let (mut res, status, outcome, grpc_code) = match forwarded {
                 Ok((res, backend_lines)) => {
                     lines = backend_lines;
                     let (status, code) = match counting.grpc {
@@ -310,7 +319,7 @@ impl Proxy {
         started: Instant,
         counting: &mut Counting,
         headers_as: HeadersAs,
-    ) -> impl Future<Output = Result<(Response<ProxyBody>, Option<HeaderLines>), ProxyError>> {
+    ) -> impl Future<Output = Result<Reply, ProxyError>> {
         async move {
             self.limits.check(&req, conn.peer.ip(), started)?;
             // The table is loaded once, and released before any await. Settings
@@ -322,6 +331,14 @@ impl Proxy {
                 headers::check_request(&req, settings.max_request_body_bytes, framing_checked)?;
                 let choice = select::choose_pool(&table, req.headers(), conn.peer.ip())?;
                 counting.stats = Some(Arc::clone(&choice.pool.stats));
+                scratch.retry = choice.pool.retry;
+                if choice.pool.retry.is_some() {
+                    choice
+                        .pool
+                        .stats
+                        .retries
+                        .count_request(sluice_routing::table::clock_ms());
+                }
                 // gRPC backends are HTTP/2 pools: only their requests are
                 // looked at (for sluice's own errors in gRPC's terms).
                 counting.grpc_call = choice.pool.protocol == UpstreamProtocol::Http2 && grpc::is_grpc(req.headers());
@@ -367,7 +384,11 @@ impl Proxy {
             let host = match (original_authority(&parts.uri), parts.headers.get(header::HOST)) {
                 (None, Some(host)) => host.clone(),
                 (authority, _) => {
-                    let host = authority.unwrap_or_else(|| authority_value(&backend));
+                    let host = authority.unwrap_or_else(|| {
+                        // Named after this backend: not one to send to another.
+                        scratch.retry = None;
+                        authority_value(&backend)
+                    });
                     parts.headers.insert(header::HOST, host.clone());
                     host
                 }
@@ -413,19 +434,35 @@ impl Proxy {
                             .send_raw(&backend, head, &parts.method, headers_as, id_name)
                             .await
                     });
-                    let timeout = (started, settings.upstream_response_timeout);
+                    let overall = settings.upstream_response_timeout;
+                    let timeout = (started, tries::try_timeout(scratch.retry.as_ref(), started, overall));
                     self.response_head(sent, &mut scratch.deadline, timeout, &backend, &pool_name)
                         .await
                 };
                 // The head is sent: the map goes back for the next request.
                 scratch.give_back(std::mem::take(&mut parts.headers));
+                if scratch.retry.is_some() && tries::worth_a_look(&res) {
+                    return Ok(Reply::Retry(Box::new(Retry::Raw {
+                        first: res,
+                        tried: Tried::once(backend, in_flight),
+                        pool: pool_name,
+                        method: parts.method,
+                        headers_as,
+                        set_cookie,
+                        started,
+                        overall: settings.upstream_response_timeout,
+                    })));
+                }
                 let (res, lines) = res?;
                 if let Some(entry) = &mut scratch.log {
                     entry.upstream = Some(started.elapsed());
                 }
                 self.count_exchange(&pool_name, &backend, res.status().is_server_error());
                 let (parts, body) = res.into_parts();
-                return Ok((respond(parts, set_cookie, ProxyBody::raw(body, in_flight)), lines));
+                return Ok(Reply::Answer(
+                    respond(parts, set_cookie, ProxyBody::raw(body, in_flight)),
+                    lines,
+                ));
             }
 
             parts.uri = upstream_uri(&parts.uri, protocol, &backend)?;
@@ -469,14 +506,35 @@ impl Proxy {
                 }
                 capped
             };
+            if scratch.retry.is_some() {
+                // Only a request without a body can go again here.
+                let again = body.is_end_stream() && upgrade.is_none() && !counting.grpc_call;
+                tries::keep_replay(scratch, &parts, again);
+            }
             let upstream_req = Request::from_parts(parts, RequestBody::new(body, settings.max_request_body_bytes));
-            // Pinned in place: the exchange's state is large, and the timeout
-            // would otherwise copy it in (callgrind: ~2% of the instructions).
-            let sent = std::pin::pin!(self.upstreams.send(&backend, protocol, tls.as_deref(), upstream_req));
-            let timeout = (started, grpc_deadline.unwrap_or(settings.upstream_response_timeout));
-            let (mut res, mut lease) = self
-                .response_head(sent, &mut scratch.deadline, timeout, &backend, &pool_name)
-                .await?;
+            let first = {
+                // Pinned in place: the exchange's state is large, and the timeout
+                // would otherwise copy it in (callgrind: ~2% of the instructions).
+                let sent = std::pin::pin!(self.upstreams.send(&backend, protocol, tls.as_deref(), upstream_req));
+                let overall = settings.upstream_response_timeout;
+                let each = tries::try_timeout(scratch.retry.as_ref(), started, overall);
+                let timeout = (started, grpc_deadline.unwrap_or(each));
+                self.response_head(sent, &mut scratch.deadline, timeout, &backend, &pool_name)
+                    .await
+            };
+            if scratch.retry.is_some() && scratch.replay.is_some() && tries::worth_a_look(&first) {
+                return Ok(Reply::Retry(Box::new(Retry::Hyper {
+                    first,
+                    tried: Tried::once(backend, in_flight),
+                    pool: pool_name,
+                    protocol,
+                    tls,
+                    set_cookie,
+                    started,
+                    overall: settings.upstream_response_timeout,
+                })));
+            }
+            let (mut res, mut lease) = first?;
             if let Some(entry) = &mut scratch.log {
                 entry.upstream = Some(started.elapsed());
             }
@@ -518,12 +576,12 @@ impl Proxy {
                 let open = TunnelGuard::open(&self.tunnels);
                 tokio::spawn(tunnel(client_upgrade, upstream_upgrade, in_flight, open));
                 let (parts, _) = res.into_parts();
-                return Ok((Response::from_parts(parts, ProxyBody::empty()), None));
+                return Ok(Reply::Answer(Response::from_parts(parts, ProxyBody::empty()), None));
             }
 
             let (parts, body) = res.into_parts();
             let body = ProxyBody::upstream(body, lease, in_flight, tally);
-            Ok((respond(parts, set_cookie, body), None))
+            Ok(Reply::Answer(respond(parts, set_cookie, body), None))
         }
     }
 
@@ -551,6 +609,10 @@ impl Proxy {
     }
 }
 
+mod retry;
+mod tries;
+pub use tries::RETRIES_HEADER;
+use tries::{Reply, Retry, Tried};
+
 #[cfg(test)]
-#[path = "forward_tests.rs"]
 pub(crate) mod tests;

@@ -1,0 +1,122 @@
+//! What a retry carries (see `retry`): the failed first try handed from
+//! `forward` ([`Reply::Retry`]), where the request stands ([`Tried`]), and
+//! the small checks the request path makes before any retry.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::header::HeaderValue;
+use http::{HeaderName, Method, Response};
+use hyper::body::Incoming;
+use sluice_config::UpstreamProtocol;
+use sluice_routing::error::ProxyError;
+use sluice_routing::retry::RetryPolicy;
+use sluice_routing::table::{Backend, InFlight};
+use sluice_transport::UpstreamTls;
+use tokio::time::Instant;
+
+use crate::body::ProxyBody;
+use crate::client::Scratch;
+use crate::http1::{HeaderLines, HeadersAs, RawBody};
+use crate::replay::Replay;
+use crate::upstream::Lease;
+
+/// What `forward` hands back: the answer, or a failed first try that a
+/// retry may follow (see [`retry`]).
+/// The answer is not boxed: it is what almost every request returns.
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Reply {
+    Answer(Response<ProxyBody>, Option<HeaderLines>),
+    Retry(Box<Retry>),
+}
+
+/// An answer or why there is none.
+pub(crate) type Forwarded = Result<(Response<ProxyBody>, Option<HeaderLines>), ProxyError>;
+
+/// Sent back when a request was tried more than once: how many retries.
+pub const RETRIES_HEADER: HeaderName = HeaderName::from_static("x-sluice-retries");
+
+pub(crate) type RawAnswer = (Response<RawBody>, Option<HeaderLines>);
+pub(crate) type HyperAnswer = (Response<Incoming>, Lease);
+/// Where the hyper clients send: the pool's protocol and TLS.
+pub(crate) type Target<'a> = (UpstreamProtocol, Option<&'a UpstreamTls>);
+
+/// Keeps a copy of the head in `scratch` when the request can be sent
+/// again (`again`) and a failed try of it could be retried; else none.
+/// Out of line: the copy would otherwise take room in the request's future.
+#[inline(never)]
+pub(crate) fn keep_replay(scratch: &mut Scratch, parts: &http::request::Parts, again: bool) {
+    scratch.replay = match &scratch.retry {
+        Some(policy) if again => Replay::of(parts, policy),
+        _ => None,
+    };
+}
+
+/// How long a try may wait for its response head: within `overall` of the
+/// request's start and, with `per_try_timeout`, within that of its own.
+#[inline]
+pub(crate) fn try_timeout(policy: Option<&RetryPolicy>, started: Instant, overall: Duration) -> Duration {
+    match policy.and_then(|p| p.per_try_timeout) {
+        None => overall,
+        Some(per_try) => overall.min(started.elapsed() + per_try),
+    }
+}
+
+/// Whether a try's outcome is one a retry could follow: an error, or a
+/// 502/503 answer.
+#[inline]
+pub(crate) fn worth_a_look<T>(outcome: &Result<(Response<T>, impl Sized), ProxyError>) -> bool {
+    outcome
+        .as_ref()
+        .map_or(true, |(res, _)| matches!(res.status().as_u16(), 502 | 503))
+}
+
+/// The backend a request's last try went to and the in-flight count held
+/// there.
+#[derive(Debug)]
+pub(crate) struct Tried {
+    pub(crate) backend: Arc<Backend>,
+    pub(crate) in_flight: InFlight,
+}
+
+impl Tried {
+    pub(crate) fn once(backend: Arc<Backend>, in_flight: InFlight) -> Self {
+        Self { backend, in_flight }
+    }
+
+    /// The next try goes to `next`: the last one's in-flight count ends.
+    pub(crate) fn move_to(&mut self, next: Arc<Backend>) {
+        self.in_flight = InFlight::start(&next);
+        self.backend = next;
+    }
+}
+
+/// A first try that failed in a pool that retries, handed from `forward`
+/// to the retry with what the answer needs.
+#[derive(Debug)]
+pub(crate) enum Retry {
+    /// On sluice's own HTTP/1.1 exchange: the request is still encoded in
+    /// the connection's scratch.
+    Raw {
+        first: Result<RawAnswer, ProxyError>,
+        tried: Tried,
+        pool: Arc<str>,
+        method: Method,
+        headers_as: HeadersAs,
+        set_cookie: Option<HeaderValue>,
+        started: Instant,
+        overall: Duration,
+    },
+    /// On the hyper clients: the request is in the scratch's [`Replay`].
+    Hyper {
+        first: Result<HyperAnswer, ProxyError>,
+        tried: Tried,
+        pool: Arc<str>,
+        protocol: UpstreamProtocol,
+        tls: Option<Arc<UpstreamTls>>,
+        set_cookie: Option<HeaderValue>,
+        started: Instant,
+        overall: Duration,
+    },
+}

@@ -130,6 +130,7 @@ impl Writer {
         })
         .await;
         let kind = match status.phase {
+            _ if status.reason.starts_with("no evidence:") => "rollout-no-evidence",
             Phase::Aborted if status.reason.contains("smoke check failed") => "rollout-smoke-failed",
             Phase::Aborted if status.reason.contains(" hook ") => "rollout-hook-failed",
             Phase::Aborted => "rollout-aborted",

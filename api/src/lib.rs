@@ -12,7 +12,7 @@ mod routing;
 
 pub use records::{AccessLine, AccessLines, AuditEntry, AuditPage, Deployment, History, RolloutList, RolloutRecord};
 pub use requests::{BackendAdd, PoolUpdate, WeightsRequest};
-pub use rollout::{HookRun, Rollout};
+pub use rollout::{HookRun, Rollout, StepEvidence};
 pub use routing::{
     Backend, Drained, Pool, PoolDetail, PoolHistory, Routing, StatsEvent, StatsHistory, StatsPoint, Status, StoreState,
     TableEvent, Window,

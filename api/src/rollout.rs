@@ -36,6 +36,26 @@ pub struct Rollout {
     /// when one runs; a paused hold keeps counting but does not end.
     #[serde(default)]
     pub hold_remaining_seconds: Option<f64>,
+    /// What the current held step's analysis has seen of `to` so far.
+    #[serde(default)]
+    pub evidence: Option<StepEvidence>,
+}
+
+/// The evidence a held step gathers before it may end: requests to `to`
+/// (every replica's) judged in one analysis window.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StepEvidence {
+    /// The most requests one analysis window of the step has held.
+    pub requests: u64,
+    /// Errors in that window.
+    pub errors: u64,
+    /// That window's P95, in milliseconds (none without requests).
+    pub p95_ms: Option<f64>,
+    /// Requests a window needs before it is judged (`analysis.min_requests`).
+    pub min_requests: u64,
+    /// A window of at least `min_requests` was judged healthy: the step
+    /// may end when its hold does.
+    pub enough: bool,
 }
 
 /// One run of a rollout hook.

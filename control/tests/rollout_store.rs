@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use sluice_config::{RollbackConfig, UpstreamProtocol};
-use sluice_control::rollout::{Engine, Phase, RollbackMode, RolloutSink, RolloutSpec, Status, Step};
+use sluice_control::rollout::{Engine, NoEvidence, Phase, RollbackMode, RolloutSink, RolloutSpec, Status, Step};
 use sluice_routing::{Change, PersistError, PoolSpec, RoutingHandle, RoutingPolicy, RoutingStore};
 use tokio::time::Instant;
 
@@ -81,6 +81,8 @@ fn canary(hold: Duration) -> RolloutSpec {
         rollback: RollbackMode::Instant,
         dry_run: false,
         force: false,
+        evidence_deadline: None,
+        on_no_evidence: NoEvidence::Promote,
     }
 }
 

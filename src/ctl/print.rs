@@ -72,6 +72,19 @@ pub(super) fn rollout_line(r: &api::Rollout) -> String {
         "rollout {} {} → {} ({}): {}{step}{hold}\n  {}\n",
         r.id, r.from, r.to, r.strategy, r.state, r.reason,
     );
+    if let Some(e) = &r.evidence {
+        let p95 = e.p95_ms.map(|ms| format!(", P95 {ms:.0} ms")).unwrap_or_default();
+        let verdict = if e.enough {
+            "judged healthy"
+        } else {
+            "not enough to judge yet"
+        };
+        let _ = writeln!(
+            out,
+            "  evidence: {} requests ({} errors{p95}) in the fullest window of {} needed: {verdict}",
+            e.requests, e.errors, e.min_requests
+        );
+    }
     if r.dry_run {
         out.push_str("plan (dry run):\n");
         for line in &r.plan {

@@ -246,8 +246,9 @@ async fn a_follower_takes_over_a_rollout_when_the_leader_dies() {
     all_name_the_leader(&c, &all, &a_name).await;
     assert_eq!(leaders(&c, &all).await, 1, "not exactly one leader");
 
+    // No traffic here: the steps end on their holds (failover is the test).
     let rollout = r#"{"from": "blue", "to": "green", "steps": [{"weight": 25, "hold": "4s"}, {"weight": 50, "hold": "1s"}],
-        "health_gate": "10s", "post_promotion": "0s"}"#;
+        "health_gate": "10s", "post_promotion": "0s", "analysis": {"on_no_evidence": "promote"}}"#;
     // A request already passed on once is refused by a follower, naming the
     // leader; any other rollout request to a follower is passed on to it.
     let at_b = format!("http://{}/api/v1/rollouts", replicas[1].admin);

@@ -220,7 +220,13 @@ async function refreshRollout() {
       const left = where === "current" && r.hold_remaining_seconds != null
         ? `<div class="hold" id="rollout-hold">${r.state === "paused" ? "paused; " : ""}hold: ${duration(r.hold_remaining_seconds)} left</div>`
         : "";
-      return `<li class="${where}" data-step="${n}">${mark} ${text(line)}${left}${evidence}</li>`;
+      const e = where === "current" ? r.evidence : null;
+      const gathered = e
+        ? `<div class="hold" id="rollout-evidence">evidence: ${e.requests} of ${e.min_requests} requests in a window` +
+          `${e.p95_ms != null ? `, P95 ${Math.round(e.p95_ms)} ms` : ""}, ${e.errors} errors` +
+          `${e.enough ? " — judged healthy" : " — not enough to judge yet"}</div>`
+        : "";
+      return `<li class="${where}" data-step="${n}">${mark} ${text(line)}${left}${gathered}${evidence}</li>`;
     })
     .join("");
   const smoke = (r.smoke || []).map((l) => `<li>${text(l)}</li>`).join("");

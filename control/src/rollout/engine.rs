@@ -139,6 +139,7 @@ impl Engine {
             to_version: version(&spec.to),
             fence: None,
             hold_until: None,
+            evidence: None,
         }));
         let (tx, rx) = mpsc::unbounded_channel();
         let snapshot = lock(&status).clone();

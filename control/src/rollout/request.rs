@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::spec::{Comparison, GrpcSmoke, RollbackMode, RolloutSpec, SmokeCheck, Step};
+use super::spec::{Comparison, GrpcSmoke, NoEvidence, RollbackMode, RolloutSpec, SmokeCheck, Step};
 use crate::hooks::{Hook, HookAction, HookPoint, OnFailure};
 
 /// What a rollout uses when its request leaves something out.
@@ -58,6 +58,8 @@ pub struct AnalysisBody {
     max_failed_checks: Option<u32>,
     max_error_ratio_increase: Option<f64>,
     max_p95_ratio: Option<f64>,
+    evidence_deadline: Option<String>,
+    on_no_evidence: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -404,7 +406,24 @@ fn spec(body: RolloutBody, d: &RolloutDefaults) -> Result<RolloutSpec, SpecError
             "analysis.max_p95_ratio: a factor of at least 1, e.g. 1.5".into(),
         ));
     }
+    let on_no_evidence = match a.on_no_evidence.as_deref() {
+        None | Some("pause") => NoEvidence::Pause,
+        Some("abort") => NoEvidence::Abort,
+        Some("promote") => NoEvidence::Promote,
+        Some(other) => {
+            return Err(invalid(format!(
+                "analysis.on_no_evidence: {other:?}: use \"pause\", \"abort\" or \"promote\""
+            )));
+        }
+    };
+    let evidence_deadline = a
+        .evidence_deadline
+        .as_deref()
+        .map(|d| duration("analysis.evidence_deadline", d))
+        .transpose()?;
     Ok(RolloutSpec {
+        evidence_deadline,
+        on_no_evidence,
         comparison,
         hooks: hooks(body.hooks)?,
         rollback,

@@ -36,12 +36,20 @@ struct Run {
     weighed: bool,
     /// `pre_switch` (the expand step) started: an abort runs `on_rollback`.
     expanded: bool,
+    /// A held step's hold is over and it waits for evidence: the wait ends
+    /// as soon as an analysis finds enough.
+    awaiting_evidence: bool,
 }
 
 /// How a wait ended.
 enum Wake {
     Elapsed,
-    Promote { full: bool },
+    Promote {
+        full: bool,
+    },
+    /// An operator resumed a wait for promotion (a pause step, or a step
+    /// paused for want of evidence).
+    Resumed,
     Abort(String),
 }
 
@@ -162,7 +170,7 @@ impl Run {
                     Some(Command::Pause) => paused = true,
                     Some(Command::Resume) => {
                         if gate {
-                            return Wake::Promote { full: false };
+                            return Wake::Resumed;
                         }
                         paused = false;
                     }
@@ -170,6 +178,9 @@ impl Run {
                 _ = tick.tick() => {
                     if analyse && let Some(reason) = self.analyse(&mut failed) {
                         return Wake::Abort(reason);
+                    }
+                    if self.awaiting_evidence && self.enough_evidence() {
+                        return Wake::Elapsed;
                     }
                 }
                 () = expire => return Wake::Elapsed,
@@ -205,6 +216,7 @@ impl Run {
             Verdict::Healthy => compare(&self.spec, &to, from.as_ref()),
             other => other,
         };
+        self.note_evidence(&to, &verdict);
         match verdict {
             Verdict::Breach { reason, .. } => {
                 *failed += 1;
@@ -216,6 +228,107 @@ impl Run {
                 None
             }
         }
+    }
+
+    /// Keeps what a held step's analysis saw: the fullest window, and
+    /// whether one of at least `min_requests` was judged healthy.
+    fn note_evidence(&self, to: &sluice_routing::window::WindowSnapshot, verdict: &Verdict) {
+        let mut status = lock(&self.status);
+        let Some(evidence) = status.evidence.as_mut() else {
+            return;
+        };
+        let judged = matches!(verdict, Verdict::Healthy) && to.requests >= evidence.min_requests;
+        // Until a window is judged, the fullest one; then the first judged.
+        if !evidence.enough && (judged || to.requests >= evidence.requests) {
+            evidence.requests = to.requests;
+            evidence.errors = to.errors;
+            evidence.p95_ms = to.quantile(0.95).map(|d| d.as_secs_f64() * 1e3);
+        }
+        evidence.enough |= judged;
+    }
+
+    fn enough_evidence(&self) -> bool {
+        lock(&self.status).evidence.as_ref().is_some_and(|e| e.enough)
+    }
+
+    /// Holds step `step` (`to` at `weight`) for `hold`, and then, when no
+    /// analysis found a window of `min_requests` judged healthy, until one
+    /// does or the evidence deadline passes; then `on_no_evidence`.
+    async fn held_step(&mut self, step: usize, weight: u32, hold: Duration, full_hold: Duration) -> Wake {
+        if !self.spec.needs_evidence(weight, full_hold) {
+            return self.hold(Some(hold), true).await;
+        }
+        let min_requests = self.spec.analysis.min_requests.max(1);
+        lock(&self.status).evidence = Some(sluice_api::StepEvidence {
+            min_requests,
+            ..Default::default()
+        });
+        let wait = self.spec.evidence_deadline(full_hold).saturating_sub(full_hold - hold);
+        let mut deadline = Instant::now() + wait;
+        let mut wake = self.hold(Some(hold), true).await;
+        let wake = loop {
+            if !matches!(wake, Wake::Elapsed) || self.enough_evidence() {
+                break wake;
+            }
+            let seen = {
+                let status = lock(&self.status);
+                let requests = status.evidence.as_ref().map_or(0, |e| e.requests);
+                format!("at most {requests} of the {min_requests} requests a window needs")
+            };
+            let now = Instant::now();
+            if now < deadline {
+                self.set(
+                    Phase::Step(step),
+                    format!(
+                        "step {}: {} at {weight}%, hold over; waiting for evidence ({seen} so far), {:?} more at most",
+                        step + 1,
+                        self.spec.to,
+                        deadline - now
+                    ),
+                );
+                self.awaiting_evidence = true;
+                wake = self.hold(Some(deadline - now), true).await;
+                self.awaiting_evidence = false;
+                continue;
+            }
+            let missing = format!(
+                "no evidence: step {} ({} at {weight}%) saw {seen} within {:?}",
+                step + 1,
+                self.spec.to,
+                self.spec.evidence_deadline(full_hold)
+            );
+            match self.spec.on_no_evidence {
+                NoEvidence::Abort => break Wake::Abort(format!("{missing} (on_no_evidence = abort)")),
+                NoEvidence::Promote => {
+                    self.set(
+                        Phase::Step(step),
+                        format!("{missing}; going on (on_no_evidence = promote)"),
+                    );
+                    break Wake::Elapsed;
+                }
+                NoEvidence::Pause => {
+                    self.set(
+                        Phase::Paused(step),
+                        format!("{missing}; paused: promote to go on, resume to wait for evidence again, or abort"),
+                    );
+                    wake = match self.hold(None, true).await {
+                        Wake::Resumed => {
+                            self.set(
+                                Phase::Step(step),
+                                format!("step {}: resumed; waiting for evidence again", step + 1),
+                            );
+                            deadline = Instant::now() + self.spec.evidence_deadline(full_hold);
+                            Wake::Elapsed
+                        }
+                        // An operator's promote ends the step.
+                        Wake::Promote { full: false } => break Wake::Elapsed,
+                        other => break other,
+                    };
+                }
+            }
+        };
+        lock(&self.status).evidence = None;
+        wake
     }
 
     async fn abort(&mut self, reason: String) {
@@ -320,6 +433,7 @@ pub(super) async fn drive(
         peers,
         weighed: resume_at.is_some(),
         expanded: resume_at.is_some(),
+        awaiting_evidence: false,
     };
     if resume_at.is_none() {
         let prepared = async {
@@ -362,9 +476,9 @@ pub(super) async fn drive(
                     }
                 }
                 // After a restart, only what was left of the hold.
-                let hold = hold.saturating_sub(std::mem::take(&mut already_held));
-                match run.hold(Some(hold), true).await {
-                    Wake::Elapsed | Wake::Promote { full: false } => {}
+                let left = hold.saturating_sub(std::mem::take(&mut already_held));
+                match run.held_step(i, *weight, left, *hold).await {
+                    Wake::Elapsed | Wake::Promote { full: false } | Wake::Resumed => {}
                     Wake::Promote { full: true } => break,
                     Wake::Abort(reason) => {
                         run.abort(reason).await;
@@ -378,7 +492,7 @@ pub(super) async fn drive(
                     format!("paused at step {}: waiting for promote", i + 1),
                 );
                 match run.hold(None, true).await {
-                    Wake::Elapsed | Wake::Promote { full: false } => {}
+                    Wake::Elapsed | Wake::Promote { full: false } | Wake::Resumed => {}
                     Wake::Promote { full: true } => break,
                     Wake::Abort(reason) => {
                         run.abort(reason).await;

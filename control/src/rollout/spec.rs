@@ -58,6 +58,28 @@ pub enum RollbackMode {
     Gradual,
 }
 
+/// What a held step that never gathered evidence does at its deadline
+/// (`analysis.on_no_evidence`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoEvidence {
+    /// Waits for an operator (promote, resume to wait again, or abort);
+    /// the default.
+    Pause,
+    Abort,
+    /// Ends the step anyway (an explicit opt-in).
+    Promote,
+}
+
+impl NoEvidence {
+    pub fn name(self) -> &'static str {
+        match self {
+            NoEvidence::Pause => "pause",
+            NoEvidence::Abort => "abort",
+            NoEvidence::Promote => "promote",
+        }
+    }
+}
+
 /// `to` judged against `from` over the same window, on top of the
 /// absolute thresholds.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -89,9 +111,24 @@ pub struct RolloutSpec {
     pub dry_run: bool,
     /// Start even if `to` runs a version fenced off by a contract step.
     pub force: bool,
+    /// How long a held step may wait for evidence in all (none: three
+    /// times its hold).
+    pub evidence_deadline: Option<Duration>,
+    pub on_no_evidence: NoEvidence,
 }
 
 impl RolloutSpec {
+    /// Whether a step must gather evidence before it ends: it is held and
+    /// sends `to` traffic (a step at 0% or without a hold is not analysed).
+    pub fn needs_evidence(&self, weight: u32, hold: Duration) -> bool {
+        weight > 0 && !hold.is_zero()
+    }
+
+    /// How long a step held `hold` may wait for evidence in all.
+    pub fn evidence_deadline(&self, hold: Duration) -> Duration {
+        self.evidence_deadline.unwrap_or(hold * 3).max(hold)
+    }
+
     pub(super) fn hooks_at(&self, point: HookPoint) -> impl Iterator<Item = &Hook> {
         self.hooks.iter().filter(move |(p, _)| *p == point).map(|(_, h)| h)
     }
@@ -113,6 +150,16 @@ impl RolloutSpec {
         plan.extend(hooks(HookPoint::PreSwitch));
         for (i, step) in self.steps.iter().enumerate() {
             plan.push(match step {
+                Step::Weight { weight, hold } if self.needs_evidence(*weight, *hold) => format!(
+                    "step {}: {} at {weight}%, held {hold:?}, analysed every {:?}; ends once a window of {} \
+                     requests was judged healthy (else waits up to {:?}, then {})",
+                    i + 1,
+                    self.to,
+                    self.analysis_interval,
+                    self.analysis.min_requests.max(1),
+                    self.evidence_deadline(*hold),
+                    self.on_no_evidence.name()
+                ),
                 Step::Weight { weight, hold } => format!(
                     "step {}: {} at {weight}%, held {hold:?}, analysed every {:?}",
                     i + 1,

@@ -93,6 +93,8 @@ pub struct Status {
     pub fence: Option<Fence>,
     /// When the timed hold running now ends (a step's or monitoring's).
     pub hold_until: Option<Instant>,
+    /// What the held step running now has seen of `to`.
+    pub evidence: Option<sluice_api::StepEvidence>,
 }
 
 impl Status {
@@ -122,6 +124,7 @@ impl Status {
             hold_remaining_seconds: self
                 .hold_until
                 .map(|until| until.saturating_duration_since(Instant::now()).as_secs_f64()),
+            evidence: self.evidence.clone(),
         }
     }
 }

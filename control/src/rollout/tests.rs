@@ -36,6 +36,8 @@ fn spec(comparison: Comparison) -> RolloutSpec {
         rollback: RollbackMode::Instant,
         dry_run: false,
         force: false,
+        evidence_deadline: None,
+        on_no_evidence: NoEvidence::Pause,
     }
 }
 

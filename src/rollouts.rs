@@ -131,6 +131,7 @@ impl Writer {
         .await;
         let kind = match status.phase {
             _ if status.reason.starts_with("no evidence:") => "rollout-no-evidence",
+            Phase::Paused(_) if status.reason.starts_with("analysis failed:") => "rollout-analysis-failed",
             Phase::Aborted if status.reason.contains("smoke check failed") => "rollout-smoke-failed",
             Phase::Aborted if status.reason.contains(" hook ") => "rollout-hook-failed",
             Phase::Aborted => "rollout-aborted",

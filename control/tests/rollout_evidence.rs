@@ -1,17 +1,20 @@
 //! No promotion without evidence: a held step ends only once an analysis
 //! window of at least `min_requests` requests to `to` was judged healthy;
 //! short of that it waits up to the evidence deadline and then pauses
-//! (the default), aborts or goes on, as `on_no_evidence` says. On
-//! simulated time: the judge sees the pools' own windows.
+//! (the default), aborts or goes on, as `on_no_evidence` says. And with
+//! `on_failure = "pause"`, a failed analysis gives the traffic back and
+//! waits for an operator instead of aborting. On simulated time: the judge
+//! sees the pools' own windows.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde_json::json;
 use sluice_config::{RollbackConfig, UpstreamProtocol};
 use sluice_control::rollout::{
-    Command, Engine, NoEvidence, Phase, RollbackMode, RolloutSink, RolloutSpec, Status, Step,
+    AnalysisFailure, Command, Engine, NoEvidence, Phase, RollbackMode, RolloutSink, RolloutSpec, Status, Step,
 };
 use sluice_routing::window::Outcome;
 use sluice_routing::{PoolSpec, RoutingHandle, RoutingPolicy};
@@ -67,17 +70,36 @@ fn canary(on_no_evidence: NoEvidence) -> RolloutSpec {
         force: false,
         evidence_deadline: None,
         on_no_evidence,
+        on_failure: AnalysisFailure::Abort,
     }
 }
 
 /// Successful requests to `pool`, `per_second` of them, from `after` on.
 fn traffic(routing: &Arc<RoutingHandle>, pool: &str, per_second: u32, after: Duration) {
+    failing_traffic(routing, pool, per_second, after, Arc::default());
+}
+
+/// Requests to `pool` as [`traffic`], every other one failing while
+/// `failing` is set.
+fn failing_traffic(
+    routing: &Arc<RoutingHandle>,
+    pool: &str,
+    per_second: u32,
+    after: Duration,
+    failing: Arc<AtomicBool>,
+) {
     let (routing, pool) = (Arc::clone(routing), pool.to_owned());
     tokio::spawn(async move {
         tokio::time::sleep(after).await;
+        let mut n = 0u64;
         loop {
+            n += 1;
             if let Some(p) = routing.snapshot().pool(&pool) {
-                p.stats.count(Instant::now(), 200, Outcome::Success, None);
+                if failing.load(Ordering::SeqCst) && n.is_multiple_of(2) {
+                    p.stats.count(Instant::now(), 500, Outcome::Error, None);
+                } else {
+                    p.stats.count(Instant::now(), 200, Outcome::Success, None);
+                }
             }
             tokio::time::sleep(Duration::from_secs(1) / per_second).await;
         }
@@ -198,4 +220,43 @@ async fn resume_after_a_pause_for_evidence_waits_for_it_again() {
     engine.command(Command::Resume).unwrap();
     wait_until(&engine, "completed", |s| s.phase.finished()).await;
     assert_eq!(engine.current().unwrap().phase, Phase::Completed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn on_failure_pause_gives_the_traffic_back_and_waits_for_an_operator() {
+    let (routing, engine) = setup();
+    let failing = Arc::new(AtomicBool::new(true));
+    failing_traffic(&routing, "green", 10, Duration::ZERO, Arc::clone(&failing));
+    let mut spec = canary(NoEvidence::Pause);
+    spec.on_failure = AnalysisFailure::Pause;
+    engine.start(spec, json!({})).unwrap();
+    let paused = wait_until(&engine, "paused", |s| {
+        s.phase.finished() || matches!(s.phase, Phase::Paused(_))
+    })
+    .await;
+    assert_eq!(paused.phase, Phase::Paused(0), "{}", paused.reason);
+    assert!(paused.reason.starts_with("analysis failed: "), "{}", paused.reason);
+    assert!(paused.reason.contains("green back to 0%"), "{}", paused.reason);
+    assert_eq!(green(&routing), 0, "users were protected at once");
+    // It stays paused, with the traffic where it was before the rollout.
+    tokio::time::sleep(Duration::from_secs(120)).await;
+    assert_eq!(engine.current().unwrap().phase, Phase::Paused(0));
+    assert_eq!(green(&routing), 0);
+    // Fixed: resume retries the step, judged on what comes from now on.
+    failing.store(false, Ordering::SeqCst);
+    engine.command(Command::Resume).unwrap();
+    wait_until(&engine, "back at step 1", |_| green(&routing) == 25).await;
+    wait_until(&engine, "completed", |s| s.phase.finished()).await;
+    assert_eq!(engine.current().unwrap().phase, Phase::Completed);
+    assert_eq!(green(&routing), 100);
+}
+
+#[tokio::test(start_paused = true)]
+async fn on_failure_abort_is_the_default() {
+    let (routing, engine) = setup();
+    failing_traffic(&routing, "green", 10, Duration::ZERO, Arc::new(AtomicBool::new(true)));
+    engine.start(canary(NoEvidence::Pause), json!({})).unwrap();
+    let ended = wait_until(&engine, "finished", |s| s.phase.finished()).await;
+    assert_eq!(ended.phase, Phase::Aborted, "{}", ended.reason);
+    assert_eq!(green(&routing), 0);
 }

@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use serde_json::json;
 use sluice_config::{RollbackConfig, UpstreamProtocol};
-use sluice_control::rollout::{Engine, NoEvidence, Phase, RollbackMode, RolloutSink, RolloutSpec, Status, Step};
+use sluice_control::rollout::{
+    AnalysisFailure, Engine, NoEvidence, Phase, RollbackMode, RolloutSink, RolloutSpec, Status, Step,
+};
 use sluice_routing::{Change, PersistError, PoolSpec, RoutingHandle, RoutingPolicy, RoutingStore};
 use tokio::time::Instant;
 
@@ -83,6 +85,7 @@ fn canary(hold: Duration) -> RolloutSpec {
         force: false,
         evidence_deadline: None,
         on_no_evidence: NoEvidence::Promote,
+        on_failure: AnalysisFailure::Abort,
     }
 }
 

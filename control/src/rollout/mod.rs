@@ -12,6 +12,7 @@ mod request;
 mod run;
 mod spec;
 mod status;
+mod step;
 #[cfg(test)]
 mod tests;
 

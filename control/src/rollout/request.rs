@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::spec::{Comparison, GrpcSmoke, NoEvidence, RollbackMode, RolloutSpec, SmokeCheck, Step};
+use super::spec::{AnalysisFailure, Comparison, GrpcSmoke, NoEvidence, RollbackMode, RolloutSpec, SmokeCheck, Step};
 use crate::hooks::{Hook, HookAction, HookPoint, OnFailure};
 
 /// What a rollout uses when its request leaves something out.
@@ -192,6 +192,7 @@ pub struct RolloutBody {
     #[serde(default)]
     hooks: HooksBody,
     rollback: Option<String>,
+    on_failure: Option<String>,
     #[serde(default)]
     dry_run: bool,
     #[serde(default)]
@@ -416,12 +417,20 @@ fn spec(body: RolloutBody, d: &RolloutDefaults) -> Result<RolloutSpec, SpecError
             )));
         }
     };
+    let on_failure = match body.on_failure.as_deref() {
+        None | Some("abort") => AnalysisFailure::Abort,
+        Some("pause") => AnalysisFailure::Pause,
+        Some(other) => {
+            return Err(invalid(format!("on_failure: {other:?}: use \"abort\" or \"pause\"")));
+        }
+    };
     let evidence_deadline = a
         .evidence_deadline
         .as_deref()
         .map(|d| duration("analysis.evidence_deadline", d))
         .transpose()?;
     Ok(RolloutSpec {
+        on_failure,
         evidence_deadline,
         on_no_evidence,
         comparison,

@@ -21,28 +21,30 @@ use super::status::*;
 /// How often a step the store refused is tried again.
 const STORE_RETRY: Duration = Duration::from_secs(1);
 
-struct Run {
-    routing: Arc<RoutingHandle>,
+pub(super) struct Run {
+    pub(super) routing: Arc<RoutingHandle>,
     sink: Arc<dyn RolloutSink>,
-    status: Arc<Mutex<Status>>,
+    pub(super) status: Arc<Mutex<Status>>,
     commands: mpsc::UnboundedReceiver<Command>,
-    spec: RolloutSpec,
+    pub(super) spec: RolloutSpec,
     /// Weights before the rollout: what an abort restores.
-    original: HashMap<String, u32>,
+    pub(super) original: HashMap<String, u32>,
     /// What hooks are told; versions as they were at the start.
     context: HookContext,
     peers: Arc<crate::cluster::PeerWindows>,
     /// The rollout changed weights: an abort must put them back.
-    weighed: bool,
+    pub(super) weighed: bool,
     /// `pre_switch` (the expand step) started: an abort runs `on_rollback`.
     expanded: bool,
     /// A held step's hold is over and it waits for evidence: the wait ends
     /// as soon as an analysis finds enough.
-    awaiting_evidence: bool,
+    pub(super) awaiting_evidence: bool,
+    /// A step failed and was retried then: analyses look no further back.
+    pub(super) fresh_since: Option<Instant>,
 }
 
 /// How a wait ended.
-enum Wake {
+pub(super) enum Wake {
     Elapsed,
     Promote {
         full: bool,
@@ -51,10 +53,12 @@ enum Wake {
     /// paused for want of evidence).
     Resumed,
     Abort(String),
+    /// The analysis failed `max_failed_checks` times in a row.
+    Failed(String),
 }
 
 impl Run {
-    fn set(&self, phase: Phase, reason: String) {
+    pub(super) fn set(&self, phase: Phase, reason: String) {
         let snapshot = {
             let mut s = lock(&self.status);
             s.phase = phase;
@@ -140,7 +144,7 @@ impl Run {
     /// Waits `hold` (forever when `None`: a gate), analysing `to` every
     /// interval and obeying commands; a paused hold does not expire. Its
     /// end is in the status while it runs (the API shows what is left).
-    async fn hold(&mut self, hold: Option<Duration>, analyse: bool) -> Wake {
+    pub(super) async fn hold(&mut self, hold: Option<Duration>, analyse: bool) -> Wake {
         if hold == Some(Duration::ZERO) {
             return Wake::Elapsed;
         }
@@ -177,7 +181,7 @@ impl Run {
                 },
                 _ = tick.tick() => {
                     if analyse && let Some(reason) = self.analyse(&mut failed) {
-                        return Wake::Abort(reason);
+                        return Wake::Failed(reason);
                     }
                     if self.awaiting_evidence && self.enough_evidence() {
                         return Wake::Elapsed;
@@ -204,7 +208,16 @@ impl Run {
             return Some(format!("{} was taken out of traffic by another change", self.spec.to));
         }
         let now = Instant::now();
-        let window = self.spec.analysis.window;
+        // After a retried step, only what came since it was retried.
+        let window = match self.fresh_since {
+            Some(since) => self
+                .spec
+                .analysis
+                .window
+                .min(now.saturating_duration_since(since))
+                .max(Duration::from_secs(1)),
+            None => self.spec.analysis.window,
+        };
         let mut to = table.pool(&self.spec.to)?.stats.window.snapshot(now, window);
         self.peers.add_to(&self.spec.to, &mut to);
         let from = table.pool(&self.spec.from).map(|p| {
@@ -228,107 +241,6 @@ impl Run {
                 None
             }
         }
-    }
-
-    /// Keeps what a held step's analysis saw: the fullest window, and
-    /// whether one of at least `min_requests` was judged healthy.
-    fn note_evidence(&self, to: &sluice_routing::window::WindowSnapshot, verdict: &Verdict) {
-        let mut status = lock(&self.status);
-        let Some(evidence) = status.evidence.as_mut() else {
-            return;
-        };
-        let judged = matches!(verdict, Verdict::Healthy) && to.requests >= evidence.min_requests;
-        // Until a window is judged, the fullest one; then the first judged.
-        if !evidence.enough && (judged || to.requests >= evidence.requests) {
-            evidence.requests = to.requests;
-            evidence.errors = to.errors;
-            evidence.p95_ms = to.quantile(0.95).map(|d| d.as_secs_f64() * 1e3);
-        }
-        evidence.enough |= judged;
-    }
-
-    fn enough_evidence(&self) -> bool {
-        lock(&self.status).evidence.as_ref().is_some_and(|e| e.enough)
-    }
-
-    /// Holds step `step` (`to` at `weight`) for `hold`, and then, when no
-    /// analysis found a window of `min_requests` judged healthy, until one
-    /// does or the evidence deadline passes; then `on_no_evidence`.
-    async fn held_step(&mut self, step: usize, weight: u32, hold: Duration, full_hold: Duration) -> Wake {
-        if !self.spec.needs_evidence(weight, full_hold) {
-            return self.hold(Some(hold), true).await;
-        }
-        let min_requests = self.spec.analysis.min_requests.max(1);
-        lock(&self.status).evidence = Some(sluice_api::StepEvidence {
-            min_requests,
-            ..Default::default()
-        });
-        let wait = self.spec.evidence_deadline(full_hold).saturating_sub(full_hold - hold);
-        let mut deadline = Instant::now() + wait;
-        let mut wake = self.hold(Some(hold), true).await;
-        let wake = loop {
-            if !matches!(wake, Wake::Elapsed) || self.enough_evidence() {
-                break wake;
-            }
-            let seen = {
-                let status = lock(&self.status);
-                let requests = status.evidence.as_ref().map_or(0, |e| e.requests);
-                format!("at most {requests} of the {min_requests} requests a window needs")
-            };
-            let now = Instant::now();
-            if now < deadline {
-                self.set(
-                    Phase::Step(step),
-                    format!(
-                        "step {}: {} at {weight}%, hold over; waiting for evidence ({seen} so far), {:?} more at most",
-                        step + 1,
-                        self.spec.to,
-                        deadline - now
-                    ),
-                );
-                self.awaiting_evidence = true;
-                wake = self.hold(Some(deadline - now), true).await;
-                self.awaiting_evidence = false;
-                continue;
-            }
-            let missing = format!(
-                "no evidence: step {} ({} at {weight}%) saw {seen} within {:?}",
-                step + 1,
-                self.spec.to,
-                self.spec.evidence_deadline(full_hold)
-            );
-            match self.spec.on_no_evidence {
-                NoEvidence::Abort => break Wake::Abort(format!("{missing} (on_no_evidence = abort)")),
-                NoEvidence::Promote => {
-                    self.set(
-                        Phase::Step(step),
-                        format!("{missing}; going on (on_no_evidence = promote)"),
-                    );
-                    break Wake::Elapsed;
-                }
-                NoEvidence::Pause => {
-                    self.set(
-                        Phase::Paused(step),
-                        format!("{missing}; paused: promote to go on, resume to wait for evidence again, or abort"),
-                    );
-                    wake = match self.hold(None, true).await {
-                        Wake::Resumed => {
-                            self.set(
-                                Phase::Step(step),
-                                format!("step {}: resumed; waiting for evidence again", step + 1),
-                            );
-                            deadline = Instant::now() + self.spec.evidence_deadline(full_hold);
-                            Wake::Elapsed
-                        }
-                        // An operator's promote ends the step.
-                        Wake::Promote { full: false } => break Wake::Elapsed,
-                        other => break other,
-                    };
-                }
-            }
-        };
-        lock(&self.status).evidence = None;
-        wake
     }
 
     async fn abort(&mut self, reason: String) {
@@ -434,6 +346,7 @@ pub(super) async fn drive(
         weighed: resume_at.is_some(),
         expanded: resume_at.is_some(),
         awaiting_evidence: false,
+        fresh_since: None,
     };
     if resume_at.is_none() {
         let prepared = async {
@@ -477,10 +390,22 @@ pub(super) async fn drive(
                 }
                 // After a restart, only what was left of the hold.
                 let left = hold.saturating_sub(std::mem::take(&mut already_held));
-                match run.held_step(i, *weight, left, *hold).await {
-                    Wake::Elapsed | Wake::Promote { full: false } | Wake::Resumed => {}
+                let wake = match run.held_step(i, *weight, left, *hold).await {
+                    Wake::Failed(reason) if run.spec.on_failure == AnalysisFailure::Pause => {
+                        run.pause_after_failure(i, &reason).await
+                    }
+                    wake => wake,
+                };
+                match wake {
+                    Wake::Elapsed | Wake::Promote { full: false } => {}
+                    // Only a step paused after a failure is resumed here:
+                    // it runs again, analysed on what comes from now on.
+                    Wake::Resumed => {
+                        run.fresh_since = Some(Instant::now());
+                        continue;
+                    }
                     Wake::Promote { full: true } => break,
-                    Wake::Abort(reason) => {
+                    Wake::Abort(reason) | Wake::Failed(reason) => {
                         run.abort(reason).await;
                         return;
                     }
@@ -491,10 +416,16 @@ pub(super) async fn drive(
                     Phase::Paused(i),
                     format!("paused at step {}: waiting for promote", i + 1),
                 );
-                match run.hold(None, true).await {
+                let wake = match run.hold(None, true).await {
+                    Wake::Failed(reason) if run.spec.on_failure == AnalysisFailure::Pause => {
+                        run.pause_after_failure(i, &reason).await
+                    }
+                    wake => wake,
+                };
+                match wake {
                     Wake::Elapsed | Wake::Promote { full: false } | Wake::Resumed => {}
                     Wake::Promote { full: true } => break,
-                    Wake::Abort(reason) => {
+                    Wake::Abort(reason) | Wake::Failed(reason) => {
                         run.abort(reason).await;
                         return;
                     }
@@ -512,7 +443,9 @@ pub(super) async fn drive(
         format!("promoted; {} watched for {:?}", run.spec.to, run.spec.post_promotion),
     );
     let monitoring = run.spec.post_promotion.saturating_sub(already_held);
-    if let Wake::Abort(reason) = run.hold(Some(monitoring), true).await {
+    // After promotion a failure aborts whatever on_failure says: there is
+    // no step to go back to.
+    if let Wake::Abort(reason) | Wake::Failed(reason) = run.hold(Some(monitoring), true).await {
         run.abort(reason).await;
         return;
     }

@@ -80,6 +80,16 @@ impl NoEvidence {
     }
 }
 
+/// What a failed analysis does to a rollout (`on_failure`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnalysisFailure {
+    /// The weights before the rollout come back and it ends; the default.
+    Abort,
+    /// The weights before the rollout come back and it waits for an
+    /// operator: resume retries the step, promote goes on, abort ends it.
+    Pause,
+}
+
 /// `to` judged against `from` over the same window, on top of the
 /// absolute thresholds.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -115,6 +125,7 @@ pub struct RolloutSpec {
     /// times its hold).
     pub evidence_deadline: Option<Duration>,
     pub on_no_evidence: NoEvidence,
+    pub on_failure: AnalysisFailure,
 }
 
 impl RolloutSpec {
@@ -178,7 +189,13 @@ impl RolloutSpec {
             RollbackMode::Instant => "at once",
             RollbackMode::Gradual => "back through the steps",
         };
-        plan.push(format!("on failure: traffic back to {} {mode}", self.from));
+        plan.push(match self.on_failure {
+            AnalysisFailure::Abort => format!("on failure: traffic back to {} {mode}", self.from),
+            AnalysisFailure::Pause => format!(
+                "on failure: traffic back to {} at once, then paused for an operator (resume retries the step)",
+                self.from
+            ),
+        });
         plan.extend(hooks(HookPoint::OnRollback));
         plan
     }

@@ -38,6 +38,7 @@ fn spec(comparison: Comparison) -> RolloutSpec {
         force: false,
         evidence_deadline: None,
         on_no_evidence: NoEvidence::Pause,
+        on_failure: AnalysisFailure::Abort,
     }
 }
 

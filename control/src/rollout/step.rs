@@ -1,0 +1,153 @@
+//! How a held step ends besides its hold: not before evidence (an
+//! analysis window of `min_requests` judged healthy, see `held_step`), and,
+//! with `on_failure = "pause"`, a failed analysis that gives the traffic
+//! back and waits for an operator instead of aborting.
+
+use std::time::Duration;
+
+use sluice_routing::window::WindowSnapshot;
+use sluice_routing::{Actor, RoutingAction, WeightChange};
+use tokio::time::Instant;
+use tracing::warn;
+
+use super::run::{Run, Wake};
+use super::spec::NoEvidence;
+use super::status::{Phase, lock};
+use crate::guard::Verdict;
+
+impl Run {
+    /// Keeps what a held step's analysis saw: the fullest window, and
+    /// whether one of at least `min_requests` was judged healthy.
+    pub(super) fn note_evidence(&self, to: &WindowSnapshot, verdict: &Verdict) {
+        let mut status = lock(&self.status);
+        let Some(evidence) = status.evidence.as_mut() else {
+            return;
+        };
+        let judged = matches!(verdict, Verdict::Healthy) && to.requests >= evidence.min_requests;
+        // Until a window is judged, the fullest one; then the first judged.
+        if !evidence.enough && (judged || to.requests >= evidence.requests) {
+            evidence.requests = to.requests;
+            evidence.errors = to.errors;
+            evidence.p95_ms = to.quantile(0.95).map(|d| d.as_secs_f64() * 1e3);
+        }
+        evidence.enough |= judged;
+    }
+
+    pub(super) fn enough_evidence(&self) -> bool {
+        lock(&self.status).evidence.as_ref().is_some_and(|e| e.enough)
+    }
+
+    /// Holds step `step` (`to` at `weight`) for `hold`, and then, when no
+    /// analysis found a window of `min_requests` judged healthy, until one
+    /// does or the evidence deadline passes; then `on_no_evidence`.
+    pub(super) async fn held_step(&mut self, step: usize, weight: u32, hold: Duration, full_hold: Duration) -> Wake {
+        if !self.spec.needs_evidence(weight, full_hold) {
+            return self.hold(Some(hold), true).await;
+        }
+        let min_requests = self.spec.analysis.min_requests.max(1);
+        lock(&self.status).evidence = Some(sluice_api::StepEvidence {
+            min_requests,
+            ..Default::default()
+        });
+        let wait = self.spec.evidence_deadline(full_hold).saturating_sub(full_hold - hold);
+        let mut deadline = Instant::now() + wait;
+        let mut wake = self.hold(Some(hold), true).await;
+        let wake = loop {
+            if !matches!(wake, Wake::Elapsed) || self.enough_evidence() {
+                break wake;
+            }
+            let seen = {
+                let status = lock(&self.status);
+                let requests = status.evidence.as_ref().map_or(0, |e| e.requests);
+                format!("at most {requests} of the {min_requests} requests a window needs")
+            };
+            let now = Instant::now();
+            if now < deadline {
+                self.set(
+                    Phase::Step(step),
+                    format!(
+                        "step {}: {} at {weight}%, hold over; waiting for evidence ({seen} so far), {:?} more at most",
+                        step + 1,
+                        self.spec.to,
+                        deadline - now
+                    ),
+                );
+                self.awaiting_evidence = true;
+                wake = self.hold(Some(deadline - now), true).await;
+                self.awaiting_evidence = false;
+                continue;
+            }
+            let missing = format!(
+                "no evidence: step {} ({} at {weight}%) saw {seen} within {:?}",
+                step + 1,
+                self.spec.to,
+                self.spec.evidence_deadline(full_hold)
+            );
+            match self.spec.on_no_evidence {
+                NoEvidence::Abort => break Wake::Abort(format!("{missing} (on_no_evidence = abort)")),
+                NoEvidence::Promote => {
+                    self.set(
+                        Phase::Step(step),
+                        format!("{missing}; going on (on_no_evidence = promote)"),
+                    );
+                    break Wake::Elapsed;
+                }
+                NoEvidence::Pause => {
+                    self.set(
+                        Phase::Paused(step),
+                        format!("{missing}; paused: promote to go on, resume to wait for evidence again, or abort"),
+                    );
+                    wake = match self.hold(None, true).await {
+                        Wake::Resumed => {
+                            self.set(
+                                Phase::Step(step),
+                                format!("step {}: resumed; waiting for evidence again", step + 1),
+                            );
+                            deadline = Instant::now() + self.spec.evidence_deadline(full_hold);
+                            Wake::Elapsed
+                        }
+                        // An operator's promote ends the step.
+                        Wake::Promote { full: false } => break Wake::Elapsed,
+                        other => break other,
+                    };
+                }
+            }
+        };
+        lock(&self.status).evidence = None;
+        wake
+    }
+
+    /// After a failed analysis under `on_failure = "pause"`: the weights
+    /// before the rollout come back at once (users protected) and the
+    /// rollout waits for an operator: resume retries step `step`, promote
+    /// goes on, abort ends it.
+    pub(super) async fn pause_after_failure(&mut self, step: usize, reason: &str) -> Wake {
+        let why = format!("rollout paused: {reason}");
+        let back = self.original.get(&self.spec.to).copied().unwrap_or(0);
+        if let Err(e) = self
+            .routing
+            .change_weights(WeightChange {
+                weights: &self.original,
+                actor: Actor::Rollout,
+                action: RoutingAction::RolloutAbort,
+                reason: Some(&why),
+                force: true,
+            })
+            .await
+        {
+            warn!(error = %e, "could not restore the weights after a failed analysis; aborting");
+            return Wake::Abort(format!("{reason}; the weights could not be restored ({e})"));
+        }
+        self.set(
+            Phase::Paused(step),
+            format!(
+                "analysis failed: {reason}; {} back to {back}%; paused (on_failure = pause): resume retries step {}, \
+                 promote goes on, abort ends the rollout",
+                self.spec.to,
+                step + 1
+            ),
+        );
+        // Nothing to analyse while the new pool has its old share.
+        self.hold(None, false).await
+    }
+}

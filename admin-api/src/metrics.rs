@@ -14,6 +14,7 @@ use prometheus::proto::{
     Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType, Quantile, Summary,
 };
 use prometheus::{Encoder, IntCounterVec, Opts, Registry, TextEncoder};
+use sluice_routing::mirror::ShadowResult;
 use sluice_routing::ratelimit::{KEY_KINDS, REFUSED};
 use sluice_routing::retry::Condition;
 use sluice_routing::stats::{
@@ -270,6 +271,7 @@ fn traffic_families(table: &RoutingTable, window: std::time::Duration) -> Vec<Me
     let mut shed = Vec::new();
     let mut retries = Vec::new();
     let mut retries_refused = Vec::new();
+    let mut shadow = Vec::new();
     let mut healthy = Vec::new();
     let mut effective = Vec::new();
     for pool in table.pools() {
@@ -306,6 +308,12 @@ fn traffic_families(table: &RoutingTable, window: std::time::Duration) -> Vec<Me
             retries.push(counter(&[("pool", name), ("reason", condition.name())], n as f64));
         }
         retries_refused.push(counter(&[("pool", name)], pool.stats.retries.exhausted() as f64));
+        for result in ShadowResult::ALL {
+            shadow.push(counter(
+                &[("pool", name), ("result", result.label())],
+                pool.stats.shadow.get(result) as f64,
+            ));
+        }
         effective.push(gauge(&[("pool", name)], f64::from(pool.effective_weight)));
         let snap = pool.stats.window.snapshot(now, window);
         error_ratio.push(gauge(&[("pool", name)], snap.error_ratio()));
@@ -433,6 +441,12 @@ fn traffic_families(table: &RoutingTable, window: std::time::Duration) -> Vec<Me
             "Retries not made because the pool's retry budget was spent (the failed try's answer went to the client).",
             MetricType::COUNTER,
             retries_refused,
+        ),
+        family(
+            "sluice_shadow_requests_total",
+            "Copies of live requests sent to the pool by [[mirror]] or a rollout's mirror step: answered (any status, counted in the pool's window too), failed (no answer in time), dropped (too many copies in flight).",
+            MetricType::COUNTER,
+            shadow,
         ),
         family(
             "sluice_routing_generation",

@@ -24,6 +24,9 @@ pub struct Config {
     pub rate_limits: Vec<RateLimitConfig>,
     /// `[retry]`: the defaults every pool's retries start from.
     pub retry: RetryConfig,
+    /// `[[mirror]]`: copies of live requests sent to a pool, answers
+    /// discarded.
+    pub mirrors: Vec<MirrorConfig>,
     /// Pools in a stable order (sorted by name), which is also the order of
     /// their slices in the cumulative weight ranges.
     pub pools: Vec<PoolConfig>,
@@ -317,6 +320,22 @@ impl Default for AccessLogConfig {
             sample: 1.0,
         }
     }
+}
+
+/// One `[[mirror]]` entry: a share of live requests copied to a pool.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MirrorConfig {
+    /// The pool the copies go to.
+    pub to: String,
+    /// Share of requests copied, in percent (above 0, up to 100).
+    pub percent: f64,
+    /// Requests with a larger body (or one of unknown length) are not
+    /// copied.
+    pub max_body_bytes: u64,
+    /// How long a copy may take before it is given up.
+    pub timeout: Duration,
+    /// Copy POST, PATCH and other non-idempotent requests too.
+    pub allow_non_idempotent: bool,
 }
 
 /// One `[[rate_limits]]` entry: a token bucket per key, per replica.

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use crate::error::ConfigError;
 use crate::model::*;
 use crate::observe::{access_log, tracing};
-use crate::policy::{rate_limits, retry};
+use crate::policy::{mirrors, rate_limits, retry};
 use crate::pools::pools;
 use crate::reader::{Problems, Section};
 use crate::sections::{alerts, health, outlier, rollback, secret, sticky};
@@ -58,6 +58,8 @@ pub(crate) fn parse_table(table: toml::Table) -> Result<Config, ConfigError> {
             Vec::new()
         }
     };
+    let names: Vec<String> = pools.iter().map(|p| p.name.clone()).collect();
+    let mirrors = mirrors(root.sections("mirror", &mut problems), &names, &mut problems);
     root.finish(&mut problems);
 
     if problems.0.is_empty() {
@@ -74,6 +76,7 @@ pub(crate) fn parse_table(table: toml::Table) -> Result<Config, ConfigError> {
             tracing,
             rate_limits,
             retry,
+            mirrors,
             pools,
         })
     } else {

@@ -1,6 +1,8 @@
-//! Traffic policy sections: `[[rate_limits]]`, `[retry]`.
+//! Traffic policy sections: `[[rate_limits]]`, `[retry]`, `[[mirror]]`.
 
-use crate::model::{RateKey, RateLimitConfig, RetryConfig, RetryOn};
+use std::time::Duration;
+
+use crate::model::{MirrorConfig, RateKey, RateLimitConfig, RetryConfig, RetryOn};
 use crate::reader::{Problems, Section};
 
 pub(crate) fn rate_limits(sections: Vec<Section>, problems: &mut Problems) -> Vec<RateLimitConfig> {
@@ -134,4 +136,74 @@ pub(crate) fn retry(section: Option<Section>, base: RetryConfig, problems: &mut 
     }
     s.finish(problems);
     r
+}
+
+/// `[[mirror]]` entries; `pools` names the pools a copy may go to.
+pub(crate) fn mirrors(sections: Vec<Section>, pools: &[String], problems: &mut Problems) -> Vec<MirrorConfig> {
+    let mut out: Vec<MirrorConfig> = Vec::new();
+    for mut s in sections {
+        let to = match s.take::<String>("to", problems) {
+            Some(to) if pools.contains(&to) => Some(to),
+            Some(to) => {
+                problems.push(s.key_path("to"), format!("{to:?} is not a pool"));
+                None
+            }
+            None => {
+                problems.push(s.key_path("to"), "required: the pool the copies go to");
+                None
+            }
+        };
+        if let Some(to) = &to
+            && out.iter().any(|m| &m.to == to)
+        {
+            problems.push(s.key_path("to"), format!("{to:?} already has a [[mirror]]"));
+        }
+        let percent = match s.take::<f64>("percent", problems) {
+            Some(p) if p > 0.0 && p <= 100.0 => Some(p),
+            Some(p) => {
+                problems.push(
+                    s.key_path("percent"),
+                    format!("{p} is not a share; write above 0, up to 100"),
+                );
+                None
+            }
+            None => {
+                problems.push(
+                    s.key_path("percent"),
+                    "required: the share of requests copied, in percent",
+                );
+                None
+            }
+        };
+        let max_body_bytes = match s.take::<i64>("max_body_bytes", problems) {
+            None => Some(65_536),
+            Some(n) => match u64::try_from(n) {
+                Ok(n @ 0..=16_777_216) => Some(n),
+                _ => {
+                    problems.push(s.key_path("max_body_bytes"), "must be between 0 and 16777216");
+                    None
+                }
+            },
+        };
+        let timeout = match s.duration("timeout", problems) {
+            Some(d) if d.is_zero() => {
+                problems.push(s.key_path("timeout"), "must be above 0");
+                None
+            }
+            Some(d) => Some(d),
+            None => Some(Duration::from_secs(5)),
+        };
+        let allow_non_idempotent = s.take("allow_non_idempotent", problems).unwrap_or(false);
+        s.finish(problems);
+        if let (Some(to), Some(percent), Some(max_body_bytes), Some(timeout)) = (to, percent, max_body_bytes, timeout) {
+            out.push(MirrorConfig {
+                to,
+                percent,
+                max_body_bytes,
+                timeout,
+                allow_non_idempotent,
+            });
+        }
+    }
+    out
 }

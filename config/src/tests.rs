@@ -446,3 +446,40 @@ fn retries_are_off_until_written_and_a_pool_overrides_any_key() {
         assert!(found.iter().any(|p| p.starts_with(key)), "{key} not named in {found:?}");
     }
 }
+
+#[test]
+fn mirrors_name_a_pool_and_a_share() {
+    let pools = "[pools.blue]\nversion = \"v1\"\nweight = 100\nbackends = [\"127.0.0.1:9001\"]\n\
+                 [pools.green]\nversion = \"v2\"\nweight = 0\nbackends = [\"127.0.0.1:9002\"]\n";
+    assert!(Config::from_toml(pools).unwrap().mirrors.is_empty());
+    let c = Config::from_toml(&format!("[[mirror]]\nto = \"green\"\npercent = 2.5\n{pools}")).unwrap();
+    assert_eq!(
+        c.mirrors,
+        vec![MirrorConfig {
+            to: "green".into(),
+            percent: 2.5,
+            max_body_bytes: 65_536,
+            timeout: Duration::from_secs(5),
+            allow_non_idempotent: false,
+        }]
+    );
+    for (bad, key) in [
+        ("to = \"red\"\npercent = 1", "mirror[0].to"),
+        ("percent = 1", "mirror[0].to"),
+        ("to = \"green\"", "mirror[0].percent"),
+        ("to = \"green\"\npercent = 0", "mirror[0].percent"),
+        ("to = \"green\"\npercent = 101", "mirror[0].percent"),
+        ("to = \"green\"\npercent = 1\ntimeout = \"0s\"", "mirror[0].timeout"),
+        (
+            "to = \"green\"\npercent = 1\nmax_body_bytes = -1",
+            "mirror[0].max_body_bytes",
+        ),
+    ] {
+        let found = problems(&format!("[[mirror]]\n{bad}\n{pools}"));
+        assert!(found.iter().any(|p| p.starts_with(key)), "{key} not named in {found:?}");
+    }
+    let twice = problems(&format!(
+        "[[mirror]]\nto = \"green\"\npercent = 1\n[[mirror]]\nto = \"green\"\npercent = 2\n{pools}"
+    ));
+    assert!(twice.iter().any(|p| p.starts_with("mirror[1].to")), "{twice:?}");
+}

@@ -32,6 +32,9 @@ pub struct Scratch {
     /// The head a request without a body went out with, kept while its
     /// pool retries and it could be retried on the hyper clients.
     pub(crate) replay: Option<crate::replay::Replay>,
+    /// The mirror rule the request being served is copied under (set only
+    /// where `[[mirror]]` or a rollout's mirror step is on).
+    pub(crate) shadow: Option<sluice_routing::mirror::MirrorRule>,
 }
 
 impl Drop for Scratch {

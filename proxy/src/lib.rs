@@ -40,6 +40,7 @@ pub mod request_id;
 pub mod respond;
 pub mod rewrite;
 pub mod server;
+pub mod shadow;
 pub mod trace;
 pub mod tunnel;
 pub mod upstream;

@@ -181,15 +181,39 @@ impl RoutingHandle {
         .await
     }
 
-    /// Replaces everything, e.g. after a config reload.
+    /// Replaces everything, e.g. after a config reload (a running
+    /// rollout's mirror stays).
     pub async fn replace(
         &self,
         specs: Vec<PoolSpec>,
-        policy: RoutingPolicy,
+        mut policy: RoutingPolicy,
         actor: &Actor,
         action: RoutingAction,
     ) -> Result<Arc<RoutingTable>, TableError> {
-        self.update(actor, action, |_| Ok((specs, policy))).await
+        self.update(actor, action, |current| {
+            policy.rollout_mirror = current.policy().rollout_mirror.clone();
+            Ok((specs, policy))
+        })
+        .await
+    }
+
+    /// Starts or ends a rollout's mirror step: copies of live requests to
+    /// a pool, on this replica. Same pools, weights and generation
+    /// (nothing to store).
+    pub async fn set_rollout_mirror(&self, mirror: Option<crate::mirror::MirrorRule>) -> Arc<RoutingTable> {
+        let _writer = self.writer.lock().await;
+        let current = self.current.load_full();
+        let mut policy = current.policy().clone();
+        policy.rollout_mirror = mirror;
+        match RoutingTable::build(current.generation(), &current.specs(), policy, Some(&current)) {
+            Ok(next) => {
+                let next = Arc::new(next);
+                self.current.store(Arc::clone(&next));
+                next
+            }
+            // The specs were valid a moment ago and only the policy changed.
+            Err(_) => current,
+        }
     }
 
     /// Rebuilds the snapshot after backends' health changed: same pools,

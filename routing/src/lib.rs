@@ -24,6 +24,7 @@ pub mod change;
 pub mod error;
 pub mod grpc;
 pub mod handle;
+pub mod mirror;
 pub mod outlier;
 pub mod ratelimit;
 pub mod retry;
@@ -70,6 +71,8 @@ pub fn routing_from_config(config: &Config) -> Result<(Vec<PoolSpec>, RoutingPol
             .iter()
             .filter_map(|p| Some((p.name.clone(), retry::RetryPolicy::from_config(&p.retry)?)))
             .collect(),
+        mirrors: config.mirrors.iter().map(mirror::MirrorRule::from_config).collect(),
+        rollout_mirror: None,
         matches: config
             .pools
             .iter()

@@ -35,6 +35,8 @@ pub struct PoolStats {
     pub window: Window,
     /// Retries and their budget (used when the pool retries).
     pub retries: crate::retry::RetryBudget,
+    /// Copies of live requests sent to this pool (`[[mirror]]`).
+    pub shadow: crate::mirror::ShadowCounts,
 }
 
 /// gRPC status codes 0–16.
@@ -49,6 +51,7 @@ impl Default for PoolStats {
             grpc: Default::default(),
             window: Window::default(),
             retries: Default::default(),
+            shadow: Default::default(),
         }
     }
 }

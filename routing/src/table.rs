@@ -380,6 +380,11 @@ pub struct RoutingPolicy {
     pub probe_new_backends: bool,
     /// Pools whose returning backends ramp up (`slow_start`), by name.
     pub slow_start: std::collections::BTreeMap<String, std::time::Duration>,
+    /// `[[mirror]]` rules, in the config's order.
+    pub mirrors: Vec<crate::mirror::MirrorRule>,
+    /// A running rollout's mirror step (kept across reloads; see
+    /// [`crate::RoutingHandle::set_rollout_mirror`]).
+    pub rollout_mirror: Option<crate::mirror::MirrorRule>,
     /// Pools that retry failed tries, by name.
     pub retry: std::collections::BTreeMap<String, crate::retry::RetryPolicy>,
     /// `[[pools.NAME.match]]` rules, with the pool each sends to, in the

@@ -40,6 +40,7 @@ mod retries;
 mod rollout_e2e;
 mod rollout_hooks;
 mod routing;
+mod shadow;
 mod smuggling;
 mod state;
 mod tls_e2e;

@@ -42,6 +42,8 @@ fn duration(field: &str, text: &str) -> Result<Duration, SpecError> {
 #[serde(deny_unknown_fields)]
 pub struct StepBody {
     weight: Option<u32>,
+    /// Percent of live requests copied to `to`.
+    mirror: Option<f64>,
     hold: Option<String>,
     #[serde(default)]
     pause: bool,
@@ -279,20 +281,33 @@ fn spec(body: RolloutBody, d: &RolloutDefaults) -> Result<RolloutSpec, SpecError
         (Some(steps), _) => steps
             .iter()
             .enumerate()
-            .map(|(i, s)| match (s.pause, s.weight) {
-                (true, None) => Ok(Step::Pause),
-                (false, Some(weight)) => Ok(Step::Weight {
-                    weight,
-                    hold: s
-                        .hold
+            .map(|(i, s)| {
+                let hold = || {
+                    s.hold
                         .as_deref()
                         .map(|h| duration(&format!("steps[{i}].hold"), h))
-                        .transpose()?
-                        .unwrap_or_default(),
-                }),
-                _ => Err(SpecError::Invalid(format!(
-                    "steps[{i}]: give a weight (and a hold) or \"pause\": true"
-                ))),
+                        .transpose()
+                        .map(Option::unwrap_or_default)
+                };
+                match (s.pause, s.weight, s.mirror) {
+                    (true, None, None) => Ok(Step::Pause),
+                    (false, Some(weight), None) => Ok(Step::Weight { weight, hold: hold()? }),
+                    (false, None, Some(percent)) if percent > 0.0 && percent <= 100.0 => {
+                        let hold = hold()?;
+                        if hold.is_zero() {
+                            return Err(invalid(format!(
+                                "steps[{i}]: a mirror step needs a hold (the copies are what it analyses)"
+                            )));
+                        }
+                        Ok(Step::Mirror { percent, hold })
+                    }
+                    (false, None, Some(percent)) => Err(invalid(format!(
+                        "steps[{i}].mirror: {percent} is not a share; write the percent of requests copied, above 0, up to 100"
+                    ))),
+                    _ => Err(SpecError::Invalid(format!(
+                        "steps[{i}]: give a weight (and a hold), a mirror percent and a hold, or \"pause\": true"
+                    ))),
+                }
             })
             .collect::<Result<Vec<_>, _>>()?,
         (None, "blue-green") => vec![Step::Weight {

@@ -41,6 +41,8 @@ pub(super) struct Run {
     pub(super) awaiting_evidence: bool,
     /// A step failed and was retried then: analyses look no further back.
     pub(super) fresh_since: Option<Instant>,
+    /// A mirror step copies requests to `to` now.
+    pub(super) mirroring: bool,
 }
 
 /// How a wait ended.
@@ -198,6 +200,7 @@ impl Run {
         // Someone else changed the weights (an operator, the rollback guard).
         let expected = lock(&self.status).phase.clone();
         if let (Some(to), Phase::Step(_)) = (table.pool(&self.spec.to), expected)
+            && !self.mirroring
             && to.weight == 0
             && self
                 .spec
@@ -244,6 +247,7 @@ impl Run {
     }
 
     async fn abort(&mut self, reason: String) {
+        self.stop_mirror().await;
         if self.weighed {
             if self.spec.rollback == RollbackMode::Gradual {
                 self.walk_back(&reason).await;
@@ -347,6 +351,7 @@ pub(super) async fn drive(
         expanded: resume_at.is_some(),
         awaiting_evidence: false,
         fresh_since: None,
+        mirroring: false,
     };
     if resume_at.is_none() {
         let prepared = async {
@@ -390,7 +395,9 @@ pub(super) async fn drive(
                 }
                 // After a restart, only what was left of the hold.
                 let left = hold.saturating_sub(std::mem::take(&mut already_held));
-                let wake = match run.held_step(i, *weight, left, *hold).await {
+                let what = format!("{} at {weight}%", run.spec.to);
+                let evidence = run.spec.needs_evidence(*weight, *hold);
+                let wake = match run.held_step(i, &what, evidence, (left, *hold)).await {
                     Wake::Failed(reason) if run.spec.on_failure == AnalysisFailure::Pause => {
                         run.pause_after_failure(i, &reason).await
                     }
@@ -400,6 +407,31 @@ pub(super) async fn drive(
                     Wake::Elapsed | Wake::Promote { full: false } => {}
                     // Only a step paused after a failure is resumed here:
                     // it runs again, analysed on what comes from now on.
+                    Wake::Resumed => {
+                        run.fresh_since = Some(Instant::now());
+                        continue;
+                    }
+                    Wake::Promote { full: true } => break,
+                    Wake::Abort(reason) | Wake::Failed(reason) => {
+                        run.abort(reason).await;
+                        return;
+                    }
+                }
+            }
+            Step::Mirror { percent, hold } => {
+                let what = format!("{percent}% of requests copied to {}", run.spec.to);
+                run.set(Phase::Step(i), format!("step {}: {what}", i + 1));
+                run.start_mirror(*percent).await;
+                let left = hold.saturating_sub(std::mem::take(&mut already_held));
+                let wake = match run.held_step(i, &what, true, (left, *hold)).await {
+                    Wake::Failed(reason) if run.spec.on_failure == AnalysisFailure::Pause => {
+                        run.pause_after_failure(i, &reason).await
+                    }
+                    wake => wake,
+                };
+                run.stop_mirror().await;
+                match wake {
+                    Wake::Elapsed | Wake::Promote { full: false } => {}
                     Wake::Resumed => {
                         run.fresh_since = Some(Instant::now());
                         continue;

@@ -14,6 +14,9 @@ pub enum Step {
     Weight { weight: u32, hold: Duration },
     /// Wait for `promote` (or `resume`).
     Pause,
+    /// Copy `percent` of live requests to `to` (answers discarded) and
+    /// hold, analysing `to` on those copies; the weights do not change.
+    Mirror { percent: f64, hold: Duration },
 }
 
 /// One smoke check, sent to every `to` backend directly.
@@ -178,6 +181,16 @@ impl RolloutSpec {
                     self.analysis_interval
                 ),
                 Step::Pause => format!("step {}: pause until promote", i + 1),
+                Step::Mirror { percent, hold } => format!(
+                    "step {}: {percent}% of live requests copied to {} (answers discarded), held {hold:?}, \
+                     analysed every {:?}; ends once a window of {} copies was judged healthy (else waits up to {:?}, then {})",
+                    i + 1,
+                    self.to,
+                    self.analysis_interval,
+                    self.analysis.min_requests.max(1),
+                    self.evidence_deadline(*hold),
+                    self.on_no_evidence.name()
+                ),
             });
         }
         plan.push(format!(

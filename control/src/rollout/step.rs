@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use sluice_routing::mirror::MirrorRule;
 use sluice_routing::window::WindowSnapshot;
 use sluice_routing::{Actor, RoutingAction, WeightChange};
 use tokio::time::Instant;
@@ -16,6 +17,21 @@ use super::status::{Phase, lock};
 use crate::guard::Verdict;
 
 impl Run {
+    /// Starts copying `percent` of live requests to `to` (a mirror step).
+    pub(super) async fn start_mirror(&mut self, percent: f64) {
+        let rule = MirrorRule::for_rollout(&self.spec.to, percent);
+        self.routing.set_rollout_mirror(Some(rule)).await;
+        self.mirroring = true;
+    }
+
+    /// Ends a mirror step's copies, if one runs.
+    pub(super) async fn stop_mirror(&mut self) {
+        if self.mirroring {
+            self.routing.set_rollout_mirror(None).await;
+            self.mirroring = false;
+        }
+    }
+
     /// Keeps what a held step's analysis saw: the fullest window, and
     /// whether one of at least `min_requests` was judged healthy.
     pub(super) fn note_evidence(&self, to: &WindowSnapshot, verdict: &Verdict) {
@@ -37,11 +53,19 @@ impl Run {
         lock(&self.status).evidence.as_ref().is_some_and(|e| e.enough)
     }
 
-    /// Holds step `step` (`to` at `weight`) for `hold`, and then, when no
+    /// Holds step `step` (`what`: `to` at its weight, or shadowing) for
+    /// `hold` (what is left of `full_hold`), and then, when `evidence` is
+    /// asked for and no
     /// analysis found a window of `min_requests` judged healthy, until one
     /// does or the evidence deadline passes; then `on_no_evidence`.
-    pub(super) async fn held_step(&mut self, step: usize, weight: u32, hold: Duration, full_hold: Duration) -> Wake {
-        if !self.spec.needs_evidence(weight, full_hold) {
+    pub(super) async fn held_step(
+        &mut self,
+        step: usize,
+        what: &str,
+        evidence: bool,
+        (hold, full_hold): (Duration, Duration),
+    ) -> Wake {
+        if !evidence {
             return self.hold(Some(hold), true).await;
         }
         let min_requests = self.spec.analysis.min_requests.max(1);
@@ -66,9 +90,8 @@ impl Run {
                 self.set(
                     Phase::Step(step),
                     format!(
-                        "step {}: {} at {weight}%, hold over; waiting for evidence ({seen} so far), {:?} more at most",
+                        "step {}: {what}, hold over; waiting for evidence ({seen} so far), {:?} more at most",
                         step + 1,
-                        self.spec.to,
                         deadline - now
                     ),
                 );
@@ -78,9 +101,8 @@ impl Run {
                 continue;
             }
             let missing = format!(
-                "no evidence: step {} ({} at {weight}%) saw {seen} within {:?}",
+                "no evidence: step {} ({what}) saw {seen} within {:?}",
                 step + 1,
-                self.spec.to,
                 self.spec.evidence_deadline(full_hold)
             );
             match self.spec.on_no_evidence {
@@ -123,6 +145,7 @@ impl Run {
     /// goes on, abort ends it.
     pub(super) async fn pause_after_failure(&mut self, step: usize, reason: &str) -> Wake {
         let why = format!("rollout paused: {reason}");
+        self.stop_mirror().await;
         let back = self.original.get(&self.spec.to).copied().unwrap_or(0);
         if let Err(e) = self
             .routing

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use tokio::time::Instant;
 
 use http::header::{self, HeaderValue};
@@ -25,12 +26,14 @@ use crate::request_body::{ClientBody, RequestBody};
 use crate::request_id::IdHeader;
 use crate::respond::ErrorResponse;
 use crate::rewrite::{authority_value, original_authority, respond, upstream_uri};
+use crate::shadow::{self, Shadows};
 use crate::trace::{Mode, Tracing};
 use crate::tunnel::{TunnelGuard, Tunnels, tunnel};
 use crate::upstream::{UpstreamError, Upstreams};
 use sluice_routing::error::ProxyError;
 use sluice_routing::grpc;
 use sluice_routing::handle::RoutingHandle;
+use sluice_routing::mirror::MirrorRule;
 use sluice_routing::outlier::OutlierReport;
 use sluice_routing::outlier::{self, OutlierHook};
 use sluice_routing::select;
@@ -78,6 +81,8 @@ pub struct Proxy {
     limits: Limits,
     /// The header carrying request ids (`proxy.request_id_header`).
     request_ids: Option<IdHeader>,
+    /// Copies of requests for mirror pools.
+    shadows: Shadows,
 }
 
 impl Proxy {
@@ -103,6 +108,7 @@ impl Proxy {
 
     pub fn new(routing: Arc<RoutingHandle>, upstreams: Upstreams) -> Self {
         Self {
+            shadows: Shadows::new(Arc::clone(&routing), upstreams.clone()),
             routing,
             upstreams,
             outliers: None,
@@ -331,6 +337,11 @@ impl Proxy {
                 headers::check_request(&req, settings.max_request_body_bytes, framing_checked)?;
                 let choice = select::choose_pool(&table, req.headers(), conn.peer.ip())?;
                 counting.stats = Some(Arc::clone(&choice.pool.stats));
+                let policy = table.policy();
+                if !policy.mirrors.is_empty() || policy.rollout_mirror.is_some() {
+                    let len = req.body().size_hint().exact();
+                    scratch.shadow = shadow::pick(policy, &choice.pool.name, req.method(), len);
+                }
                 scratch.retry = choice.pool.retry;
                 if choice.pool.retry.is_some() {
                     choice
@@ -439,6 +450,11 @@ impl Proxy {
                     self.response_head(sent, &mut scratch.deadline, timeout, &backend, &pool_name)
                         .await
                 };
+                if let Some(rule) = scratch.shadow.take()
+                    && res.is_ok()
+                {
+                    self.shadow_raw(&rule, &parts, scratch, &conn.forwarded, &host, len);
+                }
                 // The head is sent: the map goes back for the next request.
                 scratch.give_back(std::mem::take(&mut parts.headers));
                 if scratch.retry.is_some() && tries::worth_a_look(&res) {
@@ -510,6 +526,11 @@ impl Proxy {
                 // Only a request without a body can go again here.
                 let again = body.is_end_stream() && upgrade.is_none() && !counting.grpc_call;
                 tries::keep_replay(scratch, &parts, again);
+            }
+            if let Some(rule) = scratch.shadow.take()
+                && body.is_end_stream()
+            {
+                self.shadow(&rule, &parts, Bytes::new());
             }
             let upstream_req = Request::from_parts(parts, RequestBody::new(body, settings.max_request_body_bytes));
             let first = {
@@ -583,6 +604,54 @@ impl Proxy {
             let body = ProxyBody::upstream(body, lease, in_flight, tally);
             Ok(Reply::Answer(respond(parts, set_cookie, body), None))
         }
+    }
+
+    /// Sends a copy of a request to `rule`'s pool (see [`crate::shadow`]).
+    #[inline(never)]
+    fn shadow(&self, rule: &MirrorRule, parts: &http::request::Parts, body: Bytes) {
+        let copy = shadow::Copy {
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            headers: parts.headers.clone(),
+            body,
+        };
+        self.shadows.send(rule, copy);
+    }
+
+    /// [`Proxy::shadow`] for a request sent on sluice's own exchange: its
+    /// map lacks the forwarding headers (written straight into the head),
+    /// and its body (`len` bytes) ends the encoded request in
+    /// `scratch.head`.
+    #[inline(never)]
+    fn shadow_raw(
+        &self,
+        rule: &MirrorRule,
+        parts: &http::request::Parts,
+        scratch: &Scratch,
+        forwarded: &crate::headers::ForwardedFor,
+        host: &HeaderValue,
+        len: u64,
+    ) {
+        let at = scratch
+            .head
+            .len()
+            .saturating_sub(usize::try_from(len).unwrap_or(usize::MAX));
+        let body = Bytes::copy_from_slice(scratch.head.get(at..).unwrap_or_default());
+        let mut headers = parts.headers.clone();
+        headers::add_forwarding(&mut headers, forwarded, host);
+        if let Some(ids) = &self.request_ids
+            && scratch.request_id.is_made()
+            && let Some(value) = scratch.request_id.value()
+        {
+            headers.insert(ids.name.clone(), value);
+        }
+        let copy = shadow::Copy {
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            headers,
+            body,
+        };
+        self.shadows.send(rule, copy);
     }
 
     /// Waits for the backend's response head within `timeout` of the

@@ -27,13 +27,21 @@ pub struct Scratch {
     /// The request's access-log entry while it is served (log on, or its
     /// span recorded).
     pub(crate) log: Option<Box<crate::access::Entry>>,
+    /// Retries and shadow copies of the request being served: boxed, and
+    /// only once a pool with either is met, so that a connection that never
+    /// meets one lends 8 bytes (a scratch moves with each HTTP/2 stream).
+    pub(crate) policy: Option<Box<PolicyScratch>>,
+}
+
+/// See [`Scratch::policy`].
+#[derive(Debug, Default)]
+pub(crate) struct PolicyScratch {
     /// The chosen pool's retries (none: it makes one try).
     pub(crate) retry: Option<sluice_routing::retry::RetryPolicy>,
     /// The head a request without a body went out with, kept while its
     /// pool retries and it could be retried on the hyper clients.
     pub(crate) replay: Option<crate::replay::Replay>,
-    /// The mirror rule the request being served is copied under (set only
-    /// where `[[mirror]]` or a rollout's mirror step is on).
+    /// The mirror rule the request is copied under.
     pub(crate) shadow: Option<sluice_routing::mirror::MirrorRule>,
 }
 
@@ -62,7 +70,33 @@ impl Scratch {
         self.request_id.clear();
         self.trace.release();
         self.log = None;
-        self.replay = None;
+        self.policy = None;
+    }
+
+    /// The request's retries and shadow rule, from its pool and the
+    /// mirrors (out of line: called only when either is, or was, set).
+    #[inline(never)]
+    pub(crate) fn set_policy(
+        &mut self,
+        retry: Option<sluice_routing::retry::RetryPolicy>,
+        shadow: Option<sluice_routing::mirror::MirrorRule>,
+    ) {
+        let policy = self.policy.get_or_insert_with(Box::default);
+        policy.retry = retry;
+        policy.shadow = shadow;
+        policy.replay = None;
+    }
+
+    /// The request's retries, when its pool has them.
+    #[inline]
+    pub(crate) fn retry(&self) -> Option<&sluice_routing::retry::RetryPolicy> {
+        self.policy.as_ref().and_then(|p| p.retry.as_ref())
+    }
+
+    /// The rule the request is to be copied under, taken (once).
+    #[inline]
+    pub(crate) fn take_shadow(&mut self) -> Option<sluice_routing::mirror::MirrorRule> {
+        self.policy.as_mut().and_then(|p| p.shadow.take())
     }
 
     pub(crate) fn give_back(&mut self, mut headers: HeaderMap) {

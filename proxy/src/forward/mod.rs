@@ -338,11 +338,15 @@ impl Proxy {
                 let choice = select::choose_pool(&table, req.headers(), conn.peer.ip())?;
                 counting.stats = Some(Arc::clone(&choice.pool.stats));
                 let policy = table.policy();
-                if !policy.mirrors.is_empty() || policy.rollout_mirror.is_some() {
+                let copy = if policy.mirrors.is_empty() && policy.rollout_mirror.is_none() {
+                    None
+                } else {
                     let len = req.body().size_hint().exact();
-                    scratch.shadow = shadow::pick(policy, &choice.pool.name, req.method(), len);
+                    shadow::pick(policy, &choice.pool.name, req.method(), len)
+                };
+                if choice.pool.retry.is_some() || copy.is_some() || scratch.policy.is_some() {
+                    scratch.set_policy(choice.pool.retry, copy);
                 }
-                scratch.retry = choice.pool.retry;
                 if choice.pool.retry.is_some() {
                     choice
                         .pool
@@ -397,7 +401,9 @@ impl Proxy {
                 (authority, _) => {
                     let host = authority.unwrap_or_else(|| {
                         // Named after this backend: not one to send to another.
-                        scratch.retry = None;
+                        if let Some(policy) = &mut scratch.policy {
+                            policy.retry = None;
+                        }
                         authority_value(&backend)
                     });
                     parts.headers.insert(header::HOST, host.clone());
@@ -425,6 +431,8 @@ impl Proxy {
                 // exchange; see `h1raw`. The head is written straight from the
                 // client's parts (forwarding headers included), and a body is
                 // read whole first and goes out in the same write.
+                let overall = settings.upstream_response_timeout;
+                let timeout = (started, tries::try_timeout(scratch.retry(), started, overall));
                 let head = &mut scratch.head;
                 head.clear();
                 head.reserve(384 + parts.headers.len() * 48 + len as usize);
@@ -445,19 +453,17 @@ impl Proxy {
                             .send_raw(&backend, head, &parts.method, headers_as, id_name)
                             .await
                     });
-                    let overall = settings.upstream_response_timeout;
-                    let timeout = (started, tries::try_timeout(scratch.retry.as_ref(), started, overall));
                     self.response_head(sent, &mut scratch.deadline, timeout, &backend, &pool_name)
                         .await
                 };
-                if let Some(rule) = scratch.shadow.take()
+                if let Some(rule) = scratch.take_shadow()
                     && res.is_ok()
                 {
                     self.shadow_raw(&rule, &parts, scratch, &conn.forwarded, &host, len);
                 }
                 // The head is sent: the map goes back for the next request.
                 scratch.give_back(std::mem::take(&mut parts.headers));
-                if scratch.retry.is_some() && tries::worth_a_look(&res) {
+                if scratch.retry().is_some() && tries::worth_a_look(&res) {
                     return Ok(Reply::Retry(Box::new(Retry::Raw {
                         first: res,
                         tried: Tried::once(backend, in_flight),
@@ -522,12 +528,12 @@ impl Proxy {
                 }
                 capped
             };
-            if scratch.retry.is_some() {
+            if scratch.retry().is_some() {
                 // Only a request without a body can go again here.
                 let again = body.is_end_stream() && upgrade.is_none() && !counting.grpc_call;
                 tries::keep_replay(scratch, &parts, again);
             }
-            if let Some(rule) = scratch.shadow.take()
+            if let Some(rule) = scratch.take_shadow()
                 && body.is_end_stream()
             {
                 self.shadow(&rule, &parts, Bytes::new());
@@ -538,12 +544,17 @@ impl Proxy {
                 // would otherwise copy it in (callgrind: ~2% of the instructions).
                 let sent = std::pin::pin!(self.upstreams.send(&backend, protocol, tls.as_deref(), upstream_req));
                 let overall = settings.upstream_response_timeout;
-                let each = tries::try_timeout(scratch.retry.as_ref(), started, overall);
+                let each = tries::try_timeout(scratch.retry(), started, overall);
                 let timeout = (started, grpc_deadline.unwrap_or(each));
                 self.response_head(sent, &mut scratch.deadline, timeout, &backend, &pool_name)
                     .await
             };
-            if scratch.retry.is_some() && scratch.replay.is_some() && tries::worth_a_look(&first) {
+            if scratch
+                .policy
+                .as_ref()
+                .is_some_and(|p| p.retry.is_some() && p.replay.is_some())
+                && tries::worth_a_look(&first)
+            {
                 return Ok(Reply::Retry(Box::new(Retry::Hyper {
                     first,
                     tried: Tried::once(backend, in_flight),

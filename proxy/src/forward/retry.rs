@@ -167,7 +167,7 @@ impl Proxy {
         scratch: &mut Scratch,
         (pool, method, headers_as, (started, overall)): (&Arc<str>, &Method, HeadersAs, (Instant, Duration)),
     ) -> Result<RawAnswer, ProxyError> {
-        let Some(policy) = scratch.retry else { return outcome };
+        let Some(&policy) = scratch.retry() else { return outcome };
         let mut tries = Tries::new(policy, &tried.backend);
         loop {
             let (condition, answered) = match &outcome {
@@ -205,7 +205,10 @@ impl Proxy {
         scratch: &mut Scratch,
         (pool, (protocol, tls), (started, overall)): (&Arc<str>, Target<'_>, (Instant, Duration)),
     ) -> Result<HyperAnswer, ProxyError> {
-        let (Some(policy), Some(replay)) = (scratch.retry, scratch.replay.take()) else {
+        let Some(state) = scratch.policy.as_mut() else {
+            return outcome;
+        };
+        let (Some(policy), Some(replay)) = (state.retry, state.replay.take()) else {
             return outcome;
         };
         let mut tries = Tries::new(policy, &tried.backend);

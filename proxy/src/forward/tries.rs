@@ -47,10 +47,12 @@ pub(crate) type Target<'a> = (UpstreamProtocol, Option<&'a UpstreamTls>);
 /// Out of line: the copy would otherwise take room in the request's future.
 #[inline(never)]
 pub(crate) fn keep_replay(scratch: &mut Scratch, parts: &http::request::Parts, again: bool) {
-    scratch.replay = match &scratch.retry {
-        Some(policy) if again => Replay::of(parts, policy),
-        _ => None,
-    };
+    if let Some(policy) = &mut scratch.policy {
+        policy.replay = match &policy.retry {
+            Some(retry) if again => Replay::of(parts, retry),
+            _ => None,
+        };
+    }
 }
 
 /// How long a try may wait for its response head: within `overall` of the

@@ -39,6 +39,10 @@ pub struct Rollout {
     /// What the current held step's analysis has seen of `to` so far.
     #[serde(default)]
     pub evidence: Option<StepEvidence>,
+    /// `analysis.checks`' latest results (Prometheus queries, webhooks),
+    /// one line each.
+    #[serde(default)]
+    pub checks: Vec<String>,
 }
 
 /// The evidence a held step gathers before it may end: requests to `to`

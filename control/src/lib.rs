@@ -5,6 +5,7 @@
 //! [`hooks`] and [`smoke`] checks); [`webclient`] posts to webhooks.
 
 pub mod alerts;
+pub mod checks;
 pub mod cluster;
 pub mod direct;
 pub mod grpc;

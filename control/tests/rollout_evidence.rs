@@ -71,6 +71,7 @@ fn canary(on_no_evidence: NoEvidence) -> RolloutSpec {
         evidence_deadline: None,
         on_no_evidence,
         on_failure: AnalysisFailure::Abort,
+        checks: Vec::new(),
     }
 }
 

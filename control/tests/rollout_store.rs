@@ -86,6 +86,7 @@ fn canary(hold: Duration) -> RolloutSpec {
         evidence_deadline: None,
         on_no_evidence: NoEvidence::Promote,
         on_failure: AnalysisFailure::Abort,
+        checks: Vec::new(),
     }
 }
 

@@ -37,6 +37,7 @@ mod rate_limits;
 mod replicas;
 mod request_ids;
 mod retries;
+mod rollout_checks;
 mod rollout_e2e;
 mod rollout_hooks;
 mod routing;

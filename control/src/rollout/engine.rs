@@ -140,6 +140,7 @@ impl Engine {
             fence: None,
             hold_until: None,
             evidence: None,
+            checks: Vec::new(),
         }));
         let (tx, rx) = mpsc::unbounded_channel();
         let snapshot = lock(&status).clone();

@@ -8,6 +8,7 @@
 
 mod compare;
 mod engine;
+mod fields;
 mod request;
 mod run;
 mod spec;
@@ -17,6 +18,7 @@ mod step;
 mod tests;
 
 pub use engine::Engine;
-pub use request::{RolloutDefaults, SpecError, parse_request};
+pub use fields::SpecError;
+pub use request::{RolloutDefaults, parse_request};
 pub use spec::*;
 pub use status::{Command, Phase, RESUMED, RolloutError, RolloutSink, Status};

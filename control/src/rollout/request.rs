@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::fields::{CheckBody, GateBody, SpecError, checks, duration, gate, invalid};
 use super::spec::{AnalysisFailure, Comparison, GrpcSmoke, NoEvidence, RollbackMode, RolloutSpec, SmokeCheck, Step};
 use crate::hooks::{Hook, HookAction, HookPoint, OnFailure};
 
@@ -22,22 +23,6 @@ pub struct RolloutDefaults {
     pub canary_duration: Duration,
 }
 
-/// Why a rollout request was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SpecError {
-    /// Not the shape of a rollout request (unknown field, wrong type).
-    #[error("request body: {0}")]
-    Shape(String),
-    /// Well-formed, but not a rollout that can run.
-    #[error("{0}")]
-    Invalid(String),
-}
-
-fn duration(field: &str, text: &str) -> Result<Duration, SpecError> {
-    humantime::parse_duration(text)
-        .map_err(|_| SpecError::Invalid(format!("{field}: {text:?} is not a duration like \"30s\"")))
-}
-
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StepBody {
@@ -47,6 +32,7 @@ pub struct StepBody {
     hold: Option<String>,
     #[serde(default)]
     pause: bool,
+    gate: Option<GateBody>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -62,6 +48,8 @@ pub struct AnalysisBody {
     max_p95_ratio: Option<f64>,
     evidence_deadline: Option<String>,
     on_no_evidence: Option<String>,
+    #[serde(default)]
+    checks: Vec<CheckBody>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -201,10 +189,6 @@ pub struct RolloutBody {
     force: bool,
 }
 
-fn invalid(message: String) -> SpecError {
-    SpecError::Invalid(message)
-}
-
 fn hooks(body: HooksBody) -> Result<Vec<(HookPoint, Hook)>, SpecError> {
     let mut hooks = Vec::new();
     let points = [
@@ -276,12 +260,18 @@ pub fn parse_request(request: &Value, defaults: &RolloutDefaults) -> Result<Roll
     spec(body, defaults)
 }
 
-fn spec(body: RolloutBody, d: &RolloutDefaults) -> Result<RolloutSpec, SpecError> {
-    let steps = match (&body.steps, body.strategy.as_str()) {
+fn spec(mut body: RolloutBody, d: &RolloutDefaults) -> Result<RolloutSpec, SpecError> {
+    let steps = match (body.steps.take(), body.strategy.as_str()) {
         (Some(steps), _) => steps
-            .iter()
+            .into_iter()
             .enumerate()
             .map(|(i, s)| {
+                if let Some(g) = s.gate {
+                    if s.pause || s.weight.is_some() || s.mirror.is_some() || s.hold.is_some() {
+                        return Err(invalid(format!("steps[{i}]: a gate step has only its gate")));
+                    }
+                    return gate(i, g);
+                }
                 let hold = || {
                     s.hold
                         .as_deref()
@@ -444,7 +434,15 @@ fn spec(body: RolloutBody, d: &RolloutDefaults) -> Result<RolloutSpec, SpecError
         .as_deref()
         .map(|d| duration("analysis.evidence_deadline", d))
         .transpose()?;
+    let analysis_interval = a
+        .interval
+        .as_deref()
+        .map(|i| duration("analysis.interval", i))
+        .transpose()?
+        .unwrap_or(Duration::from_secs(10));
+    let checks = checks(a.checks, analysis_interval)?;
     Ok(RolloutSpec {
+        checks,
         on_failure,
         evidence_deadline,
         on_no_evidence,
@@ -458,12 +456,7 @@ fn spec(body: RolloutBody, d: &RolloutDefaults) -> Result<RolloutSpec, SpecError
         strategy: body.strategy,
         steps,
         analysis,
-        analysis_interval: a
-            .interval
-            .as_deref()
-            .map(|i| duration("analysis.interval", i))
-            .transpose()?
-            .unwrap_or(Duration::from_secs(10)),
+        analysis_interval,
         max_failed_checks: a.max_failed_checks.unwrap_or(2).max(1),
         smoke,
         post_promotion: body

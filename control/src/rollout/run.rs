@@ -30,7 +30,7 @@ pub(super) struct Run {
     /// Weights before the rollout: what an abort restores.
     pub(super) original: HashMap<String, u32>,
     /// What hooks are told; versions as they were at the start.
-    context: HookContext,
+    pub(super) context: HookContext,
     peers: Arc<crate::cluster::PeerWindows>,
     /// The rollout changed weights: an abort must put them back.
     pub(super) weighed: bool,
@@ -159,6 +159,7 @@ impl Run {
 
     async fn wait(&mut self, until: Option<Instant>, gate: bool, analyse: bool) -> Wake {
         let mut failed = 0;
+        let mut checks = crate::checks::CheckRuns::new(self.spec.checks.len());
         let mut paused = false;
         let mut tick = tokio::time::interval(self.spec.analysis_interval);
         tick.tick().await;
@@ -183,6 +184,9 @@ impl Run {
                 },
                 _ = tick.tick() => {
                     if analyse && let Some(reason) = self.analyse(&mut failed) {
+                        return Wake::Failed(reason);
+                    }
+                    if analyse && let Some(reason) = self.run_checks(&mut checks).await {
                         return Wake::Failed(reason);
                     }
                     if self.awaiting_evidence && self.enough_evidence() {
@@ -430,6 +434,26 @@ pub(super) async fn drive(
                     wake => wake,
                 };
                 run.stop_mirror().await;
+                match wake {
+                    Wake::Elapsed | Wake::Promote { full: false } => {}
+                    Wake::Resumed => {
+                        run.fresh_since = Some(Instant::now());
+                        continue;
+                    }
+                    Wake::Promote { full: true } => break,
+                    Wake::Abort(reason) | Wake::Failed(reason) => {
+                        run.abort(reason).await;
+                        return;
+                    }
+                }
+            }
+            Step::Gate { url, timeout, interval } => {
+                let wake = match run.gate(i, url, *timeout, *interval).await {
+                    Wake::Failed(reason) if run.spec.on_failure == AnalysisFailure::Pause => {
+                        run.pause_after_failure(i, &reason).await
+                    }
+                    wake => wake,
+                };
                 match wake {
                     Wake::Elapsed | Wake::Promote { full: false } => {}
                     Wake::Resumed => {

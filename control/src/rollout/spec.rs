@@ -17,6 +17,13 @@ pub enum Step {
     /// Copy `percent` of live requests to `to` (answers discarded) and
     /// hold, analysing `to` on those copies; the weights do not change.
     Mirror { percent: f64, hold: Duration },
+    /// Wait until `url` answers a POST with 2xx (asked every `interval`),
+    /// for at most `timeout`; an operator's promote passes it too.
+    Gate {
+        url: String,
+        timeout: Duration,
+        interval: Duration,
+    },
 }
 
 /// One smoke check, sent to every `to` backend directly.
@@ -129,6 +136,9 @@ pub struct RolloutSpec {
     pub evidence_deadline: Option<Duration>,
     pub on_no_evidence: NoEvidence,
     pub on_failure: AnalysisFailure,
+    /// `analysis.checks`: Prometheus queries and webhooks judged with the
+    /// pools' own numbers at every analysed step.
+    pub checks: Vec<crate::checks::ExternalCheck>,
 }
 
 impl RolloutSpec {
@@ -181,6 +191,10 @@ impl RolloutSpec {
                     self.analysis_interval
                 ),
                 Step::Pause => format!("step {}: pause until promote", i + 1),
+                Step::Gate { url, timeout, interval } => format!(
+                    "step {}: gate: waits until {url} answers 2xx (asked every {interval:?}, at most {timeout:?})",
+                    i + 1
+                ),
                 Step::Mirror { percent, hold } => format!(
                     "step {}: {percent}% of live requests copied to {} (answers discarded), held {hold:?}, \
                      analysed every {:?}; ends once a window of {} copies was judged healthy (else waits up to {:?}, then {})",

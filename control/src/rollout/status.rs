@@ -95,6 +95,8 @@ pub struct Status {
     pub hold_until: Option<Instant>,
     /// What the held step running now has seen of `to`.
     pub evidence: Option<sluice_api::StepEvidence>,
+    /// The external checks' latest results, one line each.
+    pub checks: Vec<String>,
 }
 
 impl Status {
@@ -125,6 +127,7 @@ impl Status {
                 .hold_until
                 .map(|until| until.saturating_duration_since(Instant::now()).as_secs_f64()),
             evidence: self.evidence.clone(),
+            checks: self.checks.clone(),
         }
     }
 }

@@ -14,6 +14,7 @@ use tracing::warn;
 use super::run::{Run, Wake};
 use super::spec::NoEvidence;
 use super::status::{Phase, lock};
+use crate::checks;
 use crate::guard::Verdict;
 
 impl Run {
@@ -172,5 +173,97 @@ impl Run {
         );
         // Nothing to analyse while the new pool has its old share.
         self.hold(None, false).await
+    }
+
+    /// Runs the external checks that are due; the reason once
+    /// `max_failed_checks` rounds in a row had a failing one.
+    pub(super) async fn run_checks(&self, runs: &mut checks::CheckRuns) -> Option<String> {
+        let step = match lock(&self.status).phase {
+            Phase::Step(i) | Phase::Paused(i) => Some(i + 1),
+            _ => None,
+        };
+        let mut failing = Vec::new();
+        let mut ran = false;
+        for (k, check) in self.spec.checks.iter().enumerate() {
+            let due = runs
+                .last
+                .get(k)
+                .copied()
+                .flatten()
+                .is_none_or(|at| at.elapsed() >= check.interval);
+            if !due {
+                continue;
+            }
+            ran = true;
+            let outcome = checks::run(check, &self.context, step).await;
+            if let Some(at) = runs.last.get_mut(k) {
+                *at = Some(Instant::now());
+            }
+            {
+                let mut status = lock(&self.status);
+                if status.checks.len() != self.spec.checks.len() {
+                    status.checks = vec![String::new(); self.spec.checks.len()];
+                }
+                if let Some(line) = status.checks.get_mut(k) {
+                    line.clone_from(&outcome.line);
+                }
+            }
+            if !outcome.pass {
+                warn!(check = %outcome.line, "rollout check failed");
+                failing.push(outcome.line);
+            }
+        }
+        if !ran {
+            return None;
+        }
+        if failing.is_empty() {
+            runs.failed = 0;
+            return None;
+        }
+        runs.failed += 1;
+        (runs.failed >= self.spec.max_failed_checks).then(|| format!("check failed: {}", failing.join("; ")))
+    }
+
+    /// A gate step: asks `url` every `interval` until it answers 2xx, for
+    /// at most `timeout`, analysing meanwhile; an operator's promote passes
+    /// it, abort ends the rollout.
+    pub(super) async fn gate(&mut self, step: usize, url: &str, timeout: Duration, interval: Duration) -> Wake {
+        let deadline = Instant::now() + timeout;
+        let mut first = true;
+        loop {
+            let (pass, line) = checks::webhook(
+                url,
+                "gate",
+                "gate",
+                &self.context,
+                Some(step + 1),
+                interval.max(Duration::from_secs(10)),
+            )
+            .await;
+            if pass {
+                self.set(Phase::Step(step), format!("step {}: gate passed: {line}", step + 1));
+                return Wake::Elapsed;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Wake::Abort(format!("gate not passed within {timeout:?}: {line}"));
+            }
+            let waiting = format!(
+                "step {}: gate: waiting for {url} to answer 2xx ({line}); {:?} left",
+                step + 1,
+                deadline - now
+            );
+            // Told (stored, audited, alerted) once; later answers only
+            // update the status.
+            if std::mem::take(&mut first) {
+                self.set(Phase::Paused(step), waiting);
+            } else {
+                lock(&self.status).reason = waiting;
+            }
+            match self.hold(Some(interval.min(deadline - now)), true).await {
+                Wake::Elapsed => {}
+                other => return other,
+            }
+        }
     }
 }

@@ -39,6 +39,7 @@ fn spec(comparison: Comparison) -> RolloutSpec {
         evidence_deadline: None,
         on_no_evidence: NoEvidence::Pause,
         on_failure: AnalysisFailure::Abort,
+        checks: Vec::new(),
     }
 }
 
@@ -111,4 +112,91 @@ fn the_plan_lists_every_stage() {
             .unwrap()
             .starts_with("on failure: traffic back to blue at once")
     );
+}
+
+fn parsed(body: serde_json::Value) -> Result<RolloutSpec, SpecError> {
+    let defaults = RolloutDefaults {
+        analysis: RollbackConfig::default(),
+        canary_percentage: 5,
+        canary_duration: Duration::from_secs(300),
+    };
+    parse_request(&body, &defaults)
+}
+
+#[test]
+fn checks_gates_and_mirror_steps_are_read_and_bad_ones_named() {
+    let spec = parsed(serde_json::json!({
+        "from": "blue", "to": "green",
+        "steps": [{"mirror": 10, "hold": "2m"}, {"gate": {"webhook": {"url": "https://ci.example/approve", "timeout": "30m"}}}, {"weight": 100}],
+        "on_failure": "pause",
+        "analysis": {"interval": "5s", "on_no_evidence": "abort", "evidence_deadline": "10m", "checks": [
+            {"name": "checkout", "prometheus": {"url": "http://prom:9090", "query": "sum(x)", "min": 0.95}},
+            {"webhook": {"url": "http://tests:8080/run", "timeout": "1m"}}
+        ]}
+    }))
+    .unwrap();
+    assert_eq!(
+        spec.steps[0],
+        Step::Mirror {
+            percent: 10.0,
+            hold: Duration::from_secs(120)
+        }
+    );
+    assert_eq!(
+        spec.steps[1],
+        Step::Gate {
+            url: "https://ci.example/approve".into(),
+            timeout: Duration::from_secs(1800),
+            interval: Duration::from_secs(10)
+        }
+    );
+    assert_eq!(
+        (spec.on_failure, spec.on_no_evidence),
+        (AnalysisFailure::Pause, NoEvidence::Abort)
+    );
+    assert_eq!(spec.evidence_deadline, Some(Duration::from_secs(600)));
+    assert_eq!(spec.checks.len(), 2);
+    assert_eq!(spec.checks[0].name, "checkout");
+    assert_eq!(
+        spec.checks[0].interval,
+        Duration::from_secs(5),
+        "the analysis interval by default"
+    );
+    assert_eq!(spec.checks[1].name, "webhook check 2");
+    assert_eq!(spec.checks[1].timeout, Duration::from_secs(60));
+    for (bad, named) in [
+        (serde_json::json!([{"mirror": 0, "hold": "1m"}]), "steps[0].mirror"),
+        (serde_json::json!([{"mirror": 10}]), "needs a hold"),
+        (
+            serde_json::json!([{"gate": {"webhook": {"url": "ftp://x"}}}]),
+            "steps[0].gate.webhook.url",
+        ),
+        (
+            serde_json::json!([{"gate": {"webhook": {"url": "http://x"}}, "weight": 5}]),
+            "only its gate",
+        ),
+    ] {
+        let e = parsed(serde_json::json!({"from": "blue", "to": "green", "steps": bad})).unwrap_err();
+        assert!(e.to_string().contains(named), "{named}: {e}");
+    }
+    for (bad, named) in [
+        (
+            serde_json::json!({"prometheus": {"url": "http://p", "query": "x"}}),
+            "give max, min or both",
+        ),
+        (
+            serde_json::json!({"prometheus": {"url": "p:9090", "query": "x", "max": 1}}),
+            "checks[0].prometheus.url",
+        ),
+        (
+            serde_json::json!({"prometheus": {"url": "http://p", "query": "x", "max": 1, "on_no_data": "pass"}}),
+            "on_no_data",
+        ),
+        (serde_json::json!({"name": "x"}), "give one of prometheus or webhook"),
+    ] {
+        let e = parsed(serde_json::json!({"from": "blue", "to": "green", "analysis": {"checks": [bad]}})).unwrap_err();
+        assert!(e.to_string().contains(named), "{named}: {e}");
+    }
+    let e = parsed(serde_json::json!({"from": "blue", "to": "green", "on_failure": "retry"})).unwrap_err();
+    assert!(e.to_string().contains("on_failure"), "{e}");
 }

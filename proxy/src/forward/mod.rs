@@ -62,6 +62,17 @@ pub struct Answer {
     pub lines: Option<HeaderLines>,
 }
 
+/// What the pool's counters see of a backend's answer: the HTTP status (a
+/// gRPC call's mapped from its code), the outcome and the gRPC code.
+#[inline]
+fn answered(res: &Response<ProxyBody>, grpc_seen: Seen) -> (u16, Outcome, Option<u8>) {
+    let (status, code) = match grpc_seen {
+        Seen::Ended(code) => (grpc::http_status(code), Some(code)),
+        _ => (res.status().as_u16(), None),
+    };
+    (status, Outcome::of_status(status), code)
+}
+
 /// The proxy service shared by every connection.
 #[derive(Debug)]
 pub struct Proxy {
@@ -222,47 +233,28 @@ impl Proxy {
             // What the pool's counters see: the HTTP status (a gRPC call's
             // mapped from its code), the outcome and the gRPC code.
             let mut lines = None;
-            let reply = self
+            let (mut res, status, outcome, grpc_code) = match self
                 .forward(req, conn, scratch, started, &mut counting, headers_as)
-                .await;
-            let forwarded = match reply {
-                Ok(Reply::Answer(res, lines)) => Ok((res, lines)),
-                // Awaited here rather than in `forward` (a second wait there
-                // would keep its locals apart from the other path's), and
-                // the reply moved whole into `retrying`: a part moved out
-                // would keep the rest's room across the wait.
-                again @ Ok(Reply::Retry(_)) => self.retrying(again, scratch).await,
-                Err(err) => Err(err),
-            };
-            let (mut res, status, outcome, grpc_code) = match forwarded {
+                .await
+            {
                 Ok((res, backend_lines)) => {
                     lines = backend_lines;
-                    let (status, code) = match counting.grpc {
-                        Seen::Ended(code) => (grpc::http_status(code), Some(code)),
-                        _ => (res.status().as_u16(), None),
-                    };
-                    (res, status, Outcome::of_status(status), code)
+                    let (status, outcome, code) = answered(&res, counting.grpc);
+                    (res, status, outcome, code)
                 }
-                Err(err) => {
-                    debug!(peer = %conn.peer, error = err.code(), "request failed");
-                    let outcome = if UpstreamErrorKind::of(err).is_some() {
-                        Outcome::UpstreamFailure
-                    } else if err.is_upstream() {
-                        Outcome::Error
-                    } else {
-                        Outcome::Success
-                    };
-                    let status = err.status().as_u16();
-                    if let Some(entry) = &mut scratch.log {
-                        entry.error = Some(err.code());
+                Err(Failed::Error(err)) => self.failure(err, counting.grpc_call, scratch, conn),
+                // Awaited here rather than in `forward` (a second wait there
+                // would keep its locals apart from the other path's), and the
+                // reply handed over whole: a part moved out would keep the
+                // rest's room across the wait.
+                again @ Err(Failed::Retry(_)) => match self.retrying(again, scratch).await {
+                    Ok((res, backend_lines)) => {
+                        lines = backend_lines;
+                        let (status, outcome, code) = answered(&res, counting.grpc);
+                        (res, status, outcome, code)
                     }
-                    if counting.grpc_call {
-                        let code = grpc::code_for_status(status);
-                        (err.into_grpc_response(code), status, outcome, Some(code))
-                    } else {
-                        (err.into_response(scratch.request_id.as_bytes()), status, outcome, None)
-                    }
-                }
+                    Err(failed) => self.failure(failed.into_error(), counting.grpc_call, scratch, conn),
+                },
             };
             // The id goes back with the response, unless the backend already
             // gave one: with the backend's lines the own server writes it
@@ -290,6 +282,35 @@ impl Proxy {
                 stats.count(started, status, outcome, grpc_code);
             }
             Answer { response: res, lines }
+        }
+    }
+
+    /// sluice's own answer to a request that failed (`err`), and what the
+    /// pool's counters see of it.
+    fn failure(
+        &self,
+        err: ProxyError,
+        grpc_call: bool,
+        scratch: &mut Scratch,
+        conn: &ClientConn,
+    ) -> (Response<ProxyBody>, u16, Outcome, Option<u8>) {
+        debug!(peer = %conn.peer, error = err.code(), "request failed");
+        let outcome = if UpstreamErrorKind::of(err).is_some() {
+            Outcome::UpstreamFailure
+        } else if err.is_upstream() {
+            Outcome::Error
+        } else {
+            Outcome::Success
+        };
+        let status = err.status().as_u16();
+        if let Some(entry) = &mut scratch.log {
+            entry.error = Some(err.code());
+        }
+        if grpc_call {
+            let code = grpc::code_for_status(status);
+            (err.into_grpc_response(code), status, outcome, Some(code))
+        } else {
+            (err.into_response(scratch.request_id.as_bytes()), status, outcome, None)
         }
     }
 
@@ -325,7 +346,7 @@ impl Proxy {
         started: Instant,
         counting: &mut Counting,
         headers_as: HeadersAs,
-    ) -> impl Future<Output = Result<Reply, ProxyError>> {
+    ) -> impl Future<Output = Reply> {
         async move {
             self.limits.check(&req, conn.peer.ip(), started)?;
             // The table is loaded once, and released before any await. Settings
@@ -369,14 +390,14 @@ impl Proxy {
                 let cap = settings.max_in_flight_per_backend;
                 if cap > 0 && backend.in_flight() >= u64::from(cap) {
                     backend.count_shed(Cap::InFlight);
-                    return Err(ProxyError::BackendOverloaded);
+                    return Err(ProxyError::BackendOverloaded.into());
                 }
                 // Connects piling up: the backend (or the path to it) is not
                 // taking connections; fail fast instead of queueing more.
                 let cap = settings.max_pending_per_backend;
                 if cap > 0 && backend.pending() >= cap {
                     backend.count_shed(Cap::Pending);
-                    return Err(ProxyError::UpstreamOverloaded);
+                    return Err(ProxyError::UpstreamOverloaded.into());
                 }
                 (
                     Arc::clone(backend),
@@ -464,7 +485,7 @@ impl Proxy {
                 // The head is sent: the map goes back for the next request.
                 scratch.give_back(std::mem::take(&mut parts.headers));
                 if scratch.retry().is_some() && tries::worth_a_look(&res) {
-                    return Ok(Reply::Retry(Box::new(Retry::Raw {
+                    return Err(Failed::Retry(Box::new(Retry::Raw {
                         first: res,
                         tried: Tried::once(backend, in_flight),
                         pool: pool_name,
@@ -481,10 +502,7 @@ impl Proxy {
                 }
                 self.count_exchange(&pool_name, &backend, res.status().is_server_error());
                 let (parts, body) = res.into_parts();
-                return Ok(Reply::Answer(
-                    respond(parts, set_cookie, ProxyBody::raw(body, in_flight)),
-                    lines,
-                ));
+                return Ok((respond(parts, set_cookie, ProxyBody::raw(body, in_flight)), lines));
             }
 
             parts.uri = upstream_uri(&parts.uri, protocol, &backend)?;
@@ -555,7 +573,7 @@ impl Proxy {
                 .is_some_and(|p| p.retry.is_some() && p.replay.is_some())
                 && tries::worth_a_look(&first)
             {
-                return Ok(Reply::Retry(Box::new(Retry::Hyper {
+                return Err(Failed::Retry(Box::new(Retry::Hyper {
                     first,
                     tried: Tried::once(backend, in_flight),
                     pool: pool_name,
@@ -608,12 +626,12 @@ impl Proxy {
                 let open = TunnelGuard::open(&self.tunnels);
                 tokio::spawn(tunnel(client_upgrade, upstream_upgrade, in_flight, open));
                 let (parts, _) = res.into_parts();
-                return Ok(Reply::Answer(Response::from_parts(parts, ProxyBody::empty()), None));
+                return Ok((Response::from_parts(parts, ProxyBody::empty()), None));
             }
 
             let (parts, body) = res.into_parts();
             let body = ProxyBody::upstream(body, lease, in_flight, tally);
-            Ok(Reply::Answer(respond(parts, set_cookie, body), None))
+            Ok((respond(parts, set_cookie, body), None))
         }
     }
 
@@ -692,7 +710,7 @@ impl Proxy {
 mod retry;
 mod tries;
 pub use tries::RETRIES_HEADER;
-use tries::{Reply, Retry, Tried};
+use tries::{Failed, Reply, Retry, Tried};
 
 #[cfg(test)]
 pub(crate) mod tests;

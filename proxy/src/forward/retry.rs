@@ -20,7 +20,9 @@ use sluice_routing::table::{Backend, BackendId, clock_ms};
 use tokio::time::Instant;
 
 use super::Proxy;
-use super::tries::{Forwarded, HyperAnswer, RETRIES_HEADER, RawAnswer, Reply, Retry, Target, Tried, try_timeout};
+use super::tries::{
+    Failed, Forwarded, HyperAnswer, RETRIES_HEADER, RawAnswer, Reply, Retry, Target, Tried, try_timeout,
+};
 use crate::access::Entry;
 use crate::body::ProxyBody;
 use crate::client::Scratch;
@@ -51,13 +53,13 @@ impl Proxy {
     #[inline(never)]
     pub(super) fn retrying<'a>(
         &'a self,
-        reply: Result<Reply, ProxyError>,
+        reply: Reply,
         scratch: &'a mut Scratch,
-    ) -> std::pin::Pin<Box<impl Future<Output = Forwarded> + 'a>> {
+    ) -> std::pin::Pin<Box<impl Future<Output = Reply> + 'a>> {
         Box::pin(async move {
-            match reply? {
-                Reply::Answer(res, lines) => Ok((res, lines)),
-                Reply::Retry(again) => self.retry(again, scratch).await,
+            match reply {
+                Err(Failed::Retry(again)) => self.retry(again, scratch).await.map_err(Failed::Error),
+                other => other,
             }
         })
     }

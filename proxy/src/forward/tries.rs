@@ -1,5 +1,5 @@
 //! What a retry carries (see `retry`): the failed first try handed from
-//! `forward` ([`Reply::Retry`]), where the request stands ([`Tried`]), and
+//! `forward` ([`Failed::Retry`]), where the request stands ([`Tried`]), and
 //! the small checks the request path makes before any retry.
 
 use std::sync::Arc;
@@ -21,15 +21,35 @@ use crate::http1::{HeaderLines, HeadersAs, RawBody};
 use crate::replay::Replay;
 use crate::upstream::Lease;
 
-/// What `forward` hands back: the answer, or a failed first try that a
-/// retry may follow (see [`retry`]).
-/// The answer is not boxed: it is what almost every request returns.
+/// Why `forward` has no answer: an error, or a failed first try that a
+/// retry may follow (see `retry`). The answer itself travels as `Ok`
+/// untouched: what almost every request returns is not rewrapped.
 #[derive(Debug)]
-#[allow(clippy::large_enum_variant)]
-pub(crate) enum Reply {
-    Answer(Response<ProxyBody>, Option<HeaderLines>),
+pub(crate) enum Failed {
+    Error(ProxyError),
     Retry(Box<Retry>),
 }
+
+impl Failed {
+    /// The error (a retry that was never made is none, but is told as a
+    /// reset).
+    pub(crate) fn into_error(self) -> ProxyError {
+        match self {
+            Failed::Error(e) => e,
+            Failed::Retry(_) => ProxyError::UpstreamReset,
+        }
+    }
+}
+
+impl From<ProxyError> for Failed {
+    #[inline]
+    fn from(e: ProxyError) -> Self {
+        Failed::Error(e)
+    }
+}
+
+/// What `forward` hands back.
+pub(crate) type Reply = Result<(Response<ProxyBody>, Option<HeaderLines>), Failed>;
 
 /// An answer or why there is none.
 pub(crate) type Forwarded = Result<(Response<ProxyBody>, Option<HeaderLines>), ProxyError>;

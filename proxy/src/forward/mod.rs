@@ -453,7 +453,7 @@ impl Proxy {
                 // client's parts (forwarding headers included), and a body is
                 // read whole first and goes out in the same write.
                 let overall = settings.upstream_response_timeout;
-                let timeout = (started, tries::try_timeout(scratch.retry(), started, overall));
+                let timeout = (started, tries::first_try_timeout(scratch, started, overall));
                 let head = &mut scratch.head;
                 head.clear();
                 head.reserve(384 + parts.headers.len() * 48 + len as usize);
@@ -562,7 +562,7 @@ impl Proxy {
                 // would otherwise copy it in (callgrind: ~2% of the instructions).
                 let sent = std::pin::pin!(self.upstreams.send(&backend, protocol, tls.as_deref(), upstream_req));
                 let overall = settings.upstream_response_timeout;
-                let each = tries::try_timeout(scratch.retry(), started, overall);
+                let each = tries::first_try_timeout(scratch, started, overall);
                 let timeout = (started, grpc_deadline.unwrap_or(each));
                 self.response_head(sent, &mut scratch.deadline, timeout, &backend, &pool_name)
                     .await

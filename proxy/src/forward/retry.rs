@@ -189,7 +189,7 @@ impl Proxy {
                 self.upstreams
                     .send_raw(backend, &scratch.head, method, headers_as, id_name)
             );
-            let timeout = (started, try_timeout(Some(&policy), started, overall));
+            let timeout = (started, try_timeout(&policy, started, overall));
             outcome = self
                 .response_head(sent, &mut scratch.deadline, timeout, backend, pool)
                 .await;
@@ -234,7 +234,7 @@ impl Proxy {
                 }
             };
             let sent = std::pin::pin!(self.upstreams.send(backend, protocol, tls, req));
-            let timeout = (started, try_timeout(Some(&policy), started, overall));
+            let timeout = (started, try_timeout(&policy, started, overall));
             outcome = self
                 .response_head(sent, &mut scratch.deadline, timeout, backend, pool)
                 .await;

@@ -77,12 +77,26 @@ pub(crate) fn keep_replay(scratch: &mut Scratch, parts: &http::request::Parts, a
 
 /// How long a try may wait for its response head: within `overall` of the
 /// request's start and, with `per_try_timeout`, within that of its own.
-#[inline]
-pub(crate) fn try_timeout(policy: Option<&RetryPolicy>, started: Instant, overall: Duration) -> Duration {
-    match policy.and_then(|p| p.per_try_timeout) {
+pub(crate) fn try_timeout(policy: &RetryPolicy, started: Instant, overall: Duration) -> Duration {
+    match policy.per_try_timeout {
         None => overall,
         Some(per_try) => overall.min(started.elapsed() + per_try),
     }
+}
+
+/// [`try_timeout`] for a request's first try: `overall` unless its pool
+/// retries (checked inline; the rest out of line).
+#[inline(always)]
+pub(crate) fn first_try_timeout(scratch: &Scratch, started: Instant, overall: Duration) -> Duration {
+    match &scratch.policy {
+        None => overall,
+        Some(_) => first_try_timeout_slow(scratch, started, overall),
+    }
+}
+
+#[inline(never)]
+fn first_try_timeout_slow(scratch: &Scratch, started: Instant, overall: Duration) -> Duration {
+    scratch.retry().map_or(overall, |p| try_timeout(p, started, overall))
 }
 
 /// Whether a try's outcome is one a retry could follow: an error, or a

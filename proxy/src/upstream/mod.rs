@@ -149,6 +149,27 @@ impl Upstreams {
             .map_err(UpstreamError::Raw)
     }
 
+    /// [`Upstreams::send_raw`] for a retry: one try, on an idle connection
+    /// or a new one. A function of its own so that the request path's
+    /// `send_raw` keeps its one caller (and stays inlined there).
+    pub async fn send_raw_again(
+        &self,
+        backend: &Arc<Backend>,
+        head: &[u8],
+        method: &http::Method,
+        headers: HeadersAs,
+        id_name: Option<&[u8]>,
+    ) -> Result<(Response<RawBody>, Option<HeaderLines>), UpstreamError> {
+        let idle = self.conns.raw_idle(backend.id());
+        let conn = match idle.take(self.idle_timeout) {
+            Some(conn) => conn,
+            None => RawConn::new(Box::pin(self.connect(backend)).await?),
+        };
+        exchange(conn, head, method, &idle, headers, id_name)
+            .await
+            .map_err(UpstreamError::Raw)
+    }
+
     async fn send_h1(
         &self,
         backend: &Arc<Backend>,

@@ -24,6 +24,7 @@ fn handle(backends: usize, sticky: Option<Sticky>) -> RoutingHandle {
             .map(|i| format!("10.{}.{}.{}:8080", base, i / 256, i % 256))
             .collect(),
         tls: None,
+        matches: Vec::new(),
     };
     let policy = RoutingPolicy {
         sticky,

@@ -65,6 +65,7 @@ fn two_pools() -> Vec<PoolSpec> {
             protocol: UpstreamProtocol::Http1,
             backends: vec![format!("127.0.0.1:{}", 9000 + i)],
             tls: None,
+            matches: Vec::new(),
         })
         .collect()
 }
@@ -99,6 +100,7 @@ pub fn routing(data: &[u8]) {
             protocol: UpstreamProtocol::Http1,
             backends: vec![format!("127.0.0.1:{}", 9000 + i)],
             tls: None,
+            matches: Vec::new(),
         })
         .collect();
     let sticky = match mode % 4 {

@@ -106,6 +106,7 @@ pub fn merge(old_file: &Config, specs: Vec<PoolSpec>, running: &RoutingTable) ->
             spec.weight = intent(old.map(|p| &p.weight), &spec.weight, run_spec.map(|s| &s.weight));
             spec.version = intent(old.map(|p| &p.version), &spec.version, run_spec.map(|s| &s.version));
             spec.backends = intent(old.map(|p| &p.backends), &spec.backends, run_spec.map(|s| &s.backends));
+            spec.matches = intent(old.map(|p| &p.matches), &spec.matches, run_spec.map(|s| &s.matches));
             spec
         })
         .collect()

@@ -9,9 +9,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use serde_json::json;
-use sluice_config::{Config, UpstreamProtocol};
+use sluice_config::{Config, MatchOn, MatchRule, UpstreamProtocol};
 use sluice_routing::{Actor, Change, PersistError, PoolSpec, RoutingAction, RoutingHandle, RoutingStore, RoutingTable};
-use sluice_store::{AuditEntry, DeploymentRecord, PoolRecord, RoutingRecord, Store};
+use sluice_store::{AuditEntry, DeploymentRecord, MatchRecord, PoolRecord, RoutingRecord, Store};
 use tracing::{info, warn};
 
 use crate::error::AppError;
@@ -76,6 +76,10 @@ pub fn table_json(table: &RoutingTable) -> serde_json::Value {
             "version": &*p.version,
             "weight": p.weight,
             "backends": p.backends.iter().map(|b| b.addr()).collect::<Vec<_>>(),
+            "matches": p.matches.iter().map(|m| match &m.on {
+                MatchOn::Header(name) => json!({"header": name, "value": &m.value}),
+                MatchOn::Cookie(name) => json!({"cookie": name, "value": &m.value}),
+            }).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
     })
 }
@@ -99,6 +103,22 @@ fn record(table: &RoutingTable, actor: &str) -> RoutingRecord {
                 weight: i64::from(s.weight),
                 protocol: protocol_name(s.protocol).to_owned(),
                 backends: s.backends,
+                matches: s
+                    .matches
+                    .into_iter()
+                    .map(|m| match m.on {
+                        MatchOn::Header(name) => MatchRecord {
+                            kind: "header".into(),
+                            name,
+                            value: m.value,
+                        },
+                        MatchOn::Cookie(name) => MatchRecord {
+                            kind: "cookie".into(),
+                            name,
+                            value: m.value,
+                        },
+                    })
+                    .collect(),
             })
             .collect(),
         updated_by: actor.to_owned(),
@@ -135,6 +155,20 @@ fn specs_from_record(record: &RoutingRecord) -> Result<Vec<PoolSpec>, AppError> 
                 backends: p.backends.clone(),
                 // TLS settings are config, not state: attached from the file.
                 tls: None,
+                matches: p
+                    .matches
+                    .iter()
+                    .map(|m| {
+                        let on = match m.kind.as_str() {
+                            "cookie" => MatchOn::Cookie(m.name.clone()),
+                            _ => MatchOn::Header(m.name.clone()),
+                        };
+                        MatchRule {
+                            on,
+                            value: m.value.clone(),
+                        }
+                    })
+                    .collect(),
             })
         })
         .collect()

@@ -538,6 +538,7 @@ mod tests {
             protocol: sluice_config::UpstreamProtocol::Http1,
             backends: vec!["127.0.0.1:1".into()],
             tls: None,
+            matches: Vec::new(),
         };
         let table = RoutingTable::build(1, &[spec], RoutingPolicy::default(), None).unwrap();
         let text = String::from_utf8(Metrics::new().render(&table, std::time::Duration::from_secs(30), None)).unwrap();

@@ -35,6 +35,22 @@ pub(crate) fn pool_view(p: &Pool) -> api::Pool {
             .filter(|(_, n)| *n > 0)
             .map(|(code, n)| ((*code).to_owned(), n))
             .collect(),
+        matches: p
+            .matches
+            .iter()
+            .map(|m| match &m.on {
+                sluice_config::MatchOn::Header(h) => api::MatchRule {
+                    header: Some(h.clone()),
+                    cookie: None,
+                    value: m.value.clone(),
+                },
+                sluice_config::MatchOn::Cookie(c) => api::MatchRule {
+                    header: None,
+                    cookie: Some(c.clone()),
+                    value: m.value.clone(),
+                },
+            })
+            .collect(),
         backends: p
             .backends
             .iter()

@@ -113,10 +113,10 @@ pub(crate) async fn put_pool(
 ) -> Result<Json<api::Routing>, ApiError> {
     let result = async {
         let req = body(parsed)?;
-        if req.version.is_none() && req.backends.is_none() {
+        if req.version.is_none() && req.backends.is_none() && req.matches.is_none() {
             return Err(ApiError::invalid(
                 ErrorCode::NothingToChange,
-                "give a version, backends, or both",
+                "give a version, backends or matches",
             ));
         }
         if req.version.as_deref().is_some_and(|v| v.trim().is_empty()) {
@@ -125,9 +125,11 @@ pub(crate) async fn put_pool(
                 "version must not be empty",
             ));
         }
+        let matches = req.matches.as_deref().map(match_rules).transpose()?;
         let change = PoolChange::Update {
             version: req.version,
             backends: req.backends,
+            matches,
             force: req.force,
         };
         let table = state
@@ -309,4 +311,46 @@ pub(crate) async fn rollback(
     }
     .await;
     audited(&state, &caller, RoutingAction::Rollback.as_str(), "routing", result).await
+}
+
+/// At most this many match rules per pool: each is looked at for every
+/// request.
+const MAX_MATCHES: usize = 16;
+
+/// The API's match rules as routing takes them; a bad one refuses the
+/// whole change.
+fn match_rules(rules: &[api::MatchRule]) -> Result<Vec<sluice_config::MatchRule>, ApiError> {
+    let bad = |why: String| ApiError::invalid(ErrorCode::InvalidMatch, why);
+    if rules.len() > MAX_MATCHES {
+        return Err(bad(format!("at most {MAX_MATCHES} match rules per pool")));
+    }
+    rules
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let token = |name: &str| {
+                !name.is_empty()
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+            };
+            let on = match (&r.header, &r.cookie) {
+                (Some(h), None) if token(h) => sluice_config::MatchOn::Header(h.to_ascii_lowercase()),
+                (None, Some(c)) if token(c) => sluice_config::MatchOn::Cookie(c.clone()),
+                (Some(_), None) | (None, Some(_)) => {
+                    return Err(bad(format!("matches[{i}]: not a header or cookie name")));
+                }
+                _ => return Err(bad(format!("matches[{i}]: give one of header or cookie"))),
+            };
+            if r.value.is_empty() || !r.value.bytes().all(|b| (0x21..0x7f).contains(&b)) {
+                return Err(bad(format!(
+                    "matches[{i}].value: one or more visible ASCII characters (compared exactly)"
+                )));
+            }
+            Ok(sluice_config::MatchRule {
+                on,
+                value: r.value.clone(),
+            })
+        })
+        .collect()
 }

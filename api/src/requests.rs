@@ -22,6 +22,8 @@ pub struct WeightsRequest {
 pub struct PoolUpdate {
     pub version: Option<String>,
     pub backends: Option<Vec<String>>,
+    /// Testers sent to the pool whatever the weights (`[]`: none).
+    pub matches: Option<Vec<crate::MatchRule>>,
     /// While the pool carries traffic.
     #[serde(default)]
     pub force: bool,

@@ -60,9 +60,24 @@ pub struct Pool {
     /// gRPC calls by `grpc-status` name, the codes seen.
     pub grpc: BTreeMap<String, u64>,
     pub backends: Vec<Backend>,
+    /// Requests that go to this pool whatever the weights (testers).
+    #[serde(default)]
+    pub matches: Vec<MatchRule>,
     /// The live window, on the routes that measure one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window: Option<Window>,
+}
+
+/// A request whose header (or cookie) has this exact value goes to the
+/// pool: one of `header` and `cookie`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatchRule {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cookie: Option<String>,
+    pub value: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -33,6 +33,7 @@ fn setup() -> (Arc<RoutingHandle>, Engine) {
         protocol: UpstreamProtocol::Http1,
         backends: vec![format!("127.0.0.1:{port}")],
         tls: None,
+        matches: Vec::new(),
     };
     let routing = Arc::new(
         RoutingHandle::restore(

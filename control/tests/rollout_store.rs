@@ -51,6 +51,7 @@ fn setup(green: u32) -> (Arc<FlakyStore>, Arc<RoutingHandle>, Engine) {
         protocol: UpstreamProtocol::Http1,
         backends: vec![format!("127.0.0.1:{port}")],
         tls: None,
+        matches: Vec::new(),
     };
     let store = Arc::new(FlakyStore::default());
     let routing = Arc::new(

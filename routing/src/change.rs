@@ -177,6 +177,9 @@ pub enum PoolChange {
     Update {
         version: Option<String>,
         backends: Option<Vec<String>>,
+        /// New match rules for testers (an empty list removes them); they
+        /// move no one else, so they need no force.
+        matches: Option<Vec<sluice_config::MatchRule>>,
         force: bool,
     },
     /// One more backend.
@@ -209,6 +212,7 @@ impl PoolChange {
             Self::Update {
                 version,
                 backends,
+                matches,
                 force,
             } => {
                 let new_version = version.as_ref().is_some_and(|v| *v != spec.version);
@@ -224,6 +228,9 @@ impl PoolChange {
                 }
                 if let Some(b) = backends {
                     spec.backends.clone_from(b);
+                }
+                if let Some(m) = matches {
+                    spec.matches.clone_from(m);
                 }
             }
             Self::AddBackend(addr) => {
@@ -260,6 +267,7 @@ mod tests {
             protocol: UpstreamProtocol::Http1,
             backends: vec![format!("{name}:80")],
             tls: None,
+            matches: Vec::new(),
         };
         vec![spec("blue", 100), spec("green", 0)]
     }
@@ -270,6 +278,7 @@ mod tests {
         let update = |force| PoolChange::Update {
             version: Some("v2".into()),
             backends: None,
+            matches: None,
             force,
         };
         assert_eq!(

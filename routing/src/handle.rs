@@ -353,6 +353,7 @@ mod tests {
             protocol: UpstreamProtocol::Http1,
             backends: vec![format!("127.0.0.1:{port}")],
             tls: None,
+            matches: Vec::new(),
         };
         vec![spec("blue", 100, 1), spec("green", 0, 2)]
     }
@@ -430,6 +431,7 @@ mod tests {
             &PoolChange::Update {
                 version: None,
                 backends: Some(vec![]),
+                matches: None,
                 force: true,
             },
             &Actor::operator("t"),

@@ -73,11 +73,6 @@ pub fn routing_from_config(config: &Config) -> Result<(Vec<PoolSpec>, RoutingPol
             .collect(),
         mirrors: config.mirrors.iter().map(mirror::MirrorRule::from_config).collect(),
         rollout_mirror: None,
-        matches: config
-            .pools
-            .iter()
-            .flat_map(|p| p.matches.iter().map(|m| (p.name.clone(), m.clone())))
-            .collect(),
     };
     Ok((specs, policy))
 }

@@ -48,12 +48,11 @@ pub fn choose_pool<'t>(
     // Testers matched by header or cookie go to their pool whatever the
     // weights, while it has a routable backend; everyone else is split as
     // before (nothing to look at when no rules are set).
-    for (name, rule) in &policy.matches {
-        if matches(rule, headers)
-            && let Some(pool) = table.pool(name)
-            && !pool.routable.is_empty()
-        {
-            return Ok(PoolChoice { pool, set_cookie: None });
+    if table.has_matches() {
+        for pool in table.pools() {
+            if !pool.routable.is_empty() && pool.matches.iter().any(|rule| matches(rule, headers)) {
+                return Ok(PoolChoice { pool, set_cookie: None });
+            }
         }
     }
     let (slot, set_cookie) = match &policy.sticky {
@@ -213,6 +212,7 @@ mod tests {
                 protocol: UpstreamProtocol::Http1,
                 backends: vec![format!("127.0.0.1:{}", 1000 + i)],
                 tls: None,
+                matches: Vec::new(),
             })
             .collect();
         let policy = RoutingPolicy {
@@ -282,6 +282,7 @@ mod tests {
             protocol: UpstreamProtocol::Http1,
             backends: vec!["127.0.0.1:1".into(), "127.0.0.1:2".into()],
             tls: None,
+            matches: Vec::new(),
         }];
         let t = RoutingTable::build(1, &specs, RoutingPolicy::default(), None).unwrap();
         let pool = &t.pools()[0];

@@ -303,6 +303,9 @@ pub struct Pool {
     pub stats: Arc<PoolStats>,
     /// A returning backend's ramp (zero: none).
     pub slow_start: Duration,
+    /// Testers matched by header or cookie go here (see
+    /// [`crate::select::choose_pool`]).
+    pub matches: Vec<sluice_config::MatchRule>,
     /// Which failed tries go again on another backend (none: no retries).
     pub retry: Option<crate::retry::RetryPolicy>,
 }
@@ -317,6 +320,9 @@ pub struct PoolSpec {
     pub backends: Vec<String>,
     /// Loaded from the pool's `[pools.NAME.tls]` (none: plain TCP).
     pub tls: Option<Arc<UpstreamTls>>,
+    /// Testers sent here whatever the weights (`[[pools.NAME.match]]`, or
+    /// `PUT /api/v1/pools/{pool}`): state, stored with the pool.
+    pub matches: Vec<sluice_config::MatchRule>,
 }
 
 impl PoolSpec {
@@ -335,6 +341,7 @@ impl PoolSpec {
             protocol: p.protocol,
             backends: p.backends.clone(),
             tls,
+            matches: p.matches.clone(),
         })
     }
 }
@@ -387,9 +394,6 @@ pub struct RoutingPolicy {
     pub rollout_mirror: Option<crate::mirror::MirrorRule>,
     /// Pools that retry failed tries, by name.
     pub retry: std::collections::BTreeMap<String, crate::retry::RetryPolicy>,
-    /// `[[pools.NAME.match]]` rules, with the pool each sends to, in the
-    /// config's order (see [`crate::select::choose_pool`]).
-    pub matches: Vec<(String, sluice_config::MatchRule)>,
 }
 
 /// One immutable, complete view of routing.
@@ -400,6 +404,8 @@ pub struct RoutingTable {
     /// `upper[i]` is the exclusive end of pool `i`'s slot range in `[0, SLOTS)`.
     upper: Vec<u32>,
     policy: RoutingPolicy,
+    /// Some pool has match rules (else choosing skips looking for them).
+    has_matches: bool,
 }
 
 impl RoutingTable {
@@ -461,6 +467,7 @@ impl RoutingTable {
                 effective_weight,
                 stats: old.map_or_else(Default::default, |p| Arc::clone(&p.stats)),
                 slow_start: policy.slow_start.get(&spec.name).copied().unwrap_or_default(),
+                matches: spec.matches.clone(),
                 retry: policy.retry.get(&spec.name).copied(),
             });
         }
@@ -484,11 +491,13 @@ impl RoutingTable {
                 .iter_mut()
                 .for_each(|u| *u = SLOTS);
         }
+        let has_matches = pools.iter().any(|p| !p.matches.is_empty());
         Ok(Self {
             generation,
             pools,
             upper,
             policy,
+            has_matches,
         })
     }
 
@@ -499,6 +508,12 @@ impl RoutingTable {
 
     pub fn pools(&self) -> &[Pool] {
         &self.pools
+    }
+
+    /// Whether any pool has match rules.
+    #[inline]
+    pub fn has_matches(&self) -> bool {
+        self.has_matches
     }
 
     pub fn pool(&self, name: &str) -> Option<&Pool> {
@@ -528,6 +543,7 @@ impl RoutingTable {
                 protocol: p.protocol,
                 backends: p.backends.iter().map(|b| b.addr().to_owned()).collect(),
                 tls: p.tls.clone(),
+                matches: p.matches.clone(),
             })
             .collect()
     }

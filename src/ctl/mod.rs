@@ -54,6 +54,7 @@ async fn execute(api: &Api, args: &CtlArgs) -> Result<String, AppError> {
             let body = to_body(&api::PoolUpdate {
                 version: Some(version.clone()),
                 backends: Some(backends.clone()),
+                matches: None,
                 force: *force,
             })?;
             api.call(Method::PUT, &format!("/api/v1/pools/{pool}"), Some(body))

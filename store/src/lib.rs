@@ -25,7 +25,7 @@ pub use audit::{AuditEntry, AuditQuery, AuditRecord};
 pub use leader::Leadership;
 pub use migrate::{MigrationSet, Migrator, StatusLine, StepState};
 pub use rollouts::{FenceRecord, RolloutRecord};
-pub use routing::{DeploymentRecord, PoolRecord, RoutingRecord};
+pub use routing::{DeploymentRecord, MatchRecord, PoolRecord, RoutingRecord};
 pub use windows::WindowRecord;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

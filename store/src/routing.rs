@@ -17,6 +17,17 @@ pub struct PoolRecord {
     /// `http1` or `http2`.
     pub protocol: String,
     pub backends: Vec<String>,
+    /// Testers' rules, in order.
+    pub matches: Vec<MatchRecord>,
+}
+
+/// One match rule: a request whose `kind` (`header` or `cookie`) named
+/// `name` equals `value` goes to the pool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MatchRecord {
+    pub kind: String,
+    pub name: String,
+    pub value: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,6 +65,9 @@ impl Store {
         let backends = sqlx::query("SELECT pool, addr FROM pool_backends ORDER BY pool, position")
             .fetch_all(self.db())
             .await?;
+        let matches = sqlx::query("SELECT pool, kind, name, value FROM pool_matches ORDER BY pool, position")
+            .fetch_all(self.db())
+            .await?;
         let mut records = Vec::with_capacity(pools.len());
         for p in &pools {
             let name: String = p.try_get("name")?;
@@ -62,11 +76,23 @@ impl Store {
                 .filter(|b| b.try_get::<String, _>("pool").is_ok_and(|n| n == name))
                 .map(|b| b.try_get::<String, _>("addr"))
                 .collect::<Result<Vec<_>, _>>()?;
+            let pool_matches = matches
+                .iter()
+                .filter(|m| m.try_get::<String, _>("pool").is_ok_and(|n| n == name))
+                .map(|m| {
+                    Ok(MatchRecord {
+                        kind: m.try_get("kind")?,
+                        name: m.try_get("name")?,
+                        value: m.try_get("value")?,
+                    })
+                })
+                .collect::<Result<Vec<_>, sqlx::Error>>()?;
             records.push(PoolRecord {
                 version: p.try_get("version")?,
                 weight: p.try_get("weight")?,
                 protocol: p.try_get("protocol")?,
                 backends: pool_backends,
+                matches: pool_matches,
                 name,
             });
         }
@@ -132,6 +158,7 @@ impl Store {
             }
         }
         sqlx::query("DELETE FROM pool_backends").execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM pool_matches").execute(&mut *tx).await?;
         sqlx::query("DELETE FROM pools").execute(&mut *tx).await?;
         for (position, pool) in record.pools.iter().enumerate() {
             sqlx::query(
@@ -150,6 +177,16 @@ impl Store {
                     .bind(&pool.name)
                     .bind(addr)
                     .bind(i as i64)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            for (i, m) in pool.matches.iter().enumerate() {
+                sqlx::query("INSERT INTO pool_matches (pool, position, kind, name, value) VALUES ($1, $2, $3, $4, $5)")
+                    .bind(&pool.name)
+                    .bind(i as i64)
+                    .bind(&m.kind)
+                    .bind(&m.name)
+                    .bind(&m.value)
                     .execute(&mut *tx)
                     .await?;
             }

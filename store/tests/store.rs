@@ -7,7 +7,8 @@ mod pg;
 
 use sluice_store::migrate::{Migration, MigrationSet, Migrator};
 use sluice_store::{
-    AuditEntry, AuditQuery, DeploymentRecord, Engine, PoolRecord, RoutingRecord, StepState, Store, StoreError,
+    AuditEntry, AuditQuery, DeploymentRecord, Engine, MatchRecord, PoolRecord, RoutingRecord, StepState, Store,
+    StoreError,
 };
 use sqlx::Row;
 
@@ -173,6 +174,7 @@ fn record(generation: i64, blue: i64) -> RoutingRecord {
                 weight: blue,
                 protocol: "http1".into(),
                 backends: vec!["127.0.0.1:9001".into(), "127.0.0.1:9002".into()],
+                matches: Vec::new(),
             },
             PoolRecord {
                 name: "green".into(),
@@ -180,6 +182,18 @@ fn record(generation: i64, blue: i64) -> RoutingRecord {
                 weight: 100 - blue,
                 protocol: "http2".into(),
                 backends: vec!["127.0.0.1:9011".into()],
+                matches: vec![
+                    MatchRecord {
+                        kind: "header".into(),
+                        name: "x-beta".into(),
+                        value: "1".into(),
+                    },
+                    MatchRecord {
+                        kind: "cookie".into(),
+                        name: "beta".into(),
+                        value: "yes".into(),
+                    },
+                ],
             },
         ],
         updated_by: "ci".into(),

@@ -75,6 +75,7 @@ async fn pool_without_backends_is_503() {
             &PoolChange::Update {
                 version: None,
                 backends: Some(vec![]),
+                matches: None,
                 force: true,
             },
             &Actor::operator("test"),

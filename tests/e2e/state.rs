@@ -133,7 +133,7 @@ fn a_migration_killed_halfway_leaves_the_previous_version() {
 }
 
 /// sluice's own schema migrations (0001 …).
-const MIGRATIONS: usize = 4;
+const MIGRATIONS: usize = 5;
 
 #[test]
 fn migrate_cli_dry_runs_change_nothing_and_down_reverses() {
@@ -289,4 +289,83 @@ async fn postgres_store_serves_and_keeps_state_across_restarts() {
     let sluice = Running::start(dir.path(), &config(100), &[]);
     assert_eq!(served_pool(&c, &sluice).await, "green");
     drop(sluice);
+}
+
+/// Testers' match rules set through the API: routed at once, shown, audited,
+/// refused whole when bad, stored (a restart keeps them), removed with `[]`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn match_rules_set_through_the_api_route_testers_and_survive_a_restart() {
+    let blue = spawn_backend("blue", "v1", any_addr()).await.unwrap();
+    let green = spawn_backend("green", "v2", any_addr()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let text = config_for(dir.path(), blue.addr, green.addr, 100);
+    let c = client();
+    const TESTER: &[(&str, &str)] = &[("x-beta", "1")];
+    let served = |sluice: &Running, headers: &'static [(&'static str, &'static str)]| {
+        let (c, url) = (c.clone(), format!("http://{}/", sluice.addr));
+        async move { pool_of(&get(&c, &url, headers).await.2) }
+    };
+    let pools_url = |sluice: &Running| format!("http://{}/api/v1/pools/green", sluice.admin);
+
+    let mut sluice = Running::start(dir.path(), &text, &[]);
+    let (status, body) = crate::rollout_e2e::call(
+        &c,
+        "PUT",
+        pools_url(&sluice),
+        r#"{"matches": [{"header": "X-Beta", "value": "1"}, {"cookie": "beta", "value": "yes"}]}"#,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    for _ in 0..20 {
+        assert_eq!(served(&sluice, TESTER).await, "green");
+        assert_eq!(served(&sluice, &[("cookie", "a=b; beta=yes")]).await, "green");
+        assert_eq!(served(&sluice, &[]).await, "blue", "the split (100/0) goes on");
+    }
+    let (_, pools) = crate::rollout_e2e::call(&c, "GET", format!("http://{}/api/v1/pools", sluice.admin), "").await;
+    let green_pool = pools["pools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "green")
+        .unwrap();
+    assert_eq!(
+        green_pool["matches"],
+        serde_json::json!([{"header": "x-beta", "value": "1"}, {"cookie": "beta", "value": "yes"}])
+    );
+    let (_, audit) = crate::rollout_e2e::call(
+        &c,
+        "GET",
+        format!("http://{}/api/v1/audit?action=pool.update", sluice.admin),
+        "",
+    )
+    .await;
+    assert!(audit.to_string().contains("x-beta"), "{audit}");
+
+    // A bad rule refuses the whole change.
+    for bad in [
+        r#"{"matches": [{"header": "bad name", "value": "1"}]}"#,
+        r#"{"matches": [{"header": "x", "cookie": "y", "value": "1"}]}"#,
+        r#"{"matches": [{"header": "x-beta", "value": ""}]}"#,
+    ] {
+        let (status, body) = crate::rollout_e2e::call(&c, "PUT", pools_url(&sluice), bad).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (422, Some("invalid-match")),
+            "{bad}: {body}"
+        );
+    }
+    assert_eq!(served(&sluice, TESTER).await, "green");
+
+    // Stored: a restart (even after kill -9) routes testers the same way.
+    sluice.child.kill().unwrap();
+    sluice.child.wait().unwrap();
+    let sluice = Running::start(dir.path(), &text, &[]);
+    for _ in 0..20 {
+        assert_eq!(served(&sluice, TESTER).await, "green", "the stored rules were lost");
+    }
+    let (status, _) = crate::rollout_e2e::call(&c, "PUT", pools_url(&sluice), r#"{"matches": []}"#).await;
+    assert_eq!(status, 200);
+    for _ in 0..20 {
+        assert_eq!(served(&sluice, TESTER).await, "blue");
+    }
 }

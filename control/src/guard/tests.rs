@@ -149,6 +149,7 @@ fn handle() -> Arc<RoutingHandle> {
         protocol: UpstreamProtocol::Http1,
         backends: vec!["127.0.0.1:1".into()],
         tls: None,
+        matches: Vec::new(),
     };
     Arc::new(RoutingHandle::new(&[spec("blue", 100), spec("green", 0)], RoutingPolicy::default()).unwrap())
 }

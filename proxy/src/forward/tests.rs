@@ -26,6 +26,7 @@ pub(crate) fn test_proxy() -> (Proxy, Upstreams) {
         protocol: UpstreamProtocol::Http1,
         backends: vec!["127.0.0.1:1".into()],
         tls: None,
+        matches: Vec::new(),
     };
     let routing = Arc::new(RoutingHandle::new(&[pool], RoutingPolicy::default()).unwrap());
     (Proxy::new(routing, upstreams.clone()), upstreams)

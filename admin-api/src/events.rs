@@ -39,7 +39,11 @@ fn stats_event(routing: &RoutingHandle) -> Event {
     let data = api::StatsEvent {
         kind: "stats".to_owned(),
         generation: table.generation(),
-        pools: table.pools().iter().map(|p| pool_with_window(p, STATS_SPAN)).collect(),
+        pools: table
+            .pools()
+            .iter()
+            .map(|p| pool_with_window(p, &table.policy().routes, STATS_SPAN))
+            .collect(),
     };
     Event::default()
         .event("stats")

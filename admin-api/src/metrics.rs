@@ -272,6 +272,8 @@ fn traffic_families(table: &RoutingTable, window: std::time::Duration) -> Vec<Me
     let mut retries = Vec::new();
     let mut retries_refused = Vec::new();
     let mut shadow = Vec::new();
+    let mut route_ratio = Vec::new();
+    let mut route_requests = Vec::new();
     let mut healthy = Vec::new();
     let mut effective = Vec::new();
     for pool in table.pools() {
@@ -317,6 +319,12 @@ fn traffic_families(table: &RoutingTable, window: std::time::Duration) -> Vec<Me
         effective.push(gauge(&[("pool", name)], f64::from(pool.effective_weight)));
         let snap = pool.stats.window.snapshot(now, window);
         error_ratio.push(gauge(&[("pool", name)], snap.error_ratio()));
+        for (i, route) in table.policy().routes.iter().enumerate() {
+            let snap = pool.routes.snapshot(i, now, window);
+            let labels = [("pool", name), ("route", &*route.name)];
+            route_ratio.push(gauge(&labels, snap.error_ratio()));
+            route_requests.push(gauge(&labels, snap.requests as f64));
+        }
         let mut summary = Summary::default();
         summary.set_sample_count(snap.requests);
         summary.set_sample_sum(snap.latency_sum().as_secs_f64());
@@ -441,6 +449,18 @@ fn traffic_families(table: &RoutingTable, window: std::time::Duration) -> Vec<Me
             "Retries not made because the pool's retry budget was spent (the failed try's answer went to the client).",
             MetricType::COUNTER,
             retries_refused,
+        ),
+        family(
+            "sluice_route_error_ratio",
+            "Error ratio of each [[analysis.routes]] route of each pool over the live window (this replica).",
+            MetricType::GAUGE,
+            route_ratio,
+        ),
+        family(
+            "sluice_route_window_requests",
+            "Requests of each [[analysis.routes]] route of each pool in the live window (this replica).",
+            MetricType::GAUGE,
+            route_requests,
         ),
         family(
             "sluice_shadow_requests_total",

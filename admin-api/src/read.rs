@@ -5,6 +5,7 @@ use axum::extract::{Path, Query, State};
 use serde::Deserialize;
 use serde_json::Value;
 use sluice_api as api;
+use sluice_routing::routes::RouteRule;
 use sluice_routing::table::Pool;
 use sluice_store::AuditQuery;
 
@@ -51,6 +52,8 @@ pub(crate) fn pool_view(p: &Pool) -> api::Pool {
                 },
             })
             .collect(),
+        // With a window only (see `pool_with_window`).
+        routes: Vec::new(),
         backends: p
             .backends
             .iter()
@@ -67,8 +70,9 @@ pub(crate) fn pool_view(p: &Pool) -> api::Pool {
 }
 
 /// A pool with its live window over `span`: rate, error ratio, quantiles.
-pub(crate) fn pool_with_window(p: &Pool, span: std::time::Duration) -> api::Pool {
-    let snap = p.stats.window.snapshot(tokio::time::Instant::now(), span);
+pub(crate) fn pool_with_window(p: &Pool, routes: &[RouteRule], span: std::time::Duration) -> api::Pool {
+    let now = tokio::time::Instant::now();
+    let snap = p.stats.window.snapshot(now, span);
     let ms = |q: f64| snap.quantile(q).map(|d| d.as_secs_f64() * 1000.0);
     api::Pool {
         window: Some(api::Window {
@@ -80,6 +84,19 @@ pub(crate) fn pool_with_window(p: &Pool, span: std::time::Duration) -> api::Pool
             p95_ms: ms(0.95),
             p99_ms: ms(0.99),
         }),
+        routes: routes
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let route = p.routes.snapshot(i, now, span);
+                api::RouteWindow {
+                    name: r.name.to_string(),
+                    requests: route.requests,
+                    errors: route.errors,
+                    error_ratio: route.error_ratio(),
+                }
+            })
+            .collect(),
         ..pool_view(p)
     }
 }
@@ -101,7 +118,7 @@ pub(crate) async fn status(State(state): State<AdminState>) -> Json<api::Status>
         pools: table
             .pools()
             .iter()
-            .map(|p| pool_with_window(p, state.window))
+            .map(|p| pool_with_window(p, &table.policy().routes, state.window))
             .collect(),
     })
 }
@@ -113,7 +130,7 @@ pub(crate) async fn pools(State(state): State<AdminState>) -> Json<api::Routing>
         pools: table
             .pools()
             .iter()
-            .map(|p| pool_with_window(p, state.window))
+            .map(|p| pool_with_window(p, &table.policy().routes, state.window))
             .collect(),
     })
 }
@@ -127,7 +144,7 @@ pub(crate) async fn pool(
         .pool(&name)
         .ok_or_else(|| ApiError::not_found(format!("no pool named {name:?}")))?;
     Ok(Json(api::PoolDetail {
-        pool: pool_with_window(pool, state.window),
+        pool: pool_with_window(pool, &table.policy().routes, state.window),
         generation: table.generation(),
     }))
 }

@@ -14,8 +14,8 @@ pub use records::{AccessLine, AccessLines, AuditEntry, AuditPage, Deployment, Hi
 pub use requests::{BackendAdd, PoolUpdate, WeightsRequest};
 pub use rollout::{HookRun, Rollout, StepEvidence};
 pub use routing::{
-    Backend, Drained, MatchRule, Pool, PoolDetail, PoolHistory, Routing, StatsEvent, StatsHistory, StatsPoint, Status,
-    StoreState, TableEvent, Window,
+    Backend, Drained, MatchRule, Pool, PoolDetail, PoolHistory, RouteWindow, Routing, StatsEvent, StatsHistory,
+    StatsPoint, Status, StoreState, TableEvent, Window,
 };
 
 use serde::{Deserialize, Serialize};

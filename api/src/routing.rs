@@ -66,6 +66,19 @@ pub struct Pool {
     /// The live window, on the routes that measure one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window: Option<Window>,
+    /// Each `[[analysis.routes]]` route's counts over the same window
+    /// (this replica's), when routes are configured.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<RouteWindow>,
+}
+
+/// One route of a pool over the live window.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RouteWindow {
+    pub name: String,
+    pub requests: u64,
+    pub errors: u64,
+    pub error_ratio: f64,
 }
 
 /// A request whose header (or cookie) has this exact value goes to the

@@ -27,6 +27,8 @@ pub struct Config {
     /// `[[mirror]]`: copies of live requests sent to a pool, answers
     /// discarded.
     pub mirrors: Vec<MirrorConfig>,
+    /// `[[analysis.routes]]`: path prefixes judged apart, in order.
+    pub analysis_routes: Vec<RouteConfig>,
     /// Pools in a stable order (sorted by name), which is also the order of
     /// their slices in the cumulative weight ranges.
     pub pools: Vec<PoolConfig>,
@@ -320,6 +322,14 @@ impl Default for AccessLogConfig {
             sample: 1.0,
         }
     }
+}
+
+/// One `[[analysis.routes]]` entry: requests whose path starts with
+/// `prefix` are counted (and judged) as route `name` too.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteConfig {
+    pub name: String,
+    pub prefix: String,
 }
 
 /// One `[[mirror]]` entry: a share of live requests copied to a pool.

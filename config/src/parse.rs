@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use crate::error::ConfigError;
 use crate::model::*;
 use crate::observe::{access_log, tracing};
-use crate::policy::{mirrors, rate_limits, retry};
+use crate::policy::{analysis_routes, mirrors, rate_limits, retry};
 use crate::pools::pools;
 use crate::reader::{Problems, Section};
 use crate::sections::{alerts, health, outlier, rollback, secret, sticky};
@@ -60,6 +60,7 @@ pub(crate) fn parse_table(table: toml::Table) -> Result<Config, ConfigError> {
     };
     let names: Vec<String> = pools.iter().map(|p| p.name.clone()).collect();
     let mirrors = mirrors(root.sections("mirror", &mut problems), &names, &mut problems);
+    let analysis_routes = analysis_routes(root.section("analysis", &mut problems), &mut problems);
     root.finish(&mut problems);
 
     if problems.0.is_empty() {
@@ -77,6 +78,7 @@ pub(crate) fn parse_table(table: toml::Table) -> Result<Config, ConfigError> {
             rate_limits,
             retry,
             mirrors,
+            analysis_routes,
             pools,
         })
     } else {

@@ -1,8 +1,9 @@
-//! Traffic policy sections: `[[rate_limits]]`, `[retry]`, `[[mirror]]`.
+//! Traffic policy sections: `[[rate_limits]]`, `[retry]`, `[[mirror]]`,
+//! and the routes analysis judges apart (`[[analysis.routes]]`).
 
 use std::time::Duration;
 
-use crate::model::{MirrorConfig, RateKey, RateLimitConfig, RetryConfig, RetryOn};
+use crate::model::{MirrorConfig, RateKey, RateLimitConfig, RetryConfig, RetryOn, RouteConfig};
 use crate::reader::{Problems, Section};
 
 pub(crate) fn rate_limits(sections: Vec<Section>, problems: &mut Problems) -> Vec<RateLimitConfig> {
@@ -205,5 +206,51 @@ pub(crate) fn mirrors(sections: Vec<Section>, pools: &[String], problems: &mut P
             });
         }
     }
+    out
+}
+
+/// At most this many `[[analysis.routes]]` (each request looks at every
+/// prefix).
+const MAX_ROUTES: usize = 16;
+
+/// `[analysis]`: its `[[analysis.routes]]`.
+pub(crate) fn analysis_routes(section: Option<Section>, problems: &mut Problems) -> Vec<RouteConfig> {
+    let Some(mut analysis) = section else { return Vec::new() };
+    let mut out: Vec<RouteConfig> = Vec::new();
+    for mut r in analysis.sections("routes", problems) {
+        let name = r.take::<String>("name", problems);
+        let prefix = r.take::<String>("prefix", problems);
+        match &name {
+            None => problems.push(r.key_path("name"), "required: the route's name (its label in metrics)"),
+            Some(n)
+                if n.is_empty()
+                    || !n
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_') =>
+            {
+                problems.push(
+                    r.key_path("name"),
+                    format!("{n:?}: lower-case letters, digits, - and _"),
+                );
+            }
+            Some(n) if out.iter().any(|o| &o.name == n) => {
+                problems.push(r.key_path("name"), format!("{n:?} is named twice"));
+            }
+            Some(_) => {}
+        }
+        match &prefix {
+            None => problems.push(r.key_path("prefix"), "required: the path prefix, e.g. \"/predict\""),
+            Some(p) if !p.starts_with('/') => problems.push(r.key_path("prefix"), "must start with '/'"),
+            Some(_) => {}
+        }
+        r.finish(problems);
+        if let (Some(name), Some(prefix)) = (name, prefix) {
+            out.push(RouteConfig { name, prefix });
+        }
+    }
+    if out.len() > MAX_ROUTES {
+        problems.push("analysis.routes", format!("at most {MAX_ROUTES} routes"));
+    }
+    analysis.finish(problems);
     out
 }

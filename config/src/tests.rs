@@ -483,3 +483,43 @@ fn mirrors_name_a_pool_and_a_share() {
     ));
     assert!(twice.iter().any(|p| p.starts_with("mirror[1].to")), "{twice:?}");
 }
+
+#[test]
+fn analysis_routes_are_named_prefixes() {
+    let pools = "[pools.blue]\nversion = \"v1\"\nweight = 100\nbackends = [\"127.0.0.1:9001\"]\n";
+    let c = Config::from_toml(&format!(
+        "[[analysis.routes]]\nname = \"predict\"\nprefix = \"/predict\"\n[[analysis.routes]]\nname = \"api\"\nprefix = \"/api/\"\n{pools}"
+    ))
+    .unwrap();
+    assert_eq!(
+        c.analysis_routes,
+        vec![
+            RouteConfig {
+                name: "predict".into(),
+                prefix: "/predict".into()
+            },
+            RouteConfig {
+                name: "api".into(),
+                prefix: "/api/".into()
+            },
+        ]
+    );
+    for (bad, key) in [
+        ("name = \"Predict\"\nprefix = \"/p\"", "analysis.routes[0].name"),
+        ("prefix = \"/p\"", "analysis.routes[0].name"),
+        ("name = \"p\"\nprefix = \"p\"", "analysis.routes[0].prefix"),
+        ("name = \"p\"", "analysis.routes[0].prefix"),
+        ("name = \"p\"\nprefix = \"/p\"\nweight = 1", "analysis.routes[0].weight"),
+    ] {
+        let found = problems(&format!("[[analysis.routes]]\n{bad}\n{pools}"));
+        assert!(found.iter().any(|p| p.starts_with(key)), "{key} not named in {found:?}");
+    }
+    let many: String = (0..17)
+        .map(|i| format!("[[analysis.routes]]\nname = \"r{i}\"\nprefix = \"/{i}\"\n"))
+        .collect();
+    assert!(
+        problems(&format!("{many}{pools}"))
+            .iter()
+            .any(|p| p.starts_with("analysis.routes"))
+    );
+}

@@ -148,6 +148,39 @@ pub fn judge(
     Verdict::Healthy
 }
 
+/// The first of `candidate`'s routes (`[[analysis.routes]]`) that
+/// breaches, each judged as a pool is, against the same route of `stable`
+/// when there is one, over `span` up to `now`: a route that breaks is a
+/// breach even when the pool's average is fine. Counts only: latency is
+/// judged per pool.
+pub fn judge_routes(
+    table: &RoutingTable,
+    candidate: &str,
+    stable: Option<&str>,
+    policy: &RollbackConfig,
+    (span, now): (std::time::Duration, Instant),
+) -> Option<Verdict> {
+    let rules = &table.policy().routes;
+    if rules.is_empty() {
+        return None;
+    }
+    let pool = table.pool(candidate)?;
+    let stable = stable.and_then(|s| table.pool(s));
+    rules.iter().enumerate().find_map(|(i, rule)| {
+        let route = pool.routes.snapshot(i, now, span);
+        let base = stable.map(|p| p.routes.snapshot(i, now, span));
+        match judge(
+            &format!("{candidate} route {}", rule.name),
+            &route,
+            base.as_ref(),
+            policy,
+        ) {
+            breach @ Verdict::Breach { .. } => Some(breach),
+            _ => None,
+        }
+    })
+}
+
 /// A pool being watched after it gained traffic.
 #[derive(Debug, Clone)]
 struct Watch {
@@ -263,7 +296,13 @@ pub async fn run_while_leading(
             peers.add_to(&p.name, &mut snap);
             snap
         });
-        match judge(&w.candidate, &candidate, stable.as_ref(), &policy) {
+        let verdict = match judge(&w.candidate, &candidate, stable.as_ref(), &policy) {
+            breach @ Verdict::Breach { .. } => breach,
+            other => {
+                judge_routes(&table, &w.candidate, w.stable.as_deref(), &policy, (policy.window, now)).unwrap_or(other)
+            }
+        };
+        match verdict {
             Verdict::Breach { kind, reason } => {
                 w.breaches += 1;
                 if w.breaches < policy.consecutive_breaches {

@@ -43,6 +43,9 @@ pub(crate) struct PolicyScratch {
     pub(crate) replay: Option<crate::replay::Replay>,
     /// The mirror rule the request is copied under.
     pub(crate) shadow: Option<sluice_routing::mirror::MirrorRule>,
+    /// The chosen pool's route windows and the request's route in them
+    /// (`[[analysis.routes]]`).
+    pub(crate) route: Option<(std::sync::Arc<sluice_routing::routes::RouteWindows>, usize)>,
 }
 
 impl Drop for Scratch {
@@ -80,11 +83,23 @@ impl Scratch {
         &mut self,
         retry: Option<sluice_routing::retry::RetryPolicy>,
         shadow: Option<sluice_routing::mirror::MirrorRule>,
+        route: Option<(std::sync::Arc<sluice_routing::routes::RouteWindows>, usize)>,
     ) {
         let policy = self.policy.get_or_insert_with(Box::default);
         policy.retry = retry;
         policy.shadow = shadow;
+        policy.route = route;
         policy.replay = None;
+    }
+
+    /// Counts the answer in its route's window, when it has one.
+    #[inline]
+    pub(crate) fn count_route(&self, outcome: sluice_routing::window::Outcome) {
+        if let Some(policy) = &self.policy
+            && let Some((windows, route)) = &policy.route
+        {
+            windows.record(*route, tokio::time::Instant::now(), outcome);
+        }
     }
 
     /// The request's retries, when its pool has them.

@@ -28,6 +28,7 @@ pub mod mirror;
 pub mod outlier;
 pub mod ratelimit;
 pub mod retry;
+pub mod routes;
 pub mod select;
 pub mod stats;
 pub mod table;
@@ -73,6 +74,14 @@ pub fn routing_from_config(config: &Config) -> Result<(Vec<PoolSpec>, RoutingPol
             .collect(),
         mirrors: config.mirrors.iter().map(mirror::MirrorRule::from_config).collect(),
         rollout_mirror: None,
+        routes: config
+            .analysis_routes
+            .iter()
+            .map(|r| routes::RouteRule {
+                name: r.name.as_str().into(),
+                prefix: r.prefix.clone(),
+            })
+            .collect(),
     };
     Ok((specs, policy))
 }

@@ -306,6 +306,9 @@ pub struct Pool {
     /// Testers matched by header or cookie go here (see
     /// [`crate::select::choose_pool`]).
     pub matches: Vec<sluice_config::MatchRule>,
+    /// Counts per route of the policy's `routes`, kept across snapshots
+    /// while the routes stay the same.
+    pub routes: Arc<crate::routes::RouteWindows>,
     /// Which failed tries go again on another backend (none: no retries).
     pub retry: Option<crate::retry::RetryPolicy>,
 }
@@ -392,6 +395,8 @@ pub struct RoutingPolicy {
     /// A running rollout's mirror step (kept across reloads; see
     /// [`crate::RoutingHandle::set_rollout_mirror`]).
     pub rollout_mirror: Option<crate::mirror::MirrorRule>,
+    /// `[[analysis.routes]]`: path prefixes each pool counts apart.
+    pub routes: Vec<crate::routes::RouteRule>,
     /// Pools that retry failed tries, by name.
     pub retry: std::collections::BTreeMap<String, crate::retry::RetryPolicy>,
 }
@@ -426,6 +431,7 @@ impl RoutingTable {
             return Err(TableError::WeightSum(total));
         }
         let mut pools = Vec::with_capacity(specs.len());
+        let same_routes = previous.is_some_and(|t| t.policy().routes == policy.routes);
         for spec in specs {
             if pools.iter().any(|p: &Pool| *p.name == *spec.name) {
                 return Err(TableError::DuplicatePool(spec.name.clone()));
@@ -469,6 +475,10 @@ impl RoutingTable {
                 slow_start: policy.slow_start.get(&spec.name).copied().unwrap_or_default(),
                 matches: spec.matches.clone(),
                 retry: policy.retry.get(&spec.name).copied(),
+                routes: match old {
+                    Some(p) if same_routes => Arc::clone(&p.routes),
+                    _ => Arc::new(crate::routes::RouteWindows::new(policy.routes.len())),
+                },
             });
         }
         // Slot ranges follow effective weights, scaled back to the whole

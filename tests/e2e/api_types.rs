@@ -59,6 +59,7 @@ fn every_schema_names_the_fields_its_type_carries() {
     // A pool's window is left out where none is measured: give it one.
     let pool = api::Pool {
         window: Some(api::Window::default()),
+        routes: vec![api::RouteWindow::default()],
         ..Default::default()
     };
     let cases = [

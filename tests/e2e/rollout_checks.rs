@@ -257,3 +257,81 @@ async fn prometheus_checks_judge_on_the_business_metric_and_a_prometheus_that_is
         "{reason}"
     );
 }
+
+/// A backend answering 500 to every other request under `/predict` and
+/// 200 to everything else.
+async fn predict_breaks() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let n = Arc::new(AtomicU64::new(0));
+    tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = listener.accept().await else { return };
+            let n = Arc::clone(&n);
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let broken =
+                        req.uri().path().starts_with("/predict") && n.fetch_add(1, Ordering::SeqCst).is_multiple_of(2);
+                    async move {
+                        let mut res = http::Response::new(http_body_util::Full::new(bytes::Bytes::from_static(
+                            b"pool=green version=v2",
+                        )));
+                        if broken {
+                            *res.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
+                        }
+                        Ok::<_, std::convert::Infallible>(res)
+                    }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// One route failing half its requests while it is 1% of the traffic: the
+/// pool's average (0.5% errors) passes, the route does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_that_breaks_fails_the_step_while_the_pool_average_passes() {
+    let blue = spawn_backend("blue", "v1", any_addr()).await.unwrap();
+    let green = predict_breaks().await;
+    let dir = tempfile::tempdir().unwrap();
+    // The guard would act on the route first: off here (alert only).
+    let text = format!(
+        "{}\n[rollback]\nenabled = false\n[[analysis.routes]]\nname = \"predict\"\nprefix = \"/predict\"\n",
+        crate::rollout_e2e::config(dir.path(), blue.addr, green)
+    );
+    let sluice = Running::start(dir.path(), &text, &[]);
+    let c = client();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let (c, stop, base) = (c.clone(), Arc::clone(&stop), format!("http://{}", sluice.addr));
+        tokio::spawn(async move {
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let path = if i % 100 == 99 { "/predict" } else { "/" };
+                get(&c, &format!("{base}{path}"), &[]).await;
+                i += 1;
+            }
+        })
+    };
+    let body = format!(
+        r#"{{"from": "blue", "to": "green", "steps": [{{"weight": 50, "hold": "60s"}}, {{"weight": 100}}], {QUICK}}}}}"#
+    );
+    start(&c, &sluice, &body).await;
+    let aborted = wait_state(&c, &sluice, "aborted", Duration::from_secs(60)).await;
+    stop.store(true, Ordering::Relaxed);
+    load.await.unwrap();
+    let reason = aborted["reason"].as_str().unwrap();
+    assert!(reason.starts_with("green route predict error ratio"), "{reason}");
+    assert_eq!(weights(&c, &sluice).await, (100, 0));
+    let (_, _, scrape) = get(&c, &format!("http://{}/metrics", sluice.admin), &[]).await;
+    assert!(
+        scrape.contains("sluice_route_error_ratio{pool=\"green\",route=\"predict\"}"),
+        "{scrape}"
+    );
+    let (_, pools) = call(&c, "GET", format!("http://{}/api/v1/pools", sluice.admin), "").await;
+    assert_eq!(pools["pools"][1]["routes"][0]["name"], "predict", "{pools}");
+}

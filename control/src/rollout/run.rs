@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use crate::guard::{Verdict, judge};
+use crate::guard::{Verdict, judge, judge_routes};
 use crate::hooks::{self, HookContext, HookPoint, OnFailure};
 
 use super::compare::compare;
@@ -235,6 +235,18 @@ impl Run {
         let verdict = match judge(&self.spec.to, &to, from.as_ref(), &self.spec.analysis) {
             Verdict::Healthy => compare(&self.spec, &to, from.as_ref()),
             other => other,
+        };
+        // Every route judged too: one that breaks fails the step.
+        let verdict = match verdict {
+            breach @ Verdict::Breach { .. } => breach,
+            other => judge_routes(
+                &table,
+                &self.spec.to,
+                Some(&self.spec.from),
+                &self.spec.analysis,
+                (window, now),
+            )
+            .unwrap_or(other),
         };
         self.note_evidence(&to, &verdict);
         match verdict {

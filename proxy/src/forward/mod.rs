@@ -280,6 +280,7 @@ impl Proxy {
                 && counting.grpc != Seen::Deferred
             {
                 stats.count(started, status, outcome, grpc_code);
+                scratch.count_route(outcome);
             }
             Answer { response: res, lines }
         }
@@ -365,8 +366,14 @@ impl Proxy {
                     let len = req.body().size_hint().exact();
                     shadow::pick(policy, &choice.pool.name, req.method(), len)
                 };
-                if choice.pool.retry.is_some() || copy.is_some() || scratch.policy.is_some() {
-                    scratch.set_policy(choice.pool.retry, copy);
+                let route = if policy.routes.is_empty() {
+                    None
+                } else {
+                    sluice_routing::routes::route_of(&policy.routes, req.uri().path())
+                        .map(|i| (Arc::clone(&choice.pool.routes), i))
+                };
+                if choice.pool.retry.is_some() || copy.is_some() || route.is_some() || scratch.policy.is_some() {
+                    scratch.set_policy(choice.pool.retry, copy, route);
                 }
                 if choice.pool.retry.is_some() {
                     choice

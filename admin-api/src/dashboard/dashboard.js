@@ -71,12 +71,27 @@ function renderPools(pools) {
       const codes = Object.entries(p.grpc || {})
         .map(([code, n]) => `<span class="grpc-code" data-code="${text(code)}">${text(code)} ${n}</span>`)
         .join(" · ");
+      // [[analysis.routes]], judged apart: a broken route shows here even
+      // when the pool's average looks fine.
+      const routes = (p.routes || [])
+        .map(
+          (r) =>
+            `<span class="route" data-route="${text(r.name)}">${text(r.name)} ${r.requests} req, ` +
+            `${(r.error_ratio * 100).toFixed(1)}% errors</span>`,
+        )
+        .join(" · ");
+      // Testers sent here whatever the weights.
+      const matches = (p.matches || [])
+        .map((m) => (m.header ? `${text(m.header)}: ${text(m.value)}` : `cookie ${text(m.cookie)}=${text(m.value)}`))
+        .join(" · ");
       return `<div class="pool" data-pool="${text(p.name)}">
         <div class="head"><strong>${text(p.name)}</strong> <span>${text(p.version)}</span>
           <span class="weight" data-weight="${p.weight}">${p.weight}%</span></div>
         <div class="bar"><div style="width:${p.weight}%"></div></div>
         <div class="backends">${backends}${text(failover)}</div>
-        ${codes ? `<div class="grpc">gRPC: ${codes}</div>` : ""}</div>`;
+        ${codes ? `<div class="grpc">gRPC: ${codes}</div>` : ""}
+        ${routes ? `<div class="routes">Routes: ${routes}</div>` : ""}
+        ${matches ? `<div class="matches">Testers: ${matches}</div>` : ""}</div>`;
     })
     .join("");
 }
@@ -230,6 +245,7 @@ async function refreshRollout() {
     })
     .join("");
   const smoke = (r.smoke || []).map((l) => `<li>${text(l)}</li>`).join("");
+  const checks = (r.checks || []).map((l) => `<li>${text(l)}</li>`).join("");
   const hooks = (r.hooks || [])
     .map((h) => `<li>${text(h.point)} ${text(h.name)}: ${h.ok ? "ok" : text(h.error)} (${h.duration_ms} ms)</li>`)
     .join("");
@@ -239,6 +255,7 @@ async function refreshRollout() {
       · ${Math.round(r.elapsed_seconds)} s</div>
     ${steps ? `<ol class="steps" id="rollout-steps">${steps}</ol>` : `<div>${text(r.reason)}</div>`}
     ${smoke ? `<div>Smoke checks:<ol>${smoke}</ol></div>` : ""}
+    ${checks ? `<div id="rollout-checks">Checks:<ol>${checks}</ol></div>` : ""}
     ${hooks ? `<div>Hooks:<ol>${hooks}</ol></div>` : ""}
     <details><summary>Plan</summary><ol>${plan}</ol></details>`;
 }

@@ -262,3 +262,30 @@ async fn on_failure_abort_is_the_default() {
     assert_eq!(ended.phase, Phase::Aborted, "{}", ended.reason);
     assert_eq!(green(&routing), 0);
 }
+
+/// Keeps every transition's reason.
+#[derive(Default)]
+struct Reasons(std::sync::Mutex<Vec<String>>);
+impl RolloutSink for Reasons {
+    fn transition(&self, status: &Status) {
+        self.0.lock().unwrap().push(status.reason.clone());
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_passed_step_says_what_it_was_judged_on() {
+    let (routing, _) = setup();
+    let reasons = Arc::new(Reasons::default());
+    let engine = Engine::new(Arc::clone(&routing), Arc::clone(&reasons) as Arc<dyn RolloutSink>);
+    traffic(&routing, "green", 5, Duration::ZERO);
+    engine.start(canary(NoEvidence::Pause), json!({})).unwrap();
+    wait_until(&engine, "completed", |s| s.phase.finished()).await;
+    let said = reasons.0.lock().unwrap().clone();
+    let passed = said
+        .iter()
+        .find(|r| r.starts_with("step 1 passed: "))
+        .expect("no step explained");
+    assert!(passed.contains("green at 25%; judged healthy on "), "{passed}");
+    assert!(passed.contains(" requests (0 errors"), "{passed}");
+    assert!(passed.ends_with("in one window, 20 needed"), "{passed}");
+}

@@ -136,7 +136,30 @@ impl Run {
                 }
             }
         };
-        lock(&self.status).evidence = None;
+        // The decision explained, in the status and its audit row: what
+        // the step was judged on.
+        let judged = lock(&self.status).evidence.take().filter(|e| e.enough);
+        if let (Wake::Elapsed, Some(e)) = (&wake, judged) {
+            let p95 = e.p95_ms.map(|ms| format!(", P95 {ms:.0} ms")).unwrap_or_default();
+            let checks = {
+                let status = lock(&self.status);
+                if status.checks.is_empty() {
+                    String::new()
+                } else {
+                    format!("; checks: {}", status.checks.join("; "))
+                }
+            };
+            self.set(
+                Phase::Step(step),
+                format!(
+                    "step {} passed: {what}; judged healthy on {} requests ({} errors{p95}) in one window, {} needed{checks}",
+                    step + 1,
+                    e.requests,
+                    e.errors,
+                    e.min_requests
+                ),
+            );
+        }
         wake
     }
 

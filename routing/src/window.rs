@@ -194,6 +194,29 @@ pub struct WindowSnapshot {
 }
 
 impl WindowSnapshot {
+    /// Mann–Whitney's U of this window's latencies against `other`'s, from
+    /// the two histograms (pairs in one slot count as ties, a half): the
+    /// share of (this, other) request pairs in which this one was slower,
+    /// and the z-score of U against "no difference" (the variance without
+    /// a tie correction, which only makes z smaller). `None` without data.
+    pub fn slower_share(&self, other: &WindowSnapshot) -> Option<(f64, f64)> {
+        let n1: u64 = self.latency.iter().sum();
+        let n2: u64 = other.latency.iter().sum();
+        if n1 == 0 || n2 == 0 {
+            return None;
+        }
+        let mut below = 0u64;
+        let mut u = 0.0;
+        for (mine, theirs) in self.latency.iter().zip(other.latency.iter()) {
+            u += *mine as f64 * (below as f64 + *theirs as f64 / 2.0);
+            below += theirs;
+        }
+        let (n1, n2) = (n1 as f64, n2 as f64);
+        let mean = n1 * n2 / 2.0;
+        let sd = (n1 * n2 * (n1 + n2 + 1.0) / 12.0).sqrt();
+        Some((u / (n1 * n2), (u - mean) / sd))
+    }
+
     /// Errors over requests (0 with no requests).
     pub fn error_ratio(&self) -> f64 {
         if self.requests == 0 {

@@ -1,12 +1,18 @@
-//! The optional comparison of `to` with `from` over the same window: a
-//! pure decision, on top of the absolute thresholds.
+//! The comparison of `to` with `from` over the same window: a pure
+//! decision, on top of the absolute thresholds. By default the latency
+//! distributions are compared (Mann–Whitney, with its effect size: the
+//! share of request pairs in which `to` was slower); the error-ratio and
+//! P95-ratio limits are opt-in.
 
 use sluice_routing::window::WindowSnapshot;
 
 use super::spec::RolloutSpec;
 use crate::guard::{BreachKind, Verdict};
 
-/// The optional comparison of `to` with `from` over the same window.
+/// One-sided z above which a difference is significant (α = 0.001).
+const SIGNIFICANT_Z: f64 = 3.09;
+
+/// The comparison of `to` with `from` over the same window.
 pub(super) fn compare(spec: &RolloutSpec, to: &WindowSnapshot, from: Option<&WindowSnapshot>) -> Verdict {
     let min = spec.analysis.min_requests.max(1);
     let Some(from) = from.filter(|f| f.requests >= min && to.requests >= min) else {
@@ -28,6 +34,25 @@ pub(super) fn compare(spec: &RolloutSpec, to: &WindowSnapshot, from: Option<&Win
                 ),
             };
         }
+    }
+    if let Some((share, z)) = to.slower_share(from)
+        && share > spec.comparison.max_slower_share
+        && z > SIGNIFICANT_Z
+        && let (Some(t), Some(f)) = (to.quantile(0.95), from.quantile(0.95))
+        && t > f
+    {
+        return Verdict::Breach {
+            kind: BreachKind::Latency,
+            reason: format!(
+                "{} is slower than {} in {:.0}% of request pairs (effect size {share:.2} > {}, z {z:.1}; P95 {} ms vs {} ms)",
+                spec.to,
+                spec.from,
+                share * 100.0,
+                spec.comparison.max_slower_share,
+                t.as_millis(),
+                f.as_millis()
+            ),
+        };
     }
     if let (Some(max), Some(t), Some(f)) = (spec.comparison.max_p95_ratio, to.quantile(0.95), from.quantile(0.95))
         && !f.is_zero()

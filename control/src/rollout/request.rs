@@ -46,6 +46,7 @@ pub struct AnalysisBody {
     max_failed_checks: Option<u32>,
     max_error_ratio_increase: Option<f64>,
     max_p95_ratio: Option<f64>,
+    max_slower_share: Option<f64>,
     evidence_deadline: Option<String>,
     on_no_evidence: Option<String>,
     #[serde(default)]
@@ -396,9 +397,15 @@ fn spec(mut body: RolloutBody, d: &RolloutDefaults) -> Result<RolloutSpec, SpecE
         }
     };
     let comparison = Comparison {
+        max_slower_share: a.max_slower_share.unwrap_or(Comparison::default().max_slower_share),
         max_error_ratio_increase: a.max_error_ratio_increase,
         max_p95_ratio: a.max_p95_ratio,
     };
+    if !(0.5..=1.0).contains(&comparison.max_slower_share) {
+        return Err(invalid(
+            "analysis.max_slower_share: a share between 0.5 (no difference) and 1 (off)".into(),
+        ));
+    }
     if comparison
         .max_error_ratio_increase
         .is_some_and(|v| !(0.0..=1.0).contains(&v))

@@ -50,6 +50,7 @@ fn window(requests: u64, errors: u64, p95_ms: u64) -> WindowSnapshot {
 #[test]
 fn the_comparison_judges_to_against_from() {
     let strict = spec(Comparison {
+        max_slower_share: 1.0,
         max_error_ratio_increase: Some(0.002),
         max_p95_ratio: Some(1.5),
     });
@@ -81,12 +82,46 @@ fn the_comparison_judges_to_against_from() {
         compare(&strict, &window(1000, 9, 90), Some(&window(5, 0, 20))),
         Verdict::Healthy
     );
-    // Without a comparison configured, nothing is compared.
-    let lax = spec(Comparison::default());
+    // By default the latency distributions are compared: every request of
+    // green slower than every one of blue is a breach, with its effect size.
+    let default = spec(Comparison::default());
+    let verdict = compare(&default, &window(1000, 9, 90), Some(&window(1000, 0, 20)));
+    let Verdict::Breach { kind, reason } = verdict else {
+        panic!("{verdict:?}")
+    };
+    assert_eq!(kind, BreachKind::Latency);
+    assert!(
+        reason.starts_with("green is slower than blue in 100% of request pairs (effect size 1.00 > 0.75"),
+        "{reason}"
+    );
+    // Alike: no effect. A share of 1 turns the comparison off.
     assert_eq!(
-        compare(&lax, &window(1000, 9, 90), Some(&window(1000, 0, 20))),
+        compare(&default, &window(1000, 1, 20), Some(&window(1000, 1, 20))),
         Verdict::Healthy
     );
+    let off = spec(Comparison {
+        max_slower_share: 1.0,
+        ..Comparison::default()
+    });
+    assert_eq!(
+        compare(&off, &window(1000, 9, 90), Some(&window(1000, 0, 20))),
+        Verdict::Healthy
+    );
+}
+
+#[test]
+fn the_slower_share_is_mann_whitney_s_effect_size() {
+    // Half of green's requests slower than all of blue's, half alike.
+    let mut green = window(100, 0, 20);
+    green.merge(&window(100, 0, 90));
+    let blue = window(200, 0, 20);
+    let (share, z) = green.slower_share(&blue).unwrap();
+    // Pairs: 100×200 slower, 100×200 tied (a half each) of 200×200.
+    assert!((share - 0.75).abs() < 1e-9, "{share}");
+    assert!(z > 5.0, "{z}");
+    let (share, z) = blue.slower_share(&blue).unwrap();
+    assert!((share - 0.5).abs() < 1e-9 && z.abs() < 1e-9, "{share} {z}");
+    assert_eq!(blue.slower_share(&WindowSnapshot::default()), None);
 }
 
 #[test]

@@ -411,6 +411,8 @@ pub struct RoutingTable {
     policy: RoutingPolicy,
     /// Some pool has match rules (else choosing skips looking for them).
     has_matches: bool,
+    /// Mirrors or routes are configured (else the request path skips them).
+    has_request_policy: bool,
 }
 
 impl RoutingTable {
@@ -506,6 +508,9 @@ impl RoutingTable {
             generation,
             pools,
             upper,
+            has_request_policy: !policy.mirrors.is_empty()
+                || policy.rollout_mirror.is_some()
+                || !policy.routes.is_empty(),
             policy,
             has_matches,
         })
@@ -518,6 +523,12 @@ impl RoutingTable {
 
     pub fn pools(&self) -> &[Pool] {
         &self.pools
+    }
+
+    /// Whether mirrors or routes are configured.
+    #[inline]
+    pub fn has_request_policy(&self) -> bool {
+        self.has_request_policy
     }
 
     /// Whether any pool has match rules.

@@ -359,28 +359,9 @@ impl Proxy {
                 headers::check_request(&req, settings.max_request_body_bytes, framing_checked)?;
                 let choice = select::choose_pool(&table, req.headers(), conn.peer.ip())?;
                 counting.stats = Some(Arc::clone(&choice.pool.stats));
-                let policy = table.policy();
-                let copy = if policy.mirrors.is_empty() && policy.rollout_mirror.is_none() {
-                    None
-                } else {
-                    let len = req.body().size_hint().exact();
-                    shadow::pick(policy, &choice.pool.name, req.method(), len)
-                };
-                let route = if policy.routes.is_empty() {
-                    None
-                } else {
-                    sluice_routing::routes::route_of(&policy.routes, req.uri().path())
-                        .map(|i| (Arc::clone(&choice.pool.routes), i))
-                };
-                if choice.pool.retry.is_some() || copy.is_some() || route.is_some() || scratch.policy.is_some() {
-                    scratch.set_policy(choice.pool.retry, copy, route);
-                }
-                if choice.pool.retry.is_some() {
-                    choice
-                        .pool
-                        .stats
-                        .retries
-                        .count_request(sluice_routing::table::clock_ms());
+                // Retries, mirrors and routes, out of line: most tables have none.
+                if choice.pool.retry.is_some() || table.has_request_policy() || scratch.policy.is_some() {
+                    tries::note_policy(scratch, table.policy(), choice.pool, &req);
                 }
                 // gRPC backends are HTTP/2 pools: only their requests are
                 // looked at (for sluice's own errors in gRPC's terms).
@@ -492,16 +473,10 @@ impl Proxy {
                 // The head is sent: the map goes back for the next request.
                 scratch.give_back(std::mem::take(&mut parts.headers));
                 if scratch.retry().is_some() && tries::worth_a_look(&res) {
-                    return Err(Failed::Retry(Box::new(Retry::Raw {
-                        first: res,
-                        tried: Tried::once(backend, in_flight),
-                        pool: pool_name,
-                        method: parts.method,
-                        headers_as,
-                        set_cookie,
-                        started,
-                        overall: settings.upstream_response_timeout,
-                    })));
+                    let overall = settings.upstream_response_timeout;
+                    let tried = Tried::once(backend, in_flight);
+                    let again = (pool_name, parts.method, headers_as, set_cookie, (started, overall));
+                    return Err(tries::retry_raw(res, tried, again));
                 }
                 let (res, lines) = res?;
                 if let Some(entry) = &mut scratch.log {
@@ -580,16 +555,13 @@ impl Proxy {
                 .is_some_and(|p| p.retry.is_some() && p.replay.is_some())
                 && tries::worth_a_look(&first)
             {
-                return Err(Failed::Retry(Box::new(Retry::Hyper {
+                let overall = settings.upstream_response_timeout;
+                let tried = Tried::once(backend, in_flight);
+                return Err(tries::retry_hyper(
                     first,
-                    tried: Tried::once(backend, in_flight),
-                    pool: pool_name,
-                    protocol,
-                    tls,
-                    set_cookie,
-                    started,
-                    overall: settings.upstream_response_timeout,
-                })));
+                    tried,
+                    (pool_name, protocol, tls, set_cookie, (started, overall)),
+                ));
             }
             let (mut res, mut lease) = first?;
             if let Some(entry) = &mut scratch.log {
@@ -717,7 +689,7 @@ impl Proxy {
 mod retry;
 mod tries;
 pub use tries::RETRIES_HEADER;
-use tries::{Failed, Reply, Retry, Tried};
+use tries::{Failed, Reply, Tried};
 
 #[cfg(test)]
 pub(crate) mod tests;

@@ -156,3 +156,83 @@ pub(crate) enum Retry {
         overall: Duration,
     },
 }
+
+/// The request's retries, mirror copy and route, from its pool and the
+/// table's policy, into `scratch` (out of line: called only where one is
+/// configured, or was for the connection's last request).
+#[inline(never)]
+pub(crate) fn note_policy<B: http_body::Body>(
+    scratch: &mut Scratch,
+    policy: &sluice_routing::RoutingPolicy,
+    pool: &sluice_routing::Pool,
+    req: &http::Request<B>,
+) {
+    let copy = if policy.mirrors.is_empty() && policy.rollout_mirror.is_none() {
+        None
+    } else {
+        let len = req.body().size_hint().exact();
+        crate::shadow::pick(policy, &pool.name, req.method(), len)
+    };
+    let route = if policy.routes.is_empty() {
+        None
+    } else {
+        sluice_routing::routes::route_of(&policy.routes, req.uri().path()).map(|i| (Arc::clone(&pool.routes), i))
+    };
+    scratch.set_policy(pool.retry, copy, route);
+    if pool.retry.is_some() {
+        pool.stats.retries.count_request(sluice_routing::table::clock_ms());
+    }
+}
+
+/// A failed first try on the own exchange, boxed for [`Failed::Retry`]
+/// (out of line: the request path builds it only after a failure).
+#[inline(never)]
+#[allow(clippy::type_complexity)]
+pub(crate) fn retry_raw(
+    first: Result<RawAnswer, ProxyError>,
+    tried: Tried,
+    (pool, method, headers_as, set_cookie, (started, overall)): (
+        Arc<str>,
+        Method,
+        HeadersAs,
+        Option<HeaderValue>,
+        (Instant, Duration),
+    ),
+) -> Failed {
+    Failed::Retry(Box::new(Retry::Raw {
+        first,
+        tried,
+        pool,
+        method,
+        headers_as,
+        set_cookie,
+        started,
+        overall,
+    }))
+}
+
+/// [`retry_raw`] for a try on the hyper clients.
+#[inline(never)]
+#[allow(clippy::type_complexity)]
+pub(crate) fn retry_hyper(
+    first: Result<HyperAnswer, ProxyError>,
+    tried: Tried,
+    (pool, protocol, tls, set_cookie, (started, overall)): (
+        Arc<str>,
+        UpstreamProtocol,
+        Option<Arc<UpstreamTls>>,
+        Option<HeaderValue>,
+        (Instant, Duration),
+    ),
+) -> Failed {
+    Failed::Retry(Box::new(Retry::Hyper {
+        first,
+        tried,
+        pool,
+        protocol,
+        tls,
+        set_cookie,
+        started,
+        overall,
+    }))
+}

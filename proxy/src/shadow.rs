@@ -32,11 +32,10 @@ pub const SHADOW_HEADER: HeaderName = HeaderName::from_static("x-sluice-shadow")
 /// Copies in flight at once, over every mirror pool; more are dropped.
 pub const MAX_IN_FLIGHT: usize = 256;
 
-/// Sends copies; one per proxy.
+/// Bounds the copies in flight; one per proxy, which lends its routing
+/// table and backend connections to each copy.
 #[derive(Debug, Clone)]
 pub struct Shadows {
-    routing: Arc<RoutingHandle>,
-    upstreams: Upstreams,
     permits: Arc<Semaphore>,
 }
 
@@ -62,18 +61,22 @@ pub(crate) fn pick(policy: &RoutingPolicy, pool: &str, method: &Method, body_len
     .cloned()
 }
 
+impl Default for Shadows {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Shadows {
-    pub fn new(routing: Arc<RoutingHandle>, upstreams: Upstreams) -> Self {
+    pub fn new() -> Self {
         Self {
-            routing,
-            upstreams,
             permits: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
         }
     }
 
     /// Sends `copy` to `rule`'s pool from a task of its own; never waits.
-    pub(crate) fn send(&self, rule: &MirrorRule, copy: Copy) {
-        let table = self.routing.load();
+    pub(crate) fn send(&self, (routing, upstreams): (&RoutingHandle, &Upstreams), rule: &MirrorRule, copy: Copy) {
+        let table = routing.load();
         let Some(pool) = table.pool(&rule.to) else { return };
         let stats = Arc::clone(&pool.stats);
         let Ok(permit) = Arc::clone(&self.permits).try_acquire_owned() else {
@@ -86,7 +89,7 @@ impl Shadows {
         };
         let (protocol, tls) = (pool.protocol, pool.tls.clone());
         drop(table);
-        let (upstreams, timeout) = (self.upstreams.clone(), rule.timeout);
+        let (upstreams, timeout) = (upstreams.clone(), rule.timeout);
         tokio::spawn(async move {
             let _permit = permit;
             let _in_flight = InFlight::start(&backend);

@@ -262,24 +262,28 @@ impl Run {
         }
     }
 
+    /// The weights before the rollout, back in one routing change (an
+    /// abort, or a pause after a failed analysis).
+    pub(super) async fn restore_original(&self, why: &str) -> Result<(), sluice_routing::TableError> {
+        self.routing
+            .change_weights(WeightChange {
+                weights: &self.original,
+                actor: Actor::Rollout,
+                action: RoutingAction::RolloutAbort,
+                reason: Some(why),
+                force: true,
+            })
+            .await
+            .map(|_| ())
+    }
+
     async fn abort(&mut self, reason: String) {
         self.stop_mirror().await;
         if self.weighed {
             if self.spec.rollback == RollbackMode::Gradual {
                 self.walk_back(&reason).await;
             }
-            let why = format!("rollout aborted: {reason}");
-            if let Err(e) = self
-                .routing
-                .change_weights(WeightChange {
-                    weights: &self.original,
-                    actor: Actor::Rollout,
-                    action: RoutingAction::RolloutAbort,
-                    reason: Some(&why),
-                    force: true,
-                })
-                .await
-            {
+            if let Err(e) = self.restore_original(&format!("rollout aborted: {reason}")).await {
                 warn!(error = %e, "could not restore the weights after an abort");
             }
         }
@@ -391,7 +395,7 @@ pub(super) async fn drive(
     i = i.min(steps.len());
     let mut resumed_step = resume_at.map(|_| i);
     while i < steps.len() {
-        match &steps[i] {
+        let wake = match &steps[i] {
             Step::Weight { weight, hold } => {
                 run.set(Phase::Step(i), format!("step {}: {} at {weight}%", i + 1, run.spec.to));
                 // A resumed step whose weights are already served was
@@ -413,91 +417,48 @@ pub(super) async fn drive(
                 let left = hold.saturating_sub(std::mem::take(&mut already_held));
                 let what = format!("{} at {weight}%", run.spec.to);
                 let evidence = run.spec.needs_evidence(*weight, *hold);
-                let wake = match run.held_step(i, &what, evidence, (left, *hold)).await {
-                    Wake::Failed(reason) if run.spec.on_failure == AnalysisFailure::Pause => {
-                        run.pause_after_failure(i, &reason).await
-                    }
-                    wake => wake,
-                };
-                match wake {
-                    Wake::Elapsed | Wake::Promote { full: false } => {}
-                    // Only a step paused after a failure is resumed here:
-                    // it runs again, analysed on what comes from now on.
-                    Wake::Resumed => {
-                        run.fresh_since = Some(Instant::now());
-                        continue;
-                    }
-                    Wake::Promote { full: true } => break,
-                    Wake::Abort(reason) | Wake::Failed(reason) => {
-                        run.abort(reason).await;
-                        return;
-                    }
-                }
+                run.held_step(i, &what, evidence, (left, *hold)).await
             }
             Step::Mirror { percent, hold } => {
                 let what = format!("{percent}% of requests copied to {}", run.spec.to);
                 run.set(Phase::Step(i), format!("step {}: {what}", i + 1));
                 run.start_mirror(*percent).await;
                 let left = hold.saturating_sub(std::mem::take(&mut already_held));
-                let wake = match run.held_step(i, &what, true, (left, *hold)).await {
-                    Wake::Failed(reason) if run.spec.on_failure == AnalysisFailure::Pause => {
-                        run.pause_after_failure(i, &reason).await
-                    }
-                    wake => wake,
-                };
+                let wake = run.held_step(i, &what, true, (left, *hold)).await;
                 run.stop_mirror().await;
-                match wake {
-                    Wake::Elapsed | Wake::Promote { full: false } => {}
-                    Wake::Resumed => {
-                        run.fresh_since = Some(Instant::now());
-                        continue;
-                    }
-                    Wake::Promote { full: true } => break,
-                    Wake::Abort(reason) | Wake::Failed(reason) => {
-                        run.abort(reason).await;
-                        return;
-                    }
-                }
+                wake
             }
-            Step::Gate { url, timeout, interval } => {
-                let wake = match run.gate(i, url, *timeout, *interval).await {
-                    Wake::Failed(reason) if run.spec.on_failure == AnalysisFailure::Pause => {
-                        run.pause_after_failure(i, &reason).await
-                    }
-                    wake => wake,
-                };
-                match wake {
-                    Wake::Elapsed | Wake::Promote { full: false } => {}
-                    Wake::Resumed => {
-                        run.fresh_since = Some(Instant::now());
-                        continue;
-                    }
-                    Wake::Promote { full: true } => break,
-                    Wake::Abort(reason) | Wake::Failed(reason) => {
-                        run.abort(reason).await;
-                        return;
-                    }
-                }
-            }
+            Step::Gate { url, timeout, interval } => run.gate(i, url, *timeout, *interval).await,
             Step::Pause => {
                 run.set(
                     Phase::Paused(i),
                     format!("paused at step {}: waiting for promote", i + 1),
                 );
-                let wake = match run.hold(None, true).await {
-                    Wake::Failed(reason) if run.spec.on_failure == AnalysisFailure::Pause => {
-                        run.pause_after_failure(i, &reason).await
-                    }
+                match run.hold(None, true).await {
+                    // Resuming a pause step passes it.
+                    Wake::Resumed => Wake::Elapsed,
                     wake => wake,
-                };
-                match wake {
-                    Wake::Elapsed | Wake::Promote { full: false } | Wake::Resumed => {}
-                    Wake::Promote { full: true } => break,
-                    Wake::Abort(reason) | Wake::Failed(reason) => {
-                        run.abort(reason).await;
-                        return;
-                    }
                 }
+            }
+        };
+        let wake = match wake {
+            Wake::Failed(reason) if run.spec.on_failure == AnalysisFailure::Pause => {
+                run.pause_after_failure(i, &reason).await
+            }
+            wake => wake,
+        };
+        match wake {
+            Wake::Elapsed | Wake::Promote { full: false } => {}
+            // Only a step paused after a failure is resumed here: it runs
+            // again, analysed on what comes from now on.
+            Wake::Resumed => {
+                run.fresh_since = Some(Instant::now());
+                continue;
+            }
+            Wake::Promote { full: true } => break,
+            Wake::Abort(reason) | Wake::Failed(reason) => {
+                run.abort(reason).await;
+                return;
             }
         }
         i += 1;

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use sluice_routing::mirror::MirrorRule;
 use sluice_routing::window::WindowSnapshot;
-use sluice_routing::{Actor, RoutingAction, WeightChange};
 use tokio::time::Instant;
 use tracing::warn;
 
@@ -168,20 +167,9 @@ impl Run {
     /// rollout waits for an operator: resume retries step `step`, promote
     /// goes on, abort ends it.
     pub(super) async fn pause_after_failure(&mut self, step: usize, reason: &str) -> Wake {
-        let why = format!("rollout paused: {reason}");
         self.stop_mirror().await;
         let back = self.original.get(&self.spec.to).copied().unwrap_or(0);
-        if let Err(e) = self
-            .routing
-            .change_weights(WeightChange {
-                weights: &self.original,
-                actor: Actor::Rollout,
-                action: RoutingAction::RolloutAbort,
-                reason: Some(&why),
-                force: true,
-            })
-            .await
-        {
+        if let Err(e) = self.restore_original(&format!("rollout paused: {reason}")).await {
             warn!(error = %e, "could not restore the weights after a failed analysis; aborting");
             return Wake::Abort(format!("{reason}; the weights could not be restored ({e})"));
         }

@@ -119,7 +119,7 @@ impl Proxy {
 
     pub fn new(routing: Arc<RoutingHandle>, upstreams: Upstreams) -> Self {
         Self {
-            shadows: Shadows::new(Arc::clone(&routing), upstreams.clone()),
+            shadows: Shadows::new(),
             routing,
             upstreams,
             outliers: None,
@@ -623,7 +623,7 @@ impl Proxy {
             headers: parts.headers.clone(),
             body,
         };
-        self.shadows.send(rule, copy);
+        self.shadows.send((&self.routing, &self.upstreams), rule, copy);
     }
 
     /// [`Proxy::shadow`] for a request sent on sluice's own exchange: its
@@ -659,7 +659,7 @@ impl Proxy {
             headers,
             body,
         };
-        self.shadows.send(rule, copy);
+        self.shadows.send((&self.routing, &self.upstreams), rule, copy);
     }
 
     /// Waits for the backend's response head within `timeout` of the

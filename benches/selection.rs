@@ -30,7 +30,14 @@ fn handle(backends: usize, sticky: Option<Sticky>) -> RoutingHandle {
         sticky,
         ..RoutingPolicy::default()
     };
-    RoutingHandle::new(&[pool("blue", 90, 1), pool("green", 10, 2)], policy).unwrap()
+    RoutingHandle::new(
+        &[
+            pool("blue", sluice_config::Weight::percent(90).unwrap(), 1),
+            pool("green", sluice_config::Weight::percent(10).unwrap(), 2),
+        ],
+        policy,
+    )
+    .unwrap()
 }
 
 fn selection(c: &mut Criterion) {

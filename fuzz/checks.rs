@@ -19,7 +19,7 @@ use sluice_routing::{PoolSpec, RoutingPolicy, RoutingTable};
 pub fn config(data: &[u8]) {
     if let Ok(text) = std::str::from_utf8(data) {
         match sluice_config::Config::from_toml(text) {
-            Ok(c) => assert_eq!(c.pools.iter().map(|p| p.weight).sum::<u32>(), 100),
+            Ok(c) => assert_eq!(sluice_config::weight_total(c.pools.iter().map(|p| &p.weight)), 10_000),
             Err(e) => assert!(!e.to_string().is_empty()),
         }
     }
@@ -33,7 +33,7 @@ pub fn admin_json(data: &[u8]) {
     };
     let defaults = sluice_control::rollout::RolloutDefaults {
         analysis: sluice_config::RollbackConfig::default(),
-        canary_percentage: 5,
+        canary_percentage: sluice_config::Weight::percent(5).unwrap(),
         canary_duration: Duration::from_secs(300),
     };
     if let Err(e) = sluice_control::rollout::parse_request(&value, &defaults) {
@@ -41,15 +41,23 @@ pub fn admin_json(data: &[u8]) {
     }
     // A weights body against a two-pool table: refused or summing to 100.
     if let Some(weights) = value.get("weights").and_then(|w| w.as_object()) {
-        let weights: HashMap<String, u32> = weights
+        let weights: HashMap<String, sluice_config::Weight> = weights
             .iter()
-            .filter_map(|(k, v)| Some((k.clone(), u32::try_from(v.as_u64()?).ok()?)))
+            .filter_map(|(k, v)| {
+                Some((
+                    k.clone(),
+                    serde_json::from_value::<sluice_config::Weight>(v.clone()).ok()?,
+                ))
+            })
             .collect();
         let handle = sluice_routing::RoutingHandle::new(&two_pools(), RoutingPolicy::default()).unwrap();
         let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
         if let Ok(table) = runtime.block_on(handle.change_weights(WeightChange::set(&weights, Actor::operator("fuzz"))))
         {
-            assert_eq!(table.pools().iter().map(|p| p.weight).sum::<u32>(), 100);
+            assert_eq!(
+                sluice_config::weight_total(table.pools().iter().map(|p| &p.weight)),
+                10_000
+            );
         }
     }
 }
@@ -61,7 +69,11 @@ fn two_pools() -> Vec<PoolSpec> {
         .map(|(i, name)| PoolSpec {
             name: (*name).to_owned(),
             version: "v".into(),
-            weight: if i == 0 { 100 } else { 0 },
+            weight: if i == 0 {
+                sluice_config::Weight::percent(100).unwrap()
+            } else {
+                sluice_config::Weight::percent(0).unwrap()
+            },
             protocol: UpstreamProtocol::Http1,
             backends: vec![format!("127.0.0.1:{}", 9000 + i)],
             tls: None,
@@ -78,11 +90,12 @@ pub fn routing(data: &[u8]) {
     };
     let pools = usize::from(rest.first().copied().unwrap_or(0) % 4) + 1;
     let rest = rest.get(1..).unwrap_or_default();
-    // Weights from the bytes, made to sum to 100 (the remainder on the last).
+    // Weights (hundredths of a percent) from the bytes, made to sum to 100%
+    // (the remainder on the last); odd bytes give decimals such as 0.39%.
     let mut weights: Vec<u32> = (0..pools)
-        .map(|i| u32::from(rest.get(i).copied().unwrap_or(0)) % 101)
+        .map(|i| u32::from(rest.get(i).copied().unwrap_or(0)) * 39 % 10_001)
         .collect();
-    let mut left = 100u32;
+    let mut left = 10_000u32;
     for w in weights.iter_mut() {
         *w = (*w).min(left);
         left -= *w;
@@ -96,7 +109,7 @@ pub fn routing(data: &[u8]) {
         .map(|(i, w)| PoolSpec {
             name: format!("p{i}"),
             version: "v".into(),
-            weight: *w,
+            weight: sluice_config::Weight::from_hundredths(*w).unwrap_or_default(),
             protocol: UpstreamProtocol::Http1,
             backends: vec![format!("127.0.0.1:{}", 9000 + i)],
             tls: None,
@@ -132,7 +145,11 @@ pub fn routing(data: &[u8]) {
             chunk.get(3).copied().unwrap_or(0),
         ));
         if let Ok(choice) = sluice_routing::select::choose_pool(&table, &headers, ip) {
-            assert!(choice.pool.weight > 0, "pool {} with weight 0 chosen", choice.pool.name);
+            assert!(
+                !choice.pool.weight.is_zero(),
+                "pool {} with weight 0 chosen",
+                choice.pool.name
+            );
         }
     }
 }

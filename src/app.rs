@@ -336,11 +336,11 @@ fn rollout_defaults(config: &Config) -> Result<sluice_control::rollout::RolloutD
     let canary_percentage = match std::env::var("CANARY_PERCENTAGE") {
         Ok(v) => v
             .trim()
-            .parse::<u32>()
+            .parse::<sluice_config::Weight>()
             .ok()
-            .filter(|p| (1..=100).contains(p))
+            .filter(|p| !p.is_zero())
             .ok_or_else(|| bad("CANARY_PERCENTAGE", &v))?,
-        Err(_) => 5,
+        Err(_) => sluice_config::Weight::percent(5).unwrap_or(sluice_config::Weight::FULL),
     };
     let canary_duration = match std::env::var("CANARY_DURATION") {
         Ok(v) => humantime::parse_duration(v.trim()).map_err(|_| bad("CANARY_DURATION", &v))?,

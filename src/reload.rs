@@ -248,8 +248,8 @@ mod tests {
 
     fn running(blue: u32) -> RoutingTable {
         let (mut specs, _) = sluice_routing::routing_from_config(&config(100, "\"127.0.0.1:2\"")).unwrap();
-        specs[0].weight = blue;
-        specs[1].weight = 100 - blue;
+        specs[0].weight = sluice_config::Weight::percent(blue).unwrap();
+        specs[1].weight = specs[0].weight.rest();
         RoutingTable::build(5, &specs, RoutingPolicy::default(), None).unwrap()
     }
 
@@ -261,7 +261,10 @@ mod tests {
             specs_of(&config(100, "\"127.0.0.1:3\"")),
             &running(30),
         );
-        assert_eq!((merged[0].weight, merged[1].weight), (30, 70));
+        assert_eq!(
+            (merged[0].weight.to_string(), merged[1].weight.to_string()),
+            ("30".into(), "70".into())
+        );
         assert_eq!(merged[1].backends, ["127.0.0.1:3"]);
     }
 
@@ -272,7 +275,10 @@ mod tests {
             specs_of(&config(80, "\"127.0.0.1:2\"")),
             &running(30),
         );
-        assert_eq!((merged[0].weight, merged[1].weight), (80, 20));
+        assert_eq!(
+            (merged[0].weight.to_string(), merged[1].weight.to_string()),
+            ("80".into(), "20".into())
+        );
     }
 
     #[test]

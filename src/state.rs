@@ -100,7 +100,7 @@ fn record(table: &RoutingTable, actor: &str) -> RoutingRecord {
             .map(|s| PoolRecord {
                 name: s.name,
                 version: s.version,
-                weight: i64::from(s.weight),
+                weight_hundredths: i64::from(s.weight.hundredths()),
                 protocol: protocol_name(s.protocol).to_owned(),
                 backends: s.backends,
                 matches: s
@@ -146,8 +146,10 @@ fn specs_from_record(record: &RoutingRecord) -> Result<Vec<PoolSpec>, AppError> 
             Ok(PoolSpec {
                 name: p.name.clone(),
                 version: p.version.clone(),
-                weight: u32::try_from(p.weight)
-                    .map_err(|_| AppError::Other(format!("stored weight of pool {:?} is invalid", p.name)))?,
+                weight: u32::try_from(p.weight_hundredths)
+                    .ok()
+                    .and_then(sluice_config::Weight::from_hundredths)
+                    .ok_or_else(|| AppError::Other(format!("stored weight of pool {:?} is invalid", p.name)))?,
                 protocol: match p.protocol.as_str() {
                     "http2" => UpstreamProtocol::Http2,
                     _ => UpstreamProtocol::Http1,
@@ -227,7 +229,13 @@ pub async fn open_routing(
     let weights: Vec<String> = stored
         .pools
         .iter()
-        .map(|p| format!("{}={}", p.name, p.weight))
+        .map(|p| {
+            format!(
+                "{}={}",
+                p.name,
+                sluice_config::weight_total_text(p.weight_hundredths.unsigned_abs())
+            )
+        })
         .collect();
     info!(
         generation,

@@ -19,7 +19,10 @@ pub(crate) async fn live() -> Json<api::Liveness> {
 
 pub(crate) async fn ready(State(state): State<AdminState>) -> (StatusCode, Json<api::Readiness>) {
     let table = state.routing.snapshot();
-    let routable = table.pools().iter().any(|p| p.weight > 0 && !p.backends.is_empty());
+    let routable = table
+        .pools()
+        .iter()
+        .any(|p| !p.weight.is_zero() && !p.backends.is_empty());
     let store = state.store.ping().await;
     let probed = state.health_ready.load(std::sync::atomic::Ordering::Acquire);
     let store_needed = state.store.engine() == sluice_store::Engine::Sqlite;

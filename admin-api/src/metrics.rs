@@ -305,7 +305,7 @@ fn traffic_families(table: &RoutingTable, window: std::time::Duration) -> Vec<Me
         m.set_label(labels(&[("pool", name)]));
         m.set_histogram(h);
         durations.push(m);
-        weights.push(gauge(&[("pool", name)], f64::from(pool.weight)));
+        weights.push(gauge(&[("pool", name)], pool.weight.as_f64()));
         for (condition, n) in Condition::ALL.iter().zip(pool.stats.retries.made()) {
             retries.push(counter(&[("pool", name), ("reason", condition.name())], n as f64));
         }
@@ -316,7 +316,7 @@ fn traffic_families(table: &RoutingTable, window: std::time::Duration) -> Vec<Me
                 pool.stats.shadow.get(result) as f64,
             ));
         }
-        effective.push(gauge(&[("pool", name)], f64::from(pool.effective_weight)));
+        effective.push(gauge(&[("pool", name)], pool.effective_weight.as_f64()));
         let snap = pool.stats.window.snapshot(now, window);
         error_ratio.push(gauge(&[("pool", name)], snap.error_ratio()));
         for (i, route) in table.policy().routes.iter().enumerate() {
@@ -554,7 +554,7 @@ mod tests {
         let spec = PoolSpec {
             name: "blue".into(),
             version: "v1".into(),
-            weight: 100,
+            weight: sluice_config::Weight::percent(100).unwrap(),
             protocol: sluice_config::UpstreamProtocol::Http1,
             backends: vec!["127.0.0.1:1".into()],
             tls: None,

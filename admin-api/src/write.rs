@@ -12,6 +12,7 @@ use axum::extract::{Extension, Path, Query, State};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+use sluice_config::Weight;
 use sluice_routing::{PoolChange, RoutingAction, RoutingTable, TableError, WeightChange};
 use sluice_store::AuditQuery;
 use tokio::time::Instant;
@@ -54,8 +55,9 @@ fn in_path(e: TableError) -> ApiError {
     }
 }
 
-/// [`api::WeightsRequest`] read loosely: a weight that is not an integer
-/// from 0 to 100 gets a 422 naming its pool, not serde's 400.
+/// [`api::WeightsRequest`] read loosely: a weight that is not a percentage
+/// from 0 to 100 (two decimals at most) gets a 422 naming its pool, not
+/// serde's 400.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct WeightsBody {
@@ -64,19 +66,18 @@ pub(crate) struct WeightsBody {
     force: bool,
 }
 
-/// Integer percentages 0–100, or a 422 naming the pool.
-fn weights_of(raw: &HashMap<String, Value>) -> Result<HashMap<String, u32>, ApiError> {
+/// Percentages 0–100 in steps of 0.01, or a 422 naming the pool.
+fn weights_of(raw: &HashMap<String, Value>) -> Result<HashMap<String, Weight>, ApiError> {
     raw.iter()
         .map(|(pool, v)| {
-            v.as_u64()
-                .filter(|w| *w <= 100)
-                .map(|w| (pool.clone(), w as u32))
-                .ok_or_else(|| {
-                    ApiError::invalid(
-                        ErrorCode::InvalidWeights,
-                        format!("weight of pool {pool:?} must be an integer from 0 to 100, got {v}"),
-                    )
-                })
+            Weight::deserialize(v).map(|w| (pool.clone(), w)).map_err(|_| {
+                ApiError::invalid(
+                    ErrorCode::InvalidWeights,
+                    format!(
+                        "weight of pool {pool:?} must be a percentage from 0 to 100 with at most two decimals, got {v}"
+                    ),
+                )
+            })
         })
         .collect()
 }
@@ -285,16 +286,11 @@ pub(crate) async fn rollback(
                     "no earlier weights are recorded to roll back to",
                 )
             })?;
-        let weights: HashMap<String, u32> = before["pools"]
+        let weights: HashMap<String, Weight> = before["pools"]
             .as_array()
             .into_iter()
             .flatten()
-            .filter_map(|p| {
-                Some((
-                    p["name"].as_str()?.to_owned(),
-                    u32::try_from(p["weight"].as_u64()?).ok()?,
-                ))
-            })
+            .filter_map(|p| Some((p["name"].as_str()?.to_owned(), Weight::deserialize(&p["weight"]).ok()?)))
             .collect();
         let table = state
             .routing

@@ -9,6 +9,7 @@ mod records;
 mod requests;
 mod rollout;
 mod routing;
+mod weight;
 
 pub use records::{AccessLine, AccessLines, AuditEntry, AuditPage, Deployment, History, RolloutList, RolloutRecord};
 pub use requests::{BackendAdd, PoolUpdate, WeightsRequest};
@@ -17,6 +18,7 @@ pub use routing::{
     Backend, Drained, MatchRule, Pool, PoolDetail, PoolHistory, RouteWindow, Routing, StatsEvent, StatsHistory,
     StatsPoint, Status, StoreState, TableEvent, Window,
 };
+pub use weight::{Weight, WeightError, total as weight_total, total_text as weight_total_text};
 
 use serde::{Deserialize, Serialize};
 

@@ -4,13 +4,13 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-/// `PUT /api/v1/weights`: every pool's integer percentage, summing to 100.
-/// (The server reads `weights` loosely first, to name a pool whose weight
-/// is not an integer from 0 to 100.)
+/// `PUT /api/v1/weights`: every pool's percentage (up to two decimals),
+/// summing to 100. (The server reads `weights` loosely first, to name a pool
+/// whose weight is not a percentage from 0 to 100.)
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WeightsRequest {
-    pub weights: BTreeMap<String, u32>,
+    pub weights: BTreeMap<String, crate::Weight>,
     /// Past contract fences and onto pools without backends.
     #[serde(default)]
     pub force: bool,

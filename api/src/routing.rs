@@ -49,10 +49,10 @@ pub struct PoolDetail {
 pub struct Pool {
     pub name: String,
     pub version: String,
-    /// Integer percentage of traffic, as set.
-    pub weight: u32,
+    /// Percentage of traffic as set (up to two decimals).
+    pub weight: crate::Weight,
     /// The share actually served: 0 while no backend is routable.
-    pub effective_weight: u32,
+    pub effective_weight: crate::Weight,
     /// `http1` or `http2`.
     pub protocol: String,
     pub requests: u64,

@@ -21,6 +21,7 @@ use std::path::Path;
 pub use env::{Source, Sources};
 pub use error::{ConfigError, FieldError};
 pub use model::*;
+pub use sluice_api::{Weight, WeightError, weight_total, weight_total_text};
 
 impl Config {
     /// Parses and validates TOML text.
@@ -139,7 +140,7 @@ impl Config {
             if self.pool(active).is_some() {
                 self.pools
                     .iter_mut()
-                    .for_each(|p| p.weight = if p.name == active { 100 } else { 0 });
+                    .for_each(|p| p.weight = if p.name == active { Weight::FULL } else { Weight::ZERO });
             } else {
                 let names: Vec<&str> = self.pools.iter().map(|p| p.name.as_str()).collect();
                 problems.push(FieldError {

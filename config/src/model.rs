@@ -5,8 +5,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Routing weights are integer percentages; they always sum to this.
-pub const WEIGHT_TOTAL: u32 = 100;
+/// Routing weights always sum to this (100%).
+pub const WEIGHT_TOTAL: crate::Weight = crate::Weight::FULL;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -456,8 +456,8 @@ pub enum UpstreamProtocol {
 pub struct PoolConfig {
     pub name: String,
     pub version: String,
-    /// Integer percentage; all pools sum to [`WEIGHT_TOTAL`].
-    pub weight: u32,
+    /// Share of traffic (0.01% steps); all pools sum to [`WEIGHT_TOTAL`].
+    pub weight: crate::Weight,
     /// `host:port` of each backend, unique within the pool.
     pub backends: Vec<String>,
     pub protocol: UpstreamProtocol,

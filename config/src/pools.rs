@@ -4,10 +4,13 @@
 use std::collections::HashSet;
 use std::net::SocketAddr;
 
+use serde::Deserialize;
+
 use crate::model::*;
 use crate::policy::retry;
 use crate::reader::{Problems, Section};
 use crate::sections::{health, secret};
+use sluice_api::{Weight, weight_total, weight_total_text};
 
 /// `[pools.NAME.tls]`: a CA, an optional SNI name, an optional client pair.
 fn upstream_tls(mut s: Section, problems: &mut Problems) -> Option<UpstreamTlsConfig> {
@@ -55,7 +58,7 @@ pub(crate) fn pools(
     problems: &mut Problems,
 ) -> Vec<PoolConfig> {
     let mut pools = Vec::new();
-    let mut total: u32 = 0;
+    let mut weights = Vec::new();
     let mut all_weights_known = true;
     for (name, mut p) in section.named_sections(problems) {
         let path = p.key_path("");
@@ -71,17 +74,20 @@ pub(crate) fn pools(
             problems.push(p.key_path("version"), "is required (the version label, e.g. \"v1\")");
             String::new()
         });
-        let weight = match p.take::<i64>("weight", problems) {
-            Some(w) if (0..=i64::from(WEIGHT_TOTAL)).contains(&w) => w as u32,
-            Some(_) => {
-                problems.push(p.key_path("weight"), "must be an integer between 0 and 100");
+        let weight = match p.take::<toml::Value>("weight", problems).map(Weight::deserialize) {
+            Some(Ok(w)) => w,
+            Some(Err(_)) => {
+                problems.push(
+                    p.key_path("weight"),
+                    "must be a percentage between 0 and 100 with at most two decimals (e.g. 10 or 0.5)",
+                );
                 all_weights_known = false;
-                0
+                Weight::ZERO
             }
             // A pool without a weight takes no traffic until given some.
-            None => 0,
+            None => Weight::ZERO,
         };
-        total += weight;
+        weights.push(weight);
         let backends: Vec<String> = p.take("backends", problems).unwrap_or_default();
         let mut seen = HashSet::new();
         for (i, b) in backends.iter().enumerate() {
@@ -94,7 +100,7 @@ pub(crate) fn pools(
                 );
             }
         }
-        if weight > 0 && backends.is_empty() {
+        if !weight.is_zero() && backends.is_empty() {
             problems.push(
                 p.key_path("backends"),
                 "a pool with weight above 0 needs at least one backend",
@@ -140,10 +146,13 @@ pub(crate) fn pools(
     }
     if pools.is_empty() {
         problems.push("pools", "at least one pool is required");
-    } else if all_weights_known && total != WEIGHT_TOTAL {
+    } else if all_weights_known && weight_total(&weights) != u64::from(WEIGHT_TOTAL.hundredths()) {
         problems.push(
             "pools",
-            format!("weights must sum to {WEIGHT_TOTAL}, they sum to {total}"),
+            format!(
+                "weights must sum to {WEIGHT_TOTAL}, they sum to {}",
+                weight_total_text(weight_total(&weights))
+            ),
         );
     }
     pools

@@ -91,7 +91,7 @@ weight = 10
         "admin.tokens: expected an array of tables",
         "store.extra: unknown key",
         "sticky: set exactly one of",
-        "pools.blue.weight: must be an integer between 0 and 100",
+        "pools.blue.weight: must be a percentage between 0 and 100 with at most two decimals (e.g. 10 or 0.5)",
         "pools.blue.backends[1]:",
         "pools.green.version: is required",
         "pools.green.backends: a pool with weight above 0 needs at least one backend",
@@ -117,6 +117,32 @@ backends = ["127.0.0.1:2"]
 "#,
     );
     assert_eq!(got, vec!["pools: weights must sum to 100, they sum to 90"]);
+}
+
+#[test]
+fn weights_take_two_decimals_and_no_more() {
+    let two = |blue: &str, green: &str| {
+        format!(
+            "[pools.blue]\nversion = \"v1\"\nweight = {blue}\nbackends = [\"127.0.0.1:1\"]\n\
+             [pools.green]\nversion = \"v2\"\nweight = {green}\nbackends = [\"127.0.0.1:2\"]\n"
+        )
+    };
+    let c = Config::from_toml(&two("99.9", "0.1")).unwrap();
+    assert_eq!(c.pool("green").unwrap().weight.hundredths(), 10);
+    assert_eq!(c.pool("blue").unwrap().weight.to_string(), "99.9");
+    let c = Config::from_toml(&two("87.66", "12.34")).unwrap();
+    assert_eq!(c.pool("green").unwrap().weight.hundredths(), 1234);
+    assert_eq!(
+        problems(&two("99.995", "0.005")),
+        vec![
+            "pools.blue.weight: must be a percentage between 0 and 100 with at most two decimals (e.g. 10 or 0.5)",
+            "pools.green.weight: must be a percentage between 0 and 100 with at most two decimals (e.g. 10 or 0.5)",
+        ]
+    );
+    assert_eq!(
+        problems(&two("99.9", "0.09")),
+        vec!["pools: weights must sum to 100, they sum to 99.99"]
+    );
 }
 
 #[test]

@@ -16,7 +16,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use sluice_config::RollbackConfig;
+use sluice_config::{RollbackConfig, Weight};
 use sluice_routing::window::WindowSnapshot;
 use sluice_routing::{Actor, RoutingAction, WeightChange};
 use sluice_routing::{RoutingHandle, RoutingTable};
@@ -186,24 +186,24 @@ pub fn judge_routes(
 struct Watch {
     candidate: String,
     stable: Option<String>,
-    known_good: HashMap<String, u32>,
+    known_good: HashMap<String, Weight>,
     until: Instant,
     breaches: u32,
     alerted: bool,
 }
 
-fn weights(table: &RoutingTable) -> HashMap<String, u32> {
+fn weights(table: &RoutingTable) -> HashMap<String, Weight> {
     table.pools().iter().map(|p| (p.name.to_string(), p.weight)).collect()
 }
 
 /// The pool that gained the most weight from `before` to `after`, if any.
-fn gainer(before: &HashMap<String, u32>, after: &RoutingTable) -> Option<String> {
+fn gainer(before: &HashMap<String, Weight>, after: &RoutingTable) -> Option<String> {
     after
         .pools()
         .iter()
         .filter_map(|p| {
-            let old = before.get(&*p.name).copied().unwrap_or(0);
-            (p.weight > old).then(|| (p.weight - old, p.name.to_string()))
+            let old = before.get(&*p.name).copied().unwrap_or_default();
+            (p.weight > old).then(|| (p.weight.saturating_sub(old), p.name.to_string()))
         })
         .max()
         .map(|(_, name)| name)

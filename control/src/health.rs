@@ -247,7 +247,7 @@ async fn prober(
             let table = routing.refresh_health(&detail).await;
             sink.changed(&pool, backend.addr(), healthy, &detail);
             if let Some(p) = table.pool(&pool)
-                && p.weight > 0
+                && !p.weight.is_zero()
                 && p.routable.is_empty()
             {
                 sink.changed(

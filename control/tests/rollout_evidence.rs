@@ -38,7 +38,10 @@ fn setup() -> (Arc<RoutingHandle>, Engine) {
     let routing = Arc::new(
         RoutingHandle::restore(
             1,
-            &[pool("blue", 100, 1), pool("green", 0, 2)],
+            &[
+                pool("blue", sluice_config::Weight::percent(100).unwrap(), 1),
+                pool("green", sluice_config::Weight::percent(0).unwrap(), 2),
+            ],
             RoutingPolicy::default(),
             None,
         )
@@ -55,7 +58,7 @@ fn canary(on_no_evidence: NoEvidence) -> RolloutSpec {
         to: "green".into(),
         strategy: "canary".into(),
         steps: vec![Step::Weight {
-            weight: 25,
+            weight: sluice_config::Weight::percent(25).unwrap(),
             hold: Duration::from_secs(10),
         }],
         analysis: RollbackConfig::default(),
@@ -120,7 +123,7 @@ async fn wait_until(engine: &Engine, what: &str, done: impl Fn(&Status) -> bool)
     }
 }
 
-fn green(routing: &RoutingHandle) -> u32 {
+fn green(routing: &RoutingHandle) -> sluice_config::Weight {
     routing.snapshot().pool("green").unwrap().weight
 }
 

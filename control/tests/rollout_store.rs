@@ -22,7 +22,7 @@ use tokio::time::Instant;
 #[derive(Default)]
 struct FlakyStore {
     down: AtomicBool,
-    green_weights: Mutex<Vec<u32>>,
+    green_weights: Mutex<Vec<sluice_config::Weight>>,
 }
 
 impl RoutingStore for FlakyStore {
@@ -30,7 +30,7 @@ impl RoutingStore for FlakyStore {
         let result = if self.down.load(Ordering::SeqCst) {
             Err(PersistError::Failed("connection refused".into()))
         } else {
-            let green = c.after.pool("green").map_or(0, |p| p.weight);
+            let green = c.after.pool("green").map_or(sluice_config::Weight::ZERO, |p| p.weight);
             self.green_weights.lock().unwrap().push(green);
             Ok(())
         };
@@ -57,7 +57,10 @@ fn setup(green: u32) -> (Arc<FlakyStore>, Arc<RoutingHandle>, Engine) {
     let routing = Arc::new(
         RoutingHandle::restore(
             1,
-            &[pool("blue", 100 - green, 1), pool("green", green, 2)],
+            &[
+                pool("blue", sluice_config::Weight::percent(green).unwrap().rest(), 1),
+                pool("green", sluice_config::Weight::percent(green).unwrap(), 2),
+            ],
             RoutingPolicy::default(),
             Some(Arc::clone(&store) as Arc<dyn RoutingStore>),
         )
@@ -72,7 +75,10 @@ fn canary(hold: Duration) -> RolloutSpec {
         from: "blue".into(),
         to: "green".into(),
         strategy: "canary".into(),
-        steps: vec![Step::Weight { weight: 25, hold }],
+        steps: vec![Step::Weight {
+            weight: sluice_config::Weight::percent(25).unwrap(),
+            hold,
+        }],
         analysis: RollbackConfig::default(),
         analysis_interval: Duration::from_secs(1),
         max_failed_checks: 2,
@@ -122,7 +128,16 @@ async fn a_step_the_store_refuses_waits_for_the_store_then_continues() {
     store.down.store(false, Ordering::SeqCst);
     wait_until(&engine, "completed", |s| s.phase == Phase::Completed).await;
     assert_eq!(routing.snapshot().pool("green").unwrap().weight, 100);
-    assert_eq!(*store.green_weights.lock().unwrap(), vec![25, 100]);
+    assert_eq!(
+        store
+            .green_weights
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|w| w.to_string())
+            .collect::<Vec<_>>(),
+        ["25", "100"]
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -144,7 +159,16 @@ async fn a_suspended_rollout_restores_nothing_and_another_may_start() {
         25,
         "a suspend restored weights"
     );
-    assert_eq!(*store.green_weights.lock().unwrap(), vec![25]);
+    assert_eq!(
+        store
+            .green_weights
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|w| w.to_string())
+            .collect::<Vec<_>>(),
+        ["25"]
+    );
     assert!(engine.command(sluice_control::rollout::Command::Abort).is_err());
     // The leader-to-be continues it: not refused as "already running".
     engine
@@ -161,5 +185,14 @@ async fn a_resumed_step_already_served_is_not_applied_again() {
     wait_until(&engine, "completed", |s| s.phase == Phase::Completed).await;
     assert_eq!(routing.snapshot().pool("green").unwrap().weight, 100);
     // Only the promotion was stored: step 1 (25%) was already applied.
-    assert_eq!(*store.green_weights.lock().unwrap(), vec![100]);
+    assert_eq!(
+        store
+            .green_weights
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|w| w.to_string())
+            .collect::<Vec<_>>(),
+        ["100"]
+    );
 }

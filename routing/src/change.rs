@@ -7,6 +7,8 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
+use sluice_config::Weight;
+
 use crate::error::TableError;
 use crate::table::PoolSpec;
 
@@ -123,7 +125,7 @@ impl fmt::Display for RoutingAction {
 /// A new weight for every pool, and who asked and why.
 #[derive(Debug, Clone)]
 pub struct WeightChange<'a> {
-    pub weights: &'a HashMap<String, u32>,
+    pub weights: &'a HashMap<String, Weight>,
     pub actor: Actor,
     pub action: RoutingAction,
     /// Why, when the change was decided rather than asked for.
@@ -135,7 +137,7 @@ pub struct WeightChange<'a> {
 
 impl<'a> WeightChange<'a> {
     /// An operator's `weights.set` by `actor`, checked in full.
-    pub fn set(weights: &'a HashMap<String, u32>, actor: Actor) -> Self {
+    pub fn set(weights: &'a HashMap<String, Weight>, actor: Actor) -> Self {
         Self {
             weights,
             actor,
@@ -161,7 +163,7 @@ impl<'a> WeightChange<'a> {
                 .weights
                 .get(&spec.name)
                 .ok_or_else(|| TableError::MissingPool(spec.name.clone()))?;
-            if spec.weight > 0 && spec.backends.is_empty() && !self.force {
+            if !spec.weight.is_zero() && spec.backends.is_empty() && !self.force {
                 return Err(TableError::NoBackends(spec.name.clone()));
             }
         }
@@ -217,7 +219,7 @@ impl PoolChange {
             } => {
                 let new_version = version.as_ref().is_some_and(|v| *v != spec.version);
                 let new_backends = backends.as_ref().is_some_and(|b| *b != spec.backends);
-                if spec.weight > 0 && (new_version || new_backends) && !force {
+                if !spec.weight.is_zero() && (new_version || new_backends) && !force {
                     return Err(TableError::PoolCarriesTraffic {
                         pool: pool.to_owned(),
                         weight: spec.weight,
@@ -243,7 +245,7 @@ impl PoolChange {
                 if !spec.backends.contains(addr) {
                     return Err(TableError::UnknownBackend(pool.to_owned(), addr.clone()));
                 }
-                if spec.backends.len() == 1 && spec.weight > 0 && !force {
+                if spec.backends.len() == 1 && !spec.weight.is_zero() && !force {
                     return Err(TableError::LastBackend(pool.to_owned(), addr.clone()));
                 }
                 spec.backends.retain(|b| b != addr);
@@ -269,7 +271,10 @@ mod tests {
             tls: None,
             matches: Vec::new(),
         };
-        vec![spec("blue", 100), spec("green", 0)]
+        vec![
+            spec("blue", sluice_config::Weight::percent(100).unwrap()),
+            spec("green", sluice_config::Weight::percent(0).unwrap()),
+        ]
     }
 
     #[test]
@@ -285,7 +290,7 @@ mod tests {
             update(false).apply("blue", &mut s),
             Err(TableError::PoolCarriesTraffic {
                 pool: "blue".into(),
-                weight: 100
+                weight: sluice_config::Weight::percent(100).unwrap()
             })
         );
         update(false).apply("green", &mut s).unwrap();
@@ -314,7 +319,11 @@ mod tests {
     fn weights_name_every_pool_and_stay_off_empty_pools_unless_forced() {
         let mut s = specs();
         s[1].backends.clear();
-        let w: HashMap<String, u32> = [("blue".into(), 50), ("green".into(), 50)].into();
+        let w: HashMap<String, sluice_config::Weight> = [
+            ("blue".into(), sluice_config::Weight::percent(50).unwrap()),
+            ("green".into(), sluice_config::Weight::percent(50).unwrap()),
+        ]
+        .into();
         assert_eq!(
             WeightChange::set(&w, Actor::operator("t")).apply(&mut s),
             Err(TableError::NoBackends("green".into()))
@@ -323,7 +332,7 @@ mod tests {
             .forced()
             .apply(&mut s)
             .unwrap();
-        let partial: HashMap<String, u32> = [("blue".into(), 100)].into();
+        let partial: HashMap<String, sluice_config::Weight> = [("blue".into(), sluice_config::Weight::FULL)].into();
         assert_eq!(
             WeightChange::set(&partial, Actor::operator("t")).apply(&mut s),
             Err(TableError::MissingPool("green".into()))

@@ -112,7 +112,8 @@ impl ProxyError {
 pub enum TableError {
     #[error("at least one pool is required")]
     NoPools,
-    #[error("weights must sum to 100, they sum to {0}")]
+    /// The sum in hundredths of a percent.
+    #[error("weights must sum to 100, they sum to {}", sluice_config::weight_total_text(*.0))]
     WeightSum(u64),
     #[error("pool {0:?} has weight above 0 but no backends")]
     NoBackends(String),
@@ -132,7 +133,10 @@ pub enum TableError {
     #[error("{0}")]
     Conflict(String),
     #[error("pool {pool:?} carries {weight}% of traffic; shift its weight away first, or force the change")]
-    PoolCarriesTraffic { pool: String, weight: u32 },
+    PoolCarriesTraffic {
+        pool: String,
+        weight: sluice_config::Weight,
+    },
     #[error("pool {0:?}: backend TLS: {1}")]
     BackendTls(String, String),
     /// The text says which version, what contracted it and how to override.

@@ -14,6 +14,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use arc_swap::{ArcSwap, Guard};
+use sluice_config::Weight;
 use tokio::sync::{Mutex, broadcast};
 
 use crate::change::{Actor, PoolChange, RoutingAction, WeightChange};
@@ -120,13 +121,13 @@ impl RoutingHandle {
 
     /// Why `weights` would give traffic to a fenced version, if they would.
     /// A fence holds only while its pool still runs the fenced version.
-    pub fn fenced(&self, weights: &HashMap<String, u32>) -> Option<String> {
+    pub fn fenced(&self, weights: &HashMap<String, Weight>) -> Option<String> {
         let table = self.current.load();
         let fences = self.fences.lock().unwrap_or_else(|e| e.into_inner());
         fences
             .iter()
             .find(|f| {
-                weights.get(&f.pool).is_some_and(|w| *w > 0)
+                weights.get(&f.pool).is_some_and(|w| !w.is_zero())
                     && table.pool(&f.pool).is_some_and(|p| *p.version == *f.version)
             })
             .map(|f| f.reason.clone())
@@ -355,11 +356,17 @@ mod tests {
             tls: None,
             matches: Vec::new(),
         };
-        vec![spec("blue", 100, 1), spec("green", 0, 2)]
+        vec![
+            spec("blue", sluice_config::Weight::percent(100).unwrap(), 1),
+            spec("green", sluice_config::Weight::percent(0).unwrap(), 2),
+        ]
     }
 
-    fn weights(pairs: &[(&str, u32)]) -> HashMap<String, u32> {
-        pairs.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect()
+    fn weights(pairs: &[(&str, u32)]) -> HashMap<String, Weight> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), Weight::percent(*v).unwrap()))
+            .collect()
     }
 
     /// Records what it is asked to persist; fails while `fail` is set.
@@ -410,7 +417,7 @@ mod tests {
     async fn rejected_changes_leave_the_table_alone() {
         let h = RoutingHandle::new(&specs(), RoutingPolicy::default()).unwrap();
         let cases = [
-            (weights(&[("blue", 50), ("green", 40)]), TableError::WeightSum(90)),
+            (weights(&[("blue", 50), ("green", 40)]), TableError::WeightSum(9_000)),
             (
                 weights(&[("blue", 50), ("green", 40), ("red", 10)]),
                 TableError::UnknownPool("red".into()),

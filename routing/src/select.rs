@@ -208,7 +208,7 @@ mod tests {
             .map(|(i, (name, w))| PoolSpec {
                 name: (*name).into(),
                 version: "v".into(),
-                weight: *w,
+                weight: sluice_config::Weight::percent(*w).unwrap(),
                 protocol: UpstreamProtocol::Http1,
                 backends: vec![format!("127.0.0.1:{}", 1000 + i)],
                 tls: None,
@@ -278,7 +278,7 @@ mod tests {
         let specs = vec![PoolSpec {
             name: "p".into(),
             version: "v".into(),
-            weight: 100,
+            weight: sluice_config::Weight::percent(100).unwrap(),
             protocol: UpstreamProtocol::Http1,
             backends: vec!["127.0.0.1:1".into(), "127.0.0.1:2".into()],
             tls: None,

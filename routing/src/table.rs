@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use http::uri::Authority;
-use sluice_config::{Sticky, UpstreamProtocol, WEIGHT_TOTAL};
+use sluice_config::{Sticky, UpstreamProtocol, WEIGHT_TOTAL, Weight};
 
 use sluice_transport::UpstreamTls;
 
@@ -287,8 +287,8 @@ impl Drop for InFlight {
 pub struct Pool {
     pub name: Arc<str>,
     pub version: Arc<str>,
-    /// Integer percentage of traffic.
-    pub weight: u32,
+    /// Share of traffic (0.01% steps).
+    pub weight: Weight,
     pub protocol: UpstreamProtocol,
     /// TLS to the backends, when the pool has it.
     pub tls: Option<Arc<UpstreamTls>>,
@@ -298,7 +298,7 @@ pub struct Pool {
     pub routable: Vec<Arc<Backend>>,
     /// Share of traffic actually served: the weight, or 0 while the pool has
     /// no healthy backend (its share then goes to the others).
-    pub effective_weight: u32,
+    pub effective_weight: Weight,
     /// Traffic counters, kept across snapshots.
     pub stats: Arc<PoolStats>,
     /// A returning backend's ramp (zero: none).
@@ -318,7 +318,7 @@ pub struct Pool {
 pub struct PoolSpec {
     pub name: String,
     pub version: String,
-    pub weight: u32,
+    pub weight: Weight,
     pub protocol: UpstreamProtocol,
     pub backends: Vec<String>,
     /// Loaded from the pool's `[pools.NAME.tls]` (none: plain TCP).
@@ -428,8 +428,8 @@ impl RoutingTable {
             return Err(TableError::NoPools);
         }
         // Summed wide: weights come from API callers (found by fuzzing).
-        let total: u64 = specs.iter().map(|p| u64::from(p.weight)).sum();
-        if total != u64::from(WEIGHT_TOTAL) {
+        let total = sluice_config::weight_total(specs.iter().map(|p| &p.weight));
+        if total != u64::from(WEIGHT_TOTAL.hundredths()) {
             return Err(TableError::WeightSum(total));
         }
         let mut pools = Vec::with_capacity(specs.len());
@@ -463,7 +463,7 @@ impl RoutingTable {
                 });
             }
             let routable: Vec<Arc<Backend>> = backends.iter().filter(|b| b.is_routable()).cloned().collect();
-            let effective_weight = if routable.is_empty() { 0 } else { spec.weight };
+            let effective_weight = if routable.is_empty() { Weight::ZERO } else { spec.weight };
             pools.push(Pool {
                 name: spec.name.as_str().into(),
                 version: spec.version.as_str().into(),
@@ -486,17 +486,17 @@ impl RoutingTable {
         // Slot ranges follow effective weights, scaled back to the whole
         // range: a pool without healthy backends hands its share to the
         // others in proportion to their weights.
-        let effective_total: u32 = pools.iter().map(|p| p.effective_weight).sum();
+        let effective_total: u32 = pools.iter().map(|p| p.effective_weight.hundredths()).sum();
         let mut upper = Vec::with_capacity(pools.len());
         let mut end: u64 = 0;
         for p in &pools {
             if effective_total > 0 {
-                end += u64::from(p.effective_weight) * u64::from(SLOTS) / u64::from(effective_total);
+                end += u64::from(p.effective_weight.hundredths()) * u64::from(SLOTS) / u64::from(effective_total);
             }
             upper.push(u32::try_from(end).unwrap_or(SLOTS));
         }
         // Rounding: the last pool with a share ends exactly at SLOTS.
-        if let Some(last) = pools.iter().rposition(|p| p.effective_weight > 0) {
+        if let Some(last) = pools.iter().rposition(|p| !p.effective_weight.is_zero()) {
             upper
                 .get_mut(last..)
                 .unwrap_or_default()

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde_json::{Value, json};
+use sluice_config::Weight;
 
 use crate::error::AppError;
 
@@ -67,9 +68,11 @@ pub(super) fn rollout_body(f: StartFlags<'_>) -> Result<Value, AppError> {
                     return Ok(json!({"pause": true}));
                 }
                 let (weight, hold) = s.split_once(':').unwrap_or((s, "0s"));
-                let weight: u32 = weight
-                    .parse()
-                    .map_err(|_| AppError::Other(format!("step {s:?}: write WEIGHT:HOLD (e.g. 25:5m) or pause")))?;
+                let weight: Weight = weight.parse().map_err(|_| {
+                    AppError::Other(format!(
+                        "step {s:?}: write WEIGHT:HOLD (e.g. 25:5m or 0.5:10m; a percentage with up to two decimals) or pause"
+                    ))
+                })?;
                 Ok(json!({"weight": weight, "hold": hold}))
             })
             .collect();
@@ -91,15 +94,17 @@ pub(super) fn rollout_body(f: StartFlags<'_>) -> Result<Value, AppError> {
     Ok(body)
 }
 
-pub(super) fn parse_weights(pairs: &[String]) -> Result<BTreeMap<String, u32>, AppError> {
+pub(super) fn parse_weights(pairs: &[String]) -> Result<BTreeMap<String, Weight>, AppError> {
     let mut weights = BTreeMap::new();
     for pair in pairs {
         let (pool, weight) = pair
             .split_once('=')
             .ok_or_else(|| AppError::Other(format!("{pair:?}: write weights as POOL=PERCENT, e.g. blue=90")))?;
-        let weight: u32 = weight
-            .parse()
-            .map_err(|_| AppError::Other(format!("{pair:?}: the weight must be a whole number from 0 to 100")))?;
+        let weight: Weight = weight.parse().map_err(|_| {
+            AppError::Other(format!(
+                "{pair:?}: the weight must be a percentage from 0 to 100 with at most two decimals (e.g. 90 or 99.9)"
+            ))
+        })?;
         weights.insert(pool.to_owned(), weight);
     }
     Ok(weights)

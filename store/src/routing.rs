@@ -13,7 +13,8 @@ const ROUTING_CHANNEL: &str = "sluice_routing";
 pub struct PoolRecord {
     pub name: String,
     pub version: String,
-    pub weight: i64,
+    /// Hundredths of a percent (10,000 is all traffic).
+    pub weight_hundredths: i64,
     /// `http1` or `http2`.
     pub protocol: String,
     pub backends: Vec<String>,
@@ -59,7 +60,7 @@ impl Store {
         else {
             return Ok(None);
         };
-        let pools = sqlx::query("SELECT name, version, weight, protocol FROM pools ORDER BY position")
+        let pools = sqlx::query("SELECT name, version, weight_hundredths, protocol FROM pools ORDER BY position")
             .fetch_all(self.db())
             .await?;
         let backends = sqlx::query("SELECT pool, addr FROM pool_backends ORDER BY pool, position")
@@ -89,7 +90,7 @@ impl Store {
                 .collect::<Result<Vec<_>, sqlx::Error>>()?;
             records.push(PoolRecord {
                 version: p.try_get("version")?,
-                weight: p.try_get("weight")?,
+                weight_hundredths: p.try_get("weight_hundredths")?,
                 protocol: p.try_get("protocol")?,
                 backends: pool_backends,
                 matches: pool_matches,
@@ -162,11 +163,13 @@ impl Store {
         sqlx::query("DELETE FROM pools").execute(&mut *tx).await?;
         for (position, pool) in record.pools.iter().enumerate() {
             sqlx::query(
-                "INSERT INTO pools (name, version, weight, protocol, position, updated_at) VALUES ($1, $2, $3, $4, $5, $6)",
+                "INSERT INTO pools (name, version, weight, weight_hundredths, protocol, position, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
             )
             .bind(&pool.name)
             .bind(&pool.version)
-            .bind(pool.weight)
+            .bind(pool.weight_hundredths / 100)
+            .bind(pool.weight_hundredths)
             .bind(&pool.protocol)
             .bind(position as i64)
             .bind(&record.updated_at)

@@ -164,6 +164,7 @@ async fn failing_step_is_rolled_back(url: &str) {
     store.close().await;
 }
 
+/// `blue` in hundredths of a percent; green has the rest.
 fn record(generation: i64, blue: i64) -> RoutingRecord {
     RoutingRecord {
         generation,
@@ -171,7 +172,7 @@ fn record(generation: i64, blue: i64) -> RoutingRecord {
             PoolRecord {
                 name: "blue".into(),
                 version: "v1".into(),
-                weight: blue,
+                weight_hundredths: blue,
                 protocol: "http1".into(),
                 backends: vec!["127.0.0.1:9001".into(), "127.0.0.1:9002".into()],
                 matches: Vec::new(),
@@ -179,7 +180,7 @@ fn record(generation: i64, blue: i64) -> RoutingRecord {
             PoolRecord {
                 name: "green".into(),
                 version: "v2".into(),
-                weight: 100 - blue,
+                weight_hundredths: 10_000 - blue,
                 protocol: "http2".into(),
                 backends: vec!["127.0.0.1:9011".into()],
                 matches: vec![
@@ -208,13 +209,13 @@ async fn routing_and_audit_round_trip(url: &str) {
 
     let deploy = DeploymentRecord::immediate("green", Some("v1"), "v2");
     store
-        .save_routing(None, &record(1, 100), &audit("config-file", "routing.init"), &[])
+        .save_routing(None, &record(1, 10_000), &audit("config-file", "routing.init"), &[])
         .await
         .unwrap();
     store
         .save_routing(
             Some(1),
-            &record(2, 90),
+            &record(2, 9_990),
             &audit("ci", "weights.set"),
             std::slice::from_ref(&deploy),
         )
@@ -222,18 +223,18 @@ async fn routing_and_audit_round_trip(url: &str) {
         .unwrap();
     let loaded = store.load_routing().await.unwrap().unwrap();
     assert_eq!(loaded.generation, 2);
-    assert_eq!(loaded.pools, record(2, 90).pools);
+    assert_eq!(loaded.pools, record(2, 9_990).pools);
     assert_eq!(loaded.updated_by, "ci");
 
     // A writer that computed its change from an old generation loses.
     let err = store
-        .save_routing(Some(1), &record(3, 50), &audit("other", "weights.set"), &[])
+        .save_routing(Some(1), &record(3, 5_000), &audit("other", "weights.set"), &[])
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::Conflict { stored: 2, expected: 1 }), "{err}");
     let loaded = store.load_routing().await.unwrap().unwrap();
     assert_eq!(loaded.generation, 2);
-    assert_eq!(loaded.pools, record(2, 90).pools);
+    assert_eq!(loaded.pools, record(2, 9_990).pools);
 
     let history = store.deployments(10).await.unwrap();
     assert_eq!(history, vec![deploy]);

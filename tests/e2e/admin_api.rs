@@ -87,7 +87,7 @@ backends = ["127.0.0.1:9011"]
         )),
         rollout_defaults: sluice_control::rollout::RolloutDefaults {
             analysis: config.rollback.clone(),
-            canary_percentage: 5,
+            canary_percentage: sluice_config::Weight::percent(5).unwrap(),
             canary_duration: Duration::from_secs(300),
         },
         started: tokio::time::Instant::now(),
@@ -133,7 +133,7 @@ impl Api {
         self.routing.snapshot().generation()
     }
 
-    fn weight(&self, pool: &str) -> u32 {
+    fn weight(&self, pool: &str) -> sluice_config::Weight {
         self.routing.snapshot().pool(pool).unwrap().weight
     }
 
@@ -219,7 +219,7 @@ async fn weights_change_is_stored_audited_and_answered_with_the_generation() {
     assert_eq!(api.weight("green"), 30);
     let stored = api.store.load_routing().await.unwrap().unwrap();
     assert_eq!(stored.generation as u64, before + 1);
-    assert_eq!(stored.pools[1].weight, 30);
+    assert_eq!(stored.pools[1].weight_hundredths, 3_000);
     let last = &api.audit().await[0];
     assert_eq!(
         (last.entry.actor.as_str(), last.entry.action.as_str()),
@@ -237,7 +237,11 @@ async fn rejected_weight_changes_change_nothing_but_leave_a_rejection_row() {
         ("{not json", 400, "bad-json"),
         (r#"{"weights": {"blue": 90, "red": 10}}"#, 400, "unknown-pool"),
         (r#"{"weights": {"blue": 90, "green": 20}}"#, 422, "invalid-weights"),
-        (r#"{"weights": {"blue": 50.5, "green": 49.5}}"#, 422, "invalid-weights"),
+        (
+            r#"{"weights": {"blue": 50.505, "green": 49.495}}"#,
+            422,
+            "invalid-weights",
+        ),
         (r#"{"weights": {"blue": 100}}"#, 422, "invalid-weights"),
         (r#"{"weights": {"blue": 90, "green": 10}, "extra": 1}"#, 400, "bad-json"),
     ];
@@ -457,7 +461,10 @@ async fn rollback_restores_the_weights_before_the_last_change() {
     .await;
     let (status, body) = api.op(Method::POST, "/api/v1/rollback", json!({})).await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!((api.weight("blue"), api.weight("green")), (80, 20));
+    assert_eq!(
+        (api.weight("blue").to_string(), api.weight("green").to_string()),
+        ("80".into(), "20".into())
+    );
     let last = &api.audit().await[0];
     assert_eq!(
         (last.entry.action.as_str(), last.entry.actor.as_str()),

@@ -24,6 +24,7 @@ mod docs;
 mod drain_tunnels;
 mod engines;
 mod faults;
+mod fine_weights;
 mod fuzz_replay;
 mod grpc;
 mod guard_e2e;

@@ -10,8 +10,11 @@ use std::time::Duration;
 
 use crate::common::*;
 
-fn weights(pairs: &[(&str, u32)]) -> HashMap<String, u32> {
-    pairs.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect()
+fn weights(pairs: &[(&str, u32)]) -> HashMap<String, sluice_config::Weight> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), sluice_config::Weight::percent(*v).unwrap()))
+        .collect()
 }
 
 /// Sends `total` requests over `concurrency` tasks; counts answers per pool.

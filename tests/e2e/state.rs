@@ -77,7 +77,7 @@ async fn weights_survive_kill_9_and_reset_state_restores_the_config() {
     assert!(reload.entry.before.as_deref().unwrap().contains("\"weight\":100"));
     let routing = store.load_routing().await.unwrap().unwrap();
     assert_eq!(routing.generation, 3);
-    assert_eq!(routing.pools[0].weight, 100);
+    assert_eq!(routing.pools[0].weight_hundredths, 10_000);
 }
 
 #[test]
@@ -133,7 +133,7 @@ fn a_migration_killed_halfway_leaves_the_previous_version() {
 }
 
 /// sluice's own schema migrations (0001 …).
-const MIGRATIONS: usize = 5;
+const MIGRATIONS: usize = 6;
 
 #[test]
 fn migrate_cli_dry_runs_change_nothing_and_down_reverses() {
@@ -241,7 +241,11 @@ async fn a_failed_store_write_refuses_the_change_and_serves_the_old_table() {
     let before = routing.snapshot().generation();
     // Break the store underneath: the audit row of the change cannot be written.
     sqlx::query("DROP TABLE audit_log").execute(store.db()).await.unwrap();
-    let weights: HashMap<String, u32> = [("blue".to_owned(), 0), ("green".to_owned(), 100)].into();
+    let weights: HashMap<String, sluice_config::Weight> = [
+        ("blue".to_owned(), sluice_config::Weight::ZERO),
+        ("green".to_owned(), sluice_config::Weight::FULL),
+    ]
+    .into();
     let err = routing
         .change_weights(WeightChange::set(&weights, Actor::operator("ci")))
         .await
@@ -249,7 +253,7 @@ async fn a_failed_store_write_refuses_the_change_and_serves_the_old_table() {
     assert!(err.to_string().contains("could not be stored"), "{err}");
     let served = routing.snapshot();
     assert_eq!(served.generation(), before);
-    assert_eq!(served.pool("blue").unwrap().weight, 100);
+    assert_eq!(served.pool("blue").unwrap().weight, sluice_config::Weight::FULL);
     let stored = store.load_routing().await.unwrap().unwrap();
     assert_eq!(stored.generation as u64, before, "the store and the table disagree");
 }

@@ -151,7 +151,16 @@ fn handle() -> Arc<RoutingHandle> {
         tls: None,
         matches: Vec::new(),
     };
-    Arc::new(RoutingHandle::new(&[spec("blue", 100), spec("green", 0)], RoutingPolicy::default()).unwrap())
+    Arc::new(
+        RoutingHandle::new(
+            &[
+                spec("blue", sluice_config::Weight::percent(100).unwrap()),
+                spec("green", sluice_config::Weight::percent(0).unwrap()),
+            ],
+            RoutingPolicy::default(),
+        )
+        .unwrap(),
+    )
 }
 
 /// Records `requests` outcomes in a pool's window, `errors` of them failed.
@@ -175,7 +184,11 @@ async fn a_failing_canary_is_rolled_back_within_a_few_evaluations() {
         counter.clone(),
     ));
     tokio::task::yield_now().await;
-    let w: HashMap<String, u32> = [("blue".into(), 50), ("green".into(), 50)].into();
+    let w: HashMap<String, sluice_config::Weight> = [
+        ("blue".into(), sluice_config::Weight::percent(50).unwrap()),
+        ("green".into(), sluice_config::Weight::percent(50).unwrap()),
+    ]
+    .into();
     routing
         .change_weights(WeightChange::set(&w, Actor::operator("ci")))
         .await
@@ -188,14 +201,17 @@ async fn a_failing_canary_is_rolled_back_within_a_few_evaluations() {
         traffic(&routing, "blue", 50, 0);
         tokio::time::advance(Duration::from_secs(1)).await;
         tokio::task::yield_now().await;
-        if routing.snapshot().pool("green").unwrap().weight == 0 {
+        if routing.snapshot().pool("green").unwrap().weight == sluice_config::Weight::percent(0).unwrap() {
             restored_after = Some(failing_since.elapsed());
             break;
         }
     }
     let took = restored_after.expect("green was never rolled back");
     assert!(took <= Duration::from_secs(3), "rollback took {took:?}");
-    assert_eq!(routing.snapshot().pool("blue").unwrap().weight, 100);
+    assert_eq!(
+        routing.snapshot().pool("blue").unwrap().weight,
+        sluice_config::Weight::percent(100).unwrap()
+    );
     assert_eq!(
         counter.0.lock().unwrap().as_slice(),
         [("green".to_owned(), "error_ratio".to_owned())]
@@ -218,7 +234,11 @@ async fn with_automatic_rollback_off_the_guard_only_alerts() {
         counter.clone(),
     ));
     tokio::task::yield_now().await;
-    let w: HashMap<String, u32> = [("blue".into(), 50), ("green".into(), 50)].into();
+    let w: HashMap<String, sluice_config::Weight> = [
+        ("blue".into(), sluice_config::Weight::percent(50).unwrap()),
+        ("green".into(), sluice_config::Weight::percent(50).unwrap()),
+    ]
+    .into();
     routing
         .change_weights(WeightChange::set(&w, Actor::operator("ci")))
         .await
@@ -228,7 +248,10 @@ async fn with_automatic_rollback_off_the_guard_only_alerts() {
         tokio::time::advance(Duration::from_secs(1)).await;
         tokio::task::yield_now().await;
     }
-    assert_eq!(routing.snapshot().pool("green").unwrap().weight, 50);
+    assert_eq!(
+        routing.snapshot().pool("green").unwrap().weight,
+        sluice_config::Weight::percent(50).unwrap()
+    );
     assert!(counter.0.lock().unwrap().is_empty());
     guard.abort();
 }

@@ -90,7 +90,7 @@ impl Engine {
         if spec
             .steps
             .iter()
-            .any(|s| matches!(s, Step::Weight { weight, .. } if *weight > 100))
+            .any(|s| matches!(s, Step::Weight { weight, .. } if *weight > sluice_config::Weight::FULL))
         {
             return Err(RolloutError::Invalid("step weights are percentages, 0 to 100".into()));
         }
@@ -101,7 +101,7 @@ impl Engine {
             )));
         }
         let version = |pool: &str| table.pool(pool).map(|p| p.version.to_string()).unwrap_or_default();
-        let to_weight = HashMap::from([(spec.to.clone(), 100)]);
+        let to_weight = HashMap::from([(spec.to.clone(), sluice_config::Weight::FULL)]);
         if !spec.force
             && resume_at.is_none()
             && let Some(reason) = self.routing.fenced(&to_weight)

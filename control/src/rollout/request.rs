@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::Value;
+use sluice_config::Weight;
 
 use super::fields::{CheckBody, GateBody, SpecError, checks, duration, gate, invalid};
 use super::spec::{AnalysisFailure, Comparison, GrpcSmoke, NoEvidence, RollbackMode, RolloutSpec, SmokeCheck, Step};
@@ -18,7 +19,7 @@ pub struct RolloutDefaults {
     /// The analysis policy (the `[rollback]` section).
     pub analysis: sluice_config::RollbackConfig,
     /// First canary step (`CANARY_PERCENTAGE`).
-    pub canary_percentage: u32,
+    pub canary_percentage: Weight,
     /// Hold of each canary step (`CANARY_DURATION`).
     pub canary_duration: Duration,
 }
@@ -26,7 +27,7 @@ pub struct RolloutDefaults {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StepBody {
-    weight: Option<u32>,
+    weight: Option<Weight>,
     /// Percent of live requests copied to `to`.
     mirror: Option<f64>,
     hold: Option<String>,
@@ -302,7 +303,7 @@ fn spec(mut body: RolloutBody, d: &RolloutDefaults) -> Result<RolloutSpec, SpecE
             })
             .collect::<Result<Vec<_>, _>>()?,
         (None, "blue-green") => vec![Step::Weight {
-            weight: 100,
+            weight: Weight::FULL,
             hold: Duration::ZERO,
         }],
         (None, "canary") => vec![
@@ -311,11 +312,11 @@ fn spec(mut body: RolloutBody, d: &RolloutDefaults) -> Result<RolloutSpec, SpecE
                 hold: d.canary_duration,
             },
             Step::Weight {
-                weight: 25,
+                weight: Weight::percent(25).unwrap_or(Weight::FULL),
                 hold: d.canary_duration,
             },
             Step::Weight {
-                weight: 100,
+                weight: Weight::FULL,
                 hold: Duration::ZERO,
             },
         ],

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use sluice_config::Weight;
 use sluice_routing::{Actor, RoutingAction, WeightChange};
 use sluice_routing::{Fence, RoutingHandle};
 use tokio::sync::mpsc;
@@ -28,7 +29,7 @@ pub(super) struct Run {
     commands: mpsc::UnboundedReceiver<Command>,
     pub(super) spec: RolloutSpec,
     /// Weights before the rollout: what an abort restores.
-    pub(super) original: HashMap<String, u32>,
+    pub(super) original: HashMap<String, Weight>,
     /// What hooks are told; versions as they were at the start.
     pub(super) context: HookContext,
     peers: Arc<crate::cluster::PeerWindows>,
@@ -92,16 +93,16 @@ impl Run {
         Ok(())
     }
 
-    async fn weigh(&mut self, to_weight: u32, why: &str) -> Result<(), String> {
+    async fn weigh(&mut self, to_weight: Weight, why: &str) -> Result<(), String> {
         self.weighed = true;
-        let mut weights: HashMap<String, u32> = self
+        let mut weights: HashMap<String, Weight> = self
             .routing
             .snapshot()
             .pools()
             .iter()
-            .map(|p| (p.name.to_string(), 0))
+            .map(|p| (p.name.to_string(), Weight::ZERO))
             .collect();
-        weights.insert(self.spec.from.clone(), 100 - to_weight);
+        weights.insert(self.spec.from.clone(), to_weight.rest());
         weights.insert(self.spec.to.clone(), to_weight);
         let before = lock(&self.status).reason.clone();
         loop {
@@ -205,12 +206,12 @@ impl Run {
         let expected = lock(&self.status).phase.clone();
         if let (Some(to), Phase::Step(_)) = (table.pool(&self.spec.to), expected)
             && !self.mirroring
-            && to.weight == 0
+            && to.weight.is_zero()
             && self
                 .spec
                 .steps
                 .iter()
-                .all(|s| !matches!(s, Step::Weight { weight: 0, .. }))
+                .all(|s| !matches!(s, Step::Weight { weight, .. } if weight.is_zero()))
         {
             return Some(format!("{} was taken out of traffic by another change", self.spec.to));
         }
@@ -303,13 +304,17 @@ impl Run {
     /// Gradual rollback: `to` goes back down through the earlier steps'
     /// weights, one analysis interval each, before the original weights.
     async fn walk_back(&mut self, reason: &str) {
-        let now = self.routing.snapshot().pool(&self.spec.to).map_or(0, |p| p.weight);
-        let mut back: Vec<u32> = self
+        let now = self
+            .routing
+            .snapshot()
+            .pool(&self.spec.to)
+            .map_or(Weight::ZERO, |p| p.weight);
+        let mut back: Vec<Weight> = self
             .spec
             .steps
             .iter()
             .filter_map(|s| match s {
-                Step::Weight { weight, .. } if *weight < now && *weight > 0 => Some(*weight),
+                Step::Weight { weight, .. } if *weight < now && !weight.is_zero() => Some(*weight),
                 _ => None,
             })
             .collect();
@@ -343,12 +348,12 @@ pub(super) async fn drive(
         (s.spec.clone(), s.id, s.from_version.clone(), s.to_version.clone())
     };
     let table = routing.snapshot();
-    let mut original: HashMap<String, u32> = table.pools().iter().map(|p| (p.name.to_string(), p.weight)).collect();
+    let mut original: HashMap<String, Weight> = table.pools().iter().map(|p| (p.name.to_string(), p.weight)).collect();
     if resume_at.is_some() {
         // The weights before the rollout are gone with the old process:
         // an abort sends everything back to `from`.
-        original.values_mut().for_each(|w| *w = 0);
-        original.insert(spec.from.clone(), 100);
+        original.values_mut().for_each(|w| *w = Weight::ZERO);
+        original.insert(spec.from.clone(), Weight::FULL);
     }
     let context = HookContext {
         rollout_id: id,
@@ -406,7 +411,7 @@ pub(super) async fn drive(
                     run.abort(format!("could not set the weights: {e}")).await;
                     return;
                 }
-                if *weight == 100 {
+                if *weight == Weight::FULL {
                     // The switch: check the new version again before holding.
                     if let Err(reason) = smoke(&run).await {
                         run.abort(reason).await;
@@ -463,7 +468,7 @@ pub(super) async fn drive(
         }
         i += 1;
     }
-    if let Err(e) = run.weigh(100, "rollout promoted").await {
+    if let Err(e) = run.weigh(Weight::FULL, "rollout promoted").await {
         run.abort(format!("could not promote: {e}")).await;
         return;
     }

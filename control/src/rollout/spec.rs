@@ -11,7 +11,10 @@ use crate::hooks::{Hook, HookPoint};
 #[derive(Debug, Clone, PartialEq)]
 pub enum Step {
     /// Give `to` this share and hold it for a while, analysing.
-    Weight { weight: u32, hold: Duration },
+    Weight {
+        weight: sluice_config::Weight,
+        hold: Duration,
+    },
     /// Wait for `promote` (or `resume`).
     Pause,
     /// Copy `percent` of live requests to `to` (answers discarded) and
@@ -158,8 +161,8 @@ pub struct RolloutSpec {
 impl RolloutSpec {
     /// Whether a step must gather evidence before it ends: it is held and
     /// sends `to` traffic (a step at 0% or without a hold is not analysed).
-    pub fn needs_evidence(&self, weight: u32, hold: Duration) -> bool {
-        weight > 0 && !hold.is_zero()
+    pub fn needs_evidence(&self, weight: sluice_config::Weight, hold: Duration) -> bool {
+        !weight.is_zero() && !hold.is_zero()
     }
 
     /// How long a step held `hold` may wait for evidence in all.

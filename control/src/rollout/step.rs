@@ -168,7 +168,7 @@ impl Run {
     /// goes on, abort ends it.
     pub(super) async fn pause_after_failure(&mut self, step: usize, reason: &str) -> Wake {
         self.stop_mirror().await;
-        let back = self.original.get(&self.spec.to).copied().unwrap_or(0);
+        let back = self.original.get(&self.spec.to).copied().unwrap_or_default();
         if let Err(e) = self.restore_original(&format!("rollout paused: {reason}")).await {
             warn!(error = %e, "could not restore the weights after a failed analysis; aborting");
             return Wake::Abort(format!("{reason}; the weights could not be restored ({e})"));

@@ -16,12 +16,12 @@ fn spec(comparison: Comparison) -> RolloutSpec {
         strategy: "canary".into(),
         steps: vec![
             Step::Weight {
-                weight: 10,
+                weight: sluice_config::Weight::percent(10).unwrap(),
                 hold: Duration::from_secs(60),
             },
             Step::Pause,
             Step::Weight {
-                weight: 100,
+                weight: sluice_config::Weight::percent(100).unwrap(),
                 hold: Duration::ZERO,
             },
         ],
@@ -152,7 +152,7 @@ fn the_plan_lists_every_stage() {
 fn parsed(body: serde_json::Value) -> Result<RolloutSpec, SpecError> {
     let defaults = RolloutDefaults {
         analysis: RollbackConfig::default(),
-        canary_percentage: 5,
+        canary_percentage: sluice_config::Weight::percent(5).unwrap(),
         canary_duration: Duration::from_secs(300),
     };
     parse_request(&body, &defaults)

@@ -22,7 +22,7 @@ pub(crate) fn test_proxy() -> (Proxy, Upstreams) {
     let pool = PoolSpec {
         name: "blue".into(),
         version: "v1".into(),
-        weight: 100,
+        weight: sluice_config::Weight::percent(100).unwrap(),
         protocol: UpstreamProtocol::Http1,
         backends: vec!["127.0.0.1:1".into()],
         tls: None,

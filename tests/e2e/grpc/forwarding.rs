@@ -258,9 +258,12 @@ async fn a_weight_flip_moves_new_calls_on_a_channel_at_once_and_streams_continue
     let before: Value = serde_json::from_str(&lines.next_line().await.unwrap().unwrap()).unwrap();
     assert_eq!(before["before"], serde_json::json!({"blue": 50}), "{before}");
     // The flip, while a server stream from blue is in flight on the channel.
-    let weights = [("blue".to_owned(), 0), ("green".to_owned(), 100)]
-        .into_iter()
-        .collect();
+    let weights = [
+        ("blue".to_owned(), sluice_config::Weight::ZERO),
+        ("green".to_owned(), sluice_config::Weight::FULL),
+    ]
+    .into_iter()
+    .collect();
     proxy
         .routing
         .change_weights(WeightChange::set(&weights, Actor::operator("test")))

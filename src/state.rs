@@ -315,6 +315,10 @@ pub async fn share_windows(
 ) {
     let replica = format!("{:016x}", rand::random::<u64>());
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    // Each pool's running totals since this replica started, for the
+    // leader's sequential tests.
+    let mut tallies: std::collections::HashMap<String, sluice_routing::totals::Tally> =
+        std::collections::HashMap::new();
     loop {
         tick.tick().await;
         let now_ms = i64::try_from(
@@ -326,8 +330,13 @@ pub async fn share_windows(
         .unwrap_or(i64::MAX);
         let table = routing.snapshot();
         let now = tokio::time::Instant::now();
+        tallies.retain(|name, _| table.pool(name).is_some());
         for pool in table.pools() {
             let snap = pool.stats.window.snapshot(now, span);
+            let totals = tallies
+                .entry(pool.name.to_string())
+                .or_insert_with(|| sluice_routing::totals::Tally::start(pool, now))
+                .advance(pool, now);
             let record = sluice_store::WindowRecord {
                 replica: replica.clone(),
                 pool: pool.name.to_string(),
@@ -335,6 +344,7 @@ pub async fn share_windows(
                 errors: i64::try_from(snap.errors).unwrap_or(i64::MAX),
                 upstream_failures: i64::try_from(snap.upstream_failures).unwrap_or(i64::MAX),
                 latency: snap.latency_counts().to_vec(),
+                totals: totals.encode(),
             };
             if let Err(e) = store.publish_window(&record, now_ms).await {
                 warn!(error = %e, "could not share this replica's window");
@@ -344,7 +354,12 @@ pub async fn share_windows(
             Ok(records) => {
                 let mut by_pool: std::collections::HashMap<String, sluice_routing::window::WindowSnapshot> =
                     std::collections::HashMap::new();
+                let mut totals: std::collections::HashMap<String, Vec<(String, sluice_routing::totals::Totals)>> =
+                    std::collections::HashMap::new();
                 for r in records {
+                    if let Some(t) = sluice_routing::totals::Totals::decode(&r.totals) {
+                        totals.entry(r.pool.clone()).or_default().push((r.replica.clone(), t));
+                    }
                     let snap = sluice_routing::window::WindowSnapshot::from_parts(
                         span,
                         u64::try_from(r.requests).unwrap_or(0),
@@ -355,6 +370,7 @@ pub async fn share_windows(
                     by_pool.entry(r.pool).and_modify(|s| s.merge(&snap)).or_insert(snap);
                 }
                 peers.set(by_pool);
+                peers.set_totals(totals);
             }
             Err(e) => warn!(error = %e, "could not read the other replicas' windows"),
         }

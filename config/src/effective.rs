@@ -83,6 +83,7 @@ impl Config {
         push("rollback.max_error_ratio", r.max_error_ratio.to_string());
         push("rollback.max_p95", format!("{:?}", r.max_p95));
         push("rollback.min_requests", r.min_requests.to_string());
+        push("rollback.alpha", r.alpha.to_string());
         push("rollback.protection", format!("{:?}", r.protection));
         push("outlier.enabled", self.outlier.enabled.to_string());
         push(

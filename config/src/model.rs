@@ -257,6 +257,10 @@ pub struct RollbackConfig {
     pub min_requests: u64,
     /// Breaching evaluations in a row before acting.
     pub consecutive_breaches: u32,
+    /// The most the chance may be, over a whole protection period (or a
+    /// rollout step), of ever judging a pool that is exactly at its
+    /// thresholds to be breaching them (the sequential tests' level).
+    pub alpha: f64,
     pub evaluation_interval: Duration,
     /// How long after a change the pool that gained traffic is watched.
     pub protection: Duration,
@@ -271,6 +275,7 @@ impl Default for RollbackConfig {
             max_p95: Duration::from_millis(1000),
             min_requests: 20,
             consecutive_breaches: 2,
+            alpha: 0.001,
             evaluation_interval: Duration::from_secs(1),
             protection: Duration::from_secs(30 * 60),
         }

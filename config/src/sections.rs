@@ -163,6 +163,13 @@ pub(crate) fn rollback(section: Option<Section>, problems: &mut Problems) -> Rol
             r.consecutive_breaches = v;
         }
     }
+    if let Some(v) = s.take::<f64>("alpha", problems) {
+        if v > 0.0 && v < 0.5 {
+            r.alpha = v;
+        } else {
+            problems.push(s.key_path("alpha"), "must be above 0 and below 0.5 (e.g. 0.001)");
+        }
+    }
     if let Some(d) = s.duration("evaluation_interval", problems) {
         r.evaluation_interval = d;
     }

@@ -3,21 +3,22 @@
 //! After any change that gives a pool more traffic, that pool is the
 //! *candidate* for the protection period (30 min by default) and the weights
 //! before the change are the *known-good* ones. Every evaluation interval
-//! the candidate's live window is judged ([`judge`], a pure function); after
-//! enough consecutive breaches the known-good weights come back in one
-//! routing change, audited with the measured reason, counted and alerted.
+//! everything the candidate served since the change is judged
+//! ([`crate::sequential::judge`], a pure function); after enough
+//! consecutive breaches the known-good weights come back in one routing
+//! change, audited with the measured reason, counted and alerted.
 //!
 //! False rollbacks cost as much as missed ones, so a breach needs volume
-//! (`min_requests`), statistical significance (a pool truly at the error
-//! threshold would show this many errors less than 0.1% of the time), a candidate
-//! worse than the stable pool when the stable pool has data, and several
-//! breaching evaluations in a row.
+//! (`min_requests`), sequential evidence that keeps the chance of ever
+//! blaming a pool that is exactly at its thresholds below `[rollback]
+//! alpha` over the whole protection period, a candidate worse than the
+//! stable pool when the stable pool has data, and several breaching
+//! evaluations in a row.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use sluice_config::{RollbackConfig, Weight};
-use sluice_routing::window::WindowSnapshot;
 use sluice_routing::{Actor, RoutingAction, WeightChange};
 use sluice_routing::{RoutingHandle, RoutingTable};
 use tokio::sync::broadcast::error::TryRecvError;
@@ -25,11 +26,7 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::alerts::{Alert, Alerter};
-
-/// Significance required before an error ratio counts as a breach: the
-/// chance that a pool truly at the threshold shows this many errors must
-/// be below 0.1%.
-const ALPHA: f64 = 0.001;
+use crate::sequential::{self, Since};
 
 /// What one evaluation concluded.
 #[derive(Debug, Clone, PartialEq)]
@@ -62,130 +59,14 @@ impl BreachKind {
     }
 }
 
-/// P(X >= errors) for X ~ Binomial(n, p): how likely a pool whose true error
-/// rate is `p` shows at least `errors` errors in `n` requests. Exact for
-/// small expected counts, a normal approximation beyond.
-pub fn tail_probability(errors: u64, n: u64, p: f64) -> f64 {
-    if errors == 0 {
-        return 1.0;
-    }
-    if errors > n {
-        return 0.0;
-    }
-    let expected = n as f64 * p;
-    if expected >= 20.0 {
-        // Normal approximation (continuity-corrected) where it is accurate.
-        let sd = (expected * (1.0 - p)).sqrt();
-        let z = (errors as f64 - 0.5 - expected) / sd;
-        return 0.5 * erfc(z / std::f64::consts::SQRT_2);
-    }
-    // 1 - P(X < errors), summing terms iteratively.
-    let q = 1.0 - p;
-    let mut term = q.powf(n as f64);
-    let mut below = term;
-    for k in 0..errors - 1 {
-        term *= (n - k) as f64 / (k + 1) as f64 * p / q;
-        below += term;
-    }
-    (1.0 - below).max(0.0)
-}
-
-/// Complementary error function (Abramowitz–Stegun 7.1.26, |error| < 1.5e-7).
-fn erfc(x: f64) -> f64 {
-    let t = 1.0 / (1.0 + 0.327_591_1 * x.abs());
-    let poly =
-        t * (0.254_829_592 + t * (-0.284_496_736 + t * (1.421_413_741 + t * (-1.453_152_027 + t * 1.061_405_429))));
-    let r = poly * (-x * x).exp();
-    if x >= 0.0 { r } else { 2.0 - r }
-}
-
-/// Judges the candidate pool's window against the policy and, when it has
-/// enough data of its own, the stable pool's window over the same span.
-pub fn judge(
-    pool: &str,
-    candidate: &WindowSnapshot,
-    stable: Option<&WindowSnapshot>,
-    policy: &RollbackConfig,
-) -> Verdict {
-    if candidate.requests < policy.min_requests.max(1) {
-        return Verdict::Insufficient {
-            requests: candidate.requests,
-        };
-    }
-    let stable = stable.filter(|s| s.requests >= policy.min_requests.max(1));
-    let ratio = candidate.error_ratio();
-    let confident = ratio > policy.max_error_ratio
-        && tail_probability(candidate.errors, candidate.requests, policy.max_error_ratio) < ALPHA;
-    // A candidate no worse than what it replaces is not the problem.
-    let worse_than_stable = stable.is_none_or(|s| ratio > s.error_ratio() + policy.max_error_ratio / 2.0);
-    if confident && worse_than_stable {
-        return Verdict::Breach {
-            kind: BreachKind::ErrorRatio,
-            reason: format!(
-                "{pool} error ratio {ratio:.3} > {} over {} requests",
-                policy.max_error_ratio, candidate.requests
-            ),
-        };
-    }
-    if let Some(p95) = candidate.quantile(0.95)
-        && p95 > policy.max_p95
-    {
-        let stable_fast = stable
-            .and_then(|s| s.quantile(0.95))
-            .is_none_or(|s| s <= policy.max_p95);
-        if stable_fast {
-            return Verdict::Breach {
-                kind: BreachKind::Latency,
-                reason: format!(
-                    "{pool} p95 {} ms > {} ms over {} requests",
-                    p95.as_millis(),
-                    policy.max_p95.as_millis(),
-                    candidate.requests
-                ),
-            };
-        }
-    }
-    Verdict::Healthy
-}
-
-/// The first of `candidate`'s routes (`[[analysis.routes]]`) that
-/// breaches, each judged as a pool is, against the same route of `stable`
-/// when there is one, over `span` up to `now`: a route that breaks is a
-/// breach even when the pool's average is fine. Counts only: latency is
-/// judged per pool.
-pub fn judge_routes(
-    table: &RoutingTable,
-    candidate: &str,
-    stable: Option<&str>,
-    policy: &RollbackConfig,
-    (span, now): (std::time::Duration, Instant),
-) -> Option<Verdict> {
-    let rules = &table.policy().routes;
-    if rules.is_empty() {
-        return None;
-    }
-    let pool = table.pool(candidate)?;
-    let stable = stable.and_then(|s| table.pool(s));
-    rules.iter().enumerate().find_map(|(i, rule)| {
-        let route = pool.routes.snapshot(i, now, span);
-        let base = stable.map(|p| p.routes.snapshot(i, now, span));
-        match judge(
-            &format!("{candidate} route {}", rule.name),
-            &route,
-            base.as_ref(),
-            policy,
-        ) {
-            breach @ Verdict::Breach { .. } => Some(breach),
-            _ => None,
-        }
-    })
-}
-
 /// A pool being watched after it gained traffic.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct Watch {
     candidate: String,
     stable: Option<String>,
+    /// Everything each has served since the change, for the sequential test.
+    candidate_since: Since,
+    stable_since: Option<Since>,
     known_good: HashMap<String, Weight>,
     until: Instant,
     breaches: u32,
@@ -242,8 +123,12 @@ pub async fn run_while_leading(
     let mut watch: Option<Watch> = None;
     let mut tick = tokio::time::interval(policy.evaluation_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_tick = Instant::now();
     loop {
         tick.tick().await;
+        // A change seen now happened since the last tick: a watch counts
+        // from there, not from when it is noticed.
+        let changed_after = std::mem::replace(&mut last_tick, Instant::now());
         // Follow what changed since the last evaluation.
         loop {
             match changes.try_recv() {
@@ -258,11 +143,18 @@ pub async fn run_while_leading(
                             .max_by_key(|(_, w)| **w)
                             .map(|(name, _)| name.clone());
                         info!(pool = %candidate, "rollback guard watching the pool that gained traffic");
-                        watch = Some(Watch {
+                        let now = Instant::now();
+                        let from = changed_after;
+                        watch = table.pool(&candidate).map(|pool| Watch {
+                            candidate_since: Since::start(pool, &peers, from),
+                            stable_since: stable
+                                .as_deref()
+                                .and_then(|s| table.pool(s))
+                                .map(|p| Since::start(p, &peers, from)),
                             candidate,
                             stable,
                             known_good: last.clone(),
-                            until: Instant::now() + policy.protection,
+                            until: now + policy.protection,
                             breaches: 0,
                             alerted: false,
                         });
@@ -289,19 +181,20 @@ pub async fn run_while_leading(
             watch = None;
             continue;
         };
-        let mut candidate = pool.stats.window.snapshot(now, policy.window);
-        peers.add_to(&w.candidate, &mut candidate);
-        let stable = w.stable.as_deref().and_then(|s| table.pool(s)).map(|p| {
-            let mut snap = p.stats.window.snapshot(now, policy.window);
-            peers.add_to(&p.name, &mut snap);
-            snap
-        });
-        let verdict = match judge(&w.candidate, &candidate, stable.as_ref(), &policy) {
-            breach @ Verdict::Breach { .. } => breach,
-            other => {
-                judge_routes(&table, &w.candidate, w.stable.as_deref(), &policy, (policy.window, now)).unwrap_or(other)
-            }
+        // Everything since the change, judged sequentially (module docs of
+        // `sequential`): the false-alarm level holds for the whole period.
+        let candidate = w.candidate_since.totals(pool, &peers, now);
+        let stable = match (&mut w.stable_since, w.stable.as_deref().and_then(|s| table.pool(s))) {
+            (Some(since), Some(p)) => Some(since.totals(p, &peers, now)),
+            _ => None,
         };
+        let verdict = sequential::judge(
+            &w.candidate,
+            &candidate,
+            stable.as_ref(),
+            &table.policy().routes,
+            &policy,
+        );
         match verdict {
             Verdict::Breach { kind, reason } => {
                 w.breaches += 1;

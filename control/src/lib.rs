@@ -14,4 +14,5 @@ pub mod health;
 pub mod hooks;
 pub mod outlier;
 pub mod rollout;
+pub mod sequential;
 pub mod smoke;

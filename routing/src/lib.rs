@@ -33,6 +33,7 @@ pub mod select;
 pub mod stats;
 pub mod table;
 pub mod tap;
+pub mod totals;
 pub mod window;
 
 pub use change::{Actor, PoolChange, RoutingAction, WeightChange};

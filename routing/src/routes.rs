@@ -56,7 +56,8 @@ impl RouteWindows {
         self.routes
     }
 
-    fn second_at(&self, at: Instant) -> u64 {
+    /// The second (counted from these windows' start) `at` falls in.
+    pub fn second_at(&self, at: Instant) -> u64 {
         at.saturating_duration_since(self.origin).as_secs()
     }
 
@@ -93,9 +94,14 @@ impl RouteWindows {
     pub fn snapshot(&self, route: usize, now: Instant, span: Duration) -> WindowSnapshot {
         let newest = self.second_at(now);
         let seconds = (span.as_secs().max(1) as usize).min(WINDOW_SECONDS) as u64;
-        let oldest = newest.saturating_sub(seconds - 1);
+        self.seconds(route, newest.saturating_sub(seconds - 1), newest)
+    }
+
+    /// Route `route`'s seconds `oldest..=newest` (of the last minute),
+    /// merged: requests and errors.
+    pub fn seconds(&self, route: usize, oldest: u64, newest: u64) -> WindowSnapshot {
         let mut snap = WindowSnapshot::default();
-        snap.span = Duration::from_secs(seconds);
+        snap.span = Duration::from_secs((newest + 1).saturating_sub(oldest));
         let start = route.saturating_mul(WINDOW_SECONDS);
         let seconds = self
             .seconds

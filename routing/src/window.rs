@@ -22,7 +22,8 @@ const SUB_BUCKETS: usize = 64;
 const SUB_BITS: u32 = 6;
 /// Covers 1 µs to about 2^27 µs (134 s); slower requests land in the last bucket.
 const OCTAVES: usize = 22;
-const LATENCY_SLOTS: usize = SUB_BUCKETS * OCTAVES;
+/// Slots in a latency histogram.
+pub const LATENCY_SLOTS: usize = SUB_BUCKETS * OCTAVES;
 
 /// Index of a latency in microseconds: exact below 64 µs, then 64 linear
 /// steps per doubling.
@@ -128,7 +129,8 @@ impl Window {
         }
     }
 
-    fn second_at(&self, at: Instant) -> u64 {
+    /// The second (counted from the window's start) `at` falls in.
+    pub fn second_at(&self, at: Instant) -> u64 {
         at.saturating_duration_since(self.origin).as_secs()
     }
 
@@ -161,9 +163,14 @@ impl Window {
     pub fn snapshot(&self, now: Instant, span: Duration) -> WindowSnapshot {
         let newest = self.second_at(now);
         let seconds = (span.as_secs().max(1) as usize).min(WINDOW_SECONDS) as u64;
-        let oldest = newest.saturating_sub(seconds - 1);
+        self.seconds(newest.saturating_sub(seconds - 1), newest)
+    }
+
+    /// Seconds `oldest..=newest` (those of the last minute), merged: how
+    /// [`crate::totals::Tally`] reads each completed second once.
+    pub fn seconds(&self, oldest: u64, newest: u64) -> WindowSnapshot {
         let mut snap = WindowSnapshot {
-            span: Duration::from_secs(seconds),
+            span: Duration::from_secs((newest + 1).saturating_sub(oldest)),
             latency: vec![0; LATENCY_SLOTS],
             ..WindowSnapshot::default()
         };
@@ -215,6 +222,29 @@ impl WindowSnapshot {
         let mean = n1 * n2 / 2.0;
         let sd = (n1 * n2 * (n1 + n2 + 1.0) / 12.0).sqrt();
         Some((u / (n1 * n2), (u - mean) / sd))
+    }
+
+    /// Requests slower than `limit`: those in the histogram's slots above
+    /// the one `limit` falls in (within the histogram's 2%).
+    pub fn slower_than(&self, limit: Duration) -> u64 {
+        let slot = latency_slot(u64::try_from(limit.as_micros()).unwrap_or(u64::MAX));
+        self.latency.get(slot + 1..).unwrap_or_default().iter().sum()
+    }
+
+    /// These counts less `base`'s (each at least 0): what came after `base`
+    /// was read from the same running counts.
+    pub fn saturating_sub(&self, base: &WindowSnapshot) -> WindowSnapshot {
+        let mut latency = self.latency.clone();
+        for (mine, theirs) in latency.iter_mut().zip(&base.latency) {
+            *mine = mine.saturating_sub(*theirs);
+        }
+        WindowSnapshot {
+            span: self.span.saturating_sub(base.span),
+            requests: self.requests.saturating_sub(base.requests),
+            errors: self.errors.saturating_sub(base.errors),
+            upstream_failures: self.upstream_failures.saturating_sub(base.upstream_failures),
+            latency,
+        }
     }
 
     /// Errors over requests (0 with no requests).
@@ -284,6 +314,7 @@ impl WindowSnapshot {
 
     /// Adds `other`'s counts (the same span on another replica).
     pub fn merge(&mut self, other: &WindowSnapshot) {
+        self.span = self.span.max(other.span);
         self.requests += other.requests;
         self.errors += other.errors;
         self.upstream_failures += other.upstream_failures;

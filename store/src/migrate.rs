@@ -64,10 +64,10 @@ impl MigrationSet {
         // a new entry in both lists here.
         let migrations = match engine {
             Engine::Sqlite => {
-                builtin!("sqlite", 1 => "0001_initial", 2 => "0002_audit_environment", 3 => "0003_contract_fences", 4 => "0004_replica_windows", 5 => "0005_pool_matches", 6 => "0006_weight_hundredths")
+                builtin!("sqlite", 1 => "0001_initial", 2 => "0002_audit_environment", 3 => "0003_contract_fences", 4 => "0004_replica_windows", 5 => "0005_pool_matches", 6 => "0006_weight_hundredths", 7 => "0007_replica_totals")
             }
             Engine::Postgres => {
-                builtin!("postgres", 1 => "0001_initial", 2 => "0002_audit_environment", 3 => "0003_contract_fences", 4 => "0004_replica_windows", 5 => "0005_pool_matches", 6 => "0006_weight_hundredths")
+                builtin!("postgres", 1 => "0001_initial", 2 => "0002_audit_environment", 3 => "0003_contract_fences", 4 => "0004_replica_windows", 5 => "0005_pool_matches", 6 => "0006_weight_hundredths", 7 => "0007_replica_totals")
             }
         };
         Self {

@@ -16,6 +16,9 @@ pub struct WindowRecord {
     pub upstream_failures: i64,
     /// The latency histogram's slot counts.
     pub latency: Vec<u64>,
+    /// The replica's running totals since it started, encoded (empty from
+    /// a replica that does not share them).
+    pub totals: String,
 }
 
 impl Store {
@@ -23,11 +26,12 @@ impl Store {
     pub async fn publish_window(&self, w: &WindowRecord, now_ms: i64) -> Result<(), StoreError> {
         let latency: Vec<String> = w.latency.iter().map(u64::to_string).collect();
         sqlx::query(
-            "INSERT INTO replica_windows (replica, pool, updated_ms, requests, errors, upstream_failures, latency)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)
+            "INSERT INTO replica_windows (replica, pool, updated_ms, requests, errors, upstream_failures, latency, totals)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
              ON CONFLICT (replica, pool) DO UPDATE SET updated_ms = excluded.updated_ms,
                  requests = excluded.requests, errors = excluded.errors,
-                 upstream_failures = excluded.upstream_failures, latency = excluded.latency",
+                 upstream_failures = excluded.upstream_failures, latency = excluded.latency,
+                 totals = excluded.totals",
         )
         .bind(&w.replica)
         .bind(&w.pool)
@@ -36,6 +40,7 @@ impl Store {
         .bind(w.errors)
         .bind(w.upstream_failures)
         .bind(latency.join(","))
+        .bind(&w.totals)
         .execute(self.db())
         .await?;
         Ok(())
@@ -45,7 +50,7 @@ impl Store {
     /// from replicas that stopped).
     pub async fn peer_windows(&self, replica: &str, since_ms: i64) -> Result<Vec<WindowRecord>, StoreError> {
         let rows = sqlx::query(
-            "SELECT replica, pool, requests, errors, upstream_failures, latency FROM replica_windows
+            "SELECT replica, pool, requests, errors, upstream_failures, latency, totals FROM replica_windows
              WHERE replica <> $1 AND updated_ms >= $2",
         )
         .bind(replica)
@@ -62,6 +67,7 @@ impl Store {
                     errors: r.try_get("errors")?,
                     upstream_failures: r.try_get("upstream_failures")?,
                     latency: latency.split(',').filter_map(|n| n.parse().ok()).collect(),
+                    totals: r.try_get("totals")?,
                 })
             })
             .collect()

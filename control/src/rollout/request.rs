@@ -44,6 +44,7 @@ pub struct AnalysisBody {
     max_error_ratio: Option<f64>,
     max_p95: Option<String>,
     min_requests: Option<u64>,
+    alpha: Option<f64>,
     max_failed_checks: Option<u32>,
     max_error_ratio_increase: Option<f64>,
     max_p95_ratio: Option<f64>,
@@ -345,6 +346,15 @@ fn spec(mut body: RolloutBody, d: &RolloutDefaults) -> Result<RolloutSpec, SpecE
     }
     if let Some(m) = a.min_requests {
         analysis.min_requests = m;
+    }
+    match a.alpha {
+        Some(alpha) if alpha > 0.0 && alpha < 0.5 => analysis.alpha = alpha,
+        Some(alpha) => {
+            return Err(invalid(format!(
+                "analysis.alpha: {alpha} is not a level; write one above 0 and below 0.5 (e.g. 0.001)"
+            )));
+        }
+        None => {}
     }
     let smoke = body
         .smoke

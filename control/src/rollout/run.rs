@@ -12,8 +12,9 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use crate::guard::{Verdict, judge, judge_routes};
+use crate::guard::Verdict;
 use crate::hooks::{self, HookContext, HookPoint, OnFailure};
+use crate::sequential::{self, Since};
 
 use super::compare::compare;
 use super::spec::*;
@@ -44,6 +45,9 @@ pub(super) struct Run {
     pub(super) fresh_since: Option<Instant>,
     /// A mirror step copies requests to `to` now.
     pub(super) mirroring: bool,
+    /// `to`'s and `from`'s totals since the traffic last changed (a step's
+    /// weights, a mirror, a retried step): what the sequential test judges.
+    pub(super) since: Option<(Since, Option<Since>)>,
 }
 
 /// How a wait ended.
@@ -95,6 +99,7 @@ impl Run {
 
     async fn weigh(&mut self, to_weight: Weight, why: &str) -> Result<(), String> {
         self.weighed = true;
+        self.count_afresh();
         let mut weights: HashMap<String, Weight> = self
             .routing
             .snapshot()
@@ -199,8 +204,20 @@ impl Run {
         }
     }
 
+    /// The sequential test starts over from now: the traffic changed.
+    pub(super) fn count_afresh(&mut self) {
+        let table = self.routing.snapshot();
+        let now = Instant::now();
+        self.since = table.pool(&self.spec.to).map(|to| {
+            (
+                Since::start(to, &self.peers, now),
+                table.pool(&self.spec.from).map(|p| Since::start(p, &self.peers, now)),
+            )
+        });
+    }
+
     /// One analysis: `Some(reason)` once `max_failed_checks` fail in a row.
-    fn analyse(&self, failed: &mut u32) -> Option<String> {
+    fn analyse(&mut self, failed: &mut u32) -> Option<String> {
         let table = self.routing.snapshot();
         // Someone else changed the weights (an operator, the rollback guard).
         let expected = lock(&self.status).phase.clone();
@@ -226,28 +243,39 @@ impl Run {
                 .max(Duration::from_secs(1)),
             None => self.spec.analysis.window,
         };
-        let mut to = table.pool(&self.spec.to)?.stats.window.snapshot(now, window);
+        let to_pool = table.pool(&self.spec.to)?;
+        let from_pool = table.pool(&self.spec.from);
+        let mut to = to_pool.stats.window.snapshot(now, window);
         self.peers.add_to(&self.spec.to, &mut to);
-        let from = table.pool(&self.spec.from).map(|p| {
+        let from = from_pool.map(|p| {
             let mut snap = p.stats.window.snapshot(now, window);
             self.peers.add_to(&self.spec.from, &mut snap);
             snap
         });
-        let verdict = match judge(&self.spec.to, &to, from.as_ref(), &self.spec.analysis) {
+        // Everything since the traffic last changed, judged sequentially
+        // (the pool, its latency and every route); then `to` against
+        // `from` over the window.
+        let peers = &self.peers;
+        let (to_since, from_since) = self.since.get_or_insert_with(|| {
+            (
+                Since::start(to_pool, peers, now),
+                from_pool.map(|p| Since::start(p, peers, now)),
+            )
+        });
+        let to_totals = to_since.totals(to_pool, peers, now);
+        let from_totals = match (from_since, from_pool) {
+            (Some(since), Some(p)) => Some(since.totals(p, peers, now)),
+            _ => None,
+        };
+        let verdict = match sequential::judge(
+            &self.spec.to,
+            &to_totals,
+            from_totals.as_ref(),
+            &table.policy().routes,
+            &self.spec.analysis,
+        ) {
             Verdict::Healthy => compare(&self.spec, &to, from.as_ref()),
             other => other,
-        };
-        // Every route judged too: one that breaks fails the step.
-        let verdict = match verdict {
-            breach @ Verdict::Breach { .. } => breach,
-            other => judge_routes(
-                &table,
-                &self.spec.to,
-                Some(&self.spec.from),
-                &self.spec.analysis,
-                (window, now),
-            )
-            .unwrap_or(other),
         };
         self.note_evidence(&to, &verdict);
         match verdict {
@@ -376,6 +404,7 @@ pub(super) async fn drive(
         expanded: resume_at.is_some(),
         awaiting_evidence: false,
         fresh_since: None,
+        since: None,
         mirroring: false,
     };
     if resume_at.is_none() {
@@ -458,6 +487,7 @@ pub(super) async fn drive(
             // again, analysed on what comes from now on.
             Wake::Resumed => {
                 run.fresh_since = Some(Instant::now());
+                run.count_afresh();
                 continue;
             }
             Wake::Promote { full: true } => break,

@@ -22,6 +22,7 @@ impl Run {
         let rule = MirrorRule::for_rollout(&self.spec.to, percent);
         self.routing.set_rollout_mirror(Some(rule)).await;
         self.mirroring = true;
+        self.count_afresh();
     }
 
     /// Ends a mirror step's copies, if one runs.

@@ -1,0 +1,1 @@
+ALTER TABLE replica_windows DROP COLUMN totals;

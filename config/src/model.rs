@@ -261,6 +261,14 @@ pub struct RollbackConfig {
     /// rollout step), of ever judging a pool that is exactly at its
     /// thresholds to be breaching them (the sequential tests' level).
     pub alpha: f64,
+    /// The candidate against the stable pool over the window (opt-in for
+    /// the guard; rollouts' defaults): most of the request pairs in which
+    /// it may be slower (Mann–Whitney's effect size, 0.5–1)…
+    pub max_slower_share: Option<f64>,
+    /// …most its error ratio may exceed the stable pool's…
+    pub max_error_ratio_increase: Option<f64>,
+    /// …and most its P95 may be as a multiple of the stable pool's.
+    pub max_p95_ratio: Option<f64>,
     pub evaluation_interval: Duration,
     /// How long after a change the pool that gained traffic is watched.
     pub protection: Duration,
@@ -276,6 +284,9 @@ impl Default for RollbackConfig {
             min_requests: 20,
             consecutive_breaches: 2,
             alpha: 0.001,
+            max_slower_share: None,
+            max_error_ratio_increase: None,
+            max_p95_ratio: None,
             evaluation_interval: Duration::from_secs(1),
             protection: Duration::from_secs(30 * 60),
         }

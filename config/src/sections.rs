@@ -170,6 +170,30 @@ pub(crate) fn rollback(section: Option<Section>, problems: &mut Problems) -> Rol
             problems.push(s.key_path("alpha"), "must be above 0 and below 0.5 (e.g. 0.001)");
         }
     }
+    if let Some(v) = s.take::<f64>("max_slower_share", problems) {
+        if (0.5..=1.0).contains(&v) {
+            r.max_slower_share = Some(v);
+        } else {
+            problems.push(
+                s.key_path("max_slower_share"),
+                "a share between 0.5 (no difference) and 1 (off)",
+            );
+        }
+    }
+    if let Some(v) = s.take::<f64>("max_error_ratio_increase", problems) {
+        if (0.0..=1.0).contains(&v) {
+            r.max_error_ratio_increase = Some(v);
+        } else {
+            problems.push(s.key_path("max_error_ratio_increase"), "a ratio between 0 and 1");
+        }
+    }
+    if let Some(v) = s.take::<f64>("max_p95_ratio", problems) {
+        if v >= 1.0 && v.is_finite() {
+            r.max_p95_ratio = Some(v);
+        } else {
+            problems.push(s.key_path("max_p95_ratio"), "a factor of at least 1, e.g. 1.5");
+        }
+    }
     if let Some(d) = s.duration("evaluation_interval", problems) {
         r.evaluation_interval = d;
     }

@@ -26,6 +26,7 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::alerts::{Alert, Alerter};
+use crate::compare::{Comparison, Pair, compare};
 use crate::sequential::{self, Since};
 
 /// What one evaluation concluded.
@@ -124,6 +125,7 @@ pub async fn run_while_leading(
     let mut tick = tokio::time::interval(policy.evaluation_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_tick = Instant::now();
+    let comparison = Comparison::of_guard(&policy);
     loop {
         tick.tick().await;
         // A change seen now happened since the last tick: a watch counts
@@ -188,13 +190,33 @@ pub async fn run_while_leading(
             (Some(since), Some(p)) => Some(since.totals(p, &peers, now)),
             _ => None,
         };
-        let verdict = sequential::judge(
+        let verdict = match sequential::judge(
             &w.candidate,
             &candidate,
             stable.as_ref(),
             &table.policy().routes,
             &policy,
-        );
+        ) {
+            // Then, when `[rollback]` asks for it, against the stable pool
+            // over the window.
+            Verdict::Healthy => match (&comparison, w.stable.as_deref().and_then(|s| table.pool(s))) {
+                (Some(c), Some(s)) => {
+                    let window = |p: &sluice_routing::table::Pool| {
+                        let mut snap = p.stats.window.snapshot(now, policy.window);
+                        peers.add_to(&p.name, &mut snap);
+                        snap
+                    };
+                    let pair = Pair {
+                        to: &w.candidate,
+                        from: &s.name,
+                        min_requests: policy.min_requests,
+                    };
+                    compare(&pair, c, &window(pool), Some(&window(s)))
+                }
+                _ => Verdict::Healthy,
+            },
+            other => other,
+        };
         match verdict {
             Verdict::Breach { kind, reason } => {
                 w.breaches += 1;

@@ -7,6 +7,7 @@
 pub mod alerts;
 pub mod checks;
 pub mod cluster;
+pub mod compare;
 pub mod direct;
 pub mod grpc;
 pub mod guard;

@@ -136,3 +136,58 @@ async fn with_automatic_rollback_off_the_guard_only_alerts() {
     assert!(counter.0.lock().unwrap().is_empty());
     guard.abort();
 }
+
+/// Records `requests` answers taking `latency` in a pool's window.
+fn timed(routing: &RoutingHandle, pool: &str, requests: u32, latency: Duration) {
+    let table = routing.snapshot();
+    let window = &table.pool(pool).unwrap().stats.window;
+    for _ in 0..requests {
+        window.record(Instant::now(), latency, Outcome::Success);
+    }
+}
+
+/// A canary three times slower than stable but well under `max_p95`: left
+/// alone by default, rolled back when `[rollback] max_p95_ratio` asks for
+/// the comparison.
+#[tokio::test(start_paused = true)]
+async fn the_comparison_with_the_stable_pool_is_opt_in_for_the_guard() {
+    for (ratio, rolled_back) in [(None, false), (Some(1.5), true)] {
+        let routing = handle();
+        let counter = Arc::new(Counted::default());
+        let policy = RollbackConfig {
+            max_p95_ratio: ratio,
+            ..policy()
+        };
+        let guard = tokio::spawn(run(
+            routing.clone(),
+            policy,
+            Alerter::start(vec![], None),
+            counter.clone(),
+        ));
+        tokio::task::yield_now().await;
+        let w: HashMap<String, sluice_config::Weight> = [
+            ("blue".into(), sluice_config::Weight::percent(50).unwrap()),
+            ("green".into(), sluice_config::Weight::percent(50).unwrap()),
+        ]
+        .into();
+        routing
+            .change_weights(WeightChange::set(&w, Actor::operator("ci")))
+            .await
+            .unwrap();
+        for _ in 0..10 {
+            timed(&routing, "green", 50, Duration::from_millis(60));
+            timed(&routing, "blue", 50, Duration::from_millis(20));
+            tokio::time::advance(Duration::from_secs(1)).await;
+            tokio::task::yield_now().await;
+        }
+        let green = routing.snapshot().pool("green").unwrap().weight;
+        assert_eq!(green.is_zero(), rolled_back, "max_p95_ratio {ratio:?}");
+        if rolled_back {
+            assert_eq!(
+                counter.0.lock().unwrap().as_slice(),
+                [("green".to_owned(), "latency".to_owned())]
+            );
+        }
+        guard.abort();
+    }
+}

@@ -6,7 +6,6 @@
 //! by someone else. One rollout runs at a time; every transition is
 //! reported to a [`RolloutSink`] (stored, audited, alerted).
 
-mod compare;
 mod engine;
 mod fields;
 mod request;

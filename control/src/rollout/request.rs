@@ -408,9 +408,13 @@ fn spec(mut body: RolloutBody, d: &RolloutDefaults) -> Result<RolloutSpec, SpecE
         }
     };
     let comparison = Comparison {
-        max_slower_share: a.max_slower_share.unwrap_or(Comparison::default().max_slower_share),
-        max_error_ratio_increase: a.max_error_ratio_increase,
-        max_p95_ratio: a.max_p95_ratio,
+        // The request's, else [rollback]'s, else the rollout default.
+        max_slower_share: a
+            .max_slower_share
+            .or(d.analysis.max_slower_share)
+            .unwrap_or(Comparison::default().max_slower_share),
+        max_error_ratio_increase: a.max_error_ratio_increase.or(d.analysis.max_error_ratio_increase),
+        max_p95_ratio: a.max_p95_ratio.or(d.analysis.max_p95_ratio),
     };
     if !(0.5..=1.0).contains(&comparison.max_slower_share) {
         return Err(invalid(

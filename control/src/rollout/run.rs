@@ -16,9 +16,9 @@ use crate::guard::Verdict;
 use crate::hooks::{self, HookContext, HookPoint, OnFailure};
 use crate::sequential::{self, Since};
 
-use super::compare::compare;
 use super::spec::*;
 use super::status::*;
+use crate::compare::{Pair, compare};
 
 /// How often a step the store refused is tried again.
 const STORE_RETRY: Duration = Duration::from_secs(1);
@@ -274,7 +274,16 @@ impl Run {
             &table.policy().routes,
             &self.spec.analysis,
         ) {
-            Verdict::Healthy => compare(&self.spec, &to, from.as_ref()),
+            Verdict::Healthy => compare(
+                &Pair {
+                    to: &self.spec.to,
+                    from: &self.spec.from,
+                    min_requests: self.spec.analysis.min_requests,
+                },
+                &self.spec.comparison,
+                &to,
+                from.as_ref(),
+            ),
             other => other,
         };
         self.note_evidence(&to, &verdict);

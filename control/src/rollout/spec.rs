@@ -103,29 +103,7 @@ pub enum AnalysisFailure {
     Pause,
 }
 
-/// `to` judged against `from` over the same window, on top of the
-/// absolute thresholds.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Comparison {
-    /// Most of the request pairs in which `to` may be slower than `from`
-    /// (Mann–Whitney's effect size; 0.5 is no difference, 1 turns it off),
-    /// when the difference is significant and `to`'s P95 is the higher.
-    pub max_slower_share: f64,
-    /// Most `to`'s error ratio may exceed `from`'s (0.005: half a point).
-    pub max_error_ratio_increase: Option<f64>,
-    /// Most `to`'s P95 may be as a multiple of `from`'s.
-    pub max_p95_ratio: Option<f64>,
-}
-
-impl Default for Comparison {
-    fn default() -> Self {
-        Self {
-            max_slower_share: 0.75,
-            max_error_ratio_increase: None,
-            max_p95_ratio: None,
-        }
-    }
-}
+pub use crate::compare::Comparison;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct RolloutSpec {

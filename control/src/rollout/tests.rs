@@ -6,8 +6,17 @@ use sluice_routing::window::WindowSnapshot;
 use crate::guard::{BreachKind, Verdict};
 use crate::hooks::{self, Hook, HookPoint, OnFailure};
 
-use super::compare::compare;
 use super::*;
+
+/// A rollout's comparison of `to` with `from`, as its analysis runs it.
+fn compare(spec: &RolloutSpec, to: &WindowSnapshot, from: Option<&WindowSnapshot>) -> Verdict {
+    let pair = crate::compare::Pair {
+        to: &spec.to,
+        from: &spec.from,
+        min_requests: spec.analysis.min_requests,
+    };
+    crate::compare::compare(&pair, &spec.comparison, to, from)
+}
 
 fn spec(comparison: Comparison) -> RolloutSpec {
     RolloutSpec {

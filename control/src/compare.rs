@@ -9,7 +9,7 @@
 use sluice_config::RollbackConfig;
 use sluice_routing::window::WindowSnapshot;
 
-use crate::guard::{BreachKind, Verdict};
+use crate::verdict::{BreachKind, Verdict};
 
 /// One-sided z above which a difference is significant (α = 0.001).
 const SIGNIFICANT_Z: f64 = 3.09;

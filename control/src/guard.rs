@@ -29,36 +29,7 @@ use crate::alerts::{Alert, Alerter};
 use crate::compare::{Comparison, Pair, compare};
 use crate::sequential::{self, Since};
 
-/// What one evaluation concluded.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Verdict {
-    /// Not enough requests in the window to judge.
-    Insufficient {
-        requests: u64,
-    },
-    Healthy,
-    Breach {
-        kind: BreachKind,
-        reason: String,
-    },
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BreachKind {
-    ErrorRatio,
-    Latency,
-}
-
-impl BreachKind {
-    pub const ALL: [BreachKind; 2] = [BreachKind::ErrorRatio, BreachKind::Latency];
-
-    pub fn label(self) -> &'static str {
-        match self {
-            BreachKind::ErrorRatio => "error_ratio",
-            BreachKind::Latency => "latency",
-        }
-    }
-}
+pub use crate::verdict::{BreachKind, Verdict};
 
 /// A pool being watched after it gained traffic.
 #[derive(Debug)]

@@ -17,3 +17,4 @@ pub mod outlier;
 pub mod rollout;
 pub mod sequential;
 pub mod smoke;
+pub mod verdict;

@@ -28,7 +28,7 @@ use sluice_routing::totals::{Tally, Totals};
 use tokio::time::Instant;
 
 use crate::cluster::PeerWindows;
-use crate::guard::{BreachKind, Verdict};
+use crate::verdict::{BreachKind, Verdict};
 
 /// The alternatives, as multiples of the rate tested: a grid from "a bit
 /// worse" to "broken", averaged with equal weights.

@@ -161,13 +161,17 @@ pub async fn run_while_leading(
             (Some(since), Some(p)) => Some(since.totals(p, &peers, now)),
             _ => None,
         };
-        let verdict = match sequential::judge(
+        let proven = sequential::judge(
             &w.candidate,
             &candidate,
             stable.as_ref(),
             &table.policy().routes,
             &policy,
-        ) {
+        );
+        // Sequential evidence is proof at the configured level: acted on
+        // at once. A comparison over a window needs breaches in a row.
+        let decisive = matches!(proven, Verdict::Breach { .. });
+        let verdict = match proven {
             // Then, when `[rollback]` asks for it, against the stable pool
             // over the window.
             Verdict::Healthy => match (&comparison, w.stable.as_deref().and_then(|s| table.pool(s))) {
@@ -191,7 +195,7 @@ pub async fn run_while_leading(
         match verdict {
             Verdict::Breach { kind, reason } => {
                 w.breaches += 1;
-                if w.breaches < policy.consecutive_breaches {
+                if !decisive && w.breaches < policy.consecutive_breaches {
                     continue;
                 }
                 if !policy.enabled {

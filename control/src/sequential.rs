@@ -71,9 +71,90 @@ pub fn level(policy: &RollbackConfig, routes: usize) -> f64 {
     policy.alpha / (2 + routes) as f64
 }
 
+/// What the tests look at: counts since the start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub requests: u64,
+    pub errors: u64,
+    /// Requests slower than `max_p95` (pools only; 0 for routes).
+    pub slow: u64,
+}
+
+impl Counts {
+    fn of(snapshot: &sluice_routing::window::WindowSnapshot, policy: &RollbackConfig) -> Counts {
+        Counts {
+            requests: snapshot.requests,
+            errors: snapshot.errors,
+            slow: snapshot.slower_than(policy.max_p95),
+        }
+    }
+
+    fn error_ratio(&self) -> f64 {
+        if self.requests == 0 {
+            0.0
+        } else {
+            self.errors as f64 / self.requests as f64
+        }
+    }
+}
+
+/// Which test found its evidence, and how much.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Crossing {
+    Errors { evidence: f64 },
+    Latency { evidence: f64 },
+    Route { index: usize, evidence: f64 },
+}
+
+/// The first of a pool's tests whose evidence reached its bar: the error
+/// ratio (worse than `stable`'s too, when it has `min_requests`), the
+/// latency (unless `stable` is as slow), then each route's error ratio
+/// (against the same route of `stable`). Counts only: what a simulation
+/// feeds, and what [`judge`] reads from the totals.
+pub fn first_crossing(
+    candidate: (&Counts, &[Counts]),
+    stable: Option<(&Counts, &[Counts])>,
+    routes: usize,
+    policy: &RollbackConfig,
+) -> Option<Crossing> {
+    let min = policy.min_requests.max(1);
+    let (c, c_routes) = candidate;
+    if c.requests < min {
+        return None;
+    }
+    let bar = (1.0 / level(policy, routes)).ln();
+    let enough = |s: &&Counts| s.requests >= min;
+    let worse = |mine: &Counts, theirs: Option<&Counts>| {
+        theirs
+            .filter(enough)
+            .is_none_or(|t| mine.error_ratio() > t.error_ratio() + policy.max_error_ratio / 2.0)
+    };
+    let evidence = log_evidence(c.errors, c.requests, policy.max_error_ratio);
+    if evidence >= bar && worse(c, stable.map(|s| s.0)) {
+        return Some(Crossing::Errors { evidence });
+    }
+    let evidence = log_evidence(c.slow, c.requests, SLOW_SHARE);
+    let stable_fast = stable
+        .map(|s| s.0)
+        .filter(enough)
+        .is_none_or(|s| (s.slow as f64) <= SLOW_SHARE * s.requests as f64);
+    if evidence >= bar && stable_fast {
+        return Some(Crossing::Latency { evidence });
+    }
+    // A route needs no volume of its own beyond the pool's: its evidence
+    // alone is proof at the level (a route with 5% of the traffic would
+    // otherwise wait twenty times `min_requests`).
+    c_routes.iter().take(routes).enumerate().find_map(|(index, r)| {
+        let evidence = log_evidence(r.errors, r.requests, policy.max_error_ratio);
+        (evidence >= bar && worse(r, stable.and_then(|s| s.1.get(index))))
+            .then_some(Crossing::Route { index, evidence })
+    })
+}
+
 /// Judges everything `candidate` served since the watch began, against
 /// `stable` over the same span when it has enough of its own: the error
-/// ratio, the latency, and each route's error ratio.
+/// ratio, the latency, and each route's error ratio. A breach here is
+/// proof at the configured level, acted on at once.
 pub fn judge(
     pool: &str,
     candidate: &Totals,
@@ -82,71 +163,62 @@ pub fn judge(
     policy: &RollbackConfig,
 ) -> Verdict {
     let c = &candidate.pool;
-    let min = policy.min_requests.max(1);
-    if c.requests < min {
+    if c.requests < policy.min_requests.max(1) {
         return Verdict::Insufficient { requests: c.requests };
     }
-    let alpha = level(policy, routes.len());
-    let bar = (1.0 / alpha).ln();
-    let stable_pool = stable.map(|s| &s.pool).filter(|s| s.requests >= min);
-    // Errors: a candidate no worse than what it replaces is not the problem.
-    let errors = log_evidence(c.errors, c.requests, policy.max_error_ratio);
-    let worse = |mine: f64, theirs: Option<f64>| theirs.is_none_or(|t| mine > t + policy.max_error_ratio / 2.0);
-    if errors >= bar && worse(c.error_ratio(), stable_pool.map(|s| s.error_ratio())) {
-        return Verdict::Breach {
+    let counts = |t: &Totals| -> (Counts, Vec<Counts>) {
+        (
+            Counts::of(&t.pool, policy),
+            t.routes.iter().map(|r| Counts::of(r, policy)).collect(),
+        )
+    };
+    let (mine, my_routes) = counts(candidate);
+    let theirs = stable.map(counts);
+    let crossing = first_crossing(
+        (&mine, &my_routes),
+        theirs.as_ref().map(|(p, r)| (p, r.as_slice())),
+        routes.len(),
+        policy,
+    );
+    let bar = 1.0 / level(policy, routes.len());
+    match crossing {
+        None => Verdict::Healthy,
+        Some(Crossing::Errors { evidence }) => Verdict::Breach {
             kind: BreachKind::ErrorRatio,
             reason: format!(
-                "{pool} error ratio {:.3} > {} over {} requests (evidence {:.0} ≥ {:.0})",
+                "{pool} error ratio {:.3} > {} over {} requests (evidence {:.0} ≥ {bar:.0})",
                 c.error_ratio(),
                 policy.max_error_ratio,
                 c.requests,
-                errors.exp(),
-                1.0 / alpha
+                evidence.exp(),
             ),
-        };
-    }
-    let slow = c.slower_than(policy.max_p95);
-    let latency = log_evidence(slow, c.requests, SLOW_SHARE);
-    let stable_fast =
-        stable_pool.is_none_or(|s| (s.slower_than(policy.max_p95) as f64) <= SLOW_SHARE * s.requests as f64);
-    if latency >= bar && stable_fast {
-        return Verdict::Breach {
+        },
+        Some(Crossing::Latency { evidence }) => Verdict::Breach {
             kind: BreachKind::Latency,
             reason: format!(
-                "{pool} p95 {} ms > {} ms over {} requests ({slow} slower; evidence {:.0} ≥ {:.0})",
+                "{pool} p95 {} ms > {} ms over {} requests ({} slower; evidence {:.0} ≥ {bar:.0})",
                 c.quantile(0.95).unwrap_or_default().as_millis(),
                 policy.max_p95.as_millis(),
                 c.requests,
-                latency.exp(),
-                1.0 / alpha
+                mine.slow,
+                evidence.exp(),
             ),
-        };
-    }
-    for (i, rule) in routes.iter().enumerate() {
-        let Some(r) = candidate.routes.get(i).filter(|r| r.requests >= min) else {
-            continue;
-        };
-        let base = stable
-            .and_then(|s| s.routes.get(i))
-            .filter(|s| s.requests >= min)
-            .map(|s| s.error_ratio());
-        let evidence = log_evidence(r.errors, r.requests, policy.max_error_ratio);
-        if evidence >= bar && worse(r.error_ratio(), base) {
-            return Verdict::Breach {
+        },
+        Some(Crossing::Route { index, evidence }) => {
+            let r = my_routes.get(index).copied().unwrap_or_default();
+            Verdict::Breach {
                 kind: BreachKind::ErrorRatio,
                 reason: format!(
-                    "{pool} route {} error ratio {:.3} > {} over {} requests (evidence {:.0} ≥ {:.0})",
-                    rule.name,
+                    "{pool} route {} error ratio {:.3} > {} over {} requests (evidence {:.0} ≥ {bar:.0})",
+                    routes.get(index).map_or("?", |r| &*r.name),
                     r.error_ratio(),
                     policy.max_error_ratio,
                     r.requests,
                     evidence.exp(),
-                    1.0 / alpha
                 ),
-            };
+            }
         }
     }
-    Verdict::Healthy
 }
 
 /// A pool's totals since a start, on this replica and (on the leader) the

@@ -125,25 +125,19 @@ fn a_route_that_breaks_is_a_breach_while_the_pool_average_is_fine() {
     assert!((level(&policy(), 2) - 0.001 / 4.0).abs() < 1e-12);
 }
 
-/// Requests until the guard would act (two breaching evaluations in a row,
-/// one a second) for a pool answering errors at `p`, 5 requests a second,
-/// or `None` within `seconds`.
+/// Seconds until the guard would act (judging once a second) for a pool
+/// answering errors at `p`, 5 requests a second, or `None` within
+/// `seconds`.
 fn seconds_to_act(rng: &mut SmallRng, p: f64, seconds: u64, policy: &RollbackConfig) -> Option<u64> {
     let mut counts = t(0, 0);
-    let mut in_a_row = 0;
     for second in 1..=seconds {
         for _ in 0..5 {
             counts.pool.requests += 1;
             counts.pool.errors += u64::from(rng.random_bool(p));
         }
-        match judge("green", &counts, None, &[], policy) {
-            Verdict::Breach { .. } => {
-                in_a_row += 1;
-                if in_a_row >= policy.consecutive_breaches {
-                    return Some(second);
-                }
-            }
-            _ => in_a_row = 0,
+        // A sequential breach is acted on at once.
+        if let Verdict::Breach { .. } = judge("green", &counts, None, &[], policy) {
+            return Some(second);
         }
     }
     None
@@ -156,7 +150,6 @@ fn a_pool_exactly_at_the_threshold_is_almost_never_blamed_over_a_whole_protectio
     // the whole 30-minute protection period (9,000 requests).
     let policy = RollbackConfig {
         alpha: 0.05,
-        consecutive_breaches: 1,
         ..RollbackConfig::default()
     };
     let mut rng = SmallRng::seed_from_u64(2026);
@@ -188,7 +181,7 @@ fn detection_at_five_requests_a_second_follows_the_derivation() {
             p * 100.0
         );
         // The derivation is the drift of the best alternative; the mixture
-        // and the discrete steps cost a little, the second breach a second.
+        // and whole seconds cost a little.
         assert!(
             median > derived * 0.6 && median < derived * 1.4 + 2.0,
             "{p}: median {median} s, derived {derived:.0} s"

@@ -267,13 +267,17 @@ impl Run {
             (Some(since), Some(p)) => Some(since.totals(p, peers, now)),
             _ => None,
         };
-        let verdict = match sequential::judge(
+        let proven = sequential::judge(
             &self.spec.to,
             &to_totals,
             from_totals.as_ref(),
             &table.policy().routes,
             &self.spec.analysis,
-        ) {
+        );
+        // Sequential evidence fails the step at once; a comparison over a
+        // window needs `max_failed_checks` in a row.
+        let decisive = matches!(proven, Verdict::Breach { .. });
+        let verdict = match proven {
             Verdict::Healthy => compare(
                 &Pair {
                     to: &self.spec.to,
@@ -291,7 +295,7 @@ impl Run {
             Verdict::Breach { reason, .. } => {
                 *failed += 1;
                 warn!(%reason, failed = *failed, "rollout analysis failed");
-                (*failed >= self.spec.max_failed_checks).then_some(reason)
+                (decisive || *failed >= self.spec.max_failed_checks).then_some(reason)
             }
             _ => {
                 *failed = 0;

@@ -184,3 +184,86 @@ async fn a_mirror_step_fails_the_rollout_before_any_user_reaches_the_new_version
         "{scrape}"
     );
 }
+
+/// A backend that keeps each request's method, path and body.
+async fn body_recorder() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<u8>)>>>,
+) {
+    use http_body_util::{BodyExt, Full};
+    use hyper::service::service_fn;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let store = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = listener.accept().await else { return };
+            let store = store.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let store = store.clone();
+                    async move {
+                        let line = format!("{} {}", req.method(), req.uri().path());
+                        let body = req.into_body().collect().await.unwrap().to_bytes();
+                        store.lock().unwrap().push((line, body.to_vec()));
+                        Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(bytes::Bytes::from_static(
+                            b"ok",
+                        ))))
+                    }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, seen)
+}
+
+/// Bodies are copied byte for byte up to `max_body_bytes`; a larger one is
+/// not copied at all (never cut short), and the live request is served
+/// either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_bodies_are_copied_whole_up_to_max_body_bytes() {
+    let blue = spawn_backend("blue", "v1", any_addr()).await.unwrap();
+    let (green, seen) = body_recorder().await;
+    let proxy = start_proxy(&format!(
+        "[[mirror]]\nto = \"green\"\npercent = 100\nmax_body_bytes = 1024\nallow_non_idempotent = true\n{}{}",
+        pool_toml("blue", 100, &[blue.addr]),
+        pool_toml("green", 0, &[green])
+    ))
+    .await;
+    let c = client();
+    let put_body: Vec<u8> = (0..1000u32).map(|i| (i % 251) as u8).collect();
+    let big: Vec<u8> = vec![b'x'; 5_000];
+    for (method, path, body) in [
+        ("PUT", "/items/1", put_body.clone()),
+        ("POST", "/orders", b"{\"sku\": 42}".to_vec()),
+        ("PUT", "/big", big),
+    ] {
+        let req = http::Request::builder()
+            .method(method)
+            .uri(proxy.url(path))
+            .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+            .unwrap();
+        let res = c.request(req).await.unwrap();
+        assert_eq!(res.status(), 200, "{method} {path} was not served");
+    }
+    assert_eq!(get(&c, &proxy.url("/after"), &[]).await.0, 200);
+    wait_until(Duration::from_secs(10), "the copies", || {
+        seen.lock().unwrap().iter().any(|(line, _)| line == "GET /after") && seen.lock().unwrap().len() >= 3
+    })
+    .await;
+    let copies = seen.lock().unwrap().clone();
+    let body_of = |line: &str| copies.iter().find(|(l, _)| l == line).map(|(_, b)| b.clone());
+    assert_eq!(body_of("PUT /items/1"), Some(put_body), "the PUT's body, byte for byte");
+    assert_eq!(body_of("POST /orders").as_deref(), Some(&b"{\"sku\": 42}"[..]));
+    assert_eq!(
+        body_of("PUT /big"),
+        None,
+        "a body over max_body_bytes is not copied: {copies:?}"
+    );
+    assert_eq!(body_of("GET /after"), Some(Vec::new()));
+}

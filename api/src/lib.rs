@@ -13,7 +13,7 @@ mod weight;
 
 pub use records::{AccessLine, AccessLines, AuditEntry, AuditPage, Deployment, History, RolloutList, RolloutRecord};
 pub use requests::{BackendAdd, PoolUpdate, WeightsRequest};
-pub use rollout::{HookRun, Rollout, StepEvidence};
+pub use rollout::{HookRun, Rollout, RouteEvidence, SequentialEvidence, StepEvidence};
 pub use routing::{
     Backend, Drained, MatchRule, Pool, PoolDetail, PoolHistory, RouteWindow, Routing, StatsEvent, StatsHistory,
     StatsPoint, Status, StoreState, TableEvent, Window,

@@ -60,6 +60,38 @@ pub struct StepEvidence {
     /// A window of at least `min_requests` was judged healthy: the step
     /// may end when its hold does.
     pub enough: bool,
+    /// Everything `to` served since the step's traffic began, as the
+    /// sequential tests judge it.
+    #[serde(default)]
+    pub since: SequentialEvidence,
+}
+
+/// The sequential tests' statistics over everything `to` served since the
+/// step's traffic began (every replica's): the step fails as soon as one
+/// reaches `bar`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SequentialEvidence {
+    pub requests: u64,
+    pub errors: u64,
+    /// Requests slower than `max_p95`.
+    pub slow: u64,
+    /// The errors test's evidence (its likelihood ratio against
+    /// `max_error_ratio`, averaged over the alternatives).
+    pub error_evidence: f64,
+    /// The latency test's (slower than `max_p95` against 5%).
+    pub latency_evidence: f64,
+    /// What either (or a route's) must reach: 1 / its share of `alpha`.
+    pub bar: f64,
+    pub routes: Vec<RouteEvidence>,
+}
+
+/// One `[[analysis.routes]]` route's share of [`SequentialEvidence`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RouteEvidence {
+    pub name: String,
+    pub requests: u64,
+    pub errors: u64,
+    pub evidence: f64,
 }
 
 /// One run of a rollout hook.

@@ -221,6 +221,31 @@ pub fn judge(
     }
 }
 
+/// The tests' statistics on `candidate`'s totals, for the status: capped
+/// at 10¹² (a clearly broken pool's evidence overflows any display).
+pub fn explain(candidate: &Totals, routes: &[RouteRule], policy: &RollbackConfig) -> sluice_api::SequentialEvidence {
+    let shown = |log: f64| log.exp().min(1e12);
+    let c = Counts::of(&candidate.pool, policy);
+    sluice_api::SequentialEvidence {
+        requests: c.requests,
+        errors: c.errors,
+        slow: c.slow,
+        error_evidence: shown(log_evidence(c.errors, c.requests, policy.max_error_ratio)),
+        latency_evidence: shown(log_evidence(c.slow, c.requests, SLOW_SHARE)),
+        bar: 1.0 / level(policy, routes.len()),
+        routes: routes
+            .iter()
+            .zip(&candidate.routes)
+            .map(|(rule, r)| sluice_api::RouteEvidence {
+                name: rule.name.to_string(),
+                requests: r.requests,
+                errors: r.errors,
+                evidence: shown(log_evidence(r.errors, r.requests, policy.max_error_ratio)),
+            })
+            .collect(),
+    }
+}
+
 /// A pool's totals since a start, on this replica and (on the leader) the
 /// others: each replica's running totals less what they were at the start
 /// (or when the replica was first seen).

@@ -290,5 +290,13 @@ async fn a_passed_step_says_what_it_was_judged_on() {
         .expect("no step explained");
     assert!(passed.contains("green at 25%; judged healthy on "), "{passed}");
     assert!(passed.contains(" requests (0 errors"), "{passed}");
-    assert!(passed.ends_with("in one window, 20 needed"), "{passed}");
+    assert!(
+        passed.contains("in one window, 20 needed; since the step began "),
+        "{passed}"
+    );
+    assert!(
+        passed.contains(" errors, 0 slower than max_p95: evidence errors "),
+        "{passed}"
+    );
+    assert!(passed.ends_with("(a step fails at 2000)"), "{passed}");
 }

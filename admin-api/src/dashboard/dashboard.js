@@ -239,7 +239,13 @@ async function refreshRollout() {
       const gathered = e
         ? `<div class="hold" id="rollout-evidence">evidence: ${e.requests} of ${e.min_requests} requests in a window` +
           `${e.p95_ms != null ? `, P95 ${Math.round(e.p95_ms)} ms` : ""}, ${e.errors} errors` +
-          `${e.enough ? " — judged healthy" : " — not enough to judge yet"}</div>`
+          `${e.enough ? " — judged healthy" : " — not enough to judge yet"}</div>` +
+          (e.since && e.since.requests > 0
+            ? `<div class="hold" id="rollout-sequential">since the step: ${e.since.requests} requests, ${e.since.errors} errors, ` +
+              `${e.since.slow} slow; evidence errors ${e.since.error_evidence.toFixed(2)}, latency ${e.since.latency_evidence.toFixed(2)}` +
+              (e.since.routes || []).map((rt) => `, ${text(rt.name)} ${rt.evidence.toFixed(2)}`).join("") +
+              ` (fails at ${Math.round(e.since.bar)})</div>`
+            : "")
         : "";
       return `<li class="${where}" data-step="${n}">${mark} ${text(line)}${left}${gathered}${evidence}</li>`;
     })

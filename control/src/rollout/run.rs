@@ -290,7 +290,8 @@ impl Run {
             ),
             other => other,
         };
-        self.note_evidence(&to, &verdict);
+        let explained = sequential::explain(&to_totals, &table.policy().routes, &self.spec.analysis);
+        self.note_evidence(&to, &verdict, explained);
         match verdict {
             Verdict::Breach { reason, .. } => {
                 *failed += 1;

@@ -35,11 +35,12 @@ impl Run {
 
     /// Keeps what a held step's analysis saw: the fullest window, and
     /// whether one of at least `min_requests` was judged healthy.
-    pub(super) fn note_evidence(&self, to: &WindowSnapshot, verdict: &Verdict) {
+    pub(super) fn note_evidence(&self, to: &WindowSnapshot, verdict: &Verdict, since: sluice_api::SequentialEvidence) {
         let mut status = lock(&self.status);
         let Some(evidence) = status.evidence.as_mut() else {
             return;
         };
+        evidence.since = since;
         let judged = matches!(verdict, Verdict::Healthy) && to.requests >= evidence.min_requests;
         // Until a window is judged, the fullest one; then the first judged.
         if !evidence.enough && (judged || to.requests >= evidence.requests) {
@@ -149,14 +150,33 @@ impl Run {
                     format!("; checks: {}", status.checks.join("; "))
                 }
             };
+            let s = &e.since;
+            let routes: String = s
+                .routes
+                .iter()
+                .map(|r| {
+                    format!(
+                        ", route {} {:.2} ({} errors in {})",
+                        r.name, r.evidence, r.errors, r.requests
+                    )
+                })
+                .collect();
             self.set(
                 Phase::Step(step),
                 format!(
-                    "step {} passed: {what}; judged healthy on {} requests ({} errors{p95}) in one window, {} needed{checks}",
+                    "step {} passed: {what}; judged healthy on {} requests ({} errors{p95}) in one window, {} needed; \
+                     since the step began {} requests, {} errors, {} slower than max_p95: evidence errors {:.2}, \
+                     latency {:.2}{routes} (a step fails at {:.0}){checks}",
                     step + 1,
                     e.requests,
                     e.errors,
-                    e.min_requests
+                    e.min_requests,
+                    s.requests,
+                    s.errors,
+                    s.slow,
+                    s.error_evidence,
+                    s.latency_evidence,
+                    s.bar
                 ),
             );
         }

@@ -148,7 +148,7 @@ pub async fn serve_config(config: Config, options: RunOptions) -> Result<(), App
         .collect();
     let sink = Arc::new(HealthAudit {
         store: store.clone(),
-        alerter,
+        alerter: alerter.clone(),
         environment: environment.clone(),
     });
     tokio::spawn(sluice_control::health::run(
@@ -157,6 +157,16 @@ pub async fn serve_config(config: Config, options: RunOptions) -> Result<(), App
         config.health.clone(),
         sink.clone(),
         Arc::clone(&health_ready),
+    ));
+    tokio::spawn(sluice_control::discovery::run(
+        Arc::clone(&routing),
+        config.discovery.clone(),
+        Arc::new(crate::sinks::DiscoveryAudit {
+            store: store.clone(),
+            alerter: alerter.clone(),
+            environment: environment.clone(),
+            metrics: Arc::clone(&metrics),
+        }),
     ));
     tokio::spawn(crate::sweep::run(Arc::clone(&routing), proxy.upstreams().clone()));
     tokio::spawn(sluice_control::outlier::run(

@@ -5,6 +5,7 @@ pub mod access_log;
 pub mod app;
 pub mod ctl;
 pub mod demo;
+pub mod discovery_check;
 pub mod error;
 pub mod leader;
 pub mod logging;

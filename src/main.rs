@@ -41,6 +41,10 @@ enum Command {
     CheckConfig {
         /// Config file (TOML).
         file: PathBuf,
+        /// Also resolve every name among the backends (DNS discovery): one
+        /// that resolves to nothing is an error.
+        #[arg(long)]
+        resolve: bool,
     },
     /// Drive a running sluice through its admin API.
     Ctl(sluice::ctl::CtlArgs),
@@ -96,7 +100,7 @@ fn main() -> ExitCode {
         ),
         Command::Ctl(args) => sluice::ctl::run(args).map(|out| print!("{out}")),
         Command::Migrate(args) => sluice::migrate_cmd::run(args).map(|out| print!("{out}")),
-        Command::CheckConfig { file } => return check_config(&file),
+        Command::CheckConfig { file, resolve } => return check_config(&file, resolve),
         Command::Demo { listen, admin, token } => sluice::demo::run(sluice::demo::DemoOptions { listen, admin, token }),
         Command::DemoBackend { name, version, listen } => sluice::demo::run_backend(&name, &version, listen),
         Command::Health { url } => sluice::demo::check_health(&url),
@@ -110,8 +114,9 @@ fn main() -> ExitCode {
     }
 }
 
-fn check_config(file: &std::path::Path) -> ExitCode {
+fn check_config(file: &std::path::Path, resolve: bool) -> ExitCode {
     match Config::load_with_env(file, &Config::process_env()) {
+        Ok((config, _)) if resolve && !sluice::discovery_check::names_resolve(&config) => ExitCode::FAILURE,
         Ok((config, sources)) => {
             use std::io::Write;
             // A closed pipe (`| head`) ends the listing quietly.

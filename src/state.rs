@@ -176,6 +176,29 @@ fn specs_from_record(record: &RoutingRecord) -> Result<Vec<PoolSpec>, AppError> 
         .collect()
 }
 
+/// Every name among `entries` resolved once; a name that resolves to
+/// nothing is a warning (its pool gets no backend from it until it does).
+async fn initial_names(
+    config: &sluice_config::DiscoveryConfig,
+    entries: impl Iterator<Item = String>,
+) -> sluice_routing::discovered::ResolvedNames {
+    let mut names = sluice_routing::discovered::ResolvedNames::new();
+    for (name, result) in sluice_control::discovery::resolve_all(config, entries).await {
+        match result {
+            Ok(found) => {
+                info!(name = %name, addresses = found.len(), "DNS discovery: resolved at start");
+                names.insert(name, found);
+            }
+            Err(e) => warn!(
+                name = %name,
+                error = %e,
+                "DNS discovery: resolves to nothing at start; its pool gets no backend from it until it does"
+            ),
+        }
+    }
+    names
+}
+
 /// Builds the routing handle for `config` on `store`: the stored state when
 /// there is one (and `reset` is false), else the config's, which is then
 /// stored.
@@ -191,6 +214,15 @@ pub async fn open_routing(
     policy.probe_new_backends = true;
     let adapter: Arc<dyn RoutingStore> = Arc::new(StoreAdapter::new(store.clone(), environment));
     let stored = store.load_routing().await?;
+    // Names among the backends (the config's and the stored ones) are
+    // resolved once before the first table, so their addresses serve from
+    // the start like written ones; discovery follows them from then on.
+    let entries = config_specs.iter().flat_map(|s| s.backends.iter().cloned()).chain(
+        stored
+            .iter()
+            .flat_map(|r| r.pools.iter().flat_map(|p| p.backends.iter().cloned())),
+    );
+    policy.resolved = Arc::new(initial_names(&config.discovery, entries).await);
     let Some(stored) = stored else {
         let handle = RoutingHandle::restore(0, &config_specs, policy, Some(adapter))?;
         handle

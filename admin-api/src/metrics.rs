@@ -38,6 +38,9 @@ pub struct Metrics {
     admin_requests: IntCounterVec,
     config_reloads: IntCounterVec,
     rollbacks: IntCounterVec,
+    discovery: IntCounterVec,
+    /// When each name last resolved to a non-empty set.
+    discovered_at: std::sync::Mutex<std::collections::HashMap<String, tokio::time::Instant>>,
 }
 
 impl Default for Metrics {
@@ -78,6 +81,12 @@ impl Metrics {
             "Weight rollbacks by pool and reason (manual, error_ratio, latency).",
             &["pool", "reason"],
         );
+        let discovery = counter_vec(
+            &registry,
+            "sluice_discovery_resolutions_total",
+            "DNS resolutions of the names among the backends, by result (ok, empty, error).",
+            &["name", "result"],
+        );
         // Known label values exist from the first scrape, at 0, so
         // `rate()` and alerts see them before the first event.
         for result in ["ok", "error"] {
@@ -89,7 +98,59 @@ impl Metrics {
             admin_requests,
             config_reloads,
             rollbacks,
+            discovery,
+            discovered_at: Default::default(),
         }
+    }
+
+    /// One DNS resolution of `name` (`ok`, `empty` or `error`).
+    pub fn discovery_resolved(&self, name: &str, result: &str) {
+        self.discovery.with_label_values(&[name, result]).inc();
+        if result == "ok" {
+            self.discovered_at
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(name.to_owned(), tokio::time::Instant::now());
+        }
+    }
+
+    /// Per pool and name, the addresses in use; per name, the age of the
+    /// last good answer (what an alert on stale discovery watches).
+    fn discovery_families(&self, table: &RoutingTable) -> Vec<MetricFamily> {
+        let resolved = &table.policy().resolved;
+        let mut backends = Vec::new();
+        for pool in table.pools() {
+            for entry in pool.entries.iter().filter(|e| sluice_routing::discovered::is_name(e)) {
+                // Every name from the first scrape, at 0 until it resolves.
+                for result in ["ok", "empty", "error"] {
+                    self.discovery.with_label_values(&[entry.as_str(), result]);
+                }
+                let n = resolved.get(entry).map_or(0, Vec::len);
+                backends.push(gauge(&[("pool", &*pool.name), ("name", entry)], n as f64));
+            }
+        }
+        if backends.is_empty() {
+            return Vec::new();
+        }
+        let at = self.discovered_at.lock().unwrap_or_else(|e| e.into_inner());
+        let ages = resolved
+            .keys()
+            .filter_map(|name| Some(gauge(&[("name", name)], at.get(name)?.elapsed().as_secs_f64())))
+            .collect();
+        vec![
+            family(
+                "sluice_discovery_backends",
+                "Addresses a name among a pool's backends resolves to now (this replica).",
+                MetricType::GAUGE,
+                backends,
+            ),
+            family(
+                "sluice_discovery_last_success_age_seconds",
+                "Seconds since a name last resolved to addresses (the last good set serves meanwhile).",
+                MetricType::GAUGE,
+                ages,
+            ),
+        ]
     }
 
     pub fn admin_request(&self, status: u16) {
@@ -121,6 +182,7 @@ impl Metrics {
             }
         }
         let mut families = traffic_families(table, window);
+        families.extend(self.discovery_families(table));
         families.push(family(
             "sluice_info",
             "Always 1; labels name the version and the deployment environment (DEPLOYMENT_ENV).",

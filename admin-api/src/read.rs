@@ -52,6 +52,12 @@ pub(crate) fn pool_view(p: &Pool) -> api::Pool {
                 },
             })
             .collect(),
+        names: p
+            .entries
+            .iter()
+            .filter(|e| sluice_routing::discovered::is_name(e))
+            .cloned()
+            .collect(),
         // With a window only (see `pool_with_window`).
         routes: Vec::new(),
         backends: p
@@ -59,6 +65,7 @@ pub(crate) fn pool_view(p: &Pool) -> api::Pool {
             .iter()
             .map(|b| api::Backend {
                 addr: b.addr().to_owned(),
+                discovered_as: b.discovered_as().map(str::to_owned),
                 healthy: b.is_healthy(),
                 ejected: b.is_ejected(),
                 in_flight: b.in_flight(),

@@ -63,6 +63,10 @@ pub struct Pool {
     /// Requests that go to this pool whatever the weights (testers).
     #[serde(default)]
     pub matches: Vec<MatchRule>,
+    /// The names among the pool's backends (DNS discovery); the backends
+    /// found under each name carry it in `discovered_as`.
+    #[serde(default)]
+    pub names: Vec<String>,
     /// The live window, on the routes that measure one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window: Option<Window>,
@@ -96,6 +100,9 @@ pub struct MatchRule {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Backend {
     pub addr: String,
+    /// The DNS name it was found under (DNS discovery), else none.
+    #[serde(default)]
+    pub discovered_as: Option<String>,
     pub healthy: bool,
     pub ejected: bool,
     pub in_flight: u64,

@@ -5,6 +5,7 @@
 //! Every problem names its key path, all problems are reported together, and
 //! unknown keys are rejected so a typo never silently falls back to a default.
 
+mod discovery;
 mod effective;
 mod env;
 mod error;
@@ -18,6 +19,7 @@ mod sections;
 
 use std::path::Path;
 
+pub use discovery::{BackendTarget, DiscoveryConfig};
 pub use env::{Source, Sources};
 pub use error::{ConfigError, FieldError};
 pub use model::*;

@@ -27,6 +27,8 @@ pub struct Config {
     /// `[[mirror]]`: copies of live requests sent to a pool, answers
     /// discarded.
     pub mirrors: Vec<MirrorConfig>,
+    /// `[discovery]`: how backends written as names are followed.
+    pub discovery: crate::DiscoveryConfig,
     /// `[[analysis.routes]]`: path prefixes judged apart, in order.
     pub analysis_routes: Vec<RouteConfig>,
     /// Pools in a stable order (sorted by name), which is also the order of

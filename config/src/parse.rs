@@ -61,6 +61,7 @@ pub(crate) fn parse_table(table: toml::Table) -> Result<Config, ConfigError> {
     let names: Vec<String> = pools.iter().map(|p| p.name.clone()).collect();
     let mirrors = mirrors(root.sections("mirror", &mut problems), &names, &mut problems);
     let analysis_routes = analysis_routes(root.section("analysis", &mut problems), &mut problems);
+    let discovery = crate::discovery::discovery(root.section("discovery", &mut problems), &mut problems);
     root.finish(&mut problems);
 
     if problems.0.is_empty() {
@@ -78,6 +79,7 @@ pub(crate) fn parse_table(table: toml::Table) -> Result<Config, ConfigError> {
             rate_limits,
             retry,
             mirrors,
+            discovery,
             analysis_routes,
             pools,
         })

@@ -2,7 +2,6 @@
 //! and backend TLS.
 
 use std::collections::HashSet;
-use std::net::SocketAddr;
 
 use serde::Deserialize;
 
@@ -160,24 +159,7 @@ pub(crate) fn pools(
 
 /// A backend is `host:port`: an IP or DNS name and a port.
 fn check_backend(text: &str) -> Result<(), String> {
-    if text.parse::<SocketAddr>().is_ok() {
-        return Ok(());
-    }
-    let Some((host, port)) = text.rsplit_once(':') else {
-        return Err(format!("{text:?} is not host:port"));
-    };
-    if port.parse::<u16>().map_or(true, |p| p == 0) {
-        return Err(format!("{text:?} has no valid port"));
-    }
-    let host_ok = !host.is_empty()
-        && host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
-    if host_ok {
-        Ok(())
-    } else {
-        Err(format!("{text:?} is not host:port"))
-    }
+    crate::BackendTarget::parse(text).map(|_| ())
 }
 
 /// One `[[pools.NAME.match]]`: a `header` or a `cookie` name,

@@ -9,6 +9,7 @@ pub mod checks;
 pub mod cluster;
 pub mod compare;
 pub mod direct;
+pub mod discovery;
 pub mod grpc;
 pub mod guard;
 pub mod health;

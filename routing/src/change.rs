@@ -29,6 +29,8 @@ pub enum Actor {
     TokenFile,
     /// The listener's certificate files, reloaded.
     CertificateFile,
+    /// DNS discovery: a name among the backends resolved differently.
+    Discovery,
 }
 
 impl Actor {
@@ -46,6 +48,7 @@ impl Actor {
             Self::Health => "health",
             Self::TokenFile => "token-file",
             Self::CertificateFile => "certificate-file",
+            Self::Discovery => "discovery",
         }
     }
 
@@ -59,6 +62,7 @@ impl Actor {
             Self::Health,
             Self::TokenFile,
             Self::CertificateFile,
+            Self::Discovery,
         ]
         .into_iter()
         .find(|a| a.as_str() == name)
@@ -93,6 +97,9 @@ pub enum RoutingAction {
     RoutingSync,
     /// Health verdicts changed the routable sets (published, not stored).
     Health,
+    /// A name among the backends resolved to other addresses (this
+    /// replica's; published and audited, not stored).
+    Discovery,
 }
 
 impl RoutingAction {
@@ -112,6 +119,7 @@ impl RoutingAction {
             Self::RoutingReset => "routing.reset",
             Self::RoutingSync => "routing.sync",
             Self::Health => "health",
+            Self::Discovery => "discovery",
         }
     }
 }

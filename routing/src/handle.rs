@@ -193,6 +193,7 @@ impl RoutingHandle {
     ) -> Result<Arc<RoutingTable>, TableError> {
         self.update(actor, action, |current| {
             policy.rollout_mirror = current.policy().rollout_mirror.clone();
+            policy.resolved = Arc::clone(&current.policy().resolved);
             Ok((specs, policy))
         })
         .await
@@ -215,6 +216,49 @@ impl RoutingHandle {
             // The specs were valid a moment ago and only the policy changed.
             Err(_) => current,
         }
+    }
+
+    /// What `name` (an entry among the pools' backends) resolves to now,
+    /// on this replica: same pools, weights and generation (nothing to
+    /// store: each replica resolves on its own and only names are shared).
+    /// New addresses wait for a passing probe when a health checker runs;
+    /// vanished ones leave the table while requests in flight on them
+    /// finish. Published as an event; returns the addresses added and
+    /// removed (both empty: nothing changed).
+    pub async fn set_resolved(
+        &self,
+        name: &str,
+        found: Vec<crate::discovered::Resolved>,
+    ) -> (Vec<String>, Vec<String>) {
+        let _writer = self.writer.lock().await;
+        let current = self.current.load_full();
+        let before: Vec<String> = current
+            .policy()
+            .resolved
+            .get(name)
+            .map(|v| v.iter().map(|r| r.addr.clone()).collect())
+            .unwrap_or_default();
+        let after: Vec<String> = found.iter().map(|r| r.addr.clone()).collect();
+        let added: Vec<String> = after.iter().filter(|a| !before.contains(a)).cloned().collect();
+        let removed: Vec<String> = before.iter().filter(|a| !after.contains(a)).cloned().collect();
+        if added.is_empty() && removed.is_empty() && current.policy().resolved.contains_key(name) {
+            return (added, removed);
+        }
+        let mut policy = current.policy().clone();
+        let mut resolved = (*policy.resolved).clone();
+        resolved.insert(name.to_owned(), found);
+        policy.resolved = Arc::new(resolved);
+        if let Ok(next) = RoutingTable::build(current.generation(), &current.specs(), policy, Some(&current)) {
+            let next = Arc::new(next);
+            self.current.store(Arc::clone(&next));
+            let _ = self.changes.send(RoutingEvent {
+                generation: next.generation(),
+                actor: Actor::Discovery,
+                action: RoutingAction::Discovery,
+                reason: Some(format!("{name}: +{added:?} -{removed:?}").into()),
+            });
+        }
+        (added, removed)
     }
 
     /// Rebuilds the snapshot after backends' health changed: same pools,

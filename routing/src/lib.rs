@@ -21,6 +21,7 @@
 )]
 
 pub mod change;
+pub mod discovered;
 pub mod error;
 pub mod grpc;
 pub mod handle;
@@ -75,6 +76,7 @@ pub fn routing_from_config(config: &Config) -> Result<(Vec<PoolSpec>, RoutingPol
             .collect(),
         mirrors: config.mirrors.iter().map(mirror::MirrorRule::from_config).collect(),
         rollout_mirror: None,
+        resolved: Default::default(),
         routes: config
             .analysis_routes
             .iter()

@@ -68,6 +68,8 @@ pub struct Backend {
     /// When it last became routable again, in milliseconds on [`clock_ms`]
     /// (0: routable from the start, or its ramp is over).
     returned_at: AtomicU64,
+    /// The DNS name it was found under, when discovered (not written).
+    host: Option<Arc<str>>,
 }
 
 impl Backend {
@@ -96,7 +98,19 @@ impl Backend {
             ejected: AtomicBool::new(false),
             consecutive_failures: AtomicU32::new(0),
             returned_at: AtomicU64::new(0),
+            host: None,
         })
+    }
+
+    /// The DNS name this backend was found under, when it was discovered.
+    pub fn discovered_as(&self) -> Option<&str> {
+        self.host.as_deref()
+    }
+
+    /// The name TLS checks by default: the DNS name it was found under,
+    /// else its address as written.
+    pub fn tls_name(&self) -> &str {
+        self.host.as_deref().unwrap_or(&self.addr)
     }
 
     /// Whether requests may be sent here (healthy and not ejected).
@@ -292,7 +306,9 @@ pub struct Pool {
     pub protocol: UpstreamProtocol,
     /// TLS to the backends, when the pool has it.
     pub tls: Option<Arc<UpstreamTls>>,
-    /// Every configured backend.
+    /// The pool's `backends` as written: addresses and names.
+    pub entries: Vec<String>,
+    /// Every backend: the addresses, and what the names resolved to.
     pub backends: Vec<Arc<Backend>>,
     /// The healthy, not ejected ones: what requests are sent to.
     pub routable: Vec<Arc<Backend>>,
@@ -399,6 +415,9 @@ pub struct RoutingPolicy {
     pub routes: Vec<crate::routes::RouteRule>,
     /// Pools that retry failed tries, by name.
     pub retry: std::collections::BTreeMap<String, crate::retry::RetryPolicy>,
+    /// What the names among the pools' backends resolved to (this
+    /// replica's discovery; kept across reloads).
+    pub resolved: Arc<crate::discovered::ResolvedNames>,
 }
 
 /// One immutable, complete view of routing.
@@ -440,10 +459,27 @@ impl RoutingTable {
             }
             let old = previous.and_then(|t| t.pool(&spec.name));
             let mut backends: Vec<Arc<Backend>> = Vec::with_capacity(spec.backends.len());
-            for addr in &spec.backends {
-                if backends.iter().any(|b| b.addr() == addr) {
-                    return Err(TableError::DuplicateBackend(spec.name.clone(), addr.clone()));
+            // Each entry: an address as written, or every address its name
+            // resolved to (the same address found twice is one backend).
+            let mut found: Vec<(&str, Option<&Arc<str>>)> = Vec::with_capacity(spec.backends.len());
+            for entry in &spec.backends {
+                match crate::discovered::expand(entry, &policy.resolved) {
+                    crate::discovered::Expanded::Literal(addr) => {
+                        if found.iter().any(|(a, _)| *a == addr) {
+                            return Err(TableError::DuplicateBackend(spec.name.clone(), addr.to_owned()));
+                        }
+                        found.push((addr, None));
+                    }
+                    crate::discovered::Expanded::Name(list) => {
+                        for r in list {
+                            if !found.iter().any(|(a, _)| *a == r.addr) {
+                                found.push((&r.addr, Some(&r.host)));
+                            }
+                        }
+                    }
                 }
+            }
+            for (addr, host) in found {
                 let reused = old.and_then(|p| p.backends.iter().find(|b| b.addr() == addr));
                 // At start every backend is presumed healthy until probed;
                 // one added later waits for its first passing probe.
@@ -451,7 +487,8 @@ impl RoutingTable {
                 backends.push(match reused {
                     Some(b) => Arc::clone(b),
                     None => {
-                        let added = Backend::with_health(addr, starts_healthy)?;
+                        let mut added = Backend::with_health(addr, starts_healthy)?;
+                        added.host = host.cloned();
                         // Added to a running pool and routable at once: it
                         // ramps up like a returning one (a probed one does
                         // when it passes).
@@ -470,6 +507,7 @@ impl RoutingTable {
                 weight: spec.weight,
                 protocol: spec.protocol,
                 tls: spec.tls.clone(),
+                entries: spec.backends.clone(),
                 backends,
                 routable,
                 effective_weight,
@@ -562,7 +600,7 @@ impl RoutingTable {
                 version: p.version.to_string(),
                 weight: p.weight,
                 protocol: p.protocol,
-                backends: p.backends.iter().map(|b| b.addr().to_owned()).collect(),
+                backends: p.entries.clone(),
                 tls: p.tls.clone(),
                 matches: p.matches.clone(),
             })

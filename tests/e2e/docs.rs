@@ -69,10 +69,17 @@ fn the_configuration_reference_names_every_key() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let reference = std::fs::read_to_string(root.join("docs/configuration.md")).unwrap();
     let example = blocks(&reference, "toml").concat();
-    let parser: String = ["parse.rs", "sections.rs", "pools.rs", "observe.rs", "policy.rs"]
-        .iter()
-        .map(|f| std::fs::read_to_string(root.join("config/src").join(f)).unwrap())
-        .collect();
+    let parser: String = [
+        "parse.rs",
+        "sections.rs",
+        "pools.rs",
+        "observe.rs",
+        "policy.rs",
+        "discovery.rs",
+    ]
+    .iter()
+    .map(|f| std::fs::read_to_string(root.join("config/src").join(f)).unwrap())
+    .collect();
     // String literals in the parser that are values, not keys.
     const VALUES: &[&str] = &[
         "http1",

@@ -20,6 +20,7 @@ mod client_framing;
 mod ctl;
 mod dashboard;
 mod deploy;
+mod discovery;
 mod docs;
 mod drain_tunnels;
 mod engines;

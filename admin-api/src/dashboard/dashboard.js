@@ -63,7 +63,8 @@ function renderPools(pools) {
         .map((b) => {
           const cls = b.ejected ? "ejected" : b.healthy ? "up" : "down";
           const what = b.ejected ? "ejected" : b.healthy ? "healthy" : "unhealthy";
-          return `<span title="${what}"><span class="dot ${cls}"></span>${text(b.addr)}</span>`;
+          const found = b.discovered_as ? ` (from ${b.discovered_as})` : "";
+          return `<span title="${what}${text(found)}"><span class="dot ${cls}"></span>${text(b.addr)}</span>`;
         })
         .join(" &nbsp; ");
       const failover = p.effective_weight !== p.weight ? ` (serving ${p.effective_weight}%)` : "";
@@ -91,7 +92,10 @@ function renderPools(pools) {
         <div class="backends">${backends}${text(failover)}</div>
         ${codes ? `<div class="grpc">gRPC: ${codes}</div>` : ""}
         ${routes ? `<div class="routes">Routes: ${routes}</div>` : ""}
-        ${matches ? `<div class="matches">Testers: ${matches}</div>` : ""}</div>`;
+        ${matches ? `<div class="matches">Testers: ${matches}</div>` : ""}
+        ${(p.names || []).length ? `<div class="names">DNS: ${p.names
+          .map((n) => `${text(n)} → ${p.backends.filter((b) => b.discovered_as && n.startsWith(b.discovered_as)).length}`)
+          .join(" · ")}</div>` : ""}</div>`;
     })
     .join("");
 }

@@ -225,7 +225,7 @@ impl Upstreams {
         backend: &Backend,
         tcp: TcpStream,
     ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, UpstreamError> {
-        tokio::time::timeout(self.connect_timeout, tls.connect(backend.addr(), tcp))
+        tokio::time::timeout(self.connect_timeout, tls.connect(backend.tls_name(), tcp))
             .await
             .map_err(|_| UpstreamError::ConnectTimeout)?
             .map_err(UpstreamError::Tls)

@@ -1,0 +1,314 @@
+//! DNS discovery against a real DNS server (Debian's dnsmasq, started on a
+//! loopback port with a hosts file the test rewrites): a name scaled from 2
+//! to 5 to 1 addresses under load with no failed request, new addresses
+//! served only after a passing probe, removed ones drained; the DNS server
+//! killed: the last good set keeps serving, the alert fires, recovery
+//! follows.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use sluice::demo::DemoBackend;
+
+use crate::common::load::{Tally, start_load};
+use crate::common::running::Running;
+use crate::common::*;
+
+const DNSMASQ: &str = "/usr/sbin/dnsmasq";
+
+/// A dnsmasq answering `*.test` names from a hosts file, TTL 1 s.
+struct Dns {
+    child: Child,
+    port: u16,
+    hosts: PathBuf,
+}
+
+impl Dns {
+    fn start(dir: &Path, port: u16) -> Dns {
+        let hosts = dir.join("hosts");
+        if !hosts.exists() {
+            std::fs::write(&hosts, "").unwrap();
+        }
+        // dnsmasq started as root reads the file as `nobody`.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(&hosts, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let child = Command::new(DNSMASQ)
+            .args([
+                "--no-daemon",
+                "--conf-file=/dev/null",
+                "--no-resolv",
+                "--no-hosts",
+                "--bind-interfaces",
+                "--listen-address=127.0.0.1",
+                "--local-ttl=1",
+                "--pid-file=",
+                &format!("--port={port}"),
+                &format!("--addn-hosts={}", hosts.display()),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("dnsmasq (Debian's dnsmasq-base) is installed by scripts/test");
+        // Ready once it accepts on its TCP port (a SIGHUP before its
+        // handler is installed would end it).
+        let mut tries = 0;
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            tries += 1;
+            assert!(tries < 250, "dnsmasq did not start on port {port} within 5 s");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Dns { child, port, hosts }
+    }
+
+    /// `name` now resolves to `ips` (dnsmasq rereads on SIGHUP).
+    fn set(&self, name: &str, ips: &[&str]) {
+        let text: String = ips.iter().map(|ip| format!("{ip} {name}\n")).collect();
+        std::fs::write(&self.hosts, text).unwrap();
+        let ok = Command::new("kill")
+            .args(["-HUP", &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "could not signal dnsmasq");
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Dns {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A port free for both UDP and TCP on 127.0.0.1 (dnsmasq binds both).
+fn free_udp_port() -> u16 {
+    loop {
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = tcp.local_addr().unwrap().port();
+        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// Demo backends on 127.0.0.`last`, all on one port.
+async fn backend_on(last: u8, port: u16) -> DemoBackend {
+    spawn_backend("green", "v2", SocketAddr::from(([127, 0, 0, last], port)))
+        .await
+        .unwrap()
+}
+
+fn config(dir: &Path, dns: u16, name: &str, blue: SocketAddr) -> String {
+    format!(
+        r#"[proxy]
+listen = "127.0.0.1:0"
+[admin]
+listen = "127.0.0.1:0"
+[store]
+url = "sqlite://{d}/sluice.db"
+[health]
+interval = "200ms"
+timeout = "200ms"
+healthy_threshold = 1
+unhealthy_threshold = 1
+[discovery]
+nameservers = ["127.0.0.1:{dns}"]
+min_interval = "1s"
+max_interval = "2s"
+stale_alert_after = "3s"
+[pools.blue]
+version = "v1"
+weight = 0
+backends = ["{blue}"]
+[pools.green]
+version = "v2"
+weight = 100
+backends = ["{name}"]
+"#,
+        d = dir.display()
+    )
+}
+
+/// The backends (`addr`) green's API view lists, and which of them are
+/// routable.
+async fn green_backends(admin: SocketAddr) -> (BTreeSet<String>, BTreeSet<String>) {
+    let (_, _, body) = get(&client(), &format!("http://{admin}/api/v1/pools"), &[]).await;
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let pools = v["pools"].as_array().cloned().unwrap_or_default();
+    let green = pools.iter().find(|p| p["name"] == "green").cloned().unwrap_or_default();
+    let mut all = BTreeSet::new();
+    let mut up = BTreeSet::new();
+    for b in green["backends"].as_array().cloned().unwrap_or_default() {
+        let addr = b["addr"].as_str().unwrap_or_default().to_owned();
+        assert_eq!(b["discovered_as"], "green.test", "{b}");
+        if b["healthy"] == true {
+            up.insert(addr.clone());
+        }
+        all.insert(addr);
+    }
+    (all, up)
+}
+
+fn addrs(port: u16, lasts: &[u8]) -> BTreeSet<String> {
+    lasts.iter().map(|l| format!("127.0.0.{l}:{port}")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_scaled_from_two_to_five_to_one_under_load_fails_no_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let dns = Dns::start(dir.path(), free_udp_port());
+    // One port on every loopback address.
+    let first = backend_on(2, 0).await;
+    let port = first.addr.port();
+    let mut backends = vec![first, backend_on(3, port).await];
+    dns.set("green.test", &["127.0.0.2", "127.0.0.3"]);
+    let blue = spawn_backend("blue", "v1", any_addr()).await.unwrap();
+    let name = format!("green.test:{port}");
+    let sluice = Running::start(dir.path(), &config(dir.path(), dns.port, &name, blue.addr), &[]);
+    let admin = sluice.admin;
+    // Resolved before the first table: both serve from the start.
+    assert_eq!(green_backends(admin).await.0, addrs(port, &[2, 3]));
+
+    let tally = Arc::new(Tally::default());
+    let (busy, stop) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+    let load = start_load(&format!("http://{}/", sluice.addr), 4, 0, &tally, &busy, &stop);
+
+    // 2 → 5, one of the new addresses not listening yet: it joins the
+    // table but never gets a request until a probe passes.
+    backends.push(backend_on(4, port).await);
+    backends.push(backend_on(5, port).await);
+    dns.set(
+        "green.test",
+        &["127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5", "127.0.0.6"],
+    );
+    wait_until(Duration::from_secs(10), "five addresses in the table", || {
+        futures_now(green_backends(admin)).0 == addrs(port, &[2, 3, 4, 5, 6])
+    })
+    .await;
+    wait_until(Duration::from_secs(10), "the listening new ones to serve", || {
+        backends[2].knobs.received() > 0 && backends[3].knobs.received() > 0
+    })
+    .await;
+    let (_, up) = green_backends(admin).await;
+    assert!(
+        !up.contains(&format!("127.0.0.6:{port}")),
+        "a closed address passed a probe: {up:?}"
+    );
+    let failed_before = tally.failed();
+    backends.push(backend_on(6, port).await);
+    wait_until(
+        Duration::from_secs(10),
+        "the late one to pass its probe and serve",
+        || backends[4].knobs.received() > 0,
+    )
+    .await;
+
+    // 5 → 1: the four leaving are slow, so requests are in flight on them
+    // when they go; each still completes with 200.
+    for b in &backends[1..] {
+        b.knobs.set_latency(Duration::from_millis(300));
+    }
+    dns.set("green.test", &["127.0.0.2"]);
+    wait_until(Duration::from_secs(10), "one address left", || {
+        futures_now(green_backends(admin)).0 == addrs(port, &[2])
+    })
+    .await;
+    let received: Vec<u64> = backends.iter().map(|b| b.knobs.received()).collect();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    for (i, b) in backends.iter().enumerate().skip(1) {
+        assert_eq!(
+            b.knobs.received(),
+            received[i],
+            "127.0.0.{} got requests after it left",
+            i + 2
+        );
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in load {
+        t.await.unwrap();
+    }
+    eprintln!(
+        "discovery under load: {} answered, {} failed (before the late backend: {failed_before})",
+        tally.ok(),
+        tally.failed()
+    );
+    assert_eq!(tally.failed(), 0, "requests failed while the name scaled");
+    assert!(tally.ok() > 100);
+
+    // Audited as discovery, with the addresses.
+    let (_, _, audit) = get(&client(), &format!("http://{admin}/api/v1/audit?actor=discovery"), &[]).await;
+    assert!(
+        audit.contains("discovery.change") && audit.contains("names/green.test"),
+        "{audit}"
+    );
+    let (_, _, metrics) = get(&client(), &format!("http://{admin}/metrics"), &[]).await;
+    assert!(
+        metrics.contains(&format!(
+            "sluice_discovery_backends{{pool=\"green\",name=\"{name}\"}} 1"
+        )),
+        "{metrics}"
+    );
+}
+
+/// Polls an async check from a sync closure (the check is quick: a local
+/// admin API call).
+fn futures_now<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_dns_server_gone_the_last_good_set_serves_and_recovery_follows() {
+    let dir = tempfile::tempdir().unwrap();
+    let dns_port = free_udp_port();
+    let mut dns = Dns::start(dir.path(), dns_port);
+    let first = backend_on(7, 0).await;
+    let port = first.addr.port();
+    let second = backend_on(8, port).await;
+    dns.set("green.test", &["127.0.0.7", "127.0.0.8"]);
+    let blue = spawn_backend("blue", "v1", any_addr()).await.unwrap();
+    let name = format!("green.test:{port}");
+    let sluice = Running::start(dir.path(), &config(dir.path(), dns.port, &name, blue.addr), &[]);
+    let admin = sluice.admin;
+    assert_eq!(green_backends(admin).await.0, addrs(port, &[7, 8]));
+
+    dns.kill();
+    let tally = Arc::new(Tally::default());
+    let (busy, stop) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+    let load = start_load(&format!("http://{}/", sluice.addr), 2, 0, &tally, &busy, &stop);
+    // Longer than stale_alert_after (3 s): the alert fires, nothing changes.
+    sluice.wait_log("DNS discovery failing", Duration::from_secs(15));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        green_backends(admin).await.0,
+        addrs(port, &[7, 8]),
+        "the last good set left"
+    );
+    stop.store(true, Ordering::Relaxed);
+    for t in load {
+        t.await.unwrap();
+    }
+    assert_eq!(tally.failed(), 0, "requests failed while DNS was down");
+    assert!(first.knobs.received() > 0 && second.knobs.received() > 0);
+    let (_, _, metrics) = get(&client(), &format!("http://{admin}/metrics"), &[]).await;
+    assert!(metrics.contains("result=\"error\""), "{metrics}");
+
+    // Back, with one address gone: followed within max_interval (2 s) of
+    // the next resolution.
+    let dns = Dns::start(dir.path(), dns_port);
+    dns.set("green.test", &["127.0.0.8"]);
+    wait_until(Duration::from_secs(10), "recovery to pick up the change", || {
+        futures_now(green_backends(admin)).0 == addrs(port, &[8])
+    })
+    .await;
+}

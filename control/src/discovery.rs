@@ -73,6 +73,7 @@ pub async fn resolve(resolver: &TokioResolver, entry: &str) -> Result<(Vec<Resol
                 found.push(Resolved {
                     addr: std::net::SocketAddr::new(ip, port).to_string(),
                     host: Arc::clone(&name),
+                    weight: 1,
                 });
             }
             answer.valid_until()
@@ -80,7 +81,10 @@ pub async fn resolve(resolver: &TokioResolver, entry: &str) -> Result<(Vec<Resol
         Ok(BackendTarget::Srv { name }) => {
             let answer = resolver.srv_lookup(name.as_str()).await.map_err(|e| e.to_string())?;
             let mut until = answer.as_lookup().valid_until();
-            for srv in answer.iter() {
+            // RFC 2782: the lowest priority's targets serve, each in
+            // proportion to its weight (0 as the smallest share).
+            let best = answer.iter().map(|s| s.priority()).min().unwrap_or(0);
+            for srv in answer.iter().filter(|s| s.priority() == best) {
                 let target = srv.target().to_utf8();
                 let target = target.trim_end_matches('.');
                 let ips = resolver.lookup_ip(target).await.map_err(|e| format!("{target}: {e}"))?;
@@ -90,6 +94,7 @@ pub async fn resolve(resolver: &TokioResolver, entry: &str) -> Result<(Vec<Resol
                     found.push(Resolved {
                         addr: std::net::SocketAddr::new(ip, srv.port()).to_string(),
                         host: Arc::clone(&host),
+                        weight: u32::from(srv.weight()).max(1),
                     });
                 }
             }

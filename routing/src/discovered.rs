@@ -15,6 +15,9 @@ pub struct Resolved {
     pub addr: String,
     /// The DNS name it was found under (TLS's server name by default).
     pub host: Arc<str>,
+    /// Its share against the name's other addresses (an SRV record's
+    /// weight, at least 1; 1 for A/AAAA).
+    pub weight: u32,
 }
 
 /// Every name's last good answer, by the entry as written in the pool.

@@ -81,6 +81,7 @@ pub fn choose_backend(pool: &Pool) -> Option<&Arc<Backend>> {
     match backends.len() {
         0 => None,
         1 => backends.first(),
+        _ if pool.weighted => weighted_choice(backends),
         n => {
             let mut rng = rand::rng();
             let a = rng.random_range(0..n);
@@ -103,6 +104,31 @@ pub fn choose_backend(pool: &Pool) -> Option<&Arc<Backend>> {
             ))
         }
     }
+}
+
+/// Power-of-two-choices by weight (SRV records): two picks in proportion
+/// to the weights, the one with fewer requests in flight *per unit of
+/// weight* wins (ties to the first), so shares follow the weights under
+/// load too. Out of line: only pools with weights come here.
+#[inline(never)]
+fn weighted_choice(backends: &[Arc<Backend>]) -> Option<&Arc<Backend>> {
+    let total: u64 = backends.iter().map(|b| u64::from(b.weight())).sum();
+    let mut rng = rand::rng();
+    let mut pick = || {
+        let mut roll = rng.random_range(0..total.max(1));
+        backends.iter().find(|b| {
+            let w = u64::from(b.weight());
+            if roll < w {
+                true
+            } else {
+                roll -= w;
+                false
+            }
+        })
+    };
+    let (x, y) = (pick()?, pick()?);
+    let load = |a: &Backend, b: &Backend| a.in_flight().saturating_mul(u64::from(b.weight()));
+    Some(if load(y, x) < load(x, y) { y } else { x })
 }
 
 /// A routable backend of `pool` none of whose ids is in `tried`: where a

@@ -70,6 +70,8 @@ pub struct Backend {
     returned_at: AtomicU64,
     /// The DNS name it was found under, when discovered (not written).
     host: Option<Arc<str>>,
+    /// Its share among the pool's backends (an SRV weight; 1 otherwise).
+    weight: AtomicU32,
 }
 
 impl Backend {
@@ -99,7 +101,13 @@ impl Backend {
             consecutive_failures: AtomicU32::new(0),
             returned_at: AtomicU64::new(0),
             host: None,
+            weight: AtomicU32::new(1),
         })
+    }
+
+    /// Its share among the pool's backends (1 unless an SRV record says).
+    pub fn weight(&self) -> u32 {
+        self.weight.load(Ordering::Relaxed)
     }
 
     /// The DNS name this backend was found under, when it was discovered.
@@ -312,6 +320,9 @@ pub struct Pool {
     pub backends: Vec<Arc<Backend>>,
     /// The healthy, not ejected ones: what requests are sent to.
     pub routable: Vec<Arc<Backend>>,
+    /// Some routable backend has a weight other than 1 (SRV records): the
+    /// choice follows the weights.
+    pub weighted: bool,
     /// Share of traffic actually served: the weight, or 0 while the pool has
     /// no healthy backend (its share then goes to the others).
     pub effective_weight: Weight,
@@ -461,34 +472,39 @@ impl RoutingTable {
             let mut backends: Vec<Arc<Backend>> = Vec::with_capacity(spec.backends.len());
             // Each entry: an address as written, or every address its name
             // resolved to (the same address found twice is one backend).
-            let mut found: Vec<(&str, Option<&Arc<str>>)> = Vec::with_capacity(spec.backends.len());
+            let mut found: Vec<(&str, Option<&Arc<str>>, u32)> = Vec::with_capacity(spec.backends.len());
             for entry in &spec.backends {
                 match crate::discovered::expand(entry, &policy.resolved) {
                     crate::discovered::Expanded::Literal(addr) => {
-                        if found.iter().any(|(a, _)| *a == addr) {
+                        if found.iter().any(|(a, ..)| *a == addr) {
                             return Err(TableError::DuplicateBackend(spec.name.clone(), addr.to_owned()));
                         }
-                        found.push((addr, None));
+                        found.push((addr, None, 1));
                     }
                     crate::discovered::Expanded::Name(list) => {
                         for r in list {
-                            if !found.iter().any(|(a, _)| *a == r.addr) {
-                                found.push((&r.addr, Some(&r.host)));
+                            if !found.iter().any(|(a, ..)| *a == r.addr) {
+                                found.push((&r.addr, Some(&r.host), r.weight.max(1)));
                             }
                         }
                     }
                 }
             }
-            for (addr, host) in found {
+            for (addr, host, weight) in found {
                 let reused = old.and_then(|p| p.backends.iter().find(|b| b.addr() == addr));
                 // At start every backend is presumed healthy until probed;
                 // one added later waits for its first passing probe.
                 let starts_healthy = previous.is_none() || !policy.probe_new_backends;
                 backends.push(match reused {
-                    Some(b) => Arc::clone(b),
+                    Some(b) => {
+                        // An SRV record's weight may change; the backend stays.
+                        b.weight.store(weight, Ordering::Relaxed);
+                        Arc::clone(b)
+                    }
                     None => {
                         let mut added = Backend::with_health(addr, starts_healthy)?;
                         added.host = host.cloned();
+                        added.weight = AtomicU32::new(weight);
                         // Added to a running pool and routable at once: it
                         // ramps up like a returning one (a probed one does
                         // when it passes).
@@ -500,6 +516,7 @@ impl RoutingTable {
                 });
             }
             let routable: Vec<Arc<Backend>> = backends.iter().filter(|b| b.is_routable()).cloned().collect();
+            let weighted = routable.iter().any(|b| b.weight() != 1);
             let effective_weight = if routable.is_empty() { Weight::ZERO } else { spec.weight };
             pools.push(Pool {
                 name: spec.name.as_str().into(),
@@ -510,6 +527,7 @@ impl RoutingTable {
                 entries: spec.backends.clone(),
                 backends,
                 routable,
+                weighted,
                 effective_weight,
                 stats: old.map_or_else(Default::default, |p| Arc::clone(&p.stats)),
                 slow_start: policy.slow_start.get(&spec.name).copied().unwrap_or_default(),

@@ -31,6 +31,11 @@ struct Dns {
 
 impl Dns {
     fn start(dir: &Path, port: u16) -> Dns {
+        Self::start_with(dir, port, &[])
+    }
+
+    /// [`Dns::start`] with more dnsmasq arguments (e.g. `--srv-host=`).
+    fn start_with(dir: &Path, port: u16, extra: &[String]) -> Dns {
         let hosts = dir.join("hosts");
         if !hosts.exists() {
             std::fs::write(&hosts, "").unwrap();
@@ -52,6 +57,7 @@ impl Dns {
                 &format!("--port={port}"),
                 &format!("--addn-hosts={}", hosts.display()),
             ])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -69,7 +75,12 @@ impl Dns {
 
     /// `name` now resolves to `ips` (dnsmasq rereads on SIGHUP).
     fn set(&self, name: &str, ips: &[&str]) {
-        let text: String = ips.iter().map(|ip| format!("{ip} {name}\n")).collect();
+        self.set_all(&ips.iter().map(|ip| (*ip, name)).collect::<Vec<_>>());
+    }
+
+    /// The hosts file is now these `(ip, name)` lines.
+    fn set_all(&self, lines: &[(&str, &str)]) {
+        let text: String = lines.iter().map(|(ip, name)| format!("{ip} {name}\n")).collect();
         std::fs::write(&self.hosts, text).unwrap();
         let ok = Command::new("kill")
             .args(["-HUP", &self.child.id().to_string()])
@@ -311,4 +322,48 @@ async fn with_the_dns_server_gone_the_last_good_set_serves_and_recovery_follows(
         futures_now(green_backends(admin)).0 == addrs(port, &[8])
     })
     .await;
+}
+
+/// An SRV name: the lowest priority's targets serve in proportion to their
+/// weights (75/25 here, within ±3 points over 10,000 requests); the higher
+/// priority's target gets nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn srv_weights_and_priorities_are_honoured() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = backend_on(9, 0).await;
+    let port = a.addr.port();
+    let b = backend_on(10, port).await;
+    let spare = backend_on(11, port).await;
+    let srv = |target: &str, priority: u16, weight: u16| {
+        format!("--srv-host=_http._tcp.green.test,{target},{port},{priority},{weight}")
+    };
+    let dns = Dns::start_with(
+        dir.path(),
+        free_udp_port(),
+        &[srv("a.test", 0, 75), srv("b.test", 0, 25), srv("spare.test", 1, 100)],
+    );
+    dns.set_all(&[
+        ("127.0.0.9", "a.test"),
+        ("127.0.0.10", "b.test"),
+        ("127.0.0.11", "spare.test"),
+    ]);
+    let blue = spawn_backend("blue", "v1", any_addr()).await.unwrap();
+    let sluice = Running::start(
+        dir.path(),
+        &config(dir.path(), dns.port, "_http._tcp.green.test", blue.addr),
+        &[],
+    );
+    let c = client();
+    let url = format!("http://{}/", sluice.addr);
+    let n = 10_000;
+    for _ in 0..n {
+        let (status, _, _) = get(&c, &url, &[]).await;
+        assert_eq!(status, 200);
+    }
+    let (to_a, to_b) = (a.knobs.received() as f64, b.knobs.received() as f64);
+    let share = to_a * 100.0 / (to_a + to_b);
+    eprintln!("SRV 75/25 over {n} requests: {to_a} / {to_b} ({share:.1}% to the weight-75 target)");
+    assert!((share - 75.0).abs() <= 3.0, "{share:.1}% to the weight-75 target");
+    assert_eq!(to_a + to_b, n as f64);
+    assert_eq!(spare.knobs.received(), 0, "the higher priority's target served");
 }

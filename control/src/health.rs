@@ -221,6 +221,12 @@ async fn prober(
             .snapshot()
             .pool(&pool)
             .map_or((None, UpstreamProtocol::Http1), |p| (p.tls.clone(), p.protocol));
+        // A discovered backend's certificate is checked against the name
+        // it was found under, as requests do.
+        let tls = match (tls, backend.discovered_as()) {
+            (Some(t), Some(host)) => t.named(host).ok().map(Arc::new),
+            (t, _) => t,
+        };
         let result = probe(backend.addr(), tls.as_deref(), protocol, &cfg).await;
         if let Err(why) = &result {
             debug!(%pool, backend = backend.addr(), %why, "probe failed");

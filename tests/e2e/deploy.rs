@@ -209,3 +209,30 @@ fn the_grpc_example_validates_and_its_pools_name_its_services() {
         assert_eq!(probe["grpc"]["port"].as_i64(), Some(50051));
     }
 }
+
+#[test]
+fn the_discovery_example_names_headless_services() {
+    let text = std::fs::read_to_string(root().join("deploy/kubernetes/discovery.yaml")).unwrap();
+    let objects = YamlLoader::load_from_str(&text).expect("deploy/kubernetes/discovery.yaml is not YAML");
+    let config_map = objects
+        .iter()
+        .find(|o| o["kind"].as_str() == Some("ConfigMap"))
+        .unwrap();
+    let config = sluice_config::Config::from_toml(config_map["data"]["sluice.toml"].as_str().unwrap())
+        .unwrap_or_else(|e| panic!("discovery.yaml's sluice.toml: {e}"));
+    for pool in &config.pools {
+        for backend in &pool.backends {
+            assert!(
+                sluice_config::BackendTarget::parse(backend).is_ok_and(|t| t.is_name()),
+                "{backend} is not a name"
+            );
+            let service = backend.split('.').next().unwrap();
+            let headless = objects.iter().any(|o| {
+                o["kind"].as_str() == Some("Service")
+                    && o["metadata"]["name"].as_str() == Some(service)
+                    && o["spec"]["clusterIP"].as_str() == Some("None")
+            });
+            assert!(headless, "pool {} names no headless Service {service}", pool.name);
+        }
+    }
+}

@@ -96,6 +96,8 @@ fn the_configuration_reference_names_every_key() {
         "combined",
         "client_ip",
         "global",
+        "_tcp",
+        "_udp",
     ];
     let mut missing = Vec::new();
     for literal in parser.split('"').skip(1).step_by(2) {

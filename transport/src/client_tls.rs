@@ -101,6 +101,22 @@ impl UpstreamTls {
         })
     }
 
+    /// The same client checking `host` when no `server_name` is set: a
+    /// backend found under a DNS name (its address is an IP) is checked
+    /// against that name, as on the request path.
+    pub fn named(&self, host: &str) -> std::io::Result<UpstreamTls> {
+        let server_name = match &self.server_name {
+            Some(name) => Some(name.clone()),
+            None => Some(ServerName::try_from(host.to_owned()).map_err(std::io::Error::other)?),
+        };
+        Ok(UpstreamTls {
+            config: self.config.clone(),
+            connector: self.connector.clone(),
+            http1_connector: self.http1_connector.clone(),
+            server_name,
+        })
+    }
+
     /// The TLS handshake over `tcp` to the backend at `addr` (`host:port`).
     pub async fn connect(&self, addr: &str, tcp: TcpStream) -> std::io::Result<TlsStream<TcpStream>> {
         self.connector.connect(self.name_for(addr)?, tcp).await

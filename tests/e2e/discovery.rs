@@ -367,3 +367,35 @@ async fn srv_weights_and_priorities_are_honoured() {
     assert_eq!(to_a + to_b, n as f64);
     assert_eq!(spare.knobs.received(), 0, "the higher priority's target served");
 }
+
+/// `check-config --resolve`: every name resolved once; one that resolves
+/// to nothing fails the check (and only warns for `run`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_config_resolve_fails_on_a_name_that_resolves_to_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let dns = Dns::start(dir.path(), free_udp_port());
+    dns.set("green.test", &["127.0.0.12"]);
+    let file = dir.path().join("sluice.toml");
+    let check = |backend: &str| {
+        std::fs::write(
+            &file,
+            config(dir.path(), dns.port, backend, "127.0.0.1:9".parse().unwrap()),
+        )
+        .unwrap();
+        let out = Command::new(crate::common::running::SLUICE)
+            .args(["check-config", "--resolve", file.to_str().unwrap()])
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, out, err) = check("green.test:8080");
+    assert!(ok, "{err}");
+    assert!(out.contains("green.test:8080 resolves to 127.0.0.12:8080"), "{out}");
+    let (ok, _, err) = check("missing.test:8080");
+    assert!(!ok);
+    assert!(err.contains("missing.test:8080: resolves to nothing"), "{err}");
+}

@@ -54,13 +54,14 @@ fn traffic(routing: &RoutingHandle, pool: &str, requests: u32, errors: u32) {
     }
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_failing_canary_is_rolled_back_within_a_few_evaluations() {
+/// A guard running `policy` over blue/green, just switched to 50/50 by an
+/// operator: green is the candidate it watches.
+async fn watched(policy: RollbackConfig) -> (Arc<RoutingHandle>, Arc<Counted>, tokio::task::JoinHandle<()>) {
     let routing = handle();
     let counter = Arc::new(Counted::default());
     let guard = tokio::spawn(run(
         routing.clone(),
-        policy(),
+        policy,
         Alerter::start(vec![], None),
         counter.clone(),
     ));
@@ -74,6 +75,12 @@ async fn a_failing_canary_is_rolled_back_within_a_few_evaluations() {
         .change_weights(WeightChange::set(&w, Actor::operator("ci")))
         .await
         .unwrap();
+    (routing, counter, guard)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_canary_is_rolled_back_within_a_few_evaluations() {
+    let (routing, counter, guard) = watched(policy()).await;
 
     let failing_since = Instant::now();
     let mut restored_after = None;
@@ -102,28 +109,11 @@ async fn a_failing_canary_is_rolled_back_within_a_few_evaluations() {
 
 #[tokio::test(start_paused = true)]
 async fn with_automatic_rollback_off_the_guard_only_alerts() {
-    let routing = handle();
-    let counter = Arc::new(Counted::default());
     let policy = RollbackConfig {
         enabled: false,
         ..policy()
     };
-    let guard = tokio::spawn(run(
-        routing.clone(),
-        policy,
-        Alerter::start(vec![], None),
-        counter.clone(),
-    ));
-    tokio::task::yield_now().await;
-    let w: HashMap<String, sluice_config::Weight> = [
-        ("blue".into(), sluice_config::Weight::percent(50).unwrap()),
-        ("green".into(), sluice_config::Weight::percent(50).unwrap()),
-    ]
-    .into();
-    routing
-        .change_weights(WeightChange::set(&w, Actor::operator("ci")))
-        .await
-        .unwrap();
+    let (routing, counter, guard) = watched(policy).await;
     for _ in 0..10 {
         traffic(&routing, "green", 50, 10);
         tokio::time::advance(Duration::from_secs(1)).await;
@@ -152,28 +142,11 @@ fn timed(routing: &RoutingHandle, pool: &str, requests: u32, latency: Duration) 
 #[tokio::test(start_paused = true)]
 async fn the_comparison_with_the_stable_pool_is_opt_in_for_the_guard() {
     for (ratio, rolled_back) in [(None, false), (Some(1.5), true)] {
-        let routing = handle();
-        let counter = Arc::new(Counted::default());
         let policy = RollbackConfig {
             max_p95_ratio: ratio,
             ..policy()
         };
-        let guard = tokio::spawn(run(
-            routing.clone(),
-            policy,
-            Alerter::start(vec![], None),
-            counter.clone(),
-        ));
-        tokio::task::yield_now().await;
-        let w: HashMap<String, sluice_config::Weight> = [
-            ("blue".into(), sluice_config::Weight::percent(50).unwrap()),
-            ("green".into(), sluice_config::Weight::percent(50).unwrap()),
-        ]
-        .into();
-        routing
-            .change_weights(WeightChange::set(&w, Actor::operator("ci")))
-            .await
-            .unwrap();
+        let (routing, counter, guard) = watched(policy).await;
         for _ in 0..10 {
             timed(&routing, "green", 50, Duration::from_millis(60));
             timed(&routing, "blue", 50, Duration::from_millis(20));

@@ -2,7 +2,8 @@
 //! same 100-byte body (16 KiB on `/16k`) over keep-alive HTTP/1.1, on each
 //! port given; a port written `gPORT` serves gRPC instead (HTTP/2 by prior
 //! knowledge): every call is answered with a 100-byte message and
-//! `grpc-status: 0` in the trailers.
+//! `grpc-status: 0` in the trailers, except `/bench.Echo/Stream`: a server
+//! stream of 2,000 messages of 1 KiB (2 MiB) before the trailers.
 //!
 //! `cargo run --release --example bench_backend -- 9101 9102 g9103`
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -50,6 +51,60 @@ impl Body for GrpcAnswer {
     }
 }
 
+/// Messages in a `/bench.Echo/Stream` call.
+const STREAM_MESSAGES: u32 = 2_000;
+
+/// One framed 1 KiB gRPC message: the 5-byte prefix (uncompressed, length
+/// 1,019) and its payload.
+static STREAM_MESSAGE: [u8; 1024] = {
+    let mut m = [b'y'; 1024];
+    m[0] = 0;
+    m[1] = 0;
+    m[2] = 0;
+    m[3] = 0x03;
+    m[4] = 0xfb;
+    m
+};
+
+/// A long server stream: `STREAM_MESSAGES` messages, then the trailers.
+struct GrpcStream(u32);
+
+impl Body for GrpcStream {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.0 += 1;
+        Poll::Ready(match self.0 {
+            n if n <= STREAM_MESSAGES => Some(Ok(Frame::data(Bytes::from_static(&STREAM_MESSAGE)))),
+            n if n == STREAM_MESSAGES + 1 => {
+                let mut trailers = http::HeaderMap::new();
+                trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+                Some(Ok(Frame::trailers(trailers)))
+            }
+            _ => None,
+        })
+    }
+}
+
+/// The gRPC answer a path gets: a long stream, or one message.
+enum Answer {
+    Unary(GrpcAnswer),
+    Stream(GrpcStream),
+}
+
+impl Body for Answer {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        match self.get_mut() {
+            Answer::Unary(a) => Pin::new(a).poll_frame(cx),
+            Answer::Stream(s) => Pin::new(s).poll_frame(cx),
+        }
+    }
+}
+
 fn main() {
     let ports: Vec<String> = std::env::args().skip(1).collect();
     assert!(!ports.is_empty(), "usage: bench_backend [g]PORT...");
@@ -74,14 +129,14 @@ fn main() {
                         tokio::spawn(async move {
                             let svc = service_fn(|req: hyper::Request<hyper::body::Incoming>| async move {
                                 // grpc.health.v1.HealthCheckResponse { status: SERVING }.
-                                let message: &'static [u8] = if req.uri().path() == "/grpc.health.v1.Health/Check" {
-                                    &[0x08, 0x01]
-                                } else {
-                                    BODY
+                                let answer = match req.uri().path() {
+                                    "/grpc.health.v1.Health/Check" => Answer::Unary(GrpcAnswer(0, &[0x08, 0x01])),
+                                    "/bench.Echo/Stream" => Answer::Stream(GrpcStream(0)),
+                                    _ => Answer::Unary(GrpcAnswer(0, BODY)),
                                 };
                                 // The request message is read, as a server would.
                                 let _ = req.into_body().collect().await;
-                                let mut res = hyper::Response::new(GrpcAnswer(0, message));
+                                let mut res = hyper::Response::new(answer);
                                 res.headers_mut()
                                     .insert("content-type", http::HeaderValue::from_static("application/grpc"));
                                 Ok::<_, Infallible>(res)

@@ -63,6 +63,7 @@ impl Config {
             "proxy.timeouts.keep_alive_idle",
             format!("{:?}", p.timeouts.keep_alive_idle),
         );
+        push("proxy.timeouts.stream_idle", format!("{:?}", p.timeouts.stream_idle));
         push("proxy.limits.max_header_bytes", p.limits.max_header_bytes.to_string());
         push("proxy.limits.max_headers", p.limits.max_headers.to_string());
         push(

@@ -93,6 +93,9 @@ pub struct Timeouts {
     /// gets the lower of the two as its deadline (head and body), instead
     /// of `upstream_response`.
     pub max_grpc_timeout: Duration,
+    /// A gRPC stream whose backend sends nothing for this long after its
+    /// response began is ended with UNAVAILABLE (zero: never).
+    pub stream_idle: Duration,
 }
 
 impl Default for Timeouts {
@@ -103,6 +106,7 @@ impl Default for Timeouts {
             upstream_response: Duration::from_secs(30),
             keep_alive_idle: Duration::from_secs(60),
             max_grpc_timeout: Duration::from_secs(3600),
+            stream_idle: Duration::ZERO,
         }
     }
 }

@@ -160,6 +160,10 @@ fn proxy(section: Option<Section>, problems: &mut Problems) -> ProxyConfig {
                 }
             }
         }
+        // Zero is allowed here: no idle limit.
+        if let Some(d) = t.duration("stream_idle", problems) {
+            timeouts.stream_idle = d;
+        }
         t.finish(problems);
     }
 

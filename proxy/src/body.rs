@@ -108,6 +108,18 @@ impl ProxyBody {
                     self.kind = Kind::Full(None);
                     return Poll::Ready(Some(Ok(Frame::trailers(crate::grpc::deadline_trailers()))));
                 }
+                // A stream whose backend has been silent for `stream_idle`:
+                // UNAVAILABLE, and the backend's stream dropped.
+                if let Some(tally) = grpc
+                    && let Some((silence, _)) = &mut tally.idle
+                    && silence.as_mut().poll(cx).is_ready()
+                {
+                    if let Some(tally) = grpc.take() {
+                        tally.finish(grpc::UNAVAILABLE);
+                    }
+                    self.kind = Kind::Full(None);
+                    return Poll::Ready(Some(Ok(Frame::trailers(crate::grpc::idle_trailers()))));
+                }
                 let frame = Pin::new(body).poll_frame(cx);
                 match &frame {
                     Poll::Ready(None) => {
@@ -118,6 +130,12 @@ impl ProxyBody {
                         }
                     }
                     Poll::Ready(Some(Ok(f))) if grpc.is_some() => {
+                        // Anything from the backend restarts its silence.
+                        if let Some(tally) = grpc.as_mut()
+                            && let Some((silence, limit)) = &mut tally.idle
+                        {
+                            silence.as_mut().reset(tokio::time::Instant::now() + *limit);
+                        }
                         if let Some(trailers) = f.trailers_ref() {
                             let code = grpc::status_of(trailers).unwrap_or(grpc::UNKNOWN);
                             if let Some(tally) = grpc.take() {

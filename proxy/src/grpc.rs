@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use http::HeaderMap;
 use http::header::HeaderValue;
-use sluice_routing::grpc::{DEADLINE_EXCEEDED, GRPC_MESSAGE, GRPC_STATUS, http_status, server_failed, status_value};
+use sluice_routing::grpc::{
+    DEADLINE_EXCEEDED, GRPC_MESSAGE, GRPC_STATUS, UNAVAILABLE, http_status, server_failed, status_value,
+};
 use sluice_routing::outlier::{self, OutlierHook};
 use sluice_routing::stats::PoolStats;
 use sluice_routing::table::Backend;
@@ -20,6 +22,15 @@ pub fn deadline_trailers() -> HeaderMap {
     let mut h = HeaderMap::new();
     h.insert(GRPC_STATUS, status_value(DEADLINE_EXCEEDED));
     h.insert(GRPC_MESSAGE, HeaderValue::from_static("sluice: upstream-timeout"));
+    h
+}
+
+/// The trailers ending a stream whose backend went quiet for longer than
+/// `stream_idle`: UNAVAILABLE, which clients may retry.
+pub fn idle_trailers() -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert(GRPC_STATUS, status_value(UNAVAILABLE));
+    h.insert(GRPC_MESSAGE, HeaderValue::from_static("sluice: stream-idle"));
     h
 }
 
@@ -47,6 +58,9 @@ pub struct CallTally {
     outliers: Option<OutlierHook>,
     /// The call's deadline (`grpc-timeout`), if it has one.
     pub deadline: Option<Pin<Box<Sleep>>>,
+    /// When the backend's silence ends the stream, and how long a silence
+    /// may be (`stream_idle`; none when zero).
+    pub idle: Option<(Pin<Box<Sleep>>, Duration)>,
 }
 
 impl CallTally {
@@ -56,10 +70,11 @@ impl CallTally {
         pool: Arc<str>,
         backend: Arc<Backend>,
         outliers: Option<OutlierHook>,
-        deadline: Option<Duration>,
+        (deadline, idle): (Option<Duration>, Duration),
     ) -> Self {
         Self {
             deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(started + d))),
+            idle: (!idle.is_zero()).then(|| (Box::pin(tokio::time::sleep(idle)), idle)),
             stats,
             started,
             pool,

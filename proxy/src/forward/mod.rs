@@ -592,7 +592,7 @@ impl Proxy {
                         Arc::clone(&pool_name),
                         Arc::clone(&backend),
                         self.outliers.clone(),
-                        grpc_deadline,
+                        (grpc_deadline, self.upstreams.stream_idle()),
                     )
                 }),
             };

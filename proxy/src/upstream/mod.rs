@@ -89,6 +89,8 @@ impl UpstreamError {
 pub struct Upstreams {
     connect_timeout: Duration,
     idle_timeout: Duration,
+    /// `[proxy.timeouts] stream_idle`: read when a gRPC stream begins.
+    stream_idle: Duration,
     conns: Arc<Connections>,
 }
 
@@ -97,8 +99,14 @@ impl Upstreams {
         Self {
             connect_timeout: timeouts.connect,
             idle_timeout: timeouts.keep_alive_idle,
+            stream_idle: timeouts.stream_idle,
             conns: Arc::default(),
         }
+    }
+
+    /// How long a gRPC stream's backend may send nothing (zero: forever).
+    pub fn stream_idle(&self) -> Duration {
+        self.stream_idle
     }
 
     /// Closes stale idle connections of the backends in `live` and drops

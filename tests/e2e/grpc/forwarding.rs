@@ -125,6 +125,45 @@ async fn grpc_timeout_is_the_calls_deadline_and_cancels_the_backend() {
     assert_eq!(out["answers"]["blue"], 3, "{out}");
 }
 
+/// `[proxy.timeouts] stream_idle`: a server stream whose backend goes
+/// quiet after its first message ends with UNAVAILABLE ("sluice:
+/// stream-idle") and the backend's call is cancelled, long before the
+/// call's own deadline; a stream sending every 100 ms is not touched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_silent_for_stream_idle_ends_unavailable() {
+    if !grpcio_present() {
+        return;
+    }
+    let server = GrpcServer::start("blue");
+    let toml = format!(
+        "[proxy.timeouts]\nstream_idle = \"500ms\"\n{}",
+        grpc_pool("blue", 100, server.addr)
+    );
+    let proxy = common::start_proxy(&toml).await;
+    let started = tokio::time::Instant::now();
+    let (head, data, trailers) = call_with_timeout(proxy.addr, "StallStream", "60S").await;
+    let took = started.elapsed();
+    assert!(!head.contains_key("grpc-status"), "{head:?}");
+    assert_eq!(data, b"\0\0\0\0\x05first");
+    assert_eq!(trailers["grpc-status"], "14", "{trailers:?}");
+    assert_eq!(trailers["grpc-message"], "sluice: stream-idle", "{trailers:?}");
+    assert!(
+        took >= std::time::Duration::from_millis(450) && took < std::time::Duration::from_secs(5),
+        "{took:?}"
+    );
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while call(server.addr, &["cancelled"]).await["cancelled"] != 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the backend's call was not cancelled"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // Messages 100 ms apart keep the stream alive well past 500 ms.
+    let out = call(proxy.addr, &["stream", "10", "0.1"]).await;
+    assert_eq!(out["messages"], 10, "{out}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn more_calls_than_a_backend_allows_streams_wait_instead_of_failing() {
     if !grpcio_present() {

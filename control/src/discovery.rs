@@ -113,6 +113,8 @@ struct Followed {
     /// When it last resolved to a non-empty set (`None`: never).
     good_at: Option<Instant>,
     alerted: bool,
+    /// Over `max_backends_per_name` already alerted (once, until it is not).
+    capped: bool,
 }
 
 /// Follows every name among the pools' backends until the process ends.
@@ -135,6 +137,7 @@ pub async fn run(routing: Arc<RoutingHandle>, config: DiscoveryConfig, sink: Arc
                 due: now,
                 good_at: None,
                 alerted: false,
+                capped: false,
             });
             if state.due > now {
                 continue;
@@ -149,10 +152,12 @@ pub async fn run(routing: Arc<RoutingHandle>, config: DiscoveryConfig, sink: Arc
                         info!(name = %name, "DNS discovery resolves again");
                         state.alerted = false;
                     }
-                    if found.len() > config.max_backends_per_name {
+                    let over = found.len() > config.max_backends_per_name;
+                    if over && !state.capped {
                         sink.capped(&name, found.len(), config.max_backends_per_name);
-                        found.truncate(config.max_backends_per_name);
                     }
+                    state.capped = over;
+                    found.truncate(config.max_backends_per_name);
                     sink.resolved(&name, "ok", found.len());
                     let (added, removed) = routing.set_resolved(&name, found).await;
                     if !added.is_empty() || !removed.is_empty() {

@@ -399,3 +399,28 @@ async fn check_config_resolve_fails_on_a_name_that_resolves_to_nothing() {
     assert!(!ok);
     assert!(err.contains("missing.test:8080: resolves to nothing"), "{err}");
 }
+
+/// A name returning more addresses than `max_backends_per_name`: only that
+/// many become backends, the rest are cut (and alerted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_with_too_many_addresses_is_capped() {
+    let dir = tempfile::tempdir().unwrap();
+    let dns = Dns::start(dir.path(), free_udp_port());
+    let first = backend_on(13, 0).await;
+    let port = first.addr.port();
+    let _more = [backend_on(14, port).await, backend_on(15, port).await];
+    dns.set("green.test", &["127.0.0.13", "127.0.0.14"]);
+    let blue = spawn_backend("blue", "v1", any_addr()).await.unwrap();
+    let name = format!("green.test:{port}");
+    let text = config(dir.path(), dns.port, &name, blue.addr).replace(
+        "stale_alert_after = \"3s\"",
+        "stale_alert_after = \"3s\"\nmax_backends_per_name = 2",
+    );
+    let sluice = Running::start(dir.path(), &text, &[]);
+    assert_eq!(green_backends(sluice.admin).await.0.len(), 2);
+    // The name grows past the cap: still two backends, and an alert.
+    dns.set("green.test", &["127.0.0.13", "127.0.0.14", "127.0.0.15"]);
+    let line = sluice.wait_log("discovery-capped", Duration::from_secs(10));
+    assert!(line.contains("green.test"), "{line}");
+    assert_eq!(green_backends(sluice.admin).await.0.len(), 2);
+}

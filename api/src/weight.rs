@@ -92,27 +92,21 @@ pub fn total<'a>(weights: impl IntoIterator<Item = &'a Weight>) -> u64 {
     weights.into_iter().map(|w| u64::from(w.0)).sum()
 }
 
-/// A total from [`total`] as a percentage for messages (`99.9`).
+/// A total from [`total`] as a percentage for messages (`99.9`; above 100
+/// too, which no weight can be).
 pub fn total_text(hundredths: u64) -> String {
-    match u32::try_from(hundredths).ok().and_then(Weight::from_hundredths) {
-        Some(w) => w.to_string(),
-        None => format!("{}.{:02}", hundredths / 100, hundredths % 100)
-            .trim_end_matches('0')
-            .trim_end_matches('.')
-            .to_owned(),
+    let (whole, frac) = (hundredths / 100, hundredths % 100);
+    match frac {
+        0 => format!("{whole}"),
+        f2 if f2 % 10 == 0 => format!("{whole}.{}", f2 / 10),
+        f2 => format!("{whole}.{f2:02}"),
     }
 }
 
 /// `90`, `0.1`, `12.34`; widths and alignment apply (`{:>5}`).
 impl fmt::Display for Weight {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (whole, frac) = (self.0 / 100, self.0 % 100);
-        let text = match frac {
-            0 => format!("{whole}"),
-            f2 if f2 % 10 == 0 => format!("{whole}.{}", f2 / 10),
-            f2 => format!("{whole}.{f2:02}"),
-        };
-        f.pad(&text)
+        f.pad(&total_text(u64::from(self.0)))
     }
 }
 

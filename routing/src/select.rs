@@ -457,35 +457,4 @@ mod tests {
         h.insert("x-beta", HeaderValue::from_static("1"));
         assert_eq!(&*choose_pool(&t, &h, peer).unwrap().pool.name, "blue");
     }
-
-    #[test]
-    fn with_testers_matched_everyone_else_keeps_the_exact_split() {
-        let config = sluice_config::Config::from_toml(
-            "[pools.blue]\nversion = \"v1\"\nweight = 90\nbackends = [\"127.0.0.1:1\"]\n\
-             [pools.green]\nversion = \"v2\"\nweight = 10\nbackends = [\"127.0.0.1:2\"]\n\
-             [[pools.green.match]]\nheader = \"x-beta\"\nvalue = \"1\"\n",
-        )
-        .unwrap();
-        let (specs, policy) = crate::routing_from_config(&config).unwrap();
-        let t = RoutingTable::build(1, &specs, policy, None).unwrap();
-        let peer: IpAddr = "192.0.2.1".parse().unwrap();
-        let mut tester = HeaderMap::new();
-        tester.insert("x-beta", HeaderValue::from_static("1"));
-        let mut other = HeaderMap::new();
-        other.insert("x-beta", HeaderValue::from_static("0"));
-        let n = 200_000;
-        let testers = (0..n)
-            .filter(|_| &*choose_pool(&t, &tester, peer).unwrap().pool.name == "green")
-            .count();
-        assert_eq!(testers, n, "testers matched 100%");
-        let green = (0..n)
-            .filter(|_| &*choose_pool(&t, &other, peer).unwrap().pool.name == "green")
-            .count();
-        // 10% of 200,000 drawn at random: one standard deviation is 134
-        // requests, 0.067 points; five of them, 0.34 points, is the bound a
-        // correct split never crosses by chance. (Within 0.05 points every
-        // time, as issue 26 asks, no per-request random choice can be.)
-        let points = (green as f64 / n as f64 - 0.10).abs() * 100.0;
-        assert!(points <= 0.34, "green got {green} of {n} ({points:.3} points off)");
-    }
 }

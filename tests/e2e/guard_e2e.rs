@@ -88,25 +88,56 @@ async fn admin(c: &TestClient, method: &str, url: String, body: Option<&str>) ->
     (status, serde_json::from_slice(&bytes).unwrap_or_default())
 }
 
-/// Runs one scenario: switch to 50/50, break green with `break_green`,
-/// keep traffic flowing, and return how long the guard took.
-async fn rolled_back_after(break_green: impl FnOnce(&DemoBackend), reason: &str) -> Duration {
+/// A running sluice over blue and green (webhooks: one dead, one heard)
+/// just switched to `weights` by an operator, green first prepared by
+/// `prepare`: what the guard watches.
+struct Guarded {
+    green: DemoBackend,
+    heard: Arc<Mutex<Vec<String>>>,
+    sluice: Running,
+    c: TestClient,
+    base: String,
+    _blue: DemoBackend,
+    _dir: tempfile::TempDir,
+}
+
+async fn guarded(weights: &str, prepare: impl FnOnce(&DemoBackend)) -> Guarded {
     let blue = spawn_backend("blue", "v1", any_addr()).await.unwrap();
     let green = spawn_backend("green", "v2", any_addr()).await.unwrap();
+    prepare(&green);
     let (hook, heard) = receiver().await;
     let dead = closed_port().await;
     let dir = tempfile::tempdir().unwrap();
     let sluice = Running::start(dir.path(), &config(dir.path(), blue.addr, green.addr, hook, dead), &[]);
     let c = client();
     let base = format!("http://{}", sluice.admin);
-    let (status, body) = admin(
-        &c,
-        "PUT",
-        format!("{base}/api/v1/weights"),
-        Some(r#"{"weights": {"blue": 50, "green": 50}}"#),
-    )
-    .await;
+    let (status, body) = admin(&c, "PUT", format!("{base}/api/v1/weights"), Some(weights)).await;
     assert_eq!(status, 200, "{body}");
+    Guarded {
+        green,
+        heard,
+        sluice,
+        c,
+        base,
+        _blue: blue,
+        _dir: dir,
+    }
+}
+
+/// Runs one scenario: switch to 50/50, break green with `break_green`,
+/// keep traffic flowing, and return how long the guard took.
+async fn rolled_back_after(break_green: impl FnOnce(&DemoBackend), reason: &str) -> Duration {
+    // Bound by reference: the blue backend and the store's directory live
+    // as long as `guarded` does.
+    let guarded = guarded(r#"{"weights": {"blue": 50, "green": 50}}"#, |_| {}).await;
+    let Guarded {
+        green,
+        heard,
+        sluice,
+        c,
+        base,
+        ..
+    } = &guarded;
 
     let stop = Arc::new(AtomicBool::new(false));
     let mut load = Vec::new();
@@ -118,10 +149,10 @@ async fn rolled_back_after(break_green: impl FnOnce(&DemoBackend), reason: &str)
             }
         }));
     }
-    break_green(&green);
+    break_green(green);
     let broken_at = Instant::now();
     let took = loop {
-        let (_, pools) = admin(&c, "GET", format!("{base}/api/v1/pools"), None).await;
+        let (_, pools) = admin(c, "GET", format!("{base}/api/v1/pools"), None).await;
         if pools["pools"][1]["weight"] == 0 {
             break broken_at.elapsed();
         }
@@ -139,7 +170,7 @@ async fn rolled_back_after(break_green: impl FnOnce(&DemoBackend), reason: &str)
     // From now on, nothing reaches green.
     let reached = green.knobs.received();
     for _ in 0..500 {
-        let (status, _, body) = get(&c, &format!("http://{}/", sluice.addr), &[]).await;
+        let (status, _, body) = get(c, &format!("http://{}/", sluice.addr), &[]).await;
         assert_eq!((status, pool_of(&body).as_str()), (200, "blue"));
     }
     assert_eq!(
@@ -148,11 +179,11 @@ async fn rolled_back_after(break_green: impl FnOnce(&DemoBackend), reason: &str)
         "requests reached green after the rollback"
     );
 
-    let (_, audit) = admin(&c, "GET", format!("{base}/api/v1/audit?action=rollback"), None).await;
+    let (_, audit) = admin(c, "GET", format!("{base}/api/v1/audit?action=rollback"), None).await;
     let row = &audit["entries"][0];
     assert_eq!(row["actor"], "sluice", "{audit}");
     assert!(row["result"].as_str().unwrap().contains(reason), "{row}");
-    let (_, _, scrape) = get(&c, &format!("{base}/metrics"), &[]).await;
+    let (_, _, scrape) = get(c, &format!("{base}/metrics"), &[]).await;
     let label = if reason.contains("p95") {
         "latency"
     } else {
@@ -234,29 +265,17 @@ async fn a_healthy_canary_is_left_alone() {
 /// a guard that never acts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_canary_answering_10_percent_errors_at_5_requests_a_second_is_rolled_back() {
-    let blue = spawn_backend("blue", "v1", any_addr()).await.unwrap();
-    let green = spawn_backend("green", "v2", any_addr()).await.unwrap();
-    green.knobs.set_error_rate(0.1);
-    let (hook, _) = receiver().await;
-    let dead = closed_port().await;
-    let dir = tempfile::tempdir().unwrap();
-    let sluice = Running::start(dir.path(), &config(dir.path(), blue.addr, green.addr, hook, dead), &[]);
-    let c = client();
-    let base = format!("http://{}", sluice.admin);
-    let (status, body) = admin(
-        &c,
-        "PUT",
-        format!("{base}/api/v1/weights"),
-        Some(r#"{"weights": {"blue": 0, "green": 100}}"#),
-    )
+    let guarded = guarded(r#"{"weights": {"blue": 0, "green": 100}}"#, |green| {
+        green.knobs.set_error_rate(0.1)
+    })
     .await;
-    assert_eq!(status, 200, "{body}");
+    let Guarded { sluice, c, base, .. } = &guarded;
     let switched = Instant::now();
     let mut pace = tokio::time::interval(Duration::from_millis(200));
     let (mut sent, mut to_green) = (0u32, 0u32);
     let took = loop {
         pace.tick().await;
-        let (_, _, body) = get(&c, &format!("http://{}/", sluice.addr), &[]).await;
+        let (_, _, body) = get(c, &format!("http://{}/", sluice.addr), &[]).await;
         sent += 1;
         if pool_of(&body) != "green" {
             break switched.elapsed();
@@ -268,7 +287,7 @@ async fn a_canary_answering_10_percent_errors_at_5_requests_a_second_is_rolled_b
         );
     };
     eprintln!("rollback at 5 req/s: {took:?} after the switch, {to_green} requests served by green");
-    let (_, audit) = admin(&c, "GET", format!("{base}/api/v1/audit?action=rollback"), None).await;
+    let (_, audit) = admin(c, "GET", format!("{base}/api/v1/audit?action=rollback"), None).await;
     let result = audit["entries"][0]["result"].as_str().unwrap_or_default().to_owned();
     assert!(
         result.contains("green error ratio") && result.contains("evidence"),

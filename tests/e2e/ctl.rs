@@ -8,7 +8,9 @@ use std::process::Command;
 use crate::common::running::{Running, SLUICE, config_for};
 use crate::common::*;
 
-fn ctl(admin: SocketAddr, token: &str, args: &[&str]) -> (i32, String, String) {
+/// `sluice ctl ARGS` against `admin` with `token` ("" for an open admin
+/// API): exit code, stdout, stderr.
+pub(crate) fn ctl(admin: SocketAddr, token: &str, args: &[&str]) -> (i32, String, String) {
     let out = Command::new(SLUICE)
         .arg("ctl")
         .args(args)
@@ -21,6 +23,20 @@ fn ctl(admin: SocketAddr, token: &str, args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// Polls `sluice ctl rollout status` (open admin API) until it says `state`,
+/// for up to 10 s.
+pub(crate) async fn wait_rollout_status(admin: SocketAddr, state: &str) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (_, out, _) = ctl(admin, "", &["rollout", "status"]);
+        if out.contains(state) {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never {state}: {out}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -134,15 +150,7 @@ async fn ctl_runs_a_rollout_through_a_gate() {
     );
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("blue → green"), "{out}");
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        let (_, out, _) = ctl(sluice.admin, "", &["rollout", "status"]);
-        if out.contains("paused") {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "never paused: {out}");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    wait_rollout_status(sluice.admin, "paused").await;
     let (code, _, err) = ctl(
         sluice.admin,
         "",

@@ -4,28 +4,18 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
-use std::process::Command;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use serde_json::Value;
 
-use crate::common::running::{Running, SLUICE};
+use crate::common::running::Running;
 use crate::common::*;
 
+/// `sluice ctl ARGS` against an open admin API.
 fn ctl(admin: SocketAddr, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(SLUICE)
-        .arg("ctl")
-        .args(args)
-        .env("SLUICE_ADMIN", format!("http://{admin}"))
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    crate::ctl::ctl(admin, "", args)
 }
 
 async fn pools(admin: SocketAddr) -> Value {
@@ -156,15 +146,7 @@ async fn a_canary_starts_at_a_tenth_of_a_percent_and_an_abort_restores_the_decim
     );
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("blue → green"), "{out}");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let (_, out, _) = ctl(sluice.admin, &["rollout", "status"]);
-        if out.contains("paused") {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "never paused: {out}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    crate::ctl::wait_rollout_status(sluice.admin, "paused").await;
     assert_eq!(weight(sluice.admin, "green").await, "0.1");
     assert_eq!(weight(sluice.admin, "blue").await, "99.9");
     let (code, _, err) = ctl(sluice.admin, &["rollout", "abort"]);

@@ -178,3 +178,48 @@ fn a_bad_backend_ca_is_a_config_error_naming_the_pool() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("pool \"secure\"") && err.contains("backend CA"), "{err}");
 }
+
+/// A backend found by DNS name and reached over TLS with no `server_name`:
+/// requests and health probes check its certificate against the name it
+/// was found under (`backend.test`), not its address (127.0.0.1, which
+/// the certificate does not carry).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_discovered_backend_is_checked_against_its_dns_name() {
+    let pki = pki();
+    let (backend, answered) = mtls_backend(&pki).await;
+    let dir = tempfile::tempdir().unwrap();
+    let dns = crate::discovery::Dns::start(dir.path(), crate::discovery::free_udp_port());
+    dns.set("backend.test", &["127.0.0.1"]);
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    };
+    let ca = write("ca.pem", &pki.ca_pem);
+    let cert = write("client.pem", &pki.client_pem.0);
+    let key = write("client.key", &pki.client_pem.1);
+    let tls = format!("ca = \"file:{ca}\"\ncert = \"file:{cert}\"\nkey = \"file:{key}\"\n");
+    let text = config(dir.path(), backend, &tls)
+        .replace(
+            &format!("backends = [\"{backend}\"]"),
+            &format!("backends = [\"backend.test:{}\"]", backend.port()),
+        )
+        .replace(
+            "[pools.secure]",
+            &format!(
+                "[discovery]\nnameservers = [\"127.0.0.1:{}\"]\n[pools.secure]",
+                dns.port
+            ),
+        );
+    let sluice = Running::start(dir.path(), &text, &[]);
+    let c = client();
+    let (status, _, body) = get(&c, &format!("http://{}/", sluice.addr), &[]).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"tls\":true"), "{body}");
+    // Backends start presumed healthy: after five probe intervals (300 ms;
+    // three failures would take it out) it is still up, so the probes'
+    // handshakes pass too.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(pool_healthy(&c, &sluice).await, "the TLS health probe failed");
+    assert!(answered.load(Ordering::Relaxed) >= 1);
+}

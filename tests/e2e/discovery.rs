@@ -23,14 +23,14 @@ use crate::common::*;
 const DNSMASQ: &str = "/usr/sbin/dnsmasq";
 
 /// A dnsmasq answering `*.test` names from a hosts file, TTL 1 s.
-struct Dns {
+pub(crate) struct Dns {
     child: Child,
-    port: u16,
+    pub(crate) port: u16,
     hosts: PathBuf,
 }
 
 impl Dns {
-    fn start(dir: &Path, port: u16) -> Dns {
+    pub(crate) fn start(dir: &Path, port: u16) -> Dns {
         Self::start_with(dir, port, &[])
     }
 
@@ -74,7 +74,7 @@ impl Dns {
     }
 
     /// `name` now resolves to `ips` (dnsmasq rereads on SIGHUP).
-    fn set(&self, name: &str, ips: &[&str]) {
+    pub(crate) fn set(&self, name: &str, ips: &[&str]) {
         self.set_all(&ips.iter().map(|ip| (*ip, name)).collect::<Vec<_>>());
     }
 
@@ -103,7 +103,7 @@ impl Drop for Dns {
 }
 
 /// A port free for both UDP and TCP on 127.0.0.1 (dnsmasq binds both).
-fn free_udp_port() -> u16 {
+pub(crate) fn free_udp_port() -> u16 {
     loop {
         let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = tcp.local_addr().unwrap().port();

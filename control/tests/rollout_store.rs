@@ -25,6 +25,18 @@ struct FlakyStore {
     green_weights: Mutex<Vec<sluice_config::Weight>>,
 }
 
+impl FlakyStore {
+    /// Green's weight in each change stored, in order (`"25"`, `"100"`).
+    fn stored_green(&self) -> Vec<String> {
+        self.green_weights
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|w| w.to_string())
+            .collect()
+    }
+}
+
 impl RoutingStore for FlakyStore {
     fn persist<'a>(&'a self, c: Change<'a>) -> Pin<Box<dyn Future<Output = Result<(), PersistError>> + Send + 'a>> {
         let result = if self.down.load(Ordering::SeqCst) {
@@ -128,16 +140,7 @@ async fn a_step_the_store_refuses_waits_for_the_store_then_continues() {
     store.down.store(false, Ordering::SeqCst);
     wait_until(&engine, "completed", |s| s.phase == Phase::Completed).await;
     assert_eq!(routing.snapshot().pool("green").unwrap().weight, 100);
-    assert_eq!(
-        store
-            .green_weights
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|w| w.to_string())
-            .collect::<Vec<_>>(),
-        ["25", "100"]
-    );
+    assert_eq!(store.stored_green(), ["25", "100"]);
 }
 
 #[tokio::test(start_paused = true)]
@@ -159,16 +162,7 @@ async fn a_suspended_rollout_restores_nothing_and_another_may_start() {
         25,
         "a suspend restored weights"
     );
-    assert_eq!(
-        store
-            .green_weights
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|w| w.to_string())
-            .collect::<Vec<_>>(),
-        ["25"]
-    );
+    assert_eq!(store.stored_green(), ["25"]);
     assert!(engine.command(sluice_control::rollout::Command::Abort).is_err());
     // The leader-to-be continues it: not refused as "already running".
     engine
@@ -185,14 +179,5 @@ async fn a_resumed_step_already_served_is_not_applied_again() {
     wait_until(&engine, "completed", |s| s.phase == Phase::Completed).await;
     assert_eq!(routing.snapshot().pool("green").unwrap().weight, 100);
     // Only the promotion was stored: step 1 (25%) was already applied.
-    assert_eq!(
-        store
-            .green_weights
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|w| w.to_string())
-            .collect::<Vec<_>>(),
-        ["100"]
-    );
+    assert_eq!(store.stored_green(), ["100"]);
 }

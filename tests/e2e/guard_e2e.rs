@@ -19,36 +19,6 @@ use tokio::time::Instant;
 
 const TOKEN: &str = "guard-test";
 
-/// A webhook receiver that keeps every body it is sent.
-async fn receiver() -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
-    use hyper::service::service_fn;
-    use hyper_util::rt::{TokioExecutor, TokioIo};
-    let listener = tokio::net::TcpListener::bind(ANY).await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let store = seen.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((s, _)) = listener.accept().await else { return };
-            let store = store.clone();
-            tokio::spawn(async move {
-                let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                    let store = store.clone();
-                    async move {
-                        let body = req.into_body().collect().await.unwrap().to_bytes();
-                        store.lock().unwrap().push(String::from_utf8_lossy(&body).into_owned());
-                        Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from_static(b"ok"))))
-                    }
-                });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(s), svc)
-                    .await;
-            });
-        }
-    });
-    (addr, seen)
-}
-
 fn config(dir: &Path, blue: SocketAddr, green: SocketAddr, hook: SocketAddr, dead: SocketAddr) -> String {
     std::fs::write(dir.join("token"), TOKEN).unwrap();
     format!(
@@ -93,7 +63,8 @@ async fn admin(c: &TestClient, method: &str, url: String, body: Option<&str>) ->
 /// `prepare`: what the guard watches.
 struct Guarded {
     green: DemoBackend,
-    heard: Arc<Mutex<Vec<String>>>,
+    /// What the live webhook receiver was sent.
+    heard: Arc<Mutex<Vec<(String, Bytes)>>>,
     sluice: Running,
     c: TestClient,
     base: String,
@@ -105,7 +76,7 @@ async fn guarded(weights: &str, prepare: impl FnOnce(&DemoBackend)) -> Guarded {
     let blue = spawn_backend("blue", "v1", any_addr()).await.unwrap();
     let green = spawn_backend("green", "v2", any_addr()).await.unwrap();
     prepare(&green);
-    let (hook, heard) = receiver().await;
+    let (hook, heard) = body_recorder().await;
     let dead = closed_port().await;
     let dir = tempfile::tempdir().unwrap();
     let sluice = Running::start(dir.path(), &config(dir.path(), blue.addr, green.addr, hook, dead), &[]);
@@ -198,11 +169,10 @@ async fn rolled_back_after(break_green: impl FnOnce(&DemoBackend), reason: &str)
     // The live receiver hears about it (the dead one before it slows nothing:
     // the rollback has already happened by the time delivery is tried).
     wait_until(Duration::from_secs(10), "the webhook to hear the rollback", || {
-        heard
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|b| b.contains("rollback") && b.contains("green"))
+        heard.lock().unwrap().iter().any(|(_, b)| {
+            let b = String::from_utf8_lossy(b);
+            b.contains("rollback") && b.contains("green")
+        })
     })
     .await;
     took
@@ -226,7 +196,7 @@ async fn a_canary_with_a_slow_p95_is_rolled_back() {
 async fn a_healthy_canary_is_left_alone() {
     let blue = spawn_backend("blue", "v1", any_addr()).await.unwrap();
     let green = spawn_backend("green", "v2", any_addr()).await.unwrap();
-    let (hook, heard) = receiver().await;
+    let (hook, heard) = body_recorder().await;
     let dir = tempfile::tempdir().unwrap();
     let sluice = Running::start(
         dir.path(),

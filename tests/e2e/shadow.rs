@@ -185,43 +185,6 @@ async fn a_mirror_step_fails_the_rollout_before_any_user_reaches_the_new_version
     );
 }
 
-/// A backend that keeps each request's method, path and body.
-async fn body_recorder() -> (
-    std::net::SocketAddr,
-    std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<u8>)>>>,
-) {
-    use http_body_util::{BodyExt, Full};
-    use hyper::service::service_fn;
-    use hyper_util::rt::{TokioExecutor, TokioIo};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let store = seen.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((s, _)) = listener.accept().await else { return };
-            let store = store.clone();
-            tokio::spawn(async move {
-                let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                    let store = store.clone();
-                    async move {
-                        let line = format!("{} {}", req.method(), req.uri().path());
-                        let body = req.into_body().collect().await.unwrap().to_bytes();
-                        store.lock().unwrap().push((line, body.to_vec()));
-                        Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(bytes::Bytes::from_static(
-                            b"ok",
-                        ))))
-                    }
-                });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(s), svc)
-                    .await;
-            });
-        }
-    });
-    (addr, seen)
-}
-
 /// Bodies are copied byte for byte up to `max_body_bytes`; a larger one is
 /// not copied at all (never cut short), and the live request is served
 /// either way.
@@ -257,7 +220,7 @@ async fn request_bodies_are_copied_whole_up_to_max_body_bytes() {
     })
     .await;
     let copies = seen.lock().unwrap().clone();
-    let body_of = |line: &str| copies.iter().find(|(l, _)| l == line).map(|(_, b)| b.clone());
+    let body_of = |line: &str| copies.iter().find(|(l, _)| l == line).map(|(_, b)| b.to_vec());
     assert_eq!(body_of("PUT /items/1"), Some(put_body), "the PUT's body, byte for byte");
     assert_eq!(body_of("POST /orders").as_deref(), Some(&b"{\"sku\": 42}"[..]));
     assert_eq!(

@@ -514,3 +514,35 @@ pub fn promtool() -> Option<&'static str> {
 pub fn runs(program: &str, arg: &str) -> bool {
     std::process::Command::new(program).arg(arg).output().is_ok()
 }
+
+/// A backend (or webhook receiver) that keeps each request's
+/// `METHOD /path` and body, answering `200 ok`.
+pub async fn body_recorder() -> (SocketAddr, Arc<Mutex<Vec<(String, Bytes)>>>) {
+    use hyper::service::service_fn;
+    use hyper_util::rt::TokioIo;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let store = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = listener.accept().await else { return };
+            let store = store.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let store = store.clone();
+                    async move {
+                        let line = format!("{} {}", req.method(), req.uri().path());
+                        let body = req.into_body().collect().await.unwrap().to_bytes();
+                        store.lock().unwrap().push((line, body));
+                        Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from_static(b"ok"))))
+                    }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, seen)
+}

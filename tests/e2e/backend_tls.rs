@@ -99,6 +99,20 @@ fn config(dir: &Path, backend: SocketAddr, tls: &str) -> String {
     )
 }
 
+/// `pki`'s CA and client pair as files in `dir`: their paths.
+fn write_pki(dir: &Path, pki: &Pki) -> (String, String, String) {
+    let write = |name: &str, text: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    };
+    (
+        write("ca.pem", &pki.ca_pem),
+        write("client.pem", &pki.client_pem.0),
+        write("client.key", &pki.client_pem.1),
+    )
+}
+
 async fn pool_healthy(c: &TestClient, sluice: &Running) -> bool {
     let (_, _, pools) = get(c, &format!("http://{}/api/v1/pools", sluice.admin), &[]).await;
     pools.contains("\"healthy\":true")
@@ -109,14 +123,7 @@ async fn a_pool_reaches_its_backends_over_mutual_tls() {
     let pki = pki();
     let (backend, answered) = mtls_backend(&pki).await;
     let dir = tempfile::tempdir().unwrap();
-    let write = |name: &str, text: &str| {
-        let path = dir.path().join(name);
-        std::fs::write(&path, text).unwrap();
-        path.display().to_string()
-    };
-    let ca = write("ca.pem", &pki.ca_pem);
-    let cert = write("client.pem", &pki.client_pem.0);
-    let key = write("client.key", &pki.client_pem.1);
+    let (ca, cert, key) = write_pki(dir.path(), &pki);
     let good =
         format!("ca = \"file:{ca}\"\nserver_name = \"backend.test\"\ncert = \"file:{cert}\"\nkey = \"file:{key}\"\n");
     let sluice = Running::start(dir.path(), &config(dir.path(), backend, &good), &[]);
@@ -190,14 +197,7 @@ async fn a_discovered_backend_is_checked_against_its_dns_name() {
     let dir = tempfile::tempdir().unwrap();
     let dns = crate::discovery::Dns::start(dir.path(), crate::discovery::free_udp_port());
     dns.set("backend.test", &["127.0.0.1"]);
-    let write = |name: &str, text: &str| {
-        let path = dir.path().join(name);
-        std::fs::write(&path, text).unwrap();
-        path.display().to_string()
-    };
-    let ca = write("ca.pem", &pki.ca_pem);
-    let cert = write("client.pem", &pki.client_pem.0);
-    let key = write("client.key", &pki.client_pem.1);
+    let (ca, cert, key) = write_pki(dir.path(), &pki);
     let tls = format!("ca = \"file:{ca}\"\ncert = \"file:{cert}\"\nkey = \"file:{key}\"\n");
     let text = config(dir.path(), backend, &tls)
         .replace(

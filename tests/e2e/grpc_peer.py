@@ -173,7 +173,9 @@ def client(target, command, *args):
         # N messages, PAUSE seconds apart if given: who sent each.
         serve_ = channel.unary_stream("/test.Echo/Serve", identity, identity)
         request = b"stream:" + ":".join(args).encode()
-        senders = [m.split(b":")[0].decode() for m in serve_(request, timeout=120)]
+        # Long enough for the whole stream (the 10-minute soak), at least 2 minutes.
+        span = int(args[0]) * float(args[1]) if len(args) > 1 else 0
+        senders = [m.split(b":")[0].decode() for m in serve_(request, timeout=max(120, span + 60))]
         out = {"messages": len(senders), "senders": sorted(set(senders))}
     elif command == "streams":
         count = channel.unary_unary("/test.Echo/Streams", identity, identity)

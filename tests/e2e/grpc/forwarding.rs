@@ -353,9 +353,22 @@ async fn a_long_server_stream_survives_weight_flips_a_reload_and_a_goaway_elsewh
             .unwrap()
     };
 
-    // A server stream of 200 messages, 50 ms apart (10 s), from blue.
+    // A server stream of 20 messages a second, 50 ms apart, from blue:
+    // 10 s here; `SLUICE_LONG_STREAM_SECS=600` makes it the 10-minute soak,
+    // with the flips spread over its first four fifths.
+    let secs: u64 = std::env::var("SLUICE_LONG_STREAM_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10);
+    let messages = secs * 20;
+    let between_flips = if secs > 10 {
+        Duration::from_secs(secs) / 25
+    } else {
+        Duration::ZERO
+    };
     let target = sluice.addr;
-    let stream = tokio::spawn(async move { call(target, &["stream", "200", "0.05"]).await });
+    let count = messages.to_string();
+    let stream = tokio::spawn(async move { call(target, &["stream", &count, "0.05"]).await });
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while call(blue.addr, &["streams"]).await["streams"] != 1 {
         assert!(tokio::time::Instant::now() < deadline, "the stream never reached blue");
@@ -368,6 +381,7 @@ async fn a_long_server_stream_survives_weight_flips_a_reload_and_a_goaway_elsewh
         let out = call(sluice.addr, &["unary", "2"]).await;
         let expected = if to_blue == 100 { "blue" } else { "green" };
         assert_eq!(out["answers"][expected], 2, "flip {flip}: {out}");
+        tokio::time::sleep(between_flips).await;
     }
     // A reload.
     let tmp = dir.path().join("sluice.toml.new");
@@ -378,7 +392,7 @@ async fn a_long_server_stream_survives_weight_flips_a_reload_and_a_goaway_elsewh
     green.stop_gracefully();
 
     let out = stream.await.unwrap();
-    assert_eq!(out["messages"], 200, "{out}");
+    assert_eq!(out["messages"], messages, "{out}");
     assert_eq!(out["senders"], serde_json::json!(["blue"]), "{out}");
 }
 

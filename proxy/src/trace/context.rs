@@ -191,9 +191,13 @@ impl Trace {
         &self.value
     }
 
-    /// The value as a header value, for header maps.
+    /// The value as a header value, for header maps; sensitive, as a
+    /// request id is ([`crate::request_id::RequestId::value`]): a value
+    /// that never repeats stays out of HPACK's dynamic table.
     pub(crate) fn header_value(&self) -> Option<HeaderValue> {
-        HeaderValue::from_maybe_shared(Bytes::copy_from_slice(&self.value)).ok()
+        let mut value = HeaderValue::from_maybe_shared(Bytes::copy_from_slice(&self.value)).ok()?;
+        value.set_sensitive(true);
+        Some(value)
     }
 }
 

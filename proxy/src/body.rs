@@ -8,7 +8,6 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 
 use sluice_routing::grpc;
 use sluice_routing::table::InFlight;
@@ -16,7 +15,7 @@ use sluice_routing::table::InFlight;
 use crate::access::Entry;
 use crate::grpc::CallTally;
 use crate::http1::RawBody;
-use crate::upstream::Lease;
+use crate::upstream::{Lease, UpstreamBody};
 
 pub use crate::request_body::BodyError;
 
@@ -32,7 +31,7 @@ pub struct ProxyBody {
 enum Kind {
     Full(Option<Bytes>),
     Upstream {
-        body: Incoming,
+        body: UpstreamBody,
         /// Hands the connection back once `body` has been read to its end.
         lease: Lease,
         /// Released when the body ends or the client goes away.
@@ -74,7 +73,7 @@ impl ProxyBody {
     }
 
     /// The backend's body; `grpc` counts the call when it ends.
-    pub fn upstream(body: Incoming, lease: Lease, in_flight: InFlight, grpc: Option<CallTally>) -> Self {
+    pub fn upstream(body: UpstreamBody, lease: Lease, in_flight: InFlight, grpc: Option<CallTally>) -> Self {
         Self {
             kind: Kind::Upstream {
                 body,
@@ -96,8 +95,8 @@ impl ProxyBody {
             Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             Kind::Upstream { body, lease, grpc, .. } => {
                 // A gRPC call past its deadline: DEADLINE_EXCEEDED in the
-                // trailers, and the backend's stream dropped (hyper resets
-                // it with CANCEL).
+                // trailers, and the backend's stream dropped (h2 resets it
+                // with CANCEL).
                 if let Some(tally) = grpc
                     && let Some(deadline) = &mut tally.deadline
                     && deadline.as_mut().poll(cx).is_ready()
@@ -151,7 +150,7 @@ impl ProxyBody {
                     }
                     _ => {}
                 }
-                frame.map_err(BodyError::from)
+                frame
             }
             Kind::Raw { body, .. } => body.poll_frame(cx).map_err(BodyError::from),
         }

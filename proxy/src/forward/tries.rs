@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use http::header::HeaderValue;
 use http::{HeaderName, Method, Response};
-use hyper::body::Incoming;
 use sluice_config::UpstreamProtocol;
 use sluice_routing::error::ProxyError;
 use sluice_routing::retry::RetryPolicy;
@@ -19,7 +18,7 @@ use crate::body::ProxyBody;
 use crate::client::Scratch;
 use crate::http1::{HeaderLines, HeadersAs, RawBody};
 use crate::replay::Replay;
-use crate::upstream::Lease;
+use crate::upstream::{Lease, UpstreamBody};
 
 /// Why `forward` has no answer: an error, or a failed first try that a
 /// retry may follow (see `retry`). The answer itself travels as `Ok`
@@ -58,7 +57,7 @@ pub(crate) type Forwarded = Result<(Response<ProxyBody>, Option<HeaderLines>), P
 pub const RETRIES_HEADER: HeaderName = HeaderName::from_static("x-sluice-retries");
 
 pub(crate) type RawAnswer = (Response<RawBody>, Option<HeaderLines>);
-pub(crate) type HyperAnswer = (Response<Incoming>, Lease);
+pub(crate) type HyperAnswer = (Response<UpstreamBody>, Lease);
 /// Where the hyper clients send: the pool's protocol and TLS.
 pub(crate) type Target<'a> = (UpstreamProtocol, Option<&'a UpstreamTls>);
 

@@ -1,33 +1,26 @@
-//! Exchanges on a backend's shared HTTP/2 connection (hyper's client),
-//! with requests the backend did not process sent again.
+//! Exchanges on a backend's shared HTTP/2 connection ([`H2Conn`]), with
+//! requests the backend did not process sent again.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Request, Response};
-use hyper::body::Incoming;
-use hyper::client::conn::http2;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use sluice_routing::Backend;
 use sluice_transport::UpstreamTls;
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::oneshot;
 use tracing::debug;
 
-use super::{Lease, UpstreamError, Upstreams};
+use super::h2_exchange::H2Conn;
+use super::{Lease, UpstreamBody, UpstreamError, Upstreams};
 use crate::request_body::RequestBody;
 
 impl Upstreams {
     /// A new HTTP/2 connection to `backend`, over TLS when `tls` is given.
-    async fn dial_h2(
-        &self,
-        backend: &Backend,
-        tls: Option<&UpstreamTls>,
-    ) -> Result<http2::SendRequest<RequestBody>, UpstreamError> {
+    async fn dial_h2(&self, backend: &Backend, tls: Option<&UpstreamTls>) -> Result<H2Conn, UpstreamError> {
         let tcp = self.connect(backend).await?;
         match tls {
-            None => handshake_h2(tcp).await,
-            Some(tls) => handshake_h2(self.secure(tls, backend, tcp).await?).await,
+            None => H2Conn::handshake(tcp).await,
+            Some(tls) => H2Conn::handshake(self.secure(tls, backend, tcp).await?).await,
         }
     }
 
@@ -43,12 +36,11 @@ impl Upstreams {
         backend: &Arc<Backend>,
         tls: Option<&UpstreamTls>,
         mut req: Request<RequestBody>,
-    ) -> Result<(Response<Incoming>, Lease), UpstreamError> {
+    ) -> Result<(Response<UpstreamBody>, Lease), UpstreamError> {
         let pool = self.conns.of(backend.id());
         let mut attempt = 0;
         loop {
-            let mut sender = self.shared_h2(&pool, backend, tls).await?;
-            sender.ready().await.map_err(UpstreamError::Exchange)?;
+            let conn = self.shared_h2(&pool, backend, tls).await?;
             let (give_back, unsent) = oneshot::channel();
             let head = (attempt < RETRIES).then(|| {
                 req.body_mut().keep_for_replay(REPLAY_CAP, give_back);
@@ -59,23 +51,26 @@ impl Upstreams {
                     req.headers().clone(),
                 )
             });
-            let err = match sender.send_request(req).await {
-                Ok(res) => return Ok((res, Lease::new(pool, None))),
+            let err = match conn.exchange(req).await {
+                Ok(res) => return Ok((res.map(UpstreamBody::H2), Lease::new(pool, None))),
                 Err(e) => e,
             };
-            let (Some((method, uri, version, headers)), Some(goaway)) = (head, unprocessed(&err)) else {
+            let (Some((method, uri, version, headers)), Some(goaway)) = (head, err.unprocessed()) else {
                 debug!(backend = backend.addr(), attempt, error = %err, "HTTP/2 exchange failed, not retried");
-                return Err(UpstreamError::Exchange(err));
+                return Err(err);
             };
-            // hyper drops the body once the stream is gone; it comes back
-            // with what it sent, if that was kept whole.
+            // The body comes back with what was sent of it, if that was
+            // kept whole.
             let Ok(Ok(body)) = tokio::time::timeout(Duration::from_secs(1), unsent).await else {
-                return Err(UpstreamError::Exchange(err));
+                return Err(err);
             };
             if goaway {
                 // That connection takes no new streams: the next attempt
-                // dials another.
-                pool.h2.store(None);
+                // dials another (unless a request did already).
+                let current = pool.h2.load();
+                if current.as_ref().is_some_and(|c| Arc::ptr_eq(c, &conn)) {
+                    pool.h2.compare_and_swap(&current, None);
+                }
             }
             // A backend that refuses streams is at its limit by its own
             // count (grpc-core's lags the client's view): give it a moment
@@ -97,20 +92,20 @@ impl Upstreams {
         pool: &super::BackendConns,
         backend: &Arc<Backend>,
         tls: Option<&UpstreamTls>,
-    ) -> Result<http2::SendRequest<RequestBody>, UpstreamError> {
-        let usable = || pool.h2.load_full().filter(|s| !s.is_closed());
-        if let Some(s) = usable() {
-            return Ok((*s).clone());
+    ) -> Result<Arc<H2Conn>, UpstreamError> {
+        let usable = || pool.h2.load_full().filter(|c| !c.is_closed());
+        if let Some(c) = usable() {
+            return Ok(c);
         }
         let _dialing = pool.h2_dialing.lock().await;
         // Dialled by another request while this one waited.
-        if let Some(s) = usable() {
-            return Ok((*s).clone());
+        if let Some(c) = usable() {
+            return Ok(c);
         }
         // Boxed for the same reason as in `send_h1`.
-        let sender = Box::pin(self.dial_h2(backend, tls)).await?;
-        pool.h2.store(Some(Arc::new(sender.clone())));
-        Ok(sender)
+        let conn = Arc::new(Box::pin(self.dial_h2(backend, tls)).await?);
+        pool.h2.store(Some(Arc::clone(&conn)));
+        Ok(conn)
     }
 }
 
@@ -120,51 +115,3 @@ const REPLAY_CAP: usize = 64 * 1024;
 const RETRIES: u32 = 5;
 /// The pause before the first retry of a refused request (doubling).
 const REFUSED_BACKOFF: Duration = Duration::from_millis(25);
-
-/// Whether the backend did not process the exchange that failed with
-/// `err` (RFC 9113 §8.7): `Some(false)` for a refused stream,
-/// `Some(true)` for one beyond a GOAWAY (the connection is going away).
-fn unprocessed(err: &hyper::Error) -> Option<bool> {
-    let mut source = std::error::Error::source(err);
-    while let Some(e) = source {
-        if let Some(h2) = e.downcast_ref::<h2::Error>() {
-            return if h2.is_go_away() && h2.is_remote() {
-                Some(true)
-            } else if h2.reason() == Some(h2::Reason::REFUSED_STREAM) {
-                Some(false)
-            } else {
-                None
-            };
-        }
-        source = e.source();
-    }
-    None
-}
-
-/// An HTTP/2 connection over `io`, driven by its own task.
-async fn handshake_h2<IO>(io: IO) -> Result<http2::SendRequest<RequestBody>, UpstreamError>
-where
-    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    // No BDP pings (adaptive window) and keep-alive pings no more often
-    // than every 5 minutes: grpc-core and grpc-go servers count pings that
-    // come without data between them and answer a third with GOAWAY
-    // ENHANCE_YOUR_CALM ("too_many_pings"), which breaks every call on the
-    // connection (the likely cause of an INTERNAL reset seen once in the
-    // grpcio e2e test under full-suite load).
-    // hyper's fixed windows (2 MiB a stream, 5 MiB the connection) are
-    // ample for backends near the proxy.
-    let (sender, conn) = http2::Builder::new(TokioExecutor::new())
-        .timer(TokioTimer::new())
-        .keep_alive_interval(Duration::from_secs(300))
-        .keep_alive_timeout(Duration::from_secs(20))
-        .handshake(TokioIo::new(io))
-        .await
-        .map_err(UpstreamError::Handshake)?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            debug!(error = %e, "upstream h2 connection ended with an error");
-        }
-    });
-    Ok(sender)
-}

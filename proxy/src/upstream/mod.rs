@@ -1,6 +1,7 @@
 //! Connections to the backends: keep-alive pools per backend, for sluice's
-//! own HTTP/1.1 exchange ([`h1raw`]: small requests to plain backends) and
-//! for hyper's connection-level client (everything else).
+//! own HTTP/1.1 exchange ([`h1raw`]: small requests to plain backends), for
+//! hyper's connection-level client (other HTTP/1.1 exchanges) and one
+//! shared HTTP/2 connection per backend driven with `h2` ([`h2_exchange`]).
 //!
 //! Why not hyper-util's pooled `Client`: measured with callgrind, its
 //! checkout/return (a mutex-guarded map keyed by SipHash, a select between
@@ -26,63 +27,19 @@ use sluice_routing::Backend;
 use sluice_transport::UpstreamTls;
 
 use crate::http1::{HeaderLines, HeadersAs, RawBody, RawConn, RawError, exchange};
-use crate::request_body::{RequestBody, RequestBodyError};
-use sluice_routing::ProxyError;
+use crate::request_body::RequestBody;
 
+mod body;
 mod conns;
+mod error;
 mod h2;
+mod h2_exchange;
+mod h2_pipe;
 
+pub use body::UpstreamBody;
 pub use conns::{BackendConns, Connections, Lease};
 use conns::{IdleConn, repool};
-
-/// Idle HTTP/1.1 connections kept per backend; more are closed when freed.
-/// Why a request could not be exchanged with a backend.
-#[derive(Debug, thiserror::Error)]
-pub enum UpstreamError {
-    #[error("connect timed out")]
-    ConnectTimeout,
-    #[error("connect failed: {0}")]
-    Connect(#[source] std::io::Error),
-    #[error("TLS handshake with the backend failed: {0}")]
-    Tls(#[source] std::io::Error),
-    #[error("handshake failed: {0}")]
-    Handshake(#[source] hyper::Error),
-    #[error("exchange failed: {0}")]
-    Exchange(#[source] hyper::Error),
-    #[error("exchange failed: {0}")]
-    Raw(#[source] RawError),
-    /// The client's body, read whole before a small request goes out.
-    #[error("{0}")]
-    RequestBody(#[source] RequestBodyError),
-}
-
-impl UpstreamError {
-    /// The failure's cause, as the client and the counters see it;
-    /// request-body failures travel inside hyper's error as its source.
-    pub fn cause(&self) -> ProxyError {
-        let hyper_err = match self {
-            UpstreamError::Raw(RawError::Malformed(_)) => return ProxyError::UpstreamMalformed,
-            UpstreamError::Raw(_) => return ProxyError::UpstreamReset,
-            UpstreamError::RequestBody(body) => return body.cause(),
-            UpstreamError::ConnectTimeout => return ProxyError::ConnectTimeout,
-            UpstreamError::Connect(_) | UpstreamError::Tls(_) => return ProxyError::ConnectFailed,
-            UpstreamError::Handshake(_) => return ProxyError::UpstreamReset,
-            UpstreamError::Exchange(e) => e,
-        };
-        let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(hyper_err);
-        while let Some(e) = source {
-            if let Some(body) = e.downcast_ref::<RequestBodyError>() {
-                return body.cause();
-            }
-            source = e.source();
-        }
-        if hyper_err.is_parse() || hyper_err.is_parse_status() || hyper_err.is_parse_too_large() {
-            ProxyError::UpstreamMalformed
-        } else {
-            ProxyError::UpstreamReset
-        }
-    }
-}
+pub use error::UpstreamError;
 
 /// Opens and reuses backend connections.
 #[derive(Debug, Clone)]
@@ -123,9 +80,12 @@ impl Upstreams {
         protocol: UpstreamProtocol,
         tls: Option<&UpstreamTls>,
         req: Request<RequestBody>,
-    ) -> Result<(Response<Incoming>, Lease), UpstreamError> {
+    ) -> Result<(Response<UpstreamBody>, Lease), UpstreamError> {
         match protocol {
-            UpstreamProtocol::Http1 => self.send_h1(backend, tls, req).await,
+            UpstreamProtocol::Http1 => {
+                let (res, lease) = self.send_h1(backend, tls, req).await?;
+                Ok((res.map(UpstreamBody::Hyper), lease))
+            }
             UpstreamProtocol::Http2 => self.send_h2(backend, tls, req).await,
         }
     }

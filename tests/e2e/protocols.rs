@@ -96,6 +96,45 @@ async fn fifty_mib_up_and_down_are_streamed(engine: &str) {
     assert_eq!(total, 50 * MIB);
 }
 
+/// Request bodies to an HTTP/2 pool: one that has arrived whole goes out
+/// with the head, an empty POST declares its length, a chunked one is
+/// streamed, and 50 MiB stream up within the backend's window.
+async fn bodies_reach_http2_backends_whole_and_streamed(engine: &str) {
+    let h2_pool = |addr| format!("{engine}{}protocol = \"http2\"\n", pool_toml("blue", 100, &[addr]));
+    let (addr, seen) = body_recorder().await;
+    let proxy = start_proxy(&h2_pool(addr)).await;
+    for req in [
+        &b"POST /whole HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\nconnection: close\r\n\r\nhello"[..],
+        b"POST /empty HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+        b"POST /chunked HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+    ] {
+        let res = raw_exchange(proxy.addr, req, Duration::from_secs(3)).await;
+        assert_eq!(raw_status(&res), 200, "{res}");
+    }
+    let seen: Vec<(String, String)> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(line, body)| (line.clone(), String::from_utf8_lossy(body).into_owned()))
+        .collect();
+    let expected = [
+        ("POST /whole", "hello"),
+        ("POST /empty", ""),
+        ("POST /chunked", "hello world"),
+    ];
+    assert_eq!(seen, expected.map(|(l, b)| (l.to_string(), b.to_string())).to_vec());
+
+    let proxy = start_proxy(&h2_pool(bulk_backend(64 * 1024, 50 * 16).await)).await;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+    let up = http::Request::post(proxy.url("/up"))
+        .body(RepeatBody::new(64 * 1024, 50 * 16))
+        .unwrap();
+    let res = client.request(up).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let got = res.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(got, (50 * MIB).to_string().as_bytes());
+}
+
 async fn host_reaches_http1_backends_from_h2_and_http10_clients(engine: &str) {
     let (addr, rec) = Recorder::start().await;
     let proxy = start_proxy(&format!("{engine}{}", pool_toml("blue", 100, &[addr]))).await;
@@ -140,5 +179,6 @@ on_both_engines!(
     h2c_upgrade_request_is_served_as_plain_http11,
     chunked_request_body_is_streamed_to_the_backend,
     fifty_mib_up_and_down_are_streamed,
+    bodies_reach_http2_backends_whole_and_streamed,
     host_reaches_http1_backends_from_h2_and_http10_clients,
 );

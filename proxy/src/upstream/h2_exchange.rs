@@ -108,10 +108,13 @@ impl H2Conn {
     pub async fn exchange(&self, req: Request<RequestBody>) -> Result<Response<H2Body>, UpstreamError> {
         let mut sender = self.sender.clone().ready().await.map_err(UpstreamError::H2)?;
         let (mut parts, mut body) = req.into_parts();
+        // Before `start` reads from the body, which lowers its hint.
+        let length = body.size_hint().exact();
         let start = start(&mut body).map_err(UpstreamError::RequestBody)?;
-        if let Some(len) = body.size_hint().exact()
-            && !matches!(start, Start::Stream(_))
-            && (len != 0 || parts.method == http::Method::POST || parts.method == http::Method::PUT)
+        // A known length is declared (as hyper's client did); an empty
+        // body only where the method defines one (RFC 9110 §8.6).
+        if let Some(len) = length
+            && (len != 0 || matches!(parts.method.as_str(), "POST" | "PUT" | "PATCH"))
             && !parts.headers.contains_key(CONTENT_LENGTH)
         {
             parts.headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
@@ -139,10 +142,12 @@ impl H2Conn {
             None => response.await,
             Some(mut failed) => {
                 let mut response = std::pin::pin!(response);
+                // The body's failure first: the stream's reset that
+                // follows it would hide why.
                 tokio::select! {
                     biased;
-                    res = &mut response => res,
                     Ok(e) = &mut failed => return Err(UpstreamError::RequestBody(e)),
+                    res = &mut response => res,
                 }
             }
         }
@@ -280,3 +285,7 @@ impl Body for H2Body {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "h2_exchange_tests.rs"]
+mod tests;

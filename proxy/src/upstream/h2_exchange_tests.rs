@@ -1,0 +1,119 @@
+//! One exchange against an `h2` server over an in-memory pipe: what the
+//! backend receives and what comes back, for the three ways a request body
+//! goes out (none, arrived whole, streamed) and the two ways it fails.
+
+use super::*;
+use crate::h2::RecvBody;
+use crate::h2::recv::Consumed;
+use crate::request_body::ClientBody;
+use http_body_util::BodyExt;
+use sluice_routing::ProxyError;
+
+/// A backend on the other end of an in-memory pipe, answering each request
+/// with `answer`, and the connection to it.
+async fn backend<F, Fut>(answer: F) -> H2Conn
+where
+    F: Fn(Request<h2::RecvStream>, h2::server::SendResponse<Bytes>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (client, server) = tokio::io::duplex(64 * 1024);
+    tokio::spawn(async move {
+        let mut conn = h2::server::handshake(server).await.unwrap();
+        while let Some(Ok((req, respond))) = conn.accept().await {
+            tokio::spawn(answer(req, respond));
+        }
+    });
+    H2Conn::handshake(client).await.unwrap()
+}
+
+fn post(body: ClientBody, limit: u64) -> Request<RequestBody> {
+    Request::post("http://backend.test/pkg.Service/Call")
+        .header("content-type", "application/grpc")
+        .body(RequestBody::new(body, limit))
+        .unwrap()
+}
+
+/// Echoes the request body and ends with `grpc-status: 0` in trailers.
+async fn echo(req: Request<h2::RecvStream>, mut respond: h2::server::SendResponse<Bytes>) {
+    let mut body = req.into_body();
+    let mut got = Vec::new();
+    while let Some(Ok(data)) = body.data().await {
+        let _ = body.flow_control().release_capacity(data.len());
+        got.extend_from_slice(&data);
+    }
+    let mut send = respond.send_response(Response::new(()), false).unwrap();
+    send.send_data(Bytes::from(got), false).unwrap();
+    let mut trailers = http::HeaderMap::new();
+    trailers.insert("grpc-status", HeaderValue::from_static("0"));
+    send.send_trailers(trailers).unwrap();
+}
+
+#[tokio::test]
+async fn a_body_that_has_arrived_goes_with_the_head_and_trailers_come_back() {
+    let conn = backend(echo).await;
+    let req = post(ClientBody::Read(Some(Bytes::from_static(b"hello"))), 100);
+    let res = conn.exchange(req).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let whole = res.into_body().collect().await.unwrap();
+    assert_eq!(whole.trailers().unwrap()["grpc-status"], "0");
+    assert_eq!(&whole.to_bytes()[..], b"hello");
+}
+
+#[tokio::test]
+async fn a_streamed_body_reaches_the_backend_frame_by_frame() {
+    let conn = backend(echo).await;
+    let consumed = Arc::new(Consumed::new(Arc::default()));
+    let (sink, body) = RecvBody::channel(consumed, None);
+    assert!(sink.data(Bytes::from_static(b"part one, ")));
+    let exchange = tokio::spawn(async move { conn.exchange(post(ClientBody::Stream(body), 100)).await });
+    // The rest arrives after the head went out.
+    tokio::task::yield_now().await;
+    assert!(sink.data(Bytes::from_static(b"part two")));
+    drop(sink);
+    let res = exchange.await.unwrap().unwrap();
+    let whole = res.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&whole[..], b"part one, part two");
+}
+
+#[tokio::test]
+async fn a_streamed_body_past_the_limit_resets_the_stream_and_says_why() {
+    let (reset_tx, reset_rx) = oneshot::channel();
+    let reset_tx = Arc::new(std::sync::Mutex::new(Some(reset_tx)));
+    let conn = backend(move |req, _respond| {
+        let reset_tx = Arc::clone(&reset_tx);
+        async move {
+            let mut body = req.into_body();
+            let mut end = None;
+            while let Some(data) = body.data().await {
+                if let Err(e) = data {
+                    end = e.reason();
+                    break;
+                }
+            }
+            if let Some(tx) = reset_tx.lock().unwrap().take() {
+                let _ = tx.send(end);
+            }
+        }
+    })
+    .await;
+    let consumed = Arc::new(Consumed::new(Arc::default()));
+    let (sink, body) = RecvBody::channel(consumed, None);
+    let exchange = tokio::spawn(async move { conn.exchange(post(ClientBody::Stream(body), 10)).await });
+    tokio::task::yield_now().await;
+    assert!(sink.data(Bytes::from_static(b"0123456789")));
+    assert!(sink.data(Bytes::from_static(b"one too many")));
+    let err = exchange.await.unwrap().unwrap_err();
+    assert_eq!(err.cause(), ProxyError::BodyTooLarge, "{err}");
+    assert_eq!(reset_rx.await.unwrap(), Some(h2::Reason::CANCEL));
+}
+
+#[tokio::test]
+async fn a_refused_stream_counts_as_unprocessed() {
+    let conn = backend(|_req, mut respond| async move {
+        respond.send_reset(h2::Reason::REFUSED_STREAM);
+    })
+    .await;
+    let err = conn.exchange(post(ClientBody::Read(None), 100)).await.unwrap_err();
+    assert_eq!(err.unprocessed(), Some(false), "{err}");
+    assert_eq!(err.cause(), ProxyError::UpstreamReset);
+}

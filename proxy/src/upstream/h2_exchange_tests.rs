@@ -117,3 +117,22 @@ async fn a_refused_stream_counts_as_unprocessed() {
     assert_eq!(err.unprocessed(), Some(false), "{err}");
     assert_eq!(err.cause(), ProxyError::UpstreamReset);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_backend_that_stops_answering_pings_is_given_up_with_its_calls() {
+    let (client, server) = tokio::io::duplex(64 * 1024);
+    tokio::spawn(async move {
+        let mut conn = h2::server::handshake(server).await.unwrap();
+        let _call = conn.accept().await;
+        // Alive on the wire but no longer reading: no pong comes.
+        std::future::pending::<()>().await;
+        drop(conn);
+    });
+    let conn = H2Conn::handshake(client).await.unwrap();
+    let started = tokio::time::Instant::now();
+    let err = conn.exchange(post(ClientBody::Read(None), 100)).await.unwrap_err();
+    // Pinged after KEEP_ALIVE with the call open, given up KEEP_ALIVE_TIMEOUT later.
+    assert_eq!(started.elapsed(), KEEP_ALIVE + KEEP_ALIVE_TIMEOUT, "{err}");
+    assert_eq!(err.cause(), ProxyError::UpstreamReset);
+    assert!(conn.is_closed());
+}

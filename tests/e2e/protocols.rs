@@ -73,15 +73,7 @@ const MIB: usize = 1024 * 1024;
 async fn fifty_mib_up_and_down_are_streamed(engine: &str) {
     let backend = bulk_backend(64 * 1024, 50 * 16).await;
     let proxy = start_proxy(&format!("{engine}{}", pool_toml("blue", 100, &[backend]))).await;
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
-
-    let up = http::Request::post(proxy.url("/up"))
-        .body(RepeatBody::new(64 * 1024, 50 * 16))
-        .unwrap();
-    let res = client.request(up).await.unwrap();
-    assert_eq!(res.status(), 200);
-    let got = res.into_body().collect().await.unwrap().to_bytes();
-    assert_eq!(got, (50 * MIB).to_string().as_bytes());
+    let client = upload_50_mib(&proxy.url("/up")).await;
 
     let down = http::Request::get(proxy.url("/down"))
         .body(RepeatBody::new(0, 0))
@@ -125,14 +117,23 @@ async fn bodies_reach_http2_backends_whole_and_streamed(engine: &str) {
     assert_eq!(seen, expected.map(|(l, b)| (l.to_string(), b.to_string())).to_vec());
 
     let proxy = start_proxy(&h2_pool(bulk_backend(64 * 1024, 50 * 16).await)).await;
+    upload_50_mib(&proxy.url("/up")).await;
+}
+
+/// POSTs 50 MiB to `url` (a bulk backend's, which answers with the count
+/// it read) and checks the count; the client, for more.
+async fn upload_50_mib(
+    url: &str,
+) -> hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, RepeatBody> {
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
-    let up = http::Request::post(proxy.url("/up"))
+    let up = http::Request::post(url)
         .body(RepeatBody::new(64 * 1024, 50 * 16))
         .unwrap();
     let res = client.request(up).await.unwrap();
     assert_eq!(res.status(), 200);
     let got = res.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(got, (50 * MIB).to_string().as_bytes());
+    client
 }
 
 async fn host_reaches_http1_backends_from_h2_and_http10_clients(engine: &str) {

@@ -66,17 +66,18 @@ impl Upstreams {
             };
             if goaway {
                 // That connection takes no new streams: the next attempt
-                // dials another (unless a request did already).
+                // dials another (unless a request did already) at once.
                 let current = pool.h2.load();
                 if current.as_ref().is_some_and(|c| Arc::ptr_eq(c, &conn)) {
                     pool.h2.compare_and_swap(&current, None);
                 }
+            } else {
+                // A backend that refuses streams is at its limit by its own
+                // count (grpc-core's lags the client's view): give it a
+                // moment before the next attempt, longer each time (25, 50,
+                // 100, … ms; the request's deadline still bounds the whole).
+                tokio::time::sleep(REFUSED_BACKOFF * (1 << attempt)).await;
             }
-            // A backend that refuses streams is at its limit by its own
-            // count (grpc-core's lags the client's view): give it a moment
-            // before the next attempt, longer each time (25, 50, 100, …
-            // ms; the request's deadline still bounds the whole).
-            tokio::time::sleep(REFUSED_BACKOFF * (1 << attempt)).await;
             attempt += 1;
             req = Request::new(RequestBody::resume(body));
             *req.method_mut() = method;

@@ -207,15 +207,7 @@ impl RoutingHandle {
         let current = self.current.load_full();
         let mut policy = current.policy().clone();
         policy.rollout_mirror = mirror;
-        match RoutingTable::build(current.generation(), &current.specs(), policy, Some(&current)) {
-            Ok(next) => {
-                let next = Arc::new(next);
-                self.current.store(Arc::clone(&next));
-                next
-            }
-            // The specs were valid a moment ago and only the policy changed.
-            Err(_) => current,
-        }
+        self.rebuild_in_place(current, policy, None)
     }
 
     /// What `name` (an entry among the pools' backends) resolves to now,
@@ -248,16 +240,12 @@ impl RoutingHandle {
         let mut resolved = (*policy.resolved).clone();
         resolved.insert(name.to_owned(), found);
         policy.resolved = Arc::new(resolved);
-        if let Ok(next) = RoutingTable::build(current.generation(), &current.specs(), policy, Some(&current)) {
-            let next = Arc::new(next);
-            self.current.store(Arc::clone(&next));
-            let _ = self.changes.send(RoutingEvent {
-                generation: next.generation(),
-                actor: Actor::Discovery,
-                action: RoutingAction::Discovery,
-                reason: Some(format!("{name}: +{added:?} -{removed:?}").into()),
-            });
-        }
+        let reason = format!("{name}: +{added:?} -{removed:?}");
+        self.rebuild_in_place(
+            current,
+            policy,
+            Some((Actor::Discovery, RoutingAction::Discovery, reason.into())),
+        );
         (added, removed)
     }
 
@@ -267,26 +255,38 @@ impl RoutingHandle {
     pub async fn refresh_health(&self, reason: &str) -> Arc<RoutingTable> {
         let _writer = self.writer.lock().await;
         let current = self.current.load_full();
-        match RoutingTable::build(
-            current.generation(),
-            &current.specs(),
-            current.policy().clone(),
-            Some(&current),
-        ) {
-            Ok(next) => {
-                let next = Arc::new(next);
-                self.current.store(Arc::clone(&next));
-                let _ = self.changes.send(RoutingEvent {
-                    generation: next.generation(),
-                    actor: Actor::Health,
-                    action: RoutingAction::Health,
-                    reason: Some(reason.into()),
-                });
-                next
-            }
-            // The specs were valid a moment ago and only health changed.
-            Err(_) => current,
+        let policy = current.policy().clone();
+        self.rebuild_in_place(
+            current,
+            policy,
+            Some((Actor::Health, RoutingAction::Health, reason.into())),
+        )
+    }
+
+    /// Serves `current`'s pools under its generation with `policy` (nothing
+    /// to store: what changed is this replica's own), publishing `event`
+    /// when given. The caller holds the writer lock. A build that fails
+    /// keeps `current`: its specs were valid a moment ago.
+    fn rebuild_in_place(
+        &self,
+        current: Arc<RoutingTable>,
+        policy: RoutingPolicy,
+        event: Option<(Actor, RoutingAction, Arc<str>)>,
+    ) -> Arc<RoutingTable> {
+        let Ok(next) = RoutingTable::build(current.generation(), &current.specs(), policy, Some(&current)) else {
+            return current;
+        };
+        let next = Arc::new(next);
+        self.current.store(Arc::clone(&next));
+        if let Some((actor, action, reason)) = event {
+            let _ = self.changes.send(RoutingEvent {
+                generation: next.generation(),
+                actor,
+                action,
+                reason: Some(reason),
+            });
         }
+        next
     }
 
     /// Stores the current table as it is (e.g. the first state of a fresh

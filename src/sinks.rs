@@ -44,12 +44,7 @@ impl HealthSink for HealthAudit {
             environment: self.environment.clone(),
             ..Default::default()
         };
-        let store = self.store.clone();
-        tokio::spawn(async move {
-            if let Err(e) = store.append_audit(&entry).await {
-                error!(error = %e, "could not audit a health change");
-            }
-        });
+        audit_later(&self.store, entry, "a health change");
     }
 }
 
@@ -88,12 +83,7 @@ impl DiscoverySink for DiscoveryAudit {
             environment: self.environment.clone(),
             ..Default::default()
         };
-        let store = self.store.clone();
-        tokio::spawn(async move {
-            if let Err(e) = store.append_audit(&entry).await {
-                error!(error = %e, "could not audit a discovery change");
-            }
-        });
+        audit_later(&self.store, entry, "a discovery change");
     }
 
     fn stale(&self, name: &str, for_how_long: std::time::Duration, error: &str) {
@@ -118,4 +108,15 @@ impl DiscoverySink for DiscoveryAudit {
             ),
         });
     }
+}
+
+/// Writes `entry` to the audit trail on a task of its own (the control
+/// loops do not wait for the store); a failure is logged as `what`.
+fn audit_later(store: &Store, entry: AuditEntry, what: &'static str) {
+    let store = store.clone();
+    tokio::spawn(async move {
+        if let Err(e) = store.append_audit(&entry).await {
+            error!(error = %e, "could not audit {what}");
+        }
+    });
 }

@@ -103,6 +103,10 @@ async fn bodies_reach_http2_backends_whole_and_streamed(engine: &str) {
         let res = raw_exchange(proxy.addr, req, Duration::from_secs(3)).await;
         assert_eq!(raw_status(&res), 200, "{res}");
     }
+    // An upgrade request: HTTP/2 has no Upgrade, the backend gets a plain GET.
+    let upgrade = b"GET /ws HTTP/1.1\r\nhost: x\r\nconnection: Upgrade\r\nupgrade: websocket\r\nsec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+    let res = raw_exchange(proxy.addr, upgrade, Duration::from_secs(3)).await;
+    assert_eq!(raw_status(&res), 200, "{res}");
     let seen: Vec<(String, String)> = seen
         .lock()
         .unwrap()
@@ -113,6 +117,7 @@ async fn bodies_reach_http2_backends_whole_and_streamed(engine: &str) {
         ("POST /whole", "hello"),
         ("POST /empty", ""),
         ("POST /chunked", "hello world"),
+        ("GET /ws", ""),
     ];
     assert_eq!(seen, expected.map(|(l, b)| (l.to_string(), b.to_string())).to_vec());
 

@@ -398,7 +398,9 @@ impl Proxy {
             };
             let in_flight = InFlight::start(&backend);
 
-            let upgrade = headers::upgrade_request(&req);
+            // HTTP/2 has no Upgrade (RFC 9113 §8.2.2): to an HTTP/2 pool an
+            // upgrade request goes as a plain one.
+            let upgrade = headers::upgrade_request(&req).filter(|_| protocol == UpstreamProtocol::Http1);
             let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
 
             let (mut parts, body) = req.into_parts();

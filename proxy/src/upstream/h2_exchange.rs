@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use h2::RecvStream;
-use http::header::{CONNECTION, CONTENT_LENGTH, HeaderValue};
+use http::header::{CONTENT_LENGTH, HeaderValue};
 use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -119,7 +119,6 @@ impl H2Conn {
         {
             parts.headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
         }
-        strip_connection_headers(&mut parts.headers);
         let eos = matches!(start, Start::Empty);
         let (response, mut send) = sender
             .send_request(Request::from_parts(parts, ()), eos)
@@ -200,20 +199,6 @@ where
         }
     }
     state.closed.store(true, Ordering::Relaxed);
-}
-
-/// Connection-specific fields HTTP/2 forbids (RFC 9113 §8.2.2): sluice's
-/// header rules removed them already, except on an upgrade request, which
-/// an HTTP/2 backend answers as a plain request.
-fn strip_connection_headers(headers: &mut http::HeaderMap) {
-    if let Some(connection) = headers.remove(CONNECTION) {
-        if let Ok(names) = connection.to_str() {
-            for name in names.split(',') {
-                headers.remove(name.trim());
-            }
-        }
-        headers.remove(http::header::UPGRADE);
-    }
 }
 
 /// A backend's HTTP/2 response body: DATA as it comes (its window given

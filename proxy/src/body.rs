@@ -110,8 +110,8 @@ impl ProxyBody {
                 // A stream whose backend has been silent for `stream_idle`:
                 // UNAVAILABLE, and the backend's stream dropped.
                 if let Some(tally) = grpc
-                    && let Some((silence, _)) = &mut tally.idle
-                    && silence.as_mut().poll(cx).is_ready()
+                    && let Some(silence) = &mut tally.idle
+                    && silence.is_over(cx)
                 {
                     if let Some(tally) = grpc.take() {
                         tally.finish(grpc::UNAVAILABLE);
@@ -130,10 +130,8 @@ impl ProxyBody {
                     }
                     Poll::Ready(Some(Ok(f))) if grpc.is_some() => {
                         // Anything from the backend restarts its silence.
-                        if let Some(tally) = grpc.as_mut()
-                            && let Some((silence, limit)) = &mut tally.idle
-                        {
-                            silence.as_mut().reset(tokio::time::Instant::now() + *limit);
+                        if let Some(silence) = grpc.as_mut().and_then(|t| t.idle.as_mut()) {
+                            silence.heard();
                         }
                         if let Some(trailers) = f.trailers_ref() {
                             let code = grpc::status_of(trailers).unwrap_or(grpc::UNKNOWN);

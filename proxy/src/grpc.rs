@@ -34,6 +34,44 @@ pub fn idle_trailers() -> HeaderMap {
     h
 }
 
+/// A stream's silence limit: the time of the backend's last frame is
+/// noted per frame (a clock read), and the timer is moved only when it
+/// fires early — not re-registered in the timer wheel on every frame.
+#[derive(Debug)]
+pub struct Silence {
+    timer: Pin<Box<Sleep>>,
+    limit: Duration,
+    last: Instant,
+}
+
+impl Silence {
+    fn new(limit: Duration) -> Self {
+        Self {
+            timer: Box::pin(tokio::time::sleep(limit)),
+            limit,
+            last: Instant::now(),
+        }
+    }
+
+    /// The backend sent something.
+    pub fn heard(&mut self) {
+        self.last = Instant::now();
+    }
+
+    /// Whether the backend has been silent for the whole limit; else the
+    /// timer waits for the rest of it.
+    pub fn is_over(&mut self, cx: &mut std::task::Context<'_>) -> bool {
+        while self.timer.as_mut().poll(cx).is_ready() {
+            let until = self.last + self.limit;
+            if until <= Instant::now() {
+                return true;
+            }
+            self.timer.as_mut().reset(until);
+        }
+        false
+    }
+}
+
 /// How a response turned out to be counted, from the request path's view.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Seen {
@@ -58,9 +96,9 @@ pub struct CallTally {
     outliers: Option<OutlierHook>,
     /// The call's deadline (`grpc-timeout`), if it has one.
     pub deadline: Option<Pin<Box<Sleep>>>,
-    /// When the backend's silence ends the stream, and how long a silence
-    /// may be (`stream_idle`; none when zero).
-    pub idle: Option<(Pin<Box<Sleep>>, Duration)>,
+    /// How long the backend may stay silent (`stream_idle`; none when
+    /// zero).
+    pub idle: Option<Silence>,
 }
 
 impl CallTally {
@@ -74,7 +112,7 @@ impl CallTally {
     ) -> Self {
         Self {
             deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(started + d))),
-            idle: (!idle.is_zero()).then(|| (Box::pin(tokio::time::sleep(idle)), idle)),
+            idle: (!idle.is_zero()).then(|| Silence::new(idle)),
             stats,
             started,
             pool,
@@ -90,5 +128,37 @@ impl CallTally {
         self.stats
             .count(self.started, status, Outcome::of_status(status), Some(code));
         outlier::count_exchange(self.outliers.as_ref(), &self.pool, &self.backend, server_failed(code));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Polls `silence` until it is over: how long that took.
+    async fn time_to_silence(silence: &mut Silence) -> Duration {
+        let start = Instant::now();
+        std::future::poll_fn(|cx| {
+            if silence.is_over(cx) {
+                std::task::Poll::Ready(())
+            } else {
+                std::task::Poll::Pending
+            }
+        })
+        .await;
+        start.elapsed()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_is_silent_only_a_whole_limit_after_its_last_frame() {
+        let limit = Duration::from_secs(10);
+        let mut silence = Silence::new(limit);
+        // Frames 4 s apart keep it going past its first limit...
+        for _ in 0..5 {
+            tokio::time::sleep(Duration::from_secs(4)).await;
+            silence.heard();
+        }
+        // ...and it ends a whole limit after the last one, not sooner.
+        assert_eq!(time_to_silence(&mut silence).await, limit);
     }
 }

@@ -113,11 +113,24 @@ pub(crate) fn free_udp_port() -> u16 {
     }
 }
 
-/// Demo backends on 127.0.0.`last`, all on one port.
+/// A demo backend on 127.0.0.`last`:`port`.
 async fn backend_on(last: u8, port: u16) -> DemoBackend {
     spawn_backend("green", "v2", SocketAddr::from(([127, 0, 0, last], port)))
         .await
         .unwrap()
+}
+
+/// Demo backends on 127.0.0.`last` for each of `lasts`, all on one port
+/// (the first one's, free when it started): what a name resolves to.
+async fn backends_on(lasts: &[u8]) -> (Vec<DemoBackend>, u16) {
+    let mut backends = Vec::with_capacity(lasts.len());
+    let mut port = 0;
+    for &last in lasts {
+        let backend = backend_on(last, port).await;
+        port = backend.addr.port();
+        backends.push(backend);
+    }
+    (backends, port)
 }
 
 fn config(dir: &Path, dns: u16, name: &str, blue: SocketAddr) -> String {
@@ -180,9 +193,7 @@ async fn a_name_scaled_from_two_to_five_to_one_under_load_fails_no_request() {
     let dir = tempfile::tempdir().unwrap();
     let dns = Dns::start(dir.path(), free_udp_port());
     // One port on every loopback address.
-    let first = backend_on(2, 0).await;
-    let port = first.addr.port();
-    let mut backends = vec![first, backend_on(3, port).await];
+    let (mut backends, port) = backends_on(&[2, 3]).await;
     dns.set("green.test", &["127.0.0.2", "127.0.0.3"]);
     let blue = spawn_backend("blue", "v1", any_addr()).await.unwrap();
     let name = format!("green.test:{port}");
@@ -283,9 +294,8 @@ async fn with_the_dns_server_gone_the_last_good_set_serves_and_recovery_follows(
     let dir = tempfile::tempdir().unwrap();
     let dns_port = free_udp_port();
     let mut dns = Dns::start(dir.path(), dns_port);
-    let first = backend_on(7, 0).await;
-    let port = first.addr.port();
-    let second = backend_on(8, port).await;
+    let (backends, port) = backends_on(&[7, 8]).await;
+    let [first, second] = &backends[..] else { unreachable!() };
     dns.set("green.test", &["127.0.0.7", "127.0.0.8"]);
     let blue = spawn_backend("blue", "v1", any_addr()).await.unwrap();
     let name = format!("green.test:{port}");
@@ -330,10 +340,8 @@ async fn with_the_dns_server_gone_the_last_good_set_serves_and_recovery_follows(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn srv_weights_and_priorities_are_honoured() {
     let dir = tempfile::tempdir().unwrap();
-    let a = backend_on(9, 0).await;
-    let port = a.addr.port();
-    let b = backend_on(10, port).await;
-    let spare = backend_on(11, port).await;
+    let (backends, port) = backends_on(&[9, 10, 11]).await;
+    let [a, b, spare] = &backends[..] else { unreachable!() };
     let srv = |target: &str, priority: u16, weight: u16| {
         format!("--srv-host=_http._tcp.green.test,{target},{port},{priority},{weight}")
     };
@@ -406,9 +414,7 @@ async fn check_config_resolve_fails_on_a_name_that_resolves_to_nothing() {
 async fn a_name_with_too_many_addresses_is_capped() {
     let dir = tempfile::tempdir().unwrap();
     let dns = Dns::start(dir.path(), free_udp_port());
-    let first = backend_on(13, 0).await;
-    let port = first.addr.port();
-    let _more = [backend_on(14, port).await, backend_on(15, port).await];
+    let (_backends, port) = backends_on(&[13, 14, 15]).await;
     dns.set("green.test", &["127.0.0.13", "127.0.0.14"]);
     let blue = spawn_backend("blue", "v1", any_addr()).await.unwrap();
     let name = format!("green.test:{port}");

@@ -136,3 +136,18 @@ async fn a_backend_that_stops_answering_pings_is_given_up_with_its_calls() {
     assert_eq!(err.cause(), ProxyError::UpstreamReset);
     assert!(conn.is_closed());
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_connection_is_not_pinged() {
+    let (client, server) = tokio::io::duplex(64 * 1024);
+    tokio::spawn(async move {
+        let conn = h2::server::handshake(server).await.unwrap();
+        // Never read again: a ping would go unanswered and close the
+        // connection, as in the test above.
+        std::future::pending::<()>().await;
+        drop(conn);
+    });
+    let conn = H2Conn::handshake(client).await.unwrap();
+    tokio::time::sleep(3 * (KEEP_ALIVE + KEEP_ALIVE_TIMEOUT)).await;
+    assert!(!conn.is_closed(), "pinged with no call open");
+}

@@ -166,11 +166,11 @@ pub async fn run(routing: Arc<RoutingHandle>, config: DiscoveryConfig, sink: Arc
                     }
                 }
                 other => {
-                    let error = match other {
-                        Err(e) => e,
-                        Ok(_) => "no addresses".to_owned(),
+                    let (result, error) = match other {
+                        Err(e) => ("error", e),
+                        Ok(_) => ("empty", "no addresses".to_owned()),
                     };
-                    sink.resolved(&name, if error == "no addresses" { "empty" } else { "error" }, 0);
+                    sink.resolved(&name, result, 0);
                     // Failure is not emptiness: the last good set stays.
                     state.due = now + config.min_interval;
                     if state.good_at.is_none() {

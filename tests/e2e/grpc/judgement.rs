@@ -174,7 +174,7 @@ fn grpc_blue_green(dir: &std::path::Path, blue: &GrpcServer, green: &GrpcServer)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_grpc_canary_rollout_with_grpc_smoke_checks_promotes_itself() {
-    use crate::rollout_e2e::{FAST, call as api, weights};
+    use crate::rollout_e2e::{call as api, weights};
     if !grpcio_present() {
         return;
     }
@@ -205,13 +205,16 @@ async fn a_grpc_canary_rollout_with_grpc_smoke_checks_promotes_itself() {
     );
     assert_eq!(weights(&c, &sluice).await, (100, 0));
 
-    // gRPC smoke checks that pass, then a canary judged by gRPC calls.
-    let body = format!(
-        r#"{{"from": "blue", "to": "green", "steps": [{{"weight": 25, "hold": "1s"}}, {{"weight": 100}}], {FAST},
-        "smoke": [{{"name": "health", "grpc_health": {{"service": ""}}}},
-                  {{"name": "echo", "grpc": {{"method": "/test.Echo/Unary", "message_base64": "aGk="}}}}]}}"#
-    );
-    let (status, started) = api(&c, "POST", rollouts.clone(), &body).await;
+    // gRPC smoke checks that pass, then a canary judged by gRPC calls. The
+    // latency comparison is off: blue and green are two Python processes
+    // whose sub-millisecond answers differ by themselves (green, the
+    // younger, was slower in up to 82% of pairs on either engine), which
+    // is not what this test is about.
+    let body = r#"{"from": "blue", "to": "green", "steps": [{"weight": 25, "hold": "1s"}, {"weight": 100}],
+        "analysis": {"interval": "200ms", "min_requests": 20, "max_failed_checks": 2, "max_slower_share": 1.0}, "post_promotion": "1s",
+        "smoke": [{"name": "health", "grpc_health": {"service": ""}},
+                  {"name": "echo", "grpc": {"method": "/test.Echo/Unary", "message_base64": "aGk="}}]}"#;
+    let (status, started) = api(&c, "POST", rollouts.clone(), body).await;
     assert_eq!(status, 200, "{started}");
     let target = sluice.addr;
     let load = tokio::spawn(async move { call(target, &["unary", "20000"]).await });

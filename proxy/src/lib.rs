@@ -28,6 +28,7 @@ mod deadline;
 pub mod forward;
 pub mod grpc;
 pub mod h2;
+pub mod h2client;
 pub mod headers;
 pub mod http1;
 mod ids;

@@ -87,7 +87,7 @@ impl Shadows {
             stats.shadow.count(ShadowResult::Failed);
             return;
         };
-        let (protocol, tls) = (pool.protocol, pool.tls.clone());
+        let (protocol, tls) = ((pool.protocol, table.policy().forward.engine), pool.tls.clone());
         drop(table);
         let (upstreams, timeout) = (upstreams.clone(), rule.timeout);
         tokio::spawn(async move {
@@ -97,8 +97,8 @@ impl Shadows {
             let exchange = async {
                 let mut req = Request::new(RequestBody::new(ClientBody::Read(Some(copy.body)), u64::MAX));
                 *req.method_mut() = copy.method;
-                *req.uri_mut() = upstream_uri(&copy.uri, protocol, &backend).ok()?;
-                *req.version_mut() = match protocol {
+                *req.uri_mut() = upstream_uri(&copy.uri, protocol.0, &backend).ok()?;
+                *req.version_mut() = match protocol.0 {
                     sluice_config::UpstreamProtocol::Http1 => Version::HTTP_11,
                     sluice_config::UpstreamProtocol::Http2 => Version::HTTP_2,
                 };

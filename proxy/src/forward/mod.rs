@@ -544,7 +544,12 @@ impl Proxy {
             let first = {
                 // Pinned in place: the exchange's state is large, and the timeout
                 // would otherwise copy it in (callgrind: ~2% of the instructions).
-                let sent = std::pin::pin!(self.upstreams.send(&backend, protocol, tls.as_deref(), upstream_req));
+                let sent = std::pin::pin!(self.upstreams.send(
+                    &backend,
+                    (protocol, settings.engine),
+                    tls.as_deref(),
+                    upstream_req
+                ));
                 let overall = settings.upstream_response_timeout;
                 let each = tries::first_try_timeout(scratch, started, overall);
                 let timeout = (started, grpc_deadline.unwrap_or(each));

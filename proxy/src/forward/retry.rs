@@ -233,7 +233,7 @@ impl Proxy {
                     break;
                 }
             };
-            let sent = std::pin::pin!(self.upstreams.send(backend, protocol, tls, req));
+            let sent = std::pin::pin!(self.upstreams.send(backend, (protocol, self.engine()), tls, req));
             let timeout = (started, try_timeout(&policy, started, overall));
             outcome = self
                 .response_head(sent, &mut scratch.deadline, timeout, backend, pool)

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use sluice_config::UpstreamProtocol;
+use sluice_config::{Engine, UpstreamProtocol};
 use sluice_routing::{PoolSpec, RoutingHandle, RoutingPolicy};
 
 use crate::client::{ClientConn, Scratch};
@@ -48,7 +48,9 @@ fn the_request_future_stays_small() {
     let handle = return_size(handle_alone);
     let send = move || async move {
         let backend: Arc<sluice_routing::table::Backend> = never();
-        upstreams.send(&backend, UpstreamProtocol::Http1, None, never()).await
+        upstreams
+            .send(&backend, (UpstreamProtocol::Http1, Engine::Sluice), None, never())
+            .await
     };
     let send = future_size(&send);
     // 3,128 and 1,320 bytes with toolchain 1.95. (Measured with the

@@ -1,5 +1,6 @@
 //! HTTP/2 frames (RFC 9113 §4, §6): the 9-byte frame header, the constants
-//! sluice's server uses, and writers for the frames it sends.
+//! sluice's server and its client to backends use, and writers for the
+//! frames they send.
 
 use bytes::Bytes;
 
@@ -52,6 +53,7 @@ pub enum Reason {
     StreamClosed = 0x5,
     FrameSize = 0x6,
     RefusedStream = 0x7,
+    Cancel = 0x8,
     Compression = 0x9,
     EnhanceYourCalm = 0xb,
 }

@@ -11,8 +11,8 @@
 //! loop, instead of a task per stream.
 
 mod conn;
-mod frame;
-mod hpack;
+pub(crate) mod frame;
+pub(crate) mod hpack;
 mod huffman;
 mod inbound;
 mod outbound;

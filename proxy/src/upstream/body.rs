@@ -1,5 +1,6 @@
 //! A backend's response body as the data plane reads it: hyper's (HTTP/1.1
-//! backends) or one read straight from an `h2` stream (HTTP/2 backends).
+//! backends), or an HTTP/2 backend's from sluice's own client or from an
+//! `h2` stream (the hyper engine).
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -15,6 +16,7 @@ use crate::request_body::BodyError;
 pub enum UpstreamBody {
     Hyper(Incoming),
     H2(H2Body),
+    Own(crate::h2client::ResponseBody),
 }
 
 impl Body for UpstreamBody {
@@ -25,6 +27,7 @@ impl Body for UpstreamBody {
         match self.get_mut() {
             Self::Hyper(body) => Pin::new(body).poll_frame(cx).map_err(BodyError::from),
             Self::H2(body) => Pin::new(body).poll_frame(cx).map_err(BodyError::from),
+            Self::Own(body) => Pin::new(body).poll_frame(cx).map_err(BodyError::from),
         }
     }
 
@@ -32,6 +35,7 @@ impl Body for UpstreamBody {
         match self {
             Self::Hyper(body) => body.is_end_stream(),
             Self::H2(body) => body.is_end_stream(),
+            Self::Own(body) => body.is_end_stream(),
         }
     }
 
@@ -39,6 +43,7 @@ impl Body for UpstreamBody {
         match self {
             Self::Hyper(body) => body.size_hint(),
             Self::H2(body) => body.size_hint(),
+            Self::Own(body) => body.size_hint(),
         }
     }
 }

@@ -30,7 +30,7 @@ pub struct BackendConns {
     pub(super) idle: ArrayQueue<IdleConn>,
     /// Idle connections of sluice's own exchange ([`crate::http1`]).
     pub(super) raw: Arc<RawIdle>,
-    pub(super) h2: ArcSwapOption<super::h2_exchange::H2Conn>,
+    pub(super) h2: ArcSwapOption<super::shared_h2::SharedH2>,
     /// Held while an HTTP/2 connection is dialled, so a burst of requests
     /// meeting no connection opens one, not one each (taken only then).
     pub(super) h2_dialing: tokio::sync::Mutex<()>,

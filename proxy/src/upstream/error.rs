@@ -24,6 +24,9 @@ pub enum UpstreamError {
     H2Handshake(#[source] ::h2::Error),
     #[error("exchange failed: {0}")]
     H2(#[source] ::h2::Error),
+    /// sluice's own HTTP/2 client.
+    #[error("exchange failed: {0}")]
+    H2Client(#[source] crate::h2client::H2Error),
     /// The client's body: read whole before a small request goes out, or
     /// failing while it streamed to an HTTP/2 backend.
     #[error("{0}")]
@@ -40,7 +43,11 @@ impl UpstreamError {
             UpstreamError::RequestBody(body) => return body.cause(),
             UpstreamError::ConnectTimeout => return ProxyError::ConnectTimeout,
             UpstreamError::Connect(_) | UpstreamError::Tls(_) => return ProxyError::ConnectFailed,
-            UpstreamError::Handshake(_) | UpstreamError::H2Handshake(_) | UpstreamError::H2(_) => {
+            UpstreamError::H2Client(crate::h2client::H2Error::Malformed(_)) => return ProxyError::UpstreamMalformed,
+            UpstreamError::Handshake(_)
+            | UpstreamError::H2Handshake(_)
+            | UpstreamError::H2(_)
+            | UpstreamError::H2Client(_) => {
                 return ProxyError::UpstreamReset;
             }
             UpstreamError::Exchange(e) => e,
@@ -65,8 +72,10 @@ impl UpstreamError {
     /// (RFC 9113 §8.7): `Some(false)` for a refused stream, `Some(true)`
     /// for one beyond a GOAWAY (the connection is going away).
     pub(super) fn unprocessed(&self) -> Option<bool> {
-        let UpstreamError::H2(e) = self else {
-            return None;
+        let e = match self {
+            UpstreamError::H2(e) => e,
+            UpstreamError::H2Client(e) => return e.unprocessed(),
+            _ => return None,
         };
         if e.is_go_away() && e.is_remote() {
             Some(true)

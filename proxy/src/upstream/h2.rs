@@ -1,5 +1,6 @@
-//! Exchanges on a backend's shared HTTP/2 connection ([`H2Conn`]), with
-//! requests the backend did not process sent again.
+//! Exchanges on a backend's shared HTTP/2 connection (sluice's own client,
+//! [`H2Client`], or for the hyper engine the `h2` crate's, [`H2Conn`]),
+//! with requests the backend did not process sent again.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,16 +12,28 @@ use tokio::sync::oneshot;
 use tracing::debug;
 
 use super::h2_exchange::H2Conn;
+use super::shared_h2::SharedH2;
 use super::{Lease, UpstreamBody, UpstreamError, Upstreams};
+use crate::h2client::H2Client;
 use crate::request_body::RequestBody;
 
 impl Upstreams {
-    /// A new HTTP/2 connection to `backend`, over TLS when `tls` is given.
-    async fn dial_h2(&self, backend: &Backend, tls: Option<&UpstreamTls>) -> Result<H2Conn, UpstreamError> {
+    /// A new HTTP/2 connection to `backend`, over TLS when `tls` is given:
+    /// sluice's own client, or the `h2` crate's for the hyper engine.
+    async fn dial_h2(
+        &self,
+        backend: &Backend,
+        tls: Option<&UpstreamTls>,
+        own: bool,
+    ) -> Result<SharedH2, UpstreamError> {
         let tcp = self.connect(backend).await?;
-        match tls {
-            None => H2Conn::handshake(tcp).await,
-            Some(tls) => H2Conn::handshake(self.secure(tls, backend, tcp).await?).await,
+        match (tls, own) {
+            (None, true) => Ok(SharedH2::Own(H2Client::start(tcp))),
+            (None, false) => H2Conn::handshake(tcp).await.map(SharedH2::Crate),
+            (Some(tls), true) => Ok(SharedH2::Own(H2Client::start(self.secure(tls, backend, tcp).await?))),
+            (Some(tls), false) => H2Conn::handshake(self.secure(tls, backend, tcp).await?)
+                .await
+                .map(SharedH2::Crate),
         }
     }
 
@@ -35,12 +48,13 @@ impl Upstreams {
         &self,
         backend: &Arc<Backend>,
         tls: Option<&UpstreamTls>,
+        own: bool,
         mut req: Request<RequestBody>,
     ) -> Result<(Response<UpstreamBody>, Lease), UpstreamError> {
         let pool = self.conns.of(backend.id());
         let mut attempt = 0;
         loop {
-            let conn = self.shared_h2(&pool, backend, tls).await?;
+            let conn = self.shared_h2(&pool, backend, tls, own).await?;
             let (give_back, unsent) = oneshot::channel();
             let head = (attempt < RETRIES).then(|| {
                 req.body_mut().keep_for_replay(REPLAY_CAP, give_back);
@@ -52,7 +66,7 @@ impl Upstreams {
                 )
             });
             let err = match conn.exchange(req).await {
-                Ok(res) => return Ok((res.map(UpstreamBody::H2), Lease::new(pool, None))),
+                Ok(res) => return Ok((res, Lease::new(pool, None))),
                 Err(e) => e,
             };
             let (Some((method, uri, version, headers)), Some(goaway)) = (head, err.unprocessed()) else {
@@ -87,14 +101,20 @@ impl Upstreams {
         }
     }
 
-    /// The backend's shared HTTP/2 connection, dialled when there is none.
+    /// The backend's shared HTTP/2 connection, dialled when there is none
+    /// (or when it is of the other engine: a reload changed it).
     async fn shared_h2(
         &self,
         pool: &super::BackendConns,
         backend: &Arc<Backend>,
         tls: Option<&UpstreamTls>,
-    ) -> Result<Arc<H2Conn>, UpstreamError> {
-        let usable = || pool.h2.load_full().filter(|c| !c.is_closed());
+        own: bool,
+    ) -> Result<Arc<SharedH2>, UpstreamError> {
+        let usable = || {
+            pool.h2
+                .load_full()
+                .filter(|c| !c.is_closed() && matches!(**c, SharedH2::Own(_)) == own)
+        };
         if let Some(c) = usable() {
             return Ok(c);
         }
@@ -104,7 +124,7 @@ impl Upstreams {
             return Ok(c);
         }
         // Boxed for the same reason as in `send_h1`.
-        let conn = Arc::new(Box::pin(self.dial_h2(backend, tls)).await?);
+        let conn = Arc::new(Box::pin(self.dial_h2(backend, tls, own)).await?);
         pool.h2.store(Some(Arc::clone(&conn)));
         Ok(conn)
     }

@@ -13,7 +13,7 @@ use tokio::sync::oneshot;
 use crate::request_body::{RequestBody, RequestBodyError};
 
 /// What of the request body is there when the head goes out.
-pub(super) enum Start {
+pub(crate) enum Start {
     /// No body: the HEADERS frame ends the stream.
     Empty,
     /// All of it, in one piece: sent with the head from this task.
@@ -23,7 +23,7 @@ pub(super) enum Start {
 }
 
 /// Takes what of `body` has already arrived, without waiting.
-pub(super) fn start(body: &mut RequestBody) -> Result<Start, RequestBodyError> {
+pub(crate) fn start(body: &mut RequestBody) -> Result<Start, RequestBodyError> {
     if body.is_end_stream() {
         return Ok(Start::Empty);
     }

@@ -1,7 +1,9 @@
 //! Connections to the backends: keep-alive pools per backend, for sluice's
 //! own HTTP/1.1 exchange ([`h1raw`]: small requests to plain backends), for
 //! hyper's connection-level client (other HTTP/1.1 exchanges) and one
-//! shared HTTP/2 connection per backend driven with `h2` ([`h2_exchange`]).
+//! shared HTTP/2 connection per backend: sluice's own client
+//! ([`crate::h2client`]), or with the hyper engine one driven with `h2`
+//! ([`h2_exchange`]).
 //!
 //! Why not hyper-util's pooled `Client`: measured with callgrind, its
 //! checkout/return (a mutex-guarded map keyed by SipHash, a select between
@@ -18,7 +20,7 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
-use sluice_config::{Timeouts, UpstreamProtocol};
+use sluice_config::{Engine, Timeouts, UpstreamProtocol};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tracing::debug;
@@ -35,6 +37,9 @@ mod error;
 mod h2;
 mod h2_exchange;
 mod h2_pipe;
+mod shared_h2;
+
+pub(crate) use h2_pipe::{Start, start};
 
 pub use body::UpstreamBody;
 pub use conns::{BackendConns, Connections, Lease};
@@ -73,11 +78,12 @@ impl Upstreams {
         self.conns.sweep(live, self.idle_timeout);
     }
 
-    /// Sends `req` to `backend`, on a pooled connection when one is idle.
+    /// Sends `req` to `backend`, on a pooled connection when one is idle;
+    /// to an HTTP/2 backend with the `engine`'s client.
     pub async fn send(
         &self,
         backend: &Arc<Backend>,
-        protocol: UpstreamProtocol,
+        (protocol, engine): (UpstreamProtocol, Engine),
         tls: Option<&UpstreamTls>,
         req: Request<RequestBody>,
     ) -> Result<(Response<UpstreamBody>, Lease), UpstreamError> {
@@ -89,7 +95,7 @@ impl Upstreams {
             // Boxed: the HTTP/2 exchange's state (h2's response future,
             // the replay's copy of the head) would otherwise sit inline in
             // every request's future, HTTP/1.1 ones included.
-            UpstreamProtocol::Http2 => Box::pin(self.send_h2(backend, tls, req)).await,
+            UpstreamProtocol::Http2 => Box::pin(self.send_h2(backend, tls, engine == Engine::Sluice, req)).await,
         }
     }
 

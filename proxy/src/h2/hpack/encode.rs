@@ -1,6 +1,7 @@
-//! HPACK encoding of response heads from the static table only (no
-//! state to keep in step, and no Huffman coding: both are the encoder's
-//! choice).
+//! HPACK encoding of response heads (the server's) and request heads (the
+//! client's to backends) from the static table only: no state to keep in
+//! step, so a head can be encoded anywhere, in any order, and no Huffman
+//! coding (both are the encoder's choice).
 
 use http::{HeaderName, HeaderValue, StatusCode};
 
@@ -94,10 +95,55 @@ pub fn encode_date(out: &mut Vec<u8>) {
     crate::date::append(out);
 }
 
-/// The static table's index for the response header names it lists (a
-/// match on bytes compiles to a switch on the length, then a compare).
+/// Appends a request's pseudo-header fields (RFC 9113 §8.3.1).
+pub fn encode_request_line(method: &[u8], scheme: &[u8], authority: &[u8], path: &[u8], out: &mut Vec<u8>) {
+    match method {
+        b"GET" => out.push(0x82),
+        b"POST" => out.push(0x83),
+        _ => {
+            write_integer(out, 4, 0, 2);
+            write_string(out, method);
+        }
+    }
+    match scheme {
+        b"https" => out.push(0x87),
+        _ => out.push(0x86),
+    }
+    if !authority.is_empty() {
+        write_integer(out, 4, 0, 1);
+        write_string(out, authority);
+    }
+    match path {
+        b"/" | b"" => out.push(0x84),
+        _ => {
+            write_integer(out, 4, 0, 4);
+            write_string(out, path);
+        }
+    }
+}
+
+/// The static table's index for the header names it lists (a match on
+/// bytes compiles to a switch on the length, then a compare).
 pub(super) fn static_name_index(name: &[u8]) -> Option<usize> {
     Some(match name {
+        b"user-agent" => 58,
+        b"accept" => 19,
+        b"accept-encoding" => 16,
+        b"accept-language" => 17,
+        b"accept-charset" => 15,
+        b"authorization" => 23,
+        b"cookie" => 32,
+        b"referer" => 51,
+        b"if-none-match" => 41,
+        b"if-modified-since" => 40,
+        b"if-match" => 39,
+        b"if-range" => 42,
+        b"if-unmodified-since" => 43,
+        b"range" => 50,
+        b"expect" => 35,
+        b"from" => 37,
+        b"max-forwards" => 47,
+        b"proxy-authorization" => 49,
         b"content-length" => 28,
         b"content-type" => 31,
         b"date" => 33,

@@ -5,6 +5,8 @@
 
 #[path = "../../fuzz/checks.rs"]
 mod checks;
+#[path = "../../fuzz/h2_backend.rs"]
+mod h2_backend;
 #[path = "../../fuzz/h2_connection.rs"]
 mod h2_connection;
 
@@ -53,6 +55,11 @@ fn h2_frames_corpus() {
 #[test]
 fn h2_connection_corpus() {
     replay("h2_connection", h2_connection::h2_connection);
+}
+
+#[test]
+fn h2_backend_corpus() {
+    replay("h2_backend", h2_backend::h2_backend);
 }
 
 #[test]

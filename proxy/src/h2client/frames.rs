@@ -152,13 +152,13 @@ impl Reader {
                 s.head_seen = true;
                 s.length = length;
                 s.remote_end = end_stream;
-                s.wake();
+                s.wake_recv();
                 st.settle(idx);
             }
             Ok(Block::Trailers(headers)) => {
                 s.trailers = Some(headers);
                 s.remote_end = true;
-                s.wake();
+                s.wake_recv();
                 st.settle(idx);
             }
         }
@@ -218,7 +218,7 @@ fn on_data(st: &mut State, head: Head, payload: Bytes) -> Result<(), ConnError> 
         s.data.push_back(data);
     }
     s.remote_end = head.has(frame::END_STREAM);
-    s.wake();
+    s.wake_recv();
     if pad > 0 {
         st.release(idx, pad);
     }

@@ -117,11 +117,17 @@ impl Stream {
         self.error.is_some() || (self.remote_end && self.local_end)
     }
 
+    /// Wakes the response's reader and the body task (the stream ended).
     pub(super) fn wake(&mut self) {
-        if let Some(w) = self.recv_waker.take() {
+        self.wake_recv();
+        if let Some(w) = self.send_waker.take() {
             w.wake();
         }
-        if let Some(w) = self.send_waker.take() {
+    }
+
+    /// Wakes the response's reader (something arrived).
+    pub(super) fn wake_recv(&mut self) {
+        if let Some(w) = self.recv_waker.take() {
             w.wake();
         }
     }

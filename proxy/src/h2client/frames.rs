@@ -84,8 +84,8 @@ impl Reader {
             frame::WINDOW_UPDATE => on_window_update(st, head, &payload),
             frame::PUSH_PROMISE => Err((Reason::Protocol, "PUSH_PROMISE with push disabled")),
             frame::CONTINUATION => Err((Reason::Protocol, "CONTINUATION without HEADERS")),
-            frame::PRIORITY if head.stream == 0 => Err((Reason::Protocol, "PRIORITY on stream 0")),
-            // PRIORITY is advisory; unknown frame types are ignored (§5.5).
+            frame::PRIORITY => on_priority(st, head),
+            // Unknown frame types are ignored (§5.5).
             _ => Ok(()),
         }
     }
@@ -224,6 +224,24 @@ fn on_data(st: &mut State, head: Head, payload: Bytes) -> Result<(), ConnError> 
     }
     st.settle(idx);
     Ok(())
+}
+
+/// PRIORITY is advisory and ignored, but must be 5 bytes (§6.3): a stream
+/// error on a stream of sluice's, a connection error otherwise (§5.4.1).
+fn on_priority(st: &mut State, head: Head) -> Result<(), ConnError> {
+    if head.stream == 0 {
+        return Err((Reason::Protocol, "PRIORITY on stream 0"));
+    }
+    if head.len == 5 {
+        return Ok(());
+    }
+    match st.find(head.stream) {
+        Some(idx) => {
+            st.reset(idx, Reason::FrameSize, H2Error::Malformed("PRIORITY not 5 bytes"));
+            Ok(())
+        }
+        None => Err((Reason::FrameSize, "PRIORITY not 5 bytes")),
+    }
 }
 
 fn on_reset(st: &mut State, head: Head, payload: &[u8]) -> Result<(), ConnError> {

@@ -42,6 +42,8 @@ pub mod respond;
 pub mod rewrite;
 pub mod server;
 pub mod shadow;
+#[cfg(test)]
+mod test_peers;
 pub mod trace;
 pub mod tunnel;
 pub mod upstream;

@@ -441,31 +441,12 @@ impl<'a, I: AsyncRead + AsyncWrite + Unpin> Connection<'a, I> {
 
     /// Writes what is waiting; `None` once the socket fails.
     fn flush(&mut self, cx: &mut Context<'_>) -> Option<bool> {
-        let mut wrote = false;
-        while self.wpos < self.wbuf.len() {
-            match Pin::new(&mut self.io).poll_write(cx, self.wbuf.get(self.wpos..).unwrap_or_default()) {
-                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return None,
-                Poll::Ready(Ok(n)) => {
-                    self.wpos += n;
-                    self.unflushed = true;
-                    wrote = true;
-                }
-                Poll::Pending => break,
-            }
-        }
+        let wrote = super::io::write_out(&mut self.io, cx, &self.wbuf, &mut self.wpos, &mut self.unflushed)?;
         if self.wpos == self.wbuf.len() {
             self.wbuf.clear();
             self.wpos = 0;
             if self.wbuf.capacity() > 4 * MAX_BACKLOG {
                 self.wbuf.shrink_to(64 * 1024);
-            }
-        }
-        // TLS keeps written bytes until flushed.
-        if self.unflushed {
-            match Pin::new(&mut self.io).poll_flush(cx) {
-                Poll::Ready(Ok(())) => self.unflushed = false,
-                Poll::Ready(Err(_)) => return None,
-                Poll::Pending => {}
             }
         }
         Some(wrote)

@@ -15,6 +15,7 @@ pub(crate) mod frame;
 pub(crate) mod hpack;
 mod huffman;
 mod inbound;
+pub(crate) mod io;
 mod outbound;
 pub(crate) mod recv;
 mod request;

@@ -178,27 +178,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Driver<IO> {
             }
             std::mem::swap(&mut self.out, &mut st.wbuf);
         }
-        let mut wrote = false;
-        while self.wpos < self.out.len() {
-            match Pin::new(&mut self.io).poll_write(cx, self.out.get(self.wpos..).unwrap_or_default()) {
-                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return None,
-                Poll::Ready(Ok(n)) => {
-                    self.wpos += n;
-                    self.unflushed = true;
-                    wrote = true;
-                }
-                Poll::Pending => break,
-            }
-        }
-        // TLS keeps written bytes until flushed.
-        if self.unflushed {
-            match Pin::new(&mut self.io).poll_flush(cx) {
-                Poll::Ready(Ok(())) => self.unflushed = false,
-                Poll::Ready(Err(_)) => return None,
-                Poll::Pending => {}
-            }
-        }
-        Some(wrote)
+        crate::h2::io::write_out(&mut self.io, cx, &self.out, &mut self.wpos, &mut self.unflushed)
     }
 
     /// Pings a connection quiet for [`KEEP_ALIVE`] while streams are open

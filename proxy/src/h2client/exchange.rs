@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::header::{CONTENT_LENGTH, HeaderValue};
+use http::header::CONTENT_LENGTH;
 use http::{Request, Response};
 use http_body::Body;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -23,7 +23,7 @@ use super::state::{Shared, State};
 use crate::h2::frame;
 use crate::h2::hpack;
 use crate::request_body::{RequestBody, RequestBodyError};
-use crate::upstream::{Start, start};
+use crate::upstream::{Start, declare_length, start};
 
 /// A backend's HTTP/2 connection as the requests share it; dropping it
 /// lets the connection close once its last stream is done.
@@ -69,12 +69,7 @@ impl H2Client {
         // Before `start` reads from the body, which lowers its hint.
         let length = body.size_hint().exact();
         let start = start(&mut body).map_err(ExchangeError::RequestBody)?;
-        if let Some(len) = length
-            && (len != 0 || matches!(parts.method.as_str(), "POST" | "PUT" | "PATCH"))
-            && !parts.headers.contains_key(CONTENT_LENGTH)
-        {
-            parts.headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
-        }
+        declare_length(&mut parts, length);
         let mut block = Vec::with_capacity(256 + parts.headers.len() * 32);
         encode_head(&parts, &mut block);
         let streamed = matches!(start, Start::Stream(_));

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderValue, Request, Response};
+use http::{Request, Response};
 use http_body_util::BodyExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::oneshot;
@@ -17,61 +17,15 @@ use crate::h2::RecvBody;
 use crate::h2::frame;
 use crate::h2::recv::Consumed;
 use crate::request_body::{ClientBody, RequestBody, RequestBodyError};
+use crate::test_peers::{body_end_reporter, defaults, echo, h2_backend, post};
 
-/// A backend on the other end of an in-memory pipe, answering each request
-/// with `answer`, and the client's connection to it.
+/// sluice's client to an `h2` server answering with `answer`.
 fn backend<F, Fut>(settings: fn(&mut h2::server::Builder), answer: F) -> H2Client
 where
     F: Fn(Request<h2::RecvStream>, h2::server::SendResponse<Bytes>) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
-    let (client, server) = tokio::io::duplex(64 * 1024);
-    tokio::spawn(async move {
-        let mut builder = h2::server::Builder::new();
-        settings(&mut builder);
-        let mut conn = builder.handshake(server).await.unwrap();
-        while let Some(Ok((req, respond))) = conn.accept().await {
-            tokio::spawn(answer(req, respond));
-        }
-    });
-    H2Client::start(client)
-}
-
-fn defaults(_: &mut h2::server::Builder) {}
-
-fn post(body: ClientBody, limit: u64) -> Request<RequestBody> {
-    Request::post("http://backend.test/pkg.Service/Call")
-        .header("content-type", "application/grpc")
-        .header("te", "trailers")
-        .body(RequestBody::new(body, limit))
-        .unwrap()
-}
-
-async fn read_all(body: &mut h2::RecvStream) -> Vec<u8> {
-    let mut got = Vec::new();
-    while let Some(Ok(data)) = body.data().await {
-        let _ = body.flow_control().release_capacity(data.len());
-        got.extend_from_slice(&data);
-    }
-    got
-}
-
-/// Echoes the request body (and the head's pseudo-headers and fields as
-/// response fields) and ends with `grpc-status: 0` in trailers.
-async fn echo(req: Request<h2::RecvStream>, mut respond: h2::server::SendResponse<Bytes>) {
-    let (parts, mut body) = req.into_parts();
-    let got = read_all(&mut body).await;
-    let mut res = Response::builder()
-        .header("x-method", parts.method.as_str())
-        .header("x-uri", parts.uri.to_string());
-    for (name, value) in &parts.headers {
-        res = res.header(format!("x-got-{name}"), value);
-    }
-    let mut send = respond.send_response(res.body(()).unwrap(), false).unwrap();
-    send.send_data(Bytes::from(got), false).unwrap();
-    let mut trailers = http::HeaderMap::new();
-    trailers.insert("grpc-status", HeaderValue::from_static("0"));
-    send.send_trailers(trailers).unwrap();
+    H2Client::start(h2_backend(settings, answer))
 }
 
 #[tokio::test]
@@ -137,24 +91,8 @@ async fn a_streamed_body_reaches_the_backend_frame_by_frame() {
 
 #[tokio::test]
 async fn a_streamed_body_past_the_limit_resets_the_stream_and_says_why() {
-    let (reset_tx, reset_rx) = oneshot::channel();
-    let reset_tx = Arc::new(std::sync::Mutex::new(Some(reset_tx)));
-    let conn = backend(defaults, move |req, _respond| {
-        let reset_tx = Arc::clone(&reset_tx);
-        async move {
-            let mut body = req.into_body();
-            let mut end = None;
-            while let Some(data) = body.data().await {
-                if let Err(e) = data {
-                    end = e.reason();
-                    break;
-                }
-            }
-            if let Some(tx) = reset_tx.lock().unwrap().take() {
-                let _ = tx.send(end);
-            }
-        }
-    });
+    let (answer, reset_rx) = body_end_reporter();
+    let conn = backend(defaults, answer);
     let consumed = Arc::new(Consumed::new(Arc::default()));
     let (sink, body) = RecvBody::channel(consumed, None);
     let exchange = tokio::spawn(async move { conn.exchange(post(ClientBody::Stream(body), 10)).await });

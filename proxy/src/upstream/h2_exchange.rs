@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use h2::RecvStream;
-use http::header::{CONTENT_LENGTH, HeaderValue};
+use http::header::CONTENT_LENGTH;
 use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -26,7 +26,7 @@ use tokio::sync::oneshot;
 use tracing::debug;
 
 use super::error::UpstreamError;
-use super::h2_pipe::{Start, pipe, start};
+use super::h2_pipe::{Start, declare_length, pipe, start};
 use crate::request_body::RequestBody;
 
 /// A backend's HTTP/2 connection as the requests share it.
@@ -111,14 +111,7 @@ impl H2Conn {
         // Before `start` reads from the body, which lowers its hint.
         let length = body.size_hint().exact();
         let start = start(&mut body).map_err(UpstreamError::RequestBody)?;
-        // A known length is declared (as hyper's client did); an empty
-        // body only where the method defines one (RFC 9110 §8.6).
-        if let Some(len) = length
-            && (len != 0 || matches!(parts.method.as_str(), "POST" | "PUT" | "PATCH"))
-            && !parts.headers.contains_key(CONTENT_LENGTH)
-        {
-            parts.headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
-        }
+        declare_length(&mut parts, length);
         let eos = matches!(start, Start::Empty);
         let (response, mut send) = sender
             .send_request(Request::from_parts(parts, ()), eos)

@@ -6,46 +6,17 @@ use super::*;
 use crate::h2::RecvBody;
 use crate::h2::recv::Consumed;
 use crate::request_body::ClientBody;
+use crate::test_peers::{body_end_reporter, defaults, echo, h2_backend, post};
 use http_body_util::BodyExt;
 use sluice_routing::ProxyError;
 
-/// A backend on the other end of an in-memory pipe, answering each request
-/// with `answer`, and the connection to it.
+/// The `h2` crate's client to an `h2` server answering with `answer`.
 async fn backend<F, Fut>(answer: F) -> H2Conn
 where
     F: Fn(Request<h2::RecvStream>, h2::server::SendResponse<Bytes>) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
-    let (client, server) = tokio::io::duplex(64 * 1024);
-    tokio::spawn(async move {
-        let mut conn = h2::server::handshake(server).await.unwrap();
-        while let Some(Ok((req, respond))) = conn.accept().await {
-            tokio::spawn(answer(req, respond));
-        }
-    });
-    H2Conn::handshake(client).await.unwrap()
-}
-
-fn post(body: ClientBody, limit: u64) -> Request<RequestBody> {
-    Request::post("http://backend.test/pkg.Service/Call")
-        .header("content-type", "application/grpc")
-        .body(RequestBody::new(body, limit))
-        .unwrap()
-}
-
-/// Echoes the request body and ends with `grpc-status: 0` in trailers.
-async fn echo(req: Request<h2::RecvStream>, mut respond: h2::server::SendResponse<Bytes>) {
-    let mut body = req.into_body();
-    let mut got = Vec::new();
-    while let Some(Ok(data)) = body.data().await {
-        let _ = body.flow_control().release_capacity(data.len());
-        got.extend_from_slice(&data);
-    }
-    let mut send = respond.send_response(Response::new(()), false).unwrap();
-    send.send_data(Bytes::from(got), false).unwrap();
-    let mut trailers = http::HeaderMap::new();
-    trailers.insert("grpc-status", HeaderValue::from_static("0"));
-    send.send_trailers(trailers).unwrap();
+    H2Conn::handshake(h2_backend(defaults, answer)).await.unwrap()
 }
 
 #[tokio::test]
@@ -77,25 +48,8 @@ async fn a_streamed_body_reaches_the_backend_frame_by_frame() {
 
 #[tokio::test]
 async fn a_streamed_body_past_the_limit_resets_the_stream_and_says_why() {
-    let (reset_tx, reset_rx) = oneshot::channel();
-    let reset_tx = Arc::new(std::sync::Mutex::new(Some(reset_tx)));
-    let conn = backend(move |req, _respond| {
-        let reset_tx = Arc::clone(&reset_tx);
-        async move {
-            let mut body = req.into_body();
-            let mut end = None;
-            while let Some(data) = body.data().await {
-                if let Err(e) = data {
-                    end = e.reason();
-                    break;
-                }
-            }
-            if let Some(tx) = reset_tx.lock().unwrap().take() {
-                let _ = tx.send(end);
-            }
-        }
-    })
-    .await;
+    let (answer, reset_rx) = body_end_reporter();
+    let conn = backend(answer).await;
     let consumed = Arc::new(Consumed::new(Arc::default()));
     let (sink, body) = RecvBody::channel(consumed, None);
     let exchange = tokio::spawn(async move { conn.exchange(post(ClientBody::Stream(body), 10)).await });

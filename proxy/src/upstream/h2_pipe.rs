@@ -22,6 +22,20 @@ pub(crate) enum Start {
     Stream(Vec<Frame<Bytes>>),
 }
 
+/// Declares a request body's known `length` (read before [`start`] reads
+/// from the body, which lowers its hint), as hyper's client did; an empty
+/// body only where the method defines one (RFC 9110 §8.6).
+pub(crate) fn declare_length(parts: &mut http::request::Parts, length: Option<u64>) {
+    if let Some(len) = length
+        && (len != 0 || matches!(parts.method.as_str(), "POST" | "PUT" | "PATCH"))
+        && !parts.headers.contains_key(http::header::CONTENT_LENGTH)
+    {
+        parts
+            .headers
+            .insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(len));
+    }
+}
+
 /// Takes what of `body` has already arrived, without waiting.
 pub(crate) fn start(body: &mut RequestBody) -> Result<Start, RequestBodyError> {
     if body.is_end_stream() {

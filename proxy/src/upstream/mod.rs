@@ -39,7 +39,7 @@ mod h2_exchange;
 mod h2_pipe;
 mod shared_h2;
 
-pub(crate) use h2_pipe::{Start, start};
+pub(crate) use h2_pipe::{Start, declare_length, start};
 
 pub use body::UpstreamBody;
 pub use conns::{BackendConns, Connections, Lease};

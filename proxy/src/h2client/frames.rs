@@ -387,7 +387,11 @@ fn on_goaway(st: &mut State, head: Head, payload: &[u8]) -> Result<(), ConnError
         return Err((Reason::FrameSize, "GOAWAY cut short"));
     }
     let last = u32::from_be_bytes([a, b, c, d]) & 0x7fff_ffff;
-    let last = st.goaway.map_or(last, |before| before.min(last));
+    // A backend may lower the last stream it will process, never raise it
+    // (§6.8): streams already failed as unprocessed may have gone elsewhere.
+    if st.goaway.is_some_and(|before| last > before) {
+        return Err((Reason::Protocol, "GOAWAY raised its last stream id"));
+    }
     st.goaway = Some(last);
     // Streams above `last` were not processed: they fail as such, and may
     // go again on another connection; the rest finish.

@@ -25,11 +25,23 @@ struct Partial {
 }
 
 /// What the connection's task keeps between frames.
-#[derive(Default)]
 pub(super) struct Reader {
     decoder: Decoder,
     partial: Option<Partial>,
     settings_seen: bool,
+    /// sluice's SETTINGS not yet acknowledged (the one at the start).
+    unacked: u32,
+}
+
+impl Default for Reader {
+    fn default() -> Self {
+        Self {
+            decoder: Decoder::default(),
+            partial: None,
+            settings_seen: false,
+            unacked: 1,
+        }
+    }
 }
 
 /// A connection error: the GOAWAY's code and what the streams are told.
@@ -62,6 +74,15 @@ impl Reader {
             frame::DATA => on_data(st, head, payload),
             frame::HEADERS => self.on_headers(st, head, payload),
             frame::RST_STREAM => on_reset(st, head, &payload),
+            frame::SETTINGS if head.has(frame::ACK) && head.stream == 0 => {
+                // An ACK of SETTINGS sluice never sent is as the h2 crate
+                // and sluice's server take it: a protocol error.
+                if self.unacked == 0 {
+                    return Err((Reason::Protocol, "SETTINGS ACK never asked for"));
+                }
+                self.unacked -= 1;
+                on_settings(st, head, &payload)
+            }
             frame::SETTINGS => {
                 self.settings_seen = true;
                 on_settings(st, head, &payload)

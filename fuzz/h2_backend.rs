@@ -8,7 +8,13 @@
 //! must read the same from the same bytes: sluice is never looser than a
 //! client everyone uses. No panic; every run ends (time is paused, so a
 //! response that never comes is an outcome, not a hang).
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::large_enum_variant)]
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::large_enum_variant
+)]
 
 use std::time::Duration;
 

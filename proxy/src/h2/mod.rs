@@ -26,6 +26,7 @@ pub use conn::serve;
 #[doc(hidden)]
 pub use hpack::{decode_blocks as hpack_decode_blocks, encode_response as hpack_encode_response};
 pub use recv::RecvBody;
+pub(crate) use request::is_connection_specific;
 
 /// Whether `bytes`, the first bytes of a connection, start (or are the
 /// start of) the HTTP/2 preface.

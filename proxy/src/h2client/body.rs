@@ -21,12 +21,14 @@ pub(super) struct StreamRef {
     pub(super) id: u32,
 }
 
+/// A response head as the exchange takes it: status, fields, what is
+/// left of the body's declared length, and whether the stream ended.
+pub(super) type Head = (http::StatusCode, HeaderMap, Option<u64>, bool);
+
 impl StreamRef {
-    /// The response head, and whether the stream ended with it.
-    pub(super) fn poll_head(
-        &mut self,
-        cx: &mut Context<'_>,
-    ) -> Poll<Result<(http::StatusCode, HeaderMap, bool), H2Error>> {
+    /// The response head, what is left of its body's declared length, and
+    /// whether the stream ended with it.
+    pub(super) fn poll_head(&mut self, cx: &mut Context<'_>) -> Poll<Result<Head, H2Error>> {
         let mut st = self.shared.lock();
         let Some(idx) = st.find(self.id) else {
             return Poll::Ready(Err(H2Error::Lost("stream gone")));
@@ -36,7 +38,14 @@ impl StreamRef {
         };
         if let Some((status, headers)) = s.head.take() {
             let ended = s.remote_end && s.data.is_empty() && s.trailers.is_none();
-            return Poll::Ready(Ok((status, headers, ended)));
+            // DATA may have arrived with the head: it is still to pass on.
+            let queued: u64 = s.data.iter().map(|d| d.len() as u64).sum();
+            let length = if ended {
+                Some(0)
+            } else {
+                s.length.map(|left| left + queued)
+            };
+            return Poll::Ready(Ok((status, headers, length, ended)));
         }
         if let Some(e) = s.error {
             return Poll::Ready(Err(e));
@@ -79,25 +88,25 @@ impl Body for ResponseBody {
     type Error = H2Error;
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, H2Error>>> {
-        let this = self.get_mut();
-        if this.done {
+        let ResponseBody { stream, length, done } = self.get_mut();
+        if *done {
             return Poll::Ready(None);
         }
-        let shared = Arc::clone(&this.stream.shared);
+        let shared = &stream.shared;
         let mut st = shared.lock();
-        let Some(idx) = st.find(this.stream.id) else {
-            this.done = true;
+        let Some(idx) = st.find(stream.id) else {
+            *done = true;
             return Poll::Ready(Some(Err(H2Error::Lost("stream gone"))));
         };
         let Some(s) = st.streams.get_mut(idx) else {
             return Poll::Ready(None);
         };
         if let Some(e) = s.error {
-            this.done = true;
+            *done = true;
             return Poll::Ready(Some(Err(e)));
         }
         if let Some(data) = s.data.pop_front() {
-            if let Some(left) = &mut this.length {
+            if let Some(left) = length {
                 *left = left.saturating_sub(data.len() as u64);
             }
             let was_empty = st.wbuf.is_empty();
@@ -108,7 +117,7 @@ impl Body for ResponseBody {
             return Poll::Ready(Some(Ok(Frame::data(data))));
         }
         if s.remote_end {
-            this.done = true;
+            *done = true;
             return Poll::Ready(s.trailers.take().map(|t| Ok(Frame::trailers(t))));
         }
         s.recv_waker = Some(cx.waker().clone());

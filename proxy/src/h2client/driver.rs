@@ -162,9 +162,8 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Driver<IO> {
                 break;
             }
         }
-        if !st.usable(&self.shared) {
-            self.shared.closed.store(true, Ordering::Relaxed);
-        }
+        // Marks the connection closed to new streams after a GOAWAY.
+        st.usable(&self.shared);
     }
 
     /// Writes what is queued; `None` once the socket fails.

@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::header::CONTENT_LENGTH;
 use http::{Request, Response};
 use http_body::Body;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -21,7 +20,7 @@ use super::error::H2Error;
 use super::send::{SendRef, pipe};
 use super::state::{Shared, State};
 use crate::h2::frame;
-use crate::h2::hpack;
+use crate::h2::{hpack, is_connection_specific};
 use crate::request_body::{RequestBody, RequestBodyError};
 use crate::upstream::{Start, declare_length, start};
 
@@ -96,7 +95,7 @@ impl H2Client {
             };
             tokio::spawn(pipe(body, ahead, send, tx));
         }
-        let (status, headers, ended) = match failed {
+        let (status, headers, length, ended) = match failed {
             None => poll_fn(|cx| stream.poll_head(cx)).await,
             Some(mut failed) => {
                 let mut head = std::pin::pin!(poll_fn(|cx| stream.poll_head(cx)));
@@ -112,13 +111,6 @@ impl H2Client {
         .map_err(ExchangeError::H2)?;
         // A head that ends the stream (Trailers-Only in gRPC) must reach
         // the client as one: the body says it is over before it is polled.
-        let length = if ended {
-            Some(0)
-        } else {
-            headers
-                .get(CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
-        };
         let mut res = Response::new(ResponseBody {
             stream,
             length,
@@ -188,10 +180,9 @@ fn encode_head(parts: &http::request::Parts, out: &mut Vec<u8>) {
     let scheme = uri.scheme_str().unwrap_or("http").as_bytes();
     hpack::encode_request_line(parts.method.as_str().as_bytes(), scheme, authority, path, out);
     for (name, value) in &parts.headers {
-        match name.as_str() {
-            "connection" | "keep-alive" | "proxy-connection" | "transfer-encoding" | "upgrade" => continue,
-            "te" if value.as_bytes() != b"trailers" => continue,
-            _ => hpack::encode_header(name, value, out),
+        if is_connection_specific(name) || (name == http::header::TE && value.as_bytes() != b"trailers") {
+            continue;
         }
+        hpack::encode_header(name, value, out);
     }
 }

@@ -48,10 +48,8 @@ impl Default for Reader {
 pub(super) type ConnError = (Reason, &'static str);
 
 impl Reader {
+    /// One whole frame (the driver has checked its size).
     pub(super) fn on_frame(&mut self, st: &mut State, head: Head, payload: Bytes) -> Result<(), ConnError> {
-        if head.len > frame::MAX_FRAME {
-            return Err((Reason::FrameSize, "frame larger than allowed"));
-        }
         if !self.settings_seen && (head.kind != frame::SETTINGS || head.has(frame::ACK)) {
             return Err((Reason::Protocol, "first frame not SETTINGS"));
         }
@@ -339,11 +337,7 @@ fn on_settings(st: &mut State, head: Head, payload: &[u8]) -> Result<(), ConnErr
                     }
                 }
                 if delta > 0 {
-                    let mut idx = st.streams.len();
-                    while idx > 0 {
-                        idx -= 1;
-                        st.send_pending(idx);
-                    }
+                    st.send_all_pending();
                 }
             }
             frame::SETTINGS_MAX_FRAME_SIZE => {

@@ -5,20 +5,13 @@ use http::{HeaderMap, StatusCode};
 
 use super::MAX_HEADER_LIST;
 use crate::h2::hpack::{Field, Name, Pseudo};
+use crate::h2::is_connection_specific;
 
 /// What a whole header block was.
 pub(super) enum Block {
     Informational,
     Head(StatusCode, HeaderMap, Option<u64>),
     Trailers(HeaderMap),
-}
-
-/// Fields a response may not carry (RFC 9113 §8.2.2).
-fn connection_specific(name: &http::HeaderName) -> bool {
-    matches!(
-        name.as_str(),
-        "connection" | "keep-alive" | "proxy-connection" | "transfer-encoding" | "upgrade"
-    )
 }
 
 fn regular_fields(fields: impl Iterator<Item = Field>, headers: &mut HeaderMap) -> Result<(), &'static str> {
@@ -29,7 +22,7 @@ fn regular_fields(fields: impl Iterator<Item = Field>, headers: &mut HeaderMap) 
                 _ => "invalid field name",
             });
         };
-        if connection_specific(&name) {
+        if is_connection_specific(&name) {
             return Err("connection-specific field");
         }
         let value = f.value.into_header().ok_or("invalid field value")?;

@@ -31,10 +31,7 @@ impl SendRef {
         let Some(idx) = st.find(self.id) else {
             return Poll::Ready(Err(()));
         };
-        if st.failed(idx) {
-            return Poll::Ready(Err(()));
-        }
-        let Some(s) = st.streams.get_mut(idx) else {
+        let Some(s) = st.streams.get_mut(idx).filter(|s| s.error.is_none()) else {
             return Poll::Ready(Err(()));
         };
         // Registered even when there is room: a reset while the body's

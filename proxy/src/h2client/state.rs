@@ -214,11 +214,6 @@ impl State {
         Some(id)
     }
 
-    /// Whether the stream at `idx` is gone or ended without a response.
-    pub(super) fn failed(&self, idx: usize) -> bool {
-        self.streams.get(idx).is_none_or(|s| s.error.is_some())
-    }
-
     /// Resets the stream at `idx` from this side.
     pub(super) fn reset(&mut self, idx: usize, reason: Reason, why: H2Error) {
         let Some(s) = self.streams.get_mut(idx) else { return };

@@ -243,13 +243,19 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if !headers.keys().any(is_hop_by_hop) {
         return;
     }
-    // Collected first because the names borrow from `headers`.
-    let mut doomed: Vec<HeaderName> = Vec::new();
-    for value in headers.get_all(header::CONNECTION) {
-        doomed.extend(connection_tokens(value.as_bytes()).filter_map(|t| HeaderName::from_bytes(t).ok()));
+    if headers.contains_key(header::CONNECTION) {
+        // Collected first because the names borrow from `headers`.
+        let mut named: Vec<HeaderName> = Vec::new();
+        for value in headers.get_all(header::CONNECTION) {
+            named.extend(connection_tokens(value.as_bytes()).filter_map(|t| HeaderName::from_bytes(t).ok()));
+        }
+        for name in named {
+            headers.remove(name);
+        }
     }
-    doomed.extend(headers.keys().filter(|k| is_hop_by_hop(k)).cloned());
-    for name in doomed {
+    // One name at a time, no list to allocate: a request usually has one
+    // (a gRPC call's `te`), and a clone of a standard name is a copy.
+    while let Some(name) = headers.keys().find(|k| is_hop_by_hop(k)).cloned() {
         headers.remove(name);
     }
 }

@@ -9,7 +9,7 @@ use super::error::H2Error;
 use super::head::{Block, response_head, trailers};
 use super::state::State;
 use crate::h2::frame::{self, Head, Reason};
-use crate::h2::hpack::Decoder;
+use crate::h2::hpack::{Decoder, Field};
 
 /// A header block larger than this closes the connection (far above the
 /// header list limit), as do more CONTINUATION frames than this.
@@ -31,6 +31,9 @@ pub(super) struct Reader {
     settings_seen: bool,
     /// sluice's SETTINGS not yet acknowledged (the one at the start).
     unacked: u32,
+    /// A block's decoded fields, kept between blocks (no allocation per
+    /// response head).
+    fields: Vec<Field>,
 }
 
 impl Default for Reader {
@@ -40,6 +43,7 @@ impl Default for Reader {
             partial: None,
             settings_seen: false,
             unacked: 1,
+            fields: Vec::new(),
         }
     }
 }
@@ -136,7 +140,12 @@ impl Reader {
     /// A whole header block: a response head, an informational head, or
     /// trailers. Decoded in any case: the table must stay in step.
     fn on_block(&mut self, st: &mut State, id: u32, end_stream: bool, block: &Bytes) -> Result<(), ConnError> {
-        let mut fields = Vec::new();
+        let fields = &mut self.fields;
+        fields.clear();
+        if fields.capacity() > 64 {
+            // A head of unusual size does not pin its room to the connection.
+            *fields = Vec::new();
+        }
         self.decoder
             .decode(block, |f| fields.push(f))
             .map_err(|_| (Reason::Compression, "header block does not decode"))?;

@@ -31,11 +31,11 @@ fn regular_fields(fields: impl Iterator<Item = Field>, headers: &mut HeaderMap) 
     Ok(())
 }
 
-pub(super) fn response_head(fields: Vec<Field>, end_stream: bool) -> Result<Block, &'static str> {
+pub(super) fn response_head(fields: &mut Vec<Field>, end_stream: bool) -> Result<Block, &'static str> {
     if fields.iter().map(Field::size).sum::<usize>() > MAX_HEADER_LIST {
         return Err("response head too large");
     }
-    let mut fields = fields.into_iter().peekable();
+    let mut fields = fields.drain(..);
     let status = match fields.next() {
         Some(Field {
             name: Name::Pseudo(Pseudo::Status),
@@ -49,7 +49,8 @@ pub(super) fn response_head(fields: Vec<Field>, end_stream: bool) -> Result<Bloc
         }
         _ => return Err("invalid :status"),
     };
-    let mut headers = HeaderMap::with_capacity(fields.size_hint().0);
+    // Room for the request id sluice may add before the head goes on.
+    let mut headers = HeaderMap::with_capacity(fields.len() + 1);
     regular_fields(fields, &mut headers)?;
     if status.is_informational() {
         // 101 has no place in HTTP/2 (§8.6); a 1xx head ends nothing.
@@ -78,7 +79,7 @@ pub(super) fn response_head(fields: Vec<Field>, end_stream: bool) -> Result<Bloc
     Ok(Block::Head(status, headers, length))
 }
 
-pub(super) fn trailers(fields: Vec<Field>, end_stream: bool, length: Option<u64>) -> Result<Block, &'static str> {
+pub(super) fn trailers(fields: &mut Vec<Field>, end_stream: bool, length: Option<u64>) -> Result<Block, &'static str> {
     if !end_stream {
         return Err("trailers without END_STREAM");
     }
@@ -89,6 +90,6 @@ pub(super) fn trailers(fields: Vec<Field>, end_stream: bool, length: Option<u64>
         return Err("trailers too large");
     }
     let mut headers = HeaderMap::with_capacity(fields.len());
-    regular_fields(fields.into_iter(), &mut headers)?;
+    regular_fields(fields.drain(..), &mut headers)?;
     Ok(Block::Trailers(headers))
 }

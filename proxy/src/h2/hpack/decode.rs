@@ -143,13 +143,15 @@ impl Value {
 impl Field {
     pub fn new(name: Name, value: Bytes) -> Self {
         let value = match name {
-            // The clone shares the bytes: a count's increment for bytes in
-            // the frame; for Huffman-decoded ones it allocates their shared
-            // count (which a copy into the table would have anyway).
-            Name::Header(_) => match HeaderValue::from_maybe_shared(value.clone()) {
+            // Checked before it is handed over, so the bytes move instead of
+            // being shared: a clone of a Huffman-decoded value would
+            // allocate its shared count.
+            Name::Header(_) if value.iter().all(|&b| is_value_byte(b)) => match HeaderValue::from_maybe_shared(value) {
                 Ok(checked) => Value::Checked(checked),
-                Err(_) => Value::Raw(value),
+                // Not reached (the same rule): refused as an invalid value.
+                Err(_) => Value::Raw(Bytes::new()),
             },
+            Name::Header(_) => Value::Raw(value),
             Name::Pseudo(_) | Name::Invalid(_) => Value::Raw(value),
         };
         Self { name, value }
@@ -159,6 +161,12 @@ impl Field {
     pub fn size(&self) -> usize {
         self.name.len() + self.value.as_bytes().len() + 32
     }
+}
+
+/// A byte a `HeaderValue` may hold: `http`'s rule (visible ASCII, space,
+/// tab and obs-text; no other control byte, no DEL).
+fn is_value_byte(b: u8) -> bool {
+    b >= 32 && b != 127 || b == b'\t'
 }
 
 pub(super) const STATIC_FIELDS: [(&str, &str); 61] = [
@@ -247,6 +255,9 @@ pub struct Decoder {
     pub(super) dynamic: VecDeque<Field>,
     pub(super) size: usize,
     max_size: usize,
+    /// Where Huffman-coded strings decode before their bytes are copied
+    /// out at their exact size (one allocation, never grown).
+    scratch: Vec<u8>,
 }
 
 impl Default for Decoder {
@@ -255,6 +266,7 @@ impl Default for Decoder {
             dynamic: VecDeque::new(),
             size: 0,
             max_size: TABLE_SIZE,
+            scratch: Vec::new(),
         }
     }
 }
@@ -305,16 +317,16 @@ impl Decoder {
     }
 
     /// A literal field at `pos`, whose name index has `prefix` bits.
-    fn literal(&self, block: &Bytes, pos: usize, prefix: u8) -> Result<(Field, usize), HpackError> {
+    fn literal(&mut self, block: &Bytes, pos: usize, prefix: u8) -> Result<(Field, usize), HpackError> {
         let (index, mut used) = integer(block.get(pos..).ok_or(HpackError::Truncated)?, prefix)?;
         let name = if index == 0 {
-            let (name, n) = string(block, pos + used)?;
+            let (name, n) = string(block, pos + used, &mut self.scratch)?;
             used += n;
             Name::parse(name)
         } else {
             self.get(index)?.name.clone()
         };
-        let (value, n) = string(block, pos + used)?;
+        let (value, n) = string(block, pos + used, &mut self.scratch)?;
         Ok((Field::new(name, value), used + n))
     }
 
@@ -366,7 +378,7 @@ pub(super) fn integer(buf: &[u8], prefix: u8) -> Result<(usize, usize), HpackErr
 
 /// A string literal at `pos` (RFC 7541 §5.2): shared with `block` when
 /// raw, decoded when Huffman-coded.
-fn string(block: &Bytes, pos: usize) -> Result<(Bytes, usize), HpackError> {
+fn string(block: &Bytes, pos: usize, scratch: &mut Vec<u8>) -> Result<(Bytes, usize), HpackError> {
     let rest = block.get(pos..).ok_or(HpackError::Truncated)?;
     let huffman = rest.first().is_some_and(|b| b & 0x80 != 0);
     let (len, used) = integer(rest, 7)?;
@@ -375,9 +387,13 @@ fn string(block: &Bytes, pos: usize) -> Result<(Bytes, usize), HpackError> {
         .filter(|&end| end <= rest.len())
         .ok_or(HpackError::Truncated)?;
     let value = if huffman {
-        let mut out = Vec::new();
-        huffman::decode(rest.get(used..end).ok_or(HpackError::Truncated)?, &mut out)?;
-        Bytes::from(out)
+        scratch.clear();
+        if scratch.capacity() > TABLE_SIZE {
+            // An unusually long string does not pin its room.
+            *scratch = Vec::new();
+        }
+        huffman::decode(rest.get(used..end).ok_or(HpackError::Truncated)?, scratch)?;
+        Bytes::copy_from_slice(scratch)
     } else {
         block.slice(pos + used..pos + end)
     };

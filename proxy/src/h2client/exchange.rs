@@ -64,13 +64,24 @@ impl H2Client {
 
     /// Sends `req` and waits for the response head.
     pub async fn exchange(&self, req: Request<RequestBody>) -> Result<Response<ResponseBody>, ExchangeError> {
-        let (mut parts, mut body) = req.into_parts();
+        let (mut parts, body) = req.into_parts();
+        self.send(&mut parts, body).await
+    }
+
+    /// Sends the request `parts` head with `body` and waits for the
+    /// response head. The head is only read (and given its length): a
+    /// caller that may send it again keeps it, no copy needed.
+    pub async fn send(
+        &self,
+        parts: &mut http::request::Parts,
+        mut body: RequestBody,
+    ) -> Result<Response<ResponseBody>, ExchangeError> {
         // Before `start` reads from the body, which lowers its hint.
         let length = body.size_hint().exact();
         let start = start(&mut body).map_err(ExchangeError::RequestBody)?;
-        declare_length(&mut parts, length);
+        declare_length(parts, length);
         let mut block = Vec::with_capacity(256 + parts.headers.len() * 32);
-        encode_head(&parts, &mut block);
+        encode_head(parts, &mut block);
         let streamed = matches!(start, Start::Stream(_));
         let (mut whole, ahead) = match start {
             Start::Empty => (None, Vec::new()),

@@ -5,7 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{Request, Response};
+use http::Response;
+use http::request::Parts;
 use sluice_routing::Backend;
 use sluice_transport::UpstreamTls;
 use tokio::sync::oneshot;
@@ -44,60 +45,58 @@ impl Upstreams {
     /// body sent so far fits in `REPLAY_CAP` (a unary gRPC call, a small
     /// POST; the rest of a body still arriving follows the copy);
     /// otherwise it fails as before.
-    pub(super) async fn send_h2(
+    ///
+    /// Not an `async fn`: its arguments would be kept twice in the future
+    /// (rust-lang/rust#62958), and the future stays under the 1,032 bytes
+    /// glibc hands out from its per-thread cache (it is boxed per call).
+    #[allow(clippy::manual_async_fn, reason = "an async fn keeps its arguments twice")]
+    pub(super) fn send_h2(
         &self,
         backend: &Arc<Backend>,
         tls: Option<&UpstreamTls>,
         own: bool,
-        mut req: Request<RequestBody>,
-    ) -> Result<(Response<UpstreamBody>, Lease), UpstreamError> {
-        let pool = self.conns.of(backend.id());
-        let mut attempt = 0;
-        loop {
-            let conn = self.shared_h2(&pool, backend, tls, own).await?;
-            let (give_back, unsent) = oneshot::channel();
-            let head = (attempt < RETRIES).then(|| {
-                req.body_mut().keep_for_replay(REPLAY_CAP, give_back);
-                (
-                    req.method().clone(),
-                    req.uri().clone(),
-                    req.version(),
-                    req.headers().clone(),
-                )
-            });
-            let err = match conn.exchange(req).await {
-                Ok(res) => return Ok((res, Lease::new(pool, None))),
-                Err(e) => e,
-            };
-            let (Some((method, uri, version, headers)), Some(goaway)) = (head, err.unprocessed()) else {
-                debug!(backend = backend.addr(), attempt, error = %err, "HTTP/2 exchange failed, not retried");
-                return Err(err);
-            };
-            // The body comes back with what was sent of it, if that was
-            // kept whole.
-            let Ok(Ok(body)) = tokio::time::timeout(Duration::from_secs(1), unsent).await else {
-                return Err(err);
-            };
-            if goaway {
-                // That connection takes no new streams: the next attempt
-                // dials another (unless a request did already) at once.
-                let current = pool.h2.load();
-                if current.as_ref().is_some_and(|c| Arc::ptr_eq(c, &conn)) {
-                    pool.h2.compare_and_swap(&current, None);
+        (mut head, mut body): (Parts, RequestBody),
+    ) -> impl Future<Output = Result<(Response<UpstreamBody>, Lease), UpstreamError>> {
+        async move {
+            let pool = self.conns.of(backend.id());
+            let mut attempt = 0;
+            loop {
+                let conn = self.shared_h2(&pool, backend, tls, own).await?;
+                let (give_back, unsent) = oneshot::channel();
+                let again = attempt < RETRIES;
+                if again {
+                    body.keep_for_replay(REPLAY_CAP, give_back);
                 }
-            } else {
-                // A backend that refuses streams is at its limit by its own
-                // count (grpc-core's lags the client's view): give it a
-                // moment before the next attempt, longer each time (25, 50,
-                // 100, … ms; the request's deadline still bounds the whole).
-                tokio::time::sleep(REFUSED_BACKOFF * (1 << attempt)).await;
+                let err = match conn.exchange(&mut head, body, again).await {
+                    Ok(res) => return Ok((res, Lease::new(pool, None))),
+                    Err(e) => e,
+                };
+                let (true, Some(goaway)) = (again, err.unprocessed()) else {
+                    debug!(backend = backend.addr(), attempt, error = %err, "HTTP/2 exchange failed, not retried");
+                    return Err(err);
+                };
+                // The body comes back with what was sent of it, if that was
+                // kept whole.
+                let Ok(Ok(unsent)) = tokio::time::timeout(Duration::from_secs(1), unsent).await else {
+                    return Err(err);
+                };
+                if goaway {
+                    // That connection takes no new streams: the next attempt
+                    // dials another (unless a request did already) at once.
+                    let current = pool.h2.load();
+                    if current.as_ref().is_some_and(|c| Arc::ptr_eq(c, &conn)) {
+                        pool.h2.compare_and_swap(&current, None);
+                    }
+                } else {
+                    // A backend that refuses streams is at its limit by its own
+                    // count (grpc-core's lags the client's view): give it a
+                    // moment before the next attempt, longer each time (25, 50,
+                    // 100, … ms; the request's deadline still bounds the whole).
+                    tokio::time::sleep(REFUSED_BACKOFF * (1 << attempt)).await;
+                }
+                attempt += 1;
+                body = RequestBody::resume(unsent);
             }
-            attempt += 1;
-            req = Request::new(RequestBody::resume(body));
-            *req.method_mut() = method;
-            *req.uri_mut() = uri;
-            *req.version_mut() = version;
-            *req.headers_mut() = headers;
         }
     }
 

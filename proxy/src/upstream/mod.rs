@@ -95,7 +95,9 @@ impl Upstreams {
             // Boxed: the HTTP/2 exchange's state (h2's response future,
             // the replay's copy of the head) would otherwise sit inline in
             // every request's future, HTTP/1.1 ones included.
-            UpstreamProtocol::Http2 => Box::pin(self.send_h2(backend, tls, engine == Engine::Sluice, req)).await,
+            UpstreamProtocol::Http2 => {
+                Box::pin(self.send_h2(backend, tls, engine == Engine::Sluice, req.into_parts())).await
+            }
         }
     }
 

@@ -2,6 +2,7 @@
 //! dialled it: sluice's own ([`H2Client`]) or, for the hyper engine, the
 //! `h2` crate's ([`H2Conn`]).
 
+use http::request::Parts;
 use http::{Request, Response};
 
 use super::body::UpstreamBody;
@@ -25,14 +26,38 @@ impl SharedH2 {
         }
     }
 
-    pub(super) async fn exchange(&self, req: Request<RequestBody>) -> Result<Response<UpstreamBody>, UpstreamError> {
+    /// Sends the head `parts` with `body`. The own client only reads the
+    /// head; the `h2` crate's takes it, so it gets a copy when `keep` (the
+    /// caller may send it again) and the head itself otherwise.
+    pub(super) async fn exchange(
+        &self,
+        parts: &mut Parts,
+        body: RequestBody,
+        keep: bool,
+    ) -> Result<Response<UpstreamBody>, UpstreamError> {
         match self {
-            Self::Own(c) => match c.exchange(req).await {
+            Self::Own(c) => match c.send(parts, body).await {
                 Ok(res) => Ok(res.map(UpstreamBody::Own)),
                 Err(ExchangeError::H2(e)) => Err(UpstreamError::H2Client(e)),
                 Err(ExchangeError::RequestBody(e)) => Err(UpstreamError::RequestBody(e)),
             },
-            Self::Crate(c) => c.exchange(req).await.map(|res| res.map(UpstreamBody::H2)),
+            Self::Crate(c) => {
+                let head = if keep {
+                    let mut copy = Request::new(()).into_parts().0;
+                    copy.method = parts.method.clone();
+                    copy.uri = parts.uri.clone();
+                    copy.version = parts.version;
+                    copy.headers = parts.headers.clone();
+                    copy
+                } else {
+                    std::mem::replace(parts, Request::new(()).into_parts().0)
+                };
+                let req = Request::from_parts(head, body);
+                // Boxed: h2's exchange state would otherwise size every
+                // exchange's future, the own client's included (1,808
+                // bytes, past glibc's per-thread cache of small blocks).
+                Box::pin(c.exchange(req)).await.map(|res| res.map(UpstreamBody::H2))
+            }
         }
     }
 }

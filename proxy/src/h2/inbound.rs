@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use bytes::{Bytes, BytesMut};
-use http::{Response, StatusCode};
+use http::{HeaderMap, Response, StatusCode};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::debug;
 
@@ -316,7 +316,10 @@ impl<'a, I: AsyncRead + AsyncWrite + Unpin> Connection<'a, I> {
         // A request's header map and backend-head buffer come from the
         // connection's spares, as on the HTTP/1.1 loop.
         let mut scratch = self.scratch.pop().unwrap_or_default();
-        let mut head = RequestHead::new(self.header_limit, scratch.take_headers().unwrap_or_default());
+        // A new map has room for a usual request's fields and what forward
+        // adds (forwarding fields, request id): one allocation, no growth.
+        let headers = scratch.take_headers().unwrap_or_else(|| HeaderMap::with_capacity(12));
+        let mut head = RequestHead::new(self.header_limit, headers);
         // Decoded before anything else: the table must take every block.
         self.decoder
             .decode(block, |field| head.add(field))

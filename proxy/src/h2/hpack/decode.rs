@@ -157,6 +157,28 @@ impl Field {
         Self { name, value }
     }
 
+    /// The field with bytes of its own. A literal's bytes are a slice of
+    /// the frame, and so of the whole read buffer: kept in the table, a
+    /// 40-byte entry would pin that buffer (KiBs) for as long as it stays,
+    /// each entry a different one.
+    fn detached(&self) -> Self {
+        let name = match &self.name {
+            Name::Invalid(bytes) => Name::Invalid(Bytes::copy_from_slice(bytes)),
+            // A header name holds a copy or a static name already.
+            other => other.clone(),
+        };
+        let value = match &self.value {
+            Value::Raw(bytes) => Value::Raw(Bytes::copy_from_slice(bytes)),
+            Value::Checked(value) => {
+                let mut copy = HeaderValue::from_maybe_shared(Bytes::copy_from_slice(value.as_bytes()))
+                    .unwrap_or_else(|_| value.clone());
+                copy.set_sensitive(value.is_sensitive());
+                Value::Checked(copy)
+            }
+        };
+        Self { name, value }
+    }
+
     /// The field's size as HPACK and SETTINGS_MAX_HEADER_LIST_SIZE count it.
     pub fn size(&self) -> usize {
         self.name.len() + self.value.as_bytes().len() + 32
@@ -285,7 +307,7 @@ impl Decoder {
             } else if first & 0xc0 == 0x40 {
                 let (field, used) = self.literal(block, pos, 6)?;
                 pos += used;
-                self.insert(field.clone());
+                self.insert(field.detached());
                 each(field);
             } else if first & 0xe0 == 0x20 {
                 // Only at the start of a block (RFC 7541 §4.2).

@@ -185,3 +185,26 @@ fn integers_follow_rfc_7541_c1() {
     write_integer(&mut out, 5, 0, 1337);
     assert_eq!(out, [0x1f, 0x9a, 0x0a]);
 }
+
+#[test]
+fn table_entries_hold_their_own_bytes_not_the_frames() {
+    // A literal with incremental indexing in a large read buffer: the entry
+    // kept in the table must not point into it (it would pin the buffer).
+    let literal = b"\x40\x0ax-trace-id\x0bvalue-kept1";
+    let mut buffer = vec![0u8; 4096];
+    buffer[..literal.len()].copy_from_slice(literal);
+    let buffer = Bytes::from(buffer);
+    let block = buffer.slice(..literal.len());
+    let mut d = Decoder::default();
+    let mut seen = Vec::new();
+    d.decode(&block, |f| seen.push(f.value.as_bytes().to_vec())).unwrap();
+    assert_eq!(seen, vec![b"value-kept1".to_vec()]);
+    let entry = d.dynamic.front().unwrap();
+    assert_eq!(entry.value.as_bytes(), b"value-kept1");
+    assert!(!buffer.as_ptr_range().contains(&entry.value.as_bytes().as_ptr()));
+    // And the entry still answers an indexed reference, as before.
+    assert_eq!(
+        decode_all(&mut d, b"\xbe").unwrap(),
+        pairs(&[("x-trace-id", "value-kept1")])
+    );
+}

@@ -174,11 +174,16 @@ impl RequestHead {
 
 /// Header fields HTTP/2 does not carry (RFC 9113 §8.2.2).
 pub fn is_connection_specific(name: &HeaderName) -> bool {
-    name == header::CONNECTION
-        || name == header::TRANSFER_ENCODING
-        || name == header::UPGRADE
-        || name == "keep-alive"
-        || name == "proxy-connection"
+    if name == header::CONNECTION || name == header::TRANSFER_ENCODING || name == header::UPGRADE {
+        return true;
+    }
+    // The other two are no standard names: one look at the text, by length.
+    let text = name.as_str();
+    match text.len() {
+        10 => text == "keep-alive",
+        16 => text == "proxy-connection",
+        _ => false,
+    }
 }
 
 /// HTTP/2 clients may split a cookie into several fields; HTTP/1.1

@@ -260,6 +260,32 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// [`strip_hop_by_hop`] for a request on its way to a backend: to an
+/// HTTP/2 one, `te: trailers` still goes (RFC 9113 §8.2.2 allows that one
+/// value, and gRPC servers require it) when the client's `TE` lists
+/// `trailers`.
+pub fn strip_for_backend(headers: &mut HeaderMap, http2: bool) {
+    // One pass over the fields, no hashing: most requests carry none of
+    // these, and a gRPC call only the `te: trailers` that stays.
+    let (mut te, mut te_trailers_only, mut others) = (0, true, false);
+    for (name, value) in headers.iter() {
+        if name == header::TE {
+            te += 1;
+            te_trailers_only &= value.as_bytes() == b"trailers";
+        } else if is_hop_by_hop(name) {
+            others = true;
+        }
+    }
+    if !others && (te == 0 || (http2 && te == 1 && te_trailers_only)) {
+        return;
+    }
+    let trailers = http2 && accepts_trailers(headers);
+    strip_hop_by_hop(headers);
+    if trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+}
+
 /// Per-connection forwarding values, computed once when the connection is
 /// accepted so requests only clone them (a reference-count bump).
 #[derive(Debug, Clone)]
@@ -433,6 +459,36 @@ mod tests {
         assert!(!te(&[]));
         assert!(!te(&["gzip, deflate"]));
         assert!(!te(&["trailersx"]));
+    }
+
+    #[test]
+    fn only_te_trailers_crosses_to_an_http2_backend() {
+        let strip = |fields: &[(&'static str, &'static str)], http2: bool| {
+            let mut h = HeaderMap::new();
+            for (n, v) in fields {
+                h.append(*n, HeaderValue::from_static(v));
+            }
+            strip_for_backend(&mut h, http2);
+            let mut left: Vec<String> = h.iter().map(|(n, v)| format!("{n}: {}", v.to_str().unwrap())).collect();
+            left.sort();
+            left
+        };
+        let grpc = [("content-type", "application/grpc"), ("te", "trailers")];
+        assert_eq!(strip(&grpc, true), ["content-type: application/grpc", "te: trailers"]);
+        assert_eq!(strip(&grpc, false), ["content-type: application/grpc"]);
+        // Other codings go; trailers is what is left of them.
+        assert_eq!(strip(&[("te", "gzip, trailers")], true), ["te: trailers"]);
+        assert_eq!(strip(&[("te", "trailers"), ("te", "gzip")], true), ["te: trailers"]);
+        assert!(strip(&[("te", "gzip")], true).is_empty());
+        // With other hop-by-hop fields, all of them go and trailers stays.
+        let mixed = [
+            ("te", "trailers"),
+            ("connection", "x-secret"),
+            ("x-secret", "1"),
+            ("upgrade", "h2c"),
+        ];
+        assert_eq!(strip(&mixed, true), ["te: trailers"]);
+        assert!(strip(&mixed, false).is_empty());
     }
 
     #[test]

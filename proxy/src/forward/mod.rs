@@ -422,13 +422,8 @@ impl Proxy {
                 }
             };
             // `te: trailers` is the one hop-by-hop field an HTTP/2 backend
-            // gets (gRPC servers refuse calls without it); checked only for
-            // HTTP/2 pools.
-            let te_trailers = protocol == UpstreamProtocol::Http2 && headers::accepts_trailers(&parts.headers);
-            headers::strip_hop_by_hop(&mut parts.headers);
-            if te_trailers {
-                parts.headers.insert(header::TE, HeaderValue::from_static("trailers"));
-            }
+            // gets (gRPC servers refuse calls without it).
+            headers::strip_for_backend(&mut parts.headers, protocol == UpstreamProtocol::Http2);
 
             let buffered = body.size_hint().exact().filter(|&n| n <= http1::MAX_BUFFERED_BODY);
             if let Some(len) = buffered

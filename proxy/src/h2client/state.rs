@@ -87,12 +87,15 @@ pub(super) struct Stream {
 }
 
 impl Stream {
-    fn new(id: u32, send_window: i64, sender: bool) -> Self {
+    /// A new stream; its two queues are `spare` ones (empty, with room)
+    /// when a finished stream left some.
+    fn new(id: u32, send_window: i64, sender: bool, spare: Option<Queues>) -> Self {
+        let (data, pending) = spare.unwrap_or_default();
         Self {
             id,
             head: None,
             head_seen: false,
-            data: VecDeque::new(),
+            data,
             trailers: None,
             remote_end: false,
             error: None,
@@ -101,7 +104,7 @@ impl Stream {
             unreleased: 0,
             recv_waker: None,
             send_window,
-            pending: VecDeque::new(),
+            pending,
             pending_bytes: 0,
             pending_end: false,
             pending_trailers: None,
@@ -158,7 +161,15 @@ pub(super) struct State {
     pub(super) ended: Option<H2Error>,
     /// The pool let go of the connection: close once its streams are done.
     pub(super) handle_gone: bool,
+    /// Emptied queues of finished streams, for the next ones.
+    spare: Vec<Queues>,
 }
+
+/// A stream's received DATA and its request body waiting for window.
+type Queues = (VecDeque<Bytes>, VecDeque<Bytes>);
+
+/// How many finished streams' queues a connection keeps.
+const SPARE_QUEUES: usize = 8;
 
 impl State {
     /// A new connection's state, its preface and SETTINGS queued.
@@ -189,6 +200,7 @@ impl State {
             goaway: None,
             ended: None,
             handle_gone: false,
+            spare: Vec::new(),
         }
     }
 
@@ -209,7 +221,8 @@ impl State {
             return None;
         }
         self.next_id = id.saturating_add(2);
-        self.streams.push(Stream::new(id, self.initial_window, sender));
+        let spare = self.spare.pop();
+        self.streams.push(Stream::new(id, self.initial_window, sender, spare));
         self.open += 1;
         Some(id)
     }
@@ -258,8 +271,15 @@ impl State {
             // Received data nobody will read still counts against the
             // connection's window: it is given back.
             let unread: usize = s.data.iter().map(Bytes::len).sum();
-            self.streams.remove(idx);
+            let mut gone = self.streams.remove(idx);
             self.give_back(unread);
+            // Its queues serve the next stream: two allocations fewer a
+            // call. Only small ones are kept, and only a few.
+            gone.data.clear();
+            gone.pending.clear();
+            if self.spare.len() < SPARE_QUEUES && gone.data.capacity() <= 16 && gone.pending.capacity() <= 16 {
+                self.spare.push((gone.data, gone.pending));
+            }
         }
     }
 

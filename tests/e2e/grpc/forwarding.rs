@@ -90,11 +90,23 @@ async fn grpc_timeout_is_the_calls_deadline_and_cancels_the_backend() {
     let started = tokio::time::Instant::now();
     let (head, _, _) = call_with_timeout(proxy.addr, "Stall", "200m").await;
     assert_eq!(head["grpc-status"], "4", "{head:?}");
-    // The cap: a call asking for 20 s gets max_grpc_timeout (400 ms), by
-    // sluice's own timer.
+    // The cap: a call asking for 20 s gets max_grpc_timeout (400 ms).
+    // sluice's timer and the backend's (sluice tells it the capped
+    // deadline) end the call within a millisecond of each other, so either
+    // may answer: sluice's answer names its error; the backend's could
+    // only come that early from the capped `grpc-timeout` sluice sent.
+    let capped = tokio::time::Instant::now();
     let (head, _, _) = call_with_timeout(proxy.addr, "Stall", "20S").await;
     assert_eq!(head["grpc-status"], "4", "{head:?}");
-    assert_eq!(head["x-sluice-error"], "upstream-timeout", "{head:?}");
+    assert!(
+        head.get("x-sluice-error").is_none_or(|e| e == "upstream-timeout"),
+        "{head:?}"
+    );
+    let took = capped.elapsed();
+    assert!(
+        took >= std::time::Duration::from_millis(390) && took < std::time::Duration::from_secs(3),
+        "{took:?}"
+    );
     // After the head and a first message: the stream ends with
     // DEADLINE_EXCEEDED in its trailers.
     let (head, data, trailers) = call_with_timeout(proxy.addr, "StallStream", "300m").await;

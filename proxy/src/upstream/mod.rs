@@ -92,8 +92,8 @@ impl Upstreams {
                 let (res, lease) = self.send_h1(backend, tls, req).await?;
                 Ok((res.map(UpstreamBody::Hyper), lease))
             }
-            // Boxed: the HTTP/2 exchange's state (h2's response future,
-            // the replay's copy of the head) would otherwise sit inline in
+            // Boxed: the HTTP/2 exchange's state (the client's exchange,
+            // the head kept for a retry) would otherwise sit inline in
             // every request's future, HTTP/1.1 ones included.
             UpstreamProtocol::Http2 => {
                 Box::pin(self.send_h2(backend, tls, engine == Engine::Sluice, req.into_parts())).await

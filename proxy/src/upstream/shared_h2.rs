@@ -43,12 +43,8 @@ impl SharedH2 {
             },
             Self::Crate(c) => {
                 let head = if keep {
-                    let mut copy = Request::new(()).into_parts().0;
-                    copy.method = parts.method.clone();
-                    copy.uri = parts.uri.clone();
-                    copy.version = parts.version;
-                    copy.headers = parts.headers.clone();
-                    copy
+                    // (Forward has emptied its extensions: nothing to copy.)
+                    parts.clone()
                 } else {
                     std::mem::replace(parts, Request::new(()).into_parts().0)
                 };

@@ -45,6 +45,19 @@ struct Driver<IO> {
     eof: bool,
     last_read: Instant,
     ping_sent: Option<Instant>,
+    defer: Defer,
+}
+
+/// Where the driver is in holding back a write so that streams opened in
+/// the same turn of the scheduler share it (see [`Driver::write`]).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Defer {
+    /// New frames are written after one yield.
+    No,
+    /// Yielded; nothing is written until the task is polled again.
+    Waiting,
+    /// Polled again: write.
+    Done,
 }
 
 /// Runs the connection over `io` until it ends.
@@ -63,6 +76,7 @@ where
         eof: false,
         last_read: Instant::now(),
         ping_sent: None,
+        defer: Defer::No,
     };
     let mut timer = std::pin::pin!(tokio::time::sleep(KEEP_ALIVE));
     std::future::poll_fn(|cx| d.poll(cx, timer.as_mut())).await;
@@ -85,6 +99,9 @@ where
 impl<IO: AsyncRead + AsyncWrite + Unpin> Driver<IO> {
     fn poll(&mut self, cx: &mut Context<'_>, mut timer: Pin<&mut Sleep>) -> Poll<()> {
         self.shared.driver.register(cx.waker());
+        if self.defer == Defer::Waiting {
+            self.defer = Defer::Done;
+        }
         for _ in 0..MAX_PASSES {
             let mut busy = false;
             let backlog = self.out.len() - self.wpos;
@@ -167,6 +184,14 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Driver<IO> {
     }
 
     /// Writes what is queued; `None` once the socket fails.
+    ///
+    /// New frames wait for one yield first: the task goes to the back of
+    /// the scheduler's queue, so the other connections made ready by the
+    /// same poll of the sockets queue their requests behind these and one
+    /// `sendto` carries them all (as an event loop that flushes at the end
+    /// of its turn does). Each write to loopback costs the backend's TCP
+    /// receive and wake-up too, the largest part of a unary call's CPU;
+    /// the yield costs one more poll of this task.
     fn write(&mut self, cx: &mut Context<'_>) -> Option<bool> {
         if self.wpos == self.out.len() {
             self.out.clear();
@@ -174,6 +199,17 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Driver<IO> {
             let mut st = self.shared.lock();
             if st.wbuf.is_empty() && !self.unflushed {
                 return Some(false);
+            }
+            if !st.wbuf.is_empty() {
+                match self.defer {
+                    Defer::No => {
+                        self.defer = Defer::Waiting;
+                        cx.waker().wake_by_ref();
+                        return Some(false);
+                    }
+                    Defer::Waiting => return Some(false),
+                    Defer::Done => self.defer = Defer::No,
+                }
             }
             std::mem::swap(&mut self.out, &mut st.wbuf);
         }

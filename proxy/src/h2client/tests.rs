@@ -17,7 +17,7 @@ use crate::h2::RecvBody;
 use crate::h2::frame;
 use crate::h2::recv::Consumed;
 use crate::request_body::{ClientBody, RequestBody, RequestBodyError};
-use crate::test_peers::{body_end_reporter, defaults, echo, h2_backend, post};
+use crate::test_peers::{Recorded, body_end_reporter, defaults, echo, h2_backend, post};
 
 /// sluice's client to an `h2` server answering with `answer`.
 fn backend<F, Fut>(settings: fn(&mut h2::server::Builder), answer: F) -> H2Client
@@ -333,4 +333,60 @@ async fn a_trailers_only_answer_is_a_head_that_ends_the_body() {
     let body = res.into_body();
     assert!(http_body::Body::is_end_stream(&body), "the head ended the stream");
     assert_eq!(http_body::Body::size_hint(&body).exact(), Some(0));
+}
+
+/// How many HEADERS frames each write carried (writes without one left out).
+fn heads_per_write(writes: &[Vec<u8>]) -> Vec<usize> {
+    let mut counts = Vec::new();
+    for write in writes {
+        // The connection preface (24 bytes) comes before the first frames.
+        let mut at = if write.starts_with(b"PRI * HTTP/2.0") { 24 } else { 0 };
+        let mut heads = 0;
+        while let Some(head) = write.get(at..).and_then(frame::Head::parse) {
+            heads += usize::from(head.kind == frame::HEADERS);
+            at += frame::HEAD_LEN + head.len;
+        }
+        if heads > 0 {
+            counts.push(heads);
+        }
+    }
+    counts
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn calls_opened_in_the_same_turn_go_out_in_one_write() {
+    let writes = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let io = Recorded {
+        io: h2_backend(defaults, echo),
+        writes: Arc::clone(&writes),
+    };
+    let conn = Arc::new(H2Client::start(io));
+    // The handshake and a first call, alone.
+    let first = conn.exchange(post(ClientBody::Read(None), 100)).await.unwrap();
+    drop(first.into_body().collect().await.unwrap());
+    assert_eq!(heads_per_write(&writes.lock().unwrap()), [1]);
+    writes.lock().unwrap().clear();
+    // Four calls made ready together on the worker, as the connections a
+    // poll of the sockets found readable are.
+    let conn2 = Arc::clone(&conn);
+    let calls = tokio::spawn(async move {
+        let calls: Vec<_> = (0..4)
+            .map(|_| {
+                let conn = Arc::clone(&conn2);
+                tokio::spawn(async move {
+                    let res = conn.exchange(post(ClientBody::Read(None), 100)).await.unwrap();
+                    res.into_body().collect().await.unwrap();
+                })
+            })
+            .collect();
+        for call in calls {
+            call.await.unwrap();
+        }
+    });
+    calls.await.unwrap();
+    assert_eq!(
+        heads_per_write(&writes.lock().unwrap()),
+        [4],
+        "one write for the four heads"
+    );
 }

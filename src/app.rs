@@ -17,8 +17,19 @@ use crate::error::{AppError, bind};
 use crate::leader::{lead, load_fences, replica_name, resume_rollout};
 use crate::sinks::{GuardMetrics, HealthAudit};
 
-/// A multi-threaded runtime with `workers` threads (default: one per core).
+/// A multi-threaded runtime with `workers` threads (default: one per
+/// core); for one worker, tokio's single-threaded scheduler, run by the
+/// thread that starts it: one event loop, as nginx's and HAProxy's
+/// workers are, without the work-stealing scheduler's cross-thread
+/// bookkeeping (5% more requests per CPU-second on unary gRPC, 1.9% fewer
+/// instructions on HTTP/1.1; docs/performance.md).
 pub fn runtime(workers: Option<usize>) -> Result<tokio::runtime::Runtime, AppError> {
+    if workers == Some(1) {
+        return tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(AppError::Runtime);
+    }
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = workers {
         builder.worker_threads(n);
@@ -361,4 +372,18 @@ fn rollout_defaults(config: &Config) -> Result<sluice_control::rollout::RolloutD
         canary_percentage,
         canary_duration,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::runtime::RuntimeFlavor;
+
+    #[test]
+    fn one_worker_is_one_event_loop_and_more_share_the_work() {
+        let one = super::runtime(Some(1)).unwrap();
+        assert_eq!(one.handle().runtime_flavor(), RuntimeFlavor::CurrentThread);
+        let two = super::runtime(Some(2)).unwrap();
+        assert_eq!(two.handle().runtime_flavor(), RuntimeFlavor::MultiThread);
+        assert_eq!(two.metrics().num_workers(), 2);
+    }
 }

@@ -349,3 +349,58 @@ async fn demo_backend_and_health_subcommands_work_for_containers() {
     assert!(!down.status.success());
     assert!(String::from_utf8_lossy(&down.stderr).contains(&port.to_string()));
 }
+
+/// `workers = 1` runs tokio's single-threaded scheduler on the thread that
+/// starts it (no worker threads): the same product on one event loop —
+/// HTTP/1.1 and h2c, a SIGHUP reload, a SIGTERM drain of calls in flight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_worker_serves_reloads_and_drains_on_one_event_loop() {
+    let blue = spawn_backend("blue", "v1", any_addr()).await.unwrap();
+    let green = spawn_backend("green", "v2", any_addr()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = |blue_weight| {
+        config_for(dir.path(), blue.addr, green.addr, blue_weight).replacen("[proxy]\n", "[proxy]\nworkers = 1\n", 1)
+    };
+    let sluice = Running::start(dir.path(), &config(100), &[]);
+    let threads: Vec<String> = std::fs::read_dir(format!("/proc/{}/task", sluice.child.id()))
+        .unwrap()
+        .map(|t| std::fs::read_to_string(t.unwrap().path().join("comm")).unwrap())
+        .collect();
+    assert!(
+        !threads.iter().any(|t| t.starts_with("tokio-rt-worker")),
+        "no worker threads: {threads:?}"
+    );
+    let url = format!("http://{}/", sluice.addr);
+    assert_eq!(pool_of(&get(&client(), &url, &[]).await.2), "blue");
+    assert_eq!(pool_of(&get(&h2_client(), &url, &[]).await.2), "blue");
+
+    std::fs::write(&sluice.config, config(0)).unwrap();
+    sluice.signal("HUP");
+    let c = client();
+    let end = tokio::time::Instant::now() + Duration::from_secs(10);
+    while pool_of(&get(&c, &url, &[]).await.2) != "green" {
+        assert!(tokio::time::Instant::now() < end, "reload never took effect");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    green.knobs.set_latency(Duration::from_secs(1));
+    let before = green.knobs.received();
+    let in_flight: Vec<_> = (0..20)
+        .map(|_| {
+            let (c, url) = (c.clone(), format!("{url}slow"));
+            tokio::spawn(async move { get(&c, &url, &[]).await.0 })
+        })
+        .collect();
+    wait_until(Duration::from_secs(10), "20 requests at the backend", || {
+        green.knobs.received() >= before + 20
+    })
+    .await;
+    sluice.signal("TERM");
+    for call in in_flight {
+        assert_eq!(call.await.unwrap(), 200, "a request in flight failed during the drain");
+    }
+    let code = tokio::task::spawn_blocking(move || sluice.wait_exit(Duration::from_secs(15)))
+        .await
+        .unwrap();
+    assert_eq!(code, Some(0));
+}

@@ -42,6 +42,7 @@ pub mod respond;
 pub mod rewrite;
 pub mod server;
 pub mod shadow;
+mod spare_maps;
 #[cfg(test)]
 mod test_peers;
 pub mod trace;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use bytes::{Bytes, BytesMut};
-use http::{HeaderMap, Response, StatusCode};
+use http::{Response, StatusCode};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::debug;
 
@@ -318,7 +318,7 @@ impl<'a, I: AsyncRead + AsyncWrite + Unpin> Connection<'a, I> {
         let mut scratch = self.scratch.pop().unwrap_or_default();
         // A new map has room for a usual request's fields and what forward
         // adds (forwarding fields, request id): one allocation, no growth.
-        let headers = scratch.take_headers().unwrap_or_else(|| HeaderMap::with_capacity(12));
+        let headers = scratch.take_headers().unwrap_or_else(|| crate::spare_maps::take(12));
         let mut head = RequestHead::new(self.header_limit, headers);
         // Decoded before anything else: the table must take every block.
         self.decoder

@@ -83,6 +83,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Connection<'_, I> {
         if !has_date {
             hpack::encode_date(block);
         }
+        crate::spare_maps::give(parts.headers);
         let Some(stream) = self.streams.get_mut(i) else { return };
         let end = body.is_end_stream();
         frame::write_headers(&mut self.wbuf, stream.id, block, end, self.peer_max_frame);
@@ -182,6 +183,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Connection<'_, I> {
                                     for (name, value) in &trailers {
                                         hpack::encode_header(name, value, &mut self.block);
                                     }
+                                    crate::spare_maps::give(trailers);
                                 }
                                 frame::write_headers(&mut self.wbuf, stream.id, &self.block, true, self.peer_max_frame);
                                 self.finish_sending(i);

@@ -50,7 +50,7 @@ pub(super) fn response_head(fields: &mut Vec<Field>, end_stream: bool) -> Result
         _ => return Err("invalid :status"),
     };
     // Room for the request id sluice may add before the head goes on.
-    let mut headers = HeaderMap::with_capacity(fields.len() + 1);
+    let mut headers = crate::spare_maps::take(fields.len() + 1);
     regular_fields(fields, &mut headers)?;
     if status.is_informational() {
         // 101 has no place in HTTP/2 (§8.6); a 1xx head ends nothing.
@@ -89,7 +89,7 @@ pub(super) fn trailers(fields: &mut Vec<Field>, end_stream: bool, length: Option
     if fields.iter().map(Field::size).sum::<usize>() > MAX_HEADER_LIST {
         return Err("trailers too large");
     }
-    let mut headers = HeaderMap::with_capacity(fields.len());
+    let mut headers = crate::spare_maps::take(fields.len());
     regular_fields(fields.drain(..), &mut headers)?;
     Ok(Block::Trailers(headers))
 }

@@ -71,6 +71,8 @@ where
         Framing::Chunked
     };
     encode_head(status, lines.as_ref(), id_line, &parts.headers, framing, close, out);
+    // A map built for this response (an HTTP/2 backend's) serves the next.
+    crate::spare_maps::give(parts.headers);
     let mut body = pin!(body);
     let mut left = match framing {
         Framing::Length(n) => n,

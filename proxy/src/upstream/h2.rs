@@ -68,7 +68,11 @@ impl Upstreams {
                     body.keep_for_replay(REPLAY_CAP, give_back);
                 }
                 let err = match conn.exchange(&mut head, body, again).await {
-                    Ok(res) => return Ok((res, Lease::new(pool, None))),
+                    Ok(res) => {
+                        // Sent, and not to be sent again: its map serves another.
+                        crate::spare_maps::give(std::mem::take(&mut head.headers));
+                        return Ok((res, Lease::new(pool, None)));
+                    }
                     Err(e) => e,
                 };
                 let (true, Some(goaway)) = (again, err.unprocessed()) else {

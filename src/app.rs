@@ -21,8 +21,8 @@ use crate::sinks::{GuardMetrics, HealthAudit};
 /// core); for one worker, tokio's single-threaded scheduler, run by the
 /// thread that starts it: one event loop, as nginx's and HAProxy's
 /// workers are, without the work-stealing scheduler's cross-thread
-/// bookkeeping (1.9% fewer instructions on HTTP/1.1, 0.7% on unary gRPC;
-/// per CPU-second within the noise: docs/performance.md).
+/// bookkeeping (1.6% fewer instructions on HTTP/1.1, none measurable on
+/// unary gRPC; per CPU-second within the noise: docs/performance.md).
 pub fn runtime(workers: Option<usize>) -> Result<tokio::runtime::Runtime, AppError> {
     if workers == Some(1) {
         return tokio::runtime::Builder::new_current_thread()

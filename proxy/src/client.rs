@@ -118,7 +118,7 @@ impl Scratch {
         // A request with unusually many headers does not pin its map's
         // memory to an idle connection (a kept map of up to 32 entries is
         // a few KiB).
-        if headers.capacity() <= 32 {
+        if headers.capacity() <= crate::spare_maps::MAX_CAPACITY {
             headers.clear();
             self.headers = Some(headers);
         }

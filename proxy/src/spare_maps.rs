@@ -18,8 +18,9 @@ const KEPT: usize = 32;
 /// Every map made here has room for a usual request's fields and what
 /// forward adds, so that any kept map serves any use without growing.
 const ROOM: usize = 12;
-/// Larger maps (a request with unusually many fields) are freed, not kept.
-const MAX_CAPACITY: usize = 32;
+/// Larger maps (a request with unusually many fields) are freed, not kept
+/// (here, and by a connection's `Scratch`).
+pub(crate) const MAX_CAPACITY: usize = 32;
 
 thread_local! {
     static SPARE: RefCell<Vec<HeaderMap>> = const { RefCell::new(Vec::new()) };

@@ -1,6 +1,7 @@
 //! HTTP/2 backends for the unit tests of both clients to HTTP/2 backends
 //! (sluice's own, `h2client`, and the `h2` crate's, `upstream::h2_exchange`):
-//! an `h2` server on an in-memory pipe, and the answers the tests share.
+//! an `h2` server on an in-memory pipe, and the answers the tests share;
+//! also the helpers the future-size tests share.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::future::Future;
@@ -131,4 +132,15 @@ impl tokio::io::AsyncWrite for Recorded {
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.io).poll_shutdown(cx)
     }
+}
+
+/// The size of the future `f` would return (for tests that hold a request
+/// path's future to a size).
+pub(crate) fn future_size<F: FnOnce() -> Fut, Fut>(_: &F) -> usize {
+    std::mem::size_of::<Fut>()
+}
+
+/// A value for a closure that is never called.
+pub(crate) fn never<T>() -> T {
+    panic!("only the closure's type is used")
 }

@@ -10,6 +10,7 @@ use sluice_routing::{PoolSpec, RoutingHandle, RoutingPolicy};
 
 use crate::client::{ClientConn, Scratch};
 use crate::forward::Proxy;
+use crate::test_peers::{future_size, never};
 use crate::upstream::Upstreams;
 
 /// A proxy for unit tests: one pool, `blue`, with one backend at
@@ -30,15 +31,6 @@ pub(crate) fn test_proxy() -> (Proxy, Upstreams) {
     };
     let routing = Arc::new(RoutingHandle::new(&[pool], RoutingPolicy::default()).unwrap());
     (Proxy::new(routing, upstreams.clone()), upstreams)
-}
-
-fn future_size<F: FnOnce() -> Fut, Fut>(_: &F) -> usize {
-    std::mem::size_of::<Fut>()
-}
-
-/// A value for a closure that is never called.
-fn never<T>() -> T {
-    panic!("only the closure's type is used")
 }
 
 #[test]

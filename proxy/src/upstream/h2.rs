@@ -143,14 +143,7 @@ const REFUSED_BACKOFF: Duration = Duration::from_millis(25);
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn future_size<F: FnOnce() -> Fut, Fut>(_: &F) -> usize {
-        std::mem::size_of::<Fut>()
-    }
-
-    fn never<T>() -> T {
-        panic!("only the closure's type is used")
-    }
+    use crate::test_peers::{future_size, never};
 
     #[test]
     fn the_boxed_http2_exchange_fits_glibcs_per_thread_cache() {

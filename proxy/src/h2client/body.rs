@@ -3,6 +3,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -10,7 +11,7 @@ use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 
 use super::error::H2Error;
-use super::state::Shared;
+use super::state::{BULK, Shared};
 use crate::h2::frame::Reason;
 
 /// The exchange's hold on its stream: dropped before the response has
@@ -19,6 +20,8 @@ use crate::h2::frame::Reason;
 pub(super) struct StreamRef {
     pub(super) shared: Arc<Shared>,
     pub(super) id: u32,
+    /// Counted in the connection's bulk streams (until dropped).
+    pub(super) bulk: bool,
 }
 
 /// A response head as the exchange takes it: status, fields, what is
@@ -55,8 +58,24 @@ impl StreamRef {
     }
 }
 
+impl StreamRef {
+    /// The hold on stream `id`, just opened: counted in the calls under way.
+    pub(super) fn new(shared: &Arc<Shared>, id: u32) -> Self {
+        shared.calls.fetch_add(1, Ordering::Relaxed);
+        Self {
+            shared: Arc::clone(shared),
+            id,
+            bulk: false,
+        }
+    }
+}
+
 impl Drop for StreamRef {
     fn drop(&mut self) {
+        self.shared.calls.fetch_sub(1, Ordering::Relaxed);
+        if self.bulk {
+            self.shared.bulk.fetch_sub(1, Ordering::Relaxed);
+        }
         let mut st = self.shared.lock();
         let Some(idx) = st.find(self.id) else { return };
         let was_empty = st.wbuf.is_empty();
@@ -81,6 +100,8 @@ pub struct ResponseBody {
     pub(super) stream: StreamRef,
     pub(super) length: Option<u64>,
     pub(super) done: bool,
+    /// Bytes passed on, until the stream counts as bulk.
+    pub(super) passed: u64,
 }
 
 impl Body for ResponseBody {
@@ -88,7 +109,12 @@ impl Body for ResponseBody {
     type Error = H2Error;
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, H2Error>>> {
-        let ResponseBody { stream, length, done } = self.get_mut();
+        let ResponseBody {
+            stream,
+            length,
+            done,
+            passed,
+        } = self.get_mut();
         if *done {
             return Poll::Ready(None);
         }
@@ -108,6 +134,13 @@ impl Body for ResponseBody {
         if let Some(data) = s.data.pop_front() {
             if let Some(left) = length {
                 *left = left.saturating_sub(data.len() as u64);
+            }
+            if !stream.bulk {
+                *passed += data.len() as u64;
+                if *passed >= BULK {
+                    stream.bulk = true;
+                    shared.bulk.fetch_add(1, Ordering::Relaxed);
+                }
             }
             let was_empty = st.wbuf.is_empty();
             st.release(idx, data.len());

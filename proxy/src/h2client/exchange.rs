@@ -62,6 +62,28 @@ impl H2Client {
         self.shared.closed.load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// Streams here whose responses have turned out long (a server
+    /// stream, a download) and are still being read.
+    pub fn bulk_streams(&self) -> usize {
+        self.shared.bulk.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Exchanges under way here.
+    pub fn calls(&self) -> usize {
+        self.shared.calls.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Whether no bulk stream was open here at this call and the last:
+    /// the pool lets go of a spare connection that long without one.
+    pub fn bulk_free_twice(&self) -> bool {
+        let free = self.bulk_streams() == 0;
+        let before = self
+            .shared
+            .bulk_free_seen
+            .swap(free, std::sync::atomic::Ordering::Relaxed);
+        free && before
+    }
+
     /// Sends `req` and waits for the response head.
     pub async fn exchange(&self, req: Request<RequestBody>) -> Result<Response<ResponseBody>, ExchangeError> {
         let (mut parts, body) = req.into_parts();
@@ -92,10 +114,7 @@ impl H2Client {
         let id = poll_fn(|cx| self.open(cx, &block, eos, &mut whole, streamed))
             .await
             .map_err(ExchangeError::H2)?;
-        let mut stream = StreamRef {
-            shared: Arc::clone(&self.shared),
-            id,
-        };
+        let mut stream = StreamRef::new(&self.shared, id);
         let mut failed = None;
         if streamed {
             let (tx, rx) = oneshot::channel();
@@ -126,6 +145,7 @@ impl H2Client {
             stream,
             length,
             done: ended,
+            passed: 0,
         });
         *res.status_mut() = status;
         *res.headers_mut() = headers;

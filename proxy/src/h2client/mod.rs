@@ -2,7 +2,8 @@
 //! knowledge, and h2 over TLS), used by the `sluice` engine; the `hyper`
 //! engine keeps the `h2` crate's client (`upstream::h2_exchange`).
 //!
-//! One connection is shared by every request to its backend. Its state
+//! A connection is shared by every request the pool sends it (one per
+//! backend, more while long streams occupy it: `upstream::h2`). Its state
 //! (streams, windows, the bytes waiting to be written) sits behind one
 //! mutex held for a few hundred instructions at a time ([`state`]); the
 //! request's own task opens its stream and writes the head (and a body

@@ -2,7 +2,7 @@
 //! control, and the bytes waiting for the connection's task to write.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::task::Waker;
 
@@ -23,7 +23,21 @@ pub(super) struct Shared {
     /// No new stream may open (GOAWAY, an error, ids used up): the next
     /// request dials anew. Read without the lock.
     pub(super) closed: AtomicBool,
+    /// Streams whose responses have passed on [`BULK`] bytes and go on:
+    /// the pool sends new calls to a connection without any. Read
+    /// without the lock.
+    pub(super) bulk: AtomicUsize,
+    /// Exchanges under way (from their stream's opening to the end of its
+    /// response or its reset). Read without the lock.
+    pub(super) calls: AtomicUsize,
+    /// No bulk stream was open at the pool's last look
+    /// ([`super::H2Client::bulk_free_twice`]).
+    pub(super) bulk_free_seen: AtomicBool,
 }
+
+/// Response bytes after which a stream counts as bulk (a long server
+/// stream, a download) rather than a call's answer.
+pub(super) const BULK: u64 = 64 * 1024;
 
 impl Shared {
     pub(super) fn new(state: State) -> Self {
@@ -31,6 +45,9 @@ impl Shared {
             state: Mutex::new(state),
             driver: AtomicWaker::new(),
             closed: AtomicBool::new(false),
+            bulk: AtomicUsize::new(0),
+            calls: AtomicUsize::new(0),
+            bulk_free_seen: AtomicBool::new(false),
         }
     }
 

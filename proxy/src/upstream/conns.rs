@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use arc_swap::ArcSwapOption;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use crossbeam_queue::ArrayQueue;
 use hyper::client::conn::http1;
 use sluice_routing::BackendId;
@@ -30,7 +30,9 @@ pub struct BackendConns {
     pub(super) idle: ArrayQueue<IdleConn>,
     /// Idle connections of sluice's own exchange ([`crate::http1`]).
     pub(super) raw: Arc<RawIdle>,
-    pub(super) h2: ArcSwapOption<super::shared_h2::SharedH2>,
+    /// HTTP/2 connections, the first one shared by every call; more only
+    /// while long streams occupy those before ([`super::h2`]).
+    pub(super) h2: ArcSwap<Vec<Arc<super::shared_h2::SharedH2>>>,
     /// Held while an HTTP/2 connection is dialled, so a burst of requests
     /// meeting no connection opens one, not one each (taken only then).
     pub(super) h2_dialing: tokio::sync::Mutex<()>,
@@ -47,7 +49,7 @@ impl Default for BackendConns {
         Self {
             idle: ArrayQueue::new(MAX_IDLE_PER_BACKEND),
             raw: Arc::new(RawIdle::new(MAX_IDLE_PER_BACKEND)),
-            h2: ArcSwapOption::empty(),
+            h2: ArcSwap::from_pointee(Vec::new()),
             h2_dialing: tokio::sync::Mutex::new(()),
         }
     }
@@ -57,6 +59,25 @@ impl BackendConns {
     /// Idle HTTP/1.1 connections right now.
     pub fn idle(&self) -> usize {
         self.idle.len() + self.raw.len()
+    }
+
+    /// Lets go of the HTTP/2 connections that can take no new stream, and
+    /// of spare ones (all but the first usable one) that carried no bulk
+    /// stream at this sweep and the last. A connection let go takes no new
+    /// call and closes once its streams are done.
+    fn trim_h2(&self) {
+        let set = self.h2.load();
+        let mut kept = Vec::with_capacity(set.len());
+        for c in set.iter() {
+            let spare_idle = !kept.is_empty() && c.bulk_free_twice();
+            if !c.is_closed() && !spare_idle {
+                kept.push(Arc::clone(c));
+            }
+        }
+        if kept.len() != set.len() {
+            // Unless a dial or a GOAWAY changed the set meanwhile.
+            self.h2.compare_and_swap(&set, Arc::new(kept));
+        }
     }
 
     pub(super) fn put(&self, sender: http1::SendRequest<RequestBody>) {
@@ -172,6 +193,7 @@ impl Connections {
         for id in filled {
             if let Some(pool) = self.slot(id).and_then(ArcSwapOption::load_full) {
                 pool.raw.close_stale(idle_timeout);
+                pool.trim_h2();
             }
         }
     }

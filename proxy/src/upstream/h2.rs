@@ -86,11 +86,13 @@ impl Upstreams {
                 };
                 if goaway {
                     // That connection takes no new streams: the next attempt
-                    // dials another (unless a request did already) at once.
-                    let current = pool.h2.load();
-                    if current.as_ref().is_some_and(|c| Arc::ptr_eq(c, &conn)) {
-                        pool.h2.compare_and_swap(&current, None);
-                    }
+                    // goes to another, or dials one, at once.
+                    pool.h2.rcu(|set| {
+                        set.iter()
+                            .filter(|c| !Arc::ptr_eq(c, &conn))
+                            .cloned()
+                            .collect::<Vec<_>>()
+                    });
                 } else {
                     // A backend that refuses streams is at its limit by its own
                     // count (grpc-core's lags the client's view): give it a
@@ -104,8 +106,8 @@ impl Upstreams {
         }
     }
 
-    /// The backend's shared HTTP/2 connection, dialled when there is none
-    /// (or when it is of the other engine: a reload changed it).
+    /// The backend's HTTP/2 connection for a new call: the first one that
+    /// carries no bulk stream (see [`pick`]), dialled when there is none.
     async fn shared_h2(
         &self,
         pool: &super::BackendConns,
@@ -113,24 +115,70 @@ impl Upstreams {
         tls: Option<&UpstreamTls>,
         own: bool,
     ) -> Result<Arc<SharedH2>, UpstreamError> {
-        let usable = || {
-            pool.h2
-                .load_full()
-                .filter(|c| !c.is_closed() && matches!(**c, SharedH2::Own(_)) == own)
-        };
-        if let Some(c) = usable() {
+        if let Some(c) = pick(&pool.h2.load(), own) {
             return Ok(c);
         }
         let _dialing = pool.h2_dialing.lock().await;
         // Dialled by another request while this one waited.
-        if let Some(c) = usable() {
+        if let Some(c) = pick(&pool.h2.load(), own) {
             return Ok(c);
         }
         // Boxed for the same reason as in `send_h1`.
         let conn = Arc::new(Box::pin(self.dial_h2(backend, tls, own)).await?);
-        pool.h2.store(Some(Arc::clone(&conn)));
+        // Those that take no new stream (or are of the other engine: a
+        // reload changed it) are let go; they close once their streams end.
+        pool.h2.rcu(|set| {
+            let mut next: Vec<_> = set.iter().filter(|c| usable(c, own)).cloned().collect();
+            next.push(Arc::clone(&conn));
+            next
+        });
         Ok(conn)
     }
+}
+
+/// Connections kept to one backend at most. The first carries every call
+/// while no response on it turns out long; a long server stream or a
+/// download (a bulk stream: see `h2client`) sends the calls that follow to
+/// a connection without one, dialled if need be. Long streams thus get
+/// connections of their own, as with nginx's one upstream connection per
+/// stream: a call's answer does not queue behind another stream's megabytes
+/// in one TCP connection, and each read from the backend is for one client
+/// (2 MiB streams, 1 KiB messages: a third fewer writes to clients). Past
+/// this many, calls share the connection with the fewest bulk streams.
+/// Spares are let go once they carry no bulk stream for a sweep.
+const MAX_CONNS: usize = 8;
+
+fn usable(c: &SharedH2, own: bool) -> bool {
+    !c.is_closed() && c.is_own() == own
+}
+
+/// The connection for a new call among `set`, or `None` to dial another:
+/// of those without a bulk stream, the one with the fewest calls under
+/// way (the first, while there is only one; with spares, two calls that
+/// start together do not share one, to turn long side by side).
+fn pick(set: &[Arc<SharedH2>], own: bool) -> Option<Arc<SharedH2>> {
+    if let [only] = set {
+        // One connection: no counting of calls.
+        if usable(only, own) && only.bulk_streams() == 0 {
+            return Some(Arc::clone(only));
+        }
+    }
+    let mut free: Option<(&Arc<SharedH2>, usize)> = None;
+    let mut least: Option<(&Arc<SharedH2>, usize)> = None;
+    let mut open = 0;
+    for c in set.iter().filter(|c| usable(c, own)) {
+        open += 1;
+        let bulk = c.bulk_streams();
+        if bulk == 0 {
+            let calls = c.calls();
+            if free.is_none_or(|(_, fewest)| calls < fewest) {
+                free = Some((c, calls));
+            }
+        } else if least.is_none_or(|(_, fewest)| bulk < fewest) {
+            least = Some((c, bulk));
+        }
+    }
+    free.or(least.filter(|_| open >= MAX_CONNS)).map(|(c, _)| Arc::clone(c))
 }
 
 /// The most request body kept to send a refused request again.
@@ -159,3 +207,7 @@ mod tests {
         assert!(size <= 1032, "the HTTP/2 exchange future is {size} bytes");
     }
 }
+
+#[cfg(test)]
+#[path = "h2_spread_tests.rs"]
+mod spread_tests;

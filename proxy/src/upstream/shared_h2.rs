@@ -26,6 +26,36 @@ impl SharedH2 {
         }
     }
 
+    pub(super) fn is_own(&self) -> bool {
+        matches!(self, Self::Own(_))
+    }
+
+    /// Streams here whose responses turned out long; the `h2` crate's
+    /// client does not tell (and its connections are not spread).
+    pub(super) fn bulk_streams(&self) -> usize {
+        match self {
+            Self::Own(c) => c.bulk_streams(),
+            Self::Crate(_) => 0,
+        }
+    }
+
+    /// Exchanges under way (not told by the `h2` crate's client).
+    pub(super) fn calls(&self) -> usize {
+        match self {
+            Self::Own(c) => c.calls(),
+            Self::Crate(_) => 0,
+        }
+    }
+
+    /// Whether the connection had no bulk stream at this look and the
+    /// last (never, for the `h2` crate's client, which has only one).
+    pub(super) fn bulk_free_twice(&self) -> bool {
+        match self {
+            Self::Own(c) => c.bulk_free_twice(),
+            Self::Crate(_) => false,
+        }
+    }
+
     /// Sends the head `parts` with `body`. The own client only reads the
     /// head; the `h2` crate's takes it, so it gets a copy when `keep` (the
     /// caller may send it again) and the head itself otherwise.

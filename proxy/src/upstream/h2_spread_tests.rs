@@ -1,0 +1,123 @@
+//! How a backend's HTTP/2 connections are shared: calls on one connection
+//! while no response runs long, a connection of its own for what follows a
+//! long stream, and spares let go once no long stream needs them. Against
+//! an `h2` server on a TCP port that counts the connections it accepts
+//! and those that ended.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Response;
+use http_body_util::BodyExt;
+use sluice_config::{Engine, UpstreamProtocol};
+use tokio::sync::Notify;
+
+use super::*;
+use crate::request_body::ClientBody;
+use crate::test_peers::post;
+
+#[derive(Default)]
+struct Counts {
+    accepted: AtomicUsize,
+    ended: AtomicUsize,
+    /// Ends the long stream (`/pkg.Service/Long`) once notified.
+    finish: Notify,
+}
+
+/// A backend on 127.0.0.1: `/pkg.Service/Long` answers 256 KiB in 1 KiB
+/// frames and ends when told; anything else answers at once.
+async fn backend() -> (Arc<Backend>, Arc<Counts>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let counts = Arc::new(Counts::default());
+    let c = Arc::clone(&counts);
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            c.accepted.fetch_add(1, Ordering::SeqCst);
+            let c = Arc::clone(&c);
+            tokio::spawn(async move {
+                let mut conn = h2::server::handshake(tcp).await.unwrap();
+                while let Some(Ok((req, mut respond))) = conn.accept().await {
+                    let c = Arc::clone(&c);
+                    tokio::spawn(async move {
+                        let long = req.uri().path() == "/pkg.Service/Long";
+                        let mut send = respond.send_response(Response::new(()), false).unwrap();
+                        if long {
+                            for _ in 0..256 {
+                                send.send_data(Bytes::from_static(&[b'x'; 1024]), false).unwrap();
+                            }
+                            c.finish.notified().await;
+                        }
+                        send.send_data(Bytes::from_static(b"done"), true).unwrap();
+                    });
+                }
+                c.ended.fetch_add(1, Ordering::SeqCst);
+            });
+        }
+    });
+    (Arc::new(Backend::new(&addr).unwrap()), counts)
+}
+
+async fn call(upstreams: &Upstreams, backend: &Arc<Backend>, path: &str) -> UpstreamBody {
+    let mut req = post(ClientBody::Read(Some(Bytes::from_static(b"call"))), 100);
+    *req.uri_mut() = format!("http://backend.test{path}").parse().unwrap();
+    let sent = upstreams.send(backend, (UpstreamProtocol::Http2, Engine::Sluice), None, req);
+    let (res, _lease) = sent.await.unwrap();
+    res.into_body()
+}
+
+async fn until(what: &str, f: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !f() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn calls_after_a_long_stream_get_a_connection_of_their_own_let_go_when_done() {
+    let (backend, counts) = backend().await;
+    let upstreams = Upstreams::new(&sluice_config::Timeouts::default());
+    let accepted = || counts.accepted.load(Ordering::SeqCst);
+
+    // Short calls share one connection.
+    for _ in 0..3 {
+        let body = call(&upstreams, &backend, "/pkg.Service/Short").await;
+        assert_eq!(&body.collect().await.unwrap().to_bytes()[..], b"done");
+    }
+    assert_eq!(accepted(), 1);
+
+    // A stream that has passed on 128 KiB is a long one...
+    let mut long = call(&upstreams, &backend, "/pkg.Service/Long").await;
+    let mut passed = 0;
+    while passed < 128 * 1024 {
+        let frame = long.frame().await.unwrap().unwrap();
+        passed += frame.into_data().map_or(0, |d| d.len());
+    }
+    assert_eq!(accepted(), 1, "the stream went on the shared connection");
+    // ...and the calls after it go on another connection, one for them all.
+    for _ in 0..3 {
+        let body = call(&upstreams, &backend, "/pkg.Service/Short").await;
+        assert_eq!(&body.collect().await.unwrap().to_bytes()[..], b"done");
+    }
+    assert_eq!(accepted(), 2);
+
+    // The stream ends; the spare carries no long stream for two sweeps and
+    // is let go: it closes, and calls go on the first connection again.
+    counts.finish.notify_one();
+    let rest = long.collect().await.unwrap().to_bytes();
+    assert_eq!(passed + rest.len(), 256 * 1024 + 4);
+    let live = BTreeSet::from([backend.id()]);
+    upstreams.sweep(&live);
+    upstreams.sweep(&live);
+    until("the spare connection to close", || {
+        counts.ended.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    let body = call(&upstreams, &backend, "/pkg.Service/Short").await;
+    assert_eq!(&body.collect().await.unwrap().to_bytes()[..], b"done");
+    assert_eq!(accepted(), 2, "no connection was dialled");
+    assert_eq!(counts.ended.load(Ordering::SeqCst), 1, "the first connection stays");
+}

@@ -62,15 +62,22 @@ impl BackendConns {
     }
 
     /// Lets go of the HTTP/2 connections that can take no new stream, and
-    /// of spare ones (all but the first usable one) that carried no bulk
-    /// stream at this sweep and the last. A connection let go takes no new
-    /// call and closes once its streams are done.
+    /// of spares: of the connections without a bulk stream, all but one,
+    /// once they have had none at this sweep and the last. The one kept
+    /// takes the calls while long streams occupy the others (however long
+    /// they last: no dialling anew every few seconds). A connection let go
+    /// takes no new call and closes once its streams are done.
     fn trim_h2(&self) {
         let set = self.h2.load();
         let mut kept = Vec::with_capacity(set.len());
+        let mut free_kept = false;
         for c in set.iter() {
-            let spare_idle = !kept.is_empty() && c.bulk_free_twice();
-            if !c.is_closed() && !spare_idle {
+            if c.is_closed() {
+                continue;
+            }
+            let spare = c.bulk_free_twice() && free_kept;
+            free_kept |= c.bulk_streams() == 0;
+            if !spare {
                 kept.push(Arc::clone(c));
             }
         }

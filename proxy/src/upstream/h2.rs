@@ -145,7 +145,8 @@ impl Upstreams {
 /// in one TCP connection, and each read from the backend is for one client
 /// (2 MiB streams, 1 KiB messages: a third fewer writes to clients). Past
 /// this many, calls share the connection with the fewest bulk streams.
-/// Spares are let go once they carry no bulk stream for a sweep.
+/// Of the connections without a bulk stream one is kept; the others are
+/// let go by the sweep (`BackendConns::trim_h2`).
 const MAX_CONNS: usize = 8;
 
 fn usable(c: &SharedH2, own: bool) -> bool {

@@ -103,13 +103,21 @@ async fn calls_after_a_long_stream_get_a_connection_of_their_own_let_go_when_don
         assert_eq!(&body.collect().await.unwrap().to_bytes()[..], b"done");
     }
     assert_eq!(accepted(), 2);
+    // However long the stream lasts, that connection stays for the calls.
+    let live = BTreeSet::from([backend.id()]);
+    for _ in 0..4 {
+        upstreams.sweep(&live);
+    }
+    let body = call(&upstreams, &backend, "/pkg.Service/Short").await;
+    assert_eq!(&body.collect().await.unwrap().to_bytes()[..], b"done");
+    assert_eq!(accepted(), 2, "no connection was dialled anew");
+    assert_eq!(counts.ended.load(Ordering::SeqCst), 0);
 
     // The stream ends; the spare carries no long stream for two sweeps and
     // is let go: it closes, and calls go on the first connection again.
     counts.finish.notify_one();
     let rest = long.collect().await.unwrap().to_bytes();
     assert_eq!(passed + rest.len(), 256 * 1024 + 4);
-    let live = BTreeSet::from([backend.id()]);
     upstreams.sweep(&live);
     upstreams.sweep(&live);
     until("the spare connection to close", || {

@@ -5,6 +5,7 @@
 //! backend has left the routing table.
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -12,6 +13,7 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 use crossbeam_queue::ArrayQueue;
 use hyper::client::conn::http1;
 use sluice_routing::BackendId;
+use sluice_routing::table::clock_ms;
 use tokio::time::Instant;
 
 use crate::http1::RawIdle;
@@ -36,6 +38,9 @@ pub struct BackendConns {
     /// Held while an HTTP/2 connection is dialled, so a burst of requests
     /// meeting no connection opens one, not one each (taken only then).
     pub(super) h2_dialing: tokio::sync::Mutex<()>,
+    /// Until when (`clock_ms`) no spare HTTP/2 connection is dialled: the
+    /// last dial failed.
+    h2_redial_at: AtomicU64,
 }
 
 impl std::fmt::Debug for BackendConns {
@@ -51,6 +56,7 @@ impl Default for BackendConns {
             raw: Arc::new(RawIdle::new(MAX_IDLE_PER_BACKEND)),
             h2: ArcSwap::from_pointee(Vec::new()),
             h2_dialing: tokio::sync::Mutex::new(()),
+            h2_redial_at: AtomicU64::new(0),
         }
     }
 }
@@ -59,6 +65,18 @@ impl BackendConns {
     /// Idle HTTP/1.1 connections right now.
     pub fn idle(&self) -> usize {
         self.idle.len() + self.raw.len()
+    }
+
+    /// Whether a spare HTTP/2 connection failed to be dialled just now.
+    pub(super) fn h2_redial_paused(&self) -> bool {
+        clock_ms() < self.h2_redial_at.load(Ordering::Relaxed)
+    }
+
+    /// No spare HTTP/2 connection is dialled for `pause`.
+    pub(super) fn h2_redial_after(&self, pause: Duration) {
+        let ms = u64::try_from(pause.as_millis()).unwrap_or(u64::MAX);
+        self.h2_redial_at
+            .store(clock_ms().saturating_add(ms), Ordering::Relaxed);
     }
 
     /// Lets go of the HTTP/2 connections that can take no new stream, and

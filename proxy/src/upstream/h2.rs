@@ -108,6 +108,8 @@ impl Upstreams {
 
     /// The backend's HTTP/2 connection for a new call: the first one that
     /// carries no bulk stream (see [`pick`]), dialled when there is none.
+    /// When a spare cannot be dialled, the call shares a connection with
+    /// long streams, and for a second no call tries dialling another.
     async fn shared_h2(
         &self,
         pool: &super::BackendConns,
@@ -115,16 +117,30 @@ impl Upstreams {
         tls: Option<&UpstreamTls>,
         own: bool,
     ) -> Result<Arc<SharedH2>, UpstreamError> {
-        if let Some(c) = pick(&pool.h2.load(), own) {
+        let fallback = match pick(&pool.h2.load(), own) {
+            Pick::Use(c) => return Ok(c),
+            Pick::Dial(fallback) => fallback,
+        };
+        if let Some(c) = fallback.filter(|_| pool.h2_redial_paused()) {
             return Ok(c);
         }
         let _dialing = pool.h2_dialing.lock().await;
-        // Dialled by another request while this one waited.
-        if let Some(c) = pick(&pool.h2.load(), own) {
+        // Dialled (or failed to be) by another request while this one waited.
+        let fallback = match pick(&pool.h2.load(), own) {
+            Pick::Use(c) => return Ok(c),
+            Pick::Dial(fallback) => fallback,
+        };
+        if let Some(c) = fallback.clone().filter(|_| pool.h2_redial_paused()) {
             return Ok(c);
         }
         // Boxed for the same reason as in `send_h1`.
-        let conn = Arc::new(Box::pin(self.dial_h2(backend, tls, own)).await?);
+        let conn = match Box::pin(self.dial_h2(backend, tls, own)).await {
+            Ok(conn) => Arc::new(conn),
+            Err(e) => {
+                pool.h2_redial_after(REDIAL_PAUSE);
+                return fallback.ok_or(e);
+            }
+        };
         // Those that take no new stream (or are of the other engine: a
         // reload changed it) are let go; they close once their streams end.
         pool.h2.rcu(|set| {
@@ -135,6 +151,11 @@ impl Upstreams {
         Ok(conn)
     }
 }
+
+/// How long after a failed dial of a spare connection calls share the
+/// connections there are rather than dial again (each dial may wait the
+/// connect timeout).
+const REDIAL_PAUSE: Duration = Duration::from_secs(1);
 
 /// Connections kept to one backend at most. The first carries every call
 /// while no response on it turns out long; a long server stream or a
@@ -153,16 +174,26 @@ fn usable(c: &SharedH2, own: bool) -> bool {
     !c.is_closed() && c.is_own() == own
 }
 
-/// The connection for a new call among `set`, or `None` to dial another:
-/// of those without a bulk stream, the one with the fewest calls under
-/// way (the first, while there is only one; with spares, two calls that
-/// start together do not share one, to turn long side by side).
-fn pick(set: &[Arc<SharedH2>], own: bool) -> Option<Arc<SharedH2>> {
-    if let [only] = set {
+/// Where a new call goes.
+enum Pick {
+    Use(Arc<SharedH2>),
+    /// Dial another; if that fails, this one (with the fewest long
+    /// streams) may take the call.
+    Dial(Option<Arc<SharedH2>>),
+}
+
+/// The connection for a new call among `set`: of those without a bulk
+/// stream, the one with the fewest calls under way (the first, while there
+/// is only one; with spares, two calls that start together do not share
+/// one, to turn long side by side). Without one, another is dialled, or
+/// past `MAX_CONNS` the one with the fewest bulk streams takes it.
+fn pick(set: &[Arc<SharedH2>], own: bool) -> Pick {
+    if let [only] = set
         // One connection: no counting of calls.
-        if usable(only, own) && only.bulk_streams() == 0 {
-            return Some(Arc::clone(only));
-        }
+        && usable(only, own)
+        && only.bulk_streams() == 0
+    {
+        return Pick::Use(Arc::clone(only));
     }
     let mut free: Option<(&Arc<SharedH2>, usize)> = None;
     let mut least: Option<(&Arc<SharedH2>, usize)> = None;
@@ -179,7 +210,12 @@ fn pick(set: &[Arc<SharedH2>], own: bool) -> Option<Arc<SharedH2>> {
             least = Some((c, bulk));
         }
     }
-    free.or(least.filter(|_| open >= MAX_CONNS)).map(|(c, _)| Arc::clone(c))
+    let least = least.map(|(c, _)| Arc::clone(c));
+    match free {
+        Some((c, _)) => Pick::Use(Arc::clone(c)),
+        None if open >= MAX_CONNS => least.map_or(Pick::Dial(None), Pick::Use),
+        None => Pick::Dial(least),
+    }
 }
 
 /// The most request body kept to send a refused request again.

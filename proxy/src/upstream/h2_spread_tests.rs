@@ -27,37 +27,44 @@ struct Counts {
 }
 
 /// A backend on 127.0.0.1: `/pkg.Service/Long` answers 256 KiB in 1 KiB
-/// frames and ends when told; anything else answers at once.
-async fn backend() -> (Arc<Backend>, Arc<Counts>) {
+/// frames and ends when told; anything else answers at once. After
+/// `connections` connections it stops listening.
+async fn backend(connections: usize) -> (Arc<Backend>, Arc<Counts>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let counts = Arc::new(Counts::default());
     let c = Arc::clone(&counts);
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
-            c.accepted.fetch_add(1, Ordering::SeqCst);
-            let c = Arc::clone(&c);
-            tokio::spawn(async move {
-                let mut conn = h2::server::handshake(tcp).await.unwrap();
-                while let Some(Ok((req, mut respond))) = conn.accept().await {
-                    let c = Arc::clone(&c);
-                    tokio::spawn(async move {
-                        let long = req.uri().path() == "/pkg.Service/Long";
-                        let mut send = respond.send_response(Response::new(()), false).unwrap();
-                        if long {
-                            for _ in 0..256 {
-                                send.send_data(Bytes::from_static(&[b'x'; 1024]), false).unwrap();
-                            }
-                            c.finish.notified().await;
-                        }
-                        send.send_data(Bytes::from_static(b"done"), true).unwrap();
-                    });
-                }
-                c.ended.fetch_add(1, Ordering::SeqCst);
-            });
+            if c.accepted.fetch_add(1, Ordering::SeqCst) + 1 == connections {
+                drop(listener);
+                serve(tcp, c).await;
+                return;
+            }
+            tokio::spawn(serve(tcp, Arc::clone(&c)));
         }
     });
     (Arc::new(Backend::new(&addr).unwrap()), counts)
+}
+
+/// One connection's `h2` server; counted as ended when it closes.
+async fn serve(tcp: tokio::net::TcpStream, c: Arc<Counts>) {
+    let mut conn = h2::server::handshake(tcp).await.unwrap();
+    while let Some(Ok((req, mut respond))) = conn.accept().await {
+        let c = Arc::clone(&c);
+        tokio::spawn(async move {
+            let long = req.uri().path() == "/pkg.Service/Long";
+            let mut send = respond.send_response(Response::new(()), false).unwrap();
+            if long {
+                for _ in 0..256 {
+                    send.send_data(Bytes::from_static(&[b'x'; 1024]), false).unwrap();
+                }
+                c.finish.notified().await;
+            }
+            send.send_data(Bytes::from_static(b"done"), true).unwrap();
+        });
+    }
+    c.ended.fetch_add(1, Ordering::SeqCst);
 }
 
 async fn call(upstreams: &Upstreams, backend: &Arc<Backend>, path: &str) -> UpstreamBody {
@@ -66,6 +73,17 @@ async fn call(upstreams: &Upstreams, backend: &Arc<Backend>, path: &str) -> Upst
     let sent = upstreams.send(backend, (UpstreamProtocol::Http2, Engine::Sluice), None, req);
     let (res, _lease) = sent.await.unwrap();
     res.into_body()
+}
+
+/// A long stream's body, read until it counts as one (128 KiB passed on).
+async fn long_stream(upstreams: &Upstreams, backend: &Arc<Backend>) -> (UpstreamBody, usize) {
+    let mut long = call(upstreams, backend, "/pkg.Service/Long").await;
+    let mut passed = 0;
+    while passed < 128 * 1024 {
+        let frame = long.frame().await.unwrap().unwrap();
+        passed += frame.into_data().map_or(0, |d| d.len());
+    }
+    (long, passed)
 }
 
 async fn until(what: &str, f: impl Fn() -> bool) {
@@ -78,7 +96,7 @@ async fn until(what: &str, f: impl Fn() -> bool) {
 
 #[tokio::test]
 async fn calls_after_a_long_stream_get_a_connection_of_their_own_let_go_when_done() {
-    let (backend, counts) = backend().await;
+    let (backend, counts) = backend(usize::MAX).await;
     let upstreams = Upstreams::new(&sluice_config::Timeouts::default());
     let accepted = || counts.accepted.load(Ordering::SeqCst);
 
@@ -90,12 +108,7 @@ async fn calls_after_a_long_stream_get_a_connection_of_their_own_let_go_when_don
     assert_eq!(accepted(), 1);
 
     // A stream that has passed on 128 KiB is a long one...
-    let mut long = call(&upstreams, &backend, "/pkg.Service/Long").await;
-    let mut passed = 0;
-    while passed < 128 * 1024 {
-        let frame = long.frame().await.unwrap().unwrap();
-        passed += frame.into_data().map_or(0, |d| d.len());
-    }
+    let (long, passed) = long_stream(&upstreams, &backend).await;
     assert_eq!(accepted(), 1, "the stream went on the shared connection");
     // ...and the calls after it go on another connection, one for them all.
     for _ in 0..3 {
@@ -128,4 +141,20 @@ async fn calls_after_a_long_stream_get_a_connection_of_their_own_let_go_when_don
     assert_eq!(&body.collect().await.unwrap().to_bytes()[..], b"done");
     assert_eq!(accepted(), 2, "no connection was dialled");
     assert_eq!(counts.ended.load(Ordering::SeqCst), 1, "the first connection stays");
+}
+
+#[tokio::test]
+async fn a_call_that_cannot_dial_a_connection_of_its_own_shares_the_long_streams() {
+    // The backend takes one connection and no more.
+    let (backend, counts) = backend(1).await;
+    let upstreams = Upstreams::new(&sluice_config::Timeouts::default());
+    let (_long, _) = long_stream(&upstreams, &backend).await;
+    let body = call(&upstreams, &backend, "/pkg.Service/Short").await;
+    assert_eq!(&body.collect().await.unwrap().to_bytes()[..], b"done");
+    // For a while, the calls that follow do not try again (a dial may take
+    // the connect timeout).
+    assert!(upstreams.conns.of(backend.id()).h2_redial_paused());
+    let body = call(&upstreams, &backend, "/pkg.Service/Short").await;
+    assert_eq!(&body.collect().await.unwrap().to_bytes()[..], b"done");
+    assert_eq!(counts.accepted.load(Ordering::SeqCst), 1);
 }

@@ -29,6 +29,16 @@ pub(super) struct StreamRef {
 pub(super) type Head = (http::StatusCode, HeaderMap, Option<u64>, bool);
 
 impl StreamRef {
+    /// The hold on stream `id`, just opened: counted in the calls under way.
+    pub(super) fn new(shared: &Arc<Shared>, id: u32) -> Self {
+        shared.calls.fetch_add(1, Ordering::Relaxed);
+        Self {
+            shared: Arc::clone(shared),
+            id,
+            bulk: false,
+        }
+    }
+
     /// The response head, what is left of its body's declared length, and
     /// whether the stream ended with it.
     pub(super) fn poll_head(&mut self, cx: &mut Context<'_>) -> Poll<Result<Head, H2Error>> {
@@ -55,18 +65,6 @@ impl StreamRef {
         }
         s.recv_waker = Some(cx.waker().clone());
         Poll::Pending
-    }
-}
-
-impl StreamRef {
-    /// The hold on stream `id`, just opened: counted in the calls under way.
-    pub(super) fn new(shared: &Arc<Shared>, id: u32) -> Self {
-        shared.calls.fetch_add(1, Ordering::Relaxed);
-        Self {
-            shared: Arc::clone(shared),
-            id,
-            bulk: false,
-        }
     }
 }
 

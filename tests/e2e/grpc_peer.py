@@ -12,6 +12,9 @@ answers "NAME:" + the request, or fails with the code a request
 test.Echo/Health sets the health service's status ("SERVING" or
 "NOT_SERVING"); test.Echo/Stall and StallStream (after one message) stall
 for 10 s unless cancelled, and test.Echo/Cancelled says how many were.
+test.Echo/Peer answers the caller's address as the server sees it (the
+connection it came on); test.Echo/Bulk streams that address, 128 KiB in
+16 KiB messages, then stalls like StallStream.
 """
 
 import json
@@ -85,6 +88,13 @@ def serve(name, *opts):
         stall(context)
         yield b"late"
 
+    def bulk(request, context):
+        yield context.peer().encode()
+        for _ in range(8):
+            yield b"b" * 16384
+        stall(context)
+        yield b"late"
+
     sleeping = [0]
 
     def sleep_unary(request, context):
@@ -106,6 +116,10 @@ def serve(name, *opts):
             "Stall": grpc.unary_unary_rpc_method_handler(stall_unary, identity, identity),
             "Sleep": grpc.unary_unary_rpc_method_handler(sleep_unary, identity, identity),
             "StallStream": grpc.unary_stream_rpc_method_handler(stall_stream, identity, identity),
+            "Bulk": grpc.unary_stream_rpc_method_handler(bulk, identity, identity),
+            "Peer": grpc.unary_unary_rpc_method_handler(
+                lambda request, context: context.peer().encode(), identity, identity
+            ),
             "Streams": grpc.unary_unary_rpc_method_handler(
                 lambda request, context: b"%d" % streams[0], identity, identity
             ),
@@ -223,6 +237,19 @@ def client(target, command, *args):
         after = calls()
         rest = list(stream)
         out = {"after": after, "stream": [first.split(b":")[0].decode()] + [m.split(b":")[0].decode() for m in rest]}
+    elif command == "beside-bulk":
+        # N calls' connections (as the backend sees them) before a long
+        # stream, the stream's once 128 KiB of it arrived, and N calls'
+        # while it goes on; then the stream is cancelled.
+        n = int(args[0])
+        peer = channel.unary_unary("/test.Echo/Peer", identity, identity)
+        before = [peer(b"", timeout=10).decode() for _ in range(n)]
+        stream = channel.unary_stream("/test.Echo/Bulk", identity, identity)(b"", timeout=60)
+        on = next(stream).decode()
+        received = sum(len(next(stream)) for _ in range(8))
+        during = [peer(b"", timeout=10).decode() for _ in range(n)]
+        stream.cancel()
+        out = {"before": before, "stream": on, "received": received, "during": during}
     elif command == "cancelled":
         count = channel.unary_unary("/test.Echo/Cancelled", identity, identity)
         out = {"cancelled": int(count(b"", timeout=5))}

@@ -219,6 +219,41 @@ async fn a_burst_on_a_cold_backend_opens_one_connection() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_beside_a_long_stream_go_on_another_connection_to_the_backend() {
+    if !grpcio_present() {
+        return;
+    }
+    // The grpcio server tells each call the address it came from: one per
+    // connection sluice has to it.
+    let server = GrpcServer::start("blue");
+    let proxy = common::start_proxy(&grpc_pool("blue", 100, server.addr)).await;
+    let out = call(proxy.addr, &["beside-bulk", "5"]).await;
+    let peers = |key: &str| -> Vec<String> {
+        out[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p.as_str().unwrap().to_owned())
+            .collect()
+    };
+    let (before, during) = (peers("before"), peers("during"));
+    let stream = out["stream"].as_str().unwrap();
+    assert_eq!(out["received"], 128 * 1024, "{out}");
+    assert!(
+        before.iter().all(|p| p == stream),
+        "calls and the stream shared one connection: {out}"
+    );
+    assert!(
+        during.iter().all(|p| p == &during[0]),
+        "the calls beside it shared one: {out}"
+    );
+    assert_ne!(
+        during[0], stream,
+        "calls beside the long stream went on another connection: {out}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_in_flight_finish_when_the_backend_goes_away_gracefully() {
     if !grpcio_present() {
         return;

@@ -60,8 +60,18 @@ impl Upstreams {
         async move {
             let pool = self.conns.of(backend.id());
             let mut attempt = 0;
+            // The connection that refused the last attempt's stream.
+            let mut refused: Option<Arc<SharedH2>> = None;
             loop {
-                let conn = self.shared_h2(&pool, backend, tls, own).await?;
+                let conn = self.shared_h2(&pool, backend, tls, own, refused.as_ref()).await?;
+                if refused.take().is_some_and(|r| Arc::ptr_eq(&r, &conn)) {
+                    // No other connection to be had: a backend that refuses
+                    // streams is at its limit by its own count (grpc-core's
+                    // lags the client's view), so give it a moment, longer
+                    // each time (25, 50, 100, … ms; the request's deadline
+                    // still bounds the whole).
+                    tokio::time::sleep(REFUSED_BACKOFF * (1 << (attempt - 1))).await;
+                }
                 let (give_back, unsent) = oneshot::channel();
                 let again = attempt < RETRIES;
                 if again {
@@ -94,11 +104,9 @@ impl Upstreams {
                             .collect::<Vec<_>>()
                     });
                 } else {
-                    // A backend that refuses streams is at its limit by its own
-                    // count (grpc-core's lags the client's view): give it a
-                    // moment before the next attempt, longer each time (25, 50,
-                    // 100, … ms; the request's deadline still bounds the whole).
-                    tokio::time::sleep(REFUSED_BACKOFF * (1 << attempt)).await;
+                    // Refused: the next attempt goes on another connection to
+                    // the backend (dialled if need be), or waits a moment.
+                    refused = Some(conn);
                 }
                 attempt += 1;
                 body = RequestBody::resume(unsent);
@@ -107,17 +115,19 @@ impl Upstreams {
     }
 
     /// The backend's HTTP/2 connection for a new call: the first one that
-    /// carries no bulk stream (see [`pick`]), dialled when there is none.
-    /// When a spare cannot be dialled, the call shares a connection with
-    /// long streams, and for a second no call tries dialling another.
+    /// carries no bulk stream (see [`pick`]) other than `refused`, dialled
+    /// when there is none. When a spare cannot be dialled, the call shares
+    /// a connection with long streams (or goes back to `refused`), and for
+    /// a second no call tries dialling another.
     async fn shared_h2(
         &self,
         pool: &super::BackendConns,
         backend: &Arc<Backend>,
         tls: Option<&UpstreamTls>,
         own: bool,
+        refused: Option<&Arc<SharedH2>>,
     ) -> Result<Arc<SharedH2>, UpstreamError> {
-        let fallback = match pick(&pool.h2.load(), own) {
+        let fallback = match pick(&pool.h2.load(), own, refused) {
             Pick::Use(c) => return Ok(c),
             Pick::Dial(fallback) => fallback,
         };
@@ -126,7 +136,7 @@ impl Upstreams {
         }
         let _dialing = pool.h2_dialing.lock().await;
         // Dialled (or failed to be) by another request while this one waited.
-        let fallback = match pick(&pool.h2.load(), own) {
+        let fallback = match pick(&pool.h2.load(), own, refused) {
             Pick::Use(c) => return Ok(c),
             Pick::Dial(fallback) => fallback,
         };
@@ -178,20 +188,22 @@ fn usable(c: &SharedH2, own: bool) -> bool {
 enum Pick {
     Use(Arc<SharedH2>),
     /// Dial another; if that fails, this one (with the fewest long
-    /// streams) may take the call.
+    /// streams, or the one that refused the call) may take the call.
     Dial(Option<Arc<SharedH2>>),
 }
 
 /// The connection for a new call among `set`: of those without a bulk
-/// stream, the one with the fewest calls under way (with spares, two calls
+/// stream (and other than `refused`, which just refused this call's
+/// stream), the one with the fewest calls under way (with spares, two calls
 /// that start together, and may both turn long, do not share one).
 /// Without one, another is dialled, or past `MAX_CONNS` the one with the
 /// fewest bulk streams takes it.
-fn pick(set: &[Arc<SharedH2>], own: bool) -> Pick {
+fn pick(set: &[Arc<SharedH2>], own: bool, refused: Option<&Arc<SharedH2>>) -> Pick {
     if let [only] = set
         // One connection: no counting of calls.
         && usable(only, own)
         && only.bulk_streams() == 0
+        && refused.is_none()
     {
         return Pick::Use(Arc::clone(only));
     }
@@ -201,7 +213,7 @@ fn pick(set: &[Arc<SharedH2>], own: bool) -> Pick {
     for c in set.iter().filter(|c| usable(c, own)) {
         open += 1;
         let bulk = c.bulk_streams();
-        if bulk == 0 {
+        if bulk == 0 && !refused.is_some_and(|r| Arc::ptr_eq(r, c)) {
             let calls = c.calls();
             if free.is_none_or(|(_, fewest)| calls < fewest) {
                 free = Some((c, calls));

@@ -27,8 +27,9 @@ struct Counts {
 }
 
 /// A backend on 127.0.0.1: `/pkg.Service/Long` answers 256 KiB in 1 KiB
-/// frames and ends when told; anything else answers at once. After
-/// `connections` connections it stops listening.
+/// frames and ends when told; `/pkg.Service/Refused` is refused
+/// (REFUSED_STREAM) on the first connection; anything else answers at once.
+/// After `connections` connections it stops listening.
 async fn backend(connections: usize) -> (Arc<Backend>, Arc<Counts>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
@@ -36,21 +37,26 @@ async fn backend(connections: usize) -> (Arc<Backend>, Arc<Counts>) {
     let c = Arc::clone(&counts);
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
-            if c.accepted.fetch_add(1, Ordering::SeqCst) + 1 == connections {
+            let n = c.accepted.fetch_add(1, Ordering::SeqCst) + 1;
+            if n == connections {
                 drop(listener);
-                serve(tcp, c).await;
+                serve(tcp, c, n == 1).await;
                 return;
             }
-            tokio::spawn(serve(tcp, Arc::clone(&c)));
+            tokio::spawn(serve(tcp, Arc::clone(&c), n == 1));
         }
     });
     (Arc::new(Backend::new(&addr).unwrap()), counts)
 }
 
 /// One connection's `h2` server; counted as ended when it closes.
-async fn serve(tcp: tokio::net::TcpStream, c: Arc<Counts>) {
+async fn serve(tcp: tokio::net::TcpStream, c: Arc<Counts>, first: bool) {
     let mut conn = h2::server::handshake(tcp).await.unwrap();
     while let Some(Ok((req, mut respond))) = conn.accept().await {
+        if first && req.uri().path() == "/pkg.Service/Refused" {
+            respond.send_reset(h2::Reason::REFUSED_STREAM);
+            continue;
+        }
         let c = Arc::clone(&c);
         tokio::spawn(async move {
             let long = req.uri().path() == "/pkg.Service/Long";
@@ -156,5 +162,37 @@ async fn a_call_that_cannot_dial_a_connection_of_its_own_shares_the_long_streams
     assert!(upstreams.conns.of(backend.id()).h2_redial_paused());
     let body = call(&upstreams, &backend, "/pkg.Service/Short").await;
     assert_eq!(&body.collect().await.unwrap().to_bytes()[..], b"done");
+    assert_eq!(counts.accepted.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_refused_call_goes_again_on_another_connection_or_after_a_pause_on_the_same() {
+    let upstreams = Upstreams::new(&sluice_config::Timeouts::default());
+    // Another connection is dialled for it at once.
+    let (roomy, counts) = backend(usize::MAX).await;
+    let body = call(&upstreams, &roomy, "/pkg.Service/Refused").await;
+    assert_eq!(&body.collect().await.unwrap().to_bytes()[..], b"done");
+    assert_eq!(counts.accepted.load(Ordering::SeqCst), 2);
+
+    // A backend that takes one connection: the call goes again on it, after
+    // a pause, until its retries are spent (every stream is refused there).
+    let (single, counts) = backend(1).await;
+    let body = call(&upstreams, &single, "/pkg.Service/Short").await;
+    assert_eq!(&body.collect().await.unwrap().to_bytes()[..], b"done");
+    let started = tokio::time::Instant::now();
+    let mut req = post(ClientBody::Read(Some(Bytes::from_static(b"call"))), 100);
+    *req.uri_mut() = "http://backend.test/pkg.Service/Refused".parse().unwrap();
+    let sent = upstreams.send(&single, (UpstreamProtocol::Http2, Engine::Sluice), None, req);
+    let err = sent.await.map(|_| ()).unwrap_err();
+    assert!(
+        matches!(err, UpstreamError::H2Client(crate::h2client::H2Error::Refused)),
+        "{err:?}"
+    );
+    // The pauses between its six attempts: 25 + 50 + 100 + 200 + 400 ms.
+    assert!(
+        started.elapsed() >= Duration::from_millis(750),
+        "{:?}",
+        started.elapsed()
+    );
     assert_eq!(counts.accepted.load(Ordering::SeqCst), 1);
 }

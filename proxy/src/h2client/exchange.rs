@@ -6,6 +6,7 @@
 
 use std::future::poll_fn;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -59,28 +60,25 @@ impl H2Client {
 
     /// Whether new streams can no longer open here: the next request dials.
     pub fn is_closed(&self) -> bool {
-        self.shared.closed.load(std::sync::atomic::Ordering::Relaxed)
+        self.shared.closed.load(Ordering::Relaxed)
     }
 
     /// Streams here whose responses have turned out long (a server
     /// stream, a download) and are still being read.
     pub fn bulk_streams(&self) -> usize {
-        self.shared.bulk.load(std::sync::atomic::Ordering::Relaxed)
+        self.shared.bulk.load(Ordering::Relaxed)
     }
 
     /// Exchanges under way here.
     pub fn calls(&self) -> usize {
-        self.shared.calls.load(std::sync::atomic::Ordering::Relaxed)
+        self.shared.calls.load(Ordering::Relaxed)
     }
 
     /// Whether no bulk stream was open here at this call and the last:
     /// the pool lets go of a spare connection that long without one.
     pub fn bulk_free_twice(&self) -> bool {
         let free = self.bulk_streams() == 0;
-        let before = self
-            .shared
-            .bulk_free_seen
-            .swap(free, std::sync::atomic::Ordering::Relaxed);
+        let before = self.shared.bulk_free_seen.swap(free, Ordering::Relaxed);
         free && before
     }
 
@@ -177,7 +175,7 @@ impl H2Client {
         }
         let was_empty = st.wbuf.is_empty();
         let Some(id) = st.open_stream(streamed) else {
-            self.shared.closed.store(true, std::sync::atomic::Ordering::Relaxed);
+            self.shared.closed.store(true, Ordering::Relaxed);
             return Poll::Ready(Err(H2Error::GoAway));
         };
         let max_frame = st.max_frame;

@@ -127,22 +127,15 @@ impl Upstreams {
         own: bool,
         refused: Option<&Arc<SharedH2>>,
     ) -> Result<Arc<SharedH2>, UpstreamError> {
-        let fallback = match pick(&pool.h2.load(), own, refused) {
-            Pick::Use(c) => return Ok(c),
-            Pick::Dial(fallback) => fallback,
-        };
-        if let Some(c) = fallback.filter(|_| pool.h2_redial_paused()) {
+        if let Ok(c) = choose(pool, own, refused) {
             return Ok(c);
         }
         let _dialing = pool.h2_dialing.lock().await;
         // Dialled (or failed to be) by another request while this one waited.
-        let fallback = match pick(&pool.h2.load(), own, refused) {
-            Pick::Use(c) => return Ok(c),
-            Pick::Dial(fallback) => fallback,
+        let fallback = match choose(pool, own, refused) {
+            Ok(c) => return Ok(c),
+            Err(fallback) => fallback,
         };
-        if let Some(c) = fallback.clone().filter(|_| pool.h2_redial_paused()) {
-            return Ok(c);
-        }
         // Boxed for the same reason as in `send_h1`.
         let conn = match Box::pin(self.dial_h2(backend, tls, own)).await {
             Ok(conn) => Arc::new(conn),
@@ -166,6 +159,21 @@ impl Upstreams {
 /// connections there are rather than dial again (each dial may wait the
 /// connect timeout).
 const REDIAL_PAUSE: Duration = Duration::from_secs(1);
+
+/// The connection for a new call (`Ok`), or `Err` to dial another, with
+/// the connection that may take the call if that fails ([`pick`]); for a
+/// while after a failed dial, that one takes it at once.
+fn choose(
+    pool: &super::BackendConns,
+    own: bool,
+    refused: Option<&Arc<SharedH2>>,
+) -> Result<Arc<SharedH2>, Option<Arc<SharedH2>>> {
+    match pick(&pool.h2.load(), own, refused) {
+        Pick::Use(c) => Ok(c),
+        Pick::Dial(Some(c)) if pool.h2_redial_paused() => Ok(c),
+        Pick::Dial(fallback) => Err(fallback),
+    }
+}
 
 /// Connections kept to one backend at most. The first carries every call
 /// while no response on it turns out long; a long server stream or a
